@@ -1,0 +1,5 @@
+//! Estafette relay node. This crate is a skeleton until the relay-node issue
+//! lands: it only re-exports the protocol core it will be built on.
+#![forbid(unsafe_code)]
+
+pub use estafette_spec as spec;

@@ -1,0 +1,168 @@
+//! `IdentityAssertion`: an identity provider's signed statement that a person
+//! (BSN or eIDAS person id) logged in, for one audience (a home node or the
+//! gateway), with a fresh nonce, for at most five minutes.
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::cbor::{self, CborError};
+use crate::cose::{self, Digest, ObjectKind};
+use crate::ids::{NodeId, Recipient};
+use crate::limits::*;
+use crate::text::{FieldError, Timestamp, check_date, check_line};
+use crate::trust::{LevelOfAssurance, Signer, TrustList, VerifyError};
+
+/// The content of an identity assertion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityClaims {
+    /// The identity provider's id; must be the signer's.
+    pub issuer: NodeId,
+    pub subject: Recipient,
+    pub family_name: String,
+    pub given_names: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    pub level_of_assurance: LevelOfAssurance,
+    /// The node the assertion is for.
+    pub audience: NodeId,
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What the verifier requires of an assertion.
+#[derive(Debug, Clone)]
+pub struct AssertionPolicy {
+    /// This verifier's own node id.
+    pub audience: NodeId,
+    pub min_level: LevelOfAssurance,
+    pub now: Timestamp,
+}
+
+/// Why an identity assertion is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionError {
+    #[error("identity assertion: {0}")]
+    Verify(#[from] VerifyError),
+    #[error("identity assertion content: {0}")]
+    Content(#[from] CborError),
+    #[error("identity assertion: {0}")]
+    Field(#[from] FieldError),
+    #[error("identity assertion nonce has {0} bytes, expected {min}..={max}", min = MIN_NONCE_BYTES, max = MAX_NONCE_BYTES)]
+    Nonce(usize),
+    #[error("identity assertion is valid for {0} s, at most {max} s is allowed", max = MAX_ASSERTION_LIFETIME_S)]
+    LifetimeTooLong(u64),
+    #[error("identity assertion expired at {0}")]
+    Expired(Timestamp),
+    #[error("identity assertion issued at {0}, in the future")]
+    NotYetValid(Timestamp),
+    #[error("identity assertion is for {found}, not for this node ({expected})")]
+    WrongAudience { expected: NodeId, found: NodeId },
+    #[error(
+        "identity assertion level of assurance is {found:?}, at least {required:?} is required"
+    )]
+    LevelTooLow {
+        found: LevelOfAssurance,
+        required: LevelOfAssurance,
+    },
+    #[error("identity provider {issuer} may assert at most {max:?}, this claims {claimed:?}")]
+    LevelAboveProvider {
+        issuer: NodeId,
+        max: LevelOfAssurance,
+        claimed: LevelOfAssurance,
+    },
+    #[error("identity assertion names issuer {claimed}, but was signed by {signer}")]
+    IssuerMismatch { claimed: NodeId, signer: String },
+}
+
+impl IdentityClaims {
+    pub fn validate(&self) -> Result<(), AssertionError> {
+        check_line("family name", &self.family_name, MAX_SHORT_TEXT_CHARS)?;
+        check_line("given names", &self.given_names, MAX_SHORT_TEXT_CHARS)?;
+        check_date("birth date", &self.birth_date)?;
+        if !(MIN_NONCE_BYTES..=MAX_NONCE_BYTES).contains(&self.nonce.len()) {
+            return Err(AssertionError::Nonce(self.nonce.len()));
+        }
+        let lifetime = self.expires_at.0.saturating_sub(self.issued_at.0);
+        if lifetime > MAX_ASSERTION_LIFETIME_S || self.expires_at <= self.issued_at {
+            return Err(AssertionError::LifetimeTooLong(lifetime));
+        }
+        Ok(())
+    }
+}
+
+/// A verified assertion. The caller must still refuse a nonce it has seen
+/// (nonces are single use; remembering them is state, kept by the node).
+#[derive(Debug, Clone)]
+pub struct VerifiedAssertion {
+    pub claims: IdentityClaims,
+    /// SHA-256 of the assertion bytes: recorded with consent changes.
+    pub digest: Digest,
+}
+
+/// Signs and checks identity assertions.
+pub struct IdentityAssertion;
+
+impl IdentityAssertion {
+    pub fn sign(claims: &IdentityClaims, idp_key: &SigningKey) -> Result<Vec<u8>, AssertionError> {
+        claims.validate()?;
+        Ok(cose::sign(
+            ObjectKind::Assertion,
+            cbor::to_vec(claims),
+            idp_key,
+        ))
+    }
+
+    pub fn verify(
+        bytes: &[u8],
+        trust: &TrustList,
+        policy: &AssertionPolicy,
+    ) -> Result<VerifiedAssertion, AssertionError> {
+        let (signer, payload) = trust.verify_signed(bytes, ObjectKind::Assertion)?;
+        let claims: IdentityClaims = cbor::from_slice(&payload, MAX_ASSERTION_BYTES)?;
+        claims.validate()?;
+        let Signer::IdentityProvider(idp) = signer else {
+            return Err(AssertionError::IssuerMismatch {
+                claimed: claims.issuer,
+                signer: signer.id(),
+            });
+        };
+        if idp.id != claims.issuer {
+            return Err(AssertionError::IssuerMismatch {
+                claimed: claims.issuer,
+                signer: idp.id.to_string(),
+            });
+        }
+        if claims.level_of_assurance > idp.max_loa {
+            return Err(AssertionError::LevelAboveProvider {
+                issuer: idp.id.clone(),
+                max: idp.max_loa,
+                claimed: claims.level_of_assurance,
+            });
+        }
+        if claims.audience != policy.audience {
+            return Err(AssertionError::WrongAudience {
+                expected: policy.audience.clone(),
+                found: claims.audience,
+            });
+        }
+        if policy.now >= claims.expires_at {
+            return Err(AssertionError::Expired(claims.expires_at));
+        }
+        if claims.issued_at > policy.now.plus_s(MAX_CLOCK_SKEW_S) {
+            return Err(AssertionError::NotYetValid(claims.issued_at));
+        }
+        if claims.level_of_assurance < policy.min_level {
+            return Err(AssertionError::LevelTooLow {
+                found: claims.level_of_assurance,
+                required: policy.min_level,
+            });
+        }
+        Ok(VerifiedAssertion {
+            claims,
+            digest: Digest::of(bytes),
+        })
+    }
+}

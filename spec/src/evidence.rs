@@ -1,0 +1,281 @@
+//! `Evidence`: a signed receipt by the node that did something, named after
+//! ETSI EN 319 522 events. The evidence for one message forms a hash chain:
+//! each record carries the SHA-256 of the previous record's COSE bytes.
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::cbor::{self, CborError};
+use crate::cose::{self, Digest, ObjectKind};
+use crate::ids::{EnvelopeId, EvidenceId, MessageId, NodeId};
+use crate::limits::*;
+use crate::text::{FieldError, Timestamp, check_line};
+use crate::trust::{TrustList, VerifyError};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EvidenceEvent {
+    /// The gateway accepted the agency's submission.
+    SubmissionAcceptance,
+    /// The gateway refused the agency's submission.
+    SubmissionRejection,
+    /// A node stored the envelope durably and took over responsibility.
+    RelayAcceptance,
+    /// A node refused the envelope.
+    RelayRejection,
+    /// A node gave up forwarding (expired, retry horizon reached).
+    RelayFailure,
+    /// The home node put the letter into the recipient's inbox.
+    ContentConsignment,
+    /// The recipient (or a representative) was notified.
+    ConsignmentNotification,
+    /// Notification failed (bounced, no working channel).
+    ConsignmentNotificationFailure,
+    /// The letter was opened, by the holder or a representative.
+    ContentHandover,
+    /// The letter went (also) on paper.
+    PaperFallback,
+}
+
+impl EvidenceEvent {
+    /// Events that report something going wrong carry a reason code.
+    pub fn is_negative(self) -> bool {
+        matches!(
+            self,
+            EvidenceEvent::SubmissionRejection
+                | EvidenceEvent::RelayRejection
+                | EvidenceEvent::RelayFailure
+                | EvidenceEvent::ConsignmentNotificationFailure
+        )
+    }
+
+    /// Events that must say why (negative ones and paper fallback).
+    pub fn needs_reason(self) -> bool {
+        self.is_negative() || self == EvidenceEvent::PaperFallback
+    }
+}
+
+/// Why something was refused, failed or went to paper. Stable codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// Bytes are not well-formed CBOR/COSE or not of the schema.
+    Malformed,
+    /// Over a size or count limit.
+    TooLarge,
+    /// A signature does not verify.
+    BadSignature,
+    /// The signing key is not in the trust list.
+    UnknownSigner,
+    /// The signing key or certificate was revoked.
+    Revoked,
+    /// The signer's role may not sign this kind of object.
+    WrongRole,
+    /// Past its expiry time.
+    Expired,
+    /// Created in the future.
+    NotYetValid,
+    /// More hops than the hop limit allows.
+    HopLimitExceeded,
+    /// The peer may not send this to this node, or it is not routed here.
+    NotForThisNode,
+    /// No route to the destination.
+    NoRoute,
+    /// Forwarding retried past the retry horizon.
+    RetryHorizonExceeded,
+    /// The agency's certificate and the message sender differ.
+    SenderMismatch,
+    /// The recipient identifier is not valid.
+    InvalidRecipient,
+    /// The same message id was submitted with other bytes.
+    DuplicateConflict,
+    /// The recipient has no inbox.
+    NoInbox,
+    /// The recipient has not chosen digital mail from this sender.
+    NoConsent,
+    /// The inbox is not activated.
+    InboxInactive,
+    /// No verified notification channel.
+    NoNotificationChannel,
+    /// The notification bounced permanently.
+    NotificationBounced,
+    /// Not opened within the time allowed.
+    UnreadTooLong,
+    /// Not opened and the response deadline is near.
+    DeadlineApproaching,
+    /// The account holds unread mail and has not been visited for long.
+    DormantAccount,
+    /// The node could not store it (disk full, storage failure).
+    StorageFailure,
+}
+
+/// Who opened a letter (on ContentHandover).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    pub role: ActorRole,
+    /// For a representative: who (a recipient id, or an OIN with an employee name).
+    pub representative: Option<String>,
+    /// For a representative: the mandate or attestation under which it acted.
+    pub mandate: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorRole {
+    Holder,
+    Representative,
+}
+
+/// The content of an evidence record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceRecord {
+    pub evidence_id: EvidenceId,
+    pub event: EvidenceEvent,
+    /// Absent only when no envelope exists yet (a rejected submission).
+    pub envelope_id: Option<EnvelopeId>,
+    pub message_id: MessageId,
+    /// SHA-256 of the `SignedMessage` bytes.
+    pub message_digest: Digest,
+    /// The node (or gateway) that did it and signed this record.
+    pub issuer: NodeId,
+    pub issued_at: Timestamp,
+    pub reason: Option<ReasonCode>,
+    pub actor: Option<Actor>,
+    /// SHA-256 of the previous evidence record (COSE bytes) for this message;
+    /// absent on the first.
+    pub previous: Option<Digest>,
+}
+
+/// Why evidence is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("evidence: {0}")]
+    Verify(#[from] VerifyError),
+    #[error("evidence content: {0}")]
+    Content(#[from] CborError),
+    #[error("evidence: {0}")]
+    Field(#[from] FieldError),
+    #[error("evidence {event:?} must carry a reason code")]
+    MissingReason { event: EvidenceEvent },
+    #[error("evidence {event:?} must not carry a reason code")]
+    UnexpectedReason { event: EvidenceEvent },
+    #[error("ContentHandover evidence must name who opened the letter")]
+    MissingActor,
+    #[error("only ContentHandover evidence names an actor")]
+    UnexpectedActor,
+    #[error("a representative actor must name the representative and the mandate")]
+    IncompleteRepresentative,
+    #[error("evidence names issuer {claimed}, but was signed by {signer}")]
+    IssuerMismatch { claimed: NodeId, signer: String },
+    #[error("evidence chain: record {index} is for another message")]
+    ChainOtherMessage { index: usize },
+    #[error("evidence chain: record {index} does not link to an earlier record of the chain")]
+    ChainBroken { index: usize },
+    #[error("evidence chain is empty")]
+    ChainEmpty,
+}
+
+impl EvidenceRecord {
+    pub fn validate(&self) -> Result<(), EvidenceError> {
+        match (self.event.needs_reason(), self.reason.is_some()) {
+            (true, false) => return Err(EvidenceError::MissingReason { event: self.event }),
+            (false, true) => return Err(EvidenceError::UnexpectedReason { event: self.event }),
+            _ => {}
+        }
+        match (self.event == EvidenceEvent::ContentHandover, &self.actor) {
+            (true, None) => return Err(EvidenceError::MissingActor),
+            (false, Some(_)) => return Err(EvidenceError::UnexpectedActor),
+            (true, Some(actor)) => {
+                for text in [&actor.representative, &actor.mandate]
+                    .into_iter()
+                    .flatten()
+                {
+                    check_line("actor", text, MAX_SHORT_TEXT_CHARS)?;
+                }
+                if actor.role == ActorRole::Representative
+                    && (actor.representative.is_none() || actor.mandate.is_none())
+                {
+                    return Err(EvidenceError::IncompleteRepresentative);
+                }
+            }
+            (false, None) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Evidence that passed verification.
+#[derive(Debug, Clone)]
+pub struct VerifiedEvidence {
+    pub record: EvidenceRecord,
+    /// SHA-256 of the evidence bytes: what the next record's `previous` holds.
+    pub digest: Digest,
+}
+
+/// Signs and checks evidence.
+pub struct Evidence;
+
+impl Evidence {
+    pub fn sign(record: &EvidenceRecord, node_key: &SigningKey) -> Result<Vec<u8>, EvidenceError> {
+        record.validate()?;
+        Ok(cose::sign(
+            ObjectKind::Evidence,
+            cbor::to_vec(record),
+            node_key,
+        ))
+    }
+
+    /// Checks the signature of a node or the gateway in the trust list, and
+    /// that the record names its signer as issuer.
+    pub fn verify(bytes: &[u8], trust: &TrustList) -> Result<VerifiedEvidence, EvidenceError> {
+        let (signer, payload) = trust.verify_signed(bytes, ObjectKind::Evidence)?;
+        let record: EvidenceRecord = cbor::from_slice(&payload, MAX_EVIDENCE_BYTES)?;
+        record.validate()?;
+        if signer.node_id() != Some(&record.issuer) {
+            return Err(EvidenceError::IssuerMismatch {
+                claimed: record.issuer,
+                signer: signer.id(),
+            });
+        }
+        Ok(VerifiedEvidence {
+            record,
+            digest: Digest::of(bytes),
+        })
+    }
+
+    /// Verifies every record of one message's evidence, in the order they
+    /// were issued, and the links between them: the first record has no
+    /// `previous`; every later one links to a record before it. (Usually the
+    /// one just before; events signed concurrently by different nodes may
+    /// link to the same record, so the links form a tree.)
+    pub fn verify_chain(
+        chain: &[Vec<u8>],
+        trust: &TrustList,
+    ) -> Result<Vec<VerifiedEvidence>, EvidenceError> {
+        let mut out: Vec<VerifiedEvidence> = Vec::with_capacity(chain.len());
+        for (index, bytes) in chain.iter().enumerate() {
+            let verified = Self::verify(bytes, trust)?;
+            match (out.first(), verified.record.previous) {
+                (None, None) => {}
+                (None, Some(_)) => return Err(EvidenceError::ChainBroken { index }),
+                (Some(first), previous) => {
+                    if first.record.message_id != verified.record.message_id
+                        || first.record.message_digest != verified.record.message_digest
+                    {
+                        return Err(EvidenceError::ChainOtherMessage { index });
+                    }
+                    if !previous.is_some_and(|p| out.iter().any(|e| e.digest == p)) {
+                        return Err(EvidenceError::ChainBroken { index });
+                    }
+                }
+            }
+            out.push(verified);
+        }
+        if out.is_empty() {
+            return Err(EvidenceError::ChainEmpty);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,48 @@
+//! # estafette-spec: the protocol core
+//!
+//! Identifiers, wire formats, signing and verification for Estafette, with no
+//! I/O: no sockets, no files, no clock, no global randomness. Callers pass in
+//! bytes, the current time ([`Timestamp`]) and a random source, and get
+//! values or typed errors back. `spec/SPEC.md` is the normative description
+//! of everything here.
+//!
+//! Every signed object is a COSE_Sign1 ([`cose`]) whose protected content
+//! type names its kind; every decoder runs the CBOR pre-scan ([`cbor`]) with
+//! the limits in [`limits`] before it builds anything.
+#![forbid(unsafe_code)]
+
+pub mod assertion;
+pub mod bytes;
+pub mod cbor;
+pub mod cose;
+pub mod envelope;
+pub mod evidence;
+pub mod ids;
+pub mod limits;
+pub mod message;
+pub mod text;
+pub mod trust;
+
+pub use assertion::{
+    AssertionError, AssertionPolicy, IdentityAssertion, IdentityClaims, VerifiedAssertion,
+};
+pub use bytes::{Ed25519PublicKey, X25519PublicKey};
+pub use cose::{Digest, KeyId, ObjectKind};
+pub use envelope::{
+    Envelope, EnvelopeContent, EnvelopeError, HpkeKeyPair, RoutingHeader, VerifiedEnvelope,
+};
+pub use evidence::{
+    Actor, ActorRole, Evidence, EvidenceError, EvidenceEvent, EvidenceRecord, ReasonCode,
+    VerifiedEvidence,
+};
+pub use ids::{
+    Bsn, CountryCode, EidasPersonId, EnvelopeId, EvidenceId, InboxId, MessageId, NodeId, Oin,
+    Recipient,
+};
+pub use message::{Attachment, Letter, MessageError, Nature, SignedMessage, VerifiedMessage};
+pub use text::{FieldError, Timestamp};
+pub use trust::{
+    AgencyEntry, CourtRegistryEntry, IdentityProviderEntry, LevelOfAssurance, NodeEntry, NodeRole,
+    RevokedEntry, Sector, Signer, SignerRole, TrustError, TrustList, TrustListContent,
+    TrustListError, VerifyError,
+};

@@ -1,0 +1,64 @@
+//! Every limit of the wire formats, named. Decoders enforce them before they
+//! allocate: an input over its size limit is refused by its length alone, and
+//! the CBOR pre-scan ([`crate::cbor`]) refuses a nesting, a count or a length
+//! over these limits before any value is built.
+
+/// Largest `SignedMessage` (COSE bytes), attachments included: 16 MiB.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Envelope overhead on top of the message: routing header, HPKE
+/// encapsulated key and tag, the gateway's signature.
+pub const MAX_ENVELOPE_OVERHEAD_BYTES: usize = 16 * 1024;
+/// Largest `Envelope` (COSE bytes).
+pub const MAX_ENVELOPE_BYTES: usize = MAX_MESSAGE_BYTES + MAX_ENVELOPE_OVERHEAD_BYTES;
+/// Largest `Evidence` (COSE bytes).
+pub const MAX_EVIDENCE_BYTES: usize = 8 * 1024;
+/// Largest `IdentityAssertion` (COSE bytes).
+pub const MAX_ASSERTION_BYTES: usize = 8 * 1024;
+/// Largest `TrustList` (COSE bytes).
+pub const MAX_TRUST_LIST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Deepest CBOR nesting accepted anywhere (arrays, maps and tags count).
+/// Our deepest structure (a trust list entry's route list inside the
+/// COSE payload) nests 4 levels; 16 leaves room without risking the stack.
+pub const MAX_CBOR_DEPTH: usize = 16;
+/// Most items in one CBOR array or map.
+pub const MAX_CBOR_CONTAINER_ITEMS: u64 = 100_000;
+
+/// Most attachments on one letter.
+pub const MAX_ATTACHMENTS: usize = 32;
+/// Longest subject, in characters.
+pub const MAX_SUBJECT_CHARS: usize = 200;
+/// Longest body text, in bytes (UTF-8).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Longest short text field (names, references, expected action, media
+/// types, reasons), in characters.
+pub const MAX_SHORT_TEXT_CHARS: usize = 500;
+/// Longest attachment file name, in characters.
+pub const MAX_ATTACHMENT_NAME_CHARS: usize = 255;
+/// Longest language tag (BCP 47 subset: `ll` or `ll-RR`), in characters.
+pub const MAX_LANGUAGE_TAG_CHARS: usize = 8;
+
+/// Longest node id (a DNS name).
+pub const MAX_NODE_ID_CHARS: usize = 253;
+/// Longest opaque identifier part of an eIDAS person id.
+pub const MAX_EIDAS_IDENTIFIER_CHARS: usize = 256;
+
+/// Most relay hops an envelope may take.
+pub const MAX_HOP_LIMIT: u8 = 16;
+/// Longest time an envelope may live, from created to expires: 30 days.
+pub const MAX_ENVELOPE_LIFETIME_S: u64 = 30 * 24 * 3600;
+
+/// Longest validity of an identity assertion: 5 minutes.
+pub const MAX_ASSERTION_LIFETIME_S: u64 = 5 * 60;
+/// Clock skew tolerated between nodes when checking "not yet valid".
+pub const MAX_CLOCK_SKEW_S: u64 = 60;
+/// Shortest and longest assertion nonce, in bytes.
+pub const MIN_NONCE_BYTES: usize = 16;
+pub const MAX_NONCE_BYTES: usize = 64;
+
+/// Most entries of each kind in a trust list.
+pub const MAX_TRUST_LIST_ENTRIES: usize = 10_000;
+/// Most routes on one node entry.
+pub const MAX_ROUTES_PER_NODE: usize = 1_000;
+/// Longest node address (`host:port`), in characters.
+pub const MAX_ADDRESS_CHARS: usize = 255;
