@@ -17,6 +17,8 @@ pub mod cbor;
 pub mod cose;
 pub mod envelope;
 pub mod evidence;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod ids;
 pub mod limits;
 pub mod message;

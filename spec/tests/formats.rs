@@ -1,0 +1,431 @@
+//! Property tests for every format: encode → sign → verify → decode gives the
+//! same value, and flipping any single bit of a signed object makes
+//! verification fail with a typed error (a panic would fail the test).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use estafette_spec::assertion::AssertionPolicy;
+use estafette_spec::fixtures::{self, FixedRng, T0};
+use estafette_spec::*;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+fn flip(bytes: &[u8], bit: usize) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out[bit / 8] ^= 1 << (bit % 8);
+    out
+}
+
+/// A valid BSN built from eight digits by choosing the ninth.
+fn bsn_strategy() -> impl Strategy<Value = Bsn> {
+    proptest::array::uniform8(0u8..10).prop_filter_map("no check digit fits", |d| {
+        let sum: i32 = d.iter().enumerate().map(|(i, x)| (9 - i as i32) * i32::from(*x)).sum();
+        // sum - last ≡ 0 (mod 11) with last in 0..=9
+        let last = sum.rem_euclid(11);
+        if last > 9 {
+            return None;
+        }
+        let text: String = d.iter().map(|x| char::from(b'0' + x)).collect::<String>()
+            + &last.to_string();
+        text.parse().ok()
+    })
+}
+
+fn recipient_strategy() -> impl Strategy<Value = Recipient> {
+    prop_oneof![
+        bsn_strategy().prop_map(Recipient::Bsn),
+        (
+            prop::sample::select(vec!["DE", "BE", "PL", "FR", "EL"]),
+            "[!-~]{1,40}"
+        )
+            .prop_map(|(cc, id)| Recipient::Eidas(format!("{cc}/NL/{id}").parse().unwrap())),
+    ]
+}
+
+fn id16() -> impl Strategy<Value = [u8; 16]> {
+    proptest::array::uniform16(any::<u8>())
+}
+
+fn letter_strategy() -> impl Strategy<Value = Letter> {
+    (
+        id16(),
+        recipient_strategy(),
+        "[A-Za-z0-9 ëü€-]{1,60}",
+        "[A-Za-z0-9 ,.\n€]{1,300}",
+        prop::collection::vec(
+            (
+                "[a-z]{1,12}\\.pdf",
+                prop::collection::vec(any::<u8>(), 0..200),
+            ),
+            0..3,
+        ),
+        prop::sample::select(vec![
+            Nature::Decision,
+            Nature::Reminder,
+            Nature::Request,
+            Nature::Information,
+        ]),
+        any::<bool>(),
+        proptest::option::of(0u64..10_000_000),
+        prop::sample::select(vec!["nl", "en", "de", "de-DE", "pl", "fr"]),
+    )
+        .prop_map(
+            |(id, recipient, subject, body, attachments, nature, legal, deadline, lang)| Letter {
+                message_id: MessageId::from_bytes(id),
+                sender: fixtures::AGENCY_OIN.parse().unwrap(),
+                recipient,
+                created_at: T0,
+                subject,
+                body,
+                attachments: attachments
+                    .into_iter()
+                    .map(|(name, content)| Attachment {
+                        name,
+                        media_type: "application/pdf".into(),
+                        content,
+                    })
+                    .collect(),
+                nature,
+                legal_effect: legal,
+                expected_action: "Betaal voor de deadline".into(),
+                response_deadline: deadline.map(|d| T0.plus_s(d)),
+                language: lang.into(),
+                sender_reference: "REF-2027-001".into(),
+            },
+        )
+}
+
+fn header_strategy() -> impl Strategy<Value = RoutingHeader> {
+    (id16(), id16(), 1u8..=16, 1u64..=30 * 86_400).prop_map(|(e, i, hops, life)| RoutingHeader {
+        envelope_id: EnvelopeId::from_bytes(e),
+        home_node: fixtures::home_id(),
+        inbox_id: InboxId::from_bytes(i),
+        hop_limit: hops,
+        created_at: T0,
+        expires_at: T0.plus_s(life),
+    })
+}
+
+fn event_strategy() -> impl Strategy<Value = EvidenceEvent> {
+    prop::sample::select(vec![
+        EvidenceEvent::SubmissionAcceptance,
+        EvidenceEvent::SubmissionRejection,
+        EvidenceEvent::RelayAcceptance,
+        EvidenceEvent::RelayRejection,
+        EvidenceEvent::RelayFailure,
+        EvidenceEvent::ContentConsignment,
+        EvidenceEvent::ConsignmentNotification,
+        EvidenceEvent::ConsignmentNotificationFailure,
+        EvidenceEvent::ContentHandover,
+        EvidenceEvent::PaperFallback,
+    ])
+}
+
+fn evidence_strategy() -> impl Strategy<Value = EvidenceRecord> {
+    (
+        id16(),
+        event_strategy(),
+        proptest::option::of(id16()),
+        id16(),
+        proptest::array::uniform32(any::<u8>()),
+        proptest::option::of(proptest::array::uniform32(any::<u8>())),
+        any::<bool>(),
+    )
+        .prop_map(|(evd, event, env, msg, digest, previous, by_rep)| {
+            let actor = (event == EvidenceEvent::ContentHandover).then(|| {
+                if by_rep {
+                    Actor {
+                        role: ActorRole::Representative,
+                        representative: Some("bsn:111222333".into()),
+                        mandate: Some("mandate-7".into()),
+                    }
+                } else {
+                    Actor {
+                        role: ActorRole::Holder,
+                        representative: None,
+                        mandate: None,
+                    }
+                }
+            });
+            EvidenceRecord {
+                evidence_id: EvidenceId::from_bytes(evd),
+                event,
+                envelope_id: env.map(EnvelopeId::from_bytes),
+                message_id: MessageId::from_bytes(msg),
+                message_digest: Digest(digest),
+                issuer: fixtures::relay_id(),
+                issued_at: T0,
+                reason: event.needs_reason().then_some(ReasonCode::Expired),
+                actor,
+                previous: previous.map(Digest),
+            }
+        })
+}
+
+fn claims_strategy() -> impl Strategy<Value = IdentityClaims> {
+    (
+        recipient_strategy(),
+        "[A-Za-z' -]{1,30}",
+        prop::sample::select(vec![LevelOfAssurance::Substantial, LevelOfAssurance::High]),
+        prop::collection::vec(any::<u8>(), 16..=64),
+        1u64..=300,
+    )
+        .prop_map(|(subject, name, loa, nonce, life)| IdentityClaims {
+            issuer: fixtures::NATIONAL_IDP.parse().unwrap(),
+            subject,
+            family_name: format!("Jansen{name}"),
+            given_names: "Anna".into(),
+            birth_date: "1956-03-14".into(),
+            level_of_assurance: loa,
+            audience: fixtures::home_id(),
+            nonce,
+            issued_at: T0,
+            expires_at: T0.plus_s(life),
+        })
+}
+
+fn policy() -> AssertionPolicy {
+    AssertionPolicy {
+        audience: fixtures::home_id(),
+        min_level: LevelOfAssurance::Substantial,
+        now: T0,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn message_roundtrip_and_bit_flips(letter in letter_strategy(), bit in any::<prop::sample::Index>()) {
+        let trust = fixtures::trust_list();
+        let bytes = SignedMessage::sign(&letter, &fixtures::key(fixtures::AGENCY_OIN)).unwrap();
+        let verified = SignedMessage::verify(&bytes, &trust).unwrap();
+        prop_assert_eq!(&verified.letter, &letter);
+        let flipped = flip(&bytes, bit.index(bytes.len() * 8));
+        prop_assert!(SignedMessage::verify(&flipped, &trust).is_err());
+    }
+
+    #[test]
+    fn envelope_roundtrip_and_bit_flips(header in header_strategy(), message in prop::collection::vec(any::<u8>(), 0..500), bit in any::<prop::sample::Index>()) {
+        let trust = fixtures::trust_list();
+        let home = fixtures::hpke(fixtures::HOME);
+        let mut rng = FixedRng::new("proptest");
+        let bytes = Envelope::seal(header.clone(), &message, &home.public, &fixtures::key(fixtures::GATEWAY), &mut rng).unwrap();
+        let verified = Envelope::verify(&bytes, &trust, T0).unwrap();
+        prop_assert_eq!(&verified.content.header, &header);
+        prop_assert_eq!(verified.open(&home).unwrap(), message);
+        let flipped = flip(&bytes, bit.index(bytes.len() * 8));
+        // A flip must fail verification, or (only inside the ciphertext, which
+        // the signature also covers) never get past it.
+        prop_assert!(Envelope::verify(&flipped, &trust, T0).is_err());
+    }
+
+    #[test]
+    fn evidence_roundtrip_and_bit_flips(record in evidence_strategy(), bit in any::<prop::sample::Index>()) {
+        let trust = fixtures::trust_list();
+        let bytes = Evidence::sign(&record, &fixtures::key(fixtures::RELAY)).unwrap();
+        let verified = Evidence::verify(&bytes, &trust).unwrap();
+        prop_assert_eq!(&verified.record, &record);
+        let flipped = flip(&bytes, bit.index(bytes.len() * 8));
+        prop_assert!(Evidence::verify(&flipped, &trust).is_err());
+    }
+
+    #[test]
+    fn assertion_roundtrip_and_bit_flips(claims in claims_strategy(), bit in any::<prop::sample::Index>()) {
+        let trust = fixtures::trust_list();
+        let bytes = IdentityAssertion::sign(&claims, &fixtures::key(fixtures::NATIONAL_IDP)).unwrap();
+        let verified = IdentityAssertion::verify(&bytes, &trust, &policy()).unwrap();
+        prop_assert_eq!(&verified.claims, &claims);
+        let flipped = flip(&bytes, bit.index(bytes.len() * 8));
+        prop_assert!(IdentityAssertion::verify(&flipped, &trust, &policy()).is_err());
+    }
+
+    #[test]
+    fn trust_list_roundtrip_and_bit_flips(version in 1u64..1_000_000, test_federation in any::<bool>(), bit in any::<prop::sample::Index>()) {
+        let mut content = fixtures::trust_list_content();
+        content.version = version;
+        content.test_federation = test_federation;
+        let root = fixtures::root_key();
+        let bytes = TrustList::sign(&content, &root);
+        let verified = TrustList::verify(&bytes, &root.verifying_key(), T0).unwrap();
+        prop_assert_eq!(verified.content(), &content);
+        let flipped = flip(&bytes, bit.index(bytes.len() * 8));
+        prop_assert!(TrustList::verify(&flipped, &root.verifying_key(), T0).is_err());
+    }
+
+    #[test]
+    fn identifiers_roundtrip(bsn in bsn_strategy(), recipient in recipient_strategy(), id in id16()) {
+        prop_assert_eq!(bsn.to_string().parse::<Bsn>().unwrap(), bsn);
+        prop_assert_eq!(recipient.to_string().parse::<Recipient>().unwrap(), recipient.clone());
+        let env = EnvelopeId::from_bytes(id);
+        prop_assert_eq!(env.to_string().parse::<EnvelopeId>().unwrap(), env);
+        // CBOR and JSON forms too.
+        let cbor = estafette_spec::cbor::to_vec(&recipient);
+        prop_assert_eq!(estafette_spec::cbor::from_slice::<Recipient>(&cbor, 1024).unwrap(), recipient);
+        let json = serde_json::to_string(&env).unwrap();
+        prop_assert_eq!(serde_json::from_str::<EnvelopeId>(&json).unwrap(), env);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {
+        let trust = fixtures::trust_list();
+        let _ = SignedMessage::verify(&bytes, &trust);
+        let _ = Envelope::verify(&bytes, &trust, T0);
+        let _ = Evidence::verify(&bytes, &trust);
+        let _ = IdentityAssertion::verify(&bytes, &trust, &policy());
+        let _ = TrustList::verify(&bytes, &fixtures::root_key().verifying_key(), T0);
+    }
+}
+
+/// Every single bit of one evidence record and one assertion, exhaustively.
+#[test]
+fn every_bit_flip_of_small_objects_fails() {
+    let trust = fixtures::trust_list();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let record = evidence_strategy().new_tree(&mut runner).unwrap().current();
+    let bytes = Evidence::sign(&record, &fixtures::key(fixtures::RELAY)).unwrap();
+    for bit in 0..bytes.len() * 8 {
+        assert!(
+            Evidence::verify(&flip(&bytes, bit), &trust).is_err(),
+            "evidence bit {bit} flipped still verifies"
+        );
+    }
+    let claims = claims_strategy().new_tree(&mut runner).unwrap().current();
+    let bytes = IdentityAssertion::sign(&claims, &fixtures::key(fixtures::NATIONAL_IDP)).unwrap();
+    for bit in 0..bytes.len() * 8 {
+        assert!(
+            IdentityAssertion::verify(&flip(&bytes, bit), &trust, &policy()).is_err(),
+            "assertion bit {bit} flipped still verifies"
+        );
+    }
+}
+
+#[test]
+fn wrong_role_and_revoked_keys_are_named() {
+    let trust = fixtures::trust_list();
+    // A relay node's key sealing a letter: wrong role.
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let letter = letter_strategy().new_tree(&mut runner).unwrap().current();
+    let bytes = SignedMessage::sign(&letter, &fixtures::key(fixtures::RELAY)).unwrap();
+    let err = SignedMessage::verify(&bytes, &trust).unwrap_err();
+    assert!(
+        matches!(err, MessageError::Verify(VerifyError::Trust(TrustError::WrongRole { .. }))),
+        "{err}"
+    );
+    // The revoked agency's key.
+    let bytes = SignedMessage::sign(&letter, &fixtures::key(fixtures::REVOKED_AGENCY_OIN)).unwrap();
+    let err = SignedMessage::verify(&bytes, &trust).unwrap_err();
+    assert!(
+        matches!(err, MessageError::Verify(VerifyError::Trust(TrustError::Revoked { .. }))),
+        "{err}"
+    );
+    assert!(err.to_string().contains("key compromise"));
+    // Agency 2 signing a letter that claims agency 1 as sender.
+    let bytes = SignedMessage::sign(&letter, &fixtures::key(fixtures::AGENCY2_OIN)).unwrap();
+    assert!(matches!(
+        SignedMessage::verify(&bytes, &trust),
+        Err(MessageError::SenderMismatch { .. })
+    ));
+    // An evidence record claiming another node as issuer.
+    let record = evidence_strategy().new_tree(&mut runner).unwrap().current();
+    let bytes = Evidence::sign(&record, &fixtures::key(fixtures::HOME)).unwrap();
+    assert!(matches!(
+        Evidence::verify(&bytes, &trust),
+        Err(EvidenceError::IssuerMismatch { .. })
+    ));
+    // An evidence object offered where an envelope is expected.
+    let record_bytes = Evidence::sign(&record, &fixtures::key(fixtures::RELAY)).unwrap();
+    let err = Envelope::verify(&record_bytes, &trust, T0).unwrap_err();
+    assert!(err.to_string().contains("expected a envelope") || err.to_string().contains("expected an envelope"), "{err}");
+}
+
+#[test]
+fn assertion_policy_refusals() {
+    let trust = fixtures::trust_list();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut claims = claims_strategy().new_tree(&mut runner).unwrap().current();
+    claims.level_of_assurance = LevelOfAssurance::Substantial;
+    claims.expires_at = T0.plus_s(300);
+    let sign = |c: &IdentityClaims, k: &str| IdentityAssertion::sign(c, &fixtures::key(k)).unwrap();
+    let ok = sign(&claims, fixtures::NATIONAL_IDP);
+    // Expired.
+    let late = AssertionPolicy { now: T0.plus_s(300), ..policy() };
+    assert!(matches!(IdentityAssertion::verify(&ok, &trust, &late), Err(AssertionError::Expired(_))));
+    // Wrong audience.
+    let other = AssertionPolicy { audience: fixtures::relay_id(), ..policy() };
+    assert!(matches!(IdentityAssertion::verify(&ok, &trust, &other), Err(AssertionError::WrongAudience { .. })));
+    // Level below what the verifier needs.
+    let high = AssertionPolicy { min_level: LevelOfAssurance::High, ..policy() };
+    assert!(matches!(IdentityAssertion::verify(&ok, &trust, &high), Err(AssertionError::LevelTooLow { .. })));
+    // An eID node claiming more than it may.
+    let mut de = claims.clone();
+    de.issuer = fixtures::GERMAN_EID.parse().unwrap();
+    de.level_of_assurance = LevelOfAssurance::High;
+    let bytes = sign(&de, fixtures::GERMAN_EID);
+    assert!(matches!(IdentityAssertion::verify(&bytes, &trust, &policy()), Err(AssertionError::LevelAboveProvider { .. })));
+    // Signed by an untrusted key.
+    let bytes = sign(&claims, "not in the trust list");
+    assert!(matches!(IdentityAssertion::verify(&bytes, &trust, &policy()), Err(AssertionError::Verify(VerifyError::Trust(TrustError::UnknownKey(_))))));
+    // Lifetime over five minutes cannot even be signed.
+    claims.expires_at = T0.plus_s(301);
+    assert!(matches!(IdentityAssertion::sign(&claims, &fixtures::key(fixtures::NATIONAL_IDP)), Err(AssertionError::LifetimeTooLong(301))));
+}
+
+#[test]
+fn envelope_time_and_hop_checks() {
+    let trust = fixtures::trust_list();
+    let home = fixtures::hpke(fixtures::HOME);
+    let mut rng = FixedRng::new("hops");
+    let header = RoutingHeader {
+        envelope_id: EnvelopeId::from_bytes([1; 16]),
+        home_node: fixtures::home_id(),
+        inbox_id: InboxId::from_bytes([2; 16]),
+        hop_limit: 2,
+        created_at: T0,
+        expires_at: T0.plus_s(3600),
+    };
+    let bytes = Envelope::seal(header.clone(), b"x", &home.public, &fixtures::key(fixtures::GATEWAY), &mut rng).unwrap();
+    assert!(matches!(Envelope::verify(&bytes, &trust, T0.plus_s(3600)), Err(EnvelopeError::Expired { .. })));
+    assert!(Envelope::check_hops(&header, 1).is_ok());
+    assert!(matches!(Envelope::check_hops(&header, 2), Err(EnvelopeError::HopLimitExceeded { hops_taken: 2, hop_limit: 2 })));
+    // Only the gateway may sign envelopes.
+    let bytes = Envelope::seal(header.clone(), b"x", &home.public, &fixtures::key(fixtures::RELAY), &mut rng).unwrap();
+    assert!(matches!(Envelope::verify(&bytes, &trust, T0), Err(EnvelopeError::Verify(VerifyError::Trust(TrustError::WrongRole { .. })))));
+    // The wrong home key cannot open it.
+    let bytes = Envelope::seal(header, b"x", &home.public, &fixtures::key(fixtures::GATEWAY), &mut rng).unwrap();
+    let verified = Envelope::verify(&bytes, &trust, T0).unwrap();
+    assert!(matches!(verified.open(&fixtures::hpke(fixtures::RELAY)), Err(EnvelopeError::Open)));
+}
+
+#[test]
+fn evidence_chain_links() {
+    let trust = fixtures::trust_list();
+    let base = EvidenceRecord {
+        evidence_id: EvidenceId::from_bytes([1; 16]),
+        event: EvidenceEvent::RelayAcceptance,
+        envelope_id: Some(EnvelopeId::from_bytes([2; 16])),
+        message_id: MessageId::from_bytes([3; 16]),
+        message_digest: Digest([4; 32]),
+        issuer: fixtures::relay_id(),
+        issued_at: T0,
+        reason: None,
+        actor: None,
+        previous: None,
+    };
+    let first = Evidence::sign(&base, &fixtures::key(fixtures::RELAY)).unwrap();
+    let second_record = EvidenceRecord {
+        evidence_id: EvidenceId::from_bytes([5; 16]),
+        event: EvidenceEvent::ContentConsignment,
+        issuer: fixtures::home_id(),
+        previous: Some(Digest::of(&first)),
+        ..base.clone()
+    };
+    let second = Evidence::sign(&second_record, &fixtures::key(fixtures::HOME)).unwrap();
+    assert_eq!(Evidence::verify_chain(&[first.clone(), second.clone()], &trust).unwrap().len(), 2);
+    assert!(matches!(Evidence::verify_chain(&[second.clone(), first.clone()], &trust), Err(EvidenceError::ChainBroken { index: 0 })));
+    let unlinked = EvidenceRecord { previous: Some(Digest([9; 32])), ..second_record };
+    let unlinked = Evidence::sign(&unlinked, &fixtures::key(fixtures::HOME)).unwrap();
+    assert!(matches!(Evidence::verify_chain(&[first, unlinked], &trust), Err(EvidenceError::ChainBroken { index: 1 })));
+    // A negative event without a reason cannot be signed.
+    let no_reason = EvidenceRecord { event: EvidenceEvent::RelayFailure, ..base };
+    assert!(matches!(Evidence::sign(&no_reason, &fixtures::key(fixtures::RELAY)), Err(EvidenceError::MissingReason { .. })));
+}
