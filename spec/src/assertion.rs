@@ -26,7 +26,7 @@ pub struct IdentityClaims {
     pub level_of_assurance: LevelOfAssurance,
     /// The node the assertion is for.
     pub audience: NodeId,
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bytes::vec_hex")]
     pub nonce: Vec<u8>,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
@@ -75,6 +75,25 @@ pub enum AssertionError {
     },
     #[error("identity assertion names issuer {claimed}, but was signed by {signer}")]
     IssuerMismatch { claimed: NodeId, signer: String },
+}
+
+impl AssertionError {
+    /// The reason code a refusal for this error carries.
+    pub fn reason(&self) -> crate::evidence::ReasonCode {
+        use crate::evidence::ReasonCode;
+        match self {
+            AssertionError::Verify(e) => e.reason(),
+            AssertionError::Content(e) => e.reason(),
+            AssertionError::Expired(_) => ReasonCode::Expired,
+            AssertionError::NotYetValid(_) => ReasonCode::NotYetValid,
+            AssertionError::WrongAudience { .. } => ReasonCode::WrongAudience,
+            AssertionError::LevelTooLow { .. } | AssertionError::LevelAboveProvider { .. } => {
+                ReasonCode::AssuranceTooLow
+            }
+            AssertionError::IssuerMismatch { .. } => ReasonCode::WrongRole,
+            _ => ReasonCode::Malformed,
+        }
+    }
 }
 
 impl IdentityClaims {

@@ -124,3 +124,26 @@ impl std::fmt::Debug for X25519PublicKey {
 }
 
 fixed_bytes_serde!(X25519PublicKey, 32);
+
+/// serde for `Vec<u8>`: a CBOR byte string on the wire, hex in JSON.
+pub mod vec_hex {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(&super::Hex(bytes))
+        } else {
+            serializer.serialize_bytes(bytes)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            super::from_hex(&text).ok_or_else(|| D::Error::custom("expected hexadecimal bytes"))
+        } else {
+            Ok(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec())
+        }
+    }
+}

@@ -46,6 +46,19 @@ pub enum CborError {
     Schema(String),
 }
 
+impl CborError {
+    /// The reason code a rejection for this error carries.
+    pub fn reason(&self) -> crate::evidence::ReasonCode {
+        use crate::evidence::ReasonCode;
+        match self {
+            CborError::TooLarge { .. }
+            | CborError::TooManyItems { .. }
+            | CborError::TooDeep { .. } => ReasonCode::TooLarge,
+            _ => ReasonCode::Malformed,
+        }
+    }
+}
+
 /// Reads the argument of the header at `pos`; returns (major, argument, header length).
 fn read_header(input: &[u8], pos: usize) -> Result<(u8, u64, usize, u8), CborError> {
     let initial = *input.get(pos).ok_or(CborError::Truncated { offset: pos })?;

@@ -139,6 +139,20 @@ pub enum CoseError {
     KeyIdMismatch,
 }
 
+impl CoseError {
+    /// The reason code a rejection for this error carries.
+    pub fn reason(&self) -> crate::evidence::ReasonCode {
+        use crate::evidence::ReasonCode;
+        match self {
+            CoseError::Cbor(e) => e.reason(),
+            CoseError::BadSignature | CoseError::KeyIdMismatch | CoseError::SignatureLength => {
+                ReasonCode::BadSignature
+            }
+            _ => ReasonCode::Malformed,
+        }
+    }
+}
+
 /// A parsed COSE_Sign1 whose signature has not been checked yet.
 #[derive(Debug, Clone)]
 pub struct UnverifiedSign1 {

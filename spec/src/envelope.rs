@@ -39,9 +39,9 @@ pub struct RoutingHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealedPayload {
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bytes::vec_hex")]
     pub enc: Vec<u8>,
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bytes::vec_hex")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -83,6 +83,23 @@ pub enum EnvelopeError {
     EncapsulatedKey,
     #[error("sealed message is {actual} bytes, the limit is {limit} bytes", limit = MAX_MESSAGE_BYTES)]
     MessageTooLarge { actual: usize },
+}
+
+impl EnvelopeError {
+    /// The reason code a rejection for this error carries.
+    pub fn reason(&self) -> crate::evidence::ReasonCode {
+        use crate::evidence::ReasonCode;
+        match self {
+            EnvelopeError::Verify(e) => e.reason(),
+            EnvelopeError::Content(e) => e.reason(),
+            EnvelopeError::Expired { .. } => ReasonCode::Expired,
+            EnvelopeError::NotYetValid { .. } => ReasonCode::NotYetValid,
+            EnvelopeError::HopLimitExceeded { .. } => ReasonCode::HopLimitExceeded,
+            EnvelopeError::MessageTooLarge { .. } => ReasonCode::TooLarge,
+            EnvelopeError::Open => ReasonCode::NotForThisNode,
+            _ => ReasonCode::Malformed,
+        }
+    }
 }
 
 /// HPKE associated data: the deterministic CBOR array

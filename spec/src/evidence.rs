@@ -107,6 +107,44 @@ pub enum ReasonCode {
     DormantAccount,
     /// The node could not store it (disk full, storage failure).
     StorageFailure,
+    /// An identity assertion is for another node.
+    WrongAudience,
+    /// An identity assertion's level of assurance is too low.
+    AssuranceTooLow,
+}
+
+impl ReasonCode {
+    /// The stable text code, as on the wire.
+    pub fn code(self) -> &'static str {
+        match self {
+            ReasonCode::Malformed => "malformed",
+            ReasonCode::TooLarge => "too_large",
+            ReasonCode::BadSignature => "bad_signature",
+            ReasonCode::UnknownSigner => "unknown_signer",
+            ReasonCode::Revoked => "revoked",
+            ReasonCode::WrongRole => "wrong_role",
+            ReasonCode::Expired => "expired",
+            ReasonCode::NotYetValid => "not_yet_valid",
+            ReasonCode::HopLimitExceeded => "hop_limit_exceeded",
+            ReasonCode::NotForThisNode => "not_for_this_node",
+            ReasonCode::NoRoute => "no_route",
+            ReasonCode::RetryHorizonExceeded => "retry_horizon_exceeded",
+            ReasonCode::SenderMismatch => "sender_mismatch",
+            ReasonCode::InvalidRecipient => "invalid_recipient",
+            ReasonCode::DuplicateConflict => "duplicate_conflict",
+            ReasonCode::NoInbox => "no_inbox",
+            ReasonCode::NoConsent => "no_consent",
+            ReasonCode::InboxInactive => "inbox_inactive",
+            ReasonCode::NoNotificationChannel => "no_notification_channel",
+            ReasonCode::NotificationBounced => "notification_bounced",
+            ReasonCode::UnreadTooLong => "unread_too_long",
+            ReasonCode::DeadlineApproaching => "deadline_approaching",
+            ReasonCode::DormantAccount => "dormant_account",
+            ReasonCode::StorageFailure => "storage_failure",
+            ReasonCode::WrongAudience => "wrong_audience",
+            ReasonCode::AssuranceTooLow => "assurance_too_low",
+        }
+    }
 }
 
 /// Who opened a letter (on ContentHandover).
@@ -175,6 +213,18 @@ pub enum EvidenceError {
     ChainBroken { index: usize },
     #[error("evidence chain is empty")]
     ChainEmpty,
+}
+
+impl EvidenceError {
+    /// The reason code a rejection of this evidence carries.
+    pub fn reason(&self) -> ReasonCode {
+        match self {
+            EvidenceError::Verify(e) => e.reason(),
+            EvidenceError::Content(e) => e.reason(),
+            EvidenceError::IssuerMismatch { .. } => ReasonCode::WrongRole,
+            _ => ReasonCode::Malformed,
+        }
+    }
 }
 
 impl EvidenceRecord {
@@ -277,5 +327,24 @@ impl Evidence {
             return Err(EvidenceError::ChainEmpty);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_match_their_wire_form() {
+        for code in [
+            ReasonCode::Malformed,
+            ReasonCode::RetryHorizonExceeded,
+            ReasonCode::NoNotificationChannel,
+            ReasonCode::AssuranceTooLow,
+        ] {
+            let wire = crate::cbor::to_vec(&code);
+            let text: String = crate::cbor::from_slice(&wire, 100).unwrap();
+            assert_eq!(text, code.code());
+        }
     }
 }

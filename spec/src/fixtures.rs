@@ -83,11 +83,13 @@ pub fn hpke(label: &str) -> HpkeKeyPair {
 
 fn id(text: &str) -> NodeId {
     // Fixture ids are literals that parse.
-    text.parse().unwrap_or_else(|_| unreachable!("fixture node id {text}"))
+    text.parse()
+        .unwrap_or_else(|_| unreachable!("fixture node id {text}"))
 }
 
 fn oin(text: &str) -> Oin {
-    text.parse().unwrap_or_else(|_| unreachable!("fixture OIN {text}"))
+    text.parse()
+        .unwrap_or_else(|_| unreachable!("fixture OIN {text}"))
 }
 
 pub const GATEWAY: &str = "gateway.test";

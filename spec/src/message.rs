@@ -30,7 +30,7 @@ pub enum Nature {
 pub struct Attachment {
     pub name: String,
     pub media_type: String,
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bytes::vec_hex")]
     pub content: Vec<u8>,
 }
 
@@ -130,6 +130,23 @@ pub enum MessageError {
     SenderMismatch { claimed: Oin, signer: Oin },
     #[error("signed message: sender {0}")]
     Sender(OinError),
+}
+
+impl MessageError {
+    /// The reason code a rejection for this error carries.
+    pub fn reason(&self) -> crate::evidence::ReasonCode {
+        use crate::evidence::ReasonCode;
+        match self {
+            MessageError::Verify(e) => e.reason(),
+            MessageError::Content(e) => e.reason(),
+            MessageError::Letter(LetterError::Field(
+                FieldError::TooLong { .. } | FieldError::TooMany { .. },
+            )) => ReasonCode::TooLarge,
+            MessageError::Letter(_) => ReasonCode::Malformed,
+            MessageError::SenderMismatch { .. } => ReasonCode::SenderMismatch,
+            MessageError::Sender(_) => ReasonCode::WrongRole,
+        }
+    }
 }
 
 /// A verified letter with the facts evidence refers to.

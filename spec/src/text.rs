@@ -11,6 +11,10 @@ impl Timestamp {
     pub fn plus_s(self, seconds: u64) -> Timestamp {
         Timestamp(self.0.saturating_add(seconds))
     }
+
+    pub fn minus_s(self, seconds: u64) -> Timestamp {
+        Timestamp(self.0.saturating_sub(seconds))
+    }
 }
 
 impl std::fmt::Display for Timestamp {

@@ -247,6 +247,19 @@ pub enum VerifyError {
     Trust(#[from] TrustError),
 }
 
+impl VerifyError {
+    /// The reason code a rejection for this error carries.
+    pub fn reason(&self) -> crate::evidence::ReasonCode {
+        use crate::evidence::ReasonCode;
+        match self {
+            VerifyError::Cose(e) => e.reason(),
+            VerifyError::Trust(TrustError::UnknownKey(_)) => ReasonCode::UnknownSigner,
+            VerifyError::Trust(TrustError::Revoked { .. }) => ReasonCode::Revoked,
+            VerifyError::Trust(TrustError::WrongRole { .. }) => ReasonCode::WrongRole,
+        }
+    }
+}
+
 /// Why a trust list is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustListError {

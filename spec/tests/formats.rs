@@ -18,14 +18,18 @@ fn flip(bytes: &[u8], bit: usize) -> Vec<u8> {
 /// A valid BSN built from eight digits by choosing the ninth.
 fn bsn_strategy() -> impl Strategy<Value = Bsn> {
     proptest::array::uniform8(0u8..10).prop_filter_map("no check digit fits", |d| {
-        let sum: i32 = d.iter().enumerate().map(|(i, x)| (9 - i as i32) * i32::from(*x)).sum();
+        let sum: i32 = d
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (9 - i as i32) * i32::from(*x))
+            .sum();
         // sum - last ≡ 0 (mod 11) with last in 0..=9
         let last = sum.rem_euclid(11);
         if last > 9 {
             return None;
         }
-        let text: String = d.iter().map(|x| char::from(b'0' + x)).collect::<String>()
-            + &last.to_string();
+        let text: String =
+            d.iter().map(|x| char::from(b'0' + x)).collect::<String>() + &last.to_string();
         text.parse().ok()
     })
 }
@@ -308,14 +312,20 @@ fn wrong_role_and_revoked_keys_are_named() {
     let bytes = SignedMessage::sign(&letter, &fixtures::key(fixtures::RELAY)).unwrap();
     let err = SignedMessage::verify(&bytes, &trust).unwrap_err();
     assert!(
-        matches!(err, MessageError::Verify(VerifyError::Trust(TrustError::WrongRole { .. }))),
+        matches!(
+            err,
+            MessageError::Verify(VerifyError::Trust(TrustError::WrongRole { .. }))
+        ),
         "{err}"
     );
     // The revoked agency's key.
     let bytes = SignedMessage::sign(&letter, &fixtures::key(fixtures::REVOKED_AGENCY_OIN)).unwrap();
     let err = SignedMessage::verify(&bytes, &trust).unwrap_err();
     assert!(
-        matches!(err, MessageError::Verify(VerifyError::Trust(TrustError::Revoked { .. }))),
+        matches!(
+            err,
+            MessageError::Verify(VerifyError::Trust(TrustError::Revoked { .. }))
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("key compromise"));
@@ -335,7 +345,11 @@ fn wrong_role_and_revoked_keys_are_named() {
     // An evidence object offered where an envelope is expected.
     let record_bytes = Evidence::sign(&record, &fixtures::key(fixtures::RELAY)).unwrap();
     let err = Envelope::verify(&record_bytes, &trust, T0).unwrap_err();
-    assert!(err.to_string().contains("expected a envelope") || err.to_string().contains("expected an envelope"), "{err}");
+    assert!(
+        err.to_string().contains("expected a envelope")
+            || err.to_string().contains("expected an envelope"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -348,26 +362,55 @@ fn assertion_policy_refusals() {
     let sign = |c: &IdentityClaims, k: &str| IdentityAssertion::sign(c, &fixtures::key(k)).unwrap();
     let ok = sign(&claims, fixtures::NATIONAL_IDP);
     // Expired.
-    let late = AssertionPolicy { now: T0.plus_s(300), ..policy() };
-    assert!(matches!(IdentityAssertion::verify(&ok, &trust, &late), Err(AssertionError::Expired(_))));
+    let late = AssertionPolicy {
+        now: T0.plus_s(300),
+        ..policy()
+    };
+    assert!(matches!(
+        IdentityAssertion::verify(&ok, &trust, &late),
+        Err(AssertionError::Expired(_))
+    ));
     // Wrong audience.
-    let other = AssertionPolicy { audience: fixtures::relay_id(), ..policy() };
-    assert!(matches!(IdentityAssertion::verify(&ok, &trust, &other), Err(AssertionError::WrongAudience { .. })));
+    let other = AssertionPolicy {
+        audience: fixtures::relay_id(),
+        ..policy()
+    };
+    assert!(matches!(
+        IdentityAssertion::verify(&ok, &trust, &other),
+        Err(AssertionError::WrongAudience { .. })
+    ));
     // Level below what the verifier needs.
-    let high = AssertionPolicy { min_level: LevelOfAssurance::High, ..policy() };
-    assert!(matches!(IdentityAssertion::verify(&ok, &trust, &high), Err(AssertionError::LevelTooLow { .. })));
+    let high = AssertionPolicy {
+        min_level: LevelOfAssurance::High,
+        ..policy()
+    };
+    assert!(matches!(
+        IdentityAssertion::verify(&ok, &trust, &high),
+        Err(AssertionError::LevelTooLow { .. })
+    ));
     // An eID node claiming more than it may.
     let mut de = claims.clone();
     de.issuer = fixtures::GERMAN_EID.parse().unwrap();
     de.level_of_assurance = LevelOfAssurance::High;
     let bytes = sign(&de, fixtures::GERMAN_EID);
-    assert!(matches!(IdentityAssertion::verify(&bytes, &trust, &policy()), Err(AssertionError::LevelAboveProvider { .. })));
+    assert!(matches!(
+        IdentityAssertion::verify(&bytes, &trust, &policy()),
+        Err(AssertionError::LevelAboveProvider { .. })
+    ));
     // Signed by an untrusted key.
     let bytes = sign(&claims, "not in the trust list");
-    assert!(matches!(IdentityAssertion::verify(&bytes, &trust, &policy()), Err(AssertionError::Verify(VerifyError::Trust(TrustError::UnknownKey(_))))));
+    assert!(matches!(
+        IdentityAssertion::verify(&bytes, &trust, &policy()),
+        Err(AssertionError::Verify(VerifyError::Trust(
+            TrustError::UnknownKey(_)
+        )))
+    ));
     // Lifetime over five minutes cannot even be signed.
     claims.expires_at = T0.plus_s(301);
-    assert!(matches!(IdentityAssertion::sign(&claims, &fixtures::key(fixtures::NATIONAL_IDP)), Err(AssertionError::LifetimeTooLong(301))));
+    assert!(matches!(
+        IdentityAssertion::sign(&claims, &fixtures::key(fixtures::NATIONAL_IDP)),
+        Err(AssertionError::LifetimeTooLong(301))
+    ));
 }
 
 #[test]
@@ -383,17 +426,55 @@ fn envelope_time_and_hop_checks() {
         created_at: T0,
         expires_at: T0.plus_s(3600),
     };
-    let bytes = Envelope::seal(header.clone(), b"x", &home.public, &fixtures::key(fixtures::GATEWAY), &mut rng).unwrap();
-    assert!(matches!(Envelope::verify(&bytes, &trust, T0.plus_s(3600)), Err(EnvelopeError::Expired { .. })));
+    let bytes = Envelope::seal(
+        header.clone(),
+        b"x",
+        &home.public,
+        &fixtures::key(fixtures::GATEWAY),
+        &mut rng,
+    )
+    .unwrap();
+    assert!(matches!(
+        Envelope::verify(&bytes, &trust, T0.plus_s(3600)),
+        Err(EnvelopeError::Expired { .. })
+    ));
     assert!(Envelope::check_hops(&header, 1).is_ok());
-    assert!(matches!(Envelope::check_hops(&header, 2), Err(EnvelopeError::HopLimitExceeded { hops_taken: 2, hop_limit: 2 })));
+    assert!(matches!(
+        Envelope::check_hops(&header, 2),
+        Err(EnvelopeError::HopLimitExceeded {
+            hops_taken: 2,
+            hop_limit: 2
+        })
+    ));
     // Only the gateway may sign envelopes.
-    let bytes = Envelope::seal(header.clone(), b"x", &home.public, &fixtures::key(fixtures::RELAY), &mut rng).unwrap();
-    assert!(matches!(Envelope::verify(&bytes, &trust, T0), Err(EnvelopeError::Verify(VerifyError::Trust(TrustError::WrongRole { .. })))));
+    let bytes = Envelope::seal(
+        header.clone(),
+        b"x",
+        &home.public,
+        &fixtures::key(fixtures::RELAY),
+        &mut rng,
+    )
+    .unwrap();
+    assert!(matches!(
+        Envelope::verify(&bytes, &trust, T0),
+        Err(EnvelopeError::Verify(VerifyError::Trust(
+            TrustError::WrongRole { .. }
+        )))
+    ));
     // The wrong home key cannot open it.
-    let bytes = Envelope::seal(header, b"x", &home.public, &fixtures::key(fixtures::GATEWAY), &mut rng).unwrap();
+    let bytes = Envelope::seal(
+        header,
+        b"x",
+        &home.public,
+        &fixtures::key(fixtures::GATEWAY),
+        &mut rng,
+    )
+    .unwrap();
     let verified = Envelope::verify(&bytes, &trust, T0).unwrap();
-    assert!(matches!(verified.open(&fixtures::hpke(fixtures::RELAY)), Err(EnvelopeError::Open)));
+    assert!(matches!(
+        verified.open(&fixtures::hpke(fixtures::RELAY)),
+        Err(EnvelopeError::Open)
+    ));
 }
 
 #[test]
@@ -420,12 +501,32 @@ fn evidence_chain_links() {
         ..base.clone()
     };
     let second = Evidence::sign(&second_record, &fixtures::key(fixtures::HOME)).unwrap();
-    assert_eq!(Evidence::verify_chain(&[first.clone(), second.clone()], &trust).unwrap().len(), 2);
-    assert!(matches!(Evidence::verify_chain(&[second.clone(), first.clone()], &trust), Err(EvidenceError::ChainBroken { index: 0 })));
-    let unlinked = EvidenceRecord { previous: Some(Digest([9; 32])), ..second_record };
+    assert_eq!(
+        Evidence::verify_chain(&[first.clone(), second.clone()], &trust)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(matches!(
+        Evidence::verify_chain(&[second.clone(), first.clone()], &trust),
+        Err(EvidenceError::ChainBroken { index: 0 })
+    ));
+    let unlinked = EvidenceRecord {
+        previous: Some(Digest([9; 32])),
+        ..second_record
+    };
     let unlinked = Evidence::sign(&unlinked, &fixtures::key(fixtures::HOME)).unwrap();
-    assert!(matches!(Evidence::verify_chain(&[first, unlinked], &trust), Err(EvidenceError::ChainBroken { index: 1 })));
+    assert!(matches!(
+        Evidence::verify_chain(&[first, unlinked], &trust),
+        Err(EvidenceError::ChainBroken { index: 1 })
+    ));
     // A negative event without a reason cannot be signed.
-    let no_reason = EvidenceRecord { event: EvidenceEvent::RelayFailure, ..base };
-    assert!(matches!(Evidence::sign(&no_reason, &fixtures::key(fixtures::RELAY)), Err(EvidenceError::MissingReason { .. })));
+    let no_reason = EvidenceRecord {
+        event: EvidenceEvent::RelayFailure,
+        ..base
+    };
+    assert!(matches!(
+        Evidence::sign(&no_reason, &fixtures::key(fixtures::RELAY)),
+        Err(EvidenceError::MissingReason { .. })
+    ));
 }

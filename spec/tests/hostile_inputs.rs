@@ -24,10 +24,14 @@ fn all_decoders(input: &[u8]) -> Vec<String> {
         now: T0,
     };
     vec![
-        SignedMessage::verify(input, &trust).unwrap_err().to_string(),
+        SignedMessage::verify(input, &trust)
+            .unwrap_err()
+            .to_string(),
         Envelope::verify(input, &trust, T0).unwrap_err().to_string(),
         Evidence::verify(input, &trust).unwrap_err().to_string(),
-        IdentityAssertion::verify(input, &trust, &policy).unwrap_err().to_string(),
+        IdentityAssertion::verify(input, &trust, &policy)
+            .unwrap_err()
+            .to_string(),
         TrustList::verify(input, &fixtures::root_key().verifying_key(), T0)
             .unwrap_err()
             .to_string(),
@@ -79,26 +83,45 @@ fn hostile_inputs_fail_at_once_without_large_allocations() {
             .all(|e| e.contains("nesting deeper than") || e.contains("the limit for this object")),
         "{errors:?}"
     );
-    assert_eq!(errors.iter().filter(|e| e.contains("nesting deeper than")).count(), 3);
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.contains("nesting deeper than"))
+            .count(),
+        3
+    );
 
     // 3. A byte string header claiming 2^60 bytes, bare and inside a COSE_Sign1.
     let mut claim = vec![0x5b];
     claim.extend_from_slice(&(1u64 << 60).to_be_bytes());
     claim.extend_from_slice(&[0u8; 32]);
     let errors = measure("2^60-byte string header", &claim);
-    assert!(errors.iter().all(|e| e.contains("claims 1152921504606846976 bytes")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("claims 1152921504606846976 bytes")),
+        "{errors:?}"
+    );
     let mut in_cose = vec![0xd2, 0x84, 0x40, 0xa0, 0x5b];
     in_cose.extend_from_slice(&(1u64 << 60).to_be_bytes());
     in_cose.extend_from_slice(&[0u8; 64]);
     let errors = measure("2^60-byte payload inside COSE_Sign1", &in_cose);
-    assert!(errors.iter().all(|e| e.contains("claims 1152921504606846976 bytes")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("claims 1152921504606846976 bytes")),
+        "{errors:?}"
+    );
 
     // 4. An array header claiming 2^32 items.
     let mut many = vec![0x9b];
     many.extend_from_slice(&(1u64 << 32).to_be_bytes());
     many.extend_from_slice(&[0u8; 16]);
     let errors = measure("2^32-item array header", &many);
-    assert!(errors.iter().all(|e| e.contains("items, the limit is")), "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.contains("items, the limit is")),
+        "{errors:?}"
+    );
 
     // 5. Random garbage, many times.
     let mut rng = FixedRng::new("garbage");
@@ -115,7 +138,12 @@ fn hostile_inputs_fail_at_once_without_large_allocations() {
     // 6. Last (see `measure`): a 100 MiB input: refused by its length alone.
     let huge = vec![0xa5u8; 100 * 1024 * 1024];
     let errors = measure("100 MiB input", &huge);
-    assert!(errors.iter().all(|e| e.contains("the limit for this object is")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("the limit for this object is")),
+        "{errors:?}"
+    );
     drop(huge);
 
     // The typed errors, for the record.

@@ -1,0 +1,499 @@
+//! The test vectors in `spec/vectors/`: regenerated here from the fixed-seed
+//! fixtures, compared byte for byte with the committed files, and each one
+//! checked against its expected outcome.
+//!
+//! After an intended format change: `ESTAFETTE_BLESS_VECTORS=1 cargo test -p
+//! estafette-spec --test vectors`, then commit the files with the change.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use coset::{CborSerializable, CoseSign1, TaggedCborSerializable};
+use estafette_spec::assertion::AssertionPolicy;
+use estafette_spec::cose::{self, ObjectKind};
+use estafette_spec::fixtures::{self, FixedRng, T0};
+use estafette_spec::*;
+use serde_json::json;
+
+type Files = BTreeMap<String, Vec<u8>>;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors")
+}
+
+fn letter() -> Letter {
+    Letter {
+        message_id: MessageId::from_bytes(*b"vector-message-1"),
+        sender: fixtures::AGENCY_OIN.parse().unwrap(),
+        recipient: "bsn:999999990".parse().unwrap(),
+        created_at: T0,
+        subject: "Voorlopige aanslag 2027".into(),
+        body: "Geachte heer, mevrouw,\n\nU ontvangt hierbij uw voorlopige aanslag.".into(),
+        attachments: vec![Attachment {
+            name: "aanslag.txt".into(),
+            media_type: "text/plain".into(),
+            content: b"Te betalen: EUR 120,00".to_vec(),
+        }],
+        nature: Nature::Decision,
+        legal_effect: true,
+        expected_action: "Betaal EUR 120,00 voor 1 maart 2027.".into(),
+        response_deadline: Some(T0.plus_s(59 * 86_400)),
+        language: "nl".into(),
+        sender_reference: "VA-2027-000123".into(),
+    }
+}
+
+fn header() -> RoutingHeader {
+    RoutingHeader {
+        envelope_id: EnvelopeId::from_bytes(*b"vector-envelope1"),
+        home_node: fixtures::home_id(),
+        inbox_id: InboxId::from_bytes(*b"vector-inbox-001"),
+        hop_limit: 8,
+        created_at: T0,
+        expires_at: T0.plus_s(7 * 86_400),
+    }
+}
+
+fn evidence(
+    n: u8,
+    event: EvidenceEvent,
+    issuer: NodeId,
+    message: &[u8],
+    previous: Option<&[u8]>,
+) -> EvidenceRecord {
+    EvidenceRecord {
+        evidence_id: EvidenceId::from_bytes([n; 16]),
+        event,
+        envelope_id: Some(header().envelope_id),
+        message_id: letter().message_id,
+        message_digest: Digest::of(message),
+        issuer,
+        issued_at: T0.plus_s(u64::from(n)),
+        reason: None,
+        actor: None,
+        previous: previous.map(Digest::of),
+    }
+}
+
+fn claims() -> IdentityClaims {
+    IdentityClaims {
+        issuer: fixtures::NATIONAL_IDP.parse().unwrap(),
+        subject: "bsn:999999990".parse().unwrap(),
+        family_name: "Jansen".into(),
+        given_names: "Anna Maria".into(),
+        birth_date: "1956-03-14".into(),
+        level_of_assurance: LevelOfAssurance::Substantial,
+        audience: fixtures::home_id(),
+        nonce: b"vector-nonce-0001".to_vec(),
+        issued_at: T0.minus_s(60),
+        expires_at: T0.plus_s(240),
+    }
+}
+
+/// Re-encodes a COSE_Sign1 with a replaced payload and the old signature.
+fn with_payload(bytes: &[u8], payload: Vec<u8>) -> Vec<u8> {
+    let mut sign1 = CoseSign1::from_tagged_slice(bytes).unwrap();
+    sign1.payload = Some(payload);
+    sign1.to_tagged_vec().unwrap()
+}
+
+struct Vector {
+    file: &'static str,
+    kind: ObjectKind,
+    expected: &'static str,
+    description: &'static str,
+}
+
+const VECTORS: &[Vector] = &[
+    Vector {
+        file: "trust-list.cose",
+        kind: ObjectKind::TrustList,
+        expected: "valid",
+        description: "The test federation's trust list, signed by the root key.",
+    },
+    Vector {
+        file: "message.cose",
+        kind: ObjectKind::Message,
+        expected: "valid",
+        description: "A SignedMessage from agency 00000001003214345000; content in message.json.",
+    },
+    Vector {
+        file: "envelope.cose",
+        kind: ObjectKind::Envelope,
+        expected: "valid",
+        description: "An Envelope signed by gateway.test whose payload, opened with home-1.test's HPKE key, is exactly message.cose.",
+    },
+    Vector {
+        file: "evidence-1-submission-acceptance.cose",
+        kind: ObjectKind::Evidence,
+        expected: "valid",
+        description: "SubmissionAcceptance by gateway.test; first of the chain.",
+    },
+    Vector {
+        file: "evidence-2-relay-acceptance.cose",
+        kind: ObjectKind::Evidence,
+        expected: "valid",
+        description: "RelayAcceptance by relay-a.test; previous = SHA-256 of evidence 1.",
+    },
+    Vector {
+        file: "evidence-3-content-consignment.cose",
+        kind: ObjectKind::Evidence,
+        expected: "valid",
+        description: "ContentConsignment by home-1.test; previous = SHA-256 of evidence 2.",
+    },
+    Vector {
+        file: "assertion.cose",
+        kind: ObjectKind::Assertion,
+        expected: "valid",
+        description: "IdentityAssertion by idp.nl.test for audience home-1.test, level substantial.",
+    },
+    Vector {
+        file: "invalid-message-bad-signature.cose",
+        kind: ObjectKind::Message,
+        expected: "bad_signature",
+        description: "message.cose with the last signature byte changed.",
+    },
+    Vector {
+        file: "invalid-message-wrong-role.cose",
+        kind: ObjectKind::Message,
+        expected: "wrong_role",
+        description: "The letter of message.cose signed by relay-a.test's node key.",
+    },
+    Vector {
+        file: "invalid-message-revoked-signer.cose",
+        kind: ObjectKind::Message,
+        expected: "revoked",
+        description: "The letter signed by the seal key of the revoked agency 00000001823288444000.",
+    },
+    Vector {
+        file: "invalid-envelope-tampered-header.cose",
+        kind: ObjectKind::Envelope,
+        expected: "bad_signature",
+        description: "envelope.cose with hop_limit changed from 8 to 16, signature kept.",
+    },
+    Vector {
+        file: "invalid-assertion-expired.cose",
+        kind: ObjectKind::Assertion,
+        expected: "expired",
+        description: "An assertion that expired 60 s before the verification time.",
+    },
+    Vector {
+        file: "invalid-evidence-oversize.cose",
+        kind: ObjectKind::Evidence,
+        expected: "too_large",
+        description: "A COSE_Sign1 of evidence type of 9,000+ bytes (limit 8,192).",
+    },
+    Vector {
+        file: "invalid-evidence-unknown-signer.cose",
+        kind: ObjectKind::Evidence,
+        expected: "unknown_signer",
+        description: "Evidence signed by a key that is not in the trust list.",
+    },
+];
+
+fn generate() -> Files {
+    let mut files = Files::new();
+    let root = fixtures::root_key();
+    files.insert(
+        "trust-list.cose".into(),
+        TrustList::sign(&fixtures::trust_list_content(), &root),
+    );
+
+    let agency = fixtures::key(fixtures::AGENCY_OIN);
+    let message = SignedMessage::sign(&letter(), &agency).unwrap();
+    files.insert("message.cose".into(), message.clone());
+    files.insert(
+        "message.json".into(),
+        (serde_json::to_string_pretty(&letter()).unwrap() + "\n").into_bytes(),
+    );
+
+    let home = fixtures::hpke(fixtures::HOME);
+    let mut rng = FixedRng::new("vector envelope");
+    let envelope = Envelope::seal(
+        header(),
+        &message,
+        &home.public,
+        &fixtures::key(fixtures::GATEWAY),
+        &mut rng,
+    )
+    .unwrap();
+    files.insert("envelope.cose".into(), envelope.clone());
+
+    let e1 = Evidence::sign(
+        &evidence(
+            1,
+            EvidenceEvent::SubmissionAcceptance,
+            fixtures::gateway_id(),
+            &message,
+            None,
+        ),
+        &fixtures::key(fixtures::GATEWAY),
+    )
+    .unwrap();
+    let e2 = Evidence::sign(
+        &evidence(
+            2,
+            EvidenceEvent::RelayAcceptance,
+            fixtures::relay_id(),
+            &message,
+            Some(&e1),
+        ),
+        &fixtures::key(fixtures::RELAY),
+    )
+    .unwrap();
+    let e3 = Evidence::sign(
+        &evidence(
+            3,
+            EvidenceEvent::ContentConsignment,
+            fixtures::home_id(),
+            &message,
+            Some(&e2),
+        ),
+        &fixtures::key(fixtures::HOME),
+    )
+    .unwrap();
+    files.insert("evidence-1-submission-acceptance.cose".into(), e1.clone());
+    files.insert("evidence-2-relay-acceptance.cose".into(), e2);
+    files.insert("evidence-3-content-consignment.cose".into(), e3);
+
+    files.insert(
+        "assertion.cose".into(),
+        IdentityAssertion::sign(&claims(), &fixtures::key(fixtures::NATIONAL_IDP)).unwrap(),
+    );
+
+    let mut bad = message.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    files.insert("invalid-message-bad-signature.cose".into(), bad);
+    files.insert(
+        "invalid-message-wrong-role.cose".into(),
+        SignedMessage::sign(&letter(), &fixtures::key(fixtures::RELAY)).unwrap(),
+    );
+    let mut revoked_letter = letter();
+    revoked_letter.sender = fixtures::REVOKED_AGENCY_OIN.parse().unwrap();
+    files.insert(
+        "invalid-message-revoked-signer.cose".into(),
+        SignedMessage::sign(
+            &revoked_letter,
+            &fixtures::key(fixtures::REVOKED_AGENCY_OIN),
+        )
+        .unwrap(),
+    );
+
+    let sign1 = CoseSign1::from_tagged_slice(&envelope).unwrap();
+    let mut content: EnvelopeContent =
+        estafette_spec::cbor::from_slice(sign1.payload.as_deref().unwrap(), 1 << 20).unwrap();
+    content.header.hop_limit = 16;
+    files.insert(
+        "invalid-envelope-tampered-header.cose".into(),
+        with_payload(&envelope, estafette_spec::cbor::to_vec(&content)),
+    );
+
+    let mut expired = claims();
+    expired.issued_at = T0.minus_s(300);
+    expired.expires_at = T0.minus_s(60);
+    files.insert(
+        "invalid-assertion-expired.cose".into(),
+        IdentityAssertion::sign(&expired, &fixtures::key(fixtures::NATIONAL_IDP)).unwrap(),
+    );
+
+    let padding = estafette_spec::cbor::to_vec(&serde_bytes::ByteBuf::from(vec![0u8; 9000]));
+    files.insert(
+        "invalid-evidence-oversize.cose".into(),
+        cose::sign(
+            ObjectKind::Evidence,
+            padding,
+            &fixtures::key(fixtures::RELAY),
+        ),
+    );
+    let stranger = evidence(
+        4,
+        EvidenceEvent::RelayAcceptance,
+        fixtures::relay_id(),
+        &message,
+        Some(&e1),
+    );
+    files.insert(
+        "invalid-evidence-unknown-signer.cose".into(),
+        Evidence::sign(&stranger, &fixtures::key("stranger")).unwrap(),
+    );
+
+    files.insert(
+        "keys.json".into(),
+        (serde_json::to_string_pretty(&keys_json()).unwrap() + "\n").into_bytes(),
+    );
+    files.insert(
+        "vectors.json".into(),
+        (serde_json::to_string_pretty(&manifest()).unwrap() + "\n").into_bytes(),
+    );
+    files
+}
+
+fn keys_json() -> serde_json::Value {
+    let hex = |b: &[u8]| hex::encode(b);
+    let mut signers = serde_json::Map::new();
+    for label in [
+        "root",
+        fixtures::GATEWAY,
+        fixtures::RELAY,
+        fixtures::HOME,
+        fixtures::AGENCY_OIN,
+        fixtures::AGENCY2_OIN,
+        fixtures::REVOKED_AGENCY_OIN,
+        fixtures::NATIONAL_IDP,
+        fixtures::GERMAN_EID,
+        fixtures::COURT,
+        "stranger",
+    ] {
+        let key = fixtures::key(label);
+        signers.insert(
+            label.into(),
+            json!({
+                "seed": format!("SHA-256(\"estafette test key: {label}\")"),
+                "private_key": hex(&key.to_bytes()),
+                "public_key": hex(key.verifying_key().as_bytes()),
+                "key_id": KeyId::of(&key.verifying_key()).to_string(),
+            }),
+        );
+    }
+    let mut hpke_keys = serde_json::Map::new();
+    for label in [fixtures::HOME, fixtures::RELAY, fixtures::GATEWAY] {
+        let pair = fixtures::hpke(label);
+        hpke_keys.insert(
+            label.into(),
+            json!({
+                "ikm": format!("estafette test hpke key: {label}"),
+                "private_key": hex(pair.private_bytes().as_slice()),
+                "public_key": hex(&pair.public.0),
+            }),
+        );
+    }
+    json!({
+        "warning": "Test keys only. Every private key here is public.",
+        "ed25519": signers,
+        "hpke_x25519": hpke_keys,
+    })
+}
+
+fn manifest() -> serde_json::Value {
+    json!({
+        "now": T0.0,
+        "now_text": T0.to_string(),
+        "root_public_key": hex::encode(fixtures::root_key().verifying_key().as_bytes()),
+        "trust_list": "trust-list.cose",
+        "vectors": VECTORS.iter().map(|v| json!({
+            "file": v.file,
+            "kind": v.kind.content_type(),
+            "expected": v.expected,
+            "description": v.description,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Verifies one vector file as a fresh verifier would: with the root key,
+/// the trust list file, and the fixed time.
+fn outcome(kind: ObjectKind, bytes: &[u8], trust: &TrustList, message: &[u8]) -> String {
+    let reason = match kind {
+        ObjectKind::TrustList => {
+            TrustList::verify(bytes, &fixtures::root_key().verifying_key(), T0)
+                .err()
+                .map(|e| format!("{e}"))
+        }
+        ObjectKind::Message => SignedMessage::verify(bytes, trust)
+            .err()
+            .map(|e| e.reason().code().to_owned()),
+        ObjectKind::Envelope => match Envelope::verify(bytes, trust, T0) {
+            Ok(v) => {
+                assert_eq!(v.open(&fixtures::hpke(fixtures::HOME)).unwrap(), message);
+                None
+            }
+            Err(e) => Some(e.reason().code().to_owned()),
+        },
+        ObjectKind::Evidence => Evidence::verify(bytes, trust)
+            .err()
+            .map(|e| e.reason().code().to_owned()),
+        ObjectKind::Assertion => {
+            let policy = AssertionPolicy {
+                audience: fixtures::home_id(),
+                min_level: LevelOfAssurance::Substantial,
+                now: T0,
+            };
+            IdentityAssertion::verify(bytes, trust, &policy)
+                .err()
+                .map(|e| e.reason().code().to_owned())
+        }
+    };
+    reason.unwrap_or_else(|| "valid".into())
+}
+
+#[test]
+fn vectors_are_current_and_verify() {
+    let generated = generate();
+    let dir = dir();
+    if std::env::var_os("ESTAFETTE_BLESS_VECTORS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &generated {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    let mut stale = Vec::new();
+    for (name, bytes) in &generated {
+        match std::fs::read(dir.join(name)) {
+            Ok(on_disk) if &on_disk == bytes => {}
+            Ok(_) => stale.push(format!("{name} differs")),
+            Err(_) => stale.push(format!("{name} is missing")),
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "spec/vectors is out of date ({}); if the format change is intended, run ESTAFETTE_BLESS_VECTORS=1 cargo test -p estafette-spec --test vectors and update SPEC.md",
+        stale.join(", ")
+    );
+
+    // Now check every file on disk against its expected outcome.
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let trust = TrustList::verify(
+        &read("trust-list.cose"),
+        &fixtures::root_key().verifying_key(),
+        T0,
+    )
+    .unwrap();
+    let message = read("message.cose");
+    for v in VECTORS {
+        let got = outcome(v.kind, &read(v.file), &trust, &message);
+        assert_eq!(got, v.expected, "{}", v.file);
+    }
+    let chain: Vec<Vec<u8>> = [
+        "evidence-1-submission-acceptance.cose",
+        "evidence-2-relay-acceptance.cose",
+        "evidence-3-content-consignment.cose",
+    ]
+    .iter()
+    .map(|f| read(f))
+    .collect();
+    assert_eq!(Evidence::verify_chain(&chain, &trust).unwrap().len(), 3);
+}
+
+/// Our COSE objects are plain RFC 9052: the Sig_structure can be rebuilt
+/// by hand, without coset, and verifies with the public key alone.
+#[test]
+fn vectors_verify_with_a_hand_built_sig_structure() {
+    let bytes = std::fs::read(dir().join("message.cose")).unwrap();
+    let sign1 = CoseSign1::from_tagged_slice(&bytes).unwrap();
+    let protected = sign1.protected.original_data.clone().unwrap();
+    let payload = sign1.payload.clone().unwrap();
+    // Sig_structure = ["Signature1", protected, external_aad = h'', payload]
+    let value = ciborium::Value::Array(vec![
+        ciborium::Value::Text("Signature1".into()),
+        ciborium::Value::Bytes(protected),
+        ciborium::Value::Bytes(vec![]),
+        ciborium::Value::Bytes(payload),
+    ]);
+    let mut tbs = Vec::new();
+    ciborium::into_writer(&value, &mut tbs).unwrap();
+    let public = fixtures::key(fixtures::AGENCY_OIN).verifying_key();
+    let sig = ed25519_dalek::Signature::from_slice(&sign1.signature).unwrap();
+    public.verify_strict(&tbs, &sig).unwrap();
+    let _ = sign1.to_vec();
+}
