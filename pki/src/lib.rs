@@ -1,1 +1,643 @@
+//! # estafette-pki: the federation's certificate authority and trust list
+//!
+//! A federation lives in one directory: the root CA (Ed25519), the CRL, the
+//! signed trust list, and one folder per member with its certificate and
+//! keys. Every change (issue, revoke) publishes a new CRL and a new trust
+//! list version in the same step. The `estafette-pki` binary is a thin CLI
+//! over [`Federation`].
+//!
+//! ```text
+//! DIR/federation.json           public state: members, certificates, revocations
+//! DIR/root/ca.crt.pem           root certificate (the trust anchor)
+//! DIR/root/ca.key.pem           root key (0600): signs certificates, CRL, trust list
+//! DIR/crl.pem                   certificate revocation list
+//! DIR/trust-list.cose           signed trust list
+//! DIR/agencies/<OIN>/           tls.crt.pem, tls.key.pem, seal.key.pem
+//! DIR/nodes/<id>/               tls.crt.pem, tls.key.pem, signing.key.pem, hpke.key.pem
+//! DIR/identity-providers/<id>/  signing.key.pem
+//! DIR/court-registries/<id>/    signing.key.pem
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod explain;
+pub mod keys;
+pub mod tls;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use estafette_spec::{
+    AgencyEntry, CountryCode, CourtRegistryEntry, Digest, Ed25519PublicKey, IdentityProviderEntry,
+    KeyId, LevelOfAssurance, NodeEntry, NodeId, NodeRole, Oin, RevokedEntry, Sector, Timestamp,
+    TrustList, TrustListContent, TrustListError,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// How long certificates of members are valid.
+pub const MEMBER_CERT_VALIDITY_DAYS: i64 = 2 * 365;
+/// How long the root certificate is valid.
+pub const ROOT_CERT_VALIDITY_DAYS: i64 = 10 * 365;
+/// How long a published CRL and trust list stay fresh; republish before then.
+pub const PUBLICATION_VALIDITY_DAYS: u64 = 30;
+
+/// What went wrong in the PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} already exists: keys are never overwritten")]
+    KeyExists(PathBuf),
+    #[error("{0} is not a federation directory (run `estafette-pki init --dir {0}` first)")]
+    NotAFederation(PathBuf),
+    #[error("{0} already holds a federation")]
+    AlreadyInitialised(PathBuf),
+    #[error("{0} is already a member of this federation")]
+    AlreadyMember(String),
+    #[error("no member or certificate matches {0}")]
+    NoSuchMember(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("key: {0}")]
+    Key(String),
+    #[error("PEM: {0}")]
+    Pem(String),
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("state file {path}: {message}")]
+    State { path: PathBuf, message: String },
+    #[error("trust list: {0}")]
+    TrustList(#[from] TrustListError),
+}
+
+impl From<rcgen::Error> for PkiError {
+    fn from(e: rcgen::Error) -> Self {
+        PkiError::Certificate(e.to_string())
+    }
+}
+
+/// One certificate the CA issued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    pub serial_hex: String,
+    /// The OIN or entity id it was issued to.
+    pub subject: String,
+    pub sha256: Digest,
+    pub revoked: Option<Timestamp>,
+}
+
+/// The federation's public state, kept in `federation.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub name: String,
+    pub test_federation: bool,
+    pub trust_list_version: u64,
+    pub crl_number: u64,
+    pub gateway: Option<NodeEntry>,
+    pub nodes: Vec<NodeEntry>,
+    pub agencies: Vec<AgencyEntry>,
+    pub identity_providers: Vec<IdentityProviderEntry>,
+    pub court_registries: Vec<CourtRegistryEntry>,
+    pub revoked: Vec<RevokedEntry>,
+    pub certificates: Vec<CertificateRecord>,
+}
+
+/// Kinds of node the CLI issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Transit,
+    Home,
+    Both,
+}
+
+impl NodeKind {
+    fn roles(self) -> Vec<NodeRole> {
+        match self {
+            NodeKind::Transit => vec![NodeRole::Transit],
+            NodeKind::Home => vec![NodeRole::Home],
+            NodeKind::Both => vec![NodeRole::Transit, NodeRole::Home],
+        }
+    }
+}
+
+/// What to revoke.
+#[derive(Debug, Clone)]
+pub enum RevokeTarget {
+    /// A certificate serial number (hex); revokes the member that holds it.
+    Serial(String),
+    /// A member: an OIN or a node, provider or registry id.
+    Member(String),
+}
+
+/// A federation directory, opened.
+pub struct Federation {
+    dir: PathBuf,
+    state: State,
+}
+
+/// The current time, in whole seconds.
+pub fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+fn offset_time(t: Timestamp) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(t.0 as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl Federation {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    pub fn root_cert_path(&self) -> PathBuf {
+        self.dir.join("root/ca.crt.pem")
+    }
+    fn root_key_path(&self) -> PathBuf {
+        self.dir.join("root/ca.key.pem")
+    }
+    pub fn crl_path(&self) -> PathBuf {
+        self.dir.join("crl.pem")
+    }
+    pub fn trust_list_path(&self) -> PathBuf {
+        self.dir.join("trust-list.cose")
+    }
+    fn state_path(dir: &Path) -> PathBuf {
+        dir.join("federation.json")
+    }
+    /// Folder of an agency's files.
+    pub fn agency_dir(&self, oin: &Oin) -> PathBuf {
+        self.dir.join("agencies").join(oin.as_str())
+    }
+    /// Folder of a node's (or the gateway's) files.
+    pub fn node_dir(&self, id: &NodeId) -> PathBuf {
+        self.dir.join("nodes").join(id.as_str())
+    }
+    pub fn identity_provider_dir(&self, id: &NodeId) -> PathBuf {
+        self.dir.join("identity-providers").join(id.as_str())
+    }
+    pub fn court_registry_dir(&self, id: &NodeId) -> PathBuf {
+        self.dir.join("court-registries").join(id.as_str())
+    }
+
+    /// Creates a federation: root CA, empty CRL, first trust list.
+    pub fn init(dir: &Path, name: &str, test_federation: bool) -> Result<Federation, PkiError> {
+        if Self::state_path(dir).exists() {
+            return Err(PkiError::AlreadyInitialised(dir.to_path_buf()));
+        }
+        let mut fed = Federation {
+            dir: dir.to_path_buf(),
+            state: State {
+                name: name.to_owned(),
+                test_federation,
+                trust_list_version: 0,
+                crl_number: 0,
+                gateway: None,
+                nodes: vec![],
+                agencies: vec![],
+                identity_providers: vec![],
+                court_registries: vec![],
+                revoked: vec![],
+                certificates: vec![],
+            },
+        };
+        let root_key = keys::new_ed25519(&fed.root_key_path())?;
+        let key_pair = rcgen_key(&root_key)?;
+        let params = fed.root_params()?;
+        let cert = params.self_signed(&key_pair)?;
+        keys::write_public(&fed.root_cert_path(), cert.pem().as_bytes())?;
+        fed.publish()?;
+        Ok(fed)
+    }
+
+    /// Opens an existing federation directory.
+    pub fn open(dir: &Path) -> Result<Federation, PkiError> {
+        let path = Self::state_path(dir);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|_| PkiError::NotAFederation(dir.to_path_buf()))?;
+        let state = serde_json::from_str(&text).map_err(|e| PkiError::State {
+            path,
+            message: e.to_string(),
+        })?;
+        Ok(Federation {
+            dir: dir.to_path_buf(),
+            state,
+        })
+    }
+
+    fn root_params(&self) -> Result<CertificateParams, PkiError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            format!("Estafette federation root: {}", self.state.name),
+        );
+        dn.push(DnType::OrganizationName, "Estafette federation");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        let start = now();
+        params.not_before = offset_time(start.minus_s(3600));
+        params.not_after = offset_time(start.plus_s(ROOT_CERT_VALIDITY_DAYS as u64 * 86_400));
+        Ok(params)
+    }
+
+    fn root_key(&self) -> Result<SigningKey, PkiError> {
+        keys::read_ed25519(&self.root_key_path())
+    }
+
+    /// The root's public key: what the trust list is verified with.
+    pub fn root_public_key(&self) -> Result<ed25519_dalek::VerifyingKey, PkiError> {
+        Ok(self.root_key()?.verifying_key())
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        let pem =
+            std::fs::read_to_string(self.root_cert_path()).map_err(|source| PkiError::Io {
+                path: self.root_cert_path(),
+                source,
+            })?;
+        Ok(Issuer::from_ca_cert_pem(
+            &pem,
+            rcgen_key(&self.root_key()?)?,
+        )?)
+    }
+
+    /// Issues a certificate for `key` and records it.
+    fn issue_certificate(
+        &mut self,
+        subject: &str,
+        mut params: CertificateParams,
+        key: &SigningKey,
+        path: &Path,
+    ) -> Result<CertificateRecord, PkiError> {
+        let mut serial = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
+        serial[0] = (serial[0] & 0x7f) | 0x01; // positive and without a leading zero
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let start = now();
+        params.not_before = offset_time(start.minus_s(3600));
+        params.not_after = offset_time(start.plus_s(MEMBER_CERT_VALIDITY_DAYS as u64 * 86_400));
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        let cert = params.signed_by(&rcgen_key(key)?, &self.issuer()?)?;
+        keys::write_public(path, cert.pem().as_bytes())?;
+        let record = CertificateRecord {
+            serial_hex: hex::encode(serial),
+            subject: subject.to_owned(),
+            sha256: Digest::of(cert.der()),
+            revoked: None,
+        };
+        self.state.certificates.push(record.clone());
+        Ok(record)
+    }
+
+    fn ensure_new_member(&self, id: &str) -> Result<(), PkiError> {
+        let s = &self.state;
+        let taken = s.agencies.iter().any(|a| a.oin.as_str() == id)
+            || s.gateway
+                .iter()
+                .chain(&s.nodes)
+                .any(|n| n.id.as_str() == id)
+            || s.identity_providers.iter().any(|i| i.id.as_str() == id)
+            || s.court_registries.iter().any(|c| c.id.as_str() == id)
+            || s.revoked.iter().any(|r| r.subject == id);
+        if taken {
+            return Err(PkiError::AlreadyMember(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Issues an agency: TLS client certificate with the OIN as subject
+    /// serialNumber, and a seal key registered in the trust list.
+    pub fn issue_agency(
+        &mut self,
+        oin: &Oin,
+        name: &str,
+        sectors: Vec<Sector>,
+    ) -> Result<PathBuf, PkiError> {
+        oin.check_allowed(self.state.test_federation)
+            .map_err(|e| PkiError::Invalid(e.to_string()))?;
+        estafette_spec::text::check_line(
+            "agency name",
+            name,
+            estafette_spec::limits::MAX_SHORT_TEXT_CHARS,
+        )
+        .map_err(|e| PkiError::Invalid(e.to_string()))?;
+        self.ensure_new_member(oin.as_str())?;
+        let dir = self.agency_dir(oin);
+        let tls_key = keys::new_ed25519(&dir.join("tls.key.pem"))?;
+        let seal_key = keys::new_ed25519(&dir.join("seal.key.pem"))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn.push(DnType::OrganizationName, name);
+        dn.push(
+            DnType::CustomDnType(vec![2, 5, 4, 5]),
+            DnValue::PrintableString(
+                oin.as_str()
+                    .try_into()
+                    .map_err(|_| PkiError::Invalid("OIN is not printable".into()))?,
+            ),
+        );
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue_certificate(oin.as_str(), params, &tls_key, &dir.join("tls.crt.pem"))?;
+        self.state.agencies.push(AgencyEntry {
+            oin: oin.clone(),
+            name: name.to_owned(),
+            seal_key: Ed25519PublicKey::from_key(&seal_key.verifying_key()),
+            sectors,
+        });
+        self.publish()?;
+        Ok(dir)
+    }
+
+    fn issue_node_like(
+        &mut self,
+        id: &NodeId,
+        address: &str,
+        roles: Vec<NodeRole>,
+        routes: Vec<NodeId>,
+    ) -> Result<NodeEntry, PkiError> {
+        self.ensure_new_member(id.as_str())?;
+        check_address(address)?;
+        let dir = self.node_dir(id);
+        let tls_key = keys::new_ed25519(&dir.join("tls.key.pem"))?;
+        let signing_key = keys::new_ed25519(&dir.join("signing.key.pem"))?;
+        let hpke = keys::new_hpke(&dir.join("hpke.key.pem"))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, id.as_str());
+        params.distinguished_name = dn;
+        params.subject_alt_names =
+            vec![SanType::DnsName(id.as_str().try_into().map_err(|_| {
+                PkiError::Invalid("node id is not a DNS name".into())
+            })?)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert =
+            self.issue_certificate(id.as_str(), params, &tls_key, &dir.join("tls.crt.pem"))?;
+        Ok(NodeEntry {
+            id: id.clone(),
+            address: address.to_owned(),
+            roles,
+            tls_cert_sha256: cert.sha256,
+            signing_key: Ed25519PublicKey::from_key(&signing_key.verifying_key()),
+            hpke_key: hpke.public,
+            routes,
+        })
+    }
+
+    /// Issues a relay node: certificate (server and client), signing key, HPKE key.
+    pub fn issue_node(
+        &mut self,
+        id: &NodeId,
+        address: &str,
+        kind: NodeKind,
+        routes: Vec<NodeId>,
+    ) -> Result<PathBuf, PkiError> {
+        let entry = self.issue_node_like(id, address, kind.roles(), routes)?;
+        self.state.nodes.push(entry);
+        self.publish()?;
+        Ok(self.node_dir(id))
+    }
+
+    /// Issues the gateway (one per federation).
+    pub fn issue_gateway(&mut self, id: &NodeId, address: &str) -> Result<PathBuf, PkiError> {
+        if let Some(g) = &self.state.gateway {
+            return Err(PkiError::AlreadyMember(format!("gateway {}", g.id)));
+        }
+        let entry = self.issue_node_like(id, address, vec![NodeRole::Gateway], vec![])?;
+        self.state.gateway = Some(entry);
+        self.publish()?;
+        Ok(self.node_dir(id))
+    }
+
+    /// Issues an identity provider (national login or foreign eID node).
+    pub fn issue_identity_provider(
+        &mut self,
+        id: &NodeId,
+        country: CountryCode,
+        max_loa: LevelOfAssurance,
+    ) -> Result<PathBuf, PkiError> {
+        self.ensure_new_member(id.as_str())?;
+        let dir = self.identity_provider_dir(id);
+        let key = keys::new_ed25519(&dir.join("signing.key.pem"))?;
+        self.state.identity_providers.push(IdentityProviderEntry {
+            id: id.clone(),
+            country,
+            max_loa,
+            key: Ed25519PublicKey::from_key(&key.verifying_key()),
+        });
+        self.publish()?;
+        Ok(dir)
+    }
+
+    /// Issues a court registry key (signs attestations of legal representation).
+    pub fn issue_court_registry(&mut self, id: &NodeId) -> Result<PathBuf, PkiError> {
+        self.ensure_new_member(id.as_str())?;
+        let dir = self.court_registry_dir(id);
+        let key = keys::new_ed25519(&dir.join("signing.key.pem"))?;
+        self.state.court_registries.push(CourtRegistryEntry {
+            id: id.clone(),
+            key: Ed25519PublicKey::from_key(&key.verifying_key()),
+        });
+        self.publish()?;
+        Ok(dir)
+    }
+
+    /// Revokes a member: its certificates go into the CRL, its keys move
+    /// from the trust list's entries to its revoked list. Publishes both.
+    pub fn revoke(
+        &mut self,
+        target: &RevokeTarget,
+        reason: &str,
+    ) -> Result<RevokedEntry, PkiError> {
+        estafette_spec::text::check_line(
+            "reason",
+            reason,
+            estafette_spec::limits::MAX_SHORT_TEXT_CHARS,
+        )
+        .map_err(|e| PkiError::Invalid(e.to_string()))?;
+        let subject = match target {
+            RevokeTarget::Member(id) => id.clone(),
+            RevokeTarget::Serial(serial) => {
+                let serial = serial
+                    .trim_start_matches("0x")
+                    .replace(':', "")
+                    .to_lowercase();
+                self.state
+                    .certificates
+                    .iter()
+                    .find(|c| c.serial_hex == serial)
+                    .map(|c| c.subject.clone())
+                    .ok_or_else(|| PkiError::NoSuchMember(format!("certificate serial {serial}")))?
+            }
+        };
+        let s = &mut self.state;
+        let mut key_ids: Vec<KeyId> = Vec::new();
+        let mut take = |key: &Ed25519PublicKey| key_ids.extend(key.key_id());
+        if let Some(i) = s.agencies.iter().position(|a| a.oin.as_str() == subject) {
+            take(&s.agencies.remove(i).seal_key);
+        } else if let Some(i) = s.nodes.iter().position(|n| n.id.as_str() == subject) {
+            take(&s.nodes.remove(i).signing_key);
+        } else if s.gateway.as_ref().is_some_and(|g| g.id.as_str() == subject) {
+            if let Some(g) = s.gateway.take() {
+                take(&g.signing_key);
+            }
+        } else if let Some(i) = s
+            .identity_providers
+            .iter()
+            .position(|p| p.id.as_str() == subject)
+        {
+            take(&s.identity_providers.remove(i).key);
+        } else if let Some(i) = s
+            .court_registries
+            .iter()
+            .position(|c| c.id.as_str() == subject)
+        {
+            take(&s.court_registries.remove(i).key);
+        } else {
+            return Err(PkiError::NoSuchMember(subject));
+        }
+        // Routes may no longer name a revoked home node.
+        for node in &mut s.nodes {
+            node.routes.retain(|r| r.as_str() != subject);
+        }
+        let at = now();
+        let mut cert_serials = Vec::new();
+        for cert in s
+            .certificates
+            .iter_mut()
+            .filter(|c| c.subject == subject && c.revoked.is_none())
+        {
+            cert.revoked = Some(at);
+            cert_serials.push(cert.serial_hex.clone());
+        }
+        let entry = RevokedEntry {
+            subject,
+            key_ids,
+            cert_serials,
+            revoked_at: at,
+            reason: reason.to_owned(),
+        };
+        s.revoked.push(entry.clone());
+        self.publish()?;
+        Ok(entry)
+    }
+
+    /// The trust list content for the current state.
+    pub fn trust_list_content(&self, version: u64, issued_at: Timestamp) -> TrustListContent {
+        let s = &self.state;
+        TrustListContent {
+            version,
+            issued_at,
+            next_update: issued_at.plus_s(PUBLICATION_VALIDITY_DAYS * 86_400),
+            test_federation: s.test_federation,
+            gateway: s.gateway.clone(),
+            nodes: s.nodes.clone(),
+            agencies: s.agencies.clone(),
+            identity_providers: s.identity_providers.clone(),
+            court_registries: s.court_registries.clone(),
+            revoked: s.revoked.clone(),
+        }
+    }
+
+    /// Publishes a new CRL and a new trust list version, then saves the state.
+    pub fn publish(&mut self) -> Result<TrustList, PkiError> {
+        let at = now();
+        let content = self.trust_list_content(self.state.trust_list_version + 1, at);
+        // Check before anything is written: a list that does not verify is never published.
+        let trust = TrustList::new(content.clone())?;
+        let root_key = self.root_key()?;
+        let issuer = self.issuer()?;
+        let crl = CertificateRevocationListParams {
+            this_update: offset_time(at),
+            next_update: offset_time(at.plus_s(PUBLICATION_VALIDITY_DAYS * 86_400)),
+            crl_number: SerialNumber::from(self.state.crl_number + 1),
+            issuing_distribution_point: None,
+            revoked_certs: self
+                .state
+                .certificates
+                .iter()
+                .filter_map(|c| {
+                    Some(RevokedCertParams {
+                        serial_number: SerialNumber::from_slice(&hex::decode(&c.serial_hex).ok()?),
+                        revocation_time: offset_time(c.revoked?),
+                        reason_code: Some(RevocationReason::Unspecified),
+                        invalidity_date: None,
+                    })
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)?;
+        keys::write_public(&self.crl_path(), crl.pem()?.as_bytes())?;
+        keys::write_public(
+            &self.trust_list_path(),
+            &TrustList::sign(&content, &root_key),
+        )?;
+        self.state.trust_list_version = content.version;
+        self.state.crl_number += 1;
+        self.save()?;
+        Ok(trust)
+    }
+
+    fn save(&self) -> Result<(), PkiError> {
+        let path = Self::state_path(&self.dir);
+        let json = serde_json::to_string_pretty(&self.state).map_err(|e| PkiError::State {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        keys::write_public(&path, json.as_bytes())
+    }
+
+    /// Reads and verifies the published trust list.
+    pub fn trust_list(&self, now: Timestamp) -> Result<TrustList, PkiError> {
+        let path = self.trust_list_path();
+        let bytes = std::fs::read(&path).map_err(|source| PkiError::Io { path, source })?;
+        Ok(TrustList::verify(&bytes, &self.root_public_key()?, now)?)
+    }
+}
+
+fn rcgen_key(key: &SigningKey) -> Result<KeyPair, PkiError> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| PkiError::Key(format!("encoding key: {e}")))?;
+    KeyPair::try_from(der.as_bytes()).map_err(|e| PkiError::Key(format!("loading key: {e}")))
+}
+
+fn check_address(address: &str) -> Result<(), PkiError> {
+    let bad = || PkiError::Invalid(format!("address {address:?} is not host:port"));
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}

@@ -1,1 +1,318 @@
-fn main() {}
+//! `estafette-pki`: run the federation's certificate authority and trust list.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use estafette_pki::{Federation, NodeKind, RevokeTarget, explain};
+use estafette_spec::{CountryCode, LevelOfAssurance, NodeId, Oin, Sector};
+
+/// Run an Estafette federation's certificate authority and trust list.
+///
+/// A federation lives in one directory: its root certificate and key, the
+/// certificate revocation list (CRL), the signed trust list, and a folder
+/// per member with that member's certificate and keys. Every command that
+/// changes something publishes a new CRL and a new trust list version.
+///
+/// A first federation, step by step:
+///
+///   estafette-pki init --dir fed --test-federation
+///   estafette-pki issue agency --dir fed --oin 00000001003214345000 --name "Belastingdienst"
+///   estafette-pki issue gateway --dir fed --id gateway.example --addr 127.0.0.1:8443
+///   estafette-pki issue node --dir fed --id home1.example --addr 127.0.0.1:4434 --role home
+///   estafette-pki issue node --dir fed --id relay1.example --addr 127.0.0.1:4433 --role transit --route home1.example
+///   estafette-pki verify --dir fed fed/agencies/00000001003214345000/tls.crt.pem
+#[derive(Parser)]
+#[command(name = "estafette-pki", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a federation: root CA (Ed25519), empty CRL, first trust list.
+    Init {
+        /// Directory to create the federation in (created if missing; must not hold one).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A human name for the federation, shown in the root certificate.
+        #[arg(long, default_value = "Estafette")]
+        name: String,
+        /// Mark this a test federation: test OINs (prefix 00000099) are accepted.
+        #[arg(long)]
+        test_federation: bool,
+    },
+    /// Add a member: an agency, a node, the gateway, an identity provider or a court registry.
+    Issue {
+        #[command(subcommand)]
+        what: Issue,
+    },
+    /// Revoke a member by certificate serial or by id: CRL and trust list are republished.
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Serial number (hex) of the certificate to revoke; its holder is revoked.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        serial: Option<String>,
+        /// The member to revoke: an OIN, or a node, gateway, provider or registry id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Why, in a few words (kept in the trust list).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Sign and write a fresh trust list (and CRL) with a new version and validity.
+    TrustList {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Explain whether a certificate (PEM) or a signed object (.cose) is valid, and why not.
+    Verify {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Check at this time (seconds since 1970) instead of now.
+        #[arg(long)]
+        at: Option<u64>,
+        /// The file to check: certificate, envelope, evidence, message, assertion or trust list.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum Issue {
+    /// An agency: TLS client certificate with its OIN, and a seal key in the trust list.
+    Agency {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The agency's 20-digit OIN.
+        #[arg(long)]
+        oin: Oin,
+        /// The agency's name as citizens know it.
+        #[arg(long)]
+        name: String,
+        /// Sector marks used by mandate scopes (repeatable).
+        #[arg(long = "sector", value_enum)]
+        sectors: Vec<SectorArg>,
+    },
+    /// A relay node: certificate (QUIC server and client), signing key, HPKE key.
+    Node {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node id, a DNS-style name (also the certificate's DNS name).
+        #[arg(long)]
+        id: NodeId,
+        /// host:port where the node listens.
+        #[arg(long)]
+        addr: String,
+        /// transit (carries envelopes), home (hosts inboxes) or both.
+        #[arg(long, value_enum, default_value = "transit")]
+        role: RoleArg,
+        /// A home node this node carries traffic towards (repeatable).
+        #[arg(long = "route")]
+        routes: Vec<NodeId>,
+    },
+    /// The gateway: certificate (HTTPS and QUIC), signing key, HPKE key.
+    Gateway {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: NodeId,
+        /// host:port of the gateway's agency API.
+        #[arg(long)]
+        addr: String,
+    },
+    /// An identity provider: a national login or a foreign eID node.
+    Idp {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: NodeId,
+        /// ISO 3166-1 alpha-2 country the provider vouches for (NL, DE, ...).
+        #[arg(long)]
+        country: CountryCode,
+        /// Highest level of assurance it may assert: low, substantial or high.
+        #[arg(long)]
+        max_loa: LevelOfAssurance,
+    },
+    /// A court registry: signs attestations of legal representation.
+    CourtRegistry {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: NodeId,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Transit,
+    Home,
+    Both,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SectorArg {
+    Financial,
+    Care,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("estafette-pki: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init {
+            dir,
+            name,
+            test_federation,
+        } => {
+            let fed = Federation::init(&dir, &name, test_federation)?;
+            println!("Federation '{name}' created in {}", dir.display());
+            println!("  root certificate: {}", fed.root_cert_path().display());
+            println!("  CRL:              {}", fed.crl_path().display());
+            println!(
+                "  trust list:       {} (version 1)",
+                fed.trust_list_path().display()
+            );
+            if test_federation {
+                println!("  test federation: test OINs (00000099...) are accepted");
+            }
+        }
+        Command::Issue { what } => issue(what)?,
+        Command::Revoke {
+            dir,
+            serial,
+            id,
+            reason,
+        } => {
+            let mut fed = Federation::open(&dir)?;
+            let target = match (serial, id) {
+                (Some(s), _) => RevokeTarget::Serial(s),
+                (None, Some(i)) => RevokeTarget::Member(i),
+                (None, None) => anyhow::bail!("give --serial or --id"),
+            };
+            let entry = fed.revoke(&target, &reason)?;
+            println!("Revoked {}: {}", entry.subject, entry.reason);
+            for serial in &entry.cert_serials {
+                println!("  certificate {serial} is now on the CRL");
+            }
+            println!(
+                "  trust list version {} lists {} revoked key(s) for it",
+                fed.state().trust_list_version,
+                entry.key_ids.len()
+            );
+        }
+        Command::TrustList { dir } => {
+            let mut fed = Federation::open(&dir)?;
+            let trust = fed.publish()?;
+            println!(
+                "Trust list version {} written to {} (next update due {})",
+                trust.content().version,
+                fed.trust_list_path().display(),
+                trust.content().next_update
+            );
+        }
+        Command::Verify { dir, at, file } => {
+            let fed = Federation::open(&dir)?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let now = at
+                .map(estafette_spec::Timestamp)
+                .unwrap_or_else(estafette_pki::now);
+            let verdict = explain::explain(&fed, &bytes, now)?;
+            print!("{verdict}");
+            return Ok(if verdict.valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn issue(what: Issue) -> Result<()> {
+    match what {
+        Issue::Agency {
+            dir,
+            oin,
+            name,
+            sectors,
+        } => {
+            let mut fed = Federation::open(&dir)?;
+            let sectors = sectors
+                .into_iter()
+                .map(|s| match s {
+                    SectorArg::Financial => Sector::Financial,
+                    SectorArg::Care => Sector::Care,
+                })
+                .collect();
+            let path = fed.issue_agency(&oin, &name, sectors)?;
+            println!("Agency {oin} ({name}) issued in {}", path.display());
+            println!(
+                "  tls.crt.pem / tls.key.pem: client certificate for HTTPS (OIN in subject serialNumber)"
+            );
+            println!("  seal.key.pem: the key that seals (signs) the agency's letters");
+        }
+        Issue::Node {
+            dir,
+            id,
+            addr,
+            role,
+            routes,
+        } => {
+            let mut fed = Federation::open(&dir)?;
+            let kind = match role {
+                RoleArg::Transit => NodeKind::Transit,
+                RoleArg::Home => NodeKind::Home,
+                RoleArg::Both => NodeKind::Both,
+            };
+            let path = fed.issue_node(&id, &addr, kind, routes)?;
+            print_node_files(&id, &path);
+        }
+        Issue::Gateway { dir, id, addr } => {
+            let mut fed = Federation::open(&dir)?;
+            let path = fed.issue_gateway(&id, &addr)?;
+            print_node_files(&id, &path);
+        }
+        Issue::Idp {
+            dir,
+            id,
+            country,
+            max_loa,
+        } => {
+            let mut fed = Federation::open(&dir)?;
+            let path = fed.issue_identity_provider(&id, country, max_loa)?;
+            println!(
+                "Identity provider {id} ({country}, up to {max_loa:?}) issued; signing key in {}",
+                path.display()
+            );
+        }
+        Issue::CourtRegistry { dir, id } => {
+            let mut fed = Federation::open(&dir)?;
+            let path = fed.issue_court_registry(&id)?;
+            println!(
+                "Court registry {id} issued; signing key in {}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_node_files(id: &NodeId, path: &std::path::Path) {
+    println!("{id} issued in {}", path.display());
+    println!("  tls.crt.pem / tls.key.pem: certificate for QUIC and HTTPS (node id as DNS name)");
+    println!("  signing.key.pem: signs this node's evidence");
+    println!("  hpke.key.pem: opens envelopes sealed to this node");
+}

@@ -1,0 +1,334 @@
+//! `estafette-pki verify FILE`: says in plain words whether a certificate,
+//! envelope, evidence, message, assertion or trust list is valid, and why not.
+
+use estafette_spec::assertion::AssertionPolicy;
+use estafette_spec::cose::ObjectKind;
+use estafette_spec::{
+    Envelope, Evidence, IdentityAssertion, IdentityClaims, LevelOfAssurance, SignedMessage,
+    Timestamp, TrustList,
+};
+use rustls::client::danger::ServerCertVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::{Federation, PkiError, tls};
+
+/// The verdict on one file.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub valid: bool,
+    /// What the object is.
+    pub what: String,
+    /// Facts found, one per line.
+    pub facts: Vec<String>,
+    /// Why it is not valid (when it is not).
+    pub problem: Option<String>,
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.valid { "VALID" } else { "NOT VALID" };
+        writeln!(f, "{verdict}: {}", self.what)?;
+        for fact in &self.facts {
+            writeln!(f, "  - {fact}")?;
+        }
+        if let Some(problem) = &self.problem {
+            writeln!(f, "  Why not: {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Explains `bytes` (a PEM certificate or a COSE object) against the
+/// federation's root, CRL and trust list, at time `now`.
+pub fn explain(fed: &Federation, bytes: &[u8], now: Timestamp) -> Result<Explanation, PkiError> {
+    if bytes.starts_with(b"-----BEGIN CERTIFICATE-----") {
+        return explain_certificate(fed, bytes, now);
+    }
+    let root = fed.root_public_key()?;
+    // A trust list is verified with the root key alone.
+    if let Some(ObjectKind::TrustList) = peek_kind(bytes) {
+        return Ok(match TrustList::verify(bytes, &root, now) {
+            Ok(t) => {
+                let c = t.content();
+                Explanation {
+                    valid: true,
+                    what: format!("trust list version {}", c.version),
+                    facts: vec![
+                        "signed by this federation's root key".into(),
+                        format!("issued {}, next update due {}", c.issued_at, c.next_update),
+                        format!(
+                            "{} node(s), gateway {}, {} agency(ies), {} identity provider(s), {} court registry(ies), {} revocation(s)",
+                            c.nodes.len(),
+                            c.gateway
+                                .as_ref()
+                                .map(|g| g.id.to_string())
+                                .unwrap_or_else(|| "none".into()),
+                            c.agencies.len(),
+                            c.identity_providers.len(),
+                            c.court_registries.len(),
+                            c.revoked.len()
+                        ),
+                    ],
+                    problem: None,
+                }
+            }
+            Err(e) => invalid("trust list", e),
+        });
+    }
+    let trust = fed.trust_list(now)?;
+    let explanation = match peek_kind(bytes) {
+        Some(ObjectKind::Message) => match SignedMessage::verify(bytes, &trust) {
+            Ok(m) => Explanation {
+                valid: true,
+                what: format!("signed message {}", m.letter.message_id),
+                facts: vec![
+                    format!(
+                        "sealed by agency {} ({})",
+                        m.letter.sender,
+                        trust
+                            .agency(&m.letter.sender)
+                            .map(|a| a.name.as_str())
+                            .unwrap_or("?")
+                    ),
+                    format!(
+                        "created {}, nature {:?}",
+                        m.letter.created_at, m.letter.nature
+                    ),
+                    format!(
+                        "{} attachment(s); SHA-256 {}",
+                        m.letter.attachments.len(),
+                        m.digest
+                    ),
+                ],
+                problem: None,
+            },
+            Err(e) => invalid("signed message", e),
+        },
+        Some(ObjectKind::Envelope) => match Envelope::verify(bytes, &trust, now) {
+            Ok(v) => {
+                let h = &v.content.header;
+                Explanation {
+                    valid: true,
+                    what: format!("envelope {}", h.envelope_id),
+                    facts: vec![
+                        "signed by the gateway".into(),
+                        format!("for home node {}, inbox {}", h.home_node, h.inbox_id),
+                        format!(
+                            "hop limit {}, created {}, expires {}",
+                            h.hop_limit, h.created_at, h.expires_at
+                        ),
+                        "the letter inside is sealed to the home node; it cannot be read here"
+                            .into(),
+                    ],
+                    problem: None,
+                }
+            }
+            Err(e) => invalid("envelope", e),
+        },
+        Some(ObjectKind::Evidence) => match Evidence::verify(bytes, &trust) {
+            Ok(v) => {
+                let r = &v.record;
+                let mut facts = vec![
+                    format!("signed by {} at {}", r.issuer, r.issued_at),
+                    format!(
+                        "for message {} (SHA-256 {})",
+                        r.message_id, r.message_digest
+                    ),
+                ];
+                if let Some(reason) = r.reason {
+                    facts.push(format!("reason: {}", reason.code()));
+                }
+                if let Some(actor) = &r.actor {
+                    facts.push(format!("opened by: {:?}", actor.role));
+                }
+                match r.previous {
+                    Some(p) => facts.push(format!("follows evidence with SHA-256 {p}")),
+                    None => facts.push("first evidence of its message".into()),
+                }
+                Explanation {
+                    valid: true,
+                    what: format!("evidence {:?}", r.event),
+                    facts,
+                    problem: None,
+                }
+            }
+            Err(e) => invalid("evidence", e),
+        },
+        Some(ObjectKind::Assertion) => {
+            // Checked for the audience it names: the verifier here is not that node.
+            let audience = peek_claims(bytes).map(|c| c.audience);
+            match audience {
+                None => invalid("identity assertion", "its content cannot be read"),
+                Some(audience) => {
+                    let policy = AssertionPolicy {
+                        audience: audience.clone(),
+                        min_level: LevelOfAssurance::Low,
+                        now,
+                    };
+                    match IdentityAssertion::verify(bytes, &trust, &policy) {
+                        Ok(a) => Explanation {
+                            valid: true,
+                            what: "identity assertion".into(),
+                            facts: vec![
+                                format!("signed by identity provider {}", a.claims.issuer),
+                                format!("level of assurance {:?}", a.claims.level_of_assurance),
+                                format!(
+                                    "for audience {audience}, valid until {}",
+                                    a.claims.expires_at
+                                ),
+                                "the nonce is single use: the audience refuses a second use".into(),
+                            ],
+                            problem: None,
+                        },
+                        Err(e) => invalid("identity assertion", e),
+                    }
+                }
+            }
+        }
+        Some(ObjectKind::TrustList) | None => invalid(
+            "file",
+            "this is neither a PEM certificate nor a COSE object of a known kind",
+        ),
+    };
+    Ok(explanation)
+}
+
+fn invalid(what: &str, problem: impl std::fmt::Display) -> Explanation {
+    Explanation {
+        valid: false,
+        what: what.into(),
+        facts: vec![],
+        problem: Some(problem.to_string()),
+    }
+}
+
+/// The kind named by a COSE object's content type, without verifying it.
+fn peek_kind(bytes: &[u8]) -> Option<ObjectKind> {
+    ObjectKind::ALL.into_iter().find(|kind| {
+        match estafette_spec::cose::UnverifiedSign1::parse(bytes, *kind) {
+            Ok(_) => true,
+            Err(e) => {
+                !matches!(e, estafette_spec::cose::CoseError::WrongKind { .. })
+                    && !matches!(e, estafette_spec::cose::CoseError::Cbor(_))
+                    && !matches!(e, estafette_spec::cose::CoseError::Structure(_))
+            }
+        }
+    })
+}
+
+fn peek_claims(bytes: &[u8]) -> Option<IdentityClaims> {
+    use coset::{CborSerializable, TaggedCborSerializable};
+    let sign1 = coset::CoseSign1::from_tagged_slice(bytes)
+        .or_else(|_| coset::CoseSign1::from_slice(bytes))
+        .ok()?;
+    estafette_spec::cbor::from_slice(
+        sign1.payload.as_deref()?,
+        estafette_spec::limits::MAX_ASSERTION_BYTES,
+    )
+    .ok()
+}
+
+fn explain_certificate(
+    fed: &Federation,
+    pem: &[u8],
+    now: Timestamp,
+) -> Result<Explanation, PkiError> {
+    let cert = match CertificateDer::from_pem_slice(pem) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(invalid(
+                "certificate",
+                format!("not a PEM certificate: {e}"),
+            ));
+        }
+    };
+    let facts = match tls::facts(&cert) {
+        Ok(f) => f,
+        Err(e) => return Ok(invalid("certificate", e)),
+    };
+    let root = tls::load_certs(&fed.root_cert_path())?.remove(0);
+    let crl = tls::load_crl(&fed.crl_path())?;
+    let mut lines = vec![
+        format!("subject: {}", facts.subject),
+        format!("serial number: {}", facts.serial_hex),
+        format!(
+            "valid from {} to {}",
+            Timestamp(facts.not_before.max(0) as u64),
+            Timestamp(facts.not_after.max(0) as u64)
+        ),
+    ];
+    if facts.is_ca {
+        let valid = cert.as_ref() == root.as_ref();
+        return Ok(Explanation {
+            valid,
+            what: "root CA certificate".into(),
+            facts: lines,
+            problem: (!valid)
+                .then(|| "this is a CA certificate, but not this federation's root".into()),
+        });
+    }
+    let unix = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.0));
+    // A node certificate names its node id; an agency certificate its OIN.
+    let (what, result) = if let Ok(node) = tls::node_id(&cert) {
+        lines.push(format!("node id: {node}"));
+        let verifier = tls::server_verifier(&root, vec![crl])?;
+        let name = ServerName::try_from(node.as_str().to_owned())
+            .map_err(|e| PkiError::Certificate(e.to_string()))?;
+        (
+            format!("node certificate of {node}"),
+            verifier
+                .verify_server_cert(&cert, &[], &name, &[], unix)
+                .map(|_| ()),
+        )
+    } else if let Ok(oin) = tls::agency_oin(&cert) {
+        lines.push(format!("agency OIN: {oin}"));
+        let verifier = tls::client_verifier(&root, vec![crl])?;
+        (
+            format!("agency certificate of {oin}"),
+            verifier.verify_client_cert(&cert, &[], unix).map(|_| ()),
+        )
+    } else {
+        return Ok(invalid(
+            "certificate",
+            "it names neither a node id (DNS subjectAltName) nor an OIN (subject serialNumber)",
+        ));
+    };
+    Ok(match result {
+        Ok(()) => Explanation {
+            valid: true,
+            what,
+            facts: {
+                lines.push(
+                    "issued by this federation's root, not revoked, within its validity".into(),
+                );
+                lines
+            },
+            problem: None,
+        },
+        Err(e) => Explanation {
+            valid: false,
+            what,
+            facts: lines,
+            problem: Some(plain_tls_error(&e)),
+        },
+    })
+}
+
+fn plain_tls_error(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::Revoked) => {
+            "it is revoked: its serial number is on the federation's CRL".into()
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "it was not issued by this federation's root".into()
+        }
+        rustls::Error::InvalidCertificate(C::BadSignature) => {
+            "its signature does not verify".into()
+        }
+        rustls::Error::InvalidCertificate(C::Expired) => "it has expired".into(),
+        rustls::Error::InvalidCertificate(C::NotValidYet) => "it is not valid yet".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,150 @@
+//! TLS with the federation PKI: the one crypto provider (ring), loading
+//! certificates, keys and CRLs, verifiers that check the root and the CRL,
+//! and reading who a peer is (an agency's OIN, a node's id) from its
+//! certificate. Used by the gateway, the relay node and the tests.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use estafette_spec::{NodeId, Oin};
+use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use x509_parser::prelude::*;
+
+use crate::PkiError;
+
+/// The workspace's single rustls crypto provider.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn pem_error(path: &Path, what: &str, e: impl std::fmt::Display) -> PkiError {
+    PkiError::Pem(format!("{}: {what}: {e}", path.display()))
+}
+
+/// All certificates in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, "reading certificates", e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, "reading certificates", e))?;
+    if certs.is_empty() {
+        return Err(PkiError::Pem(format!("{}: no certificate", path.display())));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file.
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(path, "reading private key", e))
+}
+
+/// The CRL in a PEM file.
+pub fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, PkiError> {
+    CertificateRevocationListDer::from_pem_file(path).map_err(|e| pem_error(path, "reading CRL", e))
+}
+
+/// A root store holding only the federation root.
+pub fn root_store(root: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, PkiError> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(root.clone())
+        .map_err(|e| PkiError::Certificate(format!("root certificate: {e}")))?;
+    Ok(Arc::new(roots))
+}
+
+/// A verifier of client certificates (agencies, nodes): must chain to the
+/// federation root and not be in the CRL. Client authentication is required.
+pub fn client_verifier(
+    root: &CertificateDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>, PkiError> {
+    WebPkiClientVerifier::builder_with_provider(root_store(root)?, crypto_provider())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .build()
+        .map_err(|e| PkiError::Certificate(format!("client verifier: {e}")))
+}
+
+/// A verifier of server certificates (nodes, the gateway), with the CRL.
+pub fn server_verifier(
+    root: &CertificateDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<WebPkiServerVerifier>, PkiError> {
+    WebPkiServerVerifier::builder_with_provider(root_store(root)?, crypto_provider())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .build()
+        .map_err(|e| PkiError::Certificate(format!("server verifier: {e}")))
+}
+
+fn parse<'a>(cert: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, PkiError> {
+    X509Certificate::from_der(cert.as_ref())
+        .map(|(_, c)| c)
+        .map_err(|e| PkiError::Certificate(format!("not an X.509 certificate: {e}")))
+}
+
+/// The OIN in an agency certificate's subject serialNumber.
+pub fn agency_oin(cert: &CertificateDer<'_>) -> Result<Oin, PkiError> {
+    let cert = parse(cert)?;
+    let attr = cert
+        .subject()
+        .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
+        .next()
+        .ok_or_else(|| {
+            PkiError::Certificate("certificate subject has no serialNumber (OIN)".into())
+        })?;
+    let text = attr
+        .as_str()
+        .map_err(|_| PkiError::Certificate("certificate serialNumber is not text".into()))?;
+    text.parse()
+        .map_err(|e| PkiError::Certificate(format!("certificate serialNumber is not an OIN: {e}")))
+}
+
+/// The node id in a node certificate's DNS subject alternative name.
+pub fn node_id(cert: &CertificateDer<'_>) -> Result<NodeId, PkiError> {
+    let cert = parse(cert)?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::Certificate(format!("bad subjectAltName: {e}")))?
+        .ok_or_else(|| {
+            PkiError::Certificate("certificate has no subjectAltName (node id)".into())
+        })?;
+    let mut names = san.value.general_names.iter().filter_map(|n| match n {
+        GeneralName::DNSName(d) => Some(d),
+        _ => None,
+    });
+    let (Some(name), None) = (names.next(), names.next()) else {
+        return Err(PkiError::Certificate(
+            "a node certificate has exactly one DNS name, its node id".into(),
+        ));
+    };
+    name.parse()
+        .map_err(|e| PkiError::Certificate(format!("certificate DNS name is not a node id: {e}")))
+}
+
+/// Facts about a certificate for explanations.
+#[derive(Debug, Clone)]
+pub struct CertificateFacts {
+    pub subject: String,
+    pub serial_hex: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub is_ca: bool,
+}
+
+pub fn facts(cert: &CertificateDer<'_>) -> Result<CertificateFacts, PkiError> {
+    let c = parse(cert)?;
+    Ok(CertificateFacts {
+        subject: c.subject().to_string(),
+        serial_hex: hex::encode(c.tbs_certificate.raw_serial()),
+        not_before: c.validity().not_before.timestamp(),
+        not_after: c.validity().not_after.timestamp(),
+        is_ca: c.is_ca(),
+    })
+}
