@@ -33,13 +33,88 @@ fn ok(args: &[&str]) -> String {
 fn build_federation(dir: &Path) {
     let d = dir.to_str().unwrap();
     ok(&["init", "--dir", d, "--name", "Test", "--test-federation"]);
-    ok(&["issue", "agency", "--dir", d, "--oin", AGENCY_1, "--name", "Belastingdienst", "--sector", "financial"]);
-    ok(&["issue", "agency", "--dir", d, "--oin", AGENCY_2, "--name", "Gemeente Voorbeeld"]);
-    ok(&["issue", "gateway", "--dir", d, "--id", "gateway.test", "--addr", "127.0.0.1:8443"]);
-    ok(&["issue", "node", "--dir", d, "--id", "home1.test", "--addr", "127.0.0.1:4434", "--role", "home"]);
-    ok(&["issue", "node", "--dir", d, "--id", "relay1.test", "--addr", "127.0.0.1:4433", "--role", "transit", "--route", "home1.test"]);
-    ok(&["issue", "idp", "--dir", d, "--id", "idp.nl.test", "--country", "NL", "--max-loa", "high"]);
-    ok(&["issue", "idp", "--dir", d, "--id", "eid.de.test", "--country", "DE", "--max-loa", "substantial"]);
+    ok(&[
+        "issue",
+        "agency",
+        "--dir",
+        d,
+        "--oin",
+        AGENCY_1,
+        "--name",
+        "Belastingdienst",
+        "--sector",
+        "financial",
+    ]);
+    ok(&[
+        "issue",
+        "agency",
+        "--dir",
+        d,
+        "--oin",
+        AGENCY_2,
+        "--name",
+        "Gemeente Voorbeeld",
+    ]);
+    ok(&[
+        "issue",
+        "gateway",
+        "--dir",
+        d,
+        "--id",
+        "gateway.test",
+        "--addr",
+        "127.0.0.1:8443",
+    ]);
+    ok(&[
+        "issue",
+        "node",
+        "--dir",
+        d,
+        "--id",
+        "home1.test",
+        "--addr",
+        "127.0.0.1:4434",
+        "--role",
+        "home",
+    ]);
+    ok(&[
+        "issue",
+        "node",
+        "--dir",
+        d,
+        "--id",
+        "relay1.test",
+        "--addr",
+        "127.0.0.1:4433",
+        "--role",
+        "transit",
+        "--route",
+        "home1.test",
+    ]);
+    ok(&[
+        "issue",
+        "idp",
+        "--dir",
+        d,
+        "--id",
+        "idp.nl.test",
+        "--country",
+        "NL",
+        "--max-loa",
+        "high",
+    ]);
+    ok(&[
+        "issue",
+        "idp",
+        "--dir",
+        d,
+        "--id",
+        "eid.de.test",
+        "--country",
+        "DE",
+        "--max-loa",
+        "substantial",
+    ]);
     ok(&["issue", "court-registry", "--dir", d, "--id", "court.test"]);
 }
 
@@ -75,7 +150,9 @@ fn builds_a_whole_test_federation_and_revokes_an_agency() {
     // leaves its key untouched.
     let seal = dir.join(format!("agencies/{AGENCY_1}/seal.key.pem"));
     let before = std::fs::read(&seal).unwrap();
-    let out = pki(&["issue", "agency", "--dir", d, "--oin", AGENCY_1, "--name", "Again"]);
+    let out = pki(&[
+        "issue", "agency", "--dir", d, "--oin", AGENCY_1, "--name", "Again",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already a member"));
     assert_eq!(std::fs::read(&seal).unwrap(), before);
@@ -83,7 +160,10 @@ fn builds_a_whole_test_federation_and_revokes_an_agency() {
     // Revoke agency 2 by id.
     let cert_2 = dir.join(format!("agencies/{AGENCY_2}/tls.crt.pem"));
     let valid = ok(&["verify", "--dir", d, cert_2.to_str().unwrap()]);
-    assert!(valid.starts_with("VALID: agency certificate of 00000003273318220000"), "{valid}");
+    assert!(
+        valid.starts_with("VALID: agency certificate of 00000003273318220000"),
+        "{valid}"
+    );
     let serial = fed
         .state()
         .certificates
@@ -92,7 +172,15 @@ fn builds_a_whole_test_federation_and_revokes_an_agency() {
         .unwrap()
         .serial_hex
         .clone();
-    ok(&["revoke", "--dir", d, "--id", AGENCY_2, "--reason", "key compromise"]);
+    ok(&[
+        "revoke",
+        "--dir",
+        d,
+        "--id",
+        AGENCY_2,
+        "--reason",
+        "key compromise",
+    ]);
 
     let fed = Federation::open(&dir).unwrap();
     assert_eq!(crl_serials(&fed.crl_path()), vec![serial.clone()]);
@@ -114,8 +202,16 @@ fn builds_a_whole_test_federation_and_revokes_an_agency() {
 
     // A node certificate and the trust list verify.
     let node_cert = dir.join("nodes/relay1.test/tls.crt.pem");
-    assert!(ok(&["verify", "--dir", d, node_cert.to_str().unwrap()]).contains("VALID: node certificate of relay1.test"));
-    let tl = ok(&["verify", "--dir", d, fed.trust_list_path().to_str().unwrap()]);
+    assert!(
+        ok(&["verify", "--dir", d, node_cert.to_str().unwrap()])
+            .contains("VALID: node certificate of relay1.test")
+    );
+    let tl = ok(&[
+        "verify",
+        "--dir",
+        d,
+        fed.trust_list_path().to_str().unwrap(),
+    ]);
     assert!(tl.contains("VALID: trust list version 10"), "{tl}");
 
     // A trust list with one byte changed does not.
@@ -132,14 +228,25 @@ fn builds_a_whole_test_federation_and_revokes_an_agency() {
     let other = tmp.path().join("other");
     let o = other.to_str().unwrap();
     ok(&["init", "--dir", o]);
-    ok(&["issue", "agency", "--dir", o, "--oin", AGENCY_1, "--name", "Impostor"]);
+    ok(&[
+        "issue", "agency", "--dir", o, "--oin", AGENCY_1, "--name", "Impostor",
+    ]);
     let foreign = other.join(format!("agencies/{AGENCY_1}/tls.crt.pem"));
     let out = pki(&["verify", "--dir", d, foreign.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("not issued by this federation's root"));
 
     // A production federation refuses test OINs.
-    let out = pki(&["issue", "agency", "--dir", o, "--oin", "00000099000000000001", "--name", "Test"]);
+    let out = pki(&[
+        "issue",
+        "agency",
+        "--dir",
+        o,
+        "--oin",
+        "00000099000000000001",
+        "--name",
+        "Test",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a test federation"));
 }
@@ -155,7 +262,9 @@ fn signed_objects_are_explained() {
     let now = estafette_pki::now();
 
     // A letter sealed with agency 1's real seal key.
-    let seal = estafette_pki::keys::read_ed25519(&dir.join(format!("agencies/{AGENCY_1}/seal.key.pem"))).unwrap();
+    let seal =
+        estafette_pki::keys::read_ed25519(&dir.join(format!("agencies/{AGENCY_1}/seal.key.pem")))
+            .unwrap();
     let letter = Letter {
         message_id: MessageId::from_bytes([7; 16]),
         sender: AGENCY_1.parse().unwrap(),
@@ -179,7 +288,8 @@ fn signed_objects_are_explained() {
     assert!(out.contains("Belastingdienst"), "{out}");
 
     // Evidence signed by the relay's key, but claiming the home node as issuer.
-    let relay_key = estafette_pki::keys::read_ed25519(&dir.join("nodes/relay1.test/signing.key.pem")).unwrap();
+    let relay_key =
+        estafette_pki::keys::read_ed25519(&dir.join("nodes/relay1.test/signing.key.pem")).unwrap();
     let record = EvidenceRecord {
         evidence_id: EvidenceId::from_bytes([1; 16]),
         event: EvidenceEvent::RelayAcceptance,
@@ -197,15 +307,27 @@ fn signed_objects_are_explained() {
     let out = pki(&["verify", "--dir", d, path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("names issuer home1.test, but was signed by relay1.test"), "{text}");
+    assert!(
+        text.contains("names issuer home1.test, but was signed by relay1.test"),
+        "{text}"
+    );
 
     // The same record with the right issuer is valid.
-    let record = EvidenceRecord { issuer: "relay1.test".parse().unwrap(), ..record };
+    let record = EvidenceRecord {
+        issuer: "relay1.test".parse().unwrap(),
+        ..record
+    };
     std::fs::write(&path, Evidence::sign(&record, &relay_key).unwrap()).unwrap();
-    assert!(ok(&["verify", "--dir", d, path.to_str().unwrap()]).contains("VALID: evidence RelayAcceptance"));
+    assert!(
+        ok(&["verify", "--dir", d, path.to_str().unwrap()])
+            .contains("VALID: evidence RelayAcceptance")
+    );
 
     // An assertion from the German eID node claiming level high: above its maximum.
-    let de_key = estafette_pki::keys::read_ed25519(&dir.join("identity-providers/eid.de.test/signing.key.pem")).unwrap();
+    let de_key = estafette_pki::keys::read_ed25519(
+        &dir.join("identity-providers/eid.de.test/signing.key.pem"),
+    )
+    .unwrap();
     let claims = IdentityClaims {
         issuer: "eid.de.test".parse().unwrap(),
         subject: "eidas:DE/NL/abc123".parse().unwrap(),
