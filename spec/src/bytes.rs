@@ -53,7 +53,7 @@ impl std::fmt::Display for Hex<'_> {
 
 /// Parses hex (either case); `None` if not hex or of odd length.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);

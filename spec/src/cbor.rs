@@ -168,7 +168,7 @@ pub fn prescan(input: &[u8], max_bytes: usize) -> Result<(), CborError> {
                 0
             }
         };
-        if major >= 4 && major <= 6 {
+        if (4..=6).contains(&major) {
             if depth + 1 > MAX_CBOR_DEPTH {
                 return Err(CborError::TooDeep {
                     offset: start,
