@@ -20,9 +20,10 @@ use estafette_spec::{CountryCode, LevelOfAssurance, NodeId, Oin, Sector};
 ///
 ///   estafette-pki init --dir fed --test-federation
 ///   estafette-pki issue agency --dir fed --oin 00000001003214345000 --name "Belastingdienst"
-///   estafette-pki issue gateway --dir fed --id gateway.example --addr 127.0.0.1:8443
-///   estafette-pki issue node --dir fed --id home1.example --addr 127.0.0.1:4434 --role home
-///   estafette-pki issue node --dir fed --id relay1.example --addr 127.0.0.1:4433 --role transit --route home1.example
+///   estafette-pki issue gateway --dir fed --id gw.example --addr 127.0.0.1:8443
+///   estafette-pki issue node --dir fed --id home.example --addr 127.0.0.1:4434 --role home
+///   estafette-pki issue node --dir fed --id relay.example --addr 127.0.0.1:4433 \
+///       --role transit --route home.example
 ///   estafette-pki verify --dir fed fed/agencies/00000001003214345000/tls.crt.pem
 #[derive(Parser)]
 #[command(name = "estafette-pki", version, verbatim_doc_comment)]
@@ -52,27 +53,23 @@ enum Command {
     },
     /// Revoke a member by certificate serial or by id: CRL and trust list are republished.
     Revoke {
-        #[arg(long)]
-        dir: PathBuf,
-        /// Serial number (hex) of the certificate to revoke; its holder is revoked.
-        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
-        serial: Option<String>,
-        /// The member to revoke: an OIN, or a node, gateway, provider or registry id.
-        #[arg(long)]
-        id: Option<String>,
+        #[command(flatten)]
+        fed: FederationDir,
+        #[command(flatten)]
+        target: RevokeWhat,
         /// Why, in a few words (kept in the trust list).
         #[arg(long)]
         reason: String,
     },
     /// Sign and write a fresh trust list (and CRL) with a new version and validity.
     TrustList {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        fed: FederationDir,
     },
     /// Explain whether a certificate (PEM) or a signed object (.cose) is valid, and why not.
     Verify {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        fed: FederationDir,
         /// Check at this time (seconds since 1970) instead of now.
         #[arg(long)]
         at: Option<u64>,
@@ -81,12 +78,32 @@ enum Command {
     },
 }
 
+/// The federation directory argument shared by every command but `init`.
+#[derive(clap::Args)]
+struct FederationDir {
+    /// The federation directory, as made by `estafette-pki init`.
+    #[arg(long = "dir", value_name = "DIR")]
+    path: PathBuf,
+}
+
+/// What `revoke` revokes: one of a serial or an id.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct RevokeWhat {
+    /// Serial number (hex) of a certificate; the member holding it is revoked.
+    #[arg(long)]
+    serial: Option<String>,
+    /// The member to revoke: an OIN, or a node, gateway, provider or registry id.
+    #[arg(long)]
+    id: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Issue {
     /// An agency: TLS client certificate with its OIN, and a seal key in the trust list.
     Agency {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        fed: FederationDir,
         /// The agency's 20-digit OIN.
         #[arg(long)]
         oin: Oin,
@@ -99,8 +116,8 @@ enum Issue {
     },
     /// A relay node: certificate (QUIC server and client), signing key, HPKE key.
     Node {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        fed: FederationDir,
         /// The node id, a DNS-style name (also the certificate's DNS name).
         #[arg(long)]
         id: NodeId,
@@ -116,8 +133,9 @@ enum Issue {
     },
     /// The gateway: certificate (HTTPS and QUIC), signing key, HPKE key.
     Gateway {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        fed: FederationDir,
+        /// The gateway's id, a DNS-style name (also its certificate's DNS name).
         #[arg(long)]
         id: NodeId,
         /// host:port of the gateway's agency API.
@@ -126,8 +144,9 @@ enum Issue {
     },
     /// An identity provider: a national login or a foreign eID node.
     Idp {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        fed: FederationDir,
+        /// The provider's id, a DNS-style name, e.g. idp.nl.example or eid.de.example.
         #[arg(long)]
         id: NodeId,
         /// ISO 3166-1 alpha-2 country the provider vouches for (NL, DE, ...).
@@ -139,8 +158,9 @@ enum Issue {
     },
     /// A court registry: signs attestations of legal representation.
     CourtRegistry {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        fed: FederationDir,
+        /// The registry's id, a DNS-style name.
         #[arg(long)]
         id: NodeId,
     },
@@ -190,13 +210,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Issue { what } => issue(what)?,
         Command::Revoke {
-            dir,
-            serial,
-            id,
+            fed,
+            target,
             reason,
         } => {
-            let mut fed = Federation::open(&dir)?;
-            let target = match (serial, id) {
+            let mut fed = Federation::open(&fed.path)?;
+            let target = match (target.serial, target.id) {
                 (Some(s), _) => RevokeTarget::Serial(s),
                 (None, Some(i)) => RevokeTarget::Member(i),
                 (None, None) => anyhow::bail!("give --serial or --id"),
@@ -212,8 +231,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 entry.key_ids.len()
             );
         }
-        Command::TrustList { dir } => {
-            let mut fed = Federation::open(&dir)?;
+        Command::TrustList { fed } => {
+            let mut fed = Federation::open(&fed.path)?;
             let trust = fed.publish()?;
             println!(
                 "Trust list version {} written to {} (next update due {})",
@@ -222,8 +241,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 trust.content().next_update
             );
         }
-        Command::Verify { dir, at, file } => {
-            let fed = Federation::open(&dir)?;
+        Command::Verify { fed, at, file } => {
+            let fed = Federation::open(&fed.path)?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let now = at
@@ -244,12 +263,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn issue(what: Issue) -> Result<()> {
     match what {
         Issue::Agency {
-            dir,
+            fed,
             oin,
             name,
             sectors,
         } => {
-            let mut fed = Federation::open(&dir)?;
+            let mut fed = Federation::open(&fed.path)?;
             let sectors = sectors
                 .into_iter()
                 .map(|s| match s {
@@ -265,13 +284,13 @@ fn issue(what: Issue) -> Result<()> {
             println!("  seal.key.pem: the key that seals (signs) the agency's letters");
         }
         Issue::Node {
-            dir,
+            fed,
             id,
             addr,
             role,
             routes,
         } => {
-            let mut fed = Federation::open(&dir)?;
+            let mut fed = Federation::open(&fed.path)?;
             let kind = match role {
                 RoleArg::Transit => NodeKind::Transit,
                 RoleArg::Home => NodeKind::Home,
@@ -280,26 +299,26 @@ fn issue(what: Issue) -> Result<()> {
             let path = fed.issue_node(&id, &addr, kind, routes)?;
             print_node_files(&id, &path);
         }
-        Issue::Gateway { dir, id, addr } => {
-            let mut fed = Federation::open(&dir)?;
+        Issue::Gateway { fed, id, addr } => {
+            let mut fed = Federation::open(&fed.path)?;
             let path = fed.issue_gateway(&id, &addr)?;
             print_node_files(&id, &path);
         }
         Issue::Idp {
-            dir,
+            fed,
             id,
             country,
             max_loa,
         } => {
-            let mut fed = Federation::open(&dir)?;
+            let mut fed = Federation::open(&fed.path)?;
             let path = fed.issue_identity_provider(&id, country, max_loa)?;
             println!(
                 "Identity provider {id} ({country}, up to {max_loa:?}) issued; signing key in {}",
                 path.display()
             );
         }
-        Issue::CourtRegistry { dir, id } => {
-            let mut fed = Federation::open(&dir)?;
+        Issue::CourtRegistry { fed, id } => {
+            let mut fed = Federation::open(&fed.path)?;
             let path = fed.issue_court_registry(&id)?;
             println!(
                 "Court registry {id} issued; signing key in {}",
