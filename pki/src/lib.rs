@@ -99,16 +99,10 @@ pub struct CertificateRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub name: String,
-    pub test_federation: bool,
-    pub trust_list_version: u64,
     pub crl_number: u64,
-    pub gateway: Option<NodeEntry>,
-    pub nodes: Vec<NodeEntry>,
-    pub agencies: Vec<AgencyEntry>,
-    pub identity_providers: Vec<IdentityProviderEntry>,
-    pub court_registries: Vec<CourtRegistryEntry>,
-    pub revoked: Vec<RevokedEntry>,
     pub certificates: Vec<CertificateRecord>,
+    /// The members and revocations, as in the last published trust list.
+    pub trust_list: TrustListContent,
 }
 
 /// Kinds of node the CLI issues.
@@ -204,16 +198,20 @@ impl Federation {
             dir: dir.to_path_buf(),
             state: State {
                 name: name.to_owned(),
-                test_federation,
-                trust_list_version: 0,
                 crl_number: 0,
-                gateway: None,
-                nodes: vec![],
-                agencies: vec![],
-                identity_providers: vec![],
-                court_registries: vec![],
-                revoked: vec![],
                 certificates: vec![],
+                trust_list: TrustListContent {
+                    version: 0,
+                    issued_at: now(),
+                    next_update: now(),
+                    test_federation,
+                    gateway: None,
+                    nodes: vec![],
+                    agencies: vec![],
+                    identity_providers: vec![],
+                    court_registries: vec![],
+                    revoked: vec![],
+                },
             },
         };
         let root_key = keys::new_ed25519(&fed.root_key_path())?;
@@ -314,14 +312,21 @@ impl Federation {
 
     fn ensure_new_member(&self, id: &str) -> Result<(), PkiError> {
         let s = &self.state;
-        let taken = s.agencies.iter().any(|a| a.oin.as_str() == id)
-            || s.gateway
+        let taken = s.trust_list.agencies.iter().any(|a| a.oin.as_str() == id)
+            || s.trust_list
+                .gateway
                 .iter()
-                .chain(&s.nodes)
+                .chain(&s.trust_list.nodes)
                 .any(|n| n.id.as_str() == id)
-            || s.identity_providers.iter().any(|i| i.id.as_str() == id)
-            || s.court_registries.iter().any(|c| c.id.as_str() == id)
-            || s.revoked.iter().any(|r| r.subject == id);
+            || s.trust_list
+                .identity_providers
+                .iter()
+                .any(|i| i.id.as_str() == id)
+            || s.trust_list
+                .court_registries
+                .iter()
+                .any(|c| c.id.as_str() == id)
+            || s.trust_list.revoked.iter().any(|r| r.subject == id);
         if taken {
             return Err(PkiError::AlreadyMember(id.to_owned()));
         }
@@ -336,7 +341,7 @@ impl Federation {
         name: &str,
         sectors: Vec<Sector>,
     ) -> Result<PathBuf, PkiError> {
-        oin.check_allowed(self.state.test_federation)
+        oin.check_allowed(self.state.trust_list.test_federation)
             .map_err(|e| PkiError::Invalid(e.to_string()))?;
         estafette_spec::text::check_line(
             "agency name",
@@ -364,7 +369,7 @@ impl Federation {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue_certificate(oin.as_str(), params, &tls_key, &dir.join("tls.crt.pem"))?;
-        self.state.agencies.push(AgencyEntry {
+        self.state.trust_list.agencies.push(AgencyEntry {
             oin: oin.clone(),
             name: name.to_owned(),
             seal_key: Ed25519PublicKey::from_key(&seal_key.verifying_key()),
@@ -422,18 +427,18 @@ impl Federation {
         routes: Vec<NodeId>,
     ) -> Result<PathBuf, PkiError> {
         let entry = self.issue_node_like(id, address, kind.roles(), routes)?;
-        self.state.nodes.push(entry);
+        self.state.trust_list.nodes.push(entry);
         self.publish()?;
         Ok(self.node_dir(id))
     }
 
     /// Issues the gateway (one per federation).
     pub fn issue_gateway(&mut self, id: &NodeId, address: &str) -> Result<PathBuf, PkiError> {
-        if let Some(g) = &self.state.gateway {
+        if let Some(g) = &self.state.trust_list.gateway {
             return Err(PkiError::AlreadyMember(format!("gateway {}", g.id)));
         }
         let entry = self.issue_node_like(id, address, vec![NodeRole::Gateway], vec![])?;
-        self.state.gateway = Some(entry);
+        self.state.trust_list.gateway = Some(entry);
         self.publish()?;
         Ok(self.node_dir(id))
     }
@@ -448,12 +453,15 @@ impl Federation {
         self.ensure_new_member(id.as_str())?;
         let dir = self.identity_provider_dir(id);
         let key = keys::new_ed25519(&dir.join("signing.key.pem"))?;
-        self.state.identity_providers.push(IdentityProviderEntry {
-            id: id.clone(),
-            country,
-            max_loa,
-            key: Ed25519PublicKey::from_key(&key.verifying_key()),
-        });
+        self.state
+            .trust_list
+            .identity_providers
+            .push(IdentityProviderEntry {
+                id: id.clone(),
+                country,
+                max_loa,
+                key: Ed25519PublicKey::from_key(&key.verifying_key()),
+            });
         self.publish()?;
         Ok(dir)
     }
@@ -463,10 +471,13 @@ impl Federation {
         self.ensure_new_member(id.as_str())?;
         let dir = self.court_registry_dir(id);
         let key = keys::new_ed25519(&dir.join("signing.key.pem"))?;
-        self.state.court_registries.push(CourtRegistryEntry {
-            id: id.clone(),
-            key: Ed25519PublicKey::from_key(&key.verifying_key()),
-        });
+        self.state
+            .trust_list
+            .court_registries
+            .push(CourtRegistryEntry {
+                id: id.clone(),
+                key: Ed25519PublicKey::from_key(&key.verifying_key()),
+            });
         self.publish()?;
         Ok(dir)
     }
@@ -502,31 +513,48 @@ impl Federation {
         let s = &mut self.state;
         let mut key_ids: Vec<KeyId> = Vec::new();
         let mut take = |key: &Ed25519PublicKey| key_ids.extend(key.key_id());
-        if let Some(i) = s.agencies.iter().position(|a| a.oin.as_str() == subject) {
-            take(&s.agencies.remove(i).seal_key);
-        } else if let Some(i) = s.nodes.iter().position(|n| n.id.as_str() == subject) {
-            take(&s.nodes.remove(i).signing_key);
-        } else if s.gateway.as_ref().is_some_and(|g| g.id.as_str() == subject) {
-            if let Some(g) = s.gateway.take() {
+        if let Some(i) = s
+            .trust_list
+            .agencies
+            .iter()
+            .position(|a| a.oin.as_str() == subject)
+        {
+            take(&s.trust_list.agencies.remove(i).seal_key);
+        } else if let Some(i) = s
+            .trust_list
+            .nodes
+            .iter()
+            .position(|n| n.id.as_str() == subject)
+        {
+            take(&s.trust_list.nodes.remove(i).signing_key);
+        } else if s
+            .trust_list
+            .gateway
+            .as_ref()
+            .is_some_and(|g| g.id.as_str() == subject)
+        {
+            if let Some(g) = s.trust_list.gateway.take() {
                 take(&g.signing_key);
             }
         } else if let Some(i) = s
+            .trust_list
             .identity_providers
             .iter()
             .position(|p| p.id.as_str() == subject)
         {
-            take(&s.identity_providers.remove(i).key);
+            take(&s.trust_list.identity_providers.remove(i).key);
         } else if let Some(i) = s
+            .trust_list
             .court_registries
             .iter()
             .position(|c| c.id.as_str() == subject)
         {
-            take(&s.court_registries.remove(i).key);
+            take(&s.trust_list.court_registries.remove(i).key);
         } else {
             return Err(PkiError::NoSuchMember(subject));
         }
         // Routes may no longer name a revoked home node.
-        for node in &mut s.nodes {
+        for node in &mut s.trust_list.nodes {
             node.routes.retain(|r| r.as_str() != subject);
         }
         let at = now();
@@ -546,32 +574,25 @@ impl Federation {
             revoked_at: at,
             reason: reason.to_owned(),
         };
-        s.revoked.push(entry.clone());
+        s.trust_list.revoked.push(entry.clone());
         self.publish()?;
         Ok(entry)
     }
 
-    /// The trust list content for the current state.
-    pub fn trust_list_content(&self, version: u64, issued_at: Timestamp) -> TrustListContent {
-        let s = &self.state;
+    /// The trust list content for the current state, as a new version.
+    fn next_trust_list(&self, issued_at: Timestamp) -> TrustListContent {
         TrustListContent {
-            version,
+            version: self.state.trust_list.version + 1,
             issued_at,
             next_update: issued_at.plus_s(PUBLICATION_VALIDITY_DAYS * 86_400),
-            test_federation: s.test_federation,
-            gateway: s.gateway.clone(),
-            nodes: s.nodes.clone(),
-            agencies: s.agencies.clone(),
-            identity_providers: s.identity_providers.clone(),
-            court_registries: s.court_registries.clone(),
-            revoked: s.revoked.clone(),
+            ..self.state.trust_list.clone()
         }
     }
 
     /// Publishes a new CRL and a new trust list version, then saves the state.
     pub fn publish(&mut self) -> Result<TrustList, PkiError> {
         let at = now();
-        let content = self.trust_list_content(self.state.trust_list_version + 1, at);
+        let content = self.next_trust_list(at);
         // Check before anything is written: a list that does not verify is never published.
         let trust = TrustList::new(content.clone())?;
         let root_key = self.root_key()?;
@@ -602,7 +623,7 @@ impl Federation {
             &self.trust_list_path(),
             &TrustList::sign(&content, &root_key),
         )?;
-        self.state.trust_list_version = content.version;
+        self.state.trust_list = content;
         self.state.crl_number += 1;
         self.save()?;
         Ok(trust)

@@ -227,7 +227,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!(
                 "  trust list version {} lists {} revoked key(s) for it",
-                fed.state().trust_list_version,
+                fed.state().trust_list.version,
                 entry.key_ids.len()
             );
         }

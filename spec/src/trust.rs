@@ -276,6 +276,8 @@ pub enum TrustListError {
         version: u64,
         next_update: Timestamp,
     },
+    #[error("trust list version {offered} is older than the version {known} already in use")]
+    Rollback { offered: u64, known: u64 },
     #[error("trust list names {0} twice")]
     Duplicate(String),
     #[error("trust list agency {oin}: {error}")]
@@ -446,6 +448,24 @@ impl TrustList {
             });
         }
         TrustList::new(content)
+    }
+
+    /// Verifies a trust list that is to replace `known`: as [`Self::verify`],
+    /// and its version must not be lower (a verifier never goes back).
+    pub fn verify_update(
+        bytes: &[u8],
+        root: &VerifyingKey,
+        now: Timestamp,
+        known: &TrustList,
+    ) -> Result<TrustList, TrustListError> {
+        let offered = Self::verify(bytes, root, now)?;
+        if offered.content.version < known.content.version {
+            return Err(TrustListError::Rollback {
+                offered: offered.content.version,
+                known: known.content.version,
+            });
+        }
+        Ok(offered)
     }
 
     /// Finds the holder of a key, or says why it is not trusted.

@@ -236,6 +236,19 @@ fn trust_list_rules() {
         TrustList::verify(&bytes, &root.verifying_key(), content.next_update.plus_s(1)),
         Err(TrustListError::Stale { .. })
     ));
+    // Never back to an older version.
+    let known = TrustList::verify(&bytes, &root.verifying_key(), T0).unwrap();
+    let mut older = content.clone();
+    older.version = 0;
+    let older = TrustList::sign(&older, &root);
+    assert!(matches!(
+        TrustList::verify_update(&older, &root.verifying_key(), T0, &known),
+        Err(TrustListError::Rollback {
+            offered: 0,
+            known: 1
+        })
+    ));
+    assert!(TrustList::verify_update(&bytes, &root.verifying_key(), T0, &known).is_ok());
     // Signed by another key.
     let bytes = TrustList::sign(&content, &fixtures::key("not the root"));
     assert!(matches!(
