@@ -131,10 +131,10 @@ pub fn explain(fed: &Federation, bytes: &[u8], now: Timestamp) -> Result<Explana
                 let r = &v.record;
                 let mut facts = vec![
                     format!("signed by {} at {}", r.issuer, r.issued_at),
-                    format!(
-                        "for message {} (SHA-256 {})",
-                        r.message_id, r.message_digest
-                    ),
+                    match (r.message_id, r.message_digest) {
+                        (Some(id), Some(digest)) => format!("for message {id} (SHA-256 {digest})"),
+                        _ => "about an offer that could not be read".into(),
+                    },
                 ];
                 if let Some(reason) = r.reason {
                     facts.push(format!("reason: {}", reason.code()));

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::bytes::X25519PublicKey;
 use crate::cbor::{self, CborError};
 use crate::cose::{self, Digest, ObjectKind};
-use crate::ids::{EnvelopeId, InboxId, NodeId};
+use crate::ids::{EnvelopeId, InboxId, MessageId, NodeId};
 use crate::limits::*;
 use crate::text::Timestamp;
 use crate::trust::{TrustList, VerifyError};
@@ -29,6 +29,10 @@ pub struct RoutingHeader {
     /// The home node whose HPKE key the payload is sealed to.
     pub home_node: NodeId,
     pub inbox_id: InboxId,
+    /// The letter inside, so that every node's evidence names it. The id is
+    /// the agency's random id; the digest is SHA-256 of the sealed bytes.
+    pub message_id: MessageId,
+    pub message_digest: Digest,
     /// Most relay hops this envelope may take (1..=MAX_HOP_LIMIT).
     pub hop_limit: u8,
     pub created_at: Timestamp,
@@ -75,6 +79,8 @@ pub enum EnvelopeError {
     HopLimitOutOfRange(u8),
     #[error("envelope has taken {hops_taken} hops, its hop limit is {hop_limit}")]
     HopLimitExceeded { hops_taken: u8, hop_limit: u8 },
+    #[error("the sealed letter's digest differs from the one in the routing header")]
+    MessageDigestMismatch,
     #[error("envelope payload could not be sealed: {0}")]
     Seal(String),
     #[error("envelope payload does not open with this node's key (wrong node, or altered)")]
@@ -176,6 +182,13 @@ impl VerifiedEnvelope {
             &hpke_aad(&self.content.header),
         )
         .map_err(|_| EnvelopeError::Open)
+        .and_then(|message| {
+            if Digest::of(&message) == self.content.header.message_digest {
+                Ok(message)
+            } else {
+                Err(EnvelopeError::MessageDigestMismatch)
+            }
+        })
     }
 }
 
@@ -198,6 +211,9 @@ impl Envelope {
             });
         }
         check_header_shape(&header)?;
+        if Digest::of(message) != header.message_digest {
+            return Err(EnvelopeError::MessageDigestMismatch);
+        }
         let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&home_key.0)
             .map_err(|e| EnvelopeError::Seal(e.to_string()))?;
         let (enc, ciphertext) =

@@ -49,6 +49,17 @@ impl EvidenceEvent {
         )
     }
 
+    /// Events signed by a relay node about an envelope it was offered.
+    pub fn is_relay_event(self) -> bool {
+        matches!(
+            self,
+            EvidenceEvent::RelayAcceptance
+                | EvidenceEvent::RelayRejection
+                | EvidenceEvent::RelayFailure
+                | EvidenceEvent::ContentConsignment
+        )
+    }
+
     /// Events that must say why (negative ones and paper fallback).
     pub fn needs_reason(self) -> bool {
         self.is_negative() || self == EvidenceEvent::PaperFallback
@@ -171,11 +182,16 @@ pub enum ActorRole {
 pub struct EvidenceRecord {
     pub evidence_id: EvidenceId,
     pub event: EvidenceEvent,
-    /// Absent only when no envelope exists yet (a rejected submission).
+    /// Absent only when no envelope exists yet (a rejected submission) or
+    /// the offered envelope could not be read.
     pub envelope_id: Option<EnvelopeId>,
-    pub message_id: MessageId,
-    /// SHA-256 of the `SignedMessage` bytes.
-    pub message_digest: Digest,
+    /// Absent only on a RelayRejection of an offer that could not be read.
+    pub message_id: Option<MessageId>,
+    /// SHA-256 of the `SignedMessage` bytes; absent exactly when `message_id` is.
+    pub message_digest: Option<Digest>,
+    /// SHA-256 of the envelope bytes as offered, on the events of relay
+    /// nodes (RelayAcceptance, RelayRejection, RelayFailure, ContentConsignment).
+    pub envelope_digest: Option<Digest>,
     /// The node (or gateway) that did it and signed this record.
     pub issuer: NodeId,
     pub issued_at: Timestamp,
@@ -203,6 +219,12 @@ pub enum EvidenceError {
     MissingActor,
     #[error("only ContentHandover evidence names an actor")]
     UnexpectedActor,
+    #[error("evidence {event:?} must name the message (id and digest)")]
+    MissingMessage { event: EvidenceEvent },
+    #[error("evidence names a message id without its digest, or a digest without its id")]
+    HalfMessage,
+    #[error("evidence {event:?} must carry the digest of the envelope it is about")]
+    MissingEnvelopeDigest { event: EvidenceEvent },
     #[error("a representative actor must name the representative and the mandate")]
     IncompleteRepresentative,
     #[error("evidence names issuer {claimed}, but was signed by {signer}")]
@@ -229,6 +251,20 @@ impl EvidenceError {
 
 impl EvidenceRecord {
     pub fn validate(&self) -> Result<(), EvidenceError> {
+        if self.message_id.is_some() != self.message_digest.is_some() {
+            return Err(EvidenceError::HalfMessage);
+        }
+        let unreadable_offer = self.event == EvidenceEvent::RelayRejection
+            && matches!(
+                self.reason,
+                Some(ReasonCode::Malformed | ReasonCode::TooLarge)
+            );
+        if self.message_id.is_none() && !unreadable_offer {
+            return Err(EvidenceError::MissingMessage { event: self.event });
+        }
+        if self.event.is_relay_event() && self.envelope_digest.is_none() {
+            return Err(EvidenceError::MissingEnvelopeDigest { event: self.event });
+        }
         match (self.event.needs_reason(), self.reason.is_some()) {
             (true, false) => return Err(EvidenceError::MissingReason { event: self.event }),
             (false, true) => return Err(EvidenceError::UnexpectedReason { event: self.event }),

@@ -22,6 +22,7 @@ pub mod fixtures;
 pub mod ids;
 pub mod limits;
 pub mod message;
+pub mod relay;
 pub mod text;
 pub mod trust;
 

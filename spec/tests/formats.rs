@@ -98,15 +98,32 @@ fn letter_strategy() -> impl Strategy<Value = Letter> {
         )
 }
 
-fn header_strategy() -> impl Strategy<Value = RoutingHeader> {
-    (id16(), id16(), 1u8..=16, 1u64..=30 * 86_400).prop_map(|(e, i, hops, life)| RoutingHeader {
+fn header_for(message: &[u8], e: [u8; 16], i: [u8; 16], hops: u8, life: u64) -> RoutingHeader {
+    RoutingHeader {
         envelope_id: EnvelopeId::from_bytes(e),
         home_node: fixtures::home_id(),
         inbox_id: InboxId::from_bytes(i),
+        message_id: MessageId::from_bytes(i),
+        message_digest: Digest::of(message),
         hop_limit: hops,
         created_at: T0,
         expires_at: T0.plus_s(life),
-    })
+    }
+}
+
+/// A message and a routing header that names it.
+fn header_strategy() -> impl Strategy<Value = (Vec<u8>, RoutingHeader)> {
+    (
+        prop::collection::vec(any::<u8>(), 0..500),
+        id16(),
+        id16(),
+        1u8..=16,
+        1u64..=30 * 86_400,
+    )
+        .prop_map(|(m, e, i, hops, life)| {
+            let h = header_for(&m, e, i, hops, life);
+            (m, h)
+        })
 }
 
 fn event_strategy() -> impl Strategy<Value = EvidenceEvent> {
@@ -133,36 +150,40 @@ fn evidence_strategy() -> impl Strategy<Value = EvidenceRecord> {
         proptest::array::uniform32(any::<u8>()),
         proptest::option::of(proptest::array::uniform32(any::<u8>())),
         any::<bool>(),
+        proptest::array::uniform32(any::<u8>()),
     )
-        .prop_map(|(evd, event, env, msg, digest, previous, by_rep)| {
-            let actor = (event == EvidenceEvent::ContentHandover).then(|| {
-                if by_rep {
-                    Actor {
-                        role: ActorRole::Representative,
-                        representative: Some("bsn:111222333".into()),
-                        mandate: Some("mandate-7".into()),
+        .prop_map(
+            |(evd, event, env, msg, digest, previous, by_rep, env_digest)| {
+                let actor = (event == EvidenceEvent::ContentHandover).then(|| {
+                    if by_rep {
+                        Actor {
+                            role: ActorRole::Representative,
+                            representative: Some("bsn:111222333".into()),
+                            mandate: Some("mandate-7".into()),
+                        }
+                    } else {
+                        Actor {
+                            role: ActorRole::Holder,
+                            representative: None,
+                            mandate: None,
+                        }
                     }
-                } else {
-                    Actor {
-                        role: ActorRole::Holder,
-                        representative: None,
-                        mandate: None,
-                    }
+                });
+                EvidenceRecord {
+                    evidence_id: EvidenceId::from_bytes(evd),
+                    event,
+                    envelope_id: env.map(EnvelopeId::from_bytes),
+                    message_id: Some(MessageId::from_bytes(msg)),
+                    message_digest: Some(Digest(digest)),
+                    envelope_digest: event.is_relay_event().then_some(Digest(env_digest)),
+                    issuer: fixtures::relay_id(),
+                    issued_at: T0,
+                    reason: event.needs_reason().then_some(ReasonCode::Expired),
+                    actor,
+                    previous: previous.map(Digest),
                 }
-            });
-            EvidenceRecord {
-                evidence_id: EvidenceId::from_bytes(evd),
-                event,
-                envelope_id: env.map(EnvelopeId::from_bytes),
-                message_id: MessageId::from_bytes(msg),
-                message_digest: Digest(digest),
-                issuer: fixtures::relay_id(),
-                issued_at: T0,
-                reason: event.needs_reason().then_some(ReasonCode::Expired),
-                actor,
-                previous: previous.map(Digest),
-            }
-        })
+            },
+        )
 }
 
 fn claims_strategy() -> impl Strategy<Value = IdentityClaims> {
@@ -209,7 +230,7 @@ proptest! {
     }
 
     #[test]
-    fn envelope_roundtrip_and_bit_flips(header in header_strategy(), message in prop::collection::vec(any::<u8>(), 0..500), bit in any::<prop::sample::Index>()) {
+    fn envelope_roundtrip_and_bit_flips((message, header) in header_strategy(), bit in any::<prop::sample::Index>()) {
         let trust = fixtures::trust_list();
         let home = fixtures::hpke(fixtures::HOME);
         let mut rng = FixedRng::new("proptest");
@@ -418,14 +439,7 @@ fn envelope_time_and_hop_checks() {
     let trust = fixtures::trust_list();
     let home = fixtures::hpke(fixtures::HOME);
     let mut rng = FixedRng::new("hops");
-    let header = RoutingHeader {
-        envelope_id: EnvelopeId::from_bytes([1; 16]),
-        home_node: fixtures::home_id(),
-        inbox_id: InboxId::from_bytes([2; 16]),
-        hop_limit: 2,
-        created_at: T0,
-        expires_at: T0.plus_s(3600),
-    };
+    let header = header_for(b"x", [1; 16], [2; 16], 2, 3600);
     let bytes = Envelope::seal(
         header.clone(),
         b"x",
@@ -484,8 +498,9 @@ fn evidence_chain_links() {
         evidence_id: EvidenceId::from_bytes([1; 16]),
         event: EvidenceEvent::RelayAcceptance,
         envelope_id: Some(EnvelopeId::from_bytes([2; 16])),
-        message_id: MessageId::from_bytes([3; 16]),
-        message_digest: Digest([4; 32]),
+        message_id: Some(MessageId::from_bytes([3; 16])),
+        message_digest: Some(Digest([4; 32])),
+        envelope_digest: Some(Digest([6; 32])),
         issuer: fixtures::relay_id(),
         issued_at: T0,
         reason: None,

@@ -113,6 +113,8 @@ fn envelope_limits() {
         envelope_id: EnvelopeId::from_bytes([1; 16]),
         home_node: fixtures::home_id(),
         inbox_id: InboxId::from_bytes([2; 16]),
+        message_id: MessageId::from_bytes([3; 16]),
+        message_digest: Digest::of(b"m"),
         hop_limit,
         created_at: T0,
         expires_at: T0.plus_s(life),

@@ -44,11 +44,13 @@ fn letter() -> Letter {
     }
 }
 
-fn header() -> RoutingHeader {
+fn header(message: &[u8]) -> RoutingHeader {
     RoutingHeader {
         envelope_id: EnvelopeId::from_bytes(*b"vector-envelope1"),
         home_node: fixtures::home_id(),
         inbox_id: InboxId::from_bytes(*b"vector-inbox-001"),
+        message_id: letter().message_id,
+        message_digest: Digest::of(message),
         hop_limit: 8,
         created_at: T0,
         expires_at: T0.plus_s(7 * 86_400),
@@ -60,14 +62,16 @@ fn evidence(
     event: EvidenceEvent,
     issuer: NodeId,
     message: &[u8],
+    envelope: &[u8],
     previous: Option<&[u8]>,
 ) -> EvidenceRecord {
     EvidenceRecord {
         evidence_id: EvidenceId::from_bytes([n; 16]),
         event,
-        envelope_id: Some(header().envelope_id),
-        message_id: letter().message_id,
-        message_digest: Digest::of(message),
+        envelope_id: Some(header(message).envelope_id),
+        message_id: Some(letter().message_id),
+        message_digest: Some(Digest::of(message)),
+        envelope_digest: event.is_relay_event().then(|| Digest::of(envelope)),
         issuer,
         issued_at: T0.plus_s(u64::from(n)),
         reason: None,
@@ -211,7 +215,7 @@ fn generate() -> Files {
     let home = fixtures::hpke(fixtures::HOME);
     let mut rng = FixedRng::new("vector envelope");
     let envelope = Envelope::seal(
-        header(),
+        header(&message),
         &message,
         &home.public,
         &fixtures::key(fixtures::GATEWAY),
@@ -226,6 +230,7 @@ fn generate() -> Files {
             EvidenceEvent::SubmissionAcceptance,
             fixtures::gateway_id(),
             &message,
+            &envelope,
             None,
         ),
         &fixtures::key(fixtures::GATEWAY),
@@ -237,6 +242,7 @@ fn generate() -> Files {
             EvidenceEvent::RelayAcceptance,
             fixtures::relay_id(),
             &message,
+            &envelope,
             Some(&e1),
         ),
         &fixtures::key(fixtures::RELAY),
@@ -248,6 +254,7 @@ fn generate() -> Files {
             EvidenceEvent::ContentConsignment,
             fixtures::home_id(),
             &message,
+            &envelope,
             Some(&e2),
         ),
         &fixtures::key(fixtures::HOME),
@@ -312,6 +319,7 @@ fn generate() -> Files {
         EvidenceEvent::RelayAcceptance,
         fixtures::relay_id(),
         &message,
+        &envelope,
         Some(&e1),
     );
     files.insert(
