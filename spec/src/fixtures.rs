@@ -112,7 +112,7 @@ pub fn home_id() -> NodeId {
     id(HOME)
 }
 
-fn node(name: &str, roles: Vec<NodeRole>, routes: Vec<NodeId>) -> NodeEntry {
+fn node(name: &str, roles: Vec<NodeRole>, routes: Vec<Route>) -> NodeEntry {
     NodeEntry {
         id: id(name),
         address: format!("{name}:4433"),
@@ -131,9 +131,16 @@ pub fn trust_list_content() -> TrustListContent {
         issued_at: T0,
         next_update: T0.plus_s(30 * 86_400),
         test_federation: true,
-        gateway: Some(node(GATEWAY, vec![NodeRole::Gateway], vec![])),
+        gateway: Some(node(
+            GATEWAY,
+            vec![NodeRole::Gateway],
+            vec![Route {
+                destination: id(HOME),
+                via: id(RELAY),
+            }],
+        )),
         nodes: vec![
-            node(RELAY, vec![NodeRole::Transit], vec![id(HOME)]),
+            node(RELAY, vec![NodeRole::Transit], vec![]),
             node(HOME, vec![NodeRole::Home], vec![]),
         ],
         agencies: vec![

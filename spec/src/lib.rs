@@ -46,6 +46,6 @@ pub use message::{Attachment, Letter, MessageError, Nature, SignedMessage, Verif
 pub use text::{FieldError, Timestamp};
 pub use trust::{
     AgencyEntry, CourtRegistryEntry, IdentityProviderEntry, LevelOfAssurance, NodeEntry, NodeRole,
-    RevokedEntry, Sector, Signer, SignerRole, TrustError, TrustList, TrustListContent,
+    RevokedEntry, Route, Sector, Signer, SignerRole, TrustError, TrustList, TrustListContent,
     TrustListError, VerifyError,
 };

@@ -42,8 +42,18 @@ pub struct NodeEntry {
     pub signing_key: Ed25519PublicKey,
     /// HPKE (X25519) key that envelopes for this node's inboxes are sealed to.
     pub hpke_key: X25519PublicKey,
-    /// Home nodes this node carries traffic towards (see [`TrustList::next_hop`]).
-    pub routes: Vec<NodeId>,
+    /// This node's routing table: to reach home node `destination`, hand the
+    /// envelope to `via`. Without a route a node sends straight to the
+    /// destination (see [`TrustList::next_hop`]).
+    pub routes: Vec<Route>,
+}
+
+/// One entry of a node's routing table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub destination: NodeId,
+    pub via: NodeId,
 }
 
 /// Sector marks on an agency, used by mandate scopes (financial
@@ -286,8 +296,14 @@ pub enum TrustListError {
     NodeWithoutRole(NodeId),
     #[error("trust list gateway entry must have exactly the role 'gateway'")]
     GatewayRoles,
-    #[error("trust list node {node} routes to {route}, which is not a home node in the list")]
-    UnknownRoute { node: NodeId, route: NodeId },
+    #[error(
+        "trust list node {node} has a route to {destination} via {via}: the destination must be a home node and the via a transit node of the list, and each destination appears once"
+    )]
+    BadRoute {
+        node: NodeId,
+        destination: NodeId,
+        via: NodeId,
+    },
 }
 
 /// A checked trust list with an index from key id to signer.
@@ -345,12 +361,32 @@ impl TrustList {
                 0,
             )?;
         }
-        let homes: BTreeSet<&NodeId> = content
-            .nodes
-            .iter()
-            .filter(|n| n.roles.contains(&NodeRole::Home))
-            .map(|n| &n.id)
-            .collect();
+        let with_role = |role: NodeRole| -> BTreeSet<&NodeId> {
+            content
+                .nodes
+                .iter()
+                .filter(|n| n.roles.contains(&role))
+                .map(|n| &n.id)
+                .collect()
+        };
+        let (homes, transits) = (with_role(NodeRole::Home), with_role(NodeRole::Transit));
+        let check_routes = |node: &NodeEntry| -> Result<(), TrustListError> {
+            let mut seen = BTreeSet::new();
+            for route in &node.routes {
+                if !homes.contains(&route.destination)
+                    || !transits.contains(&route.via)
+                    || route.via == node.id
+                    || !seen.insert(&route.destination)
+                {
+                    return Err(TrustListError::BadRoute {
+                        node: node.id.clone(),
+                        destination: route.destination.clone(),
+                        via: route.via.clone(),
+                    });
+                }
+            }
+            Ok(())
+        };
         for (i, node) in content.nodes.iter().enumerate() {
             check_node(node)?;
             if node.roles.is_empty() {
@@ -359,14 +395,7 @@ impl TrustList {
             if node.roles.contains(&NodeRole::Gateway) {
                 return Err(TrustListError::GatewayRoles);
             }
-            for route in &node.routes {
-                if !homes.contains(route) {
-                    return Err(TrustListError::UnknownRoute {
-                        node: node.id.clone(),
-                        route: route.clone(),
-                    });
-                }
-            }
+            check_routes(node)?;
             add(&node.signing_key, node.id.to_string(), SignerRole::Node, i)?;
         }
         for (i, agency) in content.agencies.iter().enumerate() {
@@ -555,30 +584,19 @@ impl TrustList {
         })
     }
 
-    /// The next hop from any node towards home node `destination`: the first
-    /// node (in list order) other than `from` whose routes include the
-    /// destination, or else the destination itself. `None` if the destination
-    /// is not a home node in the list.
+    /// The next hop from node `from` towards home node `destination`: the
+    /// `via` of `from`'s route to it, or else the destination itself. `None`
+    /// if the destination is not a home node in the list.
     pub fn next_hop(&self, from: &NodeId, destination: &NodeId) -> Option<&NodeEntry> {
         let home = self.node(destination)?;
         if !home.roles.contains(&NodeRole::Home) {
             return None;
         }
-        if from == destination {
-            return Some(home);
-        }
-        // A transit node that itself routes to the destination forwards straight there.
-        if self
+        let via = self
             .node(from)
-            .is_some_and(|n| n.routes.contains(destination))
-        {
-            return Some(home);
-        }
-        self.content
-            .nodes
-            .iter()
-            .find(|n| &n.id != from && n.routes.contains(destination))
-            .or(Some(home))
+            .and_then(|n| n.routes.iter().find(|r| &r.destination == destination))
+            .and_then(|r| self.node(&r.via));
+        Some(via.unwrap_or(home))
     }
 }
 

@@ -274,12 +274,25 @@ fn trust_list_rules() {
     ));
     // A route to a node that is not a home node.
     let mut c = content.clone();
-    c.nodes[0].routes = vec![fixtures::gateway_id()];
+    c.nodes[0].routes = vec![Route {
+        destination: fixtures::gateway_id(),
+        via: fixtures::home_id(),
+    }];
     assert!(matches!(
         TrustList::new(c),
-        Err(TrustListError::UnknownRoute { .. })
+        Err(TrustListError::BadRoute { .. })
     ));
-    // Routing: gateway → relay (routes to home) → home.
+    // A route via a node that does not relay.
+    let mut c = content.clone();
+    c.nodes[0].routes = vec![Route {
+        destination: fixtures::home_id(),
+        via: fixtures::home_id(),
+    }];
+    assert!(matches!(
+        TrustList::new(c),
+        Err(TrustListError::BadRoute { .. })
+    ));
+    // Routing: gateway → relay (the gateway's route) → home (no route: direct).
     let trust = fixtures::trust_list();
     assert_eq!(
         trust
