@@ -384,7 +384,6 @@ impl Federation {
         id: &NodeId,
         address: &str,
         roles: Vec<NodeRole>,
-        routes: Vec<NodeId>,
     ) -> Result<NodeEntry, PkiError> {
         self.ensure_new_member(id.as_str())?;
         check_address(address)?;
@@ -414,7 +413,7 @@ impl Federation {
             tls_cert_sha256: cert.sha256,
             signing_key: Ed25519PublicKey::from_key(&signing_key.verifying_key()),
             hpke_key: hpke.public,
-            routes,
+            routes: vec![],
         })
     }
 
@@ -424,9 +423,8 @@ impl Federation {
         id: &NodeId,
         address: &str,
         kind: NodeKind,
-        routes: Vec<NodeId>,
     ) -> Result<PathBuf, PkiError> {
-        let entry = self.issue_node_like(id, address, kind.roles(), routes)?;
+        let entry = self.issue_node_like(id, address, kind.roles())?;
         self.state.trust_list.nodes.push(entry);
         self.publish()?;
         Ok(self.node_dir(id))
@@ -437,10 +435,42 @@ impl Federation {
         if let Some(g) = &self.state.trust_list.gateway {
             return Err(PkiError::AlreadyMember(format!("gateway {}", g.id)));
         }
-        let entry = self.issue_node_like(id, address, vec![NodeRole::Gateway], vec![])?;
+        let entry = self.issue_node_like(id, address, vec![NodeRole::Gateway])?;
         self.state.trust_list.gateway = Some(entry);
         self.publish()?;
         Ok(self.node_dir(id))
+    }
+
+    /// Sets (or, with `via = None`, removes) `node`'s route to home node
+    /// `destination`. Publishes a new trust list; refuses a route the trust
+    /// list rules do not allow.
+    pub fn set_route(
+        &mut self,
+        node: &NodeId,
+        destination: &NodeId,
+        via: Option<&NodeId>,
+    ) -> Result<(), PkiError> {
+        let saved = self.state.clone();
+        let t = &mut self.state.trust_list;
+        let entry = t
+            .gateway
+            .iter_mut()
+            .chain(t.nodes.iter_mut())
+            .find(|n| &n.id == node)
+            .ok_or_else(|| PkiError::NoSuchMember(node.to_string()))?;
+        entry.routes.retain(|r| &r.destination != destination);
+        if let Some(via) = via {
+            entry.routes.push(estafette_spec::Route {
+                destination: destination.clone(),
+                via: via.clone(),
+            });
+        }
+        if let Err(e) = self.publish() {
+            // Nothing was written: publish checks the list before writing.
+            self.state = saved;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Issues an identity provider (national login or foreign eID node).
@@ -554,8 +584,14 @@ impl Federation {
             return Err(PkiError::NoSuchMember(subject));
         }
         // Routes may no longer name a revoked home node.
-        for node in &mut s.trust_list.nodes {
-            node.routes.retain(|r| r.as_str() != subject);
+        for node in s
+            .trust_list
+            .gateway
+            .iter_mut()
+            .chain(s.trust_list.nodes.iter_mut())
+        {
+            node.routes
+                .retain(|r| r.destination.as_str() != subject && r.via.as_str() != subject);
         }
         let at = now();
         let mut cert_serials = Vec::new();

@@ -22,8 +22,8 @@ use estafette_spec::{CountryCode, LevelOfAssurance, NodeId, Oin, Sector};
 ///   estafette-pki issue agency --dir fed --oin 00000001003214345000 --name "Belastingdienst"
 ///   estafette-pki issue gateway --dir fed --id gw.example --addr 127.0.0.1:8443
 ///   estafette-pki issue node --dir fed --id home.example --addr 127.0.0.1:4434 --role home
-///   estafette-pki issue node --dir fed --id relay.example --addr 127.0.0.1:4433 \
-///       --role transit --route home.example
+///   estafette-pki issue node --dir fed --id relay.example --addr 127.0.0.1:4433
+///   estafette-pki route --dir fed --node gw.example --to home.example --via relay.example
 ///   estafette-pki verify --dir fed fed/agencies/00000001003214345000/tls.crt.pem
 #[derive(Parser)]
 #[command(name = "estafette-pki", version, verbatim_doc_comment)]
@@ -60,6 +60,23 @@ enum Command {
         /// Why, in a few words (kept in the trust list).
         #[arg(long)]
         reason: String,
+    },
+    /// Set a node's (or the gateway's) route: envelopes for home node --to go via --via.
+    ///
+    /// Without a route a node sends straight to the home node. Without --via
+    /// the route to --to is removed.
+    Route {
+        #[command(flatten)]
+        fed: FederationDir,
+        /// The node (or gateway) whose routing table changes.
+        #[arg(long)]
+        node: NodeId,
+        /// The home node the route leads to.
+        #[arg(long)]
+        to: NodeId,
+        /// The transit node to hand envelopes for --to to.
+        #[arg(long)]
+        via: Option<NodeId>,
     },
     /// Sign and write a fresh trust list (and CRL) with a new version and validity.
     TrustList {
@@ -127,9 +144,6 @@ enum Issue {
         /// transit (carries envelopes), home (hosts inboxes) or both.
         #[arg(long, value_enum, default_value = "transit")]
         role: RoleArg,
-        /// A home node this node carries traffic towards (repeatable).
-        #[arg(long = "route")]
-        routes: Vec<NodeId>,
     },
     /// The gateway: certificate (HTTPS and QUIC), signing key, HPKE key.
     Gateway {
@@ -231,6 +245,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 entry.key_ids.len()
             );
         }
+        Command::Route { fed, node, to, via } => {
+            let mut fed = Federation::open(&fed.path)?;
+            fed.set_route(&node, &to, via.as_ref())?;
+            match via {
+                Some(via) => println!("{node} now sends envelopes for {to} via {via}"),
+                None => println!("{node} now sends envelopes for {to} straight to it"),
+            }
+            println!("  trust list version {}", fed.state().trust_list.version);
+        }
         Command::TrustList { fed } => {
             let mut fed = Federation::open(&fed.path)?;
             let trust = fed.publish()?;
@@ -288,7 +311,6 @@ fn issue(what: Issue) -> Result<()> {
             id,
             addr,
             role,
-            routes,
         } => {
             let mut fed = Federation::open(&fed.path)?;
             let kind = match role {
@@ -296,7 +318,7 @@ fn issue(what: Issue) -> Result<()> {
                 RoleArg::Home => NodeKind::Home,
                 RoleArg::Both => NodeKind::Both,
             };
-            let path = fed.issue_node(&id, &addr, kind, routes)?;
+            let path = fed.issue_node(&id, &addr, kind)?;
             print_node_files(&id, &path);
         }
         Issue::Gateway { fed, id, addr } => {

@@ -88,8 +88,17 @@ fn build_federation(dir: &Path) {
         "127.0.0.1:4433",
         "--role",
         "transit",
-        "--route",
+    ]);
+    ok(&[
+        "route",
+        "--dir",
+        d,
+        "--node",
+        "gateway.test",
+        "--to",
         "home1.test",
+        "--via",
+        "relay1.test",
     ]);
     ok(&[
         "issue",
@@ -143,7 +152,8 @@ fn builds_a_whole_test_federation_and_revokes_an_agency() {
     assert_eq!(c.identity_providers.len(), 2);
     assert_eq!(c.court_registries.len(), 1);
     assert!(c.test_federation);
-    assert_eq!(c.version, 9, "init + 8 issues, one version each");
+    assert_eq!(c.version, 10, "init + 8 issues + 1 route, one version each");
+    assert_eq!(c.gateway.as_ref().unwrap().routes.len(), 1);
     assert!(crl_serials(&fed.crl_path()).is_empty());
 
     // Keys are never overwritten: issuing the same agency again fails and
@@ -185,7 +195,7 @@ fn builds_a_whole_test_federation_and_revokes_an_agency() {
     let fed = Federation::open(&dir).unwrap();
     assert_eq!(crl_serials(&fed.crl_path()), vec![serial.clone()]);
     let trust = fed.trust_list(estafette_pki::now()).unwrap();
-    assert_eq!(trust.content().version, 10);
+    assert_eq!(trust.content().version, 11);
     assert_eq!(trust.content().agencies.len(), 1);
     let revoked = &trust.content().revoked[0];
     assert_eq!(revoked.subject, AGENCY_2);
@@ -212,7 +222,7 @@ fn builds_a_whole_test_federation_and_revokes_an_agency() {
         d,
         fed.trust_list_path().to_str().unwrap(),
     ]);
-    assert!(tl.contains("VALID: trust list version 10"), "{tl}");
+    assert!(tl.contains("VALID: trust list version 11"), "{tl}");
 
     // A trust list with one byte changed does not.
     let mut bytes = std::fs::read(fed.trust_list_path()).unwrap();
