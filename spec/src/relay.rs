@@ -110,7 +110,7 @@ impl OfferDecision {
 pub struct OfferRefusal {
     pub reason: ReasonCode,
     pub detail: String,
-    pub header: Option<RoutingHeader>,
+    pub header: Option<Box<RoutingHeader>>,
 }
 
 /// Why a peer may not make a request.
