@@ -184,7 +184,7 @@ impl Receiver<'_> {
             |reason: ReasonCode, detail: String, header: Option<RoutingHeader>| OfferRefusal {
                 reason,
                 detail,
-                header,
+                header: header.map(Box::new),
             };
         let verified = Envelope::verify(&offer.envelope, self.trust, now)
             .map_err(|e| refuse(e.reason(), e.to_string(), peek_header(&offer.envelope)))?;
