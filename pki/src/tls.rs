@@ -148,3 +148,19 @@ pub fn facts(cert: &CertificateDer<'_>) -> Result<CertificateFacts, PkiError> {
         is_ca: c.is_ca(),
     })
 }
+
+/// The raw Ed25519 public key of a certificate (the root's signs the trust list).
+pub fn ed25519_public_key(cert: &CertificateDer<'_>) -> Result<[u8; 32], PkiError> {
+    let c = parse(cert)?;
+    let spki = c.public_key();
+    if spki.algorithm.algorithm != x509_parser::oid_registry::OID_SIG_ED25519 {
+        return Err(PkiError::Certificate(
+            "certificate key is not Ed25519".into(),
+        ));
+    }
+    spki.subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| PkiError::Certificate("Ed25519 key is not 32 bytes".into()))
+}

@@ -1,5 +1,20 @@
-//! Estafette relay node. This crate is a skeleton until the relay-node issue
-//! lands: it only re-exports the protocol core it will be built on.
+//! # estafette-relay: the relay node
+//!
+//! Accepts envelopes over QUIC from the gateway or another node, stores them
+//! durably before it says so (group commit, one fsync per batch), forwards
+//! them towards their home node with retries, and on a home node puts the
+//! letters into inboxes. Every step is signed evidence that goes straight to
+//! the gateway through a durable outbox. The gateway runs the same [`Node`]
+//! in its gateway role (one queue and forwarder for both).
 #![forbid(unsafe_code)]
 
-pub use estafette_spec as spec;
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod store;
+pub mod transport;
+
+pub use config::Config;
+pub use node::{Node, NodeError};
+pub use store::Store;

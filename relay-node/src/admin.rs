@@ -1,0 +1,121 @@
+//! The operator's local HTTP endpoint: `GET /metrics` (Prometheus text) and
+//! `GET /queue` (what is queued per destination, and why).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use estafette_spec::NodeId;
+
+use crate::node::{Node, NodeError, now_ms};
+use crate::store::{Store, StoreError};
+
+/// Most entries listed per destination by `/queue`.
+pub const MAX_LISTED_PER_DESTINATION: usize = 100;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueueReport {
+    pub node: String,
+    pub total: usize,
+    pub outbox: u64,
+    pub destinations: Vec<DestinationReport>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DestinationReport {
+    pub destination: String,
+    pub queued: usize,
+    /// The first entries, soonest retry first.
+    pub entries: Vec<QueueEntryReport>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueueEntryReport {
+    pub envelope_id: String,
+    pub attempts: u32,
+    /// Milliseconds until the next attempt (0: due now).
+    pub next_attempt_in_ms: u64,
+    pub last_error: Option<String>,
+}
+
+/// What a node's queue holds now.
+pub fn queue_report(node: &NodeId, store: &Store) -> Result<QueueReport, StoreError> {
+    let now = now_ms();
+    let mut by_destination: BTreeMap<String, Vec<QueueEntryReport>> = BTreeMap::new();
+    let snapshot = store.queue_snapshot()?;
+    let total = snapshot.len();
+    let mut entries: Vec<_> = snapshot.into_iter().collect();
+    entries.sort_by_key(|(_, r)| r.next_attempt_ms);
+    for (id, record) in entries {
+        by_destination
+            .entry(record.destination.to_string())
+            .or_default()
+            .push(QueueEntryReport {
+                envelope_id: id.to_string(),
+                attempts: record.attempts,
+                next_attempt_in_ms: record.next_attempt_ms.saturating_sub(now),
+                last_error: record.last_error,
+            });
+    }
+    Ok(QueueReport {
+        node: node.to_string(),
+        total,
+        outbox: store.outbox_len(),
+        destinations: by_destination
+            .into_iter()
+            .map(|(destination, mut entries)| {
+                let queued = entries.len();
+                entries.truncate(MAX_LISTED_PER_DESTINATION);
+                DestinationReport {
+                    destination,
+                    queued,
+                    entries,
+                }
+            })
+            .collect(),
+    })
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics.encode(),
+    )
+}
+
+async fn queue(State(node): State<Arc<Node>>) -> axum::response::Response {
+    match queue_report(&node.id, node.store()) {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Starts the admin endpoint on `addr` (keep it on loopback).
+pub async fn spawn(node: Arc<Node>, addr: SocketAddr) -> Result<SocketAddr, NodeError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        NodeError::Transport(crate::transport::TransportError::Tls(format!(
+            "admin endpoint {addr}: {e}"
+        )))
+    })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/queue", get(queue))
+        .with_state(node);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin endpoint stopped");
+        }
+    });
+    Ok(local)
+}

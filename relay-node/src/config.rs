@@ -1,0 +1,244 @@
+//! The node's configuration file (TOML). `estafette-relay init` writes
+//! [`EXAMPLE`], a commented example; every limit has a default here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use estafette_spec::NodeId;
+use estafette_spec::relay::RetryPolicy;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {field} must be {rule}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        rule: &'static str,
+    },
+}
+
+/// A relay node's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id: must match its certificate and the trust list.
+    pub node_id: NodeId,
+    /// UDP address for QUIC.
+    pub listen: SocketAddr,
+    /// Directory of the node's database (created if missing).
+    pub data_dir: PathBuf,
+    /// Local address of the operator's HTTP endpoint: `/metrics`
+    /// (Prometheus) and `/queue` (JSON). Keep it on loopback.
+    pub admin_listen: Option<SocketAddr>,
+    /// Log lines as JSON objects instead of text.
+    #[serde(default)]
+    pub log_json: bool,
+    pub pki: PkiPaths,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default = "default_retry")]
+    pub retry: RetryPolicy,
+}
+
+/// Where the node's certificate, keys and the federation's files are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkiPaths {
+    /// The node's TLS certificate (PEM).
+    pub cert: PathBuf,
+    /// The node's TLS key (PKCS#8 PEM).
+    pub key: PathBuf,
+    /// The key that signs this node's evidence.
+    pub signing_key: PathBuf,
+    /// The HPKE key that opens envelopes sealed to this node (home role).
+    pub hpke_key: Option<PathBuf>,
+    /// The federation root certificate.
+    pub root_cert: PathBuf,
+    /// The federation CRL.
+    pub crl: PathBuf,
+    /// The signed trust list.
+    pub trust_list: PathBuf,
+}
+
+/// Limits on everything the node holds or does at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most QUIC connections at once (incoming).
+    pub max_connections: u32,
+    /// Most concurrent request streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Most bytes in flight per connection (QUIC receive window).
+    pub max_connection_window_bytes: u64,
+    /// Most envelopes waiting in the forward queue; offers beyond are refused.
+    pub max_queue_len: u64,
+    /// Most envelopes forwarded to one peer at once.
+    pub forward_concurrency_per_peer: u32,
+    /// Longest wait for a peer's answer to one request.
+    pub request_timeout_ms: u64,
+    /// Most write operations committed in one transaction (group commit).
+    pub max_commit_batch: usize,
+    /// How long accepted envelope ids are remembered for de-duplication.
+    /// At least the longest retry horizon and envelope lifetime.
+    pub dedup_retention_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1_000,
+            max_streams_per_connection: 512,
+            max_connection_window_bytes: 64 * 1024 * 1024,
+            max_queue_len: 1_000_000,
+            forward_concurrency_per_peer: 256,
+            request_timeout_ms: 30_000,
+            max_commit_batch: 4_096,
+            dedup_retention_s: 31 * 24 * 3600,
+        }
+    }
+}
+
+fn default_retry() -> RetryPolicy {
+    RetryPolicy {
+        base_ms: 500,
+        cap_ms: 5 * 60 * 1000,
+        horizon_s: 7 * 24 * 3600,
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, rule| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            rule,
+        };
+        let l = &self.limits;
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "at least 1"));
+        }
+        if l.max_streams_per_connection == 0 {
+            return Err(invalid("limits.max_streams_per_connection", "at least 1"));
+        }
+        if l.max_connection_window_bytes < estafette_spec::relay::MAX_FRAME_BYTES as u64 {
+            return Err(invalid(
+                "limits.max_connection_window_bytes",
+                "at least the largest frame (16 MiB + 17 KiB)",
+            ));
+        }
+        if l.forward_concurrency_per_peer == 0 || l.max_commit_batch == 0 {
+            return Err(invalid(
+                "limits.forward_concurrency_per_peer and limits.max_commit_batch",
+                "at least 1",
+            ));
+        }
+        if self.retry.base_ms == 0 || self.retry.cap_ms < self.retry.base_ms {
+            return Err(invalid("retry", "base_ms > 0 and cap_ms >= base_ms"));
+        }
+        if l.dedup_retention_s < self.retry.horizon_s
+            || l.dedup_retention_s < estafette_spec::limits::MAX_ENVELOPE_LIFETIME_S
+        {
+            return Err(invalid(
+                "limits.dedup_retention_s",
+                "at least retry.horizon_s and the 30-day envelope lifetime",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("relay.redb")
+    }
+}
+
+/// The commented example written by `estafette-relay init`.
+pub const EXAMPLE: &str = r#"# Estafette relay node configuration.
+# Start the node with:  estafette-relay run --config relay.toml
+
+# This node's id: the DNS name in its certificate, as in the trust list.
+node_id = "relay1.example"
+# UDP address for QUIC (ALPN estafette/1, mutual TLS 1.3).
+listen = "0.0.0.0:4433"
+# Where the node keeps its durable queue, inboxes and evidence outbox.
+data_dir = "/var/lib/estafette-relay"
+# Operator endpoint on loopback: GET /metrics (Prometheus), GET /queue (JSON).
+admin_listen = "127.0.0.1:9464"
+# Log as JSON lines (for log shippers) instead of text.
+log_json = false
+
+# Files from `estafette-pki issue node` and the federation directory.
+[pki]
+cert = "fed/nodes/relay1.example/tls.crt.pem"
+key = "fed/nodes/relay1.example/tls.key.pem"
+signing_key = "fed/nodes/relay1.example/signing.key.pem"
+# Only a home node needs its HPKE key (it opens the envelopes sealed to it).
+hpke_key = "fed/nodes/relay1.example/hpke.key.pem"
+root_cert = "fed/root/ca.crt.pem"
+crl = "fed/crl.pem"
+trust_list = "fed/trust-list.cose"
+
+# Limits. The defaults are shown; every one may be left out.
+[limits]
+max_connections = 1000                 # incoming QUIC connections at once
+max_streams_per_connection = 512       # concurrent requests per connection
+max_connection_window_bytes = 67108864 # bytes in flight per connection (64 MiB)
+max_queue_len = 1000000                # envelopes waiting to be forwarded
+forward_concurrency_per_peer = 256     # envelopes in flight to one peer
+request_timeout_ms = 30000             # longest wait for a peer's answer
+max_commit_batch = 4096                # writes committed with one fsync
+dedup_retention_s = 2678400            # remember accepted ids for 31 days
+
+# Forwarding retries: capped exponential backoff with jitter. An envelope is
+# given up (RelayFailure evidence) at its expiry or after horizon_s.
+[retry]
+base_ms = 500
+cap_ms = 300000
+horizon_s = 604800
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_and_checks() {
+        let config: Config = toml::from_str(EXAMPLE).unwrap();
+        config.check(Path::new("example")).unwrap();
+        assert_eq!(config.limits.max_commit_batch, 4096);
+    }
+
+    #[test]
+    fn bad_limits_are_named() {
+        let mut config: Config = toml::from_str(EXAMPLE).unwrap();
+        config.limits.dedup_retention_s = 10;
+        let err = config.check(Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("limits.dedup_retention_s"), "{err}");
+        let err = toml::from_str::<Config>(&EXAMPLE.replace("log_json", "log_jsn"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log_jsn"), "{err}");
+    }
+}

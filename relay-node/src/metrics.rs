@@ -1,0 +1,153 @@
+//! Prometheus metrics of a node, served as text on the admin endpoint.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabel {
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Every metric of a node.
+pub struct Metrics {
+    registry: Registry,
+    pub accepted: Counter,
+    pub duplicates: Counter,
+    pub delivered: Counter,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub refused: Family<ReasonLabel, Counter>,
+    pub forwarded: Counter,
+    pub forward_retries: Counter,
+    pub failed: Family<ReasonLabel, Counter>,
+    pub evidence_sent: Counter,
+    pub evidence_stored: Counter,
+    pub queue_depth: Family<DestinationLabel, Gauge>,
+    pub outbox_depth: Gauge,
+    pub connections: Gauge,
+    pub commit_batch_size: Histogram,
+    pub commit_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("estafette_relay");
+        let m = Metrics {
+            accepted: Counter::default(),
+            duplicates: Counter::default(),
+            delivered: Counter::default(),
+            rejected: Family::default(),
+            refused: Family::default(),
+            forwarded: Counter::default(),
+            forward_retries: Counter::default(),
+            failed: Family::default(),
+            evidence_sent: Counter::default(),
+            evidence_stored: Counter::default(),
+            queue_depth: Family::default(),
+            outbox_depth: Gauge::default(),
+            connections: Gauge::default(),
+            commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "accepted",
+            "Envelopes accepted and stored durably",
+            m.accepted.clone(),
+        );
+        registry.register(
+            "duplicates",
+            "Offers of envelopes already held, answered with the same evidence",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "delivered",
+            "Letters put into an inbox (home role)",
+            m.delivered.clone(),
+        );
+        registry.register(
+            "rejected",
+            "Offers rejected with signed evidence, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "refused",
+            "Requests refused before any evidence (peer, frame, capacity), by reason",
+            m.refused.clone(),
+        );
+        registry.register(
+            "forwarded",
+            "Envelopes handed to the next hop and accepted there",
+            m.forwarded.clone(),
+        );
+        registry.register(
+            "forward_retries",
+            "Forwarding attempts that will be retried",
+            m.forward_retries.clone(),
+        );
+        registry.register(
+            "failed",
+            "Envelopes given up with RelayFailure evidence, by reason",
+            m.failed.clone(),
+        );
+        registry.register(
+            "evidence_sent",
+            "Evidence objects delivered to the gateway",
+            m.evidence_sent.clone(),
+        );
+        registry.register(
+            "evidence_stored",
+            "Evidence objects stored (gateway role)",
+            m.evidence_stored.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Envelopes waiting to be forwarded, by destination",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "Evidence objects waiting to be delivered to the gateway",
+            m.outbox_depth.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open QUIC connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "commit_batch_size",
+            "Writes per committed transaction (group commit)",
+            m.commit_batch_size.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "Time to commit one transaction, fsync included",
+            m.commit_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

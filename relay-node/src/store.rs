@@ -1,0 +1,746 @@
+//! The durable store: one redb database with immediate durability, written
+//! by a single writer thread that commits everything pending in one
+//! transaction (group commit: one fsync per batch) and only then answers the
+//! requests of that batch. Nothing is acknowledged before it is on disk.
+//!
+//! Tables (keys are raw 16-byte ids; values CBOR records):
+//! - `dedup`: envelope id → the evidence we signed and the envelope's state;
+//!   remembered for `dedup_retention_s`.
+//! - `queue`: envelope id → an envelope waiting to be forwarded.
+//! - `inbox`: (inbox id, envelope id) → a letter (home role).
+//! - `outbox`: evidence id → evidence waiting to be delivered to the gateway.
+//! - `evidence`: (message id, evidence id) → evidence (gateway role: where
+//!   all evidence ends up).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use estafette_spec::{Digest, EnvelopeId, EvidenceId, InboxId, MessageId, NodeId, Timestamp};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+const DEDUP: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("dedup");
+const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("queue");
+const INBOX: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("inbox");
+const OUTBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("outbox");
+const EVIDENCE: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("evidence");
+
+/// Most write requests waiting for the writer; senders wait beyond this.
+pub const MAX_PENDING_WRITES: usize = 65_536;
+/// Largest stored record we read back (an envelope plus its fields).
+const MAX_RECORD_BYTES: usize = estafette_spec::limits::MAX_ENVELOPE_BYTES + 4096;
+
+/// What the store could not do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(String),
+    #[error("stored record is damaged: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Where an accepted envelope is in its life on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvelopeState {
+    Queued,
+    Forwarded,
+    Delivered,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DedupRecord {
+    #[serde(with = "serde_bytes")]
+    pub evidence: Vec<u8>,
+    pub accepted_at: Timestamp,
+    pub state: EnvelopeState,
+}
+
+/// An envelope waiting to be forwarded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub destination: NodeId,
+    /// Hops taken before it reached this node.
+    pub hops_taken: u8,
+    /// Digest of our own acceptance evidence: the next node links to it.
+    pub our_evidence: Option<Digest>,
+    pub expires_at: Timestamp,
+    pub accepted_at: Timestamp,
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+    pub last_error: Option<String>,
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
+}
+
+/// A letter in an inbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxRecord {
+    pub message_id: MessageId,
+    pub received_at: Timestamp,
+    pub opened_at: Option<Timestamp>,
+    /// Digest of the newest evidence for this letter on this node.
+    pub last_evidence: Digest,
+    #[serde(with = "serde_bytes")]
+    pub message: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+    pub last_error: Option<String>,
+    #[serde(with = "serde_bytes")]
+    pub evidence: Vec<u8>,
+}
+
+/// One evidence object to keep: in the outbox, or (gateway) in the evidence table.
+#[derive(Debug, Clone)]
+pub struct NewEvidence {
+    pub evidence_id: EvidenceId,
+    pub message_id: Option<MessageId>,
+    pub bytes: Vec<u8>,
+}
+
+/// Where an accepted envelope goes.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    Queue(QueueRecord),
+    Inbox {
+        inbox_id: InboxId,
+        record: InboxRecord,
+    },
+}
+
+/// A write, applied by the writer thread inside a batch.
+#[derive(Debug)]
+pub enum Op {
+    /// Store an accepted envelope with our evidence, unless its id is known.
+    Accept {
+        envelope_id: EnvelopeId,
+        evidence: Option<NewEvidence>,
+        placement: Placement,
+        now: Timestamp,
+    },
+    /// The next hop accepted it: off the queue.
+    Forwarded { envelope_id: EnvelopeId },
+    /// Try again later.
+    Reschedule {
+        envelope_id: EnvelopeId,
+        attempts: u32,
+        next_attempt_ms: u64,
+        last_error: String,
+    },
+    /// Given up: off the queue, with the failure evidence (and any rejection received).
+    Fail {
+        envelope_id: EnvelopeId,
+        evidence: Vec<NewEvidence>,
+    },
+    /// Evidence objects the gateway stored: out of the outbox.
+    OutboxDone { ids: Vec<EvidenceId> },
+    /// Evidence delivery failed: try again later.
+    OutboxRetry {
+        ids: Vec<EvidenceId>,
+        next_attempt_ms: u64,
+        last_error: String,
+    },
+    /// Keep evidence (gateway: evidence delivered by nodes).
+    StoreEvidence { evidence: Vec<NewEvidence> },
+    /// A letter was opened: record it with its ContentHandover evidence.
+    MarkOpened {
+        inbox_id: InboxId,
+        envelope_id: EnvelopeId,
+        opened_at: Timestamp,
+        evidence: NewEvidence,
+    },
+    /// Forget dedup entries of envelopes no longer queued and older than `before`.
+    Prune { before: Timestamp },
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored as new.
+    Stored,
+    /// Already known: the evidence signed the first time.
+    Duplicate { evidence: Vec<u8> },
+    /// The forward queue is full; nothing stored.
+    QueueFull,
+    /// Done (or nothing to do).
+    Done,
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// The durable store of one node.
+pub struct Store {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Job>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    queue_len: Arc<AtomicU64>,
+    outbox_len: Arc<AtomicU64>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    estafette_spec::cbor::to_vec(value)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    estafette_spec::cbor::from_slice(bytes, MAX_RECORD_BYTES)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Store {
+    /// Opens (or creates) the database and starts the writer thread.
+    /// `is_gateway`: evidence is kept in the evidence table, not the outbox.
+    pub fn open(
+        path: &Path,
+        is_gateway: bool,
+        max_queue_len: u64,
+        max_commit_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
+        }
+        let db = Arc::new(Database::create(path)?);
+        {
+            // Create every table so that readers never meet a missing one.
+            let txn = db.begin_write()?;
+            txn.open_table(DEDUP)?;
+            txn.open_table(QUEUE)?;
+            txn.open_table(INBOX)?;
+            txn.open_table(OUTBOX)?;
+            txn.open_table(EVIDENCE)?;
+            txn.commit()?;
+        }
+        let (queue_len, outbox_len) = {
+            let txn = db.begin_read()?;
+            (
+                txn.open_table(QUEUE)?.len()?,
+                txn.open_table(OUTBOX)?.len()?,
+            )
+        };
+        let queue_len = Arc::new(AtomicU64::new(queue_len));
+        let outbox_len = Arc::new(AtomicU64::new(outbox_len));
+        let (jobs, rx) = mpsc::channel(MAX_PENDING_WRITES);
+        let writer = Writer {
+            db: db.clone(),
+            is_gateway,
+            max_queue_len,
+            max_commit_batch,
+            queue_len: queue_len.clone(),
+            outbox_len: outbox_len.clone(),
+            metrics,
+        };
+        let handle = std::thread::Builder::new()
+            .name("estafette-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Database(format!("starting the writer: {e}")))?;
+        Ok(Store {
+            db,
+            jobs,
+            writer: std::sync::Mutex::new(Some(handle)),
+            queue_len,
+            outbox_len,
+        })
+    }
+
+    /// Submits a write and waits until its batch is committed.
+    pub async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub fn queue_len(&self) -> u64 {
+        self.queue_len.load(Ordering::Relaxed)
+    }
+
+    pub fn outbox_len(&self) -> u64 {
+        self.outbox_len.load(Ordering::Relaxed)
+    }
+
+    /// Every queued envelope, without its bytes.
+    pub fn queue_snapshot(&self) -> Result<Vec<(EnvelopeId, QueueRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUEUE)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let mut record: QueueRecord = decode(v.value())?;
+            record.envelope = Vec::new();
+            out.push((EnvelopeId::from_bytes(k.value()), record));
+        }
+        Ok(out)
+    }
+
+    pub fn queue_get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUEUE)?;
+        table
+            .get(id.as_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    pub fn dedup_get(&self, id: &EnvelopeId) -> Result<Option<DedupRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEDUP)?;
+        table
+            .get(id.as_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Every outbox entry: id, next attempt, attempts.
+    pub fn outbox_snapshot(&self) -> Result<Vec<(EvidenceId, u64, u32)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let record: OutboxRecord = decode(v.value())?;
+            out.push((
+                EvidenceId::from_bytes(k.value()),
+                record.next_attempt_ms,
+                record.attempts,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The evidence bytes of these outbox entries (missing ones are skipped).
+    pub fn outbox_get(&self, ids: &[EvidenceId]) -> Result<Vec<(EvidenceId, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = table.get(id.as_bytes())? {
+                let record: OutboxRecord = decode(v.value())?;
+                out.push((*id, record.evidence));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The letters of one inbox, newest last.
+    pub fn inbox_list(
+        &self,
+        inbox: &InboxId,
+    ) -> Result<Vec<(EnvelopeId, InboxRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOX)?;
+        let mut out = Vec::new();
+        for item in
+            table.range((*inbox.as_bytes(), [0u8; 16])..=(*inbox.as_bytes(), [0xffu8; 16]))?
+        {
+            let (k, v) = item?;
+            out.push((
+                EnvelopeId::from_bytes(k.value().1),
+                decode::<InboxRecord>(v.value())?,
+            ));
+        }
+        out.sort_by_key(|(_, r)| r.received_at);
+        Ok(out)
+    }
+
+    pub fn inbox_get(
+        &self,
+        inbox: &InboxId,
+        envelope: &EnvelopeId,
+    ) -> Result<Option<InboxRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOX)?;
+        table
+            .get((*inbox.as_bytes(), *envelope.as_bytes()))?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Letters not yet opened in one inbox.
+    pub fn count_unread(&self, inbox: &InboxId) -> Result<usize, StoreError> {
+        Ok(self
+            .inbox_list(inbox)?
+            .iter()
+            .filter(|(_, r)| r.opened_at.is_none())
+            .count())
+    }
+
+    /// Every letter in every inbox: (inbox, envelope, message id).
+    pub fn inbox_all(&self) -> Result<Vec<(InboxId, EnvelopeId, MessageId)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOX)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let (inbox, envelope) = k.value();
+            let record: InboxRecord = decode(v.value())?;
+            out.push((
+                InboxId::from_bytes(inbox),
+                EnvelopeId::from_bytes(envelope),
+                record.message_id,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// All evidence kept for a message (gateway role), in no particular order.
+    pub fn evidence_for(&self, message: &MessageId) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVIDENCE)?;
+        let mut out = Vec::new();
+        for item in
+            table.range((*message.as_bytes(), [0u8; 16])..=(*message.as_bytes(), [0xffu8; 16]))?
+        {
+            out.push(item?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Every evidence object kept (gateway role).
+    pub fn evidence_all(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVIDENCE)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            out.push(item?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The sender is dropped with self; wait for the writer to finish the
+        // batches already submitted so that nothing acknowledged is lost.
+        let (dummy, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.jobs, dummy));
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut h| h.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+struct Writer {
+    db: Arc<Database>,
+    is_gateway: bool,
+    max_queue_len: u64,
+    max_commit_batch: usize,
+    queue_len: Arc<AtomicU64>,
+    outbox_len: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.max_commit_batch {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let (queue_before, outbox_before) = (
+                self.queue_len.load(Ordering::Relaxed),
+                self.outbox_len.load(Ordering::Relaxed),
+            );
+            let mut queue_len = queue_before;
+            let mut outbox_len = outbox_before;
+            let result = (|| -> Result<Vec<Outcome>, StoreError> {
+                let txn = self.db.begin_write()?;
+                let mut outcomes = Vec::with_capacity(batch.len());
+                {
+                    let mut t = Tables {
+                        dedup: txn.open_table(DEDUP)?,
+                        queue: txn.open_table(QUEUE)?,
+                        inbox: txn.open_table(INBOX)?,
+                        outbox: txn.open_table(OUTBOX)?,
+                        evidence: txn.open_table(EVIDENCE)?,
+                        is_gateway: self.is_gateway,
+                        queue_len: &mut queue_len,
+                        outbox_len: &mut outbox_len,
+                        max_queue_len: self.max_queue_len,
+                    };
+                    for job in &batch {
+                        outcomes.push(t.apply(&job.op)?);
+                    }
+                }
+                txn.commit()?;
+                Ok(outcomes)
+            })();
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.commit_batch_size.observe(batch.len() as f64);
+            match result {
+                Ok(outcomes) => {
+                    self.queue_len.store(queue_len, Ordering::Relaxed);
+                    self.outbox_len.store(outbox_len, Ordering::Relaxed);
+                    self.metrics.outbox_depth.set(outbox_len as i64);
+                    for (job, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, batch = batch.len(), "commit failed; nothing in this batch is acknowledged");
+                    for job in batch {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Tables<'t> {
+    dedup: redb::Table<'t, [u8; 16], &'static [u8]>,
+    queue: redb::Table<'t, [u8; 16], &'static [u8]>,
+    inbox: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
+    outbox: redb::Table<'t, [u8; 16], &'static [u8]>,
+    evidence: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
+    is_gateway: bool,
+    queue_len: &'t mut u64,
+    outbox_len: &'t mut u64,
+    max_queue_len: u64,
+}
+
+impl Tables<'_> {
+    fn emit(&mut self, e: &NewEvidence) -> Result<(), StoreError> {
+        if self.is_gateway {
+            let message = e.message_id.map(|m| *m.as_bytes()).unwrap_or([0; 16]);
+            self.evidence
+                .insert((message, *e.evidence_id.as_bytes()), e.bytes.as_slice())?;
+        } else {
+            let record = OutboxRecord {
+                attempts: 0,
+                next_attempt_ms: 0,
+                last_error: None,
+                evidence: e.bytes.clone(),
+            };
+            if self
+                .outbox
+                .insert(e.evidence_id.as_bytes(), encode(&record).as_slice())?
+                .is_none()
+            {
+                *self.outbox_len += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_state(&mut self, id: &EnvelopeId, state: EnvelopeState) -> Result<(), StoreError> {
+        let record = match self.dedup.get(id.as_bytes())? {
+            Some(v) => {
+                let mut r: DedupRecord = decode(v.value())?;
+                r.state = state;
+                r
+            }
+            None => return Ok(()),
+        };
+        self.dedup
+            .insert(id.as_bytes(), encode(&record).as_slice())?;
+        Ok(())
+    }
+
+    fn remove_queued(&mut self, id: &EnvelopeId) -> Result<bool, StoreError> {
+        let removed = self.queue.remove(id.as_bytes())?.is_some();
+        if removed {
+            *self.queue_len = self.queue_len.saturating_sub(1);
+        }
+        Ok(removed)
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<Outcome, StoreError> {
+        match op {
+            Op::Accept {
+                envelope_id,
+                evidence,
+                placement,
+                now,
+            } => {
+                if let Some(v) = self.dedup.get(envelope_id.as_bytes())? {
+                    let known: DedupRecord = decode(v.value())?;
+                    return Ok(Outcome::Duplicate {
+                        evidence: known.evidence,
+                    });
+                }
+                let state = match placement {
+                    Placement::Queue(record) => {
+                        if *self.queue_len >= self.max_queue_len {
+                            return Ok(Outcome::QueueFull);
+                        }
+                        self.queue
+                            .insert(envelope_id.as_bytes(), encode(record).as_slice())?;
+                        *self.queue_len += 1;
+                        EnvelopeState::Queued
+                    }
+                    Placement::Inbox { inbox_id, record } => {
+                        self.inbox.insert(
+                            (*inbox_id.as_bytes(), *envelope_id.as_bytes()),
+                            encode(record).as_slice(),
+                        )?;
+                        EnvelopeState::Delivered
+                    }
+                };
+                let dedup = DedupRecord {
+                    evidence: evidence
+                        .as_ref()
+                        .map(|e| e.bytes.clone())
+                        .unwrap_or_default(),
+                    accepted_at: *now,
+                    state,
+                };
+                self.dedup
+                    .insert(envelope_id.as_bytes(), encode(&dedup).as_slice())?;
+                if let Some(evidence) = evidence {
+                    self.emit(evidence)?;
+                }
+                Ok(Outcome::Stored)
+            }
+            Op::Forwarded { envelope_id } => {
+                if self.remove_queued(envelope_id)? {
+                    self.set_state(envelope_id, EnvelopeState::Forwarded)?;
+                }
+                Ok(Outcome::Done)
+            }
+            Op::Reschedule {
+                envelope_id,
+                attempts,
+                next_attempt_ms,
+                last_error,
+            } => {
+                let record = match self.queue.get(envelope_id.as_bytes())? {
+                    Some(v) => {
+                        let mut r: QueueRecord = decode(v.value())?;
+                        r.attempts = *attempts;
+                        r.next_attempt_ms = *next_attempt_ms;
+                        r.last_error = Some(last_error.clone());
+                        r
+                    }
+                    None => return Ok(Outcome::Done),
+                };
+                self.queue
+                    .insert(envelope_id.as_bytes(), encode(&record).as_slice())?;
+                Ok(Outcome::Done)
+            }
+            Op::Fail {
+                envelope_id,
+                evidence,
+            } => {
+                if self.remove_queued(envelope_id)? {
+                    self.set_state(envelope_id, EnvelopeState::Failed)?;
+                    for e in evidence {
+                        self.emit(e)?;
+                    }
+                }
+                Ok(Outcome::Done)
+            }
+            Op::OutboxDone { ids } => {
+                for id in ids {
+                    if self.outbox.remove(id.as_bytes())?.is_some() {
+                        *self.outbox_len = self.outbox_len.saturating_sub(1);
+                    }
+                }
+                Ok(Outcome::Done)
+            }
+            Op::OutboxRetry {
+                ids,
+                next_attempt_ms,
+                last_error,
+            } => {
+                for id in ids {
+                    let record = match self.outbox.get(id.as_bytes())? {
+                        Some(v) => {
+                            let mut r: OutboxRecord = decode(v.value())?;
+                            r.attempts += 1;
+                            r.next_attempt_ms = *next_attempt_ms;
+                            r.last_error = Some(last_error.clone());
+                            r
+                        }
+                        None => continue,
+                    };
+                    self.outbox
+                        .insert(id.as_bytes(), encode(&record).as_slice())?;
+                }
+                Ok(Outcome::Done)
+            }
+            Op::StoreEvidence { evidence } => {
+                for e in evidence {
+                    self.emit(e)?;
+                }
+                Ok(Outcome::Done)
+            }
+            Op::MarkOpened {
+                inbox_id,
+                envelope_id,
+                opened_at,
+                evidence,
+            } => {
+                let key = (*inbox_id.as_bytes(), *envelope_id.as_bytes());
+                let record = match self.inbox.get(key)? {
+                    Some(v) => {
+                        let mut r: InboxRecord = decode(v.value())?;
+                        if r.opened_at.is_none() {
+                            r.opened_at = Some(*opened_at);
+                        }
+                        r.last_evidence = Digest::of(&evidence.bytes);
+                        r
+                    }
+                    None => return Ok(Outcome::Done),
+                };
+                self.inbox.insert(key, encode(&record).as_slice())?;
+                self.emit(evidence)?;
+                Ok(Outcome::Stored)
+            }
+            Op::Prune { before } => {
+                let mut stale = Vec::new();
+                for item in self.dedup.iter()? {
+                    let (k, v) = item?;
+                    let r: DedupRecord = decode(v.value())?;
+                    if r.accepted_at < *before && r.state != EnvelopeState::Queued {
+                        stale.push(k.value());
+                    }
+                }
+                for k in stale {
+                    self.dedup.remove(k)?;
+                }
+                Ok(Outcome::Done)
+            }
+        }
+    }
+}

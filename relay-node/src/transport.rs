@@ -1,0 +1,200 @@
+//! QUIC with mutual TLS 1.3 between nodes: the endpoint (server and client
+//! on one UDP socket), one connection per peer, one request per stream.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use estafette_pki::tls;
+use estafette_spec::NodeId;
+use estafette_spec::relay::{self, ALPN, MAX_FRAME_BYTES, Request, Response};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use tokio::sync::Mutex;
+
+use crate::config::Limits;
+
+/// Why talking to a peer failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("no address for {0} in the trust list, or it does not resolve")]
+    NoAddress(NodeId),
+    #[error("connecting to {peer}: {detail}")]
+    Connect { peer: NodeId, detail: String },
+    #[error("stream to {peer}: {detail}")]
+    Stream { peer: NodeId, detail: String },
+    #[error("{peer} did not answer within {timeout_ms} ms")]
+    Timeout { peer: NodeId, timeout_ms: u64 },
+    #[error("{peer} answered with a frame we cannot read: {detail}")]
+    BadAnswer { peer: NodeId, detail: String },
+}
+
+/// The node's TLS material.
+pub struct TlsMaterial {
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub root: CertificateDer<'static>,
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+fn transport_config(limits: &Limits) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams_per_connection));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    let window = limits.max_connection_window_bytes.min(u32::MAX as u64) as u32;
+    t.receive_window(quinn::VarInt::from_u32(window));
+    t.stream_receive_window(quinn::VarInt::from_u32(
+        (MAX_FRAME_BYTES as u32).min(window),
+    ));
+    t.send_window(limits.max_connection_window_bytes);
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(60)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    Arc::new(t)
+}
+
+/// Server and client configuration of a node's endpoint.
+pub fn endpoint(
+    listen: SocketAddr,
+    material: &TlsMaterial,
+    limits: &Limits,
+) -> Result<quinn::Endpoint, TransportError> {
+    let tls_err = |e: &dyn std::fmt::Display| TransportError::Tls(e.to_string());
+    let provider = tls::crypto_provider();
+    let client_verifier =
+        tls::client_verifier(&material.root, material.crls.clone()).map_err(|e| tls_err(&e))?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err(&e))?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(material.cert_chain.clone(), material.key.clone_key())
+        .map_err(|e| tls_err(&e))?;
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    server.max_early_data_size = 0;
+    let server = QuicServerConfig::try_from(Arc::new(server)).map_err(|e| tls_err(&e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+    server.transport_config(transport_config(limits));
+
+    let server_verifier =
+        tls::server_verifier(&material.root, material.crls.clone()).map_err(|e| tls_err(&e))?;
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err(&e))?
+        .with_webpki_verifier(server_verifier)
+        .with_client_auth_cert(material.cert_chain.clone(), material.key.clone_key())
+        .map_err(|e| tls_err(&e))?;
+    client.alpn_protocols = vec![ALPN.to_vec()];
+    let client = QuicClientConfig::try_from(Arc::new(client)).map_err(|e| tls_err(&e))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client));
+    client.transport_config(transport_config(limits));
+
+    let mut endpoint = quinn::Endpoint::server(server, listen)
+        .map_err(|e| TransportError::Tls(format!("binding {listen}: {e}")))?;
+    endpoint.set_default_client_config(client);
+    Ok(endpoint)
+}
+
+/// The node id of the peer of a connection, from its certificate.
+pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    tls::node_id(certs.first()?).ok()
+}
+
+/// One connection per peer, opened on demand and replaced when closed.
+pub struct Peers {
+    endpoint: quinn::Endpoint,
+    connections: Mutex<HashMap<NodeId, Arc<Mutex<Option<quinn::Connection>>>>>,
+    timeout: Duration,
+}
+
+impl Peers {
+    pub fn new(endpoint: quinn::Endpoint, timeout: Duration) -> Peers {
+        Peers {
+            endpoint,
+            connections: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    async fn connection(
+        &self,
+        peer: &NodeId,
+        address: &str,
+    ) -> Result<quinn::Connection, TransportError> {
+        let slot = {
+            let mut map = self.connections.lock().await;
+            map.entry(peer.clone()).or_default().clone()
+        };
+        // Holding the slot while connecting means one connect per peer at a time.
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref()
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
+        }
+        let addr = tokio::net::lookup_host(address)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| TransportError::NoAddress(peer.clone()))?;
+        let connecting =
+            self.endpoint
+                .connect(addr, peer.as_str())
+                .map_err(|e| TransportError::Connect {
+                    peer: peer.clone(),
+                    detail: e.to_string(),
+                })?;
+        let conn = tokio::time::timeout(self.timeout, connecting)
+            .await
+            .map_err(|_| TransportError::Timeout {
+                peer: peer.clone(),
+                timeout_ms: self.timeout.as_millis() as u64,
+            })?
+            .map_err(|e| TransportError::Connect {
+                peer: peer.clone(),
+                detail: e.to_string(),
+            })?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends one request to `peer` (at `address`) and waits for its answer.
+    pub async fn request(
+        &self,
+        peer: &NodeId,
+        address: &str,
+        request: &Request,
+    ) -> Result<Response, TransportError> {
+        let conn = self.connection(peer, address).await?;
+        let stream_err = |e: &dyn std::fmt::Display| TransportError::Stream {
+            peer: peer.clone(),
+            detail: e.to_string(),
+        };
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
+            send.write_all(&relay::encode(request))
+                .await
+                .map_err(|e| stream_err(&e))?;
+            send.finish().map_err(|e| stream_err(&e))?;
+            let bytes = recv
+                .read_to_end(MAX_FRAME_BYTES)
+                .await
+                .map_err(|e| stream_err(&e))?;
+            relay::decode::<Response>(&bytes).map_err(|e| TransportError::BadAnswer {
+                peer: peer.clone(),
+                detail: e.to_string(),
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| TransportError::Timeout {
+                peer: peer.clone(),
+                timeout_ms: self.timeout.as_millis() as u64,
+            })?
+    }
+}
