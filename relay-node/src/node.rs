@@ -57,6 +57,9 @@ pub enum NodeError {
     QueueFull,
 }
 
+/// Longest wait at shutdown for the connections to close cleanly.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
 /// Milliseconds since the epoch: the forwarder's clock.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -309,10 +312,9 @@ impl Node {
                         })
                         .inc();
                 }
+                // quinn keeps transmitting a finished stream after it is dropped.
                 let _ = send.write_all(&relay::encode(&response)).await;
                 let _ = send.finish();
-                // Let the answer reach the peer before the stream is dropped.
-                let _ = send.stopped().await;
             });
         }
         self.metrics.connections.dec();
