@@ -105,10 +105,22 @@ pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     tls::node_id(certs.first()?).ok()
 }
 
+/// Longest wait for a QUIC handshake with a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failed connect, requests to that peer fail at once for this long
+/// instead of each waiting for its own handshake to time out.
+pub const CONNECT_FAILURE_HOLD: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+struct PeerSlot {
+    connection: Option<quinn::Connection>,
+    last_failure: Option<(std::time::Instant, TransportError)>,
+}
+
 /// One connection per peer, opened on demand and replaced when closed.
 pub struct Peers {
     endpoint: quinn::Endpoint,
-    connections: Mutex<HashMap<NodeId, Arc<Mutex<Option<quinn::Connection>>>>>,
+    connections: Mutex<HashMap<NodeId, Arc<Mutex<PeerSlot>>>>,
     timeout: Duration,
 }
 
@@ -132,11 +144,32 @@ impl Peers {
         };
         // Holding the slot while connecting means one connect per peer at a time.
         let mut slot = slot.lock().await;
-        if let Some(conn) = slot.as_ref()
+        if let Some(conn) = slot.connection.as_ref()
             && conn.close_reason().is_none()
         {
             return Ok(conn.clone());
         }
+        if let Some((at, error)) = &slot.last_failure
+            && at.elapsed() < CONNECT_FAILURE_HOLD
+        {
+            return Err(error.clone());
+        }
+        let result = self.connect(peer, address).await;
+        match &result {
+            Ok(conn) => {
+                slot.connection = Some(conn.clone());
+                slot.last_failure = None;
+            }
+            Err(e) => slot.last_failure = Some((std::time::Instant::now(), e.clone())),
+        }
+        result
+    }
+
+    async fn connect(
+        &self,
+        peer: &NodeId,
+        address: &str,
+    ) -> Result<quinn::Connection, TransportError> {
         let addr = tokio::net::lookup_host(address)
             .await
             .ok()
@@ -149,18 +182,17 @@ impl Peers {
                     peer: peer.clone(),
                     detail: e.to_string(),
                 })?;
-        let conn = tokio::time::timeout(self.timeout, connecting)
+        let limit = CONNECT_TIMEOUT.min(self.timeout);
+        tokio::time::timeout(limit, connecting)
             .await
-            .map_err(|_| TransportError::Timeout {
+            .map_err(|_| TransportError::Connect {
                 peer: peer.clone(),
-                timeout_ms: self.timeout.as_millis() as u64,
+                detail: format!("no handshake within {} ms", limit.as_millis()),
             })?
             .map_err(|e| TransportError::Connect {
                 peer: peer.clone(),
                 detail: e.to_string(),
-            })?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+            })
     }
 
     /// Sends one request to `peer` (at `address`) and waits for its answer.

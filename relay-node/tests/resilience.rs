@@ -1,0 +1,223 @@
+//! Crashes and cut links: B is killed with SIGKILL again and again while
+//! envelopes stream through, or is down for a while; afterwards every
+//! envelope A was told was accepted is in the inbox exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use estafette_pki::NodeKind;
+use estafette_spec::*;
+use rand_core::{OsRng, RngCore};
+
+fn three_hops() -> TestFederation {
+    TestFederation::new(
+        &[
+            ("relay-a.test", NodeKind::Transit),
+            ("relay-b.test", NodeKind::Transit),
+            ("home.test", NodeKind::Home),
+        ],
+        &["relay-a.test", "relay-b.test", "home.test"],
+    )
+}
+
+/// Submits `n` envelopes concurrently; returns their message ids.
+async fn submit_all(
+    fed: &TestFederation,
+    gateway: &std::sync::Arc<estafette_relay::Node>,
+    n: usize,
+) -> HashSet<MessageId> {
+    let inbox = random_inbox();
+    let mut sent = HashSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (envelope, _, header) = fed.envelope("home.test", inbox, &format!("letter {i}"));
+        sent.insert(header.message_id);
+        let gateway = gateway.clone();
+        tasks.spawn(async move { gateway.submit(envelope, None).await.unwrap() });
+        if tasks.len() >= 256 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    sent
+}
+
+fn delivered(node: &TestNode) -> Vec<MessageId> {
+    open_store(node)
+        .inbox_all()
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, m)| m)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_middle_relay_loses_and_duplicates_nothing() {
+    let n: usize = std::env::var("ESTAFETTE_TEST_ENVELOPES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let fed = three_hops();
+    let mut a = RelayProcess::start(fed.relay("relay-a.test"));
+    let mut b = RelayProcess::start(fed.relay("relay-b.test"));
+    let mut home = RelayProcess::start(fed.relay("home.test"));
+    let gateway = fed.start_gateway().await;
+
+    let submitter = {
+        let gateway = gateway.clone();
+        // The federation is borrowed by the submitter only for envelope making.
+        let envelopes: Vec<(Vec<u8>, MessageId)> = (0..n)
+            .map(|i| {
+                let (e, _, h) = fed.envelope("home.test", random_inbox(), &format!("letter {i}"));
+                (e, h.message_id)
+            })
+            .collect();
+        let sent: HashSet<MessageId> = envelopes.iter().map(|(_, m)| *m).collect();
+        let task = tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (envelope, _) in envelopes {
+                let gateway = gateway.clone();
+                tasks.spawn(async move { gateway.submit(envelope, None).await.unwrap() });
+                if tasks.len() >= 64 {
+                    tasks.join_next().await.unwrap().unwrap();
+                }
+            }
+            while let Some(t) = tasks.join_next().await {
+                t.unwrap();
+            }
+        });
+        (task, sent)
+    };
+    let (submit_task, sent) = submitter;
+
+    // Kill B at random moments while the stream goes through it.
+    let kills = 6;
+    for round in 0..kills {
+        // A random moment, not a wait for a condition: chaos on purpose.
+        let pause = 150 + u64::from(OsRng.next_u32() % 700);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        b.kill();
+        let evidence_so_far = gateway.store().evidence_all().map(|e| e.len()).unwrap_or(0);
+        println!(
+            "kill {}: B killed after {pause} ms; {evidence_so_far} of {} evidence objects at the gateway so far",
+            round + 1,
+            3 * n
+        );
+        b = RelayProcess::start(fed.relay("relay-b.test"));
+    }
+    submit_task.await.unwrap();
+
+    // Everything eventually arrives: wait for the gateway to hold all evidence.
+    wait_until(
+        "all evidence at the gateway",
+        Duration::from_secs(900),
+        || gateway.store().evidence_all().map(|e| e.len()).unwrap_or(0) >= 3 * n,
+    )
+    .await;
+    for p in [&mut a, &mut b, &mut home] {
+        assert!(p.terminate().success());
+    }
+
+    // What A was told was accepted (forwarded to B), and what arrived.
+    let a_store = open_store(fed.relay("relay-a.test"));
+    let acknowledged: HashSet<MessageId> = {
+        let trust = fed.trust();
+        let mut acked = HashSet::new();
+        for bytes in gateway.store().evidence_all().unwrap() {
+            let v = Evidence::verify(&bytes, &trust).unwrap();
+            if v.record.event == EvidenceEvent::RelayAcceptance
+                && v.record.issuer.as_str() == "relay-b.test"
+            {
+                acked.insert(v.record.message_id.unwrap());
+            }
+        }
+        acked
+    };
+    let queued_at_a = a_store.queue_len();
+    drop(a_store);
+    let arrived = delivered(fed.relay("home.test"));
+    let unique: HashSet<MessageId> = arrived.iter().copied().collect();
+    let duplicates = arrived.len() - unique.len();
+    println!(
+        "offered {n}, acknowledged by B {}, delivered {}, duplicates {duplicates}, still queued at A {queued_at_a}, B killed {kills} times",
+        acknowledged.len(),
+        arrived.len()
+    );
+    assert_eq!(duplicates, 0);
+    assert!(
+        acknowledged.is_subset(&unique),
+        "an acknowledged envelope is missing from the inbox"
+    );
+    assert_eq!(
+        unique, sent,
+        "every offered envelope arrives once the links are back"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeps_envelopes_while_b_is_down_and_delivers_after_it_returns() {
+    let n = 200;
+    let fed = three_hops();
+    let mut a = RelayProcess::start(fed.relay("relay-a.test"));
+    let mut b = RelayProcess::start(fed.relay("relay-b.test"));
+    let mut home = RelayProcess::start(fed.relay("home.test"));
+    let gateway = fed.start_gateway().await;
+    b.kill();
+
+    let sent = submit_all(&fed, &gateway, n).await;
+    // A accepts them all and keeps them, retrying with backoff.
+    let a_node = fed.relay("relay-a.test");
+    let start = std::time::Instant::now();
+    loop {
+        let report = queue_report(a_node);
+        if report.contains(&format!("{n} envelope(s) queued")) && report.contains("attempts   2") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "A never showed retries; last report:\n{report}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = queue_report(a_node);
+    println!("{}", report.lines().take(8).collect::<Vec<_>>().join("\n"));
+    assert!(report.contains("to relay-b.test: 200 queued"), "{report}");
+    assert!(
+        report.contains("next try in"),
+        "backoff is visible: {report}"
+    );
+    assert!(
+        report.contains("connecting to relay-b.test") || report.contains("did not answer"),
+        "the last error is shown: {report}"
+    );
+
+    b = RelayProcess::start(fed.relay("relay-b.test"));
+    wait_until(
+        "all evidence at the gateway",
+        Duration::from_secs(300),
+        || gateway.store().evidence_all().map(|e| e.len()).unwrap_or(0) >= 3 * n,
+    )
+    .await;
+    for p in [&mut a, &mut b, &mut home] {
+        assert!(p.terminate().success());
+    }
+    let arrived = delivered(fed.relay("home.test"));
+    let unique: HashSet<MessageId> = arrived.iter().copied().collect();
+    println!(
+        "offered {n}, delivered {}, duplicates {}",
+        arrived.len(),
+        arrived.len() - unique.len()
+    );
+    assert_eq!(arrived.len(), n);
+    assert_eq!(unique, sent);
+    let a_store = open_store(fed.relay("relay-a.test"));
+    assert_eq!(a_store.queue_len(), 0);
+    gateway.shutdown().await;
+}
