@@ -333,22 +333,64 @@ impl Node {
             trust: &trust,
             me: &self.id,
         };
-        let Some(peer) = peer else {
-            return refused(ReasonCode::UnknownSigner, "no node certificate".into());
-        };
-        // The authentication point: every request, the first one included.
-        if let Err(r) = receiver.authorize_peer(peer) {
-            tracing::warn!(peer = %peer, reason = r.reason.code(), "request from a peer not allowed");
-            return refused(r.reason, r.detail);
-        }
         let request = match relay::decode::<Request>(bytes) {
             Ok(r) => r,
             Err(e) => return refused(ReasonCode::Malformed, e.to_string()),
+        };
+        // The authentication point: every request, the first one included.
+        let allowed = match peer {
+            Some(peer) => receiver.authorize_peer(peer).map(|_| peer),
+            None => Err(relay::PeerRefusal {
+                reason: ReasonCode::UnknownSigner,
+                detail: "no node certificate".into(),
+            }),
+        };
+        let peer = match allowed {
+            Ok(peer) => peer,
+            Err(r) => {
+                tracing::warn!(peer = ?peer, reason = r.reason.code(), "request from a peer not allowed");
+                // An offer still gets a signed rejection: the sender holds a
+                // federation certificate, and the evidence names the refusal.
+                if let Request::Offer(offer) = &request {
+                    return self.reject(
+                        &receiver,
+                        offer,
+                        r.reason,
+                        relay::peek_header(&offer.envelope).as_ref(),
+                    );
+                }
+                return refused(r.reason, r.detail);
+            }
         };
         match request {
             Request::Offer(offer) => self.handle_offer(&receiver, peer, offer).await,
             Request::Evidence(list) => self.handle_evidence(&receiver, peer, list).await,
         }
+    }
+
+    /// A signed RelayRejection for an offer; nothing is stored.
+    fn reject(
+        &self,
+        receiver: &Receiver<'_>,
+        offer: &Offer,
+        reason: ReasonCode,
+        header: Option<&estafette_spec::RoutingHeader>,
+    ) -> Response {
+        let record = receiver.evidence(
+            EvidenceEvent::RelayRejection,
+            header,
+            offer,
+            Some(reason),
+            estafette_pki::now(),
+            &mut OsRng,
+        );
+        self.metrics
+            .rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.code().into(),
+            })
+            .inc();
+        Response::Rejected(serde_bytes::ByteBuf::from(self.sign(&record)))
     }
 
     async fn handle_offer(&self, receiver: &Receiver<'_>, peer: &NodeId, offer: Offer) -> Response {

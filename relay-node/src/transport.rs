@@ -203,9 +203,14 @@ impl Peers {
         request: &Request,
     ) -> Result<Response, TransportError> {
         let conn = self.connection(peer, address).await?;
+        // A refused peer sees the refusal as a lost stream: name the reason
+        // the connection was closed with (a TLS alert, say) when there is one.
         let stream_err = |e: &dyn std::fmt::Display| TransportError::Stream {
             peer: peer.clone(),
-            detail: e.to_string(),
+            detail: match conn.close_reason() {
+                Some(reason) => format!("{e} ({reason})"),
+                None => e.to_string(),
+            },
         };
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
