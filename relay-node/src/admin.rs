@@ -119,3 +119,24 @@ pub async fn spawn(node: Arc<Node>, addr: SocketAddr) -> Result<SocketAddr, Node
     });
     Ok(local)
 }
+
+/// A plain HTTP/1.0 GET of `path` from an admin endpoint on loopback (for
+/// the `queue` command and load tools; no client library needed).
+pub fn local_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(10);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("malformed HTTP answer".into()))?;
+    let status = head.lines().next().unwrap_or("");
+    if !status.contains(" 200 ") {
+        return Err(bad(format!("admin endpoint answered: {status}")));
+    }
+    Ok(body.to_owned())
+}

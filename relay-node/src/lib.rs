@@ -13,6 +13,7 @@ pub mod config;
 pub mod metrics;
 pub mod node;
 pub mod store;
+pub mod testkit;
 pub mod transport;
 
 pub use config::Config;

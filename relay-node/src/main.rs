@@ -1,12 +1,11 @@
 //! `estafette-relay`: run a relay node of an Estafette federation.
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use estafette_relay::admin::QueueReport;
 use estafette_relay::config::{Config, EXAMPLE};
@@ -137,22 +136,8 @@ async fn serve(config: Config) -> Result<()> {
 
 /// Reads the report from the running node's admin endpoint.
 fn fetch_queue(addr: std::net::SocketAddr) -> Result<QueueReport> {
-    // A plain HTTP/1.0 GET to our own loopback endpoint; no client library needed.
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET /queue HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP answer")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!(
-            "admin endpoint answered: {}",
-            head.lines().next().unwrap_or("")
-        );
-    }
-    Ok(serde_json::from_str(body)?)
+    let body = estafette_relay::admin::local_get(addr, "/queue")?;
+    Ok(serde_json::from_str(&body)?)
 }
 
 /// Reads the report straight from the database of a stopped node.

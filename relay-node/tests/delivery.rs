@@ -31,9 +31,9 @@ async fn envelopes_arrive_exactly_once_with_evidence_from_every_hop() {
         ],
         &["relay-a.test", "relay-b.test", "home.test"],
     );
-    let mut a = RelayProcess::start(fed.relay("relay-a.test"));
-    let mut b = RelayProcess::start(fed.relay("relay-b.test"));
-    let mut home = RelayProcess::start(fed.relay("home.test"));
+    let mut a = start(fed.relay("relay-a.test"));
+    let mut b = start(fed.relay("relay-b.test"));
+    let mut home = start(fed.relay("home.test"));
     let gateway = fed.start_gateway().await;
 
     let inboxes: Vec<InboxId> = (0..10).map(|_| random_inbox()).collect();

@@ -100,7 +100,7 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
     let a = fed.relay("relay-a.test");
     let a_id = a.id.clone();
     let a_addr = a.config.listen.to_string();
-    let mut a_process = RelayProcess::start(a);
+    let mut a_process = start(a);
     let trust = fed.trust();
     let gateway_id: NodeId = GATEWAY.parse().unwrap();
     let gateway = client_as(&fed, &gateway_id);
@@ -131,7 +131,10 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
     match &answer {
         Err(TransportError::Connect { detail, .. } | TransportError::Stream { detail, .. }) => {
             println!("revoked peer: refused at the first request: {detail}");
-            assert!(detail.contains("Revoked"), "the refusal names the revocation: {detail}");
+            assert!(
+                detail.contains("Revoked"),
+                "the refusal names the revocation: {detail}"
+            );
         }
         other => panic!("revoked peer: expected a TLS refusal, got {other:?}"),
     }

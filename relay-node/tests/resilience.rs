@@ -64,9 +64,9 @@ async fn sigkill_of_the_middle_relay_loses_and_duplicates_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let fed = three_hops();
-    let mut a = RelayProcess::start(fed.relay("relay-a.test"));
-    let mut b = RelayProcess::start(fed.relay("relay-b.test"));
-    let mut home = RelayProcess::start(fed.relay("home.test"));
+    let mut a = start(fed.relay("relay-a.test"));
+    let mut b = start(fed.relay("relay-b.test"));
+    let mut home = start(fed.relay("home.test"));
     let gateway = fed.start_gateway().await;
 
     let submitter = {
@@ -109,7 +109,7 @@ async fn sigkill_of_the_middle_relay_loses_and_duplicates_nothing() {
             round + 1,
             3 * n
         );
-        b = RelayProcess::start(fed.relay("relay-b.test"));
+        b = start(fed.relay("relay-b.test"));
     }
     submit_task.await.unwrap();
 
@@ -165,28 +165,28 @@ async fn sigkill_of_the_middle_relay_loses_and_duplicates_nothing() {
 async fn a_keeps_envelopes_while_b_is_down_and_delivers_after_it_returns() {
     let n = 200;
     let fed = three_hops();
-    let mut a = RelayProcess::start(fed.relay("relay-a.test"));
-    let mut b = RelayProcess::start(fed.relay("relay-b.test"));
-    let mut home = RelayProcess::start(fed.relay("home.test"));
+    let mut a = start(fed.relay("relay-a.test"));
+    let mut b = start(fed.relay("relay-b.test"));
+    let mut home = start(fed.relay("home.test"));
     let gateway = fed.start_gateway().await;
     b.kill();
 
     let sent = submit_all(&fed, &gateway, n).await;
     // A accepts them all and keeps them, retrying with backoff.
     let a_node = fed.relay("relay-a.test");
-    let start = std::time::Instant::now();
+    let began = std::time::Instant::now();
     loop {
-        let report = queue_report(a_node);
+        let report = queue(a_node);
         if report.contains(&format!("{n} envelope(s) queued")) && report.contains("attempts   2") {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(120),
+            began.elapsed() < Duration::from_secs(120),
             "A never showed retries; last report:\n{report}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let report = queue_report(a_node);
+    let report = queue(a_node);
     println!("{}", report.lines().take(8).collect::<Vec<_>>().join("\n"));
     assert!(report.contains("to relay-b.test: 200 queued"), "{report}");
     assert!(
@@ -198,7 +198,7 @@ async fn a_keeps_envelopes_while_b_is_down_and_delivers_after_it_returns() {
         "the last error is shown: {report}"
     );
 
-    b = RelayProcess::start(fed.relay("relay-b.test"));
+    b = start(fed.relay("relay-b.test"));
     wait_until(
         "all evidence at the gateway",
         Duration::from_secs(300),

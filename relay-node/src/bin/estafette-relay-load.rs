@@ -1,0 +1,192 @@
+//! `estafette-relay-load`: how many envelopes one relay node accepts per
+//! second, and how long each acknowledgement takes, with fsync on.
+//!
+//! Builds a throwaway federation, starts one real `estafette-relay` process
+//! (the binary next to this one) as a transit node, and offers it signed
+//! envelopes with 1 KiB letters from many concurrent QUIC streams, as the
+//! gateway would. Run it from a release build:
+//!
+//!     cargo run --release -p estafette-relay --bin estafette-relay-load
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use estafette_pki::{NodeKind, tls};
+use estafette_relay::config::Limits;
+use estafette_relay::testkit::{RelayProcess, TestFederation, random_inbox};
+use estafette_relay::transport::{Peers, TlsMaterial, endpoint};
+use estafette_spec::NodeId;
+use estafette_spec::relay::{Offer, Request, Response};
+
+/// Measure one relay node: accepted envelopes/s and acknowledgement latency.
+#[derive(Parser)]
+#[command(name = "estafette-relay-load", version)]
+struct Args {
+    /// Envelopes to offer.
+    #[arg(long, default_value_t = 20_000)]
+    envelopes: usize,
+    /// Offers in flight at once (concurrent QUIC streams).
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Size of each letter's body, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    payload_bytes: usize,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let relay_binary = std::env::current_exe()?
+        .parent()
+        .context("no directory for this executable")?
+        .join("estafette-relay");
+    if !relay_binary.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p estafette-relay)",
+            relay_binary.display()
+        );
+    }
+    let mut fed = TestFederation::new(
+        &[
+            ("bench-relay.test", NodeKind::Transit),
+            ("bench-home.test", NodeKind::Home),
+        ],
+        &["bench-relay.test", "bench-home.test"],
+    );
+    // The home node is not started: the relay only accepts and queues, and
+    // tries to forward rarely (measuring acceptance, not the next hop).
+    let relay = fed
+        .relays
+        .iter_mut()
+        .find(|n| n.id.as_str() == "bench-relay.test")
+        .context("relay")?;
+    relay.config.retry.base_ms = 60_000;
+    relay.config.retry.cap_ms = 600_000;
+    relay.save();
+    let relay = fed.relay("bench-relay.test");
+    let (relay_id, relay_addr, admin) = (
+        relay.id.clone(),
+        relay.config.listen.to_string(),
+        relay.config.admin_listen.context("admin")?,
+    );
+    let mut process = RelayProcess::start(&relay_binary, relay);
+
+    println!(
+        "preparing {} envelopes with {}-byte letters ...",
+        args.envelopes, args.payload_bytes
+    );
+    let body = "x".repeat(args.payload_bytes);
+    let inbox = random_inbox();
+    let envelopes: Vec<Vec<u8>> = (0..args.envelopes)
+        .map(|_| fed.envelope("bench-home.test", inbox, &body).0)
+        .collect();
+    let envelope_bytes = envelopes.first().map(|e| e.len()).unwrap_or(0);
+
+    let gateway: NodeId = "gateway.test".parse()?;
+    let dir = fed.fed.node_dir(&gateway);
+    let material = TlsMaterial {
+        cert_chain: tls::load_certs(&dir.join("tls.crt.pem"))?,
+        key: tls::load_private_key(&dir.join("tls.key.pem"))?,
+        root: tls::load_certs(&fed.fed.root_cert_path())?.remove(0),
+        crls: vec![tls::load_crl(&fed.fed.crl_path())?],
+    };
+    let client = endpoint("127.0.0.1:0".parse()?, &material, &Limits::default())?;
+    let peers = Arc::new(Peers::new(client, Duration::from_secs(60)));
+    // Warm up the connection.
+    let _ = peers
+        .request(&relay_id, &relay_addr, &Request::Evidence(vec![]))
+        .await;
+
+    let metrics_before = estafette_relay::admin::local_get(admin, "/metrics")?;
+    let started = Instant::now();
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for envelope in envelopes {
+        let permit = slots.clone().acquire_owned().await?;
+        let peers = peers.clone();
+        let (id, addr) = (relay_id.clone(), relay_addr.clone());
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let answer = peers
+                .request(
+                    &id,
+                    &addr,
+                    &Request::Offer(Offer {
+                        hops_taken: 0,
+                        previous_evidence: None,
+                        envelope,
+                    }),
+                )
+                .await;
+            drop(permit);
+            (matches!(answer, Ok(Response::Accepted(_))), sent.elapsed())
+        });
+    }
+    let mut latencies = Vec::with_capacity(args.envelopes);
+    let mut accepted = 0usize;
+    while let Some(done) = tasks.join_next().await {
+        let (ok, latency) = done?;
+        accepted += usize::from(ok);
+        latencies.push(latency);
+    }
+    let elapsed = started.elapsed();
+    let metrics_after = estafette_relay::admin::local_get(admin, "/metrics")?;
+    latencies.sort();
+    let commits = metric(&metrics_after, "estafette_relay_commit_batch_size_count")
+        - metric(&metrics_before, "estafette_relay_commit_batch_size_count");
+    let writes = metric(&metrics_after, "estafette_relay_commit_batch_size_sum")
+        - metric(&metrics_before, "estafette_relay_commit_batch_size_sum");
+    let commit_seconds = metric(&metrics_after, "estafette_relay_commit_seconds_sum")
+        - metric(&metrics_before, "estafette_relay_commit_seconds_sum");
+
+    println!(
+        "one relay node, fsync on, {} in flight, envelopes of {envelope_bytes} bytes",
+        args.concurrency
+    );
+    println!(
+        "accepted {accepted} of {} in {:.2} s: {:.0} envelopes/s",
+        args.envelopes,
+        elapsed.as_secs_f64(),
+        accepted as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "acknowledgement latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    if commits > 0.0 {
+        println!(
+            "group commit: {commits:.0} transactions (one fsync each), {:.1} writes per transaction, {:.2} ms per commit",
+            writes / commits,
+            commit_seconds / commits * 1e3
+        );
+    }
+    let status = process.terminate();
+    if !status.success() {
+        bail!("relay exited with {status}");
+    }
+    if accepted != args.envelopes {
+        bail!("{} offers were not accepted", args.envelopes - accepted);
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! A federation on loopback for tests and load tools: the PKI in a temp
+//! dir, relay processes started from the real binary, an in-process gateway
+//! node, and envelopes signed with the federation's real keys. Not for
+//! production: it panics on any setup failure, which is what a test wants.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Limits, PkiPaths};
+use crate::node::Node;
+use estafette_pki::{Federation, NodeKind, keys};
+use estafette_spec::relay::RetryPolicy;
+use estafette_spec::*;
+use rand_core::{OsRng, RngCore};
+
+pub const AGENCY: &str = "00000001003214345000";
+pub const GATEWAY: &str = "gateway.test";
+/// Longest wait for a process to come up or a condition to hold.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+pub fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Waits for `condition` with a bounded timeout, polling.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct TestNode {
+    pub id: NodeId,
+    pub config: Config,
+    pub config_path: PathBuf,
+}
+
+impl TestNode {
+    /// Writes the (changed) configuration back to its file.
+    pub fn save(&self) {
+        std::fs::write(&self.config_path, toml::to_string(&self.config).unwrap()).unwrap();
+    }
+}
+
+pub struct TestFederation {
+    pub tmp: tempfile::TempDir,
+    pub fed: Federation,
+    pub gateway: TestNode,
+    pub relays: Vec<TestNode>,
+}
+
+fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) -> Config {
+    let dir = fed.node_dir(id);
+    Config {
+        node_id: id.clone(),
+        listen,
+        data_dir: fed.dir().join("data").join(id.as_str()),
+        admin_listen: Some(free_tcp()),
+        log_json: false,
+        pki: PkiPaths {
+            cert: dir.join("tls.crt.pem"),
+            key: dir.join("tls.key.pem"),
+            signing_key: dir.join("signing.key.pem"),
+            hpke_key: home.then(|| dir.join("hpke.key.pem")),
+            root_cert: fed.root_cert_path(),
+            crl: fed.crl_path(),
+            trust_list: fed.trust_list_path(),
+        },
+        limits: Limits::default(),
+        retry: RetryPolicy {
+            base_ms: 20,
+            cap_ms: 1_000,
+            horizon_s: 3_600,
+        },
+    }
+}
+
+impl TestFederation {
+    /// A federation with the gateway and the given relays; `path` lists the
+    /// relays an envelope takes from the gateway to the last (home) one.
+    pub fn new(relays: &[(&str, NodeKind)], path: &[&str]) -> TestFederation {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut fed = Federation::init(&tmp.path().join("fed"), "test", true).unwrap();
+        fed.issue_agency(&AGENCY.parse().unwrap(), "Belastingdienst", vec![])
+            .unwrap();
+        let gw_id: NodeId = GATEWAY.parse().unwrap();
+        let gw_addr = free_udp();
+        fed.issue_gateway(&gw_id, &gw_addr.to_string()).unwrap();
+        let mut nodes = Vec::new();
+        for (name, kind) in relays {
+            let id: NodeId = name.parse().unwrap();
+            let addr = free_udp();
+            fed.issue_node(&id, &addr.to_string(), *kind).unwrap();
+            nodes.push((id, addr, matches!(kind, NodeKind::Home | NodeKind::Both)));
+        }
+        // Routes: each hop of `path` hands envelopes for the last one to the next.
+        let home: NodeId = path.last().unwrap().parse().unwrap();
+        let mut from = gw_id.clone();
+        for hop in &path[..path.len() - 1] {
+            let via: NodeId = hop.parse().unwrap();
+            fed.set_route(&from, &home, Some(&via)).unwrap();
+            from = via;
+        }
+        let gateway = {
+            let config = node_config(&fed, &gw_id, gw_addr, false);
+            TestNode {
+                id: gw_id,
+                config_path: PathBuf::new(),
+                config,
+            }
+        };
+        let relays = nodes
+            .into_iter()
+            .map(|(id, addr, home)| {
+                let config = node_config(&fed, &id, addr, home);
+                let config_path = tmp.path().join(format!("{id}.toml"));
+                std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+                TestNode {
+                    id,
+                    config,
+                    config_path,
+                }
+            })
+            .collect();
+        TestFederation {
+            tmp,
+            fed,
+            gateway,
+            relays,
+        }
+    }
+
+    pub fn relay(&self, name: &str) -> &TestNode {
+        self.relays.iter().find(|n| n.id.as_str() == name).unwrap()
+    }
+
+    pub fn trust(&self) -> TrustList {
+        self.fed.trust_list(estafette_pki::now()).unwrap()
+    }
+
+    pub async fn start_gateway(&self) -> Arc<Node> {
+        Node::start(self.gateway.config.clone()).await.unwrap()
+    }
+
+    /// A letter from the test agency, sealed to `home` for a new inbox id.
+    pub fn envelope(
+        &self,
+        home: &str,
+        inbox: InboxId,
+        body: &str,
+    ) -> (Vec<u8>, Vec<u8>, RoutingHeader) {
+        let seal = keys::read_ed25519(
+            &self
+                .fed
+                .agency_dir(&AGENCY.parse().unwrap())
+                .join("seal.key.pem"),
+        )
+        .unwrap();
+        let gw_key =
+            keys::read_ed25519(&self.fed.node_dir(&self.gateway.id).join("signing.key.pem"))
+                .unwrap();
+        let now = estafette_pki::now();
+        let letter = Letter {
+            message_id: MessageId::random(&mut OsRng),
+            sender: AGENCY.parse().unwrap(),
+            recipient: "bsn:999999990".parse().unwrap(),
+            created_at: now,
+            subject: "Test letter".into(),
+            body: body.into(),
+            attachments: vec![],
+            nature: Nature::Information,
+            legal_effect: false,
+            expected_action: "No action needed".into(),
+            response_deadline: None,
+            language: "en".into(),
+            sender_reference: "T-1".into(),
+        };
+        let message = SignedMessage::sign(&letter, &seal).unwrap();
+        let home_id: NodeId = home.parse().unwrap();
+        let trust = self.trust();
+        let home_key = trust.node(&home_id).unwrap().hpke_key;
+        let header = RoutingHeader {
+            envelope_id: EnvelopeId::random(&mut OsRng),
+            home_node: home_id,
+            inbox_id: inbox,
+            message_id: letter.message_id,
+            message_digest: Digest::of(&message),
+            hop_limit: 8,
+            created_at: now,
+            expires_at: now.plus_s(7 * 86_400),
+        };
+        let envelope =
+            Envelope::seal(header.clone(), &message, &home_key, &gw_key, &mut OsRng).unwrap();
+        (envelope, message, header)
+    }
+}
+
+/// A relay process from the real binary; killed when dropped.
+pub struct RelayProcess {
+    pub child: Child,
+    pub admin: SocketAddr,
+    config_path: PathBuf,
+}
+
+impl RelayProcess {
+    /// Starts `binary` (the `estafette-relay` executable) for `node` and
+    /// waits until its admin endpoint answers.
+    pub fn start(binary: &Path, node: &TestNode) -> RelayProcess {
+        let log = std::fs::File::create(node.config_path.with_extension("log")).unwrap();
+        let child = Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&node.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let admin = node.config.admin_listen.unwrap();
+        let process = RelayProcess {
+            child,
+            admin,
+            config_path: node.config_path.clone(),
+        };
+        wait_for(&format!("{} to listen", node.id), WAIT, || {
+            TcpStream::connect(admin).is_ok()
+        });
+        process
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < WAIT, "relay did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config_path.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The relay binary's `queue` report for a node.
+pub fn queue_report(binary: &Path, node: &TestNode) -> String {
+    let out = Command::new(binary)
+        .args(["queue", "--config"])
+        .arg(&node.config_path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Opens a stopped node's store to count what it holds.
+pub fn open_store(node: &TestNode) -> crate::Store {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    crate::Store::open(&node.config.db_path(), false, u64::MAX, 1, metrics).unwrap()
+}
+
+pub fn random_inbox() -> InboxId {
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    InboxId::from_bytes(b)
+}
+
+/// Async version of [`wait_for`], for use inside the runtime.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks every evidence object the gateway holds and groups them per
+/// message: (events with issuers) in chain order.
+pub fn evidence_by_message(
+    trust: &TrustList,
+    all: Vec<Vec<u8>>,
+) -> std::collections::HashMap<MessageId, Vec<(EvidenceEvent, String, Vec<u8>)>> {
+    let mut map: std::collections::HashMap<MessageId, Vec<(EvidenceEvent, String, Vec<u8>)>> =
+        Default::default();
+    for bytes in all {
+        let v = Evidence::verify(&bytes, trust).expect("evidence at the gateway verifies");
+        map.entry(v.record.message_id.unwrap()).or_default().push((
+            v.record.event,
+            v.record.issuer.to_string(),
+            bytes,
+        ));
+    }
+    map
+}
