@@ -229,7 +229,7 @@ impl RelayProcess {
         let child = Command::new(binary)
             .args(["run", "--config"])
             .arg(&node.config_path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,estafette_relay=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

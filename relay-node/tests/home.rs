@@ -1,0 +1,144 @@
+//! The home node's inbox API (list, count unread, open with ContentHandover
+//! evidence), duplicate offers, and the admin endpoint, with nodes running
+//! in this process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use estafette_pki::NodeKind;
+use estafette_relay::Node;
+use estafette_relay::transport::{Peers, TlsMaterial, endpoint};
+use estafette_spec::relay::{Offer, Request, Response};
+use estafette_spec::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_api_duplicates_and_metrics() {
+    let fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
+    let gateway = fed.start_gateway().await;
+    let home = Node::start(fed.relay("home.test").config.clone())
+        .await
+        .unwrap();
+    let inbox = random_inbox();
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let (envelope, message, header) = fed.envelope("home.test", inbox, &format!("letter {i}"));
+        sent.push((header, message));
+        gateway.submit(envelope, None).await.unwrap();
+    }
+    wait_until(
+        "three letters in the inbox",
+        Duration::from_secs(60),
+        || home.count_unread(&inbox).unwrap() == 3,
+    )
+    .await;
+    let letters = home.inbox_list(&inbox).unwrap();
+    assert_eq!(letters.len(), 3);
+
+    // Opening gives the agency's SignedMessage, verifiable end to end, and
+    // signs ContentHandover naming the holder.
+    let (envelope_id, record) = &letters[0];
+    let message = home
+        .open_letter(
+            &inbox,
+            envelope_id,
+            Actor {
+                role: ActorRole::Holder,
+                representative: None,
+                mandate: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(&message, &record.message);
+    let trust = fed.trust();
+    let verified = SignedMessage::verify(&message, &trust).unwrap();
+    assert_eq!(verified.letter.sender.as_str(), AGENCY);
+    assert_eq!(home.count_unread(&inbox).unwrap(), 2);
+    wait_until(
+        "ContentHandover at the gateway",
+        Duration::from_secs(60),
+        || {
+            gateway
+                .store()
+                .evidence_for(&record.message_id)
+                .unwrap()
+                .iter()
+                .any(|e| {
+                    Evidence::verify(e, &trust).unwrap().record.event
+                        == EvidenceEvent::ContentHandover
+                })
+        },
+    )
+    .await;
+    let chain = gateway.store().evidence_for(&record.message_id).unwrap();
+    let events: Vec<EvidenceEvent> = chain
+        .iter()
+        .map(|e| Evidence::verify(e, &trust).unwrap().record.event)
+        .collect();
+    assert!(
+        events.contains(&EvidenceEvent::ContentConsignment)
+            && events.contains(&EvidenceEvent::ContentHandover)
+    );
+
+    // A duplicate offer gets the same evidence again and stores no second copy.
+    let dir = fed.fed.node_dir(&fed.gateway.id);
+    let material = TlsMaterial {
+        cert_chain: estafette_pki::tls::load_certs(&dir.join("tls.crt.pem")).unwrap(),
+        key: estafette_pki::tls::load_private_key(&dir.join("tls.key.pem")).unwrap(),
+        root: estafette_pki::tls::load_certs(&fed.fed.root_cert_path())
+            .unwrap()
+            .remove(0),
+        crls: vec![estafette_pki::tls::load_crl(&fed.fed.crl_path()).unwrap()],
+    };
+    let client = Peers::new(
+        endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            &material,
+            &Default::default(),
+        )
+        .unwrap(),
+        Duration::from_secs(20),
+    );
+    let (envelope, _, _) = fed.envelope("home.test", inbox, "offered twice");
+    let home_addr = fed.relay("home.test").config.listen.to_string();
+    let offer = Request::Offer(Offer {
+        hops_taken: 0,
+        previous_evidence: None,
+        envelope,
+    });
+    let first = client.request(&home.id, &home_addr, &offer).await.unwrap();
+    let second = client.request(&home.id, &home_addr, &offer).await.unwrap();
+    let (Response::Accepted(a), Response::Accepted(b)) = (&first, &second) else {
+        panic!("expected two acceptances: {first:?} {second:?}");
+    };
+    assert_eq!(a, b, "the same evidence, byte for byte");
+    assert_eq!(home.inbox_list(&inbox).unwrap().len(), 4);
+
+    // The admin endpoint: Prometheus text with the counters.
+    let admin = fed.relay("home.test").config.admin_listen.unwrap();
+    let metrics = estafette_relay::admin::local_get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("estafette_relay_accepted_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("estafette_relay_duplicates_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("estafette_relay_delivered_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("estafette_relay_commit_seconds_bucket"),
+        "{metrics}"
+    );
+    let queue = estafette_relay::admin::local_get(admin, "/queue").unwrap();
+    assert!(queue.contains("\"total\":0"), "{queue}");
+
+    home.shutdown().await;
+    gateway.shutdown().await;
+}
