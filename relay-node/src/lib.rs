@@ -18,4 +18,5 @@ pub mod transport;
 
 pub use config::Config;
 pub use node::{Node, NodeError};
+pub use redb;
 pub use store::Store;

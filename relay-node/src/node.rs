@@ -212,6 +212,16 @@ impl Node {
         self.is_gateway
     }
 
+    /// The key that signs this node's evidence (and, on the gateway, envelopes).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing_key
+    }
+
+    /// Signs an evidence record with this node's key.
+    pub fn sign_evidence(&self, record: &EvidenceRecord) -> Vec<u8> {
+        self.sign(record)
+    }
+
     /// Stops accepting, waits for the requests in progress to finish their
     /// commits, and closes the connections.
     pub async fn shutdown(&self) {
@@ -472,6 +482,7 @@ impl Node {
                 evidence: Some(evidence),
                 placement,
                 now,
+                extra: None,
             })
             .await;
         match outcome {
@@ -586,7 +597,7 @@ impl Node {
             .store
             .write(Op::Accept {
                 envelope_id: header.envelope_id,
-                evidence: None,
+                evidence,
                 placement: Placement::Queue(QueueRecord {
                     destination: next_hop.clone(),
                     hops_taken: 0,
@@ -599,6 +610,7 @@ impl Node {
                     envelope,
                 }),
                 now,
+                extra,
             })
             .await?;
         match outcome {

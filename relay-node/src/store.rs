@@ -137,16 +137,25 @@ pub enum Placement {
     },
 }
 
+/// More writes to make in the same transaction as an [`Op`], with the open
+/// tables of the store and the transaction (for tables of the caller's own,
+/// such as the gateway's registry). Runs on the writer thread: keep it short.
+pub type Extra =
+    Box<dyn FnOnce(&mut Tables<'_>, &redb::WriteTransaction) -> Result<(), StoreError> + Send>;
+
 /// A write, applied by the writer thread inside a batch.
-#[derive(Debug)]
 pub enum Op {
-    /// Store an accepted envelope with our evidence, unless its id is known.
+    /// Store an accepted envelope with our evidence, unless its id is known;
+    /// `extra` runs in the same transaction when it is new.
     Accept {
         envelope_id: EnvelopeId,
         evidence: Option<NewEvidence>,
         placement: Placement,
         now: Timestamp,
+        extra: Option<Extra>,
     },
+    /// Any writes of the caller's, in one transaction with the batch.
+    Apply(Extra),
     /// The next hop accepted it: off the queue.
     Forwarded { envelope_id: EnvelopeId },
     /// Try again later.
@@ -180,6 +189,24 @@ pub enum Op {
     },
     /// Forget dedup entries of envelopes no longer queued and older than `before`.
     Prune { before: Timestamp },
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Op::Accept { .. } => "Accept",
+            Op::Apply(_) => "Apply",
+            Op::Forwarded { .. } => "Forwarded",
+            Op::Reschedule { .. } => "Reschedule",
+            Op::Fail { .. } => "Fail",
+            Op::OutboxDone { .. } => "OutboxDone",
+            Op::OutboxRetry { .. } => "OutboxRetry",
+            Op::StoreEvidence { .. } => "StoreEvidence",
+            Op::MarkOpened { .. } => "MarkOpened",
+            Op::Prune { .. } => "Prune",
+        };
+        f.write_str(name)
+    }
 }
 
 /// What a write did.
@@ -283,6 +310,12 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The database, for reading tables of the caller's own (writes go
+    /// through [`Op::Apply`] and [`Op::Accept`]'s `extra`).
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     pub fn queue_len(&self) -> u64 {
@@ -481,9 +514,12 @@ impl Writer {
             );
             let mut queue_len = queue_before;
             let mut outbox_len = outbox_before;
+            let (ops, replies): (Vec<Op>, Vec<_>) =
+                batch.into_iter().map(|j| (j.op, j.reply)).unzip();
+            let count = ops.len();
             let result = (|| -> Result<Vec<Outcome>, StoreError> {
                 let txn = self.db.begin_write()?;
-                let mut outcomes = Vec::with_capacity(batch.len());
+                let mut outcomes = Vec::with_capacity(count);
                 {
                     let mut t = Tables {
                         dedup: txn.open_table(DEDUP)?,
@@ -496,8 +532,8 @@ impl Writer {
                         outbox_len: &mut outbox_len,
                         max_queue_len: self.max_queue_len,
                     };
-                    for job in &batch {
-                        outcomes.push(t.apply(&job.op)?);
+                    for op in ops {
+                        outcomes.push(t.apply(op, &txn)?);
                     }
                 }
                 txn.commit()?;
@@ -506,20 +542,20 @@ impl Writer {
             self.metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
-            self.metrics.commit_batch_size.observe(batch.len() as f64);
+            self.metrics.commit_batch_size.observe(count as f64);
             match result {
                 Ok(outcomes) => {
                     self.queue_len.store(queue_len, Ordering::Relaxed);
                     self.outbox_len.store(outbox_len, Ordering::Relaxed);
                     self.metrics.outbox_depth.set(outbox_len as i64);
-                    for (job, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = job.reply.send(Ok(outcome));
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, batch = batch.len(), "commit failed; nothing in this batch is acknowledged");
-                    for job in batch {
-                        let _ = job.reply.send(Err(e.clone()));
+                    tracing::error!(error = %e, batch = count, "commit failed; nothing in this batch is acknowledged");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
@@ -527,7 +563,8 @@ impl Writer {
     }
 }
 
-struct Tables<'t> {
+/// The store's open tables inside one write transaction.
+pub struct Tables<'t> {
     dedup: redb::Table<'t, [u8; 16], &'static [u8]>,
     queue: redb::Table<'t, [u8; 16], &'static [u8]>,
     inbox: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
@@ -540,7 +577,8 @@ struct Tables<'t> {
 }
 
 impl Tables<'_> {
-    fn emit(&mut self, e: &NewEvidence) -> Result<(), StoreError> {
+    /// Keeps evidence: in the evidence table (gateway) or the outbox.
+    pub fn emit(&mut self, e: &NewEvidence) -> Result<(), StoreError> {
         if self.is_gateway {
             let message = e.message_id.map(|m| *m.as_bytes()).unwrap_or([0; 16]);
             self.evidence
@@ -585,53 +623,78 @@ impl Tables<'_> {
         Ok(removed)
     }
 
-    fn apply(&mut self, op: &Op) -> Result<Outcome, StoreError> {
+    fn apply(&mut self, op: Op, txn: &redb::WriteTransaction) -> Result<Outcome, StoreError> {
         match op {
+            Op::Apply(extra) => {
+                extra(self, txn)?;
+                Ok(Outcome::Done)
+            }
             Op::Accept {
                 envelope_id,
                 evidence,
                 placement,
                 now,
+                extra,
             } => {
-                if let Some(v) = self.dedup.get(envelope_id.as_bytes())? {
-                    let known: DedupRecord = decode(v.value())?;
-                    return Ok(Outcome::Duplicate {
-                        evidence: known.evidence,
-                    });
+                let outcome = self.accept(&envelope_id, evidence.as_ref(), &placement, now)?;
+                if outcome == Outcome::Stored
+                    && let Some(extra) = extra
+                {
+                    extra(self, txn)?;
                 }
-                let state = match placement {
-                    Placement::Queue(record) => {
-                        if *self.queue_len >= self.max_queue_len {
-                            return Ok(Outcome::QueueFull);
-                        }
-                        self.queue
-                            .insert(envelope_id.as_bytes(), encode(record).as_slice())?;
-                        *self.queue_len += 1;
-                        EnvelopeState::Queued
-                    }
-                    Placement::Inbox { inbox_id, record } => {
-                        self.inbox.insert(
-                            (*inbox_id.as_bytes(), *envelope_id.as_bytes()),
-                            encode(record).as_slice(),
-                        )?;
-                        EnvelopeState::Delivered
-                    }
-                };
-                let dedup = DedupRecord {
-                    evidence: evidence
-                        .as_ref()
-                        .map(|e| e.bytes.clone())
-                        .unwrap_or_default(),
-                    accepted_at: *now,
-                    state,
-                };
-                self.dedup
-                    .insert(envelope_id.as_bytes(), encode(&dedup).as_slice())?;
-                if let Some(evidence) = evidence {
-                    self.emit(evidence)?;
-                }
-                Ok(Outcome::Stored)
+                Ok(outcome)
             }
+            other => self.apply_ref(&other),
+        }
+    }
+
+    fn accept(
+        &mut self,
+        envelope_id: &EnvelopeId,
+        evidence: Option<&NewEvidence>,
+        placement: &Placement,
+        now: Timestamp,
+    ) -> Result<Outcome, StoreError> {
+        if let Some(v) = self.dedup.get(envelope_id.as_bytes())? {
+            let known: DedupRecord = decode(v.value())?;
+            return Ok(Outcome::Duplicate {
+                evidence: known.evidence,
+            });
+        }
+        let state = match placement {
+            Placement::Queue(record) => {
+                if *self.queue_len >= self.max_queue_len {
+                    return Ok(Outcome::QueueFull);
+                }
+                self.queue
+                    .insert(envelope_id.as_bytes(), encode(record).as_slice())?;
+                *self.queue_len += 1;
+                EnvelopeState::Queued
+            }
+            Placement::Inbox { inbox_id, record } => {
+                self.inbox.insert(
+                    (*inbox_id.as_bytes(), *envelope_id.as_bytes()),
+                    encode(record).as_slice(),
+                )?;
+                EnvelopeState::Delivered
+            }
+        };
+        let dedup = DedupRecord {
+            evidence: evidence.map(|e| e.bytes.clone()).unwrap_or_default(),
+            accepted_at: now,
+            state,
+        };
+        self.dedup
+            .insert(envelope_id.as_bytes(), encode(&dedup).as_slice())?;
+        if let Some(evidence) = evidence {
+            self.emit(evidence)?;
+        }
+        Ok(Outcome::Stored)
+    }
+
+    fn apply_ref(&mut self, op: &Op) -> Result<Outcome, StoreError> {
+        match op {
+            Op::Apply(_) | Op::Accept { .. } => Ok(Outcome::Done),
             Op::Forwarded { envelope_id } => {
                 if self.remove_queued(envelope_id)? {
                     self.set_state(envelope_id, EnvelopeState::Forwarded)?;
