@@ -583,6 +583,19 @@ impl Node {
         envelope: Vec<u8>,
         previous: Option<Digest>,
     ) -> Result<Outcome, NodeError> {
+        self.submit_with(envelope, previous, None, None).await
+    }
+
+    /// As [`Self::submit`], and in the same transaction keeps `evidence` (the
+    /// gateway's SubmissionAcceptance; given back on a duplicate) and runs
+    /// `extra` (the gateway's own records).
+    pub async fn submit_with(
+        &self,
+        envelope: Vec<u8>,
+        previous: Option<Digest>,
+        evidence: Option<NewEvidence>,
+        extra: Option<crate::store::Extra>,
+    ) -> Result<Outcome, NodeError> {
         let trust = self.trust();
         let now = estafette_pki::now();
         let verified = Envelope::verify(&envelope, &trust, now)
