@@ -331,6 +331,42 @@ impl Evidence {
         })
     }
 
+    /// Puts one message's evidence objects (in any order) into chain order:
+    /// the record without `previous` first, then every record after the one
+    /// it links to, earlier issue times first. Records that link to nothing
+    /// in the set keep their place at the end, by issue time, so that
+    /// [`Self::verify_chain`] reports them.
+    pub fn order_chain(items: Vec<Vec<u8>>, trust: &TrustList) -> Vec<Vec<u8>> {
+        let mut parsed: Vec<(Option<VerifiedEvidence>, Vec<u8>)> = items
+            .into_iter()
+            .map(|b| (Self::verify(&b, trust).ok(), b))
+            .collect();
+        parsed.sort_by_key(|(v, _)| v.as_ref().map(|v| v.record.issued_at));
+        let mut out: Vec<(Option<VerifiedEvidence>, Vec<u8>)> = Vec::with_capacity(parsed.len());
+        let mut placed: Vec<Digest> = Vec::new();
+        loop {
+            let next = parsed.iter().position(|(v, _)| match v {
+                Some(v) => match v.record.previous {
+                    None => placed.is_empty(),
+                    Some(p) => placed.contains(&p),
+                },
+                None => false,
+            });
+            match next {
+                Some(i) => {
+                    let item = parsed.remove(i);
+                    if let Some(v) = &item.0 {
+                        placed.push(v.digest);
+                    }
+                    out.push(item);
+                }
+                None => break,
+            }
+        }
+        out.extend(parsed);
+        out.into_iter().map(|(_, b)| b).collect()
+    }
+
     /// Verifies every record of one message's evidence, in the order they
     /// were issued, and the links between them: the first record has no
     /// `previous`; every later one links to a record before it. (Usually the

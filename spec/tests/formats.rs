@@ -526,6 +526,11 @@ fn evidence_chain_links() {
         Evidence::verify_chain(&[second.clone(), first.clone()], &trust),
         Err(EvidenceError::ChainBroken { index: 0 })
     ));
+    // order_chain puts them right whatever order they come in.
+    assert_eq!(
+        Evidence::order_chain(vec![second.clone(), first.clone()], &trust),
+        vec![first.clone(), second.clone()]
+    );
     let unlinked = EvidenceRecord {
         previous: Some(Digest([9; 32])),
         ..second_record
