@@ -1,5 +1,67 @@
-//! Estafette gateway. This crate is a skeleton until the gateway issue lands:
-//! it only re-exports the protocol core it will be built on.
+//! # estafette-gateway: the federation's front door
+//!
+//! Agencies submit signed letters over HTTPS with their client certificates;
+//! the gateway checks that each sends as itself, looks the recipient up in
+//! the registry, chooses digital or paper, seals the letter to the home node
+//! and hands the envelope to its node (the same queue and forwarder as a
+//! relay), and keeps every piece of evidence per message for the agency.
 #![forbid(unsafe_code)]
 
-pub use estafette_spec as spec;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod http;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use estafette_pki::tls;
+use estafette_relay::Node;
+
+pub use config::GatewayConfig;
+pub use gateway::Gateway;
+
+/// A running gateway: its node and the agency API.
+pub struct RunningGateway {
+    pub gateway: Arc<Gateway>,
+    pub https_addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// Starts the node and the HTTPS API.
+    pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
+        let p = &config.node.pki;
+        let tls = http::tls_config(
+            tls::load_certs(&p.cert)?,
+            tls::load_private_key(&p.key)?,
+            &tls::load_certs(&p.root_cert)?.remove(0),
+            vec![tls::load_crl(&p.crl)?],
+        )
+        .map_err(|e| anyhow::anyhow!("agency TLS: {e}"))?;
+        let node = Node::start(config.node.clone()).await?;
+        anyhow::ensure!(
+            node.is_gateway(),
+            "{} is not the gateway in the trust list",
+            node.id
+        );
+        let gateway = Arc::new(Gateway::new(node, config.envelope));
+        let listener = http::bind(config.https_listen).await?;
+        let https_addr = listener.local_addr()?;
+        let server = tokio::spawn(http::serve(listener, tls, gateway.clone()));
+        tracing::info!(%https_addr, "agency API listening");
+        Ok(RunningGateway {
+            gateway,
+            https_addr,
+            server,
+        })
+    }
+
+    /// Stops the API, then the node (finishing the commits in flight).
+    pub async fn shutdown(self) {
+        self.server.abort();
+        self.gateway.node.shutdown().await;
+    }
+}

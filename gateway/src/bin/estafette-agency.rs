@@ -1,0 +1,205 @@
+//! `estafette-agency`: an agency's command-line client of the gateway.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use estafette_gateway::client::{AgencyClient, timeline};
+use estafette_pki::{keys, tls};
+use estafette_spec::{Attachment, Letter, MessageId, Nature, Oin, SignedMessage, TrustList};
+use rand_core::OsRng;
+
+/// Send letters to the gateway as an agency, and fetch and verify their evidence.
+///
+/// Letters are sealed with the agency's seal key and submitted over HTTPS
+/// with the agency's client certificate. Evidence is verified offline,
+/// signature by signature, against the federation's trust list.
+#[derive(Parser)]
+#[command(name = "estafette-agency", version, verbatim_doc_comment)]
+struct Cli {
+    /// The agency's folder from `estafette-pki issue agency` (tls.crt.pem, tls.key.pem, seal.key.pem).
+    #[arg(long, global = true)]
+    agency_dir: Option<PathBuf>,
+    /// The gateway's agency API: host:port.
+    #[arg(long, global = true)]
+    gateway: Option<SocketAddr>,
+    /// The gateway's id (the name in its certificate).
+    #[arg(long, global = true, default_value = "gateway.demo")]
+    gateway_name: String,
+    /// The federation root certificate.
+    #[arg(long, global = true)]
+    root_cert: Option<PathBuf>,
+    /// The signed trust list (for verifying evidence).
+    #[arg(long, global = true)]
+    trust_list: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Seal and send a letter. Prints the message id, the channel and why.
+    Send {
+        /// The recipient: bsn:… or eidas:CC/NL/…
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        subject: String,
+        /// A file with the letter's text.
+        #[arg(long)]
+        body_file: PathBuf,
+        /// A file to attach (repeatable).
+        #[arg(long = "attach")]
+        attachments: Vec<PathBuf>,
+        /// decision, reminder, request or information.
+        #[arg(long, default_value = "information")]
+        nature: String,
+        /// What the recipient is expected to do, in plain words.
+        #[arg(long, default_value = "No action needed.")]
+        expected_action: String,
+        /// Your own reference for the letter.
+        #[arg(long, default_value = "-")]
+        reference: String,
+        /// Language of the letter (BCP 47).
+        #[arg(long, default_value = "nl")]
+        language: String,
+    },
+    /// Fetch a message's evidence, verify every signature offline, print a timeline.
+    Evidence {
+        /// The message id (msg-…).
+        message_id: MessageId,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("estafette-agency: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    let dir = cli.agency_dir.context("--agency-dir is needed")?;
+    let gateway = cli.gateway.context("--gateway is needed")?;
+    let root_path = cli.root_cert.context("--root-cert is needed")?;
+    let root = tls::load_certs(&root_path)?.remove(0);
+    let certs = tls::load_certs(&dir.join("tls.crt.pem"))?;
+    let oin: Oin = tls::agency_oin(&certs[0])?;
+    let client = AgencyClient::new(
+        gateway,
+        &cli.gateway_name,
+        &root,
+        certs,
+        tls::load_private_key(&dir.join("tls.key.pem"))?,
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Send {
+            to,
+            subject,
+            body_file,
+            attachments,
+            nature,
+            expected_action,
+            reference,
+            language,
+        } => {
+            let nature = match nature.as_str() {
+                "decision" => Nature::Decision,
+                "reminder" => Nature::Reminder,
+                "request" => Nature::Request,
+                "information" => Nature::Information,
+                other => {
+                    bail!("--nature {other:?}: use decision, reminder, request or information")
+                }
+            };
+            let mut files = Vec::new();
+            for path in attachments {
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("attachment without a file name")?
+                    .to_owned();
+                let content =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                files.push(Attachment {
+                    name,
+                    media_type: media_type(&path).into(),
+                    content,
+                });
+            }
+            let letter = Letter {
+                message_id: MessageId::random(&mut OsRng),
+                sender: oin,
+                recipient: to.parse()?,
+                created_at: estafette_pki::now(),
+                subject,
+                body: std::fs::read_to_string(&body_file)
+                    .with_context(|| format!("reading {}", body_file.display()))?,
+                attachments: files,
+                nature,
+                legal_effect: nature == Nature::Decision,
+                expected_action,
+                response_deadline: None,
+                language,
+                sender_reference: reference,
+            };
+            let seal = keys::read_ed25519(&dir.join("seal.key.pem"))?;
+            let signed = SignedMessage::sign(&letter, &seal)?;
+            let summary = runtime.block_on(client.submit_summary(signed))?;
+            println!("{}", summary.message_id);
+            println!(
+                "channel: {}{}",
+                summary.channel,
+                summary
+                    .reason
+                    .map(|r| format!(" (reason: {r})"))
+                    .unwrap_or_default()
+            );
+            Ok(true)
+        }
+        Command::Evidence { message_id } => {
+            let trust_path = cli
+                .trust_list
+                .context("--trust-list is needed to verify evidence")?;
+            let root_key =
+                ed25519_dalek::VerifyingKey::from_bytes(&tls::ed25519_public_key(&root)?)?;
+            let trust = TrustList::verify(
+                &std::fs::read(&trust_path)?,
+                &root_key,
+                estafette_pki::now(),
+            )?;
+            let chain = runtime.block_on(client.evidence(&message_id))?;
+            let (lines, ok) = timeline(&chain, &trust);
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(ok)
+        }
+    }
+}
+
+fn media_type(path: &std::path::Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("pdf") => "application/pdf",
+        Some("txt") => "text/plain",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("xml") => "application/xml",
+        _ => "application/octet-stream",
+    }
+}

@@ -1,0 +1,249 @@
+//! The agency's client of the gateway API: HTTPS with the agency's client
+//! certificate (what `estafette-agency` and the demo use).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::http::{CBOR, COSE, JSON, SubmissionSummary};
+
+/// Largest answer read from the gateway.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// What went wrong talking to the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("connecting to the gateway: {0}")]
+    Connect(String),
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("the gateway answered {status}: {detail}")]
+    Refused {
+        status: StatusCode,
+        problem_type: String,
+        detail: String,
+    },
+    #[error("the gateway's answer is not what the API promises: {0}")]
+    BadAnswer(String),
+}
+
+/// A connection-per-request HTTPS client for one agency.
+pub struct AgencyClient {
+    addr: SocketAddr,
+    server_name: ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// An answer of the API.
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl AgencyClient {
+    pub fn new(
+        addr: SocketAddr,
+        server_name: &str,
+        root: &CertificateDer<'static>,
+        cert_chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<AgencyClient, ClientError> {
+        let roots =
+            estafette_pki::tls::root_store(root).map_err(|e| ClientError::Tls(e.to_string()))?;
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(estafette_pki::tls::crypto_provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| ClientError::Tls(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_client_auth_cert(cert_chain, key)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(AgencyClient {
+            addr,
+            server_name,
+            tls: Arc::new(config),
+        })
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, ClientError> {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.server_name.to_str().as_ref())
+            .header(header::ACCEPT, accept);
+        if let Some(ct) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes()
+            .to_vec();
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    fn refused(answer: &Answer) -> ClientError {
+        let problem: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        ClientError::Refused {
+            status: answer.status,
+            problem_type: problem["type"].as_str().unwrap_or("").to_owned(),
+            detail: problem["detail"].as_str().unwrap_or("").to_owned(),
+        }
+    }
+
+    /// Submits a SignedMessage; gives the signed SubmissionAcceptance.
+    pub async fn submit(&self, signed: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let answer = self
+            .request(Method::POST, "/v1/messages", Some(COSE), COSE, signed)
+            .await?;
+        if answer.status != StatusCode::ACCEPTED {
+            return Err(Self::refused(&answer));
+        }
+        Ok(answer.body)
+    }
+
+    /// Submits a SignedMessage; gives the JSON summary (channel and why).
+    pub async fn submit_summary(&self, signed: Vec<u8>) -> Result<SubmissionSummary, ClientError> {
+        let answer = self
+            .request(Method::POST, "/v1/messages", Some(COSE), JSON, signed)
+            .await?;
+        if answer.status != StatusCode::ACCEPTED {
+            return Err(Self::refused(&answer));
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| ClientError::BadAnswer(e.to_string()))
+    }
+
+    /// All evidence so far for one of our messages (signed objects, chain order).
+    pub async fn evidence(
+        &self,
+        message: &estafette_spec::MessageId,
+    ) -> Result<Vec<Vec<u8>>, ClientError> {
+        let answer = self
+            .request(
+                Method::GET,
+                &format!("/v1/messages/{message}/evidence"),
+                None,
+                CBOR,
+                vec![],
+            )
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(Self::refused(&answer));
+        }
+        let items: Vec<serde_bytes::ByteBuf> =
+            estafette_spec::cbor::from_slice(&answer.body, MAX_ANSWER_BYTES)
+                .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        Ok(items.into_iter().map(|b| b.into_vec()).collect())
+    }
+
+    /// Whether a recipient receives our letters digitally.
+    pub async fn reachable(
+        &self,
+        recipient: &estafette_spec::Recipient,
+    ) -> Result<bool, ClientError> {
+        let answer = self
+            .request(
+                Method::GET,
+                &format!("/v1/recipients/{recipient}/reachability"),
+                None,
+                JSON,
+                vec![],
+            )
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(Self::refused(&answer));
+        }
+        let r: crate::http::Reachability = serde_json::from_slice(&answer.body)
+            .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        Ok(r.reachable)
+    }
+}
+
+/// A readable timeline of a message's evidence, every signature checked
+/// offline against the trust list. Returns the lines and whether all verify.
+pub fn timeline(chain: &[Vec<u8>], trust: &estafette_spec::TrustList) -> (Vec<String>, bool) {
+    let mut lines = Vec::new();
+    let mut all_ok = true;
+    for bytes in chain {
+        match estafette_spec::Evidence::verify(bytes, trust) {
+            Ok(v) => {
+                let r = &v.record;
+                let mut line = format!(
+                    "{}  {:<31} by {:<22} signature ok",
+                    r.issued_at,
+                    format!("{:?}", r.event),
+                    r.issuer.as_str()
+                );
+                if let Some(reason) = r.reason {
+                    line.push_str(&format!("  reason: {}", reason.code()));
+                }
+                if let Some(actor) = &r.actor {
+                    line.push_str(&format!("  opened by: {:?}", actor.role));
+                }
+                lines.push(line);
+            }
+            Err(e) => {
+                all_ok = false;
+                lines.push(format!("NOT VALID: {e}"));
+            }
+        }
+    }
+    match estafette_spec::Evidence::verify_chain(chain, trust) {
+        Ok(_) => lines.push(format!("chain of {} linked records verified", chain.len())),
+        Err(e) => {
+            all_ok = false;
+            lines.push(format!("chain NOT VALID: {e}"));
+        }
+    }
+    (lines, all_ok)
+}

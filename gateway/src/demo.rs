@@ -1,0 +1,335 @@
+//! `estafette-gateway demo`: a whole federation on loopback in one command.
+//! A fresh PKI, a gateway, a transit relay and a home relay, a few people in
+//! the registry, letters from two agencies over the real HTTPS API with
+//! client certificates, and each letter's evidence timeline with every
+//! signature checked offline.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use estafette_pki::{Federation, NodeKind, keys, tls};
+use estafette_relay::Node;
+use estafette_relay::config::{Config, Limits, PkiPaths};
+use estafette_spec::relay::RetryPolicy;
+use estafette_spec::{EvidenceEvent, Letter, MessageId, Nature, NodeId, Oin, SignedMessage};
+use rand_core::OsRng;
+
+use crate::client::{AgencyClient, timeline};
+use crate::config::GatewayConfig;
+use crate::gateway::EnvelopeSettings;
+use crate::{RunningGateway, registry};
+
+const TAX: &str = "00000001003214345000";
+const TOWN: &str = "00000003273318220000";
+/// Longest wait for a letter's evidence to come back.
+const EVIDENCE_WAIT: Duration = Duration::from_secs(60);
+
+fn free_udp() -> Result<SocketAddr> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn free_tcp() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) -> Config {
+    let dir = fed.node_dir(id);
+    Config {
+        node_id: id.clone(),
+        listen,
+        data_dir: fed.dir().join("data").join(id.as_str()),
+        admin_listen: None,
+        log_json: false,
+        pki: PkiPaths {
+            cert: dir.join("tls.crt.pem"),
+            key: dir.join("tls.key.pem"),
+            signing_key: dir.join("signing.key.pem"),
+            hpke_key: home.then(|| dir.join("hpke.key.pem")),
+            root_cert: fed.root_cert_path(),
+            crl: fed.crl_path(),
+            trust_list: fed.trust_list_path(),
+        },
+        limits: Limits::default(),
+        retry: RetryPolicy {
+            base_ms: 200,
+            cap_ms: 5_000,
+            horizon_s: 3_600,
+        },
+    }
+}
+
+/// Someone in the demo registry.
+struct Person {
+    label: &'static str,
+    recipient: &'static str,
+}
+
+const RESIDENT: Person = Person {
+    label: "Anna Jansen, resident",
+    recipient: "bsn:999999990",
+};
+const ABROAD: Person = Person {
+    label: "Jonas Müller, cross-border worker (German eID, no BSN)",
+    recipient: "eidas:DE/NL/DE-4711-0815",
+};
+const CLIENT: Person = Person {
+    label: "Piet de Vries, client of an administrator (not yet digital)",
+    recipient: "bsn:111222333",
+};
+const NO_INBOX: Person = Person {
+    label: "Fatima el Amrani, no digital inbox",
+    recipient: "bsn:123456782",
+};
+
+/// Runs the demo. `dir`: where to build the federation (a temp dir if none).
+/// `serve`: keep running after the letters and print the addresses.
+pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    let fed_dir = root.join("federation");
+    if fed_dir.exists() {
+        bail!("{} already exists: give an empty --dir", fed_dir.display());
+    }
+    println!(
+        "Estafette demo: a federation on loopback in {}\n",
+        root.display()
+    );
+
+    // 1. The PKI: root, two agencies, gateway, relays, identity providers.
+    let mut fed = Federation::init(&fed_dir, "Demo", true)?;
+    let tax: Oin = TAX.parse()?;
+    let town: Oin = TOWN.parse()?;
+    fed.issue_agency(
+        &tax,
+        "Belastingdienst",
+        vec![estafette_spec::Sector::Financial],
+    )?;
+    fed.issue_agency(&town, "Gemeente Voorbeeld", vec![])?;
+    let (gw_id, relay_id, home_id): (NodeId, NodeId, NodeId) = (
+        "gateway.demo".parse()?,
+        "relay.demo".parse()?,
+        "home.demo".parse()?,
+    );
+    let (gw_quic, relay_quic, home_quic, https) =
+        (free_udp()?, free_udp()?, free_udp()?, free_tcp()?);
+    fed.issue_gateway(&gw_id, &gw_quic.to_string())?;
+    fed.issue_node(&relay_id, &relay_quic.to_string(), NodeKind::Transit)?;
+    fed.issue_node(&home_id, &home_quic.to_string(), NodeKind::Home)?;
+    fed.set_route(&gw_id, &home_id, Some(&relay_id))?;
+    fed.issue_identity_provider(
+        &"idp.nl.demo".parse()?,
+        estafette_spec::CountryCode::NL,
+        estafette_spec::LevelOfAssurance::High,
+    )?;
+    fed.issue_identity_provider(
+        &"eid.de.demo".parse()?,
+        "DE".parse()?,
+        estafette_spec::LevelOfAssurance::Substantial,
+    )?;
+    println!("1. PKI: root CA, agencies {TAX} (Belastingdienst) and {TOWN} (Gemeente Voorbeeld),");
+    println!(
+        "   gateway {gw_id}, transit relay {relay_id}, home relay {home_id}, identity providers for NL and DE"
+    );
+
+    // 2. The nodes.
+    let relay = Node::start(node_config(&fed, &relay_id, relay_quic, false)).await?;
+    let home = Node::start(node_config(&fed, &home_id, home_quic, true)).await?;
+    let gateway = RunningGateway::start(GatewayConfig {
+        https_listen: https,
+        envelope: EnvelopeSettings::default(),
+        node: node_config(&fed, &gw_id, gw_quic, false),
+    })
+    .await?;
+    println!(
+        "2. Running: agency API https://{} (mutual TLS), gateway QUIC {gw_quic}, relay {relay_quic}, home {home_quic}",
+        gateway.https_addr
+    );
+
+    // 3. The registry.
+    let trust = fed.trust_list(estafette_pki::now())?;
+    let people = serde_json::json!([
+        { "recipient": RESIDENT.recipient, "home_node": "home.demo", "active": true, "digital_senders": [TAX, TOWN], "language": "nl" },
+        { "recipient": ABROAD.recipient, "home_node": "home.demo", "active": true, "digital_senders": [TAX], "language": "de",
+          "postal_address": { "lines": ["Jonas Müller", "Hauptstraße 5", "10115 Berlin"], "country": "DE" } },
+        { "recipient": CLIENT.recipient, "home_node": "home.demo", "active": false, "language": "nl",
+          "postal_address": { "lines": ["P. de Vries", "Dorpsstraat 1", "1234 AB Voorbeeld"], "country": "NL" } },
+        { "recipient": NO_INBOX.recipient, "language": "nl",
+          "postal_address": { "lines": ["F. el Amrani", "Kerkweg 12", "5678 CD Voorbeeld"], "country": "NL" } }
+    ]);
+    let records = registry::parse_import(&people.to_string(), &trust)?;
+    gateway
+        .gateway
+        .node
+        .store()
+        .write(registry::import_op(records))
+        .await?;
+    println!(
+        "3. Registry: {}; {}; {}; {}",
+        RESIDENT.label, ABROAD.label, CLIENT.label, NO_INBOX.label
+    );
+
+    // 4. Letters over HTTPS with each agency's client certificate.
+    let root_cert = tls::load_certs(&fed.root_cert_path())?.remove(0);
+    let client_for = |oin: &Oin| -> Result<AgencyClient> {
+        let d = fed.agency_dir(oin);
+        Ok(AgencyClient::new(
+            gateway.https_addr,
+            gw_id.as_str(),
+            &root_cert,
+            tls::load_certs(&d.join("tls.crt.pem"))?,
+            tls::load_private_key(&d.join("tls.key.pem"))?,
+        )?)
+    };
+    let letters: [(&Oin, &Person, &str, Nature, &str); 5] = [
+        (
+            &tax,
+            &RESIDENT,
+            "Voorlopige aanslag 2027",
+            Nature::Decision,
+            "Betaal € 412 voor 1 maart 2027.",
+        ),
+        (
+            &tax,
+            &ABROAD,
+            "Steuerbescheid 2026 (Niederlande)",
+            Nature::Decision,
+            "Zahlen Sie € 95 bis zum 1. März 2027.",
+        ),
+        (
+            &town,
+            &RESIDENT,
+            "Uw paspoort is klaar",
+            Nature::Information,
+            "Haal uw paspoort op bij het gemeentehuis.",
+        ),
+        (
+            &tax,
+            &CLIENT,
+            "Herinnering: aangifte 2026",
+            Nature::Reminder,
+            "Doe aangifte voor 1 mei 2027.",
+        ),
+        (
+            &town,
+            &NO_INBOX,
+            "Afvalkalender 2027",
+            Nature::Information,
+            "Geen actie nodig.",
+        ),
+    ];
+    println!(
+        "\n4. Letters, each sealed by its agency and submitted with the agency's client certificate:\n"
+    );
+    let mut sent = Vec::new();
+    for (oin, person, subject, nature, action) in letters {
+        let seal = keys::read_ed25519(&fed.agency_dir(oin).join("seal.key.pem"))?;
+        let letter = Letter {
+            message_id: MessageId::random(&mut OsRng),
+            sender: oin.clone(),
+            recipient: person.recipient.parse()?,
+            created_at: estafette_pki::now(),
+            subject: subject.into(),
+            body: format!("{subject}\n\nDit is een voorbeeldbrief van de Estafette-demo."),
+            attachments: vec![],
+            nature,
+            legal_effect: nature == Nature::Decision,
+            expected_action: action.into(),
+            response_deadline: (nature != Nature::Information)
+                .then(|| estafette_pki::now().plus_s(60 * 86_400)),
+            language: "nl".into(),
+            sender_reference: format!("DEMO-{}", sent.len() + 1),
+        };
+        let signed = SignedMessage::sign(&letter, &seal)?;
+        let summary = client_for(oin)?.submit_summary(signed).await?;
+        let why = summary
+            .reason
+            .as_deref()
+            .map(|r| format!(" (reason: {r})"))
+            .unwrap_or_default();
+        println!(
+            "   {} → {}: \"{subject}\" — channel {}{why}",
+            trust.agency(oin).map(|a| a.name.as_str()).unwrap_or("?"),
+            person.label,
+            summary.channel
+        );
+        sent.push((
+            oin.clone(),
+            person,
+            subject,
+            letter.message_id,
+            summary.channel == "digital",
+        ));
+    }
+
+    // 5. Evidence timelines, fetched over HTTPS and verified offline.
+    println!(
+        "\n5. Evidence per letter, fetched by the sending agency and verified against the trust list:\n"
+    );
+    let mut all_verified = true;
+    for (oin, person, subject, message, digital) in &sent {
+        let client = client_for(oin)?;
+        let want = if *digital {
+            EvidenceEvent::ContentConsignment
+        } else {
+            EvidenceEvent::PaperFallback
+        };
+        let started = Instant::now();
+        let chain = loop {
+            let chain = client.evidence(message).await?;
+            let done = chain
+                .iter()
+                .filter_map(|b| estafette_spec::Evidence::verify(b, &trust).ok())
+                .any(|v| v.record.event == want);
+            if done {
+                break chain;
+            }
+            if started.elapsed() > EVIDENCE_WAIT {
+                bail!("no {want:?} evidence for {message} within {EVIDENCE_WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (lines, ok) = timeline(&chain, &trust);
+        all_verified &= ok;
+        println!("   \"{subject}\" to {} ({message})", person.label);
+        for line in lines {
+            println!("     {line}");
+        }
+        println!();
+    }
+    let inbox_count = home.store().inbox_all()?.len();
+    let paper = gateway.gateway.paper_queue()?.len();
+    println!(
+        "In the home relay's inboxes: {inbox_count} letters. In the paper queue: {paper} letters."
+    );
+    if !all_verified {
+        bail!("some evidence did not verify");
+    }
+    println!("Every signature verified against the trust list.");
+
+    if serve {
+        println!("\nServing (Ctrl-C to stop):");
+        println!(
+            "  agency API:   https://{} (server name {gw_id})",
+            gateway.https_addr
+        );
+        println!("  federation:   {}", fed_dir.display());
+        println!(
+            "  try:          curl --cacert {} --cert {} --key {} https://{gw_id}:{}/v1/recipients/bsn:999999990/reachability --resolve {gw_id}:{}:127.0.0.1",
+            fed.root_cert_path().display(),
+            fed.agency_dir(&tax).join("tls.crt.pem").display(),
+            fed.agency_dir(&tax).join("tls.key.pem").display(),
+            gateway.https_addr.port(),
+            gateway.https_addr.port()
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    }
+    gateway.shutdown().await;
+    relay.shutdown().await;
+    home.shutdown().await;
+    drop(tmp);
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `estafette-gateway`: the federation's front door for agencies.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use estafette_gateway::config::{EXAMPLE, GatewayConfig};
+use estafette_gateway::{RunningGateway, registry};
+
+/// The Estafette gateway: agencies submit signed letters over HTTPS with
+/// their client certificates; the gateway routes them to citizens' inboxes
+/// through the relay nodes, or to paper, and keeps the evidence.
+///
+///   estafette-gateway demo                                 a whole federation on loopback, letters, evidence
+///   estafette-gateway init > gateway.toml                  a commented example config
+///   estafette-gateway run --config gateway.toml            run the gateway
+///   estafette-gateway registry import --config gateway.toml --file people.json
+#[derive(Parser)]
+#[command(name = "estafette-gateway", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a fresh test federation, start a gateway and two relays on
+    /// loopback, send letters from two agencies, print each letter's evidence.
+    Demo {
+        /// Build the federation here (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep running afterwards and print the addresses.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// Print a commented example configuration (or write it with --output).
+    Init {
+        /// Write to this file; an existing file is never replaced.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Run the gateway. SIGTERM stops it after the commits in flight.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The registry of people, inboxes and consent.
+    Registry {
+        #[command(subcommand)]
+        what: RegistryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Import people from a JSON file (for tests and demos): an array of
+    /// {recipient, home_node, inbox_id, active, digital_senders, postal_address, language}.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("estafette-gateway: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn init_logging(json: bool, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { dir, serve } => {
+            init_logging(false, "warn");
+            runtime()?.block_on(estafette_gateway::demo::run(dir, serve))
+        }
+        Command::Init { output } => match output {
+            None => {
+                print!("{EXAMPLE}");
+                Ok(())
+            }
+            Some(path) => {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                file.write_all(EXAMPLE.as_bytes())?;
+                println!("wrote {}", path.display());
+                Ok(())
+            }
+        },
+        Command::Run { config } => {
+            let config = GatewayConfig::load(&config)?;
+            init_logging(config.node.log_json, "info");
+            runtime()?.block_on(async move {
+                let gateway = RunningGateway::start(config).await?;
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
+                }
+                gateway.shutdown().await;
+                Ok(())
+            })
+        }
+        Command::Registry {
+            what: RegistryCommand::Import { config, file },
+        } => {
+            let config = GatewayConfig::load(&config)?;
+            let json = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            runtime()?.block_on(async move {
+                let p = &config.node.pki;
+                let root = estafette_pki::tls::load_certs(&p.root_cert)?.remove(0);
+                let root_key = estafette_pki::tls::ed25519_public_key(&root)?;
+                let trust = estafette_spec::TrustList::verify(
+                    &std::fs::read(&p.trust_list)?,
+                    &ed25519_dalek::VerifyingKey::from_bytes(&root_key)?,
+                    estafette_pki::now(),
+                )?;
+                let people = registry::parse_import(&json, &trust)?;
+                let count = people.len();
+                let metrics = std::sync::Arc::new(estafette_relay::metrics::Metrics::new());
+                let store = estafette_relay::Store::open(
+                    &config.node.db_path(),
+                    true,
+                    u64::MAX,
+                    1,
+                    metrics,
+                )
+                .with_context(|| "opening the gateway's database (stop the gateway first)")?;
+                store.write(registry::import_op(people)).await?;
+                println!("imported {count} people");
+                Ok(())
+            })
+        }
+    }
+}
