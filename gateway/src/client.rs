@@ -94,9 +94,9 @@ impl AgencyClient {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        // The connection's own error (a TLS alert from the gateway, say)
+        // explains a failed request better than the request's error does.
+        let connection = tokio::spawn(connection);
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -108,10 +108,26 @@ impl AgencyClient {
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let response = match sender.send_request(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                let cause =
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), connection).await
+                    {
+                        Ok(Ok(Err(conn_error))) => {
+                            let mut text = conn_error.to_string();
+                            let mut source = std::error::Error::source(&conn_error);
+                            while let Some(s) = source {
+                                text = format!("{text}: {s}");
+                                source = s.source();
+                            }
+                            text
+                        }
+                        _ => e.to_string(),
+                    };
+                return Err(ClientError::Http(cause));
+            }
+        };
         let status = response.status();
         let content_type = response
             .headers()
