@@ -79,9 +79,14 @@ pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
 /// A new random Ed25519 key, written to `path` as PKCS#8 PEM.
 pub fn new_ed25519(path: &Path) -> Result<SigningKey, PkiError> {
     let key = SigningKey::generate(&mut OsRng);
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| PkiError::Key(format!("encoding Ed25519 key: {e}")))?;
+    // PKCS#8 v1 (RFC 8410, no public key inside): what OpenSSL 3.0, and so
+    // curl, reads; v2 with the public key it refuses.
+    let pem = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| PkiError::Key(format!("encoding Ed25519 key: {e}")))?;
     write_secret(path, pem.as_bytes())?;
     Ok(key)
 }

@@ -67,6 +67,18 @@ enum Command {
         #[arg(long, default_value = "nl")]
         language: String,
     },
+    /// Seal a letter into a file without sending it (to submit with curl, say).
+    Seal {
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        body_file: PathBuf,
+        /// Where to write the SignedMessage (COSE) bytes.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Fetch a message's evidence, verify every signature offline, print a timeline.
     Evidence {
         /// The message id (msg-…).
@@ -87,6 +99,35 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<bool> {
     let dir = cli.agency_dir.context("--agency-dir is needed")?;
+    if let Command::Seal {
+        to,
+        subject,
+        body_file,
+        output,
+    } = &cli.command
+    {
+        let certs = tls::load_certs(&dir.join("tls.crt.pem"))?;
+        let letter = Letter {
+            message_id: MessageId::random(&mut OsRng),
+            sender: tls::agency_oin(&certs[0])?,
+            recipient: to.parse()?,
+            created_at: estafette_pki::now(),
+            subject: subject.clone(),
+            body: std::fs::read_to_string(body_file)
+                .with_context(|| format!("reading {}", body_file.display()))?,
+            attachments: vec![],
+            nature: Nature::Information,
+            legal_effect: false,
+            expected_action: "No action needed.".into(),
+            response_deadline: None,
+            language: "nl".into(),
+            sender_reference: "-".into(),
+        };
+        let signed = SignedMessage::sign(&letter, &keys::read_ed25519(&dir.join("seal.key.pem"))?)?;
+        std::fs::write(output, signed).with_context(|| format!("writing {}", output.display()))?;
+        println!("{}", letter.message_id);
+        return Ok(true);
+    }
     let gateway = cli.gateway.context("--gateway is needed")?;
     let root_path = cli.root_cert.context("--root-cert is needed")?;
     let root = tls::load_certs(&root_path)?.remove(0);
@@ -167,6 +208,7 @@ fn run(cli: Cli) -> Result<bool> {
             );
             Ok(true)
         }
+        Command::Seal { .. } => Ok(true),
         Command::Evidence { message_id } => {
             let trust_path = cli
                 .trust_list
