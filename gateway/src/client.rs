@@ -41,6 +41,95 @@ pub struct AgencyClient {
     tls: Arc<rustls::ClientConfig>,
 }
 
+/// An error with all its sources, for messages that name the real cause.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// One kept-alive connection to the gateway.
+pub struct AgencyConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    connection: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    host: String,
+}
+
+impl AgencyConnection {
+    /// Sends one request and reads the whole answer.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, ClientError> {
+        if let Err(e) = self.sender.ready().await {
+            return Err(self.cause(e).await);
+        }
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.host.as_str())
+            .header(header::ACCEPT, accept);
+        if let Some(ct) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let response = match self.sender.send_request(request).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.cause(e).await),
+        };
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes()
+            .to_vec();
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// The real cause of a failed request: the connection's own error (a
+    /// TLS alert from the gateway, say) when it has one.
+    async fn cause(&mut self, e: hyper::Error) -> ClientError {
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.connection).await;
+        ClientError::Http(match waited {
+            Ok(Ok(Err(conn_error))) => error_chain(&conn_error),
+            _ => e.to_string(),
+        })
+    }
+
+    /// Submits a SignedMessage; gives the signed SubmissionAcceptance.
+    pub async fn submit(&mut self, signed: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let answer = self
+            .request(Method::POST, "/v1/messages", Some(COSE), COSE, signed)
+            .await?;
+        if answer.status != StatusCode::ACCEPTED {
+            return Err(AgencyClient::refused(&answer));
+        }
+        Ok(answer.body)
+    }
+}
+
 /// An answer of the API.
 pub struct Answer {
     pub status: StatusCode,
@@ -75,7 +164,29 @@ impl AgencyClient {
         })
     }
 
-    /// Sends one request and reads the whole answer.
+    /// Opens a kept-alive HTTP/1.1 connection for many requests.
+    pub async fn connect(&self) -> Result<AgencyConnection, ClientError> {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        // The connection's own error (a TLS alert from the gateway, say)
+        // explains a failed request better than the request's error does.
+        let connection = tokio::spawn(connection);
+        Ok(AgencyConnection {
+            sender,
+            connection,
+            host: self.server_name.to_str().into_owned(),
+        })
+    }
+
+    /// Sends one request on a new connection and reads the whole answer.
     pub async fn request(
         &self,
         method: Method,
@@ -84,68 +195,10 @@ impl AgencyClient {
         accept: &str,
         body: Vec<u8>,
     ) -> Result<Answer, ClientError> {
-        let tcp = tokio::net::TcpStream::connect(self.addr)
+        self.connect()
+            .await?
+            .request(method, path, content_type, accept, body)
             .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        // The connection's own error (a TLS alert from the gateway, say)
-        // explains a failed request better than the request's error does.
-        let connection = tokio::spawn(connection);
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, self.server_name.to_str().as_ref())
-            .header(header::ACCEPT, accept);
-        if let Some(ct) = content_type {
-            builder = builder.header(header::CONTENT_TYPE, ct);
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let response = match sender.send_request(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                let cause =
-                    match tokio::time::timeout(std::time::Duration::from_secs(5), connection).await
-                    {
-                        Ok(Ok(Err(conn_error))) => {
-                            let mut text = conn_error.to_string();
-                            let mut source = std::error::Error::source(&conn_error);
-                            while let Some(s) = source {
-                                text = format!("{text}: {s}");
-                                source = s.source();
-                            }
-                            text
-                        }
-                        _ => e.to_string(),
-                    };
-                return Err(ClientError::Http(cause));
-            }
-        };
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes()
-            .to_vec();
-        Ok(Answer {
-            status,
-            content_type,
-            body,
-        })
     }
 
     fn refused(answer: &Answer) -> ClientError {

@@ -93,7 +93,20 @@ pub struct Node {
     in_flight: tokio::sync::RwLock<()>,
     stopping: AtomicBool,
     stopped: Notify,
+    /// Evidence stored here (gateway role), for in-process observers.
+    evidence_stored: tokio::sync::broadcast::Sender<StoredEvidence>,
 }
+
+/// Evidence the gateway role has just stored durably.
+#[derive(Debug, Clone)]
+pub struct StoredEvidence {
+    pub message_id: Option<estafette_spec::MessageId>,
+    pub event: EvidenceEvent,
+    pub issuer: NodeId,
+}
+
+/// How many notes an observer may fall behind before it misses some.
+pub const EVIDENCE_NOTES_CAPACITY: usize = 65_536;
 
 impl Node {
     /// Loads keys and the trust list, opens the store, binds the endpoint and
@@ -167,6 +180,7 @@ impl Node {
             in_flight: tokio::sync::RwLock::new(()),
             stopping: AtomicBool::new(false),
             stopped: Notify::new(),
+            evidence_stored: tokio::sync::broadcast::channel(EVIDENCE_NOTES_CAPACITY).0,
             config,
         });
         // Everything already on disk is due now.
@@ -210,6 +224,11 @@ impl Node {
 
     pub fn is_gateway(&self) -> bool {
         self.is_gateway
+    }
+
+    /// Notes of evidence stored by this node (gateway role) from now on.
+    pub fn subscribe_evidence(&self) -> tokio::sync::broadcast::Receiver<StoredEvidence> {
+        self.evidence_stored.subscribe()
     }
 
     /// The key that signs this node's evidence (and, on the gateway, envelopes).
@@ -543,13 +562,21 @@ impl Node {
             );
         }
         let mut keep = Vec::with_capacity(list.len());
+        let mut notes = Vec::with_capacity(list.len());
         for bytes in list {
             match Evidence::verify(&bytes, receiver.trust) {
-                Ok(v) => keep.push(NewEvidence {
-                    evidence_id: v.record.evidence_id,
-                    message_id: v.record.message_id,
-                    bytes: bytes.into_vec(),
-                }),
+                Ok(v) => {
+                    notes.push(StoredEvidence {
+                        message_id: v.record.message_id,
+                        event: v.record.event,
+                        issuer: v.record.issuer.clone(),
+                    });
+                    keep.push(NewEvidence {
+                        evidence_id: v.record.evidence_id,
+                        message_id: v.record.message_id,
+                        bytes: bytes.into_vec(),
+                    })
+                }
                 // Evidence that does not verify is worth nothing; the sender
                 // must not retry it forever either.
                 Err(e) => {
@@ -561,6 +588,10 @@ impl Node {
         match self.store.write(Op::StoreEvidence { evidence: keep }).await {
             Ok(_) => {
                 self.metrics.evidence_stored.inc_by(u64::from(count));
+                for note in notes {
+                    // No observer is fine.
+                    let _ = self.evidence_stored.send(note);
+                }
                 Response::EvidenceStored(count)
             }
             Err(e) => {
