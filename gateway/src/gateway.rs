@@ -262,7 +262,7 @@ impl Gateway {
                     expires_at: now.plus_s(self.envelope.lifetime_s),
                 };
                 let envelope = Envelope::seal(
-                    header,
+                    header.clone(),
                     bytes,
                     &home_key,
                     self.node.signing_key(),
@@ -284,8 +284,9 @@ impl Gateway {
                 });
                 let outcome = self
                     .node
-                    .submit_with(
+                    .submit_sealed(
                         envelope,
+                        header,
                         Some(Digest::of(&acceptance)),
                         Some(acceptance_evidence),
                         Some(extra),

@@ -36,6 +36,23 @@ pub struct PersonRecord {
     pub postal_address: Option<PostalAddress>,
     /// Preferred language of notifications and paper letters (BCP 47).
     pub language: String,
+    /// Where notifications go (filled by the holder in later issues).
+    #[serde(default)]
+    pub contact_channels: Vec<ContactChannel>,
+    /// People or organisations acting for this person (mandates come later).
+    #[serde(default)]
+    pub representatives: Vec<String>,
+}
+
+/// A notification channel of a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactChannel {
+    /// `email` for now; SMS and app push later.
+    pub kind: String,
+    pub address: String,
+    /// Only a verified channel counts for digital delivery.
+    pub verified: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +137,8 @@ pub struct ImportedPerson {
     pub postal_address: Option<PostalAddress>,
     #[serde(default = "default_language")]
     pub language: String,
+    #[serde(default)]
+    pub contact_channels: Vec<ContactChannel>,
 }
 
 fn default_language() -> String {
@@ -180,6 +199,8 @@ pub fn parse_import(
                 digital_senders: p.digital_senders,
                 postal_address: p.postal_address,
                 language: p.language,
+                contact_channels: p.contact_channels,
+                representatives: vec![],
             },
         ));
     }
@@ -217,6 +238,8 @@ mod tests {
             digital_senders: senders,
             postal_address: None,
             language: "nl".into(),
+            contact_channels: vec![],
+            representatives: vec![],
         }
     }
 

@@ -494,6 +494,10 @@ impl Node {
             Placement::Queue(q) => Some(q.destination.clone()),
             Placement::Inbox { .. } => None,
         };
+        // An offer straight from the gateway: the gateway keeps our
+        // acceptance from the answer (and offers again until it has it), so
+        // it need not also travel through the outbox.
+        let from_gateway = receiver.trust.gateway().is_some_and(|g| &g.id == peer);
         let outcome = self
             .store
             .write(Op::Accept {
@@ -502,6 +506,7 @@ impl Node {
                 placement,
                 now,
                 extra: None,
+                send_evidence: !from_gateway,
             })
             .await;
         match outcome {
@@ -521,7 +526,9 @@ impl Node {
                         self.metrics.delivered.inc();
                     }
                 }
-                self.notify_outbox(record.evidence_id);
+                if !from_gateway {
+                    self.notify_outbox(record.evidence_id);
+                }
                 Response::Accepted(serde_bytes::ByteBuf::from(bytes))
             }
             Ok(Outcome::Duplicate { evidence }) => {
@@ -627,11 +634,24 @@ impl Node {
         evidence: Option<NewEvidence>,
         extra: Option<crate::store::Extra>,
     ) -> Result<Outcome, NodeError> {
+        let verified = Envelope::verify(&envelope, &self.trust(), estafette_pki::now())
+            .map_err(|e| NodeError::Envelope(e.to_string()))?;
+        self.submit_sealed(envelope, verified.content.header, previous, evidence, extra)
+            .await
+    }
+
+    /// As [`Self::submit_with`] for an envelope this node has just sealed and
+    /// signed itself: its header is known, so it is not verified again.
+    pub async fn submit_sealed(
+        &self,
+        envelope: Vec<u8>,
+        header: estafette_spec::RoutingHeader,
+        previous: Option<Digest>,
+        evidence: Option<NewEvidence>,
+        extra: Option<crate::store::Extra>,
+    ) -> Result<Outcome, NodeError> {
         let trust = self.trust();
         let now = estafette_pki::now();
-        let verified = Envelope::verify(&envelope, &trust, now)
-            .map_err(|e| NodeError::Envelope(e.to_string()))?;
-        let header = verified.content.header;
         let next_hop = trust
             .next_hop(&self.id, &header.home_node)
             .ok_or_else(|| NodeError::Envelope(format!("no route to {}", header.home_node)))?
@@ -655,6 +675,7 @@ impl Node {
                 }),
                 now,
                 extra,
+                send_evidence: true,
             })
             .await?;
         match outcome {
@@ -781,23 +802,21 @@ impl Node {
             Ok(Response::Accepted(evidence)) => {
                 match check_answer(&trust, &dest, &evidence, envelope_digest) {
                     Ok(record_back) => {
-                        if self.is_gateway {
-                            let keep = NewEvidence {
-                                evidence_id: record_back.evidence_id,
-                                message_id: record_back.message_id,
-                                bytes: evidence.into_vec(),
-                            };
-                            if let Err(e) = self
-                                .store
-                                .write(Op::StoreEvidence {
-                                    evidence: vec![keep],
-                                })
-                                .await
-                            {
-                                tracing::error!(error = %e, "storing evidence failed");
-                            }
-                        }
-                        match self.store.write(Op::Forwarded { envelope_id: id }).await {
+                        // The gateway keeps the next node's acceptance with
+                        // the forward, in one transaction.
+                        let evidence = self.is_gateway.then(|| NewEvidence {
+                            evidence_id: record_back.evidence_id,
+                            message_id: record_back.message_id,
+                            bytes: evidence.into_vec(),
+                        });
+                        match self
+                            .store
+                            .write(Op::Forwarded {
+                                envelope_id: id,
+                                evidence,
+                            })
+                            .await
+                        {
                             Ok(_) => {
                                 self.metrics.forwarded.inc();
                                 self.metrics

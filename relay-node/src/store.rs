@@ -153,11 +153,17 @@ pub enum Op {
         placement: Placement,
         now: Timestamp,
         extra: Option<Extra>,
+        /// Keep the evidence for the gateway (outbox) as well as in the dedup index.
+        send_evidence: bool,
     },
     /// Any writes of the caller's, in one transaction with the batch.
     Apply(Extra),
-    /// The next hop accepted it: off the queue.
-    Forwarded { envelope_id: EnvelopeId },
+    /// The next hop accepted it: off the queue; the gateway also keeps the
+    /// next hop's acceptance.
+    Forwarded {
+        envelope_id: EnvelopeId,
+        evidence: Option<NewEvidence>,
+    },
     /// Try again later.
     Reschedule {
         envelope_id: EnvelopeId,
@@ -635,8 +641,15 @@ impl Tables<'_> {
                 placement,
                 now,
                 extra,
+                send_evidence,
             } => {
-                let outcome = self.accept(&envelope_id, evidence.as_ref(), &placement, now)?;
+                let outcome = self.accept(
+                    &envelope_id,
+                    evidence.as_ref(),
+                    &placement,
+                    now,
+                    send_evidence,
+                )?;
                 if outcome == Outcome::Stored
                     && let Some(extra) = extra
                 {
@@ -654,6 +667,7 @@ impl Tables<'_> {
         evidence: Option<&NewEvidence>,
         placement: &Placement,
         now: Timestamp,
+        send_evidence: bool,
     ) -> Result<Outcome, StoreError> {
         if let Some(v) = self.dedup.get(envelope_id.as_bytes())? {
             let known: DedupRecord = decode(v.value())?;
@@ -686,7 +700,9 @@ impl Tables<'_> {
         };
         self.dedup
             .insert(envelope_id.as_bytes(), encode(&dedup).as_slice())?;
-        if let Some(evidence) = evidence {
+        if let Some(evidence) = evidence
+            && send_evidence
+        {
             self.emit(evidence)?;
         }
         Ok(Outcome::Stored)
@@ -695,9 +711,15 @@ impl Tables<'_> {
     fn apply_ref(&mut self, op: &Op) -> Result<Outcome, StoreError> {
         match op {
             Op::Apply(_) | Op::Accept { .. } => Ok(Outcome::Done),
-            Op::Forwarded { envelope_id } => {
+            Op::Forwarded {
+                envelope_id,
+                evidence,
+            } => {
                 if self.remove_queued(envelope_id)? {
                     self.set_state(envelope_id, EnvelopeState::Forwarded)?;
+                    if let Some(evidence) = evidence {
+                        self.emit(evidence)?;
+                    }
                 }
                 Ok(Outcome::Done)
             }

@@ -1,0 +1,264 @@
+//! `estafette-gateway-load`: letters per second through the whole path.
+//!
+//! Builds a throwaway federation, starts a transit relay and a home relay as
+//! real `estafette-relay` processes (the binary next to this one) and the
+//! gateway in this process, then has many agency connections (mutual TLS,
+//! HTTP/1.1 kept alive) submit sealed letters. Prints letters/s accepted,
+//! letters/s delivered end to end (ContentConsignment back at the gateway),
+//! and the time from submission to ContentConsignment. fsync at every hop.
+//!
+//!     cargo build --release -p estafette-relay -p estafette-gateway
+//!     target/release/estafette-gateway-load
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use estafette_gateway::client::AgencyClient;
+use estafette_gateway::config::GatewayConfig;
+use estafette_gateway::{RunningGateway, registry};
+use estafette_pki::{NodeKind, keys, tls};
+use estafette_relay::testkit::{AGENCY, RelayProcess, TestFederation};
+use estafette_spec::{Bsn, EvidenceEvent, Letter, MessageId, Nature, SignedMessage};
+use rand_core::OsRng;
+use tokio::sync::Mutex;
+
+/// Measure letters/s accepted and delivered end to end.
+#[derive(Parser)]
+#[command(name = "estafette-gateway-load", version)]
+struct Args {
+    /// Letters to send.
+    #[arg(long, default_value_t = 20_000)]
+    letters: usize,
+    /// Concurrent agency connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Size of each letter's body, in bytes.
+    #[arg(long, default_value_t = 2048)]
+    body_bytes: usize,
+    /// Distinct recipients (each with an active inbox and consent).
+    #[arg(long, default_value_t = 1000)]
+    recipients: usize,
+    /// Longest wait for the last delivery.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+fn valid_bsns(n: usize) -> Vec<Bsn> {
+    (100_000_000u32..)
+        .filter_map(|i| i.to_string().parse::<Bsn>().ok())
+        .take(n)
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let relay_binary = std::env::current_exe()?
+        .parent()
+        .context("no directory")?
+        .join("estafette-relay");
+    if !relay_binary.exists() {
+        bail!(
+            "{} not found: cargo build --release -p estafette-relay",
+            relay_binary.display()
+        );
+    }
+    let fed = TestFederation::new(
+        &[
+            ("load-relay.test", NodeKind::Transit),
+            ("load-home.test", NodeKind::Home),
+        ],
+        &["load-relay.test", "load-home.test"],
+    );
+    let mut relay = RelayProcess::start(&relay_binary, fed.relay("load-relay.test"));
+    let mut home = RelayProcess::start(&relay_binary, fed.relay("load-home.test"));
+    let gateway = RunningGateway::start(GatewayConfig {
+        https_listen: "127.0.0.1:0".parse()?,
+        envelope: Default::default(),
+        node: fed.gateway.config.clone(),
+    })
+    .await?;
+
+    // Recipients, all digital for the agency.
+    let bsns = valid_bsns(args.recipients);
+    let people: Vec<serde_json::Value> = bsns
+        .iter()
+        .map(|b| serde_json::json!({ "recipient": format!("bsn:{b}"), "home_node": "load-home.test", "active": true, "digital_senders": [AGENCY] }))
+        .collect();
+    let records =
+        registry::parse_import(&serde_json::Value::Array(people).to_string(), &fed.trust())?;
+    gateway
+        .gateway
+        .node
+        .store()
+        .write(registry::import_op(records))
+        .await?;
+
+    println!(
+        "sealing {} letters with {}-byte bodies for {} recipients ...",
+        args.letters, args.body_bytes, args.recipients
+    );
+    let seal = keys::read_ed25519(&fed.fed.agency_dir(&AGENCY.parse()?).join("seal.key.pem"))?;
+    let body = "x".repeat(args.body_bytes);
+    let mut letters = Vec::with_capacity(args.letters);
+    for i in 0..args.letters {
+        let letter = Letter {
+            message_id: MessageId::random(&mut OsRng),
+            sender: AGENCY.parse()?,
+            recipient: estafette_spec::Recipient::Bsn(bsns[i % bsns.len()]),
+            created_at: estafette_pki::now(),
+            subject: "Load test letter".into(),
+            body: body.clone(),
+            attachments: vec![],
+            nature: Nature::Information,
+            legal_effect: false,
+            expected_action: "No action needed.".into(),
+            response_deadline: None,
+            language: "nl".into(),
+            sender_reference: format!("L-{i}"),
+        };
+        letters.push((letter.message_id, SignedMessage::sign(&letter, &seal)?));
+    }
+    let letter_bytes = letters.first().map(|(_, b)| b.len()).unwrap_or(0);
+
+    let dir = fed.fed.agency_dir(&AGENCY.parse()?);
+    let client = Arc::new(AgencyClient::new(
+        gateway.https_addr,
+        "gateway.test",
+        &tls::load_certs(&fed.fed.root_cert_path())?.remove(0),
+        tls::load_certs(&dir.join("tls.crt.pem"))?,
+        tls::load_private_key(&dir.join("tls.key.pem"))?,
+    )?);
+
+    // Watch deliveries come back as ContentConsignment evidence.
+    let sent_at: Arc<Mutex<HashMap<MessageId, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(args.letters)));
+    let mut notes = gateway.gateway.node.subscribe_evidence();
+    let total = args.letters;
+    let watcher = tokio::spawn(async move {
+        let mut delivered: HashMap<MessageId, Instant> = HashMap::with_capacity(total);
+        while delivered.len() < total {
+            match notes.recv().await {
+                Ok(note) if note.event == EvidenceEvent::ContentConsignment => {
+                    if let Some(m) = note.message_id {
+                        delivered.entry(m).or_insert_with(Instant::now);
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("watcher lagged by {n} notes")
+                }
+                Err(_) => break,
+            }
+        }
+        delivered
+    });
+
+    let letters = Arc::new(letters);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.connections {
+        let (client, letters, next, sent_at) = (
+            client.clone(),
+            letters.clone(),
+            next.clone(),
+            sent_at.clone(),
+        );
+        workers.spawn(async move {
+            let mut connection = client.connect().await?;
+            let mut accepted = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((id, bytes)) = letters.get(i) else {
+                    break;
+                };
+                sent_at.lock().await.insert(*id, Instant::now());
+                connection.submit(bytes.clone()).await?;
+                accepted += 1;
+            }
+            anyhow::Ok(accepted)
+        });
+    }
+    let mut accepted = 0;
+    while let Some(done) = workers.join_next().await {
+        accepted += done??;
+    }
+    let accept_time = started.elapsed();
+    let delivered = tokio::time::timeout(Duration::from_secs(args.timeout_s), watcher)
+        .await
+        .context("not every letter was delivered in time")??;
+    let deliver_time = started.elapsed();
+
+    let sent_at = sent_at.lock().await;
+    let mut latencies: Vec<Duration> = delivered
+        .iter()
+        .filter_map(|(m, at)| sent_at.get(m).map(|s| at.saturating_duration_since(*s)))
+        .collect();
+    latencies.sort();
+    println!("gateway + transit relay + home relay on one machine, fsync at every hop");
+    println!(
+        "{accepted} letters of {letter_bytes} bytes (body {} bytes) from {} agency connections",
+        args.body_bytes, args.connections
+    );
+    println!(
+        "accepted:  {:.0} letters/s ({accepted} in {:.2} s)",
+        accepted as f64 / accept_time.as_secs_f64(),
+        accept_time.as_secs_f64()
+    );
+    println!(
+        "delivered: {:.0} letters/s end to end ({} in {:.2} s)",
+        delivered.len() as f64 / deliver_time.as_secs_f64(),
+        delivered.len(),
+        deliver_time.as_secs_f64()
+    );
+    println!(
+        "submission → ContentConsignment: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    let metrics = gateway.gateway.node.metrics.encode();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (commits, writes) = (
+        value("estafette_relay_commit_batch_size_count"),
+        value("estafette_relay_commit_batch_size_sum"),
+    );
+    if commits > 0.0 {
+        println!(
+            "gateway store: {commits:.0} commits, {:.1} writes per commit, {:.2} ms per commit",
+            writes / commits,
+            value("estafette_relay_commit_seconds_sum") / commits * 1e3
+        );
+    }
+    gateway.shutdown().await;
+    if !relay.terminate().success() || !home.terminate().success() {
+        bail!("a relay did not stop cleanly");
+    }
+    if delivered.len() != accepted {
+        bail!(
+            "{} letters accepted but not delivered",
+            accepted - delivered.len()
+        );
+    }
+    Ok(())
+}
