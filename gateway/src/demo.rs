@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use estafette_pki::{Federation, NodeKind, keys, tls};
 use estafette_relay::Node;
-use estafette_relay::config::{Config, Limits, PkiPaths};
+use estafette_relay::config::Config;
 use estafette_spec::relay::RetryPolicy;
 use estafette_spec::{EvidenceEvent, Letter, MessageId, Nature, NodeId, Oin, SignedMessage};
 use rand_core::OsRng;
@@ -35,28 +35,13 @@ fn free_tcp() -> Result<SocketAddr> {
 }
 
 fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) -> Config {
-    let dir = fed.node_dir(id);
     Config {
-        node_id: id.clone(),
-        listen,
-        data_dir: fed.dir().join("data").join(id.as_str()),
-        admin_listen: None,
-        log_json: false,
-        pki: PkiPaths {
-            cert: dir.join("tls.crt.pem"),
-            key: dir.join("tls.key.pem"),
-            signing_key: dir.join("signing.key.pem"),
-            hpke_key: home.then(|| dir.join("hpke.key.pem")),
-            root_cert: fed.root_cert_path(),
-            crl: fed.crl_path(),
-            trust_list: fed.trust_list_path(),
-        },
-        limits: Limits::default(),
         retry: RetryPolicy {
             base_ms: 200,
             cap_ms: 5_000,
             horizon_s: 3_600,
         },
+        ..Config::for_federation_node(fed, id, listen, home)
     }
 }
 

@@ -1,7 +1,6 @@
 //! `estafette-gateway`: the federation's front door for agencies.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -84,44 +83,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-fn init_logging(json: bool, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { dir, serve } => {
-            init_logging(false, "warn");
+            estafette_relay::cli::init_logging(false, "warn");
             runtime()?.block_on(estafette_gateway::demo::run(dir, serve))
         }
-        Command::Init { output } => match output {
-            None => {
-                print!("{EXAMPLE}");
-                Ok(())
-            }
-            Some(path) => {
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                file.write_all(EXAMPLE.as_bytes())?;
-                println!("wrote {}", path.display());
-                Ok(())
-            }
-        },
+        Command::Init { output } => estafette_relay::cli::write_example(EXAMPLE, output.as_deref())
+            .context("writing the example configuration"),
         Command::Run { config } => {
             let config = GatewayConfig::load(&config)?;
-            init_logging(config.node.log_json, "info");
+            estafette_relay::cli::init_logging(config.node.log_json, "info");
             runtime()?.block_on(async move {
                 let gateway = RunningGateway::start(config).await?;
                 let mut term =

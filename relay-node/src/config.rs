@@ -168,6 +168,36 @@ impl Config {
         Ok(())
     }
 
+    /// The configuration of node `id` of the federation in `fed`: its files
+    /// from the federation directory, its data under `<fed>/data/<id>`,
+    /// default limits and retries, no admin endpoint.
+    pub fn for_federation_node(
+        fed: &estafette_pki::Federation,
+        id: &NodeId,
+        listen: SocketAddr,
+        home: bool,
+    ) -> Config {
+        let dir = fed.node_dir(id);
+        Config {
+            node_id: id.clone(),
+            listen,
+            data_dir: fed.dir().join("data").join(id.as_str()),
+            admin_listen: None,
+            log_json: false,
+            pki: PkiPaths {
+                cert: dir.join("tls.crt.pem"),
+                key: dir.join("tls.key.pem"),
+                signing_key: dir.join("signing.key.pem"),
+                hpke_key: home.then(|| dir.join("hpke.key.pem")),
+                root_cert: fed.root_cert_path(),
+                crl: fed.crl_path(),
+                trust_list: fed.trust_list_path(),
+            },
+            limits: Limits::default(),
+            retry: default_retry(),
+        }
+    }
+
     /// The database file.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("relay.redb")

@@ -1,7 +1,6 @@
 //! `estafette-relay`: run a relay node of an Estafette federation.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -69,25 +68,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { output } => match output {
-            None => {
-                print!("{EXAMPLE}");
-                Ok(())
-            }
-            Some(path) => {
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                file.write_all(EXAMPLE.as_bytes())?;
-                println!("wrote {}", path.display());
-                Ok(())
-            }
-        },
+        Command::Init { output } => estafette_relay::cli::write_example(EXAMPLE, output.as_deref())
+            .context("writing the example configuration"),
         Command::Run { config } => {
             let config = Config::load(&config)?;
-            init_logging(config.log_json);
+            estafette_relay::cli::init_logging(config.log_json, "info");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -107,19 +92,6 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Limits, PkiPaths};
+use crate::config::Config;
 use crate::node::Node;
 use estafette_pki::{Federation, NodeKind, keys};
 use estafette_spec::relay::RetryPolicy;
@@ -69,28 +69,14 @@ pub struct TestFederation {
 }
 
 fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) -> Config {
-    let dir = fed.node_dir(id);
     Config {
-        node_id: id.clone(),
-        listen,
-        data_dir: fed.dir().join("data").join(id.as_str()),
         admin_listen: Some(free_tcp()),
-        log_json: false,
-        pki: PkiPaths {
-            cert: dir.join("tls.crt.pem"),
-            key: dir.join("tls.key.pem"),
-            signing_key: dir.join("signing.key.pem"),
-            hpke_key: home.then(|| dir.join("hpke.key.pem")),
-            root_cert: fed.root_cert_path(),
-            crl: fed.crl_path(),
-            trust_list: fed.trust_list_path(),
-        },
-        limits: Limits::default(),
         retry: RetryPolicy {
             base_ms: 20,
             cap_ms: 1_000,
             horizon_s: 3_600,
         },
+        ..Config::for_federation_node(fed, id, listen, home)
     }
 }
 
