@@ -17,3 +17,13 @@ pub fn start(node: &TestNode) -> RelayProcess {
 pub fn queue(node: &TestNode) -> String {
     queue_report(relay_binary(), node)
 }
+
+/// The `queue --json` report of a node.
+pub fn queue_json(node: &TestNode) -> String {
+    let out = std::process::Command::new(relay_binary())
+        .args(["queue", "--json", "--config"])
+        .arg(&node.config_path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
