@@ -123,10 +123,18 @@ impl AgencyConnection {
         let answer = self
             .request(Method::POST, "/v1/messages", Some(COSE), COSE, signed)
             .await?;
-        if answer.status != StatusCode::ACCEPTED {
-            return Err(AgencyClient::refused(&answer));
+        answer.expect(StatusCode::ACCEPTED)
+    }
+}
+
+impl Answer {
+    /// The body, if the status is `expected`; else the problem the gateway named.
+    pub fn expect(self, expected: StatusCode) -> Result<Vec<u8>, ClientError> {
+        if self.status == expected {
+            Ok(self.body)
+        } else {
+            Err(AgencyClient::refused(&self))
         }
-        Ok(answer.body)
     }
 }
 
@@ -215,10 +223,7 @@ impl AgencyClient {
         let answer = self
             .request(Method::POST, "/v1/messages", Some(COSE), COSE, signed)
             .await?;
-        if answer.status != StatusCode::ACCEPTED {
-            return Err(Self::refused(&answer));
-        }
-        Ok(answer.body)
+        answer.expect(StatusCode::ACCEPTED)
     }
 
     /// Submits a SignedMessage; gives the JSON summary (channel and why).
@@ -226,10 +231,8 @@ impl AgencyClient {
         let answer = self
             .request(Method::POST, "/v1/messages", Some(COSE), JSON, signed)
             .await?;
-        if answer.status != StatusCode::ACCEPTED {
-            return Err(Self::refused(&answer));
-        }
-        serde_json::from_slice(&answer.body).map_err(|e| ClientError::BadAnswer(e.to_string()))
+        let body = answer.expect(StatusCode::ACCEPTED)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
     /// All evidence so far for one of our messages (signed objects, chain order).
@@ -246,11 +249,9 @@ impl AgencyClient {
                 vec![],
             )
             .await?;
-        if answer.status != StatusCode::OK {
-            return Err(Self::refused(&answer));
-        }
+        let body = answer.expect(StatusCode::OK)?;
         let items: Vec<serde_bytes::ByteBuf> =
-            estafette_spec::cbor::from_slice(&answer.body, MAX_ANSWER_BYTES)
+            estafette_spec::cbor::from_slice(&body, MAX_ANSWER_BYTES)
                 .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
         Ok(items.into_iter().map(|b| b.into_vec()).collect())
     }
@@ -269,11 +270,9 @@ impl AgencyClient {
                 vec![],
             )
             .await?;
-        if answer.status != StatusCode::OK {
-            return Err(Self::refused(&answer));
-        }
-        let r: crate::http::Reachability = serde_json::from_slice(&answer.body)
-            .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        let body = answer.expect(StatusCode::OK)?;
+        let r: crate::http::Reachability =
+            serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
         Ok(r.reachable)
     }
 }

@@ -226,6 +226,16 @@ impl Node {
         self.is_gateway
     }
 
+    /// The queue-depth gauge of one destination.
+    fn queue_gauge(&self, destination: &NodeId) -> prometheus_client::metrics::gauge::Gauge {
+        self.metrics
+            .queue_depth
+            .get_or_create(&DestinationLabel {
+                destination: destination.to_string(),
+            })
+            .clone()
+    }
+
     /// Notes of evidence stored by this node (gateway role) from now on.
     pub fn subscribe_evidence(&self) -> tokio::sync::broadcast::Receiver<StoredEvidence> {
         self.evidence_stored.subscribe()
@@ -514,12 +524,7 @@ impl Node {
                 self.metrics.accepted.inc();
                 match destination {
                     Some(dest) => {
-                        self.metrics
-                            .queue_depth
-                            .get_or_create(&DestinationLabel {
-                                destination: dest.to_string(),
-                            })
-                            .inc();
+                        self.queue_gauge(&dest).inc();
                         let _ = self.schedule.send((0, header.envelope_id, dest));
                     }
                     None => {
@@ -680,12 +685,7 @@ impl Node {
             .await?;
         match outcome {
             Outcome::Stored => {
-                self.metrics
-                    .queue_depth
-                    .get_or_create(&DestinationLabel {
-                        destination: next_hop.to_string(),
-                    })
-                    .inc();
+                self.queue_gauge(&next_hop).inc();
                 let _ = self.schedule.send((0, header.envelope_id, next_hop));
             }
             Outcome::QueueFull => return Err(NodeError::QueueFull),
@@ -819,12 +819,7 @@ impl Node {
                         {
                             Ok(_) => {
                                 self.metrics.forwarded.inc();
-                                self.metrics
-                                    .queue_depth
-                                    .get_or_create(&DestinationLabel {
-                                        destination: dest.to_string(),
-                                    })
-                                    .dec();
+                                self.queue_gauge(&dest).dec();
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, envelope = %id, "recording a forward failed")
@@ -922,12 +917,7 @@ impl Node {
                         reason: reason.code().into(),
                     })
                     .inc();
-                self.metrics
-                    .queue_depth
-                    .get_or_create(&DestinationLabel {
-                        destination: dest.to_string(),
-                    })
-                    .dec();
+                self.queue_gauge(&dest).dec();
                 tracing::warn!(envelope = %id, peer = %dest, reason = reason.code(), "envelope given up");
                 for id in ids {
                     self.notify_outbox(id);
@@ -1093,12 +1083,7 @@ impl Node {
             *counts.entry(record.destination).or_default() += 1;
         }
         for (dest, n) in counts {
-            self.metrics
-                .queue_depth
-                .get_or_create(&DestinationLabel {
-                    destination: dest.to_string(),
-                })
-                .set(n);
+            self.queue_gauge(&dest).set(n);
         }
         self.metrics
             .outbox_depth
