@@ -917,7 +917,7 @@ impl Node {
                         reason: reason.code().into(),
                     })
                     .inc();
-                self.queue_gauge(&dest).dec();
+                self.queue_gauge(dest).dec();
                 tracing::warn!(envelope = %id, peer = %dest, reason = reason.code(), "envelope given up");
                 for id in ids {
                     self.notify_outbox(id);
