@@ -172,6 +172,27 @@ impl AgencyClient {
         })
     }
 
+    /// A client for the agency whose files (`tls.crt.pem`, `tls.key.pem`) are
+    /// in `agency_dir`, as made by `estafette-pki issue agency`.
+    pub fn for_agency_dir(
+        addr: SocketAddr,
+        server_name: &str,
+        root_cert: &std::path::Path,
+        agency_dir: &std::path::Path,
+    ) -> Result<AgencyClient, ClientError> {
+        let load = |e: estafette_pki::PkiError| ClientError::Tls(e.to_string());
+        let root = estafette_pki::tls::load_certs(root_cert)
+            .map_err(load)?
+            .remove(0);
+        AgencyClient::new(
+            addr,
+            server_name,
+            &root,
+            estafette_pki::tls::load_certs(&agency_dir.join("tls.crt.pem")).map_err(load)?,
+            estafette_pki::tls::load_private_key(&agency_dir.join("tls.key.pem")).map_err(load)?,
+        )
+    }
+
     /// Opens a kept-alive HTTP/1.1 connection for many requests.
     pub async fn connect(&self) -> Result<AgencyConnection, ClientError> {
         let tcp = tokio::net::TcpStream::connect(self.addr)

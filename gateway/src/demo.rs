@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use estafette_pki::{Federation, NodeKind, keys, tls};
+use estafette_pki::{Federation, NodeKind, keys};
 use estafette_relay::Node;
 use estafette_relay::config::Config;
 use estafette_spec::relay::RetryPolicy;
@@ -143,28 +143,19 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         { "recipient": NO_INBOX.recipient, "language": "nl",
           "postal_address": { "lines": ["F. el Amrani", "Kerkweg 12", "5678 CD Voorbeeld"], "country": "NL" } }
     ]);
-    let records = registry::parse_import(&people.to_string(), &trust)?;
-    gateway
-        .gateway
-        .node
-        .store()
-        .write(registry::import_op(records))
-        .await?;
+    registry::import(gateway.gateway.node.store(), &trust, &people.to_string()).await?;
     println!(
         "3. Registry: {}; {}; {}; {}",
         RESIDENT.label, ABROAD.label, CLIENT.label, NO_INBOX.label
     );
 
     // 4. Letters over HTTPS with each agency's client certificate.
-    let root_cert = tls::load_certs(&fed.root_cert_path())?.remove(0);
     let client_for = |oin: &Oin| -> Result<AgencyClient> {
-        let d = fed.agency_dir(oin);
-        Ok(AgencyClient::new(
+        Ok(AgencyClient::for_agency_dir(
             gateway.https_addr,
             gw_id.as_str(),
-            &root_cert,
-            tls::load_certs(&d.join("tls.crt.pem"))?,
-            tls::load_private_key(&d.join("tls.key.pem"))?,
+            &fed.root_cert_path(),
+            &fed.agency_dir(oin),
         )?)
     };
     let letters: [(&Oin, &Person, &str, Nature, &str); 5] = [

@@ -121,8 +121,6 @@ fn run(cli: Cli) -> Result<()> {
                     &ed25519_dalek::VerifyingKey::from_bytes(&root_key)?,
                     estafette_pki::now(),
                 )?;
-                let people = registry::parse_import(&json, &trust)?;
-                let count = people.len();
                 let metrics = std::sync::Arc::new(estafette_relay::metrics::Metrics::new());
                 let store = estafette_relay::Store::open(
                     &config.node.db_path(),
@@ -132,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
                     metrics,
                 )
                 .with_context(|| "opening the gateway's database (stop the gateway first)")?;
-                store.write(registry::import_op(people)).await?;
+                let count = registry::import(&store, &trust, &json).await?;
                 println!("imported {count} people");
                 Ok(())
             })

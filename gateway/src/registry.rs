@@ -207,6 +207,18 @@ pub fn parse_import(
     Ok(out)
 }
 
+/// Parses, checks and writes an import in one transaction; the number of people.
+pub async fn import(
+    store: &estafette_relay::Store,
+    trust: &estafette_spec::TrustList,
+    json: &str,
+) -> Result<usize, ImportError> {
+    let people = parse_import(json, trust)?;
+    let count = people.len();
+    store.write(import_op(people)).await?;
+    Ok(count)
+}
+
 /// The write of an import: all people in one transaction.
 pub fn import_op(people: Vec<(Recipient, PersonRecord)>) -> Op {
     Op::Apply(Box::new(move |_tables, txn| {

@@ -54,16 +54,11 @@ struct Setup {
 
 impl Setup {
     fn client(&self, fed: &Federation, oin: &str) -> AgencyClient {
-        let dir = fed.agency_dir(&oin.parse().unwrap());
-        let root = tls::load_certs(&self.fed.fed.root_cert_path())
-            .unwrap()
-            .remove(0);
-        AgencyClient::new(
+        AgencyClient::for_agency_dir(
             self.gateway.https_addr,
             "gateway.test",
-            &root,
-            tls::load_certs(&dir.join("tls.crt.pem")).unwrap(),
-            tls::load_private_key(&dir.join("tls.key.pem")).unwrap(),
+            &self.fed.fed.root_cert_path(),
+            &fed.agency_dir(&oin.parse().unwrap()),
         )
         .unwrap()
     }
@@ -103,14 +98,13 @@ async fn setup() -> Setup {
     let people = serde_json::json!([
         { "recipient": RESIDENT, "home_node": "home.test", "inbox_id": inbox.to_string(), "active": true, "digital_senders": [A] }
     ]);
-    let records = registry::parse_import(&people.to_string(), &fed.trust()).unwrap();
-    gateway
-        .gateway
-        .node
-        .store()
-        .write(registry::import_op(records))
-        .await
-        .unwrap();
+    registry::import(
+        gateway.gateway.node.store(),
+        &fed.trust(),
+        &people.to_string(),
+    )
+    .await
+    .unwrap();
     Setup {
         fed,
         other,

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -39,42 +39,45 @@ struct Cli {
     command: Command,
 }
 
+/// What a letter says (shared by `send` and `seal`).
+#[derive(clap::Args)]
+struct LetterArgs {
+    /// The recipient: bsn:… or eidas:CC/NL/…
+    #[arg(long)]
+    to: String,
+    #[arg(long)]
+    subject: String,
+    /// A file with the letter's text.
+    #[arg(long)]
+    body_file: PathBuf,
+    /// A file to attach (repeatable).
+    #[arg(long = "attach")]
+    attachments: Vec<PathBuf>,
+    /// decision, reminder, request or information.
+    #[arg(long, default_value = "information")]
+    nature: String,
+    /// What the recipient is expected to do, in plain words.
+    #[arg(long, default_value = "No action needed.")]
+    expected_action: String,
+    /// Your own reference for the letter.
+    #[arg(long, default_value = "-")]
+    reference: String,
+    /// Language of the letter (BCP 47).
+    #[arg(long, default_value = "nl")]
+    language: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Seal and send a letter. Prints the message id, the channel and why.
     Send {
-        /// The recipient: bsn:… or eidas:CC/NL/…
-        #[arg(long)]
-        to: String,
-        #[arg(long)]
-        subject: String,
-        /// A file with the letter's text.
-        #[arg(long)]
-        body_file: PathBuf,
-        /// A file to attach (repeatable).
-        #[arg(long = "attach")]
-        attachments: Vec<PathBuf>,
-        /// decision, reminder, request or information.
-        #[arg(long, default_value = "information")]
-        nature: String,
-        /// What the recipient is expected to do, in plain words.
-        #[arg(long, default_value = "No action needed.")]
-        expected_action: String,
-        /// Your own reference for the letter.
-        #[arg(long, default_value = "-")]
-        reference: String,
-        /// Language of the letter (BCP 47).
-        #[arg(long, default_value = "nl")]
-        language: String,
+        #[command(flatten)]
+        letter: LetterArgs,
     },
     /// Seal a letter into a file without sending it (to submit with curl, say).
     Seal {
-        #[arg(long)]
-        to: String,
-        #[arg(long)]
-        subject: String,
-        #[arg(long)]
-        body_file: PathBuf,
+        #[command(flatten)]
+        letter: LetterArgs,
         /// Where to write the SignedMessage (COSE) bytes.
         #[arg(long)]
         output: PathBuf,
@@ -97,106 +100,77 @@ fn main() -> ExitCode {
     }
 }
 
+/// Builds the letter and seals it with the agency's seal key.
+fn seal(dir: &Path, args: LetterArgs) -> Result<(MessageId, Vec<u8>)> {
+    let sender: Oin = tls::agency_oin(&tls::load_certs(&dir.join("tls.crt.pem"))?[0])?;
+    let nature = match args.nature.as_str() {
+        "decision" => Nature::Decision,
+        "reminder" => Nature::Reminder,
+        "request" => Nature::Request,
+        "information" => Nature::Information,
+        other => bail!("--nature {other:?}: use decision, reminder, request or information"),
+    };
+    let mut attachments = Vec::new();
+    for path in args.attachments {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("attachment without a file name")?
+            .to_owned();
+        let content =
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        attachments.push(Attachment {
+            name,
+            media_type: media_type(&path).into(),
+            content,
+        });
+    }
+    let letter = Letter {
+        message_id: MessageId::random(&mut OsRng),
+        sender,
+        recipient: args.to.parse()?,
+        created_at: estafette_pki::now(),
+        subject: args.subject,
+        body: std::fs::read_to_string(&args.body_file)
+            .with_context(|| format!("reading {}", args.body_file.display()))?,
+        attachments,
+        nature,
+        legal_effect: nature == Nature::Decision,
+        expected_action: args.expected_action,
+        response_deadline: None,
+        language: args.language,
+        sender_reference: args.reference,
+    };
+    let signed = SignedMessage::sign(&letter, &keys::read_ed25519(&dir.join("seal.key.pem"))?)?;
+    Ok((letter.message_id, signed))
+}
+
 fn run(cli: Cli) -> Result<bool> {
     let dir = cli.agency_dir.context("--agency-dir is needed")?;
-    if let Command::Seal {
-        to,
-        subject,
-        body_file,
-        output,
-    } = &cli.command
-    {
-        let certs = tls::load_certs(&dir.join("tls.crt.pem"))?;
-        let letter = Letter {
-            message_id: MessageId::random(&mut OsRng),
-            sender: tls::agency_oin(&certs[0])?,
-            recipient: to.parse()?,
-            created_at: estafette_pki::now(),
-            subject: subject.clone(),
-            body: std::fs::read_to_string(body_file)
-                .with_context(|| format!("reading {}", body_file.display()))?,
-            attachments: vec![],
-            nature: Nature::Information,
-            legal_effect: false,
-            expected_action: "No action needed.".into(),
-            response_deadline: None,
-            language: "nl".into(),
-            sender_reference: "-".into(),
-        };
-        let signed = SignedMessage::sign(&letter, &keys::read_ed25519(&dir.join("seal.key.pem"))?)?;
-        std::fs::write(output, signed).with_context(|| format!("writing {}", output.display()))?;
-        println!("{}", letter.message_id);
-        return Ok(true);
-    }
-    let gateway = cli.gateway.context("--gateway is needed")?;
-    let root_path = cli.root_cert.context("--root-cert is needed")?;
-    let root = tls::load_certs(&root_path)?.remove(0);
-    let certs = tls::load_certs(&dir.join("tls.crt.pem"))?;
-    let oin: Oin = tls::agency_oin(&certs[0])?;
-    let client = AgencyClient::new(
-        gateway,
-        &cli.gateway_name,
-        &root,
-        certs,
-        tls::load_private_key(&dir.join("tls.key.pem"))?,
-    )?;
+    let client = || -> Result<AgencyClient> {
+        let gateway = cli.gateway.context("--gateway is needed")?;
+        let root = cli.root_cert.as_deref().context("--root-cert is needed")?;
+        Ok(AgencyClient::for_agency_dir(
+            gateway,
+            &cli.gateway_name,
+            root,
+            &dir,
+        )?)
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Send {
-            to,
-            subject,
-            body_file,
-            attachments,
-            nature,
-            expected_action,
-            reference,
-            language,
-        } => {
-            let nature = match nature.as_str() {
-                "decision" => Nature::Decision,
-                "reminder" => Nature::Reminder,
-                "request" => Nature::Request,
-                "information" => Nature::Information,
-                other => {
-                    bail!("--nature {other:?}: use decision, reminder, request or information")
-                }
-            };
-            let mut files = Vec::new();
-            for path in attachments {
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .context("attachment without a file name")?
-                    .to_owned();
-                let content =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                files.push(Attachment {
-                    name,
-                    media_type: media_type(&path).into(),
-                    content,
-                });
-            }
-            let letter = Letter {
-                message_id: MessageId::random(&mut OsRng),
-                sender: oin,
-                recipient: to.parse()?,
-                created_at: estafette_pki::now(),
-                subject,
-                body: std::fs::read_to_string(&body_file)
-                    .with_context(|| format!("reading {}", body_file.display()))?,
-                attachments: files,
-                nature,
-                legal_effect: nature == Nature::Decision,
-                expected_action,
-                response_deadline: None,
-                language,
-                sender_reference: reference,
-            };
-            let seal = keys::read_ed25519(&dir.join("seal.key.pem"))?;
-            let signed = SignedMessage::sign(&letter, &seal)?;
-            let summary = runtime.block_on(client.submit_summary(signed))?;
+        Command::Seal { letter, output } => {
+            let (id, signed) = seal(&dir, letter)?;
+            std::fs::write(&output, signed)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!("{id}");
+            Ok(true)
+        }
+        Command::Send { letter } => {
+            let (_, signed) = seal(&dir, letter)?;
+            let summary = runtime.block_on(client()?.submit_summary(signed))?;
             println!("{}", summary.message_id);
             println!(
                 "channel: {}{}",
@@ -208,19 +182,18 @@ fn run(cli: Cli) -> Result<bool> {
             );
             Ok(true)
         }
-        Command::Seal { .. } => Ok(true),
         Command::Evidence { message_id } => {
+            let root = cli.root_cert.as_deref().context("--root-cert is needed")?;
             let trust_path = cli
                 .trust_list
+                .as_deref()
                 .context("--trust-list is needed to verify evidence")?;
-            let root_key =
-                ed25519_dalek::VerifyingKey::from_bytes(&tls::ed25519_public_key(&root)?)?;
-            let trust = TrustList::verify(
-                &std::fs::read(&trust_path)?,
-                &root_key,
-                estafette_pki::now(),
-            )?;
-            let chain = runtime.block_on(client.evidence(&message_id))?;
+            let root_key = ed25519_dalek::VerifyingKey::from_bytes(&tls::ed25519_public_key(
+                &tls::load_certs(root)?[0],
+            )?)?;
+            let trust =
+                TrustList::verify(&std::fs::read(trust_path)?, &root_key, estafette_pki::now())?;
+            let chain = runtime.block_on(client()?.evidence(&message_id))?;
             let (lines, ok) = timeline(&chain, &trust);
             for line in lines {
                 println!("{line}");

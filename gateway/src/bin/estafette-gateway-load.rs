@@ -21,7 +21,7 @@ use clap::Parser;
 use estafette_gateway::client::AgencyClient;
 use estafette_gateway::config::GatewayConfig;
 use estafette_gateway::{RunningGateway, registry};
-use estafette_pki::{NodeKind, keys, tls};
+use estafette_pki::{NodeKind, keys};
 use estafette_relay::testkit::{AGENCY, RelayProcess, TestFederation};
 use estafette_spec::{Bsn, EvidenceEvent, Letter, MessageId, Nature, SignedMessage};
 use rand_core::OsRng;
@@ -97,14 +97,12 @@ async fn main() -> Result<()> {
         .iter()
         .map(|b| serde_json::json!({ "recipient": format!("bsn:{b}"), "home_node": "load-home.test", "active": true, "digital_senders": [AGENCY] }))
         .collect();
-    let records =
-        registry::parse_import(&serde_json::Value::Array(people).to_string(), &fed.trust())?;
-    gateway
-        .gateway
-        .node
-        .store()
-        .write(registry::import_op(records))
-        .await?;
+    registry::import(
+        gateway.gateway.node.store(),
+        &fed.trust(),
+        &serde_json::Value::Array(people).to_string(),
+    )
+    .await?;
 
     println!(
         "sealing {} letters with {}-byte bodies for {} recipients ...",
@@ -133,13 +131,11 @@ async fn main() -> Result<()> {
     }
     let letter_bytes = letters.first().map(|(_, b)| b.len()).unwrap_or(0);
 
-    let dir = fed.fed.agency_dir(&AGENCY.parse()?);
-    let client = Arc::new(AgencyClient::new(
+    let client = Arc::new(AgencyClient::for_agency_dir(
         gateway.https_addr,
         "gateway.test",
-        &tls::load_certs(&fed.fed.root_cert_path())?.remove(0),
-        tls::load_certs(&dir.join("tls.crt.pem"))?,
-        tls::load_private_key(&dir.join("tls.key.pem"))?,
+        &fed.fed.root_cert_path(),
+        &fed.fed.agency_dir(&AGENCY.parse()?),
     )?);
 
     // Watch deliveries come back as ContentConsignment evidence.
