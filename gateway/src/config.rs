@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use estafette_spec::escalation::EscalationPolicy;
+
 use crate::gateway::EnvelopeSettings;
+use crate::notify::SmtpSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -21,11 +24,34 @@ pub struct GatewayConfig {
     pub https_listen: SocketAddr,
     #[serde(default)]
     pub envelope: EnvelopeSettings,
+    /// When unread letters get a reminder and go on paper.
+    #[serde(default)]
+    pub escalation: EscalationPolicy,
+    /// Where notification e-mail goes out (the operator's SMTP relay host).
+    /// Without it no notification can be sent, and every digital letter
+    /// ends on paper after the retries.
+    #[serde(default)]
+    pub notifications: Option<SmtpSettings>,
+    /// The print spool directory; default `<node.data_dir>/paper-spool`.
+    #[serde(default)]
+    pub paper_spool: Option<PathBuf>,
     /// The gateway's node: QUIC towards the relays, the durable store, keys.
     pub node: estafette_relay::Config,
 }
 
 impl GatewayConfig {
+    /// A configuration with every optional part at its default.
+    pub fn new(https_listen: SocketAddr, node: estafette_relay::Config) -> GatewayConfig {
+        GatewayConfig {
+            https_listen,
+            envelope: EnvelopeSettings::default(),
+            escalation: EscalationPolicy::default(),
+            notifications: None,
+            paper_spool: None,
+            node,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -43,7 +69,23 @@ impl GatewayConfig {
         {
             return Err(invalid("envelope.lifetime_s must be 1 s .. 30 days".into()));
         }
+        let p = &config.escalation;
+        if p.cycle_s == 0 || p.cycle_s > 3600 {
+            return Err(invalid("escalation.cycle_s must be 1..=3600".into()));
+        }
+        if p.reminder_after_s >= p.paper_after_s {
+            return Err(invalid(
+                "escalation.reminder_after_s must be less than paper_after_s".into(),
+            ));
+        }
         Ok(config)
+    }
+
+    /// The print spool directory.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.paper_spool
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join("paper-spool"))
     }
 }
 
@@ -54,10 +96,29 @@ pub const EXAMPLE: &str = r#"# Estafette gateway configuration.
 # The agency API: HTTPS, client certificates from the federation required.
 https_listen = "0.0.0.0:8443"
 
+# Paper letters (PDF) and their manifest, for the print house.
+# Default: <node.data_dir>/paper-spool
+# paper_spool = "/var/spool/estafette/paper"
+
 # Envelopes the gateway seals and signs.
 [envelope]
 hop_limit = 8              # most relay hops
 lifetime_s = 1209600       # 14 days, then RelayFailure evidence
+
+# Unread letters: a reminder, then paper (seconds). The monitor runs every
+# cycle_s and takes each step one cycle early rather than late.
+[escalation]
+reminder_after_s = 604800      # 7 days
+paper_after_s = 1209600        # 14 days
+deadline_margin_s = 432000     # paper at the latest 5 days before a deadline
+dormant_after_s = 31536000     # no session for a year while holding unread mail
+cycle_s = 300
+
+# Notification e-mail goes to the operator's own SMTP relay host.
+[notifications]
+host = "localhost"
+port = 25
+from = "Berichtenbox <noreply@gateway.example>"
 
 # The gateway's own node: QUIC towards the relays, its durable store, keys.
 # Same settings as a relay node (see `estafette-relay init`).

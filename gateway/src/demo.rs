@@ -18,7 +18,6 @@ use rand_core::OsRng;
 
 use crate::client::{AgencyClient, timeline};
 use crate::config::GatewayConfig;
-use crate::gateway::EnvelopeSettings;
 use crate::{RunningGateway, registry};
 
 const TAX: &str = "00000001003214345000";
@@ -121,11 +120,10 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
     // 2. The nodes.
     let relay = Node::start(node_config(&fed, &relay_id, relay_quic, false)).await?;
     let home = Node::start(node_config(&fed, &home_id, home_quic, true)).await?;
-    let gateway = RunningGateway::start(GatewayConfig {
-        https_listen: https,
-        envelope: EnvelopeSettings::default(),
-        node: node_config(&fed, &gw_id, gw_quic, false),
-    })
+    let gateway = RunningGateway::start(GatewayConfig::new(
+        https,
+        node_config(&fed, &gw_id, gw_quic, false),
+    ))
     .await?;
     println!(
         "2. Running: agency API https://{} (mutual TLS), gateway QUIC {gw_quic}, relay {relay_quic}, home {home_quic}",
@@ -135,13 +133,16 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
     // 3. The registry.
     let trust = fed.trust_list(estafette_pki::now())?;
     let people = serde_json::json!([
-        { "recipient": RESIDENT.recipient, "home_node": "home.demo", "active": true, "digital_senders": [TAX, TOWN], "language": "nl" },
+        { "recipient": RESIDENT.recipient, "home_node": "home.demo", "active": true, "digital_senders": [TAX, TOWN], "language": "nl",
+          "name": "A. Jansen", "contact_channels": [{ "kind": "email", "address": "a.jansen@example.nl", "state": "verified" }],
+          "postal_address": { "street_lines": ["Stationsweg 3"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } },
         { "recipient": ABROAD.recipient, "home_node": "home.demo", "active": true, "digital_senders": [TAX], "language": "de",
-          "postal_address": { "lines": ["Jonas Müller", "Hauptstraße 5", "10115 Berlin"], "country": "DE" } },
-        { "recipient": CLIENT.recipient, "home_node": "home.demo", "active": false, "language": "nl",
-          "postal_address": { "lines": ["P. de Vries", "Dorpsstraat 1", "1234 AB Voorbeeld"], "country": "NL" } },
-        { "recipient": NO_INBOX.recipient, "language": "nl",
-          "postal_address": { "lines": ["F. el Amrani", "Kerkweg 12", "5678 CD Voorbeeld"], "country": "NL" } }
+          "name": "Jonas Müller", "contact_channels": [{ "kind": "email", "address": "j.mueller@example.de", "state": "verified" }],
+          "postal_address": { "street_lines": ["Hauptstraße 5"], "postal_code": "10115", "city": "Berlin", "country": "DE" } },
+        { "recipient": CLIENT.recipient, "home_node": "home.demo", "active": false, "language": "nl", "name": "P. de Vries",
+          "postal_address": { "street_lines": ["Dorpsstraat 1"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } },
+        { "recipient": NO_INBOX.recipient, "language": "nl", "name": "F. el Amrani",
+          "postal_address": { "street_lines": ["Kerkweg 12"], "postal_code": "5678 CD", "city": "Voorbeeld", "country": "NL" } }
     ]);
     registry::import(gateway.gateway.node.store(), &trust, &people.to_string()).await?;
     println!(

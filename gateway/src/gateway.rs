@@ -18,10 +18,72 @@ use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::notify::Notifier;
+use crate::paper::Spool;
 use crate::registry::{self, Channel};
+use estafette_spec::escalation::{self, Activity, EscalationPolicy, LetterProgress};
 
 const SUBMISSIONS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("gateway_submissions");
-const PAPER: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("gateway_paper_queue");
+pub(crate) const PAPER: TableDefinition<[u8; 16], &[u8]> =
+    TableDefinition::new("gateway_paper_queue");
+/// Digital letters not yet opened or on paper: message id → [`TrackedLetter`].
+pub(crate) const TRACKING: TableDefinition<[u8; 16], &[u8]> =
+    TableDefinition::new("gateway_tracking");
+/// The same letters by recipient: (recipient, message id) → ().
+pub(crate) const UNREAD: TableDefinition<(&str, [u8; 16]), ()> =
+    TableDefinition::new("gateway_unread");
+
+/// The gateway's clock for its own decisions (escalation, activity);
+/// injectable so that tests can let weeks pass.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        estafette_pki::now()
+    }
+}
+
+/// A clock that moves only when told to (tests and the demo).
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> ManualClock {
+        ManualClock(std::sync::atomic::AtomicU64::new(start.0))
+    }
+
+    pub fn advance_s(&self, seconds: u64) {
+        self.0
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// What the gateway keeps of a digital letter until it is opened or on
+/// paper: what a notification may say, its progress, and the SignedMessage
+/// (to print it if it must go on paper; dropped once it is).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrackedLetter {
+    pub recipient: Recipient,
+    pub sender: Oin,
+    pub sender_reference: String,
+    pub nature: estafette_spec::Nature,
+    pub legal_effect: bool,
+    pub expected_action: String,
+    pub envelope_id: EnvelopeId,
+    pub progress: LetterProgress,
+    #[serde(with = "serde_bytes")]
+    pub message: Vec<u8>,
+}
 
 /// Envelope settings of the gateway.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -55,14 +117,42 @@ pub struct SubmissionRecord {
     pub acceptance: Vec<u8>,
 }
 
-/// A letter waiting to be printed and posted.
+/// What goes on paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaperKind {
+    /// An agency's letter (the SignedMessage is in the item).
+    Letter,
+    /// A dormant account: "please confirm your choice".
+    ConfirmChoice,
+    /// An active inbox whose notifications do not arrive.
+    ChannelNotice,
+}
+
+impl PaperKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PaperKind::Letter => "letter",
+            PaperKind::ConfirmChoice => "confirm_choice",
+            PaperKind::ChannelNotice => "channel_notice",
+        }
+    }
+}
+
+/// A letter to print and post. Kept after spooling (with the time), so that
+/// the queue is also the record of what went on paper.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaperItem {
     pub recipient: Recipient,
-    pub reason: ReasonCode,
+    pub kind: PaperKind,
+    pub reason: Option<ReasonCode>,
     pub received_at: Timestamp,
+    /// When the letter reached the digital inbox, if it did.
+    pub consigned_at: Option<Timestamp>,
     #[serde(with = "serde_bytes")]
     pub message: Vec<u8>,
+    /// When it was written to the print spool.
+    pub spooled_at: Option<Timestamp>,
 }
 
 /// The answer to a submission.
@@ -104,10 +194,28 @@ impl From<StoreError> for SubmitError {
     }
 }
 
-/// The gateway: a node in the gateway role plus the agency-facing logic.
+/// The gateway: a node in the gateway role plus the agency-facing logic,
+/// the registry's citizen desk and the escalation monitor.
 pub struct Gateway {
     pub node: Arc<Node>,
     pub envelope: EnvelopeSettings,
+    pub policy: EscalationPolicy,
+    pub clock: Arc<dyn Clock>,
+    pub notifier: Arc<dyn Notifier>,
+    pub spool: Spool,
+    /// Wakes the monitor early (new evidence, a test).
+    pub(crate) monitor_wake: tokio::sync::Notify,
+    /// One monitor cycle at a time.
+    pub(crate) monitor_lock: tokio::sync::Mutex<()>,
+}
+
+/// The parts of a gateway besides its node.
+pub struct GatewayParts {
+    pub envelope: EnvelopeSettings,
+    pub policy: EscalationPolicy,
+    pub clock: Arc<dyn Clock>,
+    pub notifier: Arc<dyn Notifier>,
+    pub spool: Spool,
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -115,8 +223,17 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Gateway {
-    pub fn new(node: Arc<Node>, envelope: EnvelopeSettings) -> Gateway {
-        Gateway { node, envelope }
+    pub fn new(node: Arc<Node>, parts: GatewayParts) -> Gateway {
+        Gateway {
+            node,
+            envelope: parts.envelope,
+            policy: parts.policy,
+            clock: parts.clock,
+            notifier: parts.notifier,
+            spool: parts.spool,
+            monitor_wake: tokio::sync::Notify::new(),
+            monitor_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The envelope id of a message: keyed by a secret of the gateway (so it
@@ -210,7 +327,10 @@ impl Gateway {
         }
         let person = registry::lookup(self.node.store().database(), &letter.recipient)?;
         let channel = registry::channel(person.as_ref(), &letter.sender);
-        let now = estafette_pki::now();
+        // Envelope times are for the relays' clocks; the gateway's own records
+        // and evidence follow its (injectable) clock.
+        let wall = estafette_pki::now();
+        let now = self.clock.now();
         let envelope_id = self.envelope_id(caller, &letter.message_id);
         let acceptance_record = EvidenceRecord {
             evidence_id: EvidenceId::random(&mut OsRng),
@@ -258,8 +378,8 @@ impl Gateway {
                     message_id: letter.message_id,
                     message_digest: verified.digest,
                     hop_limit: self.envelope.hop_limit,
-                    created_at: now,
-                    expires_at: now.plus_s(self.envelope.lifetime_s),
+                    created_at: wall,
+                    expires_at: wall.plus_s(self.envelope.lifetime_s),
                 };
                 let envelope = Envelope::seal(
                     header.clone(),
@@ -270,9 +390,64 @@ impl Gateway {
                 )
                 .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
                 record.envelope_id = Some(envelope_id);
+                // A dormant account gets the letter on paper too (and, once a
+                // year, a letter asking to confirm the choice).
+                let activity = Activity {
+                    unread: self.unread(&letter.recipient)?,
+                    ..person.as_ref().map(|p| p.activity).unwrap_or_default()
+                };
+                let plan = escalation::plan_digital(&activity, now, &self.policy);
+                let dormant_paper = plan.also_paper.map(|reason| {
+                    let evidence = self.paper_evidence(
+                        letter.message_id,
+                        verified.digest,
+                        reason,
+                        Digest::of(&acceptance),
+                        now,
+                    );
+                    let item = PaperItem {
+                        recipient: letter.recipient.clone(),
+                        kind: PaperKind::Letter,
+                        reason: Some(reason),
+                        received_at: now,
+                        consigned_at: None,
+                        message: bytes.to_vec(),
+                        spooled_at: None,
+                    };
+                    (item, evidence)
+                });
+                let confirm = plan.confirm_letter.then(|| PaperItem {
+                    recipient: letter.recipient.clone(),
+                    kind: PaperKind::ConfirmChoice,
+                    reason: Some(ReasonCode::DormantAccount),
+                    received_at: now,
+                    consigned_at: None,
+                    message: vec![],
+                    spooled_at: None,
+                });
+                let tracked = TrackedLetter {
+                    recipient: letter.recipient.clone(),
+                    sender: letter.sender.clone(),
+                    sender_reference: letter.sender_reference.clone(),
+                    nature: letter.nature,
+                    legal_effect: letter.legal_effect,
+                    expected_action: letter.expected_action.clone(),
+                    envelope_id,
+                    progress: LetterProgress {
+                        submitted_at: now,
+                        deadline: letter.response_deadline,
+                        on_paper: dormant_paper.is_some(),
+                        ..Default::default()
+                    },
+                    message: if dormant_paper.is_some() {
+                        vec![]
+                    } else {
+                        bytes.to_vec()
+                    },
+                };
                 let to_store = record.clone();
                 let message_id = letter.message_id;
-                let extra: estafette_relay::store::Extra = Box::new(move |_tables, txn| {
+                let extra: estafette_relay::store::Extra = Box::new(move |tables, txn| {
                     let mut table = txn.open_table(SUBMISSIONS).map_err(db_err)?;
                     table
                         .insert(
@@ -280,6 +455,42 @@ impl Gateway {
                             estafette_spec::cbor::to_vec(&to_store).as_slice(),
                         )
                         .map_err(db_err)?;
+                    if !tracked.progress.on_paper {
+                        let key = tracked.recipient.to_string();
+                        txn.open_table(TRACKING)
+                            .map_err(db_err)?
+                            .insert(
+                                message_id.as_bytes(),
+                                estafette_spec::cbor::to_vec(&tracked).as_slice(),
+                            )
+                            .map_err(db_err)?;
+                        txn.open_table(UNREAD)
+                            .map_err(db_err)?
+                            .insert((key.as_str(), *message_id.as_bytes()), ())
+                            .map_err(db_err)?;
+                    }
+                    let mut paper = txn.open_table(PAPER).map_err(db_err)?;
+                    if let Some((item, evidence)) = dormant_paper {
+                        paper
+                            .insert(
+                                message_id.as_bytes(),
+                                estafette_spec::cbor::to_vec(&item).as_slice(),
+                            )
+                            .map_err(db_err)?;
+                        tables.emit(&evidence)?;
+                    }
+                    if let Some(item) = confirm {
+                        paper
+                            .insert(
+                                EvidenceId::random(&mut OsRng).as_bytes(),
+                                estafette_spec::cbor::to_vec(&item).as_slice(),
+                            )
+                            .map_err(db_err)?;
+                        if let Some(mut person) = registry::get_person(txn, &item.recipient)? {
+                            person.activity.confirm_letter_at = Some(item.received_at);
+                            registry::put_person(txn, &item.recipient, &person)?;
+                        }
+                    }
                     Ok(())
                 });
                 let outcome = self
@@ -313,30 +524,22 @@ impl Gateway {
                 }
             }
             Channel::Paper(reason) => {
-                let paper_record = EvidenceRecord {
-                    evidence_id: EvidenceId::random(&mut OsRng),
-                    event: EvidenceEvent::PaperFallback,
-                    envelope_id: None,
-                    message_id: Some(letter.message_id),
-                    message_digest: Some(verified.digest),
-                    envelope_digest: None,
-                    issuer: self.node.id.clone(),
-                    issued_at: now,
-                    reason: Some(reason),
-                    actor: None,
-                    previous: Some(Digest::of(&acceptance)),
-                };
-                let paper_evidence = NewEvidence {
-                    evidence_id: paper_record.evidence_id,
-                    message_id: Some(letter.message_id),
-                    bytes: self.node.sign_evidence(&paper_record),
-                };
+                let paper_evidence = self.paper_evidence(
+                    letter.message_id,
+                    verified.digest,
+                    reason,
+                    Digest::of(&acceptance),
+                    now,
+                );
                 record.reason = Some(reason);
                 let item = PaperItem {
                     recipient: letter.recipient.clone(),
-                    reason,
+                    kind: PaperKind::Letter,
+                    reason: Some(reason),
                     received_at: now,
+                    consigned_at: None,
                     message: bytes.to_vec(),
+                    spooled_at: None,
                 };
                 let to_store = record.clone();
                 let message_id = letter.message_id;
@@ -381,6 +584,50 @@ impl Gateway {
         }
     }
 
+    /// Signed PaperFallback evidence for a message.
+    pub(crate) fn paper_evidence(
+        &self,
+        message_id: MessageId,
+        message_digest: Digest,
+        reason: ReasonCode,
+        previous: Digest,
+        now: Timestamp,
+    ) -> NewEvidence {
+        let record = EvidenceRecord {
+            evidence_id: EvidenceId::random(&mut OsRng),
+            event: EvidenceEvent::PaperFallback,
+            envelope_id: None,
+            message_id: Some(message_id),
+            message_digest: Some(message_digest),
+            envelope_digest: None,
+            issuer: self.node.id.clone(),
+            issued_at: now,
+            reason: Some(reason),
+            actor: None,
+            previous: Some(previous),
+        };
+        NewEvidence {
+            evidence_id: record.evidence_id,
+            message_id: Some(message_id),
+            bytes: self.node.sign_evidence(&record),
+        }
+    }
+
+    /// Digital letters to `recipient` not yet opened (as far as the monitor knows).
+    pub fn unread(&self, recipient: &Recipient) -> Result<u32, StoreError> {
+        let db = self.node.store().database();
+        let txn = db.begin_read().map_err(db_err)?;
+        let table = match txn.open_table(UNREAD) {
+            Ok(t) => t,
+            Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(db_err(e)),
+        };
+        let key = recipient.to_string();
+        let range = (key.as_str(), [0u8; 16])..=(key.as_str(), [0xff; 16]);
+        let count = table.range(range).map_err(db_err)?.take(10_000).count();
+        Ok(count as u32)
+    }
+
     /// All evidence so far for a message `caller` sent, in chain order.
     /// `None` when there is no such message of this caller (another agency's
     /// message looks exactly like a missing one).
@@ -407,8 +654,17 @@ impl Gateway {
         ))
     }
 
-    /// Letters waiting in the paper queue.
+    /// Everything in the paper queue (spooled or not), by message id (or
+    /// a random id for the gateway's own letters).
     pub fn paper_queue(&self) -> Result<Vec<(MessageId, PaperItem)>, StoreError> {
+        Ok(self
+            .paper_queue_raw()?
+            .into_iter()
+            .map(|(id, item)| (MessageId::from_bytes(id), item))
+            .collect())
+    }
+
+    pub(crate) fn paper_queue_raw(&self) -> Result<Vec<([u8; 16], PaperItem)>, StoreError> {
         let db = self.node.store().database();
         let txn = db.begin_read().map_err(db_err)?;
         let table = match txn.open_table(PAPER) {
@@ -424,7 +680,7 @@ impl Gateway {
                 estafette_spec::limits::MAX_MESSAGE_BYTES + 4096,
             )
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push((MessageId::from_bytes(k.value()), paper));
+            out.push((k.value(), paper));
         }
         Ok(out)
     }

@@ -10,9 +10,15 @@
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod desk;
 pub mod gateway;
 pub mod http;
+pub mod monitor;
+pub mod notify;
+pub mod paper;
 pub mod registry;
+pub mod smtp_sink;
+pub mod texts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,11 +34,22 @@ pub struct RunningGateway {
     pub gateway: Arc<Gateway>,
     pub https_addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    monitor: tokio::task::JoinHandle<()>,
 }
 
 impl RunningGateway {
-    /// Starts the node and the HTTPS API.
+    /// Starts the node, the HTTPS API, the citizen desk and the monitor,
+    /// on the system clock.
     pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
+        Self::start_with_clock(config, Arc::new(gateway::SystemClock)).await
+    }
+
+    /// As [`Self::start`] with another clock for the gateway's own
+    /// decisions (tests and the demo let weeks pass).
+    pub async fn start_with_clock(
+        config: GatewayConfig,
+        clock: Arc<dyn gateway::Clock>,
+    ) -> anyhow::Result<RunningGateway> {
         let p = &config.node.pki;
         let tls = http::tls_config(
             tls::load_certs(&p.cert)?,
@@ -47,7 +64,32 @@ impl RunningGateway {
             "{} is not the gateway in the trust list",
             node.id
         );
-        let gateway = Arc::new(Gateway::new(node, config.envelope));
+        let notifier: Arc<dyn notify::Notifier> = match &config.notifications {
+            Some(smtp) => Arc::new(
+                notify::SmtpNotifier::new(smtp)
+                    .map_err(|e| anyhow::anyhow!("notifications: {e}"))?,
+            ),
+            None => {
+                tracing::warn!("no [notifications] configured: digital letters will end on paper");
+                Arc::new(notify::Unconfigured)
+            }
+        };
+        let gateway = Arc::new(Gateway::new(
+            node.clone(),
+            gateway::GatewayParts {
+                envelope: config.envelope,
+                policy: config.escalation,
+                clock,
+                notifier,
+                spool: paper::Spool::new(config.spool_dir()),
+            },
+        ));
+        let desk = gateway.clone();
+        node.set_citizen_desk(Arc::new(move |home, request| {
+            let desk = desk.clone();
+            Box::pin(async move { desk.citizen(home, request).await })
+        }));
+        let monitor = tokio::spawn(gateway.clone().monitor_loop());
         let listener = http::bind(config.https_listen).await?;
         let https_addr = listener.local_addr()?;
         let server = tokio::spawn(http::serve(listener, tls, gateway.clone()));
@@ -56,12 +98,16 @@ impl RunningGateway {
             gateway,
             https_addr,
             server,
+            monitor,
         })
     }
 
     /// Stops the API, then the node (finishing the commits in flight).
     pub async fn shutdown(self) {
         self.server.abort();
+        self.monitor.abort();
+        // A cycle in progress finishes its write first.
+        let _ = self.gateway.monitor_lock.lock().await;
         self.gateway.node.shutdown().await;
     }
 }

@@ -1,27 +1,36 @@
 //! The registry: who has an inbox where, whether it is active, and which
 //! senders the person chose digital mail for. Kept in the gateway node's
 //! database, keyed by the recipient's text form (`bsn:…` or `eidas:…`).
-//! Later issues fill in contact channels, postal addresses and
-//! representatives; here are the schema, lookups and an admin import.
+//! The person changes it through their home node (see `desk`); an admin
+//! import fills it for tests and the demo. Every change is recorded in the
+//! person's history.
 
-use estafette_relay::redb::{ReadableDatabase, TableDefinition};
+use estafette_relay::redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use estafette_relay::store::{Op, StoreError};
-use estafette_spec::{InboxId, NodeId, Oin, ReasonCode, Recipient};
+use estafette_spec::citizen::{
+    ChangeEntry, ChannelKind, ChannelState, ChannelView, PersonView, PostalAddress,
+};
+use estafette_spec::escalation::Activity;
+use estafette_spec::{Digest, InboxId, NodeId, Oin, ReasonCode, Recipient, Timestamp};
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
 pub(crate) const PEOPLE: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_people");
+/// Each person's change history: (recipient, sequence number) → [`ChangeEntry`].
+pub(crate) const HISTORY: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("registry_history");
+/// Assertion nonces seen: nonce → (assertion digest, expiry).
+pub(crate) const NONCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_nonces");
+/// Pending e-mail verifications: SHA-256 of the token → (recipient, expiry).
+pub(crate) const EMAIL_TOKENS: TableDefinition<[u8; 32], &[u8]> =
+    TableDefinition::new("registry_email_tokens");
 
 /// Most people in one import.
 pub const MAX_IMPORT_PEOPLE: usize = 100_000;
-
-/// A postal address, as printed on a letter (lines in order), and its country.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostalAddress {
-    pub lines: Vec<String>,
-    pub country: estafette_spec::CountryCode,
-}
+/// Most history entries kept per person (the oldest go first).
+pub const MAX_HISTORY_PER_PERSON: u64 = 10_000;
+/// How long an e-mail verification link works.
+pub const EMAIL_TOKEN_LIFETIME_S: u64 = 24 * 3600;
 
 /// One person in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,23 +45,94 @@ pub struct PersonRecord {
     pub postal_address: Option<PostalAddress>,
     /// Preferred language of notifications and paper letters (BCP 47).
     pub language: String,
-    /// Where notifications go (filled by the holder in later issues).
+    /// The name to put on paper letters (from the identity assertion).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where notifications go.
     #[serde(default)]
     pub contact_channels: Vec<ContactChannel>,
     /// People or organisations acting for this person (mandates come later).
     #[serde(default)]
     pub representatives: Vec<String>,
+    /// Sessions and unread mail, for the escalation monitor.
+    #[serde(default)]
+    pub activity: Activity,
+    /// The web address of the person's inbox (given by the home node).
+    #[serde(default)]
+    pub inbox_url: Option<String>,
+    /// When the last "your notification channel does not work" letter went out.
+    #[serde(default)]
+    pub channel_notice_at: Option<Timestamp>,
+}
+
+impl PersonRecord {
+    /// A record with no inbox (everything on paper).
+    pub fn new(language: &str) -> PersonRecord {
+        PersonRecord {
+            inbox: None,
+            active: false,
+            digital_senders: vec![],
+            postal_address: None,
+            language: language.into(),
+            name: None,
+            contact_channels: vec![],
+            representatives: vec![],
+            activity: Activity::default(),
+            inbox_url: None,
+            channel_notice_at: None,
+        }
+    }
+
+    /// The verified, working e-mail address, if any.
+    pub fn working_email(&self) -> Option<&str> {
+        self.contact_channels
+            .iter()
+            .find(|c| c.kind == ChannelKind::Email && c.state == ChannelState::Verified)
+            .map(|c| c.address.as_str())
+    }
+
+    /// Whether notifications can reach the person.
+    pub fn channel_working(&self) -> bool {
+        self.working_email().is_some()
+    }
+
+    /// The record as its holder sees it, from home node `asking`.
+    pub fn view(&self, recipient: &Recipient, asking: &NodeId) -> PersonView {
+        PersonView {
+            recipient: recipient.clone(),
+            inbox: self
+                .inbox
+                .as_ref()
+                .filter(|i| &i.home_node == asking)
+                .map(|i| i.inbox_id),
+            home_node: self.inbox.as_ref().map(|i| i.home_node.clone()),
+            active: self.active,
+            digital_senders: self.digital_senders.clone(),
+            channels: self
+                .contact_channels
+                .iter()
+                .map(|c| ChannelView {
+                    kind: c.kind,
+                    address: c.address.clone(),
+                    state: c.state,
+                })
+                .collect(),
+            language: self.language.clone(),
+        }
+    }
 }
 
 /// A notification channel of a person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContactChannel {
-    /// `email` for now; SMS and app push later.
-    pub kind: String,
+    pub kind: ChannelKind,
     pub address: String,
     /// Only a verified channel counts for digital delivery.
-    pub verified: bool,
+    pub state: ChannelState,
+    /// SHA-256 of the pending verification token (the token itself is only in the e-mail).
+    #[serde(default)]
+    pub token_digest: Option<Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +201,102 @@ pub fn lookup(
     found.map(|v| decode(v.value())).transpose()
 }
 
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// A person's record inside a write transaction.
+pub fn get_person(
+    txn: &WriteTransaction,
+    recipient: &Recipient,
+) -> Result<Option<PersonRecord>, StoreError> {
+    let table = txn.open_table(PEOPLE).map_err(db_err)?;
+    let key = recipient.to_string();
+    let found = table.get(key.as_str()).map_err(db_err)?;
+    found.map(|v| decode(v.value())).transpose()
+}
+
+/// Writes a person's record inside a write transaction.
+pub fn put_person(
+    txn: &WriteTransaction,
+    recipient: &Recipient,
+    record: &PersonRecord,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(PEOPLE).map_err(db_err)?;
+    let key = recipient.to_string();
+    table
+        .insert(
+            key.as_str(),
+            estafette_spec::cbor::to_vec(record).as_slice(),
+        )
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Appends a change to the person's history (dropping the oldest beyond the limit).
+pub fn record_change(
+    txn: &WriteTransaction,
+    recipient: &Recipient,
+    entry: &ChangeEntry,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(HISTORY).map_err(db_err)?;
+    let key = recipient.to_string();
+    let range = (key.as_str(), 0u64)..=(key.as_str(), u64::MAX);
+    let (first, last) = {
+        let mut entries = table.range(range).map_err(db_err)?;
+        let first = entries
+            .next()
+            .transpose()
+            .map_err(db_err)?
+            .map(|(k, _)| k.value().1);
+        let last = entries
+            .next_back()
+            .transpose()
+            .map_err(db_err)?
+            .map(|(k, _)| k.value().1)
+            .or(first);
+        (first, last)
+    };
+    let next = last.map_or(0, |l| l + 1);
+    if let Some(first) = first
+        && next - first >= MAX_HISTORY_PER_PERSON
+    {
+        table.remove((key.as_str(), first)).map_err(db_err)?;
+    }
+    table
+        .insert(
+            (key.as_str(), next),
+            estafette_spec::cbor::to_vec(entry).as_slice(),
+        )
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// The newest `limit` entries of a person's history, oldest first.
+pub fn history_in(
+    txn: &WriteTransaction,
+    recipient: &Recipient,
+    limit: usize,
+) -> Result<Vec<ChangeEntry>, StoreError> {
+    let table = txn.open_table(HISTORY).map_err(db_err)?;
+    let key = recipient.to_string();
+    let mut out = Vec::new();
+    for item in table
+        .range((key.as_str(), 0u64)..=(key.as_str(), u64::MAX))
+        .map_err(db_err)?
+        .rev()
+        .take(limit)
+    {
+        let (_, v) = item.map_err(db_err)?;
+        out.push(
+            estafette_spec::cbor::from_slice(v.value(), 64 * 1024)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+    }
+    out.reverse();
+    Ok(out)
+}
+
 /// One person as given to `registry import` (JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,8 +313,11 @@ pub struct ImportedPerson {
     pub postal_address: Option<PostalAddress>,
     #[serde(default = "default_language")]
     pub language: String,
+    pub name: Option<String>,
     #[serde(default)]
     pub contact_channels: Vec<ContactChannel>,
+    /// The last session, for tests of dormant accounts.
+    pub last_session_at: Option<Timestamp>,
 }
 
 fn default_language() -> String {
@@ -191,18 +370,22 @@ pub fn parse_import(
         if p.active && inbox.is_none() {
             return Err(invalid("an active person needs a home node".into()));
         }
-        out.push((
-            p.recipient,
-            PersonRecord {
-                inbox,
-                active: p.active,
-                digital_senders: p.digital_senders,
-                postal_address: p.postal_address,
-                language: p.language,
-                contact_channels: p.contact_channels,
-                representatives: vec![],
-            },
-        ));
+        if let Some(address) = &p.postal_address {
+            address.validate().map_err(|e| invalid(e.to_string()))?;
+        }
+        for channel in &p.contact_channels {
+            estafette_spec::citizen::check_email(&channel.address)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        let mut record = PersonRecord::new(&p.language);
+        record.inbox = inbox;
+        record.active = p.active;
+        record.digital_senders = p.digital_senders;
+        record.postal_address = p.postal_address;
+        record.name = p.name;
+        record.contact_channels = p.contact_channels;
+        record.activity.last_session_at = p.last_session_at;
+        out.push((p.recipient, record));
     }
     Ok(out)
 }
@@ -241,18 +424,14 @@ mod tests {
     use super::*;
 
     fn person(active: bool, senders: Vec<Oin>) -> PersonRecord {
-        PersonRecord {
-            inbox: Some(InboxLocation {
-                home_node: "home.test".parse().unwrap(),
-                inbox_id: InboxId::from_bytes([1; 16]),
-            }),
-            active,
-            digital_senders: senders,
-            postal_address: None,
-            language: "nl".into(),
-            contact_channels: vec![],
-            representatives: vec![],
-        }
+        let mut p = PersonRecord::new("nl");
+        p.inbox = Some(InboxLocation {
+            home_node: "home.test".parse().unwrap(),
+            inbox_id: InboxId::from_bytes([1; 16]),
+        });
+        p.active = active;
+        p.digital_senders = senders;
+        p
     }
 
     #[test]

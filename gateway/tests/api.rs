@@ -87,11 +87,10 @@ async fn setup() -> Setup {
     let home = Node::start(fed.relay("home.test").config.clone())
         .await
         .unwrap();
-    let gateway = RunningGateway::start(GatewayConfig {
-        https_listen: "127.0.0.1:0".parse().unwrap(),
-        envelope: Default::default(),
-        node: fed.gateway.config.clone(),
-    })
+    let gateway = RunningGateway::start(GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        fed.gateway.config.clone(),
+    ))
     .await
     .unwrap();
     let inbox = random_inbox();

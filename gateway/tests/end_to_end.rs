@@ -94,11 +94,7 @@ fn a_letter_through_real_processes_with_verified_evidence_and_nothing_leaked_in_
         &["relay-a.test", "home.test"],
     );
     let https = free_tcp();
-    let config = GatewayConfig {
-        https_listen: https,
-        envelope: Default::default(),
-        node: fed.gateway.config.clone(),
-    };
+    let config = GatewayConfig::new(https, fed.gateway.config.clone());
     let config_path = fed.tmp.path().join("gateway.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
 

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use estafette_pki::{keys, tls};
+use estafette_spec::citizen::{CitizenReply, CitizenRequest};
 use estafette_spec::evidence::{Actor, EvidenceRecord};
 use estafette_spec::relay::{
     self, MAX_EVIDENCE_PER_DELIVERY, MAX_FRAME_BYTES, Offer, OfferDecision, Receiver, Request,
@@ -55,6 +56,8 @@ pub enum NodeError {
     NoSuchLetter,
     #[error("the forward queue is full")]
     QueueFull,
+    #[error("the gateway could not be asked: {0}")]
+    Gateway(String),
 }
 
 /// Longest wait at shutdown for the connections to close cleanly.
@@ -95,7 +98,20 @@ pub struct Node {
     stopped: Notify,
     /// Evidence stored here (gateway role), for in-process observers.
     evidence_stored: tokio::sync::broadcast::Sender<StoredEvidence>,
+    /// Who answers citizen requests (gateway role; set by the gateway).
+    citizen_desk: std::sync::OnceLock<CitizenDesk>,
 }
+
+/// The gateway's handler of citizen requests: the requesting home node and
+/// the request in, the answer out.
+pub type CitizenDesk = Arc<
+    dyn Fn(
+            NodeId,
+            CitizenRequest,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = CitizenReply> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Evidence the gateway role has just stored durably.
 #[derive(Debug, Clone)]
@@ -181,6 +197,7 @@ impl Node {
             stopping: AtomicBool::new(false),
             stopped: Notify::new(),
             evidence_stored: tokio::sync::broadcast::channel(EVIDENCE_NOTES_CAPACITY).0,
+            citizen_desk: std::sync::OnceLock::new(),
             config,
         });
         // Everything already on disk is due now.
@@ -404,6 +421,47 @@ impl Node {
         match request {
             Request::Offer(offer) => self.handle_offer(&receiver, peer, offer).await,
             Request::Evidence(list) => self.handle_evidence(&receiver, peer, list).await,
+            Request::Citizen(request) => {
+                if let Err(r) = receiver.authorize_citizen_request(peer) {
+                    return refused(r.reason, r.detail);
+                }
+                match self.citizen_desk.get() {
+                    Some(desk) => Response::Citizen(desk(peer.clone(), request).await),
+                    None => refused(
+                        ReasonCode::NotForThisNode,
+                        "this gateway does not take citizen requests".into(),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Installs the gateway's handler of citizen requests (once).
+    pub fn set_citizen_desk(&self, desk: CitizenDesk) -> bool {
+        self.citizen_desk.set(desk).is_ok()
+    }
+
+    /// Home role: carries a person's request to the gateway and gives its answer.
+    pub async fn citizen_request(
+        &self,
+        request: CitizenRequest,
+    ) -> Result<CitizenReply, NodeError> {
+        let trust = self.trust();
+        let gateway = trust
+            .gateway()
+            .ok_or_else(|| NodeError::Gateway("no gateway in the trust list".into()))?;
+        match self
+            .peers
+            .request(&gateway.id, &gateway.address, &Request::Citizen(request))
+            .await
+        {
+            Ok(Response::Citizen(reply)) => Ok(reply),
+            Ok(Response::Refused { reason, detail }) => Err(NodeError::Gateway(format!(
+                "refused ({}): {detail}",
+                reason.code()
+            ))),
+            Ok(_) => Err(NodeError::Gateway("answer of the wrong kind".into())),
+            Err(e) => Err(NodeError::Gateway(e.to_string())),
         }
     }
 
@@ -846,7 +904,7 @@ impl Node {
                 )
                 .await;
             }
-            Ok(Response::EvidenceStored(_)) => {
+            Ok(Response::EvidenceStored(_) | Response::Citizen(_)) => {
                 self.retry(id, &dest, &record, "answer of the wrong kind".into())
                     .await;
             }

@@ -226,6 +226,12 @@ impl UnverifiedSign1 {
         })
     }
 
+    /// The payload without checking the signature: only for objects this
+    /// node verified before it stored them.
+    pub fn payload_of_verified(self) -> Result<Vec<u8>, CoseError> {
+        self.sign1.payload.ok_or(CoseError::NoPayload)
+    }
+
     /// Checks the signature with `key` (strict Ed25519) and gives the payload.
     pub fn verify(self, key: &VerifyingKey) -> Result<Vec<u8>, CoseError> {
         if KeyId::of(key) != self.key_id {

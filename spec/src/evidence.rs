@@ -6,7 +6,7 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, CborError};
-use crate::cose::{self, Digest, ObjectKind};
+use crate::cose::{self, Digest, ObjectKind, UnverifiedSign1};
 use crate::ids::{EnvelopeId, EvidenceId, MessageId, NodeId};
 use crate::limits::*;
 use crate::text::{FieldError, Timestamp, check_line};
@@ -122,6 +122,14 @@ pub enum ReasonCode {
     WrongAudience,
     /// An identity assertion's level of assurance is too low.
     AssuranceTooLow,
+    /// A single-use value (an assertion's nonce, a verification token) was used again.
+    Replayed,
+    /// The person has no registration (no inbox) yet.
+    NotRegistered,
+    /// A verification token is unknown or past its expiry.
+    InvalidToken,
+    /// A letter on paper because it could not be delivered digitally.
+    DeliveryFailed,
 }
 
 impl ReasonCode {
@@ -154,6 +162,10 @@ impl ReasonCode {
             ReasonCode::StorageFailure => "storage_failure",
             ReasonCode::WrongAudience => "wrong_audience",
             ReasonCode::AssuranceTooLow => "assurance_too_low",
+            ReasonCode::Replayed => "replayed",
+            ReasonCode::NotRegistered => "not_registered",
+            ReasonCode::InvalidToken => "invalid_token",
+            ReasonCode::DeliveryFailed => "delivery_failed",
         }
     }
 }
@@ -325,6 +337,19 @@ impl Evidence {
                 signer: signer.id(),
             });
         }
+        Ok(VerifiedEvidence {
+            record,
+            digest: Digest::of(bytes),
+        })
+    }
+
+    /// Reads evidence this node verified before storing it, without checking
+    /// the signature again (the monitor reads the same records every cycle).
+    pub fn read_stored(bytes: &[u8]) -> Result<VerifiedEvidence, EvidenceError> {
+        let payload = UnverifiedSign1::parse(bytes, ObjectKind::Evidence)
+            .and_then(UnverifiedSign1::payload_of_verified)
+            .map_err(VerifyError::Cose)?;
+        let record: EvidenceRecord = cbor::from_slice(&payload, MAX_EVIDENCE_BYTES)?;
         Ok(VerifiedEvidence {
             record,
             digest: Digest::of(bytes),

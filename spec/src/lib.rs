@@ -14,8 +14,10 @@
 pub mod assertion;
 pub mod bytes;
 pub mod cbor;
+pub mod citizen;
 pub mod cose;
 pub mod envelope;
+pub mod escalation;
 pub mod evidence;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;

@@ -62,3 +62,5 @@ pub const MAX_TRUST_LIST_ENTRIES: usize = 10_000;
 pub const MAX_ROUTES_PER_NODE: usize = 1_000;
 /// Longest node address (`host:port`), in characters.
 pub const MAX_ADDRESS_CHARS: usize = 255;
+/// Longest line of a postal address.
+pub const MAX_POSTAL_LINE_CHARS: usize = 100;

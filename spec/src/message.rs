@@ -171,6 +171,20 @@ impl SignedMessage {
         ))
     }
 
+    /// Reads a SignedMessage this node verified before it stored it, without
+    /// checking the signature again (a letter printed weeks later must still
+    /// print if the agency's key has since been rotated).
+    pub fn read_stored(bytes: &[u8]) -> Result<VerifiedMessage, MessageError> {
+        let payload = crate::cose::UnverifiedSign1::parse(bytes, ObjectKind::Message)
+            .and_then(crate::cose::UnverifiedSign1::payload_of_verified)
+            .map_err(VerifyError::Cose)?;
+        let letter: Letter = cbor::from_slice(&payload, MAX_MESSAGE_BYTES)?;
+        Ok(VerifiedMessage {
+            letter,
+            digest: Digest::of(bytes),
+        })
+    }
+
     /// Checks that an agency in the trust list sealed these bytes, that the
     /// sealing agency is the sender, and every limit.
     pub fn verify(bytes: &[u8], trust: &TrustList) -> Result<VerifiedMessage, MessageError> {

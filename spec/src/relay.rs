@@ -43,6 +43,9 @@ pub enum Request {
     Offer(Offer),
     /// Evidence objects for the gateway to store (only the gateway accepts these).
     Evidence(Vec<serde_bytes::ByteBuf>),
+    /// A person's request, carried by their home node to the gateway (only
+    /// home nodes send these, only the gateway accepts them).
+    Citizen(crate::citizen::CitizenRequest),
 }
 
 /// The answer on the same stream.
@@ -55,6 +58,8 @@ pub enum Response {
     Rejected(serde_bytes::ByteBuf),
     /// The gateway stored this many evidence objects durably.
     EvidenceStored(u32),
+    /// The gateway's answer to a citizen request.
+    Citizen(crate::citizen::CitizenReply),
     /// The request itself is not allowed or not readable; nothing was stored.
     Refused { reason: ReasonCode, detail: String },
 }
@@ -166,6 +171,26 @@ impl Receiver<'_> {
             return Err(PeerRefusal {
                 reason: ReasonCode::NotForThisNode,
                 detail: "only the gateway accepts evidence deliveries".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// May `peer` carry a citizen request here? Only a home node, only to the gateway.
+    pub fn authorize_citizen_request(&self, peer: &NodeId) -> Result<(), PeerRefusal> {
+        let entry = self.authorize_peer(peer)?;
+        if !entry.roles.contains(&NodeRole::Home) {
+            return Err(PeerRefusal {
+                reason: ReasonCode::WrongRole,
+                detail: format!(
+                    "{peer} is not a home node; only home nodes carry citizen requests"
+                ),
+            });
+        }
+        if self.trust.gateway().is_none_or(|g| &g.id != self.me) {
+            return Err(PeerRefusal {
+                reason: ReasonCode::NotForThisNode,
+                detail: "only the gateway takes citizen requests".into(),
             });
         }
         Ok(())

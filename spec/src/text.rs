@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Seconds since the Unix epoch (UTC). CBOR: an unsigned integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
 
@@ -15,14 +17,12 @@ impl Timestamp {
     pub fn minus_s(self, seconds: u64) -> Timestamp {
         Timestamp(self.0.saturating_sub(seconds))
     }
-}
 
-impl std::fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    /// The calendar date (UTC) as year, month, day.
+    pub fn ymd(self) -> (i64, i64, i64) {
         // Civil date from days since the epoch (Howard Hinnant's algorithm),
         // so that the protocol core needs no time library.
         let days = (self.0 / 86_400) as i64;
-        let secs = self.0 % 86_400;
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
         let doe = z - era * 146_097;
@@ -31,7 +31,14 @@ impl std::fmt::Display for Timestamp {
         let mp = (5 * doy + 2) / 153;
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        (yoe + era * 400 + i64::from(month <= 2), month, day)
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (year, month, day) = self.ymd();
+        let secs = self.0 % 86_400;
         write!(
             f,
             "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",

@@ -196,6 +196,19 @@ const VECTORS: &[Vector] = &[
     },
 ];
 
+/// The citizen request frame of the vectors: a consent change carried by
+/// the home node, with the person's assertion.
+fn citizen_request(assertion: Vec<u8>) -> relay::Request {
+    relay::Request::Citizen(citizen::CitizenRequest {
+        assertion: Some(serde_bytes::ByteBuf::from(assertion)),
+        action: citizen::CitizenAction::SetConsent {
+            sender: fixtures::AGENCY_OIN.parse().unwrap(),
+            digital: true,
+        },
+        inbox_url: Some("https://home-1.test/inbox".into()),
+    })
+}
+
 fn generate() -> Files {
     let mut files = Files::new();
     let root = fixtures::root_key();
@@ -264,9 +277,12 @@ fn generate() -> Files {
     files.insert("evidence-2-relay-acceptance.cose".into(), e2);
     files.insert("evidence-3-content-consignment.cose".into(), e3);
 
+    let assertion =
+        IdentityAssertion::sign(&claims(), &fixtures::key(fixtures::NATIONAL_IDP)).unwrap();
+    files.insert("assertion.cose".into(), assertion.clone());
     files.insert(
-        "assertion.cose".into(),
-        IdentityAssertion::sign(&claims(), &fixtures::key(fixtures::NATIONAL_IDP)).unwrap(),
+        "frame-citizen-request.cbor".into(),
+        relay::encode(&citizen_request(assertion)),
     );
 
     let mut bad = message.clone();
@@ -481,6 +497,11 @@ fn vectors_are_current_and_verify() {
     .map(|f| read(f))
     .collect();
     assert_eq!(Evidence::verify_chain(&chain, &trust).unwrap().len(), 3);
+
+    // The citizen request frame decodes to the request, and carries the
+    // assertion of the vectors.
+    let frame: relay::Request = relay::decode(&read("frame-citizen-request.cbor")).unwrap();
+    assert_eq!(frame, citizen_request(read("assertion.cose")));
 }
 
 /// Our COSE objects are plain RFC 9052: the Sig_structure can be rebuilt

@@ -84,11 +84,10 @@ async fn main() -> Result<()> {
     );
     let mut relay = RelayProcess::start(&relay_binary, fed.relay("load-relay.test"));
     let mut home = RelayProcess::start(&relay_binary, fed.relay("load-home.test"));
-    let gateway = RunningGateway::start(GatewayConfig {
-        https_listen: "127.0.0.1:0".parse()?,
-        envelope: Default::default(),
-        node: fed.gateway.config.clone(),
-    })
+    let gateway = RunningGateway::start(GatewayConfig::new(
+        "127.0.0.1:0".parse()?,
+        fed.gateway.config.clone(),
+    ))
     .await?;
 
     // Recipients, all digital for the agency.

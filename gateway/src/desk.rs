@@ -1,0 +1,444 @@
+//! The citizen desk: the gateway's side of registration, activation,
+//! consent and contact changes. Requests come only from home nodes (over
+//! QUIC, see `estafette_relay::Node::citizen_request`) and carry the
+//! person's own identity assertion, which the desk verifies itself: the
+//! audience must be the home node that carried it, the level at least
+//! substantial, the assertion fresh (at most five minutes), and its nonce
+//! never seen with another assertion. No agency-facing path leads here.
+//!
+//! Every change is recorded with the digest of the assertion that
+//! authorised it, and the holder can export that history.
+
+use estafette_relay::redb::ReadableTable;
+use estafette_relay::store::{Op, StoreError};
+use estafette_spec::citizen::{
+    Change, ChangeEntry, ChannelKind, ChannelState, CitizenAction, CitizenReply, CitizenRequest,
+    MAX_CONSENTS, MAX_HISTORY_ENTRIES, VERIFICATION_TOKEN_BYTES,
+};
+use estafette_spec::trust::LevelOfAssurance;
+use estafette_spec::{
+    AssertionPolicy, Digest, IdentityAssertion, IdentityClaims, InboxId, NodeId, ReasonCode,
+    Recipient, Timestamp,
+};
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest as _, Sha256};
+
+use crate::gateway::Gateway;
+use crate::monitor::DEFAULT_INBOX_URL;
+use crate::registry::{
+    self, ContactChannel, EMAIL_TOKEN_LIFETIME_S, EMAIL_TOKENS, InboxLocation, NONCES, PersonRecord,
+};
+use crate::texts;
+
+/// The level of assurance every citizen request needs.
+pub const MIN_LEVEL: LevelOfAssurance = LevelOfAssurance::Substantial;
+/// Attempts at sending one verification e-mail.
+pub const VERIFICATION_SEND_ATTEMPTS: u32 = 3;
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn refused(reason: ReasonCode, detail: impl Into<String>) -> CitizenReply {
+    CitizenReply::Refused {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+fn token_digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+/// A verification e-mail to send once the change is committed.
+struct VerificationMail {
+    address: String,
+    token: [u8; VERIFICATION_TOKEN_BYTES],
+    language: String,
+    inbox_url: String,
+}
+
+impl Gateway {
+    /// Answers a citizen request carried by home node `home`.
+    pub async fn citizen(&self, home: NodeId, request: CitizenRequest) -> CitizenReply {
+        if let Err(e) = request.validate() {
+            return refused(ReasonCode::Malformed, e.to_string());
+        }
+        let now = self.clock.now();
+        if let CitizenAction::VerifyEmail { token } = &request.action {
+            return self.verify_email(&home, token, now).await;
+        }
+        let Some(assertion) = request.assertion else {
+            return refused(
+                ReasonCode::Malformed,
+                "this request needs the person's identity assertion",
+            );
+        };
+        let trust = self.node.trust();
+        // Freshness is against the wall clock: the identity provider's clock.
+        let policy = AssertionPolicy {
+            audience: home.clone(),
+            min_level: MIN_LEVEL,
+            now: estafette_pki::now(),
+        };
+        let verified = match IdentityAssertion::verify(&assertion, &trust, &policy) {
+            Ok(v) => v,
+            Err(e) => return refused(e.reason(), e.to_string()),
+        };
+        if let CitizenAction::SetConsent { sender, .. } = &request.action
+            && trust.agency(sender).is_none()
+        {
+            return refused(
+                ReasonCode::UnknownSigner,
+                format!("there is no agency with OIN {sender} in the federation"),
+            );
+        }
+        let mut token = [0u8; VERIFICATION_TOKEN_BYTES];
+        OsRng.fill_bytes(&mut token);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let action = request.action;
+        let inbox_url = request.inbox_url;
+        let digest = verified.digest;
+        let claims = verified.claims;
+        let op = Op::Apply(Box::new(move |_tables, txn| {
+            let outcome = apply(txn, &home, &claims, digest, action, inbox_url, token, now)?;
+            let _ = tx.send(outcome);
+            Ok(())
+        }));
+        if let Err(e) = self.node.store().write(op).await {
+            tracing::error!(error = %e, "citizen request not stored");
+            return refused(
+                ReasonCode::StorageFailure,
+                "could not store the change; try again",
+            );
+        }
+        let Ok((reply, mail)) = rx.await else {
+            return refused(
+                ReasonCode::StorageFailure,
+                "could not store the change; try again",
+            );
+        };
+        if let Some(mail) = mail {
+            self.send_verification(mail);
+        }
+        reply
+    }
+
+    fn send_verification(&self, mail: VerificationMail) {
+        let notifier = self.notifier.clone();
+        tokio::spawn(async move {
+            let link = format!(
+                "{}/verify-email?token={}",
+                mail.inbox_url.trim_end_matches('/'),
+                hex(&mail.token)
+            );
+            let message = texts::for_language(&mail.language).verification(&link);
+            for attempt in 1..=VERIFICATION_SEND_ATTEMPTS {
+                match notifier.send(&mail.address, &message).await {
+                    Ok(()) => return,
+                    Err(crate::notify::NotifyError::Permanent(problem)) => {
+                        tracing::info!(%problem, "verification e-mail refused");
+                        return;
+                    }
+                    Err(crate::notify::NotifyError::Temporary(problem)) => {
+                        tracing::info!(%problem, attempt, "verification e-mail will be retried");
+                        tokio::time::sleep(std::time::Duration::from_secs(2 << attempt)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn verify_email(&self, home: &NodeId, token: &[u8], now: Timestamp) -> CitizenReply {
+        let digest = token_digest(token);
+        let home = home.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let op = Op::Apply(Box::new(move |_tables, txn| {
+            let _ = tx.send(apply_verification(txn, &home, digest, now)?);
+            Ok(())
+        }));
+        if let Err(e) = self.node.store().write(op).await {
+            tracing::error!(error = %e, "verification not stored");
+            return refused(
+                ReasonCode::StorageFailure,
+                "could not store the change; try again",
+            );
+        }
+        rx.await.unwrap_or_else(|_| {
+            refused(
+                ReasonCode::StorageFailure,
+                "could not store the change; try again",
+            )
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn apply_verification(
+    txn: &estafette_relay::redb::WriteTransaction,
+    home: &NodeId,
+    digest: [u8; 32],
+    now: Timestamp,
+) -> Result<CitizenReply, StoreError> {
+    let mut tokens = txn.open_table(EMAIL_TOKENS).map_err(db_err)?;
+    let found = tokens
+        .remove(&digest)
+        .map_err(db_err)?
+        .map(|v| v.value().to_vec());
+    drop(tokens);
+    let unknown = || {
+        refused(
+            ReasonCode::InvalidToken,
+            "this link is unknown or was already used; add your e-mail address again",
+        )
+    };
+    let Some(found) = found else {
+        return Ok(unknown());
+    };
+    let (recipient, expires_at): (Recipient, Timestamp) =
+        estafette_spec::cbor::from_slice(&found, 4096)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if expires_at <= now {
+        return Ok(refused(
+            ReasonCode::InvalidToken,
+            "this link has expired; add your e-mail address again",
+        ));
+    }
+    let Some(mut person) = registry::get_person(txn, &recipient)? else {
+        return Ok(unknown());
+    };
+    let wanted = Some(Digest(digest));
+    let Some(channel) = person
+        .contact_channels
+        .iter_mut()
+        .find(|c| c.token_digest == wanted)
+    else {
+        return Ok(unknown());
+    };
+    channel.state = ChannelState::Verified;
+    channel.token_digest = None;
+    let address = channel.address.clone();
+    registry::put_person(txn, &recipient, &person)?;
+    registry::record_change(
+        txn,
+        &recipient,
+        &ChangeEntry {
+            at: now,
+            change: Change::EmailVerified { address },
+            assertion_digest: None,
+        },
+    )?;
+    Ok(CitizenReply::Person(person.view(&recipient, home)))
+}
+
+/// Applies one assertion-carrying request inside the write transaction.
+/// Refusals write nothing; only storage errors are `Err`.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    txn: &estafette_relay::redb::WriteTransaction,
+    home: &NodeId,
+    claims: &IdentityClaims,
+    digest: Digest,
+    action: CitizenAction,
+    inbox_url: Option<String>,
+    token: [u8; VERIFICATION_TOKEN_BYTES],
+    now: Timestamp,
+) -> Result<(CitizenReply, Option<VerificationMail>), StoreError> {
+    // Nonces are single use: one nonce, one assertion (which may authorise
+    // several changes while it is fresh, from the home node it names).
+    {
+        let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
+        let seen = nonces
+            .get(claims.nonce.as_slice())
+            .map_err(db_err)?
+            .map(|v| v.value().to_vec());
+        if let Some(seen) = seen {
+            let (first, _): (Digest, Timestamp) = estafette_spec::cbor::from_slice(&seen, 4096)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if first != digest {
+                return Ok((
+                    refused(
+                        ReasonCode::Replayed,
+                        "this identity assertion's nonce was already used; log in again",
+                    ),
+                    None,
+                ));
+            }
+        } else {
+            nonces
+                .insert(
+                    claims.nonce.as_slice(),
+                    estafette_spec::cbor::to_vec(&(digest, claims.expires_at)).as_slice(),
+                )
+                .map_err(db_err)?;
+        }
+    }
+    let recipient = &claims.subject;
+    let stored = registry::get_person(txn, recipient)?;
+    let entry = |change: Change| ChangeEntry {
+        at: now,
+        change,
+        assertion_digest: Some(digest),
+    };
+    let not_registered = || {
+        (
+            refused(
+                ReasonCode::NotRegistered,
+                "you have no digital inbox yet; register first",
+            ),
+            None,
+        )
+    };
+    let mut changes: Vec<ChangeEntry> = Vec::new();
+    let mut mail = None;
+    let mut person = match (&action, stored) {
+        (CitizenAction::History, _) => {
+            let history = registry::history_in(txn, recipient, MAX_HISTORY_ENTRIES)?;
+            return Ok((CitizenReply::History(history), None));
+        }
+        (CitizenAction::SessionStarted, None) => {
+            // Not registered: show an empty record; nothing is stored.
+            let empty = PersonRecord::new("nl");
+            return Ok((CitizenReply::Person(empty.view(recipient, home)), None));
+        }
+        (CitizenAction::Register { language, .. }, None) => PersonRecord::new(language),
+        (_, None) => return Ok(not_registered()),
+        (_, Some(p)) => p,
+    };
+    match action {
+        CitizenAction::SessionStarted
+        | CitizenAction::History
+        | CitizenAction::VerifyEmail { .. } => {}
+        CitizenAction::Register {
+            language,
+            postal_address,
+        } => match &person.inbox {
+            Some(inbox) if &inbox.home_node != home => {
+                return Ok((
+                    refused(
+                        ReasonCode::NotForThisNode,
+                        format!(
+                            "you already have an inbox at {}; registration is there",
+                            inbox.home_node
+                        ),
+                    ),
+                    None,
+                ));
+            }
+            Some(_) => {}
+            None => {
+                person.inbox = Some(InboxLocation {
+                    home_node: home.clone(),
+                    inbox_id: InboxId::random(&mut OsRng),
+                });
+                // An inbox starts inactive: activation is its own act.
+                person.active = false;
+                person.language = language;
+                if postal_address.is_some() {
+                    person.postal_address = postal_address;
+                }
+                person.name = Some(format!("{} {}", claims.given_names, claims.family_name));
+                changes.push(entry(Change::Registered {
+                    home_node: home.clone(),
+                }));
+            }
+        },
+        CitizenAction::AddEmail { address } => {
+            let mut tokens = txn.open_table(EMAIL_TOKENS).map_err(db_err)?;
+            // The address replaces any earlier one; an older link stops working.
+            for old in person
+                .contact_channels
+                .iter()
+                .filter_map(|c| c.token_digest)
+            {
+                tokens.remove(&old.0).map_err(db_err)?;
+            }
+            person
+                .contact_channels
+                .retain(|c| c.kind != ChannelKind::Email);
+            let digest = token_digest(&token);
+            tokens
+                .insert(
+                    &digest,
+                    estafette_spec::cbor::to_vec(&(
+                        recipient.clone(),
+                        now.plus_s(EMAIL_TOKEN_LIFETIME_S),
+                    ))
+                    .as_slice(),
+                )
+                .map_err(db_err)?;
+            person.contact_channels.push(ContactChannel {
+                kind: ChannelKind::Email,
+                address: address.clone(),
+                state: ChannelState::Pending,
+                token_digest: Some(Digest(digest)),
+            });
+            mail = Some(VerificationMail {
+                address: address.clone(),
+                token,
+                language: person.language.clone(),
+                inbox_url: inbox_url
+                    .clone()
+                    .or_else(|| person.inbox_url.clone())
+                    .unwrap_or_else(|| DEFAULT_INBOX_URL.into()),
+            });
+            changes.push(entry(Change::EmailAdded { address }));
+        }
+        CitizenAction::Activate => {
+            if !person.channel_working() {
+                return Ok((
+                    refused(
+                        ReasonCode::NoNotificationChannel,
+                        "verify an e-mail address first: it is how you hear of new letters",
+                    ),
+                    None,
+                ));
+            }
+            if !person.active {
+                person.active = true;
+                changes.push(entry(Change::Activated));
+            }
+        }
+        CitizenAction::SetConsent { sender, digital } => {
+            let has = person.digital_senders.contains(&sender);
+            if digital && !has {
+                if person.digital_senders.len() >= MAX_CONSENTS {
+                    return Ok((
+                        refused(
+                            ReasonCode::TooLarge,
+                            format!(
+                                "at most {MAX_CONSENTS} senders can be chosen for digital mail"
+                            ),
+                        ),
+                        None,
+                    ));
+                }
+                person.digital_senders.push(sender.clone());
+            } else if !digital && has {
+                person.digital_senders.retain(|s| s != &sender);
+            }
+            if digital != has {
+                changes.push(entry(Change::Consent { sender, digital }));
+            }
+        }
+        CitizenAction::AllPaper => {
+            if !person.digital_senders.is_empty() {
+                person.digital_senders.clear();
+                changes.push(entry(Change::AllPaper));
+            }
+        }
+    }
+    // Every request is a session: the monitor's dormancy rule counts them.
+    person.activity.last_session_at = Some(now);
+    if inbox_url.is_some() {
+        person.inbox_url = inbox_url;
+    }
+    registry::put_person(txn, recipient, &person)?;
+    for change in &changes {
+        registry::record_change(txn, recipient, change)?;
+    }
+    Ok((CitizenReply::Person(person.view(recipient, home)), mail))
+}

@@ -1,0 +1,481 @@
+//! The paper channel: real PDF letters (A4, the address where a window
+//! envelope shows it, formatted for the country it goes to) written to a
+//! print spool directory with a manifest line per letter, for the print
+//! house to pick up.
+//!
+//! PDFs use the base-14 Helvetica fonts with WinAnsi encoding, so nothing
+//! is embedded and every reader (and `pdftotext`) can read them; characters
+//! outside that encoding print as `?`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use estafette_spec::citizen::PostalAddress;
+use estafette_spec::{CountryCode, Timestamp};
+use pdf_writer::{Content, Name, Pdf, Rect, Ref, Str};
+use serde::{Deserialize, Serialize};
+
+use crate::texts::Texts;
+
+/// Most pages of one paper letter (longer letters are cut, with a note).
+pub const MAX_PAGES: usize = 50;
+
+const MM: f32 = 72.0 / 25.4;
+const PAGE_W: f32 = 210.0 * MM;
+const PAGE_H: f32 = 297.0 * MM;
+const LEFT: f32 = 25.0 * MM;
+const BODY_SIZE: f32 = 10.0;
+const LEADING: f32 = 13.0;
+const BOTTOM: f32 = 25.0 * MM;
+/// Characters per body line (Helvetica 10 pt over 160 mm, with room to spare).
+const LINE_CHARS: usize = 88;
+
+/// The country letters are posted from.
+pub const HOME_COUNTRY: CountryCode = CountryCode::NL;
+
+/// Everything printed on one paper letter.
+#[derive(Debug, Clone)]
+pub struct PaperLetter {
+    pub addressee: String,
+    pub address: PostalAddress,
+    pub sender_name: String,
+    pub date: Timestamp,
+    pub reference: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub attachments: Vec<String>,
+    /// Why this came on paper and how to choose (plain language).
+    pub explanation: Option<String>,
+}
+
+/// The address lines for a window envelope, formatted for the destination
+/// country; an address abroad ends with the country in capitals (in Dutch,
+/// the language of the country of posting, as the UPU asks).
+pub fn address_lines(addressee: &str, address: &PostalAddress) -> Vec<String> {
+    let mut lines = vec![addressee.to_owned()];
+    lines.extend(address.street_lines.iter().cloned());
+    let code = address.postal_code.trim();
+    let city = address.city.trim();
+    match address.country.as_str() {
+        // 1234 AB  PLAATS: two spaces, the town in capitals (PostNL).
+        "NL" => lines.push(format!("{code}  {}", city.to_uppercase())),
+        // Town, then postcode on its own line, both in capitals (Royal Mail).
+        "GB" | "IE" => {
+            lines.push(city.to_uppercase());
+            lines.push(code.to_uppercase());
+        }
+        // Town in capitals after the code.
+        "FR" | "BE" | "LU" => lines.push(format!("{code} {}", city.to_uppercase())),
+        // The code, then the town as written (Deutsche Post, Poczta Polska, …).
+        _ => lines.push(format!("{code} {city}")),
+    }
+    if address.country != HOME_COUNTRY {
+        lines.push(country_name_nl(address.country));
+    }
+    lines
+}
+
+fn country_name_nl(country: CountryCode) -> String {
+    match country.as_str() {
+        "DE" => "DUITSLAND",
+        "BE" => "BELGIË",
+        "FR" => "FRANKRIJK",
+        "PL" => "POLEN",
+        "GB" => "VERENIGD KONINKRIJK",
+        "ES" => "SPANJE",
+        "IT" => "ITALIË",
+        "PT" => "PORTUGAL",
+        "AT" => "OOSTENRIJK",
+        "LU" => "LUXEMBURG",
+        "DK" => "DENEMARKEN",
+        "SE" => "ZWEDEN",
+        "IE" => "IERLAND",
+        "RO" => "ROEMENIË",
+        "BG" => "BULGARIJE",
+        "TR" => "TURKIJE",
+        "MA" => "MAROKKO",
+        "CH" => "ZWITSERLAND",
+        "US" => "VERENIGDE STATEN",
+        other => other,
+    }
+    .to_owned()
+}
+
+/// Text in WinAnsi encoding (the base-14 fonts' encoding).
+fn win_ansi(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| match c {
+            ' '..='~' => c as u8,
+            '\u{a0}'..='\u{ff}' => c as u32 as u8,
+            '€' => 0x80,
+            '‚' => 0x82,
+            '„' => 0x84,
+            '…' => 0x85,
+            '•' => 0x95,
+            '‘' => 0x91,
+            '’' => 0x92,
+            '“' => 0x93,
+            '”' => 0x94,
+            '–' => 0x96,
+            '—' => 0x97,
+            'Š' => 0x8a,
+            'š' => 0x9a,
+            'Œ' => 0x8c,
+            'œ' => 0x9c,
+            'Ž' => 0x8e,
+            'ž' => 0x9e,
+            'Ÿ' => 0x9f,
+            '\t' => b' ',
+            _ => b'?',
+        })
+        .collect()
+}
+
+/// Wraps a paragraph at word boundaries.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for paragraph in text.lines() {
+        let mut line = String::new();
+        for word in paragraph.split_whitespace() {
+            let mut word = word.to_owned();
+            // A word longer than a line is cut.
+            while word.chars().count() > width {
+                if !line.is_empty() {
+                    out.push(std::mem::take(&mut line));
+                }
+                let head: String = word.chars().take(width).collect();
+                word = word.chars().skip(width).collect();
+                out.push(head);
+            }
+            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+                out.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&word);
+        }
+        out.push(line);
+    }
+    out
+}
+
+/// One line to draw: text, font (bold or not), size, and the gap above it.
+struct Line {
+    text: String,
+    bold: bool,
+    size: f32,
+    gap: f32,
+}
+
+fn body_line(text: String) -> Line {
+    Line {
+        text,
+        bold: false,
+        size: BODY_SIZE,
+        gap: LEADING,
+    }
+}
+
+/// Renders the letter as a PDF; also gives the number of pages.
+pub fn render(letter: &PaperLetter, texts: &Texts) -> (Vec<u8>, usize) {
+    let mut flow: Vec<Line> = Vec::new();
+    flow.push(Line {
+        text: format!("{}: {}", texts.subject_label, letter.subject),
+        bold: true,
+        size: 11.0,
+        gap: 0.0,
+    });
+    flow.push(body_line(String::new()));
+    flow.extend(wrap(&letter.body, LINE_CHARS).into_iter().map(body_line));
+    if !letter.attachments.is_empty() {
+        flow.push(body_line(String::new()));
+        flow.push(Line {
+            text: texts.attachments_label.to_owned(),
+            bold: true,
+            size: BODY_SIZE,
+            gap: LEADING,
+        });
+        for name in &letter.attachments {
+            flow.push(body_line(format!("- {name}")));
+        }
+    }
+    if let Some(explanation) = &letter.explanation {
+        flow.push(body_line(String::new()));
+        flow.push(Line {
+            text: texts.paper_heading.to_owned(),
+            bold: true,
+            size: 11.0,
+            gap: LEADING * 1.5,
+        });
+        flow.extend(wrap(explanation, LINE_CHARS).into_iter().map(body_line));
+    }
+
+    // Lay the lines out over pages; the first page starts below the address.
+    let first_top = PAGE_H - 105.0 * MM;
+    let other_top = PAGE_H - 25.0 * MM;
+    let mut pages: Vec<Content> = Vec::new();
+    let mut content = first_page_head(letter, texts);
+    let mut y = first_top;
+    let mut truncated = false;
+    for line in flow {
+        if y - line.gap < BOTTOM {
+            if pages.len() + 1 >= MAX_PAGES {
+                truncated = true;
+                break;
+            }
+            pages.push(std::mem::replace(&mut content, Content::new()));
+            y = other_top + line.gap;
+        }
+        y -= line.gap;
+        text_at(&mut content, &line.text, line.bold, line.size, LEFT, y);
+    }
+    if truncated {
+        text_at(
+            &mut content,
+            "[...]",
+            true,
+            BODY_SIZE,
+            LEFT,
+            BOTTOM - LEADING,
+        );
+    }
+    pages.push(content);
+
+    let count = pages.len();
+    let mut pdf = Pdf::new();
+    let catalog = Ref::new(1);
+    let tree = Ref::new(2);
+    let regular = Ref::new(3);
+    let bold = Ref::new(4);
+    let page_ids: Vec<Ref> = (0..count).map(|i| Ref::new(5 + 2 * i as i32)).collect();
+    pdf.catalog(catalog).pages(tree);
+    pdf.pages(tree)
+        .kids(page_ids.iter().copied())
+        .count(count as i32);
+    for (font, base) in [(regular, "Helvetica"), (bold, "Helvetica-Bold")] {
+        pdf.type1_font(font)
+            .base_font(Name(base.as_bytes()))
+            .encoding_predefined(Name(b"WinAnsiEncoding"));
+    }
+    for (i, mut content) in pages.into_iter().enumerate() {
+        let footer = format!("{} {} / {count}", texts.page_label, i + 1);
+        text_at(
+            &mut content,
+            &footer,
+            false,
+            8.0,
+            PAGE_W - 45.0 * MM,
+            12.0 * MM,
+        );
+        let page_id = page_ids[i];
+        let content_id = Ref::new(page_id.get() + 1);
+        let mut page = pdf.page(page_id);
+        page.media_box(Rect::new(0.0, 0.0, PAGE_W, PAGE_H));
+        page.parent(tree);
+        page.contents(content_id);
+        let mut resources = page.resources();
+        let mut fonts = resources.fonts();
+        fonts.pair(Name(b"F1"), regular);
+        fonts.pair(Name(b"F2"), bold);
+        drop(fonts);
+        drop(resources);
+        drop(page);
+        pdf.stream(content_id, &content.finish());
+    }
+    (pdf.finish(), count)
+}
+
+fn text_at(content: &mut Content, text: &str, bold: bool, size: f32, x: f32, y: f32) {
+    if text.is_empty() {
+        return;
+    }
+    content.begin_text();
+    content.set_font(Name(if bold { b"F2" } else { b"F1" }), size);
+    content.next_line(x, y);
+    content.show(Str(&win_ansi(text)));
+    content.end_text();
+}
+
+/// The sender, the address in the window and the date block.
+fn first_page_head(letter: &PaperLetter, texts: &Texts) -> Content {
+    let mut content = Content::new();
+    text_at(
+        &mut content,
+        &letter.sender_name,
+        true,
+        14.0,
+        LEFT,
+        PAGE_H - 20.0 * MM,
+    );
+    // Window of a C5/6 or DL envelope: 20 mm from the left, 50 mm from the top.
+    let mut y = PAGE_H - 55.0 * MM;
+    for line in address_lines(&letter.addressee, &letter.address) {
+        text_at(&mut content, &line, false, BODY_SIZE, 22.0 * MM, y);
+        y -= LEADING;
+    }
+    let x = 125.0 * MM;
+    let mut y = PAGE_H - 55.0 * MM;
+    for (label, value) in [
+        (texts.from_label, Some(letter.sender_name.clone())),
+        (texts.date_label, Some(texts.date(letter.date))),
+        (texts.reference_label, letter.reference.clone()),
+    ] {
+        if let Some(value) = value {
+            text_at(&mut content, label, true, 8.0, x, y);
+            text_at(&mut content, &value, false, 9.0, x + 22.0 * MM, y);
+            y -= LEADING;
+        }
+    }
+    content
+}
+
+/// What the manifest says of each spooled letter (no BSN, no content).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub file: String,
+    /// `letter` (an agency's letter), `confirm_choice` or `channel_notice`.
+    pub kind: String,
+    pub message_id: Option<String>,
+    pub reason: Option<String>,
+    pub country: String,
+    pub pages: usize,
+    pub spooled_at: Timestamp,
+}
+
+/// Why spooling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("print spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The print spool directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    pub fn new(dir: impl Into<PathBuf>) -> Spool {
+        Spool { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join("manifest.jsonl")
+    }
+
+    /// Writes `pdf` as `name` (durably: temp file, fsync, rename) and
+    /// appends its manifest line. Writing the same name again replaces the
+    /// file and adds no second line, so a retry after a crash is harmless.
+    pub fn put(&self, name: &str, pdf: &[u8], entry: &ManifestEntry) -> Result<(), SpoolError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SpoolError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let path = self.dir.join(name);
+        let existed = path.exists();
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        {
+            let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            file.write_all(pdf).map_err(io(&tmp))?;
+            file.sync_all().map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        if !existed {
+            let manifest = self.manifest_path();
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&manifest)
+                .map_err(io(&manifest))?;
+            let mut line = serde_json::to_string(entry).unwrap_or_default();
+            line.push('\n');
+            file.write_all(line.as_bytes()).map_err(io(&manifest))?;
+            file.sync_all().map_err(io(&manifest))?;
+        }
+        Ok(())
+    }
+
+    /// The manifest, one entry per spooled letter.
+    pub fn manifest(&self) -> Result<Vec<ManifestEntry>, SpoolError> {
+        let path = self.manifest_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(source) => return Err(SpoolError::Io { path, source }),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(country: &str, code: &str, city: &str) -> PostalAddress {
+        PostalAddress {
+            street_lines: vec!["Hauptstraße 5".into()],
+            postal_code: code.into(),
+            city: city.into(),
+            country: country.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn addresses_follow_the_destination_country() {
+        assert_eq!(
+            address_lines("J. Müller", &address("DE", "10115", "Berlin")),
+            ["J. Müller", "Hauptstraße 5", "10115 Berlin", "DUITSLAND"]
+        );
+        assert_eq!(
+            address_lines("P. de Vries", &address("NL", "1234 AB", "Voorbeeld")),
+            ["P. de Vries", "Hauptstraße 5", "1234 AB  VOORBEELD"]
+        );
+        let uk = address_lines("A. Smith", &address("GB", "sw1a 1aa", "London"));
+        assert_eq!(uk[2..], ["LONDON", "SW1A 1AA", "VERENIGD KONINKRIJK"]);
+    }
+
+    #[test]
+    fn text_is_win_ansi_and_wrapped() {
+        assert_eq!(win_ansi("Straße €5 ł"), b"Stra\xdfe \x805 ?");
+        let lines = wrap(&"woord ".repeat(100), 30);
+        assert!(lines.iter().all(|l| l.chars().count() <= 30));
+        assert_eq!(lines.join(" ").split_whitespace().count(), 100);
+        assert_eq!(wrap(&"x".repeat(65), 30).len(), 3);
+    }
+
+    #[test]
+    fn long_letters_take_pages_up_to_the_limit() {
+        let letter = |body: String| PaperLetter {
+            addressee: "P. de Vries".into(),
+            address: address("NL", "1234 AB", "Voorbeeld"),
+            sender_name: "Gemeente Voorbeeld".into(),
+            date: Timestamp(1_800_000_000),
+            reference: Some("R-1".into()),
+            subject: "Test".into(),
+            body,
+            attachments: vec![],
+            explanation: Some("Uitleg".into()),
+        };
+        let texts = crate::texts::for_language("nl");
+        let (pdf, pages) = render(&letter("Kort.".into()), texts);
+        assert!(pdf.starts_with(b"%PDF-"));
+        assert_eq!(pages, 1);
+        let (_, pages) = render(&letter("regel\n".repeat(200)), texts);
+        assert!(pages > 2);
+        let (_, pages) = render(&letter("regel\n".repeat(100_000)), texts);
+        assert_eq!(pages, MAX_PAGES);
+    }
+}

@@ -1,0 +1,337 @@
+//! A small SMTP server that keeps what it receives: the receiving end of
+//! notifications in tests and the demo. It speaks enough of RFC 5321 for a
+//! real client (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT), can answer
+//! chosen recipients with a permanent (550) or temporary (450) failure, and
+//! decodes what lettre sends (encoded-word subjects, quoted-printable or
+//! base64 bodies) so that tests can read the text.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Longest command line the sink reads.
+pub const MAX_LINE_BYTES: usize = 4096;
+/// Largest message the sink takes.
+pub const MAX_MAIL_BYTES: usize = 1024 * 1024;
+/// Idle time after which the sink drops a connection.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One e-mail the sink accepted.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    pub to: Vec<String>,
+    pub subject: String,
+    /// The decoded text body.
+    pub body: String,
+    /// Everything as received.
+    pub raw: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    mails: Vec<ReceivedMail>,
+    bounce: HashSet<String>,
+    defer: HashSet<String>,
+    refused: usize,
+}
+
+/// A running sink. Dropping it stops it.
+pub struct SmtpSink {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SmtpSink {
+    /// Listens on a free port of 127.0.0.1.
+    pub async fn start() -> std::io::Result<SmtpSink> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let (i, c) = (inner.clone(), changed.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (i, c) = (i.clone(), c.clone());
+                tokio::spawn(async move {
+                    let _ = serve(stream, i, c).await;
+                });
+            }
+        });
+        Ok(SmtpSink {
+            addr,
+            inner,
+            changed,
+            task,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answer RCPT TO for `address` with 550 from now on.
+    pub fn bounce(&self, address: &str) {
+        self.lock().bounce.insert(address.to_ascii_lowercase());
+    }
+
+    /// Answer RCPT TO for `address` with 450 (try later) from now on, or not.
+    pub fn defer(&self, address: &str, on: bool) {
+        let mut inner = self.lock();
+        if on {
+            inner.defer.insert(address.to_ascii_lowercase());
+        } else {
+            inner.defer.remove(&address.to_ascii_lowercase());
+        }
+    }
+
+    /// Everything received so far.
+    pub fn mails(&self) -> Vec<ReceivedMail> {
+        self.lock().mails.clone()
+    }
+
+    /// How many recipients were refused (550 or 450).
+    pub fn refused(&self) -> usize {
+        self.lock().refused
+    }
+
+    /// Waits until `done` holds for the received mails, at most `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[ReceivedMail]) -> bool,
+    ) -> Result<Vec<ReceivedMail>, Vec<ReceivedMail>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            let mails = self.mails();
+            if done(&mails) {
+                return Ok(mails);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(self.mails());
+            }
+        }
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn serve(
+    stream: TcpStream,
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<tokio::sync::Notify>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    write
+        .write_all(b"220 estafette-smtp-sink ESMTP\r\n")
+        .await?;
+    let mut to: Vec<String> = Vec::new();
+    loop {
+        let Some(line) = read_line(&mut read).await? else {
+            return Ok(());
+        };
+        let upper = line.to_ascii_uppercase();
+        let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            b"250 estafette-smtp-sink\r\n"
+        } else if upper.starts_with("MAIL FROM:") {
+            to.clear();
+            b"250 2.1.0 OK\r\n"
+        } else if upper.starts_with("RCPT TO:") {
+            let address = line[8..]
+                .trim()
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let mut state = lock(&inner);
+            if state.bounce.contains(&address) {
+                state.refused += 1;
+                b"550 5.1.1 mailbox unavailable\r\n"
+            } else if state.defer.contains(&address) {
+                state.refused += 1;
+                b"450 4.2.1 mailbox busy, try later\r\n"
+            } else {
+                to.push(address);
+                b"250 2.1.5 OK\r\n"
+            }
+        } else if upper == "DATA" {
+            if to.is_empty() {
+                b"554 5.5.1 no valid recipients\r\n"
+            } else {
+                write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+                let Some(raw) = read_data(&mut read).await? else {
+                    write.write_all(b"552 5.3.4 message too big\r\n").await?;
+                    return Ok(());
+                };
+                let mail = parse(std::mem::take(&mut to), raw);
+                lock(&inner).mails.push(mail);
+                changed.notify_waiters();
+                b"250 2.0.0 queued\r\n"
+            }
+        } else if upper == "RSET" {
+            to.clear();
+            b"250 2.0.0 OK\r\n"
+        } else if upper == "NOOP" {
+            b"250 2.0.0 OK\r\n"
+        } else if upper == "QUIT" {
+            write.write_all(b"221 2.0.0 bye\r\n").await?;
+            return Ok(());
+        } else {
+            b"502 5.5.2 command not implemented\r\n"
+        };
+        write.write_all(reply).await?;
+        if reply.starts_with(b"550") || reply.starts_with(b"450") {
+            changed.notify_waiters();
+        }
+    }
+}
+
+async fn read_line(
+    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let mut limited = (&mut *read).take(MAX_LINE_BYTES as u64);
+    match tokio::time::timeout(IDLE_TIMEOUT, limited.read_until(b'\n', &mut buf)).await {
+        Ok(Ok(0)) | Err(_) => Ok(None),
+        Ok(Ok(_)) => Ok(Some(
+            String::from_utf8_lossy(&buf)
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        )),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
+async fn read_data(
+    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> std::io::Result<Option<String>> {
+    let mut raw = String::new();
+    loop {
+        let Some(line) = read_line(read).await? else {
+            return Ok(None);
+        };
+        if line == "." {
+            return Ok(Some(raw));
+        }
+        // Dot-stuffing (RFC 5321 4.5.2).
+        raw.push_str(line.strip_prefix('.').unwrap_or(&line));
+        raw.push('\n');
+        if raw.len() > MAX_MAIL_BYTES {
+            return Ok(None);
+        }
+    }
+}
+
+fn parse(to: Vec<String>, raw: String) -> ReceivedMail {
+    let (head, body) = raw.split_once("\n\n").unwrap_or((raw.as_str(), ""));
+    // Unfold continued header lines.
+    let head = head.replace("\n ", " ").replace("\n\t", " ");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let subject = decode_words(&header("Subject"));
+    let encoding = header("Content-Transfer-Encoding").to_ascii_lowercase();
+    let body = match encoding.as_str() {
+        "base64" => base64::engine::general_purpose::STANDARD
+            .decode(body.split_whitespace().collect::<String>())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default(),
+        "quoted-printable" => quoted_printable(body),
+        _ => body.to_owned(),
+    };
+    ReceivedMail {
+        to,
+        subject,
+        body,
+        raw,
+    }
+}
+
+/// RFC 2047 encoded words (`=?utf-8?b?…?=`, `=?utf-8?q?…?=`), joined.
+fn decode_words(value: &str) -> String {
+    let mut out = String::new();
+    for word in value.split_whitespace() {
+        let parts: Vec<&str> = word.split('?').collect();
+        if parts.len() == 5 && parts[0] == "=" && parts[4] == "=" {
+            let bytes = match parts[2].to_ascii_lowercase().as_str() {
+                "b" => base64::engine::general_purpose::STANDARD
+                    .decode(parts[3])
+                    .unwrap_or_default(),
+                _ => quoted_printable(&parts[3].replace('_', " ")).into_bytes(),
+            };
+            out.push_str(&String::from_utf8_lossy(&bytes));
+        } else {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+fn quoted_printable(text: &str) -> String {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let (line, soft) = match line.strip_suffix('=') {
+            Some(l) => (l, true),
+            None => (line, false),
+        };
+        let raw = line.as_bytes();
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'='
+                && i + 2 < raw.len() + 1
+                && let Some(hex) = line.get(i + 1..i + 3)
+                && let Ok(b) = u8::from_str_radix(hex, 16)
+            {
+                bytes.push(b);
+                i += 3;
+                continue;
+            }
+            bytes.push(raw[i]);
+            i += 1;
+        }
+        if !soft && lines.peek().is_some() {
+            bytes.push(b'\n');
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_what_mailers_send() {
+        assert_eq!(
+            decode_words("=?utf-8?b?U2llIGhhYmVuIGVpbmVuIEJyaWVm?="),
+            "Sie haben einen Brief"
+        );
+        assert_eq!(quoted_printable("Stra=C3=9Fe=\n 5\nok"), "Straße 5\nok");
+    }
+}

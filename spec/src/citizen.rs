@@ -1,0 +1,294 @@
+//! Citizen requests: what a home node carries to the gateway for a person
+//! who is logged in there. Registration, activation and every consent or
+//! contact change travel as a [`CitizenRequest`] over the node-to-node
+//! protocol and carry the person's own [`IdentityAssertion`]; the gateway
+//! verifies that assertion itself, so neither an agency nor a node operator
+//! can act for the person.
+//!
+//! [`IdentityAssertion`]: crate::assertion::IdentityAssertion
+
+use serde::{Deserialize, Serialize};
+
+use crate::cose::Digest;
+use crate::evidence::ReasonCode;
+use crate::ids::{CountryCode, InboxId, NodeId, Oin, Recipient};
+use crate::limits::*;
+use crate::text::{FieldError, Timestamp, check_count, check_language, check_line};
+
+/// Longest e-mail address (RFC 5321 path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Bytes of an e-mail verification token.
+pub const VERIFICATION_TOKEN_BYTES: usize = 16;
+/// Most lines of a street part of a postal address.
+pub const MAX_ADDRESS_LINES: usize = 4;
+/// Most change-history entries in one answer (the newest are kept).
+pub const MAX_HISTORY_ENTRIES: usize = 1_000;
+/// Most senders with a consent in one person's record.
+pub const MAX_CONSENTS: usize = 1_000;
+/// Longest inbox address.
+pub const MAX_URL_CHARS: usize = 255;
+
+/// A postal address: the lines above the postal code and city (name of the
+/// addressee excluded), postal code, city and country. The paper channel
+/// formats it for the country it is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostalAddress {
+    pub street_lines: Vec<String>,
+    pub postal_code: String,
+    pub city: String,
+    pub country: CountryCode,
+}
+
+impl PostalAddress {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.street_lines.is_empty() {
+            return Err(FieldError::Empty {
+                field: "street lines",
+            });
+        }
+        check_count("street lines", self.street_lines.len(), MAX_ADDRESS_LINES)?;
+        for line in &self.street_lines {
+            check_line("street line", line, MAX_POSTAL_LINE_CHARS)?;
+        }
+        check_line("postal code", &self.postal_code, MAX_POSTAL_LINE_CHARS)?;
+        check_line("city", &self.city, MAX_POSTAL_LINE_CHARS)
+    }
+}
+
+/// Checks an e-mail address for the shape `local@domain` (not deliverability:
+/// that is what the verification link proves).
+pub fn check_email(value: &str) -> Result<(), FieldError> {
+    let field = "e-mail address";
+    check_line(field, value, MAX_EMAIL_CHARS)?;
+    let invalid = FieldError::Invalid {
+        field,
+        problem: "expected an address like name@example.nl",
+    };
+    let Some((local, domain)) = value.split_once('@') else {
+        return Err(invalid);
+    };
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| {
+                !c.is_whitespace()
+                    && !matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '@' | '"' | '\\')
+            })
+    };
+    if !plain(local)
+        || !plain(domain)
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
+        return Err(invalid);
+    }
+    Ok(())
+}
+
+/// What the person asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CitizenAction {
+    /// A session started at the home node: record the visit, answer the person's state.
+    SessionStarted,
+    /// Create the person's inbox at the forwarding home node (inactive).
+    Register {
+        language: String,
+        /// An address to send paper to; absent: keep the one on record.
+        postal_address: Option<PostalAddress>,
+    },
+    /// Add an e-mail address for notifications; a verification link is sent to it.
+    AddEmail { address: String },
+    /// The token from a verification link (the only action without an assertion).
+    VerifyEmail {
+        #[serde(with = "crate::bytes::vec_hex")]
+        token: Vec<u8>,
+    },
+    /// Activate the inbox: needs a verified notification channel.
+    Activate,
+    /// Digital mail from `sender`, or paper.
+    SetConsent { sender: Oin, digital: bool },
+    /// Every sender back to paper, in one step.
+    AllPaper,
+    /// The history of changes, for export.
+    History,
+}
+
+impl CitizenAction {
+    /// Whether the action changes the person's record (and is recorded in the history).
+    pub fn is_change(&self) -> bool {
+        !matches!(self, CitizenAction::SessionStarted | CitizenAction::History)
+    }
+
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            CitizenAction::Register {
+                language,
+                postal_address,
+            } => {
+                check_language(language)?;
+                postal_address.as_ref().map_or(Ok(()), |a| a.validate())
+            }
+            CitizenAction::AddEmail { address } => check_email(address),
+            CitizenAction::VerifyEmail { token } if token.len() != VERIFICATION_TOKEN_BYTES => {
+                Err(FieldError::Invalid {
+                    field: "verification token",
+                    problem: "expected 16 bytes",
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A request from a home node to the gateway on behalf of a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CitizenRequest {
+    /// The person's identity assertion, with the forwarding home node as
+    /// audience. Required for every action but `verify_email`.
+    pub assertion: Option<serde_bytes::ByteBuf>,
+    pub action: CitizenAction,
+    /// The web address of the person's inbox at the home node (`https://…`),
+    /// for links in notifications and verification e-mails.
+    pub inbox_url: Option<String>,
+}
+
+impl CitizenRequest {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(url) = &self.inbox_url {
+            check_line("inbox url", url, MAX_URL_CHARS)?;
+            if !url.starts_with("https://") || url.contains(char::is_whitespace) {
+                return Err(FieldError::Invalid {
+                    field: "inbox url",
+                    problem: "expected an https:// address",
+                });
+            }
+        }
+        self.action.validate()
+    }
+}
+
+/// State of a notification channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelState {
+    /// Waiting for its verification link to be followed.
+    Pending,
+    /// Verified and working.
+    Verified,
+    /// Bounced permanently; does not count until replaced.
+    Failed,
+}
+
+/// Kinds of notification channel (SMS and app push can be added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Email,
+}
+
+/// A notification channel as shown to its holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelView {
+    pub kind: ChannelKind,
+    pub address: String,
+    pub state: ChannelState,
+}
+
+/// The person's registry entry as shown to the person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonView {
+    pub recipient: Recipient,
+    /// The inbox, when it is at the asking home node.
+    pub inbox: Option<InboxId>,
+    /// The home node of the inbox, wherever it is.
+    pub home_node: Option<NodeId>,
+    pub active: bool,
+    /// Senders the person chose digital mail from; everyone else: paper.
+    pub digital_senders: Vec<Oin>,
+    pub channels: Vec<ChannelView>,
+    pub language: String,
+}
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Registered { home_node: NodeId },
+    EmailAdded { address: String },
+    EmailVerified { address: String },
+    EmailFailed { address: String },
+    Activated,
+    Consent { sender: Oin, digital: bool },
+    AllPaper,
+}
+
+/// A change, when it was made, and the digest of the assertion that authorised it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEntry {
+    pub at: Timestamp,
+    pub change: Change,
+    /// Absent for changes made by the system (a bounce) or by a verification link.
+    pub assertion_digest: Option<Digest>,
+}
+
+/// The gateway's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CitizenReply {
+    Person(PersonView),
+    History(Vec<ChangeEntry>),
+    Refused { reason: ReasonCode, detail: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_addresses() {
+        assert!(check_email("a.jansen@example.nl").is_ok());
+        for bad in [
+            "",
+            "no-at",
+            "@example.nl",
+            "a@",
+            "a@nodot",
+            "a b@example.nl",
+            "a@@example.nl",
+            "a@example.nl.",
+            "<a@example.nl>",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad:?} accepted");
+        }
+        let long = format!("{}@example.nl", "a".repeat(MAX_EMAIL_CHARS));
+        assert!(matches!(
+            check_email(&long),
+            Err(FieldError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn actions_are_checked() {
+        let token = CitizenAction::VerifyEmail { token: vec![0; 15] };
+        assert!(token.validate().is_err());
+        let address = PostalAddress {
+            street_lines: vec![],
+            postal_code: "10115".into(),
+            city: "Berlin".into(),
+            country: "DE".parse().unwrap(),
+        };
+        let register = CitizenAction::Register {
+            language: "de".into(),
+            postal_address: Some(address),
+        };
+        assert!(register.validate().is_err());
+        assert!(!CitizenAction::History.is_change());
+        assert!(CitizenAction::AllPaper.is_change());
+    }
+}
