@@ -80,6 +80,7 @@ pub struct TrackedLetter {
     pub legal_effect: bool,
     pub expected_action: String,
     pub envelope_id: EnvelopeId,
+    pub message_digest: Digest,
     pub progress: LetterProgress,
     #[serde(with = "serde_bytes")]
     pub message: Vec<u8>,
@@ -433,6 +434,7 @@ impl Gateway {
                     legal_effect: letter.legal_effect,
                     expected_action: letter.expected_action.clone(),
                     envelope_id,
+                    message_digest: verified.digest,
                     progress: LetterProgress {
                         submitted_at: now,
                         deadline: letter.response_deadline,

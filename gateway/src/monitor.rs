@@ -122,7 +122,7 @@ impl Gateway {
             event,
             envelope_id: Some(letter.envelope_id),
             message_id: Some(message_id),
-            message_digest: None,
+            message_digest: Some(letter.message_digest),
             envelope_digest: None,
             issuer: self.node.id.clone(),
             issued_at: now,
@@ -278,7 +278,11 @@ impl Gateway {
     ) -> Result<(), StoreError> {
         let seen = self.seen(&message_id)?;
         let before = letter.progress;
-        letter.progress.consigned_at = letter.progress.consigned_at.or(seen.consigned_at);
+        // The gateway's clock, when it first saw the consignment: escalation
+        // times stay in one clock (at most a cycle late, never early).
+        if letter.progress.consigned_at.is_none() && seen.consigned_at.is_some() {
+            letter.progress.consigned_at = Some(now);
+        }
         letter.progress.opened |= seen.opened;
         letter.progress.failed |= seen.failed;
         let key = letter.recipient.to_string();

@@ -95,7 +95,7 @@ async fn setup() -> Setup {
     .unwrap();
     let inbox = random_inbox();
     let people = serde_json::json!([
-        { "recipient": RESIDENT, "home_node": "home.test", "inbox_id": inbox.to_string(), "active": true, "digital_senders": [A] }
+        { "recipient": RESIDENT, "home_node": "home.test", "inbox_id": inbox.to_string(), "active": true, "digital_senders": [A], "contact_channels": [{ "kind": "email", "address": "resident@example.nl", "state": "verified" }] }
     ]);
     registry::import(
         gateway.gateway.node.store(),

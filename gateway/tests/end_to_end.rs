@@ -102,7 +102,7 @@ fn a_letter_through_real_processes_with_verified_evidence_and_nothing_leaked_in_
     let people = fed.tmp.path().join("people.json");
     std::fs::write(
         &people,
-        serde_json::json!([{ "recipient": format!("bsn:{BSN}"), "home_node": "home.test", "active": true, "digital_senders": [AGENCY] }]).to_string(),
+        serde_json::json!([{ "recipient": format!("bsn:{BSN}"), "home_node": "home.test", "active": true, "digital_senders": [AGENCY], "contact_channels": [{ "kind": "email", "address": "resident@example.nl", "state": "verified" }] }]).to_string(),
     )
     .unwrap();
     let out = Command::new(bin("estafette-gateway"))

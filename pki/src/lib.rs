@@ -47,6 +47,30 @@ pub const ROOT_CERT_VALIDITY_DAYS: i64 = 10 * 365;
 /// How long a published CRL and trust list stay fresh; republish before then.
 pub const PUBLICATION_VALIDITY_DAYS: u64 = 30;
 
+/// The person an assertion is about (see [`Federation::mint_assertion`]).
+#[derive(Debug, Clone)]
+pub struct AssertedPerson {
+    pub subject: estafette_spec::Recipient,
+    pub family_name: String,
+    pub given_names: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    pub level: LevelOfAssurance,
+}
+
+impl AssertedPerson {
+    /// A person with placeholder names, at level substantial.
+    pub fn test(subject: estafette_spec::Recipient) -> AssertedPerson {
+        AssertedPerson {
+            subject,
+            family_name: "Tester".into(),
+            given_names: "Test".into(),
+            birth_date: "1970-01-01".into(),
+            level: LevelOfAssurance::Substantial,
+        }
+    }
+}
+
 /// What went wrong in the PKI.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -494,6 +518,45 @@ impl Federation {
             });
         self.publish()?;
         Ok(dir)
+    }
+
+    /// Mints an identity assertion with a test identity provider's key (for
+    /// tests and the demo; a production provider signs its own). A fresh
+    /// random nonce; valid from `now` for `valid_s` seconds (at most 300).
+    pub fn mint_assertion(
+        &self,
+        idp: &NodeId,
+        person: &AssertedPerson,
+        audience: &NodeId,
+        now: Timestamp,
+        valid_s: u64,
+    ) -> Result<Vec<u8>, PkiError> {
+        if !self
+            .state
+            .trust_list
+            .identity_providers
+            .iter()
+            .any(|p| &p.id == idp)
+        {
+            return Err(PkiError::NoSuchMember(idp.to_string()));
+        }
+        let key = keys::read_ed25519(&self.identity_provider_dir(idp).join("signing.key.pem"))?;
+        let mut nonce = vec![0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let claims = estafette_spec::IdentityClaims {
+            issuer: idp.clone(),
+            subject: person.subject.clone(),
+            family_name: person.family_name.clone(),
+            given_names: person.given_names.clone(),
+            birth_date: person.birth_date.clone(),
+            level_of_assurance: person.level,
+            audience: audience.clone(),
+            nonce,
+            issued_at: now,
+            expires_at: now.plus_s(valid_s),
+        };
+        estafette_spec::IdentityAssertion::sign(&claims, &key)
+            .map_err(|e| PkiError::Invalid(e.to_string()))
     }
 
     /// Issues a court registry key (signs attestations of legal representation).

@@ -83,6 +83,35 @@ enum Command {
         #[command(flatten)]
         fed: FederationDir,
     },
+    /// Mint an identity assertion with a test identity provider's key (tests, demos).
+    Assert {
+        #[command(flatten)]
+        fed: FederationDir,
+        /// The identity provider (its key is in the federation directory).
+        #[arg(long)]
+        idp: NodeId,
+        /// Who logged in: bsn:… or eidas:CC/NL/….
+        #[arg(long)]
+        subject: estafette_spec::Recipient,
+        /// The node the assertion is for (the person's home node).
+        #[arg(long)]
+        audience: NodeId,
+        #[arg(long, default_value = "substantial")]
+        level: LevelOfAssurance,
+        #[arg(long, default_value = "Tester")]
+        family_name: String,
+        #[arg(long, default_value = "Test")]
+        given_names: String,
+        /// YYYY-MM-DD.
+        #[arg(long, default_value = "1970-01-01")]
+        birth_date: String,
+        /// Seconds it stays valid (at most 300).
+        #[arg(long, default_value_t = 300)]
+        valid_s: u64,
+        /// Where to write the assertion (COSE_Sign1).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Explain whether a certificate (PEM) or a signed object (.cose) is valid, and why not.
     Verify {
         #[command(flatten)]
@@ -262,6 +291,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 trust.content().version,
                 fed.trust_list_path().display(),
                 trust.content().next_update
+            );
+        }
+        Command::Assert {
+            fed,
+            idp,
+            subject,
+            audience,
+            level,
+            family_name,
+            given_names,
+            birth_date,
+            valid_s,
+            out,
+        } => {
+            let fed = Federation::open(&fed.path)?;
+            let person = estafette_pki::AssertedPerson {
+                subject,
+                family_name,
+                given_names,
+                birth_date,
+                level,
+            };
+            let bytes =
+                fed.mint_assertion(&idp, &person, &audience, estafette_pki::now(), valid_s)?;
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "Assertion for {audience} by {idp} written to {} (valid {valid_s} s)",
+                out.display()
             );
         }
         Command::Verify { fed, at, file } => {

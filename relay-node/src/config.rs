@@ -47,6 +47,22 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default = "default_retry")]
     pub retry: RetryPolicy,
+    /// The citizen API (home role): HTTPS for the inbox, sessions, consent.
+    #[serde(default)]
+    pub citizen: Option<CitizenApiConfig>,
+}
+
+/// Where and how a home node serves its citizens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CitizenApiConfig {
+    /// TCP address of the citizen API (HTTPS, server TLS only).
+    pub listen: SocketAddr,
+    /// The address people use (links in e-mails); default `https://<listen>`.
+    pub public_url: Option<String>,
+    /// A certificate for the public name (web PKI); default the node's own.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// Where the node's certificate, keys and the federation's files are.
@@ -195,6 +211,7 @@ impl Config {
             },
             limits: Limits::default(),
             retry: default_retry(),
+            citizen: None,
         }
     }
 

@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod citizen;
+pub mod citizen_client;
 pub mod cli;
 pub mod config;
 pub mod metrics;

@@ -58,6 +58,8 @@ pub enum NodeError {
     QueueFull,
     #[error("the gateway could not be asked: {0}")]
     Gateway(String),
+    #[error("citizen API: {0}")]
+    Citizen(String),
 }
 
 /// Longest wait at shutdown for the connections to close cleanly.
@@ -100,6 +102,8 @@ pub struct Node {
     evidence_stored: tokio::sync::broadcast::Sender<StoredEvidence>,
     /// Who answers citizen requests (gateway role; set by the gateway).
     citizen_desk: std::sync::OnceLock<CitizenDesk>,
+    /// Where the citizen API listens (home role, when configured).
+    citizen_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 /// The gateway's handler of citizen requests: the requesting home node and
@@ -198,6 +202,7 @@ impl Node {
             stopped: Notify::new(),
             evidence_stored: tokio::sync::broadcast::channel(EVIDENCE_NOTES_CAPACITY).0,
             citizen_desk: std::sync::OnceLock::new(),
+            citizen_addr: std::sync::OnceLock::new(),
             config,
         });
         // Everything already on disk is due now.
@@ -219,6 +224,23 @@ impl Node {
         tokio::spawn(node.clone().housekeeping_loop());
         if let Some(admin) = node.config.admin_listen {
             crate::admin::spawn(node.clone(), admin).await?;
+        }
+        if let Some(citizen) = node.config.citizen.clone() {
+            if node.hpke.is_none() {
+                return Err(NodeError::Citizen(
+                    "the citizen API needs the home role (an hpke_key)".into(),
+                ));
+            }
+            let (addr, task) = crate::citizen::start(node.clone(), &citizen, &node.config.pki)
+                .await
+                .map_err(|e| NodeError::Citizen(e.to_string()))?;
+            let _ = node.citizen_addr.set(addr);
+            // The API stops with the node.
+            let stopped = node.clone();
+            tokio::spawn(async move {
+                stopped.stopped.notified().await;
+                task.abort();
+            });
         }
         tracing::info!(node = %node.id, listen = %node.local_addr().map(|a| a.to_string()).unwrap_or_default(), gateway = node.is_gateway, "node started");
         Ok(node)
@@ -434,6 +456,11 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The citizen API's address, when it runs.
+    pub fn citizen_addr(&self) -> Option<SocketAddr> {
+        self.citizen_addr.get().copied()
     }
 
     /// Installs the gateway's handler of citizen requests (once).
@@ -867,6 +894,11 @@ impl Node {
                             message_id: record_back.message_id,
                             bytes: evidence.into_vec(),
                         });
+                        let note = self.is_gateway.then(|| StoredEvidence {
+                            message_id: record_back.message_id,
+                            event: record_back.event,
+                            issuer: record_back.issuer.clone(),
+                        });
                         match self
                             .store
                             .write(Op::Forwarded {
@@ -878,6 +910,10 @@ impl Node {
                             Ok(_) => {
                                 self.metrics.forwarded.inc();
                                 self.queue_gauge(&dest).dec();
+                                if let Some(note) = note {
+                                    // No observer is fine.
+                                    let _ = self.evidence_stored.send(note);
+                                }
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, envelope = %id, "recording a forward failed")

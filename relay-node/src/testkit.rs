@@ -19,6 +19,8 @@ use rand_core::{OsRng, RngCore};
 
 pub const AGENCY: &str = "00000001003214345000";
 pub const GATEWAY: &str = "gateway.test";
+/// The national identity provider of test federations (up to level high).
+pub const NATIONAL_IDP: &str = "idp.nl.test";
 /// Longest wait for a process to come up or a condition to hold.
 pub const WAIT: Duration = Duration::from_secs(120);
 
@@ -71,6 +73,12 @@ pub struct TestFederation {
 fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) -> Config {
     Config {
         admin_listen: Some(free_tcp()),
+        citizen: home.then(|| crate::config::CitizenApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            public_url: None,
+            cert: None,
+            key: None,
+        }),
         retry: RetryPolicy {
             base_ms: 20,
             cap_ms: 1_000,
@@ -88,6 +96,12 @@ impl TestFederation {
         let mut fed = Federation::init(&tmp.path().join("fed"), "test", true).unwrap();
         fed.issue_agency(&AGENCY.parse().unwrap(), "Belastingdienst", vec![])
             .unwrap();
+        fed.issue_identity_provider(
+            &NATIONAL_IDP.parse().unwrap(),
+            CountryCode::NL,
+            LevelOfAssurance::High,
+        )
+        .unwrap();
         let gw_id: NodeId = GATEWAY.parse().unwrap();
         let gw_addr = free_udp();
         fed.issue_gateway(&gw_id, &gw_addr.to_string()).unwrap();

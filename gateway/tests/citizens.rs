@@ -1,0 +1,573 @@
+//! Nobody pushed, nobody missed: a person logs in at their home node with an
+//! identity assertion, registers, verifies an e-mail address over a real
+//! SMTP conversation, activates, chooses digital mail per sender; the
+//! gateway notifies, reminds, and puts unread, bounced or unwanted letters
+//! on paper (real PDFs, read back with pdftotext), with evidence for every
+//! step. The gateway's clock is injected so that weeks pass in a test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use estafette_gateway::client::AgencyClient;
+use estafette_gateway::config::GatewayConfig;
+use estafette_gateway::gateway::{Clock, ManualClock};
+use estafette_gateway::notify::SmtpSettings;
+use estafette_gateway::smtp_sink::SmtpSink;
+use estafette_gateway::{RunningGateway, registry};
+use estafette_pki::{AssertedPerson, NodeKind, keys};
+use estafette_relay::Node;
+use estafette_relay::citizen_client::{CitizenClient, CitizenClientError};
+use estafette_relay::testkit::{AGENCY, NATIONAL_IDP, TestFederation, wait_until};
+use estafette_spec::citizen::{Change, ChannelState, PostalAddress};
+use estafette_spec::*;
+use rand_core::OsRng;
+
+const RESIDENT: &str = "bsn:999999990";
+const ABROAD: &str = "bsn:111222333";
+const EMAIL: &str = "a.jansen@example.nl";
+const DAY: u64 = 24 * 3600;
+const WAIT: Duration = Duration::from_secs(60);
+
+struct World {
+    fed: TestFederation,
+    sink: SmtpSink,
+    clock: Arc<ManualClock>,
+    gateway: RunningGateway,
+    home: Arc<Node>,
+    spool: std::path::PathBuf,
+}
+
+impl World {
+    async fn start() -> World {
+        let fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
+        let sink = SmtpSink::start().await.unwrap();
+        let clock = Arc::new(ManualClock::new(estafette_pki::now()));
+        let home = Node::start(fed.relay("home.test").config.clone())
+            .await
+            .unwrap();
+        let spool = fed.tmp.path().join("spool");
+        let mut config =
+            GatewayConfig::new("127.0.0.1:0".parse().unwrap(), fed.gateway.config.clone());
+        config.notifications = Some(SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: sink.addr.port(),
+            from: "Berichtenbox <noreply@gateway.test>".into(),
+        });
+        config.paper_spool = Some(spool.clone());
+        let gateway = RunningGateway::start_with_clock(config, clock.clone())
+            .await
+            .unwrap();
+        World {
+            fed,
+            sink,
+            clock,
+            gateway,
+            home,
+            spool,
+        }
+    }
+
+    fn citizen(&self) -> CitizenClient {
+        CitizenClient::new(
+            self.home.citizen_addr().unwrap(),
+            "home.test",
+            &self.fed.fed.root_cert_path(),
+        )
+        .unwrap()
+    }
+
+    fn assertion(&self, subject: &str, audience: &str, level: LevelOfAssurance) -> Vec<u8> {
+        let mut person = AssertedPerson::test(subject.parse().unwrap());
+        person.level = level;
+        person.family_name = "Jansen".into();
+        person.given_names = "Anna".into();
+        self.fed
+            .fed
+            .mint_assertion(
+                &NATIONAL_IDP.parse().unwrap(),
+                &person,
+                &audience.parse().unwrap(),
+                estafette_pki::now(),
+                300,
+            )
+            .unwrap()
+    }
+
+    fn login_assertion(&self, subject: &str) -> Vec<u8> {
+        self.assertion(subject, "home.test", LevelOfAssurance::Substantial)
+    }
+
+    /// Seals and submits a letter from the test agency; gives its id and channel.
+    async fn send(&self, to: &str, deadline: Option<Timestamp>) -> (MessageId, String) {
+        let letter = Letter {
+            message_id: MessageId::random(&mut OsRng),
+            sender: AGENCY.parse().unwrap(),
+            recipient: to.parse().unwrap(),
+            created_at: estafette_pki::now(),
+            subject: "Geheime aanslag onderwerp".into(),
+            body: "Inhoud die nooit in een notificatie mag staan.".into(),
+            attachments: vec![],
+            nature: Nature::Decision,
+            legal_effect: true,
+            expected_action: "Betaal het bedrag".into(),
+            response_deadline: deadline,
+            language: "nl".into(),
+            sender_reference: "AANSLAG-1".into(),
+        };
+        let key = keys::read_ed25519(
+            &self
+                .fed
+                .fed
+                .agency_dir(&AGENCY.parse().unwrap())
+                .join("seal.key.pem"),
+        )
+        .unwrap();
+        let signed = SignedMessage::sign(&letter, &key).unwrap();
+        let client = AgencyClient::for_agency_dir(
+            self.gateway.https_addr,
+            "gateway.test",
+            &self.fed.fed.root_cert_path(),
+            &self.fed.fed.agency_dir(&AGENCY.parse().unwrap()),
+        )
+        .unwrap();
+        let summary = client.submit_summary(signed).await.unwrap();
+        (letter.message_id, summary.channel)
+    }
+
+    /// The events of a message's evidence at the gateway, each verified.
+    fn events(&self, message: &MessageId) -> Vec<(EvidenceEvent, Option<ReasonCode>)> {
+        let trust = self.gateway.gateway.node.trust();
+        self.gateway
+            .gateway
+            .evidence(&AGENCY.parse().unwrap(), message)
+            .unwrap()
+            .unwrap_or_default()
+            .iter()
+            .map(|b| {
+                let v = Evidence::verify(b, &trust).expect("evidence verifies");
+                (v.record.event, v.record.reason)
+            })
+            .collect()
+    }
+
+    async fn wait_for_event(&self, message: &MessageId, event: EvidenceEvent) {
+        wait_until(&format!("{event:?} for a letter"), WAIT, || {
+            self.events(message).iter().any(|(e, _)| *e == event)
+        })
+        .await;
+    }
+
+    fn pdf_text(&self, message: &MessageId) -> String {
+        let manifest = estafette_gateway::paper::Spool::new(&self.spool)
+            .manifest()
+            .unwrap();
+        let entry = manifest
+            .iter()
+            .find(|e| e.message_id.as_deref() == Some(&message.to_string()))
+            .unwrap_or_else(|| panic!("no PDF for the letter in {manifest:?}"));
+        let out = std::process::Command::new("pdftotext")
+            .arg(self.spool.join(&entry.file))
+            .arg("-")
+            .output()
+            .expect("pdftotext (poppler-utils) is installed by scripts/test");
+        assert!(out.status.success(), "pdftotext failed");
+        // One line: the PDF wraps sentences wherever the page ends.
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    async fn stop(self) {
+        self.gateway.shutdown().await;
+        self.home.shutdown().await;
+    }
+}
+
+fn code(e: CitizenClientError) -> String {
+    e.code().unwrap_or("none").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assertions_are_checked_and_agencies_cannot_register_anyone() {
+    let w = World::start().await;
+    let mut c = w.citizen();
+
+    // Expired: issued six minutes ago, valid five.
+    let person = AssertedPerson::test(RESIDENT.parse().unwrap());
+    let expired = w
+        .fed
+        .fed
+        .mint_assertion(
+            &NATIONAL_IDP.parse().unwrap(),
+            &person,
+            &"home.test".parse().unwrap(),
+            estafette_pki::now().minus_s(360),
+            300,
+        )
+        .unwrap();
+    assert_eq!(code(c.login(&expired).await.unwrap_err()), "expired");
+    // For another audience.
+    let other = w.assertion(RESIDENT, "gateway.test", LevelOfAssurance::Substantial);
+    assert_eq!(code(c.login(&other).await.unwrap_err()), "wrong_audience");
+    // Below substantial.
+    let low = w.assertion(RESIDENT, "home.test", LevelOfAssurance::Low);
+    assert_eq!(code(c.login(&low).await.unwrap_err()), "assurance_too_low");
+    // From an issuer that is not in the trust list.
+    let claims = IdentityClaims {
+        issuer: NATIONAL_IDP.parse().unwrap(),
+        subject: RESIDENT.parse().unwrap(),
+        family_name: "Jansen".into(),
+        given_names: "Anna".into(),
+        birth_date: "1970-01-01".into(),
+        level_of_assurance: LevelOfAssurance::High,
+        audience: "home.test".parse().unwrap(),
+        nonce: vec![7; 16],
+        issued_at: estafette_pki::now(),
+        expires_at: estafette_pki::now().plus_s(300),
+    };
+    let forged =
+        IdentityAssertion::sign(&claims, &ed25519_dalek::SigningKey::generate(&mut OsRng)).unwrap();
+    assert_eq!(code(c.login(&forged).await.unwrap_err()), "unknown_signer");
+    // A valid one works, once.
+    let valid = w.login_assertion(RESIDENT);
+    let view = c.login(&valid).await.unwrap();
+    assert_eq!(view.inbox, None, "not registered yet");
+    let mut again = w.citizen();
+    assert_eq!(code(again.login(&valid).await.unwrap_err()), "replayed");
+    // Without a session nothing changes.
+    assert_eq!(code(again.activate().await.unwrap_err()), "no-session");
+
+    // The agency API has no path to registration, activation or consent.
+    let agency = AgencyClient::for_agency_dir(
+        w.gateway.https_addr,
+        "gateway.test",
+        &w.fed.fed.root_cert_path(),
+        &w.fed.fed.agency_dir(&AGENCY.parse().unwrap()),
+    )
+    .unwrap();
+    let mut conn = agency.connect().await.unwrap();
+    for path in [
+        "/v1/session",
+        "/v1/register",
+        "/v1/activate",
+        "/v1/consent/00000001003214345000",
+        "/v1/registry",
+        "/v1/recipients/bsn:999999990/consent",
+    ] {
+        let answer = conn
+            .request(
+                hyper::Method::POST,
+                path,
+                Some("application/json"),
+                "application/json",
+                b"{}".to_vec(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            answer.status == hyper::StatusCode::NOT_FOUND
+                || answer.status == hyper::StatusCode::METHOD_NOT_ALLOWED,
+            "{path}: {}",
+            answer.status
+        );
+    }
+    // And the registry is untouched by all of it.
+    let person = registry::lookup(
+        w.gateway.gateway.node.store().database(),
+        &RESIDENT.parse().unwrap(),
+    )
+    .unwrap();
+    assert!(person.is_none(), "a session alone registers nobody");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_notifications_and_escalation_to_paper() {
+    let w = World::start().await;
+
+    // Not registered: paper, no_inbox.
+    let (m0, channel) = w.send(RESIDENT, None).await;
+    assert_eq!(channel, "paper");
+    assert!(
+        w.events(&m0)
+            .contains(&(EvidenceEvent::PaperFallback, Some(ReasonCode::NoInbox)))
+    );
+
+    // Log in, register (inactive), add an e-mail address.
+    let mut c = w.citizen();
+    c.login(&w.login_assertion(RESIDENT)).await.unwrap();
+    let address = PostalAddress {
+        street_lines: vec!["Stationsweg 3".into()],
+        postal_code: "1234 AB".into(),
+        city: "Voorbeeld".into(),
+        country: CountryCode::NL,
+    };
+    let view = c.register("nl", Some(&address)).await.unwrap();
+    assert!(view.inbox.is_some() && !view.active);
+    let (m1, channel) = w.send(RESIDENT, None).await;
+    assert_eq!(channel, "paper");
+    assert!(w.events(&m1).contains(&(
+        EvidenceEvent::PaperFallback,
+        Some(ReasonCode::InboxInactive)
+    )));
+    // Activation needs a verified channel first.
+    assert_eq!(
+        code(c.activate().await.unwrap_err()),
+        "no_notification_channel"
+    );
+    let view = c.add_email(EMAIL).await.unwrap();
+    assert_eq!(view.channels[0].state, ChannelState::Pending);
+    let mails = w
+        .sink
+        .wait_for(WAIT, |m| m.iter().any(|m| m.to == [EMAIL]))
+        .await
+        .expect("verification e-mail");
+    let link = mails[0]
+        .body
+        .lines()
+        .find(|l| l.contains("/verify-email?token="))
+        .expect("a verification link")
+        .trim()
+        .to_owned();
+    let token = link.rsplit('=').next().unwrap();
+    assert!(
+        link.starts_with(&format!(
+            "https://{}/verify-email",
+            w.home.citizen_addr().unwrap()
+        )),
+        "{link}"
+    );
+    // A wrong token changes nothing; the right one verifies.
+    assert_eq!(
+        code(c.verify_email(&"0".repeat(32)).await.unwrap_err()),
+        "invalid_token"
+    );
+    let view = c.verify_email(token).await.unwrap();
+    assert_eq!(view.channels[0].state, ChannelState::Verified);
+    assert_eq!(
+        code(c.verify_email(token).await.unwrap_err()),
+        "invalid_token",
+        "a link works once"
+    );
+    let view = c.activate().await.unwrap();
+    assert!(view.active);
+    // Active, but no consent for this sender: paper.
+    let (m2, channel) = w.send(RESIDENT, None).await;
+    assert_eq!(channel, "paper");
+    assert!(
+        w.events(&m2)
+            .contains(&(EvidenceEvent::PaperFallback, Some(ReasonCode::NoConsent)))
+    );
+
+    // Consent: digital. The notification names sender, kind, action and
+    // deadline, and holds nothing of the letter itself.
+    let view = c.set_consent(AGENCY, true).await.unwrap();
+    assert_eq!(view.digital_senders, vec![AGENCY.parse::<Oin>().unwrap()]);
+    let deadline = w.clock.now().plus_s(60 * DAY);
+    let (m3, channel) = w.send(RESIDENT, Some(deadline)).await;
+    assert_eq!(channel, "digital");
+    w.wait_for_event(&m3, EvidenceEvent::ConsignmentNotification)
+        .await;
+    let notice = w
+        .sink
+        .mails()
+        .into_iter()
+        .find(|m| m.subject.contains("nieuwe brief"))
+        .expect("a notification e-mail");
+    assert!(
+        notice.subject.contains("Belastingdienst"),
+        "{}",
+        notice.subject
+    );
+    for needed in ["Besluit", "Betaal het bedrag", "Uiterlijk", "gevolgen"] {
+        assert!(
+            notice.body.contains(needed),
+            "{needed} missing: {}",
+            notice.body
+        );
+    }
+    for secret in ["Geheime", "onderwerp", "Inhoud", "nooit in een notificatie"] {
+        assert!(
+            !notice.raw.contains(secret),
+            "letter content in the e-mail: {secret}"
+        );
+    }
+
+    // Unread for 7 days: a reminder; for 14: paper, with the reason.
+    w.clock.advance_s(7 * DAY);
+    let report = w.gateway.gateway.monitor_cycle().await.unwrap();
+    assert_eq!(report.reminded, 1, "{report:?}");
+    assert!(
+        w.sink
+            .mails()
+            .iter()
+            .any(|m| m.subject.starts_with("Herinnering"))
+    );
+    w.clock.advance_s(7 * DAY);
+    let report = w.gateway.gateway.monitor_cycle().await.unwrap();
+    assert_eq!(
+        report.papered.get("unread_too_long"),
+        Some(&1),
+        "{report:?}"
+    );
+    let events = w.events(&m3);
+    assert!(events.contains(&(
+        EvidenceEvent::PaperFallback,
+        Some(ReasonCode::UnreadTooLong)
+    )));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(e, _)| *e == EvidenceEvent::ConsignmentNotification)
+            .count(),
+        2,
+        "notification and reminder: {events:?}"
+    );
+    let chain = w
+        .gateway
+        .gateway
+        .evidence(&AGENCY.parse().unwrap(), &m3)
+        .unwrap()
+        .unwrap();
+    Evidence::verify_chain(&chain, &w.gateway.gateway.node.trust()).expect("the chain verifies");
+    let text = w.pdf_text(&m3);
+    for needed in [
+        "Anna Jansen",
+        "Stationsweg 3",
+        "1234 AB",
+        "VOORBEELD",
+        "Belastingdienst",
+        "Geheime aanslag onderwerp",
+        "Waarom krijgt u deze brief op papier?",
+        "nog niet geopend",
+        "Alles op papier",
+    ] {
+        assert!(text.contains(needed), "{needed} not in the PDF:\n{text}");
+    }
+
+    // A letter that is read goes no further.
+    let (m4, _) = w.send(RESIDENT, None).await;
+    w.wait_for_event(&m4, EvidenceEvent::ConsignmentNotification)
+        .await;
+    let letters = c.letters().await.unwrap();
+    let unread = letters
+        .iter()
+        .find(|l| l.message_id == m4)
+        .expect("the letter is in the inbox");
+    assert!(!unread.opened);
+    let opened = c.open(&unread.envelope_id.to_string()).await.unwrap();
+    assert!(opened.body.contains("Inhoud"));
+    w.wait_for_event(&m4, EvidenceEvent::ContentHandover).await;
+    w.clock.advance_s(30 * DAY);
+    w.gateway.gateway.monitor_cycle().await.unwrap();
+    assert!(
+        !w.events(&m4)
+            .iter()
+            .any(|(e, _)| *e == EvidenceEvent::PaperFallback),
+        "an opened letter does not go on paper"
+    );
+
+    // The address starts bouncing: 550, and the letter is on paper within
+    // one monitor cycle; the address is marked failed, the holder gets a
+    // letter about it.
+    w.sink.bounce(EMAIL);
+    let (m5, _) = w.send(RESIDENT, None).await;
+    w.wait_for_event(&m5, EvidenceEvent::ContentConsignment)
+        .await;
+    let report = w.gateway.gateway.monitor_cycle().await.unwrap();
+    let events = w.events(&m5);
+    assert!(
+        events.contains(&(
+            EvidenceEvent::ConsignmentNotificationFailure,
+            Some(ReasonCode::NotificationBounced)
+        )),
+        "{events:?} {report:?}"
+    );
+    assert!(
+        events.contains(&(
+            EvidenceEvent::PaperFallback,
+            Some(ReasonCode::NotificationBounced)
+        )),
+        "{events:?}"
+    );
+    assert!(w.pdf_text(&m5).contains("geen e-mail"));
+    let manifest = estafette_gateway::paper::Spool::new(&w.spool)
+        .manifest()
+        .unwrap();
+    assert_eq!(
+        manifest
+            .iter()
+            .filter(|e| e.kind == "channel_notice")
+            .count(),
+        1
+    );
+
+    // Everything back to paper in one step, effective for the next letter.
+    let view = c.all_paper().await.unwrap();
+    assert!(view.digital_senders.is_empty());
+    let (m6, channel) = w.send(RESIDENT, None).await;
+    assert_eq!(channel, "paper");
+    assert!(
+        w.events(&m6)
+            .contains(&(EvidenceEvent::PaperFallback, Some(ReasonCode::NoConsent)))
+    );
+
+    // The history: every change, when, and the assertion behind it.
+    let history = c.history().await.unwrap();
+    let changes: Vec<&Change> = history.iter().map(|h| &h.change).collect();
+    assert!(
+        matches!(changes[0], Change::Registered { .. }),
+        "{changes:?}"
+    );
+    assert!(changes.contains(&&Change::Activated));
+    assert!(changes.contains(&&Change::AllPaper));
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, Change::EmailFailed { .. }))
+    );
+    assert!(
+        history
+            .iter()
+            .filter(|h| !matches!(
+                h.change,
+                Change::EmailVerified { .. } | Change::EmailFailed { .. }
+            ))
+            .all(|h| h.assertion_digest.is_some())
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paper_letters_abroad_are_addressed_for_their_country() {
+    let w = World::start().await;
+    let people = serde_json::json!([{
+        "recipient": ABROAD, "language": "de", "name": "Jonas Müller",
+        "postal_address": { "street_lines": ["Hauptstraße 5"], "postal_code": "10115", "city": "Berlin", "country": "DE" }
+    }]);
+    registry::import(
+        w.gateway.gateway.node.store(),
+        &w.gateway.gateway.node.trust(),
+        &people.to_string(),
+    )
+    .await
+    .unwrap();
+    let (m, channel) = w.send(ABROAD, None).await;
+    assert_eq!(channel, "paper");
+    let report = w.gateway.gateway.monitor_cycle().await.unwrap();
+    assert!(report.spooled >= 1, "{report:?}");
+    let text = w.pdf_text(&m);
+    for needed in [
+        "Jonas Müller",
+        "Hauptstraße 5",
+        "10115 Berlin",
+        "DUITSLAND",
+        "Warum bekommen Sie diesen Brief auf Papier?",
+    ] {
+        assert!(text.contains(needed), "{needed} not in the PDF:\n{text}");
+    }
+    w.stop().await;
+}

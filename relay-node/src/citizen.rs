@@ -1,0 +1,803 @@
+//! The citizen API of a home node: HTTPS (server TLS only) for people and
+//! the apps and web pages that act for them.
+//!
+//! A session starts with an `IdentityAssertion` from a trusted identity
+//! provider, for this node, at least `substantial`, at most five minutes
+//! old, with a nonce never seen before. That assertion also goes to the
+//! gateway with every change (registration, e-mail, activation, consent),
+//! which verifies it itself; a change more than five minutes after login
+//! needs a fresh assertion (`POST /v1/session/renew`). Production identity
+//! providers plug in as issuers of such assertions (a login page of the
+//! provider hands the browser an assertion for this node's audience).
+//!
+//! Opening a letter signs ContentHandover evidence naming the holder.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use estafette_spec::citizen::{
+    CitizenAction, CitizenReply, CitizenRequest, PersonView, PostalAddress,
+};
+use estafette_spec::trust::LevelOfAssurance;
+use estafette_spec::{
+    Actor, ActorRole, AssertionPolicy, EnvelopeId, IdentityAssertion, InboxId, Oin, ReasonCode,
+    Recipient, SignedMessage, Timestamp,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use rand_core::{OsRng, RngCore};
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::node::{Node, NodeError};
+use crate::store::{Op, StoreError};
+
+/// Assertion nonces this home node has started sessions with: nonce → expiry.
+const NONCES: TableDefinition<&[u8], u64> = TableDefinition::new("citizen_nonces");
+
+/// A session ends after this long without a request.
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// A session ends this long after login, whatever happens.
+pub const SESSION_MAX: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions held at once; the oldest idle ones go first.
+pub const MAX_SESSIONS: usize = 100_000;
+/// Largest request body of the citizen API.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most citizen API connections at once.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// Longest TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most expired nonces removed per new session.
+const NONCE_PRUNE_BATCH: usize = 64;
+
+/// The minimum level of assurance for a session.
+pub const MIN_LEVEL: LevelOfAssurance = LevelOfAssurance::Substantial;
+
+struct Session {
+    recipient: Recipient,
+    /// The newest assertion: it authorises changes while it is fresh.
+    assertion: Vec<u8>,
+    assertion_expires_at: Timestamp,
+    person: PersonView,
+    started: Instant,
+    last_seen: Instant,
+}
+
+/// The citizen API's state.
+pub struct CitizenApi {
+    node: Arc<Node>,
+    public_url: String,
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+/// An RFC 9457 problem; `type` is `urn:estafette:problem:<code>`.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    code: String,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            code: code.into(),
+            detail: detail.into(),
+        }
+    }
+
+    fn refused(reason: ReasonCode, detail: String) -> Problem {
+        let status = match reason {
+            ReasonCode::Malformed
+            | ReasonCode::TooLarge
+            | ReasonCode::InvalidRecipient
+            | ReasonCode::InvalidToken
+            | ReasonCode::UnknownSigner => StatusCode::BAD_REQUEST,
+            ReasonCode::Expired
+            | ReasonCode::NotYetValid
+            | ReasonCode::Replayed
+            | ReasonCode::WrongAudience
+            | ReasonCode::AssuranceTooLow
+            | ReasonCode::BadSignature
+            | ReasonCode::WrongRole
+            | ReasonCode::Revoked => StatusCode::UNAUTHORIZED,
+            ReasonCode::StorageFailure => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::CONFLICT,
+        };
+        Problem::new(status, reason.code(), detail)
+    }
+
+    fn unauthenticated() -> Problem {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "no-session",
+            "log in first: no valid session",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": format!("urn:estafette:problem:{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<NodeError> for Problem {
+    fn from(e: NodeError) -> Problem {
+        match e {
+            NodeError::Gateway(detail) => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "gateway-unreachable",
+                format!("the gateway could not be reached; try again later ({detail})"),
+            ),
+            NodeError::NoSuchLetter => {
+                Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter")
+            }
+            other => {
+                tracing::error!(error = %other, "citizen API");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_failure",
+                    "the inbox could not be read or written; try again",
+                )
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The answer to a login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionStarted {
+    /// Bearer token (64 hex characters) for `Authorization: Bearer …`.
+    pub session: String,
+    pub person: PersonView,
+}
+
+/// A letter in the inbox list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LetterSummary {
+    pub envelope_id: EnvelopeId,
+    pub message_id: estafette_spec::MessageId,
+    pub sender: Oin,
+    pub sender_name: String,
+    pub subject: String,
+    pub nature: estafette_spec::Nature,
+    pub legal_effect: bool,
+    pub expected_action: String,
+    pub response_deadline: Option<Timestamp>,
+    pub received_at: Timestamp,
+    pub opened: bool,
+}
+
+/// An opened letter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenedLetter {
+    pub summary: LetterSummary,
+    pub body: String,
+    pub attachments: Vec<AttachmentSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentSummary {
+    pub name: String,
+    pub media_type: String,
+    pub size_bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    language: String,
+    postal_address: Option<PostalAddress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailBody {
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentBody {
+    digital: bool,
+}
+
+impl CitizenApi {
+    pub fn new(node: Arc<Node>, public_url: String) -> Arc<CitizenApi> {
+        Arc::new(CitizenApi {
+            node,
+            public_url,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session named by the request's bearer token, refreshed.
+    fn session(&self, headers: &HeaderMap) -> Result<[u8; 32], Problem> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|t| unhex::<32>(t.trim()))
+            .ok_or_else(Problem::unauthenticated)?;
+        let mut sessions = self.sessions();
+        let now = Instant::now();
+        let live = sessions.get_mut(&token).is_some_and(|s| {
+            let live = now.duration_since(s.last_seen) < SESSION_IDLE
+                && now.duration_since(s.started) < SESSION_MAX;
+            if live {
+                s.last_seen = now;
+            }
+            live
+        });
+        if !live {
+            sessions.remove(&token);
+            return Err(Problem::unauthenticated());
+        }
+        Ok(token)
+    }
+
+    /// Verifies an assertion for this node and uses up its nonce.
+    async fn accept_assertion(
+        &self,
+        bytes: &[u8],
+    ) -> Result<estafette_spec::VerifiedAssertion, Problem> {
+        let policy = AssertionPolicy {
+            audience: self.node.id.clone(),
+            min_level: MIN_LEVEL,
+            now: estafette_pki::now(),
+        };
+        let verified = IdentityAssertion::verify(bytes, &self.node.trust(), &policy)
+            .map_err(|e| Problem::refused(e.reason(), e.to_string()))?;
+        let nonce = verified.claims.nonce.clone();
+        let expires_at = verified.claims.expires_at.0;
+        let now = policy.now.0;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let op = Op::Apply(Box::new(move |_tables, txn| {
+            let mut table = txn.open_table(NONCES)?;
+            let fresh = table.get(nonce.as_slice())?.is_none();
+            if fresh {
+                table.insert(nonce.as_slice(), expires_at)?;
+                let expired: Vec<Vec<u8>> = table
+                    .iter()?
+                    .filter_map(Result::ok)
+                    .filter(|(_, v)| v.value() < now)
+                    .take(NONCE_PRUNE_BATCH)
+                    .map(|(k, _)| k.value().to_vec())
+                    .collect();
+                for k in expired {
+                    table.remove(k.as_slice())?;
+                }
+            }
+            let _ = tx.send(fresh);
+            Ok(())
+        }));
+        self.node
+            .store()
+            .write(op)
+            .await
+            .map_err(|e: StoreError| Problem::from(NodeError::Store(e)))?;
+        if !rx.await.unwrap_or(false) {
+            return Err(Problem::refused(
+                ReasonCode::Replayed,
+                "this login was already used; log in again".into(),
+            ));
+        }
+        Ok(verified)
+    }
+
+    /// Carries a request to the gateway; refusals become problems.
+    async fn ask_gateway(
+        &self,
+        assertion: Option<Vec<u8>>,
+        action: CitizenAction,
+    ) -> Result<CitizenReply, Problem> {
+        let reply = self
+            .node
+            .citizen_request(CitizenRequest {
+                assertion: assertion.map(serde_bytes::ByteBuf::from),
+                action,
+                inbox_url: Some(self.public_url.clone()),
+            })
+            .await?;
+        match reply {
+            CitizenReply::Refused { reason, detail } => Err(Problem::refused(reason, detail)),
+            other => Ok(other),
+        }
+    }
+
+    /// A change on behalf of the session's holder, with its assertion.
+    async fn change(
+        &self,
+        headers: &HeaderMap,
+        action: CitizenAction,
+    ) -> Result<PersonView, Problem> {
+        let token = self.session(headers)?;
+        let assertion = {
+            let sessions = self.sessions();
+            let s = sessions.get(&token).ok_or_else(Problem::unauthenticated)?;
+            if s.assertion_expires_at <= estafette_pki::now() {
+                return Err(Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "reauthentication-required",
+                    "changes need a login of at most five minutes ago: log in again to confirm",
+                ));
+            }
+            s.assertion.clone()
+        };
+        match self.ask_gateway(Some(assertion), action).await? {
+            CitizenReply::Person(view) => {
+                if let Some(s) = self.sessions().get_mut(&token) {
+                    s.person = view.clone();
+                }
+                Ok(view)
+            }
+            _ => Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "gateway-answer",
+                "the gateway answered with something else",
+            )),
+        }
+    }
+
+    fn inbox_of(&self, headers: &HeaderMap) -> Result<InboxId, Problem> {
+        let token = self.session(headers)?;
+        let sessions = self.sessions();
+        let s = sessions.get(&token).ok_or_else(Problem::unauthenticated)?;
+        s.person.inbox.ok_or_else(|| {
+            Problem::refused(
+                ReasonCode::NotRegistered,
+                "you have no inbox at this node; register first".into(),
+            )
+        })
+    }
+
+    fn summary(
+        &self,
+        envelope_id: EnvelopeId,
+        record: &crate::store::InboxRecord,
+    ) -> Option<(LetterSummary, estafette_spec::Letter)> {
+        let letter = SignedMessage::read_stored(&record.message).ok()?.letter;
+        let sender_name = self
+            .node
+            .trust()
+            .agency(&letter.sender)
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| letter.sender.to_string());
+        Some((
+            LetterSummary {
+                envelope_id,
+                message_id: record.message_id,
+                sender: letter.sender.clone(),
+                sender_name,
+                subject: letter.subject.clone(),
+                nature: letter.nature,
+                legal_effect: letter.legal_effect,
+                expected_action: letter.expected_action.clone(),
+                response_deadline: letter.response_deadline,
+                received_at: record.received_at,
+                opened: record.opened_at.is_some(),
+            },
+            letter,
+        ))
+    }
+}
+
+async fn start_session(
+    State(api): State<Arc<CitizenApi>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    let verified = api.accept_assertion(&body).await?;
+    let reply = api
+        .ask_gateway(Some(body.to_vec()), CitizenAction::SessionStarted)
+        .await?;
+    let CitizenReply::Person(person) = reply else {
+        return Err(Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "gateway-answer",
+            "the gateway answered with something else",
+        ));
+    };
+    let mut token = [0u8; 32];
+    OsRng.fill_bytes(&mut token);
+    let now = Instant::now();
+    {
+        let mut sessions = api.sessions();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| {
+                now.duration_since(s.last_seen) < SESSION_IDLE
+                    && now.duration_since(s.started) < SESSION_MAX
+            });
+            if sessions.len() >= MAX_SESSIONS {
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too-many-sessions",
+                    "too many people are logged in; try again in a few minutes",
+                ));
+            }
+        }
+        sessions.insert(
+            token,
+            Session {
+                recipient: verified.claims.subject.clone(),
+                assertion: body.to_vec(),
+                assertion_expires_at: verified.claims.expires_at,
+                person: person.clone(),
+                started: now,
+                last_seen: now,
+            },
+        );
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionStarted {
+            session: hex(&token),
+            person,
+        }),
+    ))
+}
+
+async fn renew_session(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let token = api.session(&headers)?;
+    let verified = api.accept_assertion(&body).await?;
+    let mut sessions = api.sessions();
+    let s = sessions
+        .get_mut(&token)
+        .ok_or_else(Problem::unauthenticated)?;
+    if s.recipient != verified.claims.subject {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "other-person",
+            "this login is for another person than the session's",
+        ));
+    }
+    s.assertion = body.to_vec();
+    s.assertion_expires_at = verified.claims.expires_at;
+    Ok(Json(s.person.clone()))
+}
+
+async fn end_session(State(api): State<Arc<CitizenApi>>, headers: HeaderMap) -> StatusCode {
+    if let Ok(token) = api.session(&headers) {
+        api.sessions().remove(&token);
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn me(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+) -> Result<Json<PersonView>, Problem> {
+    let token = api.session(&headers)?;
+    let sessions = api.sessions();
+    let s = sessions.get(&token).ok_or_else(Problem::unauthenticated)?;
+    Ok(Json(s.person.clone()))
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()))
+}
+
+async fn register(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let b: RegisterBody = json_body(&body)?;
+    let action = CitizenAction::Register {
+        language: b.language,
+        postal_address: b.postal_address,
+    };
+    Ok(Json(api.change(&headers, action).await?))
+}
+
+async fn add_email(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let b: EmailBody = json_body(&body)?;
+    let action = CitizenAction::AddEmail { address: b.address };
+    Ok(Json(api.change(&headers, action).await?))
+}
+
+async fn verify(api: &CitizenApi, token: &str) -> Result<PersonView, Problem> {
+    let token = unhex::<16>(token.trim()).ok_or_else(|| {
+        Problem::refused(
+            ReasonCode::InvalidToken,
+            "the link is incomplete; copy the whole link from the e-mail".into(),
+        )
+    })?;
+    match api
+        .ask_gateway(
+            None,
+            CitizenAction::VerifyEmail {
+                token: token.to_vec(),
+            },
+        )
+        .await?
+    {
+        CitizenReply::Person(view) => Ok(view),
+        _ => Err(Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "gateway-answer",
+            "the gateway answered with something else",
+        )),
+    }
+}
+
+async fn verify_email(
+    State(api): State<Arc<CitizenApi>>,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let b: TokenBody = json_body(&body)?;
+    Ok(Json(verify(&api, &b.token).await?))
+}
+
+async fn verify_email_link(
+    State(api): State<Arc<CitizenApi>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<&'static str, Problem> {
+    let token = q.get("token").map(String::as_str).unwrap_or("");
+    verify(&api, token).await?;
+    Ok("Your e-mail address is confirmed. / Uw e-mailadres is bevestigd.\n")
+}
+
+async fn activate(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+) -> Result<Json<PersonView>, Problem> {
+    Ok(Json(api.change(&headers, CitizenAction::Activate).await?))
+}
+
+async fn set_consent(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    Path(sender): Path<String>,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let sender: Oin = sender.parse().map_err(|e: estafette_spec::ids::OinError| {
+        Problem::new(StatusCode::BAD_REQUEST, "malformed", e.to_string())
+    })?;
+    let b: ConsentBody = json_body(&body)?;
+    let action = CitizenAction::SetConsent {
+        sender,
+        digital: b.digital,
+    };
+    Ok(Json(api.change(&headers, action).await?))
+}
+
+async fn all_paper(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+) -> Result<Json<PersonView>, Problem> {
+    Ok(Json(api.change(&headers, CitizenAction::AllPaper).await?))
+}
+
+async fn history(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<estafette_spec::citizen::ChangeEntry>>, Problem> {
+    let token = api.session(&headers)?;
+    let assertion = api
+        .sessions()
+        .get(&token)
+        .map(|s| s.assertion.clone())
+        .ok_or_else(Problem::unauthenticated)?;
+    match api
+        .ask_gateway(Some(assertion), CitizenAction::History)
+        .await
+    {
+        Ok(CitizenReply::History(h)) => Ok(Json(h)),
+        Ok(_) => Err(Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "gateway-answer",
+            "the gateway answered with something else",
+        )),
+        Err(p) if p.code == "expired" => Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "reauthentication-required",
+            "the history needs a login of at most five minutes ago: log in again",
+        )),
+        Err(p) => Err(p),
+    }
+}
+
+async fn letters(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<LetterSummary>>, Problem> {
+    let inbox = api.inbox_of(&headers)?;
+    let mut out: Vec<LetterSummary> = api
+        .node
+        .inbox_list(&inbox)?
+        .iter()
+        .filter_map(|(id, record)| api.summary(*id, record).map(|(s, _)| s))
+        .collect();
+    out.sort_by_key(|l| std::cmp::Reverse(l.received_at));
+    Ok(Json(out))
+}
+
+async fn open_letter(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    Path(envelope): Path<String>,
+) -> Result<Json<OpenedLetter>, Problem> {
+    let inbox = api.inbox_of(&headers)?;
+    let envelope: EnvelopeId = envelope
+        .parse()
+        .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
+    let actor = Actor {
+        role: ActorRole::Holder,
+        representative: None,
+        mandate: None,
+    };
+    let mut record = api
+        .node
+        .store()
+        .inbox_get(&inbox, &envelope)
+        .map_err(NodeError::Store)?
+        .ok_or(NodeError::NoSuchLetter)?;
+    // The letter is given only after its ContentHandover is on disk.
+    record.message = api.node.open_letter(&inbox, &envelope, actor).await?;
+    record.opened_at = Some(record.opened_at.unwrap_or_else(estafette_pki::now));
+    let (summary, letter) = api
+        .summary(envelope, &record)
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
+    Ok(Json(OpenedLetter {
+        summary,
+        body: letter.body,
+        attachments: letter
+            .attachments
+            .iter()
+            .map(|a| AttachmentSummary {
+                name: a.name.clone(),
+                media_type: a.media_type.clone(),
+                size_bytes: a.content.len(),
+            })
+            .collect(),
+    }))
+}
+
+/// The citizen API's routes.
+pub fn router(api: Arc<CitizenApi>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/session", post(start_session).delete(end_session))
+        .route("/v1/session/renew", post(renew_session))
+        .route("/v1/me", get(me))
+        .route("/v1/register", post(register))
+        .route("/v1/email", post(add_email))
+        .route("/v1/email/verify", post(verify_email))
+        .route("/verify-email", get(verify_email_link))
+        .route("/v1/activate", post(activate))
+        .route("/v1/consent/{sender}", put(set_consent))
+        .route("/v1/all-paper", post(all_paper))
+        .route("/v1/history", get(history))
+        .route("/v1/letters", get(letters))
+        .route("/v1/letters/{envelope}", get(open_letter))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}
+
+/// Server TLS for the citizen API (no client certificates: people log in
+/// with identity assertions).
+pub fn tls_config(
+    cert_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(estafette_pki::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(cert_chain, key)
+            .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves the citizen API until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    api: Arc<CitizenApi>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(api);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("too many citizen API connections; closing one");
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                _ => return,
+            };
+            let service = TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "citizen connection ended");
+            }
+        });
+    }
+}
+
+/// Starts the citizen API of `node` as configured; gives its address.
+pub async fn start(
+    node: Arc<Node>,
+    config: &crate::config::CitizenApiConfig,
+    pki: &crate::config::PkiPaths,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let certs = estafette_pki::tls::load_certs(config.cert.as_ref().unwrap_or(&pki.cert))?;
+    let key = estafette_pki::tls::load_private_key(config.key.as_ref().unwrap_or(&pki.key))?;
+    let tls = tls_config(certs, key).map_err(|e| anyhow::anyhow!("citizen API TLS: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{addr}"));
+    let api = CitizenApi::new(node, public_url);
+    tracing::info!(%addr, "citizen API listening");
+    Ok((addr, tokio::spawn(serve(listener, tls, api))))
+}

@@ -1,0 +1,244 @@
+//! A client of a home node's citizen API (what tests, the demo and a
+//! simple app use): HTTPS checked against the federation root (or any
+//! root given), a bearer session after login, problems as typed errors.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{Method, Request, StatusCode, header};
+use estafette_spec::citizen::{ChangeEntry, PersonView, PostalAddress};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use serde::de::DeserializeOwned;
+
+use crate::citizen::{LetterSummary, OpenedLetter, SessionStarted};
+
+/// Largest answer read.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum CitizenClientError {
+    #[error("connecting: {0}")]
+    Transport(String),
+    #[error("{status} {problem_type}: {detail}")]
+    Problem {
+        status: StatusCode,
+        problem_type: String,
+        detail: String,
+    },
+    #[error("unexpected answer: {0}")]
+    BadAnswer(String),
+}
+
+impl CitizenClientError {
+    /// The problem type's last part (`urn:estafette:problem:<code>`), if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CitizenClientError::Problem { problem_type, .. } => problem_type.rsplit(':').next(),
+            _ => None,
+        }
+    }
+}
+
+/// One person's client of one home node.
+pub struct CitizenClient {
+    addr: SocketAddr,
+    server_name: ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+    session: Option<String>,
+}
+
+impl CitizenClient {
+    /// A client of the API at `addr`, whose certificate names `server_name`
+    /// and chains to the root in `root_cert` (PEM).
+    pub fn new(
+        addr: SocketAddr,
+        server_name: &str,
+        root_cert: &Path,
+    ) -> Result<CitizenClient, CitizenClientError> {
+        let bad = |e: &dyn std::fmt::Display| CitizenClientError::Transport(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in estafette_pki::tls::load_certs(root_cert).map_err(|e| bad(&e))? {
+            roots.add(cert).map_err(|e| bad(&e))?;
+        }
+        let mut tls =
+            rustls::ClientConfig::builder_with_provider(estafette_pki::tls::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| bad(&e))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(CitizenClient {
+            addr,
+            server_name: ServerName::try_from(server_name.to_owned()).map_err(|e| bad(&e))?,
+            tls: Arc::new(tls),
+            session: None,
+        })
+    }
+
+    /// Whether a session is held.
+    pub fn logged_in(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// One request; gives status and body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(StatusCode, Vec<u8>), CitizenClientError> {
+        let transport = |e: &dyn std::fmt::Display| CitizenClientError::Transport(e.to_string());
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| transport(&e))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| transport(&e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| transport(&e))?;
+        tokio::spawn(connection);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.server_name.to_str().as_ref());
+        if let Some(token) = &self.session {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let bytes = match body {
+            Some((content_type, bytes)) => {
+                builder = builder.header(header::CONTENT_TYPE, content_type);
+                bytes
+            }
+            None => vec![],
+        };
+        let request = builder
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| transport(&e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| transport(&e))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| transport(&e))?
+            .to_bytes()
+            .to_vec();
+        Ok((status, body))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<T, CitizenClientError> {
+        let (status, body) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            return Err(CitizenClientError::Problem {
+                status,
+                problem_type: problem["type"].as_str().unwrap_or("").to_owned(),
+                detail: problem["detail"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| CitizenClientError::BadAnswer(e.to_string()))
+    }
+
+    fn json(value: serde_json::Value) -> Option<(&'static str, Vec<u8>)> {
+        Some(("application/json", value.to_string().into_bytes()))
+    }
+
+    /// Logs in with an identity assertion; keeps the session.
+    pub async fn login(&mut self, assertion: &[u8]) -> Result<PersonView, CitizenClientError> {
+        self.session = None;
+        let started: SessionStarted = self
+            .call(
+                Method::POST,
+                "/v1/session",
+                Some(("application/cose", assertion.to_vec())),
+            )
+            .await?;
+        self.session = Some(started.session);
+        Ok(started.person)
+    }
+
+    /// A fresh assertion for the same session (changes need one of at most five minutes).
+    pub async fn renew(&self, assertion: &[u8]) -> Result<PersonView, CitizenClientError> {
+        self.call(
+            Method::POST,
+            "/v1/session/renew",
+            Some(("application/cose", assertion.to_vec())),
+        )
+        .await
+    }
+
+    pub async fn me(&self) -> Result<PersonView, CitizenClientError> {
+        self.call(Method::GET, "/v1/me", None).await
+    }
+
+    pub async fn register(
+        &self,
+        language: &str,
+        postal_address: Option<&PostalAddress>,
+    ) -> Result<PersonView, CitizenClientError> {
+        let body = serde_json::json!({ "language": language, "postal_address": postal_address });
+        self.call(Method::POST, "/v1/register", Self::json(body))
+            .await
+    }
+
+    pub async fn add_email(&self, address: &str) -> Result<PersonView, CitizenClientError> {
+        let body = serde_json::json!({ "address": address });
+        self.call(Method::POST, "/v1/email", Self::json(body)).await
+    }
+
+    /// Confirms an e-mail address with the token from its link (no session needed).
+    pub async fn verify_email(&self, token: &str) -> Result<PersonView, CitizenClientError> {
+        let body = serde_json::json!({ "token": token });
+        self.call(Method::POST, "/v1/email/verify", Self::json(body))
+            .await
+    }
+
+    pub async fn activate(&self) -> Result<PersonView, CitizenClientError> {
+        self.call(Method::POST, "/v1/activate", None).await
+    }
+
+    pub async fn set_consent(
+        &self,
+        sender: &str,
+        digital: bool,
+    ) -> Result<PersonView, CitizenClientError> {
+        let body = serde_json::json!({ "digital": digital });
+        self.call(
+            Method::PUT,
+            &format!("/v1/consent/{sender}"),
+            Self::json(body),
+        )
+        .await
+    }
+
+    pub async fn all_paper(&self) -> Result<PersonView, CitizenClientError> {
+        self.call(Method::POST, "/v1/all-paper", None).await
+    }
+
+    pub async fn history(&self) -> Result<Vec<ChangeEntry>, CitizenClientError> {
+        self.call(Method::GET, "/v1/history", None).await
+    }
+
+    pub async fn letters(&self) -> Result<Vec<LetterSummary>, CitizenClientError> {
+        self.call(Method::GET, "/v1/letters", None).await
+    }
+
+    pub async fn open(&self, envelope_id: &str) -> Result<OpenedLetter, CitizenClientError> {
+        self.call(Method::GET, &format!("/v1/letters/{envelope_id}"), None)
+            .await
+    }
+}
