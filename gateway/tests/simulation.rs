@@ -159,7 +159,7 @@ fn person(rng: &mut Rng, senders: &[Oin]) -> Person {
 
 #[test]
 fn ten_thousand_people_fifty_thousand_letters_none_missed() {
-    let mut rng = Rng(0x5eed_0f_e57a_fe77e);
+    let mut rng = Rng(0x05ee_d0fe_57af_e77e);
     let policy = EscalationPolicy {
         cycle_s: HOUR,
         ..EscalationPolicy::default()
