@@ -208,6 +208,8 @@ pub struct Gateway {
     pub(crate) monitor_wake: tokio::sync::Notify,
     /// One monitor cycle at a time.
     pub(crate) monitor_lock: tokio::sync::Mutex<()>,
+    /// The operator report of the last monitor cycle (for `/metrics`).
+    pub(crate) last_report: std::sync::Mutex<Option<crate::report::OperatorReport>>,
 }
 
 /// The parts of a gateway besides its node.
@@ -234,6 +236,7 @@ impl Gateway {
             spool: parts.spool,
             monitor_wake: tokio::sync::Notify::new(),
             monitor_lock: tokio::sync::Mutex::new(()),
+            last_report: std::sync::Mutex::new(None),
         }
     }
 

@@ -17,6 +17,7 @@ pub mod monitor;
 pub mod notify;
 pub mod paper;
 pub mod registry;
+pub mod report;
 pub mod smtp_sink;
 pub mod texts;
 
@@ -84,11 +85,40 @@ impl RunningGateway {
                 spool: paper::Spool::new(config.spool_dir()),
             },
         ));
-        let desk = gateway.clone();
+        // The node's hooks hold the gateway weakly: no cycle through the node.
+        let desk = Arc::downgrade(&gateway);
         node.set_citizen_desk(Arc::new(move |home, request| {
             let desk = desk.clone();
-            Box::pin(async move { desk.citizen(home, request).await })
+            Box::pin(async move {
+                match desk.upgrade() {
+                    Some(desk) => desk.citizen(home, request).await,
+                    None => estafette_spec::citizen::CitizenReply::Refused {
+                        reason: estafette_spec::ReasonCode::StorageFailure,
+                        detail: "the gateway is stopping".into(),
+                    },
+                }
+            })
         }));
+        let (for_report, for_metrics) = (Arc::downgrade(&gateway), Arc::downgrade(&gateway));
+        node.set_admin_extension(estafette_relay::node::AdminExtension {
+            report: Box::new(move |query| {
+                let months = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("months="))
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(12);
+                let gateway = for_report.upgrade().ok_or("the gateway is stopping")?;
+                let report = gateway.operator_report(months).map_err(|e| e.to_string())?;
+                serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
+            }),
+            metrics: Box::new(move || {
+                for_metrics
+                    .upgrade()
+                    .and_then(|g| g.last_report.lock().ok().and_then(|r| r.clone()))
+                    .map(|r| r.metrics())
+                    .unwrap_or_default()
+            }),
+        });
         let monitor = tokio::spawn(gateway.clone().monitor_loop());
         let listener = http::bind(config.https_listen).await?;
         let https_addr = listener.local_addr()?;

@@ -17,6 +17,7 @@ use estafette_gateway::{RunningGateway, registry};
 ///   estafette-gateway init > gateway.toml                  a commented example config
 ///   estafette-gateway run --config gateway.toml            run the gateway
 ///   estafette-gateway registry import --config gateway.toml --file people.json
+///   estafette-gateway report --config gateway.toml         dormant inboxes, silent inboxes, paper by reason
 #[derive(Parser)]
 #[command(name = "estafette-gateway", version, verbatim_doc_comment)]
 struct Cli {
@@ -46,6 +47,19 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// The operator report of the running gateway (from its admin endpoint):
+    /// active inboxes with unread mail and no session for --months, inboxes
+    /// without a working notification channel, letters on paper by reason.
+    Report {
+        #[arg(long)]
+        config: PathBuf,
+        /// The look-back for inboxes not visited.
+        #[arg(long, default_value_t = 12)]
+        months: u64,
+        /// Print the JSON as served.
+        #[arg(long)]
+        json: bool,
     },
     /// The registry of people, inboxes and consent.
     Registry {
@@ -105,6 +119,28 @@ fn run(cli: Cli) -> Result<()> {
                 gateway.shutdown().await;
                 Ok(())
             })
+        }
+        Command::Report {
+            config,
+            months,
+            json,
+        } => {
+            let config = GatewayConfig::load(&config)?;
+            let admin = config
+                .node
+                .admin_listen
+                .context("the gateway has no admin_listen in its [node] configuration")?;
+            let body =
+                estafette_relay::admin::local_get(admin, &format!("/report?months={months}"))
+                    .with_context(|| format!("asking the running gateway at {admin}"))?;
+            if json {
+                println!("{body}");
+            } else {
+                let report: estafette_gateway::report::OperatorReport =
+                    serde_json::from_str(&body).context("reading the report")?;
+                print!("{}", report.text());
+            }
+            Ok(())
         }
         Command::Registry {
             what: RegistryCommand::Import { config, file },

@@ -200,6 +200,15 @@ impl Gateway {
         }
         self.spool_pending(now, &mut report).await?;
         self.prune_nonces(now).await?;
+        let months = (self.policy.dormant_after_s / (30 * 24 * 3600)).max(1);
+        match self.operator_report(months) {
+            Ok(r) => {
+                if let Ok(mut last) = self.last_report.lock() {
+                    *last = Some(r);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "operator report failed"),
+        }
         Ok(report)
     }
 

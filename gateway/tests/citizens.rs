@@ -538,6 +538,38 @@ async fn consent_notifications_and_escalation_to_paper() {
             ))
             .all(|h| h.assertion_digest.is_some())
     );
+
+    // The operator report, from the running gateway's admin endpoint.
+    w.gateway.gateway.monitor_cycle().await.unwrap();
+    let admin = w.fed.gateway.config.admin_listen.unwrap();
+    let body = estafette_relay::admin::local_get(admin, "/report?months=12").unwrap();
+    let report: estafette_gateway::report::OperatorReport = serde_json::from_str(&body).unwrap();
+    assert_eq!(report.active_inboxes, 1);
+    assert_eq!(
+        report.inboxes_without_working_channel, 1,
+        "the bounced address"
+    );
+    for (reason, n) in [
+        ("no_inbox", 1),
+        ("inbox_inactive", 1),
+        ("no_consent", 2),
+        ("unread_too_long", 1),
+        ("notification_bounced", 1),
+    ] {
+        assert_eq!(
+            report.paper_by_reason.get(reason),
+            Some(&n),
+            "{reason}: {report:?}"
+        );
+    }
+    assert_eq!(report.paper_notices.get("channel_notice"), Some(&1));
+    let metrics = estafette_relay::admin::local_get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("estafette_gateway_paper_letters{reason=\"unread_too_long\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("estafette_gateway_inboxes_without_working_channel 1"));
+    assert!(metrics.trim_end().ends_with("# EOF"));
     w.stop().await;
 }
 

@@ -84,13 +84,32 @@ pub fn queue_report(node: &NodeId, store: &Store) -> Result<QueueReport, StoreEr
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let mut text = node.metrics.encode();
+    if let Some(extension) = node.admin_extension.get() {
+        // One exposition: the extension's families go before the end marker.
+        let body = text.strip_suffix("# EOF\n").unwrap_or(&text).to_owned();
+        text = format!("{body}{}# EOF\n", (extension.metrics)());
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        node.metrics.encode(),
+        text,
     )
+}
+
+async fn report(
+    State(node): State<Arc<Node>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Response {
+    let Some(extension) = node.admin_extension.get() else {
+        return (axum::http::StatusCode::NOT_FOUND, "no report on this node").into_response();
+    };
+    match (extension.report)(query.as_deref().unwrap_or("")) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
 }
 
 async fn queue(State(node): State<Arc<Node>>) -> axum::response::Response {
@@ -111,6 +130,7 @@ pub async fn spawn(node: Arc<Node>, addr: SocketAddr) -> Result<SocketAddr, Node
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/queue", get(queue))
+        .route("/report", get(report))
         .with_state(node);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -104,6 +104,15 @@ pub struct Node {
     citizen_desk: std::sync::OnceLock<CitizenDesk>,
     /// Where the citizen API listens (home role, when configured).
     citizen_addr: std::sync::OnceLock<SocketAddr>,
+    /// More for the admin endpoint (the gateway's operator report).
+    pub(crate) admin_extension: std::sync::OnceLock<AdminExtension>,
+}
+
+/// What the gateway adds to its node's admin endpoint: `GET /report`
+/// (JSON; the query string is passed on) and lines for `/metrics`.
+pub struct AdminExtension {
+    pub report: Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>,
+    pub metrics: Box<dyn Fn() -> String + Send + Sync>,
 }
 
 /// The gateway's handler of citizen requests: the requesting home node and
@@ -203,6 +212,7 @@ impl Node {
             evidence_stored: tokio::sync::broadcast::channel(EVIDENCE_NOTES_CAPACITY).0,
             citizen_desk: std::sync::OnceLock::new(),
             citizen_addr: std::sync::OnceLock::new(),
+            admin_extension: std::sync::OnceLock::new(),
             config,
         });
         // Everything already on disk is due now.
@@ -461,6 +471,11 @@ impl Node {
     /// The citizen API's address, when it runs.
     pub fn citizen_addr(&self) -> Option<SocketAddr> {
         self.citizen_addr.get().copied()
+    }
+
+    /// Installs what the gateway adds to the admin endpoint (once).
+    pub fn set_admin_extension(&self, extension: AdminExtension) -> bool {
+        self.admin_extension.set(extension).is_ok()
     }
 
     /// Installs the gateway's handler of citizen requests (once).
