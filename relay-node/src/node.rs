@@ -111,9 +111,12 @@ pub struct Node {
 /// What the gateway adds to its node's admin endpoint: `GET /report`
 /// (JSON; the query string is passed on) and lines for `/metrics`.
 pub struct AdminExtension {
-    pub report: Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>,
+    pub report: ReportFn,
     pub metrics: Box<dyn Fn() -> String + Send + Sync>,
 }
+
+/// Makes the report (JSON) from the query string.
+pub type ReportFn = Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
 /// The gateway's handler of citizen requests: the requesting home node and
 /// the request in, the answer out.
