@@ -416,6 +416,36 @@ mod tests {
     }
 
     #[test]
+    fn only_home_nodes_carry_citizen_requests_and_only_to_the_gateway() {
+        let trust = crate::fixtures::trust_list();
+        let at_gateway = Receiver {
+            trust: &trust,
+            me: &crate::fixtures::gateway_id(),
+        };
+        assert!(
+            at_gateway
+                .authorize_citizen_request(&crate::fixtures::home_id())
+                .is_ok()
+        );
+        let transit = at_gateway
+            .authorize_citizen_request(&crate::fixtures::relay_id())
+            .unwrap_err();
+        assert_eq!(transit.reason, ReasonCode::WrongRole);
+        let stranger = at_gateway
+            .authorize_citizen_request(&"agency.example".parse().unwrap())
+            .unwrap_err();
+        assert_eq!(stranger.reason, ReasonCode::UnknownSigner);
+        let at_relay = Receiver {
+            trust: &trust,
+            me: &crate::fixtures::relay_id(),
+        };
+        let wrong_place = at_relay
+            .authorize_citizen_request(&crate::fixtures::home_id())
+            .unwrap_err();
+        assert_eq!(wrong_place.reason, ReasonCode::NotForThisNode);
+    }
+
+    #[test]
     fn frames_roundtrip_and_refuse_oversize() {
         let req = Request::Offer(Offer {
             hops_taken: 1,
