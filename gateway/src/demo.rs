@@ -1,23 +1,32 @@
 //! `estafette-gateway demo`: a whole federation on loopback in one command.
-//! A fresh PKI, a gateway, a transit relay and a home relay, a few people in
-//! the registry, letters from two agencies over the real HTTPS API with
-//! client certificates, and each letter's evidence timeline with every
-//! signature checked offline.
+//! A fresh PKI, a gateway, a transit relay and a home relay, a resident who
+//! chooses digital mail herself through the home node's citizen API (login,
+//! e-mail verified over SMTP, activation, consent), letters from two
+//! agencies over the real HTTPS API with client certificates, each letter's
+//! evidence timeline with every signature checked offline, and a letter
+//! that goes on paper (a real PDF) because it was not read.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, bail};
-use estafette_pki::{Federation, NodeKind, keys};
+use estafette_pki::{AssertedPerson, Federation, NodeKind, keys};
 use estafette_relay::Node;
+use estafette_relay::citizen_client::CitizenClient;
 use estafette_relay::config::Config;
+use estafette_spec::citizen::PostalAddress;
 use estafette_spec::relay::RetryPolicy;
 use estafette_spec::{EvidenceEvent, Letter, MessageId, Nature, NodeId, Oin, SignedMessage};
 use rand_core::OsRng;
 
 use crate::client::{AgencyClient, timeline};
 use crate::config::GatewayConfig;
+use crate::gateway::ManualClock;
+use crate::notify::SmtpSettings;
+use crate::smtp_sink::SmtpSink;
 use crate::{RunningGateway, registry};
 
 const TAX: &str = "00000001003214345000";
@@ -42,6 +51,63 @@ fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) ->
         },
         ..Config::for_federation_node(fed, id, listen, home)
     }
+}
+
+/// A letter the demo leaves unread, to show it going on paper.
+const UNREAD_SUBJECT: &str = "Uw paspoort is klaar";
+const ANNA_EMAIL: &str = "a.jansen@example.nl";
+
+/// Logs a person in at the home node's citizen API with an assertion from `idp`.
+async fn log_in(
+    fed: &Federation,
+    addr: SocketAddr,
+    home: &NodeId,
+    subject: &str,
+    idp: &str,
+    (family, given): (&str, &str),
+) -> Result<CitizenClient> {
+    let mut client = CitizenClient::new(addr, home.as_str(), &fed.root_cert_path())?;
+    let mut person = AssertedPerson::test(subject.parse()?);
+    person.family_name = family.into();
+    person.given_names = given.into();
+    let assertion = fed.mint_assertion(&idp.parse()?, &person, home, estafette_pki::now(), 300)?;
+    client.login(&assertion).await?;
+    Ok(client)
+}
+
+/// Fetches a letter's evidence until it holds `want` (bounded wait).
+async fn wait_for_evidence(
+    client: &AgencyClient,
+    message: &MessageId,
+    want: EvidenceEvent,
+    trust: &estafette_spec::TrustList,
+) -> Result<Vec<Vec<u8>>> {
+    let started = Instant::now();
+    loop {
+        let chain = client.evidence(message).await?;
+        let done = chain
+            .iter()
+            .filter_map(|b| estafette_spec::Evidence::verify(b, trust).ok())
+            .any(|v| v.record.event == want);
+        if done {
+            return Ok(chain);
+        }
+        if started.elapsed() > EVIDENCE_WAIT {
+            bail!("no {want:?} evidence for {message} within {EVIDENCE_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Prints a letter's evidence timeline; whether every signature verified.
+fn print_timeline(title: &str, chain: &[Vec<u8>], trust: &estafette_spec::TrustList) -> bool {
+    let (lines, ok) = timeline(chain, trust);
+    println!("   {title}");
+    for line in lines {
+        println!("     {line}");
+    }
+    println!();
+    ok
 }
 
 /// Someone in the demo registry.
@@ -117,25 +183,43 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         "   gateway {gw_id}, transit relay {relay_id}, home relay {home_id}, identity providers for NL and DE"
     );
 
-    // 2. The nodes.
+    // 2. The nodes, a local SMTP server for notification e-mail, and the
+    // gateway on a clock the demo can move on.
+    let sink = SmtpSink::start().await?;
     let relay = Node::start(node_config(&fed, &relay_id, relay_quic, false)).await?;
-    let home = Node::start(node_config(&fed, &home_id, home_quic, true)).await?;
-    let gateway = RunningGateway::start(GatewayConfig::new(
-        https,
-        node_config(&fed, &gw_id, gw_quic, false),
-    ))
-    .await?;
+    let mut home_config = node_config(&fed, &home_id, home_quic, true);
+    home_config.citizen = Some(estafette_relay::config::CitizenApiConfig {
+        listen: free_tcp()?,
+        public_url: None,
+        cert: None,
+        key: None,
+    });
+    let home = Node::start(home_config).await?;
+    let citizen_addr = home
+        .citizen_addr()
+        .context("the citizen API did not start")?;
+    let clock = Arc::new(ManualClock::new(estafette_pki::now()));
+    let spool = root.join("paper-spool");
+    let mut config = GatewayConfig::new(https, node_config(&fed, &gw_id, gw_quic, false));
+    config.notifications = Some(SmtpSettings {
+        host: "127.0.0.1".into(),
+        port: sink.addr.port(),
+        from: "Berichtenbox <noreply@gateway.demo>".into(),
+    });
+    config.paper_spool = Some(spool.clone());
+    let gateway = RunningGateway::start_with_clock(config, clock.clone()).await?;
     println!(
-        "2. Running: agency API https://{} (mutual TLS), gateway QUIC {gw_quic}, relay {relay_quic}, home {home_quic}",
+        "2. Running: agency API https://{} (mutual TLS), gateway QUIC {gw_quic}, relay {relay_quic}, home {home_quic},",
         gateway.https_addr
     );
+    println!(
+        "   citizen API https://{citizen_addr} at {home_id}, notification e-mail to an SMTP server on {}",
+        sink.addr
+    );
 
-    // 3. The registry.
+    // 3. The registry: Anna chooses digital mail herself; the others are imported.
     let trust = fed.trust_list(estafette_pki::now())?;
     let people = serde_json::json!([
-        { "recipient": RESIDENT.recipient, "home_node": "home.demo", "active": true, "digital_senders": [TAX, TOWN], "language": "nl",
-          "name": "A. Jansen", "contact_channels": [{ "kind": "email", "address": "a.jansen@example.nl", "state": "verified" }],
-          "postal_address": { "street_lines": ["Stationsweg 3"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } },
         { "recipient": ABROAD.recipient, "home_node": "home.demo", "active": true, "digital_senders": [TAX], "language": "de",
           "name": "Jonas Müller", "contact_channels": [{ "kind": "email", "address": "j.mueller@example.de", "state": "verified" }],
           "postal_address": { "street_lines": ["Hauptstraße 5"], "postal_code": "10115", "city": "Berlin", "country": "DE" } },
@@ -146,8 +230,59 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
     ]);
     registry::import(gateway.gateway.node.store(), &trust, &people.to_string()).await?;
     println!(
-        "3. Registry: {}; {}; {}; {}",
-        RESIDENT.label, ABROAD.label, CLIENT.label, NO_INBOX.label
+        "3. Registry: {}; {}; {} (imported).",
+        ABROAD.label, CLIENT.label, NO_INBOX.label
+    );
+    println!(
+        "   {} chooses digital mail herself, step by step:",
+        RESIDENT.label
+    );
+    let anna = log_in(
+        &fed,
+        citizen_addr,
+        &home_id,
+        RESIDENT.recipient,
+        "idp.nl.demo",
+        ("Jansen", "Anna"),
+    )
+    .await?;
+    let address = PostalAddress {
+        street_lines: vec!["Stationsweg 3".into()],
+        postal_code: "1234 AB".into(),
+        city: "Voorbeeld".into(),
+        country: estafette_spec::CountryCode::NL,
+    };
+    let view = anna.register("nl", Some(&address)).await?;
+    println!(
+        "   - logged in at {home_id} with idp.nl.demo (level substantial); registered: inbox {}, not active",
+        view.inbox.map(|i| i.to_string()).unwrap_or_default()
+    );
+    anna.add_email(ANNA_EMAIL).await?;
+    let mails = sink
+        .wait_for(EVIDENCE_WAIT, |m| m.iter().any(|m| m.to == [ANNA_EMAIL]))
+        .await
+        .map_err(|_| anyhow::anyhow!("no verification e-mail arrived"))?;
+    let token = mails
+        .iter()
+        .flat_map(|m| m.body.lines())
+        .find_map(|l| {
+            l.trim()
+                .split_once("/verify-email?token=")
+                .map(|(_, t)| t.to_owned())
+        })
+        .context("no verification link in the e-mail")?;
+    println!(
+        "   - added {ANNA_EMAIL}; the verification e-mail arrived (\"{}\")",
+        mails[0].subject
+    );
+    anna.verify_email(&token).await?;
+    println!("   - followed the link: address verified");
+    anna.activate().await?;
+    println!("   - activated her inbox (an explicit act; it started inactive)");
+    anna.set_consent(TAX, true).await?;
+    anna.set_consent(TOWN, true).await?;
+    println!(
+        "   - chose digital mail from Belastingdienst and Gemeente Voorbeeld (everyone else: paper)"
     );
 
     // 4. Letters over HTTPS with each agency's client certificate.
@@ -177,7 +312,7 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         (
             &town,
             &RESIDENT,
-            "Uw paspoort is klaar",
+            UNREAD_SUBJECT,
             Nature::Information,
             "Haal uw paspoort op bij het gemeentehuis.",
         ),
@@ -246,40 +381,96 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
     );
     let mut all_verified = true;
     for (oin, person, subject, message, digital) in &sent {
-        let client = client_for(oin)?;
         let want = if *digital {
-            EvidenceEvent::ContentConsignment
+            EvidenceEvent::ConsignmentNotification
         } else {
             EvidenceEvent::PaperFallback
         };
-        let started = Instant::now();
-        let chain = loop {
-            let chain = client.evidence(message).await?;
-            let done = chain
-                .iter()
-                .filter_map(|b| estafette_spec::Evidence::verify(b, &trust).ok())
-                .any(|v| v.record.event == want);
-            if done {
-                break chain;
-            }
-            if started.elapsed() > EVIDENCE_WAIT {
-                bail!("no {want:?} evidence for {message} within {EVIDENCE_WAIT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let (lines, ok) = timeline(&chain, &trust);
-        all_verified &= ok;
-        println!("   \"{subject}\" to {} ({message})", person.label);
-        for line in lines {
-            println!("     {line}");
+        let chain = wait_for_evidence(&client_for(oin)?, message, want, &trust).await?;
+        all_verified &= print_timeline(
+            &format!("\"{subject}\" to {}", person.label),
+            &chain,
+            &trust,
+        );
+    }
+    for mail in sink.mails() {
+        println!("   e-mail to {}: \"{}\"", mail.to.join(", "), mail.subject);
+    }
+
+    // 6. Reading, and a letter nobody reads.
+    let letters = anna.letters().await?;
+    let read = letters
+        .iter()
+        .find(|l| l.subject == "Voorlopige aanslag 2027")
+        .context("Anna's tax letter is not in her inbox")?;
+    anna.open(&read.envelope_id.to_string()).await?;
+    let jonas = log_in(
+        &fed,
+        citizen_addr,
+        &home_id,
+        ABROAD.recipient,
+        "eid.de.demo",
+        ("Müller", "Jonas"),
+    )
+    .await?;
+    for letter in jonas.letters().await? {
+        jonas.open(&letter.envelope_id.to_string()).await?;
+    }
+    println!(
+        "\n6. Anna opens \"{}\" and Jonas (German eID) opens his letter: ContentHandover evidence naming the holder.",
+        read.subject
+    );
+    // The gateway learns of the openings before time moves on.
+    for (oin, _, subject, message, digital) in &sent {
+        if *digital && *subject != UNREAD_SUBJECT {
+            wait_for_evidence(
+                &client_for(oin)?,
+                message,
+                EvidenceEvent::ContentHandover,
+                &trust,
+            )
+            .await?;
         }
-        println!();
+    }
+    println!(
+        "   \"{UNREAD_SUBJECT}\" stays unread. The gateway's clock is moved on: 8 days (a reminder), then 7 more (paper):\n"
+    );
+    clock.advance_s(8 * 24 * 3600);
+    let first = gateway.gateway.monitor_cycle().await?;
+    clock.advance_s(7 * 24 * 3600);
+    let report = gateway.gateway.monitor_cycle().await?;
+    let (_, _, subject, message, _) = sent
+        .iter()
+        .find(|(_, _, s, _, _)| *s == UNREAD_SUBJECT)
+        .context("the unread letter")?;
+    let chain = client_for(&town)?.evidence(message).await?;
+    all_verified &= print_timeline(
+        &format!("\"{subject}\" to {}", RESIDENT.label),
+        &chain,
+        &trust,
+    );
+    println!(
+        "   The monitor sent {} reminder(s) and put {} letter(s) on paper: {:?}",
+        first.reminded + report.reminded,
+        report.papered.values().sum::<usize>(),
+        report.papered
+    );
+
+    // 7. What went on paper: real PDFs in the print spool.
+    let manifest = crate::paper::Spool::new(&spool).manifest()?;
+    println!("\n7. The print spool ({}):", spool.display());
+    for entry in &manifest {
+        println!(
+            "   {}  {} page(s), {}, reason {}",
+            entry.file,
+            entry.pages,
+            entry.country,
+            entry.reason.as_deref().unwrap_or("-")
+        );
     }
     let inbox_count = home.store().inbox_all()?.len();
     let paper = gateway.gateway.paper_queue()?.len();
-    println!(
-        "In the home relay's inboxes: {inbox_count} letters. In the paper queue: {paper} letters."
-    );
+    println!("\nIn the home relay's inboxes: {inbox_count} letters. Paper letters: {paper}.");
     if !all_verified {
         bail!("some evidence did not verify");
     }
@@ -290,6 +481,17 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         println!(
             "  agency API:   https://{} (server name {gw_id})",
             gateway.https_addr
+        );
+        println!("  citizen API:  https://{citizen_addr} (server name {home_id})");
+        println!(
+            "  log in:       estafette-pki assert --dir {} --idp idp.nl.demo --subject bsn:999999990 --audience {home_id} --out a.cose",
+            fed_dir.display()
+        );
+        println!(
+            "                curl --cacert {} --resolve {home_id}:{}:127.0.0.1 --data-binary @a.cose -H 'content-type: application/cose' https://{home_id}:{}/v1/session",
+            fed.root_cert_path().display(),
+            citizen_addr.port(),
+            citizen_addr.port()
         );
         println!("  federation:   {}", fed_dir.display());
         println!(

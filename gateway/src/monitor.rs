@@ -63,7 +63,7 @@ struct Seen {
     opened: bool,
     failed: bool,
     /// The newest record: what new evidence links to.
-    last: Option<(Timestamp, Digest)>,
+    last: Option<((Timestamp, u8), Digest)>,
 }
 
 impl Gateway {
@@ -101,8 +101,11 @@ impl Gateway {
                 EvidenceEvent::RelayFailure | EvidenceEvent::RelayRejection => seen.failed = true,
                 _ => {}
             }
-            if seen.last.is_none_or(|(t, _)| r.issued_at >= t) {
-                seen.last = Some((r.issued_at, v.digest));
+            // The newest record; within one second, the later step of a
+            // letter's life (a notification follows its consignment).
+            let key = (r.issued_at, lifecycle_rank(r.event));
+            if seen.last.is_none_or(|(k, _)| key >= k) {
+                seen.last = Some((key, v.digest));
             }
         }
         Ok(seen)
@@ -622,6 +625,20 @@ impl Gateway {
             report.spooled += 1;
         }
         Ok(())
+    }
+}
+
+/// Where an event comes in a letter's life.
+fn lifecycle_rank(event: EvidenceEvent) -> u8 {
+    match event {
+        EvidenceEvent::SubmissionAcceptance | EvidenceEvent::SubmissionRejection => 0,
+        EvidenceEvent::RelayAcceptance
+        | EvidenceEvent::RelayRejection
+        | EvidenceEvent::RelayFailure => 1,
+        EvidenceEvent::ContentConsignment => 2,
+        EvidenceEvent::ConsignmentNotification | EvidenceEvent::ConsignmentNotificationFailure => 3,
+        EvidenceEvent::ContentHandover => 4,
+        EvidenceEvent::PaperFallback => 5,
     }
 }
 

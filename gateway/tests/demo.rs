@@ -37,14 +37,32 @@ fn the_demo_runs_and_verifies_every_signature() {
         stdout.contains("Every signature verified against the trust list."),
         "{stdout}"
     );
+    // Anna's own steps, each through the citizen API.
+    for step in [
+        "registered: inbox",
+        "the verification e-mail arrived",
+        "address verified",
+        "activated her inbox",
+        "chose digital mail",
+    ] {
+        assert!(stdout.contains(step), "{step}: {stdout}");
+    }
     assert_eq!(
-        stdout.matches("chain of 3 linked records verified").count(),
-        3,
+        stdout.matches("linked records verified").count(),
+        6,
+        "five letters and the unread one again: {stdout}"
+    );
+    assert!(stdout.contains("reason: inbox_inactive"), "{stdout}");
+    assert!(stdout.contains("reason: no_inbox"), "{stdout}");
+    // One letter went on paper because it was not read, after a reminder.
+    assert!(stdout.contains("reason: unread_too_long"), "{stdout}");
+    assert!(
+        stdout.contains("The monitor sent 1 reminder(s) and put 1 letter(s) on paper"),
         "{stdout}"
     );
-    assert_eq!(stdout.matches("PaperFallback").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches(".pdf  1 page(s)").count(), 3, "{stdout}");
     assert!(
-        stdout.contains("In the home relay's inboxes: 3 letters. In the paper queue: 2 letters."),
+        stdout.contains("In the home relay's inboxes: 3 letters. Paper letters: 3."),
         "{stdout}"
     );
     // The demo's output names people by label, never by BSN.
