@@ -33,6 +33,8 @@ pub const DEFAULT_INBOX_URL: &str = "https://mijn.estafette.example/";
 pub const CHANNEL_NOTICE_INTERVAL_S: u64 = 30 * 24 * 3600;
 /// Most tracked letters looked at in one cycle (the rest wait for the next).
 pub const MAX_LETTERS_PER_CYCLE: usize = 100_000;
+/// Most people whose letters the monitor handles at once.
+pub const MONITOR_CONCURRENCY: usize = 64;
 
 /// What one monitor cycle did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +52,23 @@ pub struct CycleReport {
     pub spooled: usize,
     /// Paper waiting because the person has no postal address on record.
     pub no_address: usize,
+}
+
+impl CycleReport {
+    fn merge(&mut self, other: CycleReport) {
+        self.letters_checked += other.letters_checked;
+        self.opened += other.opened;
+        self.notified += other.notified;
+        self.reminded += other.reminded;
+        self.notify_retries += other.notify_retries;
+        self.notify_failed += other.notify_failed;
+        for (reason, n) in other.papered {
+            *self.papered.entry(reason).or_default() += n;
+        }
+        self.channel_notices += other.channel_notices;
+        self.spooled += other.spooled;
+        self.no_address += other.no_address;
+    }
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -195,12 +214,12 @@ impl Gateway {
     pub async fn monitor_cycle(&self) -> Result<CycleReport, StoreError> {
         let _one_at_a_time = self.monitor_lock.lock().await;
         let now = self.clock.now();
-        let mut report = CycleReport::default();
-        for (id, letter) in self.tracked_letters()? {
-            report.letters_checked += 1;
-            self.advance(MessageId::from_bytes(id), letter, now, &mut report)
-                .await?;
-        }
+        let letters = self
+            .tracked_letters()?
+            .into_iter()
+            .map(|(id, l)| (MessageId::from_bytes(id), l))
+            .collect();
+        let mut report = self.advance_all(letters, now).await?;
         self.spool_pending(now, &mut report).await?;
         self.prune_nonces(now).await?;
         let months = (self.policy.dormant_after_s / (30 * 24 * 3600)).max(1);
@@ -219,13 +238,14 @@ impl Gateway {
     pub async fn monitor_letters(&self, ids: &[MessageId]) -> Result<CycleReport, StoreError> {
         let _one_at_a_time = self.monitor_lock.lock().await;
         let now = self.clock.now();
-        let mut report = CycleReport::default();
         let found: Vec<(MessageId, TrackedLetter)> = {
             let db = self.node.store().database();
             let txn = db.begin_read().map_err(db_err)?;
             let table = match txn.open_table(TRACKING) {
                 Ok(t) => t,
-                Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(report),
+                Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => {
+                    return Ok(CycleReport::default());
+                }
                 Err(e) => return Err(db_err(e)),
             };
             let mut found = Vec::new();
@@ -236,11 +256,43 @@ impl Gateway {
             }
             found
         };
-        for (id, letter) in found {
-            report.letters_checked += 1;
-            self.advance(id, letter, now, &mut report).await?;
+        self.advance_all(found, now).await
+    }
+
+    /// Advances many letters: different people at once (e-mails and
+    /// commits overlap), each person's letters one after the other (so that
+    /// a bounce is seen by their next letter).
+    async fn advance_all(
+        &self,
+        mut letters: Vec<(MessageId, TrackedLetter)>,
+        now: Timestamp,
+    ) -> Result<CycleReport, StoreError> {
+        use futures_util::stream::{self, StreamExt};
+        letters.sort_by(|a, b| a.1.recipient.to_string().cmp(&b.1.recipient.to_string()));
+        let mut groups: Vec<Vec<(MessageId, TrackedLetter)>> = Vec::new();
+        for item in letters {
+            match groups.last_mut() {
+                Some(g) if g[0].1.recipient == item.1.recipient => g.push(item),
+                _ => groups.push(vec![item]),
+            }
         }
-        Ok(report)
+        let reports: Vec<Result<CycleReport, StoreError>> = stream::iter(groups)
+            .map(|group| async move {
+                let mut report = CycleReport::default();
+                for (id, letter) in group {
+                    report.letters_checked += 1;
+                    self.advance(id, letter, now, &mut report).await?;
+                }
+                Ok(report)
+            })
+            .buffer_unordered(MONITOR_CONCURRENCY)
+            .collect()
+            .await;
+        let mut total = CycleReport::default();
+        for r in reports {
+            total.merge(r?);
+        }
+        Ok(total)
     }
 
     /// Forgets assertion nonces whose assertions have expired.

@@ -6,6 +6,8 @@
 //! HTTP/1.1 kept alive) submit sealed letters. Prints letters/s accepted,
 //! letters/s delivered end to end (ContentConsignment back at the gateway),
 //! and the time from submission to ContentConsignment. fsync at every hop.
+//! The gateway also notifies every recipient by e-mail, through an SMTP
+//! server in this process.
 //!
 //!     cargo build --release -p estafette-relay -p estafette-gateway
 //!     target/release/estafette-gateway-load
@@ -20,6 +22,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use estafette_gateway::client::AgencyClient;
 use estafette_gateway::config::GatewayConfig;
+use estafette_gateway::notify::SmtpSettings;
+use estafette_gateway::smtp_sink::SmtpSink;
 use estafette_gateway::{RunningGateway, registry};
 use estafette_pki::{NodeKind, keys};
 use estafette_relay::testkit::{AGENCY, RelayProcess, TestFederation};
@@ -84,17 +88,23 @@ async fn main() -> Result<()> {
     );
     let mut relay = RelayProcess::start(&relay_binary, fed.relay("load-relay.test"));
     let mut home = RelayProcess::start(&relay_binary, fed.relay("load-home.test"));
-    let gateway = RunningGateway::start(GatewayConfig::new(
-        "127.0.0.1:0".parse()?,
-        fed.gateway.config.clone(),
-    ))
-    .await?;
+    // Notifications go to an SMTP server in this process, as they would to
+    // the operator's relay host.
+    let sink = SmtpSink::start().await?;
+    let mut config = GatewayConfig::new("127.0.0.1:0".parse()?, fed.gateway.config.clone());
+    config.notifications = Some(SmtpSettings {
+        host: "127.0.0.1".into(),
+        port: sink.addr.port(),
+        from: "Berichtenbox <noreply@gateway.test>".into(),
+    });
+    let gateway = RunningGateway::start(config).await?;
 
     // Recipients, all digital for the agency.
     let bsns = valid_bsns(args.recipients);
     let people: Vec<serde_json::Value> = bsns
         .iter()
-        .map(|b| serde_json::json!({ "recipient": format!("bsn:{b}"), "home_node": "load-home.test", "active": true, "digital_senders": [AGENCY] }))
+        .map(|b| serde_json::json!({ "recipient": format!("bsn:{b}"), "home_node": "load-home.test", "active": true, "digital_senders": [AGENCY],
+            "contact_channels": [{ "kind": "email", "address": format!("p{b}@example.nl"), "state": "verified" }] }))
         .collect();
     registry::import(
         gateway.gateway.node.store(),
@@ -245,6 +255,16 @@ async fn main() -> Result<()> {
             value("estafette_relay_commit_seconds_sum") / commits * 1e3
         );
     }
+    // The notifications of the run (they trail the deliveries).
+    let notified = sink
+        .wait_for(Duration::from_secs(args.timeout_s), |m| m.len() >= accepted)
+        .await
+        .map(|m| m.len())
+        .unwrap_or_else(|m| m.len());
+    println!(
+        "notification e-mails received: {notified} ({:.0}/s over the whole run)",
+        notified as f64 / started.elapsed().as_secs_f64()
+    );
     gateway.shutdown().await;
     if !relay.terminate().success() || !home.terminate().success() {
         bail!("a relay did not stop cleanly");
