@@ -268,7 +268,7 @@ impl Gateway {
         now: Timestamp,
     ) -> Result<CycleReport, StoreError> {
         use futures_util::stream::{self, StreamExt};
-        letters.sort_by(|a, b| a.1.recipient.to_string().cmp(&b.1.recipient.to_string()));
+        letters.sort_by_key(|(_, l)| l.recipient.to_string());
         let mut groups: Vec<Vec<(MessageId, TrackedLetter)>> = Vec::new();
         for item in letters {
             match groups.last_mut() {
