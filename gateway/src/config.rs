@@ -136,3 +136,19 @@ root_cert = "fed/root/ca.crt.pem"
 crl = "fed/crl.pem"
 trust_list = "fed/trust-list.cose"
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses() {
+        let config: GatewayConfig = toml::from_str(EXAMPLE).unwrap();
+        assert_eq!(config.escalation.paper_after_s, 14 * 24 * 3600);
+        assert_eq!(config.notifications.as_ref().map(|n| n.port), Some(25));
+        assert_eq!(
+            config.spool_dir(),
+            PathBuf::from("/var/lib/estafette-gateway/paper-spool")
+        );
+    }
+}

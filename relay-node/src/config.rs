@@ -264,6 +264,15 @@ dedup_retention_s = 2678400            # remember accepted ids for 31 days
 base_ms = 500
 cap_ms = 300000
 horizon_s = 604800
+
+# Home nodes: the citizen API (HTTPS, server TLS) where people log in with an
+# identity assertion, register, choose digital mail per sender and read.
+[citizen]
+listen = "0.0.0.0:8444"
+public_url = "https://relay1.example:8444"   # used in e-mailed links
+# A certificate for the public name (web PKI); default: the node's own.
+# cert = "/etc/estafette/inbox.crt.pem"
+# key = "/etc/estafette/inbox.key.pem"
 "#;
 
 #[cfg(test)]
@@ -275,6 +284,10 @@ mod tests {
         let config: Config = toml::from_str(EXAMPLE).unwrap();
         config.check(Path::new("example")).unwrap();
         assert_eq!(config.limits.max_commit_batch, 4096);
+        assert_eq!(
+            config.citizen.unwrap().public_url.as_deref(),
+            Some("https://relay1.example:8444")
+        );
     }
 
     #[test]
