@@ -136,12 +136,16 @@ impl Gateway {
             for attempt in 1..=VERIFICATION_SEND_ATTEMPTS {
                 match notifier.send(&mail.address, &message).await {
                     Ok(()) => return,
-                    Err(crate::notify::NotifyError::Permanent(problem)) => {
-                        tracing::info!(%problem, "verification e-mail refused");
+                    Err(e @ crate::notify::NotifyError::Permanent(_)) => {
+                        tracing::info!(smtp = e.log_code(), "verification e-mail refused");
                         return;
                     }
-                    Err(crate::notify::NotifyError::Temporary(problem)) => {
-                        tracing::info!(%problem, attempt, "verification e-mail will be retried");
+                    Err(e @ crate::notify::NotifyError::Temporary(_)) => {
+                        tracing::info!(
+                            smtp = e.log_code(),
+                            attempt,
+                            "verification e-mail will be retried"
+                        );
                         tokio::time::sleep(std::time::Duration::from_secs(2 << attempt)).await;
                     }
                 }

@@ -417,8 +417,8 @@ impl Gateway {
                             previous = Some(Digest::of(&e.bytes));
                             evidence.push(e);
                         }
-                        Err(NotifyError::Temporary(problem)) => {
-                            tracing::info!(message = %message_id, %problem, "notification will be retried");
+                        Err(e @ NotifyError::Temporary(_)) => {
+                            tracing::info!(message = %message_id, smtp = e.log_code(), "notification will be retried");
                             report.notify_retries += 1;
                             letter.progress.notify_attempts += 1;
                             if reminder {
@@ -446,8 +446,8 @@ impl Gateway {
                             );
                             break;
                         }
-                        Err(NotifyError::Permanent(problem)) => {
-                            tracing::info!(message = %message_id, %problem, "notification bounced; the address is marked failed");
+                        Err(e @ NotifyError::Permanent(_)) => {
+                            tracing::info!(message = %message_id, smtp = e.log_code(), "notification bounced; the address is marked failed");
                             letter.progress.notify_failed = true;
                             report.notify_failed += 1;
                             let e = self.step_evidence(

@@ -28,6 +28,17 @@ pub enum NotifyError {
     Permanent(String),
 }
 
+impl NotifyError {
+    /// What may be logged of it: the SMTP reply code, if there is one. The
+    /// full text of a reply can name the address, which stays out of logs.
+    pub fn log_code(&self) -> &str {
+        let (NotifyError::Temporary(text) | NotifyError::Permanent(text)) = self;
+        text.split(|c: char| !c.is_ascii_digit())
+            .find(|t| t.len() == 3 && matches!(t.as_bytes()[0], b'2'..=b'5'))
+            .unwrap_or("no reply code")
+    }
+}
+
 /// A way to reach people.
 pub trait Notifier: Send + Sync {
     /// Sends `message` to `address`.
@@ -112,5 +123,22 @@ impl Notifier for Unconfigured {
                 "no notification channel is configured".into(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_reply_code_is_logged() {
+        let e = NotifyError::Permanent(
+            "permanent error (550): 5.1.1 <a.jansen@example.nl>: mailbox unavailable".into(),
+        );
+        assert_eq!(e.log_code(), "550");
+        assert_eq!(
+            NotifyError::Temporary("connection refused".into()).log_code(),
+            "no reply code"
+        );
     }
 }
