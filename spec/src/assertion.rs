@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, CborError};
 use crate::cose::{self, Digest, ObjectKind};
-use crate::ids::{NodeId, Recipient};
+use crate::ids::{CountryCode, NodeId, Recipient};
 use crate::limits::*;
 use crate::text::{FieldError, Timestamp, check_date, check_line};
 use crate::trust::{LevelOfAssurance, Signer, TrustList, VerifyError};
@@ -40,6 +40,11 @@ pub struct AssertionPolicy {
     pub min_level: LevelOfAssurance,
     pub now: Timestamp,
 }
+
+/// The country whose people the federation serves: eIDAS person
+/// identifiers must be issued for it (`CC/NL/…`), and only its own identity
+/// providers may assert a BSN.
+pub const HOME_COUNTRY: CountryCode = CountryCode::NL;
 
 /// Why an identity assertion is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +80,27 @@ pub enum AssertionError {
     },
     #[error("identity assertion names issuer {claimed}, but was signed by {signer}")]
     IssuerMismatch { claimed: NodeId, signer: String },
+    #[error(
+        "identity provider {issuer} vouches for {provider_country}, but the person identifier was issued by {id_country}"
+    )]
+    CountryMismatch {
+        issuer: NodeId,
+        provider_country: CountryCode,
+        id_country: CountryCode,
+    },
+    #[error("the person identifier is for use in {found}, not here ({expected})")]
+    WrongDestination {
+        expected: CountryCode,
+        found: CountryCode,
+    },
+    #[error(
+        "identity provider {issuer} vouches for {provider_country}; only a provider of {home} may assert a BSN"
+    )]
+    ForeignBsn {
+        issuer: NodeId,
+        provider_country: CountryCode,
+        home: CountryCode,
+    },
 }
 
 impl AssertionError {
@@ -91,6 +117,9 @@ impl AssertionError {
                 ReasonCode::AssuranceTooLow
             }
             AssertionError::IssuerMismatch { .. } => ReasonCode::WrongRole,
+            AssertionError::CountryMismatch { .. }
+            | AssertionError::WrongDestination { .. }
+            | AssertionError::ForeignBsn { .. } => ReasonCode::CountryMismatch,
             _ => ReasonCode::Malformed,
         }
     }
@@ -153,6 +182,33 @@ impl IdentityAssertion {
                 claimed: claims.issuer,
                 signer: idp.id.to_string(),
             });
+        }
+        // eIDAS: a provider vouches only for people of its own country, with
+        // identifiers issued for use here; the identifier stays opaque.
+        match &claims.subject {
+            Recipient::Eidas(id) => {
+                if id.issuing_country() != idp.country {
+                    return Err(AssertionError::CountryMismatch {
+                        issuer: idp.id.clone(),
+                        provider_country: idp.country,
+                        id_country: id.issuing_country(),
+                    });
+                }
+                if id.destination_country() != HOME_COUNTRY {
+                    return Err(AssertionError::WrongDestination {
+                        expected: HOME_COUNTRY,
+                        found: id.destination_country(),
+                    });
+                }
+            }
+            Recipient::Bsn(_) if idp.country != HOME_COUNTRY => {
+                return Err(AssertionError::ForeignBsn {
+                    issuer: idp.id.clone(),
+                    provider_country: idp.country,
+                    home: HOME_COUNTRY,
+                });
+            }
+            Recipient::Bsn(_) => {}
         }
         if claims.level_of_assurance > idp.max_loa {
             return Err(AssertionError::LevelAboveProvider {

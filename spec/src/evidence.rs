@@ -130,6 +130,9 @@ pub enum ReasonCode {
     InvalidToken,
     /// A letter on paper because it could not be delivered digitally.
     DeliveryFailed,
+    /// An identity provider asserted a person of another country, or an
+    /// identifier not issued for use here.
+    CountryMismatch,
 }
 
 impl ReasonCode {
@@ -166,6 +169,7 @@ impl ReasonCode {
             ReasonCode::NotRegistered => "not_registered",
             ReasonCode::InvalidToken => "invalid_token",
             ReasonCode::DeliveryFailed => "delivery_failed",
+            ReasonCode::CountryMismatch => "country_mismatch",
         }
     }
 }

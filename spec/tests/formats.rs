@@ -186,9 +186,11 @@ fn evidence_strategy() -> impl Strategy<Value = EvidenceRecord> {
         )
 }
 
+/// Claims of the national provider: it vouches for BSNs only (eIDAS
+/// subjects come from foreign eID nodes; see `tests/eidas.rs`).
 fn claims_strategy() -> impl Strategy<Value = IdentityClaims> {
     (
-        recipient_strategy(),
+        bsn_strategy().prop_map(Recipient::Bsn),
         "[A-Za-z' -]{1,30}",
         prop::sample::select(vec![LevelOfAssurance::Substantial, LevelOfAssurance::High]),
         prop::collection::vec(any::<u8>(), 16..=64),
@@ -412,6 +414,7 @@ fn assertion_policy_refusals() {
     // An eID node claiming more than it may.
     let mut de = claims.clone();
     de.issuer = fixtures::GERMAN_EID.parse().unwrap();
+    de.subject = "eidas:DE/NL/DE-1".parse().unwrap();
     de.level_of_assurance = LevelOfAssurance::High;
     let bytes = sign(&de, fixtures::GERMAN_EID);
     assert!(matches!(

@@ -95,6 +95,19 @@ fn claims() -> IdentityClaims {
     }
 }
 
+/// A German eID node's assertion of a cross-border worker (no BSN).
+fn eidas_claims(id: &str) -> IdentityClaims {
+    IdentityClaims {
+        issuer: fixtures::GERMAN_EID.parse().unwrap(),
+        subject: format!("eidas:{id}").parse().unwrap(),
+        family_name: "Müller".into(),
+        given_names: "Jonas".into(),
+        birth_date: "1984-07-02".into(),
+        nonce: b"vector-nonce-0002".to_vec(),
+        ..claims()
+    }
+}
+
 /// Re-encodes a COSE_Sign1 with a replaced payload and the old signature.
 fn with_payload(bytes: &[u8], payload: Vec<u8>) -> Vec<u8> {
     let mut sign1 = CoseSign1::from_tagged_slice(bytes).unwrap();
@@ -151,6 +164,18 @@ const VECTORS: &[Vector] = &[
         kind: ObjectKind::Assertion,
         expected: "valid",
         description: "IdentityAssertion by idp.nl.test for audience home-1.test, level substantial.",
+    },
+    Vector {
+        file: "assertion-eidas.cose",
+        kind: ObjectKind::Assertion,
+        expected: "valid",
+        description: "IdentityAssertion by the German eID node eid.de.test of eidas:DE/NL/DE-4711-0815 (no BSN).",
+    },
+    Vector {
+        file: "invalid-assertion-country-mismatch.cose",
+        kind: ObjectKind::Assertion,
+        expected: "country_mismatch",
+        description: "The German eID node asserting eidas:FR/NL/FR-1234, a person identifier issued by France.",
     },
     Vector {
         file: "invalid-message-bad-signature.cose",
@@ -280,6 +305,22 @@ fn generate() -> Files {
     let assertion =
         IdentityAssertion::sign(&claims(), &fixtures::key(fixtures::NATIONAL_IDP)).unwrap();
     files.insert("assertion.cose".into(), assertion.clone());
+    files.insert(
+        "assertion-eidas.cose".into(),
+        IdentityAssertion::sign(
+            &eidas_claims("DE/NL/DE-4711-0815"),
+            &fixtures::key(fixtures::GERMAN_EID),
+        )
+        .unwrap(),
+    );
+    files.insert(
+        "invalid-assertion-country-mismatch.cose".into(),
+        IdentityAssertion::sign(
+            &eidas_claims("FR/NL/FR-1234"),
+            &fixtures::key(fixtures::GERMAN_EID),
+        )
+        .unwrap(),
+    );
     files.insert(
         "frame-citizen-request.cbor".into(),
         relay::encode(&citizen_request(assertion)),
