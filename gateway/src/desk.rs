@@ -93,6 +93,22 @@ impl Gateway {
                 format!("there is no agency with OIN {sender} in the federation"),
             );
         }
+        // Linking: the second identity's assertion, checked the same way.
+        let other = match &request.action {
+            CitizenAction::Link { other } => {
+                match IdentityAssertion::verify(other, &trust, &policy) {
+                    Ok(v) if v.claims.subject == verified.claims.subject => {
+                        return refused(
+                            ReasonCode::Malformed,
+                            "both assertions are for the same identity; log in with the other one",
+                        );
+                    }
+                    Ok(v) => Some((v.claims, v.digest)),
+                    Err(e) => return refused(e.reason(), format!("the second login: {e}")),
+                }
+            }
+            _ => None,
+        };
         let mut token = [0u8; VERIFICATION_TOKEN_BYTES];
         OsRng.fill_bytes(&mut token);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -101,7 +117,9 @@ impl Gateway {
         let digest = verified.digest;
         let claims = verified.claims;
         let op = Op::Apply(Box::new(move |_tables, txn| {
-            let outcome = apply(txn, &home, &claims, digest, action, inbox_url, token, now)?;
+            let outcome = apply(
+                txn, &home, &claims, digest, other, action, inbox_url, token, now,
+            )?;
             let _ = tx.send(outcome);
             Ok(())
         }));
@@ -177,6 +195,157 @@ impl Gateway {
     }
 }
 
+fn replayed() -> CitizenReply {
+    refused(
+        ReasonCode::Replayed,
+        "this identity assertion's nonce was already used; log in again",
+    )
+}
+
+/// Records an assertion's nonce; false if another assertion used it.
+fn use_nonce(
+    txn: &estafette_relay::redb::WriteTransaction,
+    claims: &IdentityClaims,
+    digest: Digest,
+) -> Result<bool, StoreError> {
+    let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
+    let seen = nonces
+        .get(claims.nonce.as_slice())
+        .map_err(db_err)?
+        .map(|v| v.value().to_vec());
+    if let Some(seen) = seen {
+        let (first, _): (Digest, Timestamp) = estafette_spec::cbor::from_slice(&seen, 4096)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        return Ok(first == digest);
+    }
+    nonces
+        .insert(
+            claims.nonce.as_slice(),
+            estafette_spec::cbor::to_vec(&(digest, claims.expires_at)).as_slice(),
+        )
+        .map_err(db_err)?;
+    Ok(true)
+}
+
+/// Links the identity of `other` into the person's entry under `key`: the
+/// kept entry is the one with an inbox (the session's when both have one);
+/// the other becomes a pointer. Consent is the union; a verified channel and
+/// a postal address are kept; a second inbox (same home node) is merged.
+#[allow(clippy::too_many_arguments)]
+fn link(
+    txn: &estafette_relay::redb::WriteTransaction,
+    home: &NodeId,
+    key: &Recipient,
+    mine: Option<PersonRecord>,
+    other: &IdentityClaims,
+    digest: Digest,
+    now: Timestamp,
+    inbox_url: Option<String>,
+) -> Result<(CitizenReply, Option<VerificationMail>), StoreError> {
+    let theirs = registry::resolve_person(txn, &other.subject)?;
+    if let Some((their_key, _)) = &theirs
+        && their_key == key
+    {
+        // Already one entry.
+        let view = mine
+            .map(|p| p.view(key, home))
+            .unwrap_or_else(|| PersonRecord::new("nl").view(key, home));
+        return Ok((CitizenReply::Person(view), None));
+    }
+    let (their_key, theirs) = match theirs {
+        Some((k, p)) => (k, Some(p)),
+        None => (other.subject.clone(), None),
+    };
+    let has_inbox = |p: &Option<PersonRecord>| p.as_ref().is_some_and(|p| p.inbox.is_some());
+    let (keep_key, mut keep, gone_key, gone) = match (has_inbox(&mine), has_inbox(&theirs)) {
+        (false, false) => {
+            return Ok((
+                refused(
+                    ReasonCode::NotRegistered,
+                    "neither identity has a digital inbox yet; register one first",
+                ),
+                None,
+            ));
+        }
+        (true, _) => (key.clone(), mine, their_key, theirs),
+        (false, true) => (their_key, theirs, key.clone(), mine),
+    };
+    let Some(kept) = keep.as_mut() else {
+        return Ok((refused(ReasonCode::NotRegistered, "no inbox to keep"), None));
+    };
+    if let Some(gone) = &gone {
+        if let (Some(a), Some(b)) = (&kept.inbox, &gone.inbox) {
+            if a.home_node != b.home_node {
+                return Ok((
+                    refused(
+                        ReasonCode::NotForThisNode,
+                        format!(
+                            "the two inboxes are at {} and {}; linking needs them at one home node",
+                            a.home_node, b.home_node
+                        ),
+                    ),
+                    None,
+                ));
+            }
+            if &a.home_node != home {
+                return Ok((
+                    refused(
+                        ReasonCode::NotForThisNode,
+                        format!("the inboxes are at {}; link there", a.home_node),
+                    ),
+                    None,
+                ));
+            }
+            kept.merged_inboxes.push(b.inbox_id);
+            kept.merged_inboxes
+                .extend(gone.merged_inboxes.iter().copied());
+        }
+        for sender in &gone.digital_senders {
+            if !kept.digital_senders.contains(sender) {
+                kept.digital_senders.push(sender.clone());
+            }
+        }
+        if !kept.channel_working() && gone.channel_working() {
+            kept.contact_channels = gone.contact_channels.clone();
+        }
+        kept.active |= gone.active;
+        if kept.postal_address.is_none() {
+            kept.postal_address = gone.postal_address.clone();
+        }
+        if kept.name.is_none() {
+            kept.name = gone.name.clone();
+        }
+        kept.linked.extend(gone.linked.iter().cloned());
+        // Whoever pointed at the gone entry now points at the kept one.
+        for earlier in &gone.linked {
+            registry::put_person(
+                txn,
+                earlier,
+                &PersonRecord::link_to(&keep_key, &kept.language),
+            )?;
+        }
+    }
+    kept.linked.push(gone_key.clone());
+    kept.activity.last_session_at = Some(now);
+    if inbox_url.is_some() {
+        kept.inbox_url = inbox_url;
+    }
+    let entry = |with: &Recipient| ChangeEntry {
+        at: now,
+        change: Change::Linked { with: with.clone() },
+        assertion_digest: Some(digest),
+    };
+    registry::put_person(txn, &keep_key, kept)?;
+    registry::put_person(
+        txn,
+        &gone_key,
+        &PersonRecord::link_to(&keep_key, &kept.language),
+    )?;
+    registry::record_change(txn, &keep_key, &entry(&gone_key))?;
+    registry::record_change(txn, &gone_key, &entry(&keep_key))?;
+    Ok((CitizenReply::Person(kept.view(&keep_key, home)), None))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -246,6 +415,7 @@ fn apply(
     home: &NodeId,
     claims: &IdentityClaims,
     digest: Digest,
+    other: Option<(IdentityClaims, Digest)>,
     action: CitizenAction,
     inbox_url: Option<String>,
     token: [u8; VERIFICATION_TOKEN_BYTES],
@@ -253,35 +423,23 @@ fn apply(
 ) -> Result<(CitizenReply, Option<VerificationMail>), StoreError> {
     // Nonces are single use: one nonce, one assertion (which may authorise
     // several changes while it is fresh, from the home node it names).
-    {
-        let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
-        let seen = nonces
-            .get(claims.nonce.as_slice())
-            .map_err(db_err)?
-            .map(|v| v.value().to_vec());
-        if let Some(seen) = seen {
-            let (first, _): (Digest, Timestamp) = estafette_spec::cbor::from_slice(&seen, 4096)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if first != digest {
-                return Ok((
-                    refused(
-                        ReasonCode::Replayed,
-                        "this identity assertion's nonce was already used; log in again",
-                    ),
-                    None,
-                ));
-            }
-        } else {
-            nonces
-                .insert(
-                    claims.nonce.as_slice(),
-                    estafette_spec::cbor::to_vec(&(digest, claims.expires_at)).as_slice(),
-                )
-                .map_err(db_err)?;
-        }
+    if !use_nonce(txn, claims, digest)? {
+        return Ok((replayed(), None));
     }
-    let recipient = &claims.subject;
-    let stored = registry::get_person(txn, recipient)?;
+    if let (CitizenAction::Link { .. }, Some((other, other_digest))) = (&action, &other)
+        && !use_nonce(txn, other, *other_digest)?
+    {
+        return Ok((replayed(), None));
+    }
+    // A linked identity acts on the person's one entry.
+    let (key, stored) = match registry::resolve_person(txn, &claims.subject)? {
+        Some((key, person)) => (key, Some(person)),
+        None => (claims.subject.clone(), None),
+    };
+    let recipient = &key;
+    if let (CitizenAction::Link { .. }, Some((other, _))) = (&action, &other) {
+        return link(txn, home, recipient, stored, other, digest, now, inbox_url);
+    }
     let entry = |change: Change| ChangeEntry {
         at: now,
         change,
@@ -315,7 +473,8 @@ fn apply(
     match action {
         CitizenAction::SessionStarted
         | CitizenAction::History
-        | CitizenAction::VerifyEmail { .. } => {}
+        | CitizenAction::VerifyEmail { .. }
+        | CitizenAction::Link { .. } => {}
         CitizenAction::Register {
             language,
             postal_address,

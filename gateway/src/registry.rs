@@ -63,6 +63,15 @@ pub struct PersonRecord {
     /// When the last "your notification channel does not work" letter went out.
     #[serde(default)]
     pub channel_notice_at: Option<Timestamp>,
+    /// This identity was linked into another entry: everything is there.
+    #[serde(default)]
+    pub linked_to: Option<Recipient>,
+    /// The person's other identities linked into this entry.
+    #[serde(default)]
+    pub linked: Vec<Recipient>,
+    /// Inboxes of linked identities whose letters belong in `inbox`.
+    #[serde(default)]
+    pub merged_inboxes: Vec<InboxId>,
 }
 
 impl PersonRecord {
@@ -80,6 +89,17 @@ impl PersonRecord {
             activity: Activity::default(),
             inbox_url: None,
             channel_notice_at: None,
+            linked_to: None,
+            linked: vec![],
+            merged_inboxes: vec![],
+        }
+    }
+
+    /// An entry that only points to the person's entry under `primary`.
+    pub fn link_to(primary: &Recipient, language: &str) -> PersonRecord {
+        PersonRecord {
+            linked_to: Some(primary.clone()),
+            ..PersonRecord::new(language)
         }
     }
 
@@ -118,6 +138,12 @@ impl PersonRecord {
                 })
                 .collect(),
             language: self.language.clone(),
+            merged_inboxes: if self.inbox.as_ref().is_some_and(|i| &i.home_node == asking) {
+                self.merged_inboxes.clone()
+            } else {
+                vec![]
+            },
+            linked: self.linked.clone(),
         }
     }
 }
@@ -181,7 +207,8 @@ fn decode(bytes: &[u8]) -> Result<PersonRecord, StoreError> {
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Looks a person up.
+/// Looks a person up, following a link to the entry of the person's other
+/// identity (one step: links always point at an entry that is not linked).
 pub fn lookup(
     db: &estafette_relay::redb::Database,
     recipient: &Recipient,
@@ -194,11 +221,20 @@ pub fn lookup(
         Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(StoreError::Database(e.to_string())),
     };
-    let key = recipient.to_string();
-    let found = table
-        .get(key.as_str())
-        .map_err(|e| StoreError::Database(e.to_string()))?;
-    found.map(|v| decode(v.value())).transpose()
+    let get = |r: &Recipient| -> Result<Option<PersonRecord>, StoreError> {
+        let key = r.to_string();
+        let found = table
+            .get(key.as_str())
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        found.map(|v| decode(v.value())).transpose()
+    };
+    match get(recipient)? {
+        Some(PersonRecord {
+            linked_to: Some(primary),
+            ..
+        }) => get(&primary),
+        other => Ok(other),
+    }
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -214,6 +250,22 @@ pub fn get_person(
     let key = recipient.to_string();
     let found = table.get(key.as_str()).map_err(db_err)?;
     found.map(|v| decode(v.value())).transpose()
+}
+
+/// A person's entry inside a write transaction, following a link: the
+/// identifier the entry is kept under, and the entry.
+pub fn resolve_person(
+    txn: &WriteTransaction,
+    recipient: &Recipient,
+) -> Result<Option<(Recipient, PersonRecord)>, StoreError> {
+    match get_person(txn, recipient)? {
+        Some(PersonRecord {
+            linked_to: Some(primary),
+            ..
+        }) => Ok(get_person(txn, &primary)?.map(|p| (primary, p))),
+        Some(p) => Ok(Some((recipient.clone(), p))),
+        None => Ok(None),
+    }
 }
 
 /// Writes a person's record inside a write transaction.

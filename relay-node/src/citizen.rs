@@ -372,6 +372,7 @@ impl CitizenApi {
         };
         match self.ask_gateway(Some(assertion), action).await? {
             CitizenReply::Person(view) => {
+                self.merge_inboxes(&view).await?;
                 if let Some(s) = self.sessions().get_mut(&token) {
                     s.person = view.clone();
                 }
@@ -383,6 +384,31 @@ impl CitizenApi {
                 "the gateway answered with something else",
             )),
         }
+    }
+
+    /// Moves the letters of inboxes the gateway merged (a link of two
+    /// identities) into the person's inbox. Idempotent: done again at every
+    /// session, so a crash in between loses nothing.
+    async fn merge_inboxes(&self, view: &PersonView) -> Result<(), Problem> {
+        let Some(into) = view.inbox else {
+            return Ok(());
+        };
+        if view.merged_inboxes.is_empty() {
+            return Ok(());
+        }
+        let from = view.merged_inboxes.clone();
+        let op = Op::Apply(Box::new(move |tables, txn| {
+            for f in &from {
+                tables.merge_inbox(txn, f, &into)?;
+            }
+            Ok(())
+        }));
+        self.node
+            .store()
+            .write(op)
+            .await
+            .map_err(|e| Problem::from(NodeError::Store(e)))?;
+        Ok(())
     }
 
     fn inbox_of(&self, headers: &HeaderMap) -> Result<InboxId, Problem> {
@@ -443,6 +469,7 @@ async fn start_session(
             "the gateway answered with something else",
         ));
     };
+    api.merge_inboxes(&person).await?;
     let mut token = [0u8; 32];
     OsRng.fill_bytes(&mut token);
     let now = Instant::now();
@@ -616,6 +643,20 @@ async fn set_consent(
     Ok(Json(api.change(&headers, action).await?))
 }
 
+/// Links a second identity of the session's holder (its assertion is the body).
+async fn link(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    api.session(&headers)?;
+    api.accept_assertion(&body).await?;
+    let action = CitizenAction::Link {
+        other: serde_bytes::ByteBuf::from(body.to_vec()),
+    };
+    Ok(Json(api.change(&headers, action).await?))
+}
+
 async fn all_paper(
     State(api): State<Arc<CitizenApi>>,
     headers: HeaderMap,
@@ -708,6 +749,161 @@ async fn open_letter(
     }))
 }
 
+/// Problem texts people read, per problem code, in Dutch, English, German
+/// and French (the first language of `Accept-Language` that we have; else
+/// the API's own English detail).
+fn localized(code: &str, language: &str) -> Option<&'static str> {
+    let texts: [&'static str; 4] = match code {
+        "no-session" => [
+            "Log eerst in.",
+            "Please log in first.",
+            "Bitte melden Sie sich zuerst an.",
+            "Connectez-vous d'abord.",
+        ],
+        "reauthentication-required" => [
+            "Log opnieuw in om deze wijziging te bevestigen.",
+            "Please log in again to confirm this change.",
+            "Bitte melden Sie sich erneut an, um diese Änderung zu bestätigen.",
+            "Reconnectez-vous pour confirmer ce changement.",
+        ],
+        "expired" | "not_yet_valid" => [
+            "Uw inlog is verlopen. Log opnieuw in.",
+            "Your login has expired. Please log in again.",
+            "Ihre Anmeldung ist abgelaufen. Bitte melden Sie sich erneut an.",
+            "Votre connexion a expiré. Reconnectez-vous.",
+        ],
+        "replayed" => [
+            "Deze inlog is al gebruikt. Log opnieuw in.",
+            "This login was already used. Please log in again.",
+            "Diese Anmeldung wurde schon benutzt. Bitte melden Sie sich erneut an.",
+            "Cette connexion a déjà été utilisée. Reconnectez-vous.",
+        ],
+        "wrong_audience" => [
+            "Deze inlog is voor een andere dienst.",
+            "This login is for another service.",
+            "Diese Anmeldung gilt für einen anderen Dienst.",
+            "Cette connexion est destinée à un autre service.",
+        ],
+        "assurance_too_low" => [
+            "Voor uw brievenbus is een inlog met betrouwbaarheid 'substantieel' nodig.",
+            "Your inbox needs a login of assurance level 'substantial'.",
+            "Für Ihren Briefkasten ist eine Anmeldung mit Vertrauensniveau 'substanziell' nötig.",
+            "Votre boîte aux lettres exige une connexion de niveau 'substantiel'.",
+        ],
+        "unknown_signer" | "bad_signature" | "revoked" | "wrong_role" => [
+            "Deze inlog komt niet van een erkende inlogdienst.",
+            "This login does not come from a recognised login service.",
+            "Diese Anmeldung stammt nicht von einem anerkannten Anmeldedienst.",
+            "Cette connexion ne provient pas d'un service reconnu.",
+        ],
+        "country_mismatch" => [
+            "Deze inlogdienst mag niet voor deze persoon of dit land inloggen.",
+            "This login service may not vouch for this person or country.",
+            "Dieser Anmeldedienst darf für diese Person oder dieses Land nicht bürgen.",
+            "Ce service de connexion ne peut pas se porter garant de cette personne ou de ce pays.",
+        ],
+        "not_registered" => [
+            "U hebt nog geen digitale brievenbus. Meld u eerst aan.",
+            "You have no digital inbox yet. Please register first.",
+            "Sie haben noch keinen digitalen Briefkasten. Bitte registrieren Sie sich zuerst.",
+            "Vous n'avez pas encore de boîte aux lettres numérique. Inscrivez-vous d'abord.",
+        ],
+        "no_notification_channel" => [
+            "Bevestig eerst uw e-mailadres. Zo hoort u van nieuwe brieven.",
+            "Please confirm your e-mail address first. That is how you hear of new letters.",
+            "Bitte bestätigen Sie zuerst Ihre E-Mail-Adresse. So erfahren Sie von neuen Briefen.",
+            "Confirmez d'abord votre adresse e-mail. C'est ainsi que vous apprenez l'arrivée de courriers.",
+        ],
+        "invalid_token" => [
+            "Deze link werkt niet (meer). Geef uw e-mailadres opnieuw op.",
+            "This link does not work (any more). Please enter your e-mail address again.",
+            "Dieser Link funktioniert nicht (mehr). Bitte geben Sie Ihre E-Mail-Adresse erneut an.",
+            "Ce lien ne fonctionne pas (plus). Saisissez à nouveau votre adresse e-mail.",
+        ],
+        "no-such-letter" => [
+            "Deze brief bestaat niet.",
+            "There is no such letter.",
+            "Diesen Brief gibt es nicht.",
+            "Ce courrier n'existe pas.",
+        ],
+        "gateway-unreachable" | "storage_failure" | "too-many-sessions" => [
+            "Het lukt nu even niet. Probeer het over een paar minuten opnieuw.",
+            "This is not possible right now. Please try again in a few minutes.",
+            "Das geht gerade nicht. Bitte versuchen Sie es in ein paar Minuten erneut.",
+            "Ce n'est pas possible pour le moment. Réessayez dans quelques minutes.",
+        ],
+        "malformed" | "too_large" => [
+            "Er klopt iets niet in wat u hebt ingevuld.",
+            "Something in what you entered is not right.",
+            "Etwas an Ihrer Eingabe stimmt nicht.",
+            "Quelque chose ne va pas dans ce que vous avez saisi.",
+        ],
+        _ => return None,
+    };
+    let index = match language {
+        "nl" => 0,
+        "en" => 1,
+        "de" => 2,
+        "fr" => 3,
+        _ => return None,
+    };
+    Some(texts[index])
+}
+
+/// The first language of `Accept-Language` that the citizen API speaks.
+pub fn preferred_language(headers: &HeaderMap) -> Option<&'static str> {
+    let value = headers.get(header::ACCEPT_LANGUAGE)?.to_str().ok()?;
+    value.split(',').find_map(|part| {
+        let tag = part.split(';').next()?.trim();
+        match tag.split('-').next()?.to_ascii_lowercase().as_str() {
+            "nl" => Some("nl"),
+            "en" => Some("en"),
+            "de" => Some("de"),
+            "fr" => Some("fr"),
+            _ => None,
+        }
+    })
+}
+
+/// Puts the `detail` of every problem answer in the asker's language
+/// (`Content-Language` says which); the code in `type` stays the same.
+async fn localize_problems(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let language = preferred_language(request.headers());
+    let response = next.run(request).await;
+    let Some(language) = language else {
+        return response;
+    };
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "problem body").into_response();
+    };
+    let mut problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let code = problem["type"]
+        .as_str()
+        .and_then(|t| t.rsplit(':').next())
+        .unwrap_or("")
+        .to_owned();
+    if let Some(text) = localized(&code, language) {
+        problem["detail"] = serde_json::Value::String(text.into());
+        parts.headers.insert(
+            header::CONTENT_LANGUAGE,
+            axum::http::HeaderValue::from_static(language),
+        );
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(problem.to_string()))
+}
+
 /// The citizen API's routes.
 pub fn router(api: Arc<CitizenApi>) -> axum::Router {
     axum::Router::new()
@@ -721,10 +917,12 @@ pub fn router(api: Arc<CitizenApi>) -> axum::Router {
         .route("/v1/activate", post(activate))
         .route("/v1/consent/{sender}", put(set_consent))
         .route("/v1/all-paper", post(all_paper))
+        .route("/v1/link", post(link))
         .route("/v1/history", get(history))
         .route("/v1/letters", get(letters))
         .route("/v1/letters/{envelope}", get(open_letter))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(localize_problems))
         .with_state(api)
 }
 

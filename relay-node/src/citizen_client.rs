@@ -50,6 +50,7 @@ pub struct CitizenClient {
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
     session: Option<String>,
+    language: Option<String>,
 }
 
 impl CitizenClient {
@@ -77,7 +78,13 @@ impl CitizenClient {
             server_name: ServerName::try_from(server_name.to_owned()).map_err(|e| bad(&e))?,
             tls: Arc::new(tls),
             session: None,
+            language: None,
         })
+    }
+
+    /// Asks for answers (problem texts) in this language (`Accept-Language`).
+    pub fn set_language(&mut self, language: &str) {
+        self.language = Some(language.to_owned());
     }
 
     /// Whether a session is held.
@@ -110,6 +117,9 @@ impl CitizenClient {
             .header(header::HOST, self.server_name.to_str().as_ref());
         if let Some(token) = &self.session {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(language) = &self.language {
+            builder = builder.header(header::ACCEPT_LANGUAGE, language.as_str());
         }
         let bytes = match body {
             Some((content_type, bytes)) => {
@@ -221,6 +231,16 @@ impl CitizenClient {
             Method::PUT,
             &format!("/v1/consent/{sender}"),
             Self::json(body),
+        )
+        .await
+    }
+
+    /// Links the person's other identity (its assertion, for this node).
+    pub async fn link(&self, other_assertion: &[u8]) -> Result<PersonView, CitizenClientError> {
+        self.call(
+            Method::POST,
+            "/v1/link",
+            Some(("application/cose", other_assertion.to_vec())),
         )
         .await
     }

@@ -27,6 +27,8 @@ use crate::metrics::Metrics;
 const DEDUP: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("dedup");
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("queue");
 const INBOX: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("inbox");
+/// Inboxes merged into another (a person linked two identities): from → into.
+const INBOX_ALIAS: TableDefinition<[u8; 16], [u8; 16]> = TableDefinition::new("inbox_alias");
 const OUTBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("outbox");
 const EVIDENCE: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("evidence");
 
@@ -583,6 +585,46 @@ pub struct Tables<'t> {
 }
 
 impl Tables<'_> {
+    /// Moves every letter of inbox `from` into `into` (each exactly once,
+    /// records unchanged) and redirects later deliveries to `from`. Doing
+    /// it again moves nothing. Gives the number of letters moved.
+    pub fn merge_inbox(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        from: &InboxId,
+        into: &InboxId,
+    ) -> Result<usize, StoreError> {
+        if from == into {
+            return Ok(0);
+        }
+        let mut moved = Vec::new();
+        for item in self
+            .inbox
+            .range((*from.as_bytes(), [0u8; 16])..=(*from.as_bytes(), [0xff; 16]))?
+        {
+            let (k, v) = item?;
+            moved.push((k.value().1, v.value().to_vec()));
+        }
+        for (envelope, record) in &moved {
+            self.inbox.remove((*from.as_bytes(), *envelope))?;
+            self.inbox
+                .insert((*into.as_bytes(), *envelope), record.as_slice())?;
+        }
+        let mut aliases = txn.open_table(INBOX_ALIAS)?;
+        aliases.insert(from.as_bytes(), into.as_bytes())?;
+        // Inboxes merged into `from` earlier now point further.
+        let earlier: Vec<[u8; 16]> = aliases
+            .iter()?
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.value() == *from.as_bytes())
+            .map(|(k, _)| k.value())
+            .collect();
+        for k in earlier {
+            aliases.insert(&k, into.as_bytes())?;
+        }
+        Ok(moved.len())
+    }
+
     /// Keeps evidence: in the evidence table (gateway) or the outbox.
     pub fn emit(&mut self, e: &NewEvidence) -> Result<(), StoreError> {
         if self.is_gateway {
@@ -644,6 +686,7 @@ impl Tables<'_> {
                 send_evidence,
             } => {
                 let outcome = self.accept(
+                    txn,
                     &envelope_id,
                     evidence.as_ref(),
                     &placement,
@@ -663,6 +706,7 @@ impl Tables<'_> {
 
     fn accept(
         &mut self,
+        txn: &redb::WriteTransaction,
         envelope_id: &EnvelopeId,
         evidence: Option<&NewEvidence>,
         placement: &Placement,
@@ -686,10 +730,15 @@ impl Tables<'_> {
                 EnvelopeState::Queued
             }
             Placement::Inbox { inbox_id, record } => {
-                self.inbox.insert(
-                    (*inbox_id.as_bytes(), *envelope_id.as_bytes()),
-                    encode(record).as_slice(),
-                )?;
+                // A letter still addressed to a merged inbox goes to the one
+                // it was merged into.
+                let target = txn
+                    .open_table(INBOX_ALIAS)?
+                    .get(inbox_id.as_bytes())?
+                    .map(|v| v.value())
+                    .unwrap_or(*inbox_id.as_bytes());
+                self.inbox
+                    .insert((target, *envelope_id.as_bytes()), encode(record).as_slice())?;
                 EnvelopeState::Delivered
             }
         };

@@ -21,6 +21,8 @@ pub const AGENCY: &str = "00000001003214345000";
 pub const GATEWAY: &str = "gateway.test";
 /// The national identity provider of test federations (up to level high).
 pub const NATIONAL_IDP: &str = "idp.nl.test";
+/// A German eID node of test federations (up to level substantial).
+pub const GERMAN_EID: &str = "eid.de.test";
 /// Longest wait for a process to come up or a condition to hold.
 pub const WAIT: Duration = Duration::from_secs(120);
 
@@ -100,6 +102,12 @@ impl TestFederation {
             &NATIONAL_IDP.parse().unwrap(),
             CountryCode::NL,
             LevelOfAssurance::High,
+        )
+        .unwrap();
+        fed.issue_identity_provider(
+            &GERMAN_EID.parse().unwrap(),
+            "DE".parse().unwrap(),
+            LevelOfAssurance::Substantial,
         )
         .unwrap();
         let gw_id: NodeId = GATEWAY.parse().unwrap();

@@ -113,6 +113,12 @@ pub enum CitizenAction {
     AllPaper,
     /// The history of changes, for export.
     History,
+    /// Link a second identity of the same person (both assertions in one
+    /// session): the two registry entries become one inbox.
+    Link {
+        /// The second identity's assertion (same audience, fresh).
+        other: serde_bytes::ByteBuf,
+    },
 }
 
 impl CitizenAction {
@@ -212,19 +218,42 @@ pub struct PersonView {
     pub digital_senders: Vec<Oin>,
     pub channels: Vec<ChannelView>,
     pub language: String,
+    /// Inboxes at the asking home node whose letters now belong in `inbox`
+    /// (after a link): the home node moves them and redirects deliveries.
+    #[serde(default)]
+    pub merged_inboxes: Vec<InboxId>,
+    /// Other identities of the person linked to this one.
+    #[serde(default)]
+    pub linked: Vec<Recipient>,
 }
 
 /// One recorded change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
-    Registered { home_node: NodeId },
-    EmailAdded { address: String },
-    EmailVerified { address: String },
-    EmailFailed { address: String },
+    Registered {
+        home_node: NodeId,
+    },
+    EmailAdded {
+        address: String,
+    },
+    EmailVerified {
+        address: String,
+    },
+    EmailFailed {
+        address: String,
+    },
     Activated,
-    Consent { sender: Oin, digital: bool },
+    Consent {
+        sender: Oin,
+        digital: bool,
+    },
     AllPaper,
+    /// Another identity of the person was linked into this entry (or this
+    /// entry into another).
+    Linked {
+        with: Recipient,
+    },
 }
 
 /// A change, when it was made, and the digest of the assertion that authorised it.

@@ -1,0 +1,196 @@
+//! A gateway, a home node with its citizen API, an SMTP server and a clock
+//! the test moves: shared by the citizen tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use estafette_gateway::RunningGateway;
+use estafette_gateway::client::AgencyClient;
+use estafette_gateway::config::GatewayConfig;
+use estafette_gateway::gateway::ManualClock;
+use estafette_gateway::notify::SmtpSettings;
+use estafette_gateway::smtp_sink::SmtpSink;
+use estafette_pki::{AssertedPerson, NodeKind, keys};
+use estafette_relay::Node;
+use estafette_relay::citizen_client::CitizenClient;
+use estafette_relay::testkit::{AGENCY, NATIONAL_IDP, TestFederation, wait_until};
+use estafette_spec::*;
+use rand_core::OsRng;
+
+pub const RESIDENT: &str = "bsn:999999990";
+pub const ABROAD: &str = "bsn:111222333";
+pub const EMAIL: &str = "a.jansen@example.nl";
+pub const DAY: u64 = 24 * 3600;
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub struct World {
+    pub fed: TestFederation,
+    pub sink: SmtpSink,
+    pub clock: Arc<ManualClock>,
+    pub gateway: RunningGateway,
+    pub home: Arc<Node>,
+    pub spool: std::path::PathBuf,
+}
+
+impl World {
+    pub async fn start() -> World {
+        let fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
+        let sink = SmtpSink::start().await.unwrap();
+        let clock = Arc::new(ManualClock::new(estafette_pki::now()));
+        let home = Node::start(fed.relay("home.test").config.clone())
+            .await
+            .unwrap();
+        let spool = fed.tmp.path().join("spool");
+        let mut config =
+            GatewayConfig::new("127.0.0.1:0".parse().unwrap(), fed.gateway.config.clone());
+        config.notifications = Some(SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: sink.addr.port(),
+            from: "Berichtenbox <noreply@gateway.test>".into(),
+        });
+        config.paper_spool = Some(spool.clone());
+        let gateway = RunningGateway::start_with_clock(config, clock.clone())
+            .await
+            .unwrap();
+        World {
+            fed,
+            sink,
+            clock,
+            gateway,
+            home,
+            spool,
+        }
+    }
+
+    pub fn citizen(&self) -> CitizenClient {
+        CitizenClient::new(
+            self.home.citizen_addr().unwrap(),
+            "home.test",
+            &self.fed.fed.root_cert_path(),
+        )
+        .unwrap()
+    }
+
+    pub fn assertion(&self, subject: &str, audience: &str, level: LevelOfAssurance) -> Vec<u8> {
+        self.assertion_by(NATIONAL_IDP, subject, audience, level)
+    }
+
+    /// An assertion by identity provider `idp` (a name is made up per country).
+    pub fn assertion_by(
+        &self,
+        idp: &str,
+        subject: &str,
+        audience: &str,
+        level: LevelOfAssurance,
+    ) -> Vec<u8> {
+        let mut person = AssertedPerson::test(subject.parse().unwrap());
+        person.level = level;
+        (person.family_name, person.given_names) = if subject.starts_with("eidas:") {
+            ("Müller".into(), "Jonas".into())
+        } else {
+            ("Jansen".into(), "Anna".into())
+        };
+        self.fed
+            .fed
+            .mint_assertion(
+                &idp.parse().unwrap(),
+                &person,
+                &audience.parse().unwrap(),
+                estafette_pki::now(),
+                300,
+            )
+            .unwrap()
+    }
+
+    pub fn login_assertion(&self, subject: &str) -> Vec<u8> {
+        self.assertion(subject, "home.test", LevelOfAssurance::Substantial)
+    }
+
+    /// Seals and submits a letter from the test agency; gives its id and channel.
+    pub async fn send(&self, to: &str, deadline: Option<Timestamp>) -> (MessageId, String) {
+        let letter = Letter {
+            message_id: MessageId::random(&mut OsRng),
+            sender: AGENCY.parse().unwrap(),
+            recipient: to.parse().unwrap(),
+            created_at: estafette_pki::now(),
+            subject: "Geheime aanslag onderwerp".into(),
+            body: "Inhoud die nooit in een notificatie mag staan.".into(),
+            attachments: vec![],
+            nature: Nature::Decision,
+            legal_effect: true,
+            expected_action: "Betaal het bedrag".into(),
+            response_deadline: deadline,
+            language: "nl".into(),
+            sender_reference: "AANSLAG-1".into(),
+        };
+        let key = keys::read_ed25519(
+            &self
+                .fed
+                .fed
+                .agency_dir(&AGENCY.parse().unwrap())
+                .join("seal.key.pem"),
+        )
+        .unwrap();
+        let signed = SignedMessage::sign(&letter, &key).unwrap();
+        let client = AgencyClient::for_agency_dir(
+            self.gateway.https_addr,
+            "gateway.test",
+            &self.fed.fed.root_cert_path(),
+            &self.fed.fed.agency_dir(&AGENCY.parse().unwrap()),
+        )
+        .unwrap();
+        let summary = client.submit_summary(signed).await.unwrap();
+        (letter.message_id, summary.channel)
+    }
+
+    /// The events of a message's evidence at the gateway, each verified.
+    pub fn events(&self, message: &MessageId) -> Vec<(EvidenceEvent, Option<ReasonCode>)> {
+        let trust = self.gateway.gateway.node.trust();
+        self.gateway
+            .gateway
+            .evidence(&AGENCY.parse().unwrap(), message)
+            .unwrap()
+            .unwrap_or_default()
+            .iter()
+            .map(|b| {
+                let v = Evidence::verify(b, &trust).expect("evidence verifies");
+                (v.record.event, v.record.reason)
+            })
+            .collect()
+    }
+
+    pub async fn wait_for_event(&self, message: &MessageId, event: EvidenceEvent) {
+        wait_until(&format!("{event:?} for a letter"), WAIT, || {
+            self.events(message).iter().any(|(e, _)| *e == event)
+        })
+        .await;
+    }
+
+    pub fn pdf_text(&self, message: &MessageId) -> String {
+        let manifest = estafette_gateway::paper::Spool::new(&self.spool)
+            .manifest()
+            .unwrap();
+        let entry = manifest
+            .iter()
+            .find(|e| e.message_id.as_deref() == Some(&message.to_string()))
+            .unwrap_or_else(|| panic!("no PDF for the letter in {manifest:?}"));
+        let out = std::process::Command::new("pdftotext")
+            .arg(self.spool.join(&entry.file))
+            .arg("-")
+            .output()
+            .expect("pdftotext (poppler-utils) is installed by scripts/test");
+        assert!(out.status.success(), "pdftotext failed");
+        // One line: the PDF wraps sentences wherever the page ends.
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub async fn stop(self) {
+        self.gateway.shutdown().await;
+        self.home.shutdown().await;
+    }
+}
