@@ -56,6 +56,32 @@ fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) ->
 /// A letter the demo leaves unread, to show it going on paper.
 const UNREAD_SUBJECT: &str = "Uw paspoort is klaar";
 const ANNA_EMAIL: &str = "a.jansen@example.nl";
+const JONAS_EMAIL: &str = "j.mueller@example.de";
+
+/// Adds an e-mail address and follows the link that arrives; gives the
+/// verification e-mail's subject.
+async fn verify_email(client: &CitizenClient, sink: &SmtpSink, address: &str) -> Result<String> {
+    client.add_email(address).await?;
+    let mails = sink
+        .wait_for(EVIDENCE_WAIT, |m| m.iter().any(|m| m.to == [address]))
+        .await
+        .map_err(|_| anyhow::anyhow!("no verification e-mail arrived"))?;
+    let mail = mails
+        .iter()
+        .find(|m| m.to == [address])
+        .context("no verification e-mail")?;
+    let token = mail
+        .body
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once("/verify-email?token=")
+                .map(|(_, t)| t.to_owned())
+        })
+        .context("no verification link in the e-mail")?;
+    client.verify_email(&token).await?;
+    Ok(mail.subject.clone())
+}
 
 /// Logs a person in at the home node's citizen API with an assertion from `idp`.
 async fn log_in(
@@ -217,12 +243,10 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         sink.addr
     );
 
-    // 3. The registry: Anna chooses digital mail herself; the others are imported.
+    // 3. The registry: Anna and Jonas choose digital mail themselves; the
+    // others are imported (no inbox, or not active).
     let trust = fed.trust_list(estafette_pki::now())?;
     let people = serde_json::json!([
-        { "recipient": ABROAD.recipient, "home_node": "home.demo", "active": true, "digital_senders": [TAX], "language": "de",
-          "name": "Jonas Müller", "contact_channels": [{ "kind": "email", "address": "j.mueller@example.de", "state": "verified" }],
-          "postal_address": { "street_lines": ["Hauptstraße 5"], "postal_code": "10115", "city": "Berlin", "country": "DE" } },
         { "recipient": CLIENT.recipient, "home_node": "home.demo", "active": false, "language": "nl", "name": "P. de Vries",
           "postal_address": { "street_lines": ["Dorpsstraat 1"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } },
         { "recipient": NO_INBOX.recipient, "language": "nl", "name": "F. el Amrani",
@@ -230,8 +254,8 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
     ]);
     registry::import(gateway.gateway.node.store(), &trust, &people.to_string()).await?;
     println!(
-        "3. Registry: {}; {}; {} (imported).",
-        ABROAD.label, CLIENT.label, NO_INBOX.label
+        "3. Registry: {}; {} (imported).",
+        CLIENT.label, NO_INBOX.label
     );
     println!(
         "   {} chooses digital mail herself, step by step:",
@@ -246,36 +270,19 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         ("Jansen", "Anna"),
     )
     .await?;
-    let address = PostalAddress {
+    let anna_address = PostalAddress {
         street_lines: vec!["Stationsweg 3".into()],
         postal_code: "1234 AB".into(),
         city: "Voorbeeld".into(),
         country: estafette_spec::CountryCode::NL,
     };
-    let view = anna.register("nl", Some(&address)).await?;
+    let view = anna.register("nl", Some(&anna_address)).await?;
     println!(
         "   - logged in at {home_id} with idp.nl.demo (level substantial); registered: inbox {}, not active",
         view.inbox.map(|i| i.to_string()).unwrap_or_default()
     );
-    anna.add_email(ANNA_EMAIL).await?;
-    let mails = sink
-        .wait_for(EVIDENCE_WAIT, |m| m.iter().any(|m| m.to == [ANNA_EMAIL]))
-        .await
-        .map_err(|_| anyhow::anyhow!("no verification e-mail arrived"))?;
-    let token = mails
-        .iter()
-        .flat_map(|m| m.body.lines())
-        .find_map(|l| {
-            l.trim()
-                .split_once("/verify-email?token=")
-                .map(|(_, t)| t.to_owned())
-        })
-        .context("no verification link in the e-mail")?;
-    println!(
-        "   - added {ANNA_EMAIL}; the verification e-mail arrived (\"{}\")",
-        mails[0].subject
-    );
-    anna.verify_email(&token).await?;
+    let subject = verify_email(&anna, &sink, ANNA_EMAIL).await?;
+    println!("   - added {ANNA_EMAIL}; the verification e-mail arrived (\"{subject}\")");
     println!("   - followed the link: address verified");
     anna.activate().await?;
     println!("   - activated her inbox (an explicit act; it started inactive)");
@@ -283,6 +290,33 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
     anna.set_consent(TOWN, true).await?;
     println!(
         "   - chose digital mail from Belastingdienst and Gemeente Voorbeeld (everyone else: paper)"
+    );
+    // Jonas has no BSN: the German eID node vouches for him (eidas:DE/NL/…).
+    let jonas = log_in(
+        &fed,
+        citizen_addr,
+        &home_id,
+        ABROAD.recipient,
+        "eid.de.demo",
+        ("Müller", "Jonas"),
+    )
+    .await?;
+    let jonas_address = PostalAddress {
+        street_lines: vec!["Hauptstraße 5".into()],
+        postal_code: "10115".into(),
+        city: "Berlin".into(),
+        country: "DE".parse()?,
+    };
+    jonas.register("de", Some(&jonas_address)).await?;
+    let subject = verify_email(&jonas, &sink, JONAS_EMAIL).await?;
+    jonas.activate().await?;
+    jonas.set_consent(TAX, true).await?;
+    println!(
+        "   {} logs in through the German eID node eid.de.demo (no BSN), registers with his address in Berlin",
+        ABROAD.label
+    );
+    println!(
+        "   and German as his language (\"{subject}\"), verifies {JONAS_EMAIL}, activates, and chooses digital mail from Belastingdienst"
     );
 
     // 4. Letters over HTTPS with each agency's client certificate.
@@ -404,20 +438,11 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         .find(|l| l.subject == "Voorlopige aanslag 2027")
         .context("Anna's tax letter is not in her inbox")?;
     anna.open(&read.envelope_id.to_string()).await?;
-    let jonas = log_in(
-        &fed,
-        citizen_addr,
-        &home_id,
-        ABROAD.recipient,
-        "eid.de.demo",
-        ("Müller", "Jonas"),
-    )
-    .await?;
     for letter in jonas.letters().await? {
         jonas.open(&letter.envelope_id.to_string()).await?;
     }
     println!(
-        "\n6. Anna opens \"{}\" and Jonas (German eID) opens his letter: ContentHandover evidence naming the holder.",
+        "\n6. Anna opens \"{}\" and Jonas opens his letter: ContentHandover evidence naming the holder.",
         read.subject
     );
     // The gateway learns of the openings before time moves on.

@@ -44,6 +44,8 @@ fn the_demo_runs_and_verifies_every_signature() {
         "address verified",
         "activated her inbox",
         "chose digital mail",
+        "logs in through the German eID node eid.de.demo (no BSN), registers with his address in Berlin",
+        "Bestätigen Sie Ihre E-Mail-Adresse",
     ] {
         assert!(stdout.contains(step), "{step}: {stdout}");
     }
