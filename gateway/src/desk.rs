@@ -17,21 +17,30 @@ use estafette_spec::citizen::{
 };
 use estafette_spec::trust::LevelOfAssurance;
 use estafette_spec::{
-    AssertionPolicy, Digest, IdentityAssertion, IdentityClaims, InboxId, NodeId, ReasonCode,
-    Recipient, Timestamp,
+    AssertionError, AssertionPolicy, Digest, IdentityAssertion, IdentityClaims, InboxId, NodeId,
+    ReasonCode, Recipient, Timestamp,
 };
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest as _, Sha256};
 
 use crate::gateway::Gateway;
+use crate::mandates;
 use crate::monitor::DEFAULT_INBOX_URL;
 use crate::registry::{
     self, ContactChannel, EMAIL_TOKEN_LIFETIME_S, EMAIL_TOKENS, InboxLocation, NONCES, PersonRecord,
 };
 use crate::texts;
+use estafette_spec::TrustList;
+use estafette_spec::citizen::{AccessDecision, ClientView};
+use estafette_spec::mandate::{
+    Attestation, Mandate, MandateId, MandateKind, Rights, VerifiedAttestation,
+};
 
 /// The level of assurance every citizen request needs.
 pub const MIN_LEVEL: LevelOfAssurance = LevelOfAssurance::Substantial;
+/// How long after login a session may still ask questions that change
+/// nothing (the home node's longest session).
+pub const READ_SESSION_MAX_S: u64 = 12 * 3600;
 /// Attempts at sending one verification e-mail.
 pub const VERIFICATION_SEND_ATTEMPTS: u32 = 3;
 
@@ -81,7 +90,23 @@ impl Gateway {
             min_level: MIN_LEVEL,
             now: estafette_pki::now(),
         };
+        // Questions that change nothing (the history, mandates, clients, an
+        // access check) may come during a session of up to
+        // READ_SESSION_MAX_S after its login; changes need a fresh login.
+        let read_only = !request.action.is_change();
         let verified = match IdentityAssertion::verify(&assertion, &trust, &policy) {
+            Err(AssertionError::Expired(expired_at))
+                if read_only && policy.now < expired_at.plus_s(READ_SESSION_MAX_S) =>
+            {
+                let at_expiry = AssertionPolicy {
+                    now: expired_at.minus_s(1),
+                    ..policy.clone()
+                };
+                IdentityAssertion::verify(&assertion, &trust, &at_expiry)
+            }
+            other => other,
+        };
+        let verified = match verified {
             Ok(v) => v,
             Err(e) => return refused(e.reason(), e.to_string()),
         };
@@ -109,6 +134,16 @@ impl Gateway {
             }
             _ => None,
         };
+        // A legal representation: the court registry's attestation.
+        let attestation = match &request.action {
+            CitizenAction::RegisterLegalRepresentation { attestation, .. } => {
+                match Attestation::verify(attestation, &trust, now) {
+                    Ok(v) => Some(v),
+                    Err(e) => return refused(e.reason(), e.to_string()),
+                }
+            }
+            _ => None,
+        };
         let mut token = [0u8; VERIFICATION_TOKEN_BYTES];
         OsRng.fill_bytes(&mut token);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -116,7 +151,21 @@ impl Gateway {
         let inbox_url = request.inbox_url;
         let digest = verified.digest;
         let claims = verified.claims;
+        let trust = trust.clone();
         let op = Op::Apply(Box::new(move |_tables, txn| {
+            if let Some(reply) = mandate_action(
+                txn,
+                &home,
+                &claims,
+                digest,
+                &action,
+                attestation.as_ref(),
+                now,
+                &trust,
+            )? {
+                let _ = tx.send((reply, None));
+                return Ok(());
+            }
             let outcome = apply(
                 txn, &home, &claims, digest, other, action, inbox_url, token, now,
             )?;
@@ -193,6 +242,254 @@ impl Gateway {
             )
         })
     }
+}
+
+/// The mandate actions: granting, accepting, revoking, legal
+/// representation, and what a representative may see. `None`: not one of
+/// these. Refusals write nothing.
+#[allow(clippy::too_many_arguments)]
+fn mandate_action(
+    txn: &estafette_relay::redb::WriteTransaction,
+    home: &NodeId,
+    claims: &IdentityClaims,
+    digest: Digest,
+    action: &CitizenAction,
+    attestation: Option<&VerifiedAttestation>,
+    now: Timestamp,
+    trust: &TrustList,
+) -> Result<Option<CitizenReply>, StoreError> {
+    let is_mandate_action = matches!(
+        action,
+        CitizenAction::GrantMandate { .. }
+            | CitizenAction::AcceptMandate { .. }
+            | CitizenAction::RevokeMandate { .. }
+            | CitizenAction::RegisterLegalRepresentation { .. }
+            | CitizenAction::Mandates
+            | CitizenAction::Clients
+            | CitizenAction::CheckAccess { .. }
+    );
+    if !is_mandate_action {
+        return Ok(None);
+    }
+    if !use_nonce(txn, claims, digest)? {
+        return Ok(Some(replayed()));
+    }
+    // The person's one entry (a linked identity acts for it).
+    let me = match registry::resolve_person(txn, &claims.subject)? {
+        Some((key, _)) => key,
+        None => claims.subject.clone(),
+    };
+    let is_me = |r: &Recipient| -> Result<bool, StoreError> {
+        Ok(r == &me || registry::resolve_person(txn, r)?.is_some_and(|(key, _)| key == me))
+    };
+    let entry = |change: Change| ChangeEntry {
+        at: now,
+        change,
+        assertion_digest: Some(digest),
+    };
+    let reply = match action {
+        CitizenAction::GrantMandate { grant } => {
+            if registry::resolve_person(txn, &me)?.is_none() {
+                return Ok(Some(refused(
+                    ReasonCode::NotRegistered,
+                    "register first: a mandate is about your inbox",
+                )));
+            }
+            if is_me(&grant.representative.person)? {
+                return Ok(Some(refused(
+                    ReasonCode::Malformed,
+                    "you cannot be your own representative",
+                )));
+            }
+            let m = Mandate {
+                id: MandateId::random(&mut OsRng),
+                kind: MandateKind::Voluntary,
+                holder: me.clone(),
+                representative: grant.representative.clone(),
+                scope: grant.scope.clone(),
+                rights: grant.rights,
+                valid_from: grant.valid_from.unwrap_or(now),
+                valid_until: grant.valid_until,
+                accepted: false,
+                revoked_at: None,
+                correspondence: grant.correspondence,
+                office_address: grant.office_address.clone(),
+            };
+            mandates::put(txn, &m)?;
+            registry::record_change(
+                txn,
+                &me,
+                &entry(Change::MandateGranted {
+                    id: m.id,
+                    representative: m.representative.label(),
+                }),
+            )?;
+            CitizenReply::Mandate(m.id)
+        }
+        CitizenAction::AcceptMandate { id } | CitizenAction::RevokeMandate { id } => {
+            let Some(mut m) = mandates::get(txn, id)? else {
+                return Ok(Some(refused(ReasonCode::NotForThisNode, "no such mandate")));
+            };
+            let holder = is_me(&m.holder)?;
+            let rep = is_me(&m.representative.person)?;
+            if m.revoked_at.is_some() {
+                return Ok(Some(refused(
+                    ReasonCode::Expired,
+                    "this mandate was revoked",
+                )));
+            }
+            let change = match action {
+                CitizenAction::AcceptMandate { .. } if rep => {
+                    m.accepted = true;
+                    Change::MandateAccepted { id: m.id }
+                }
+                CitizenAction::RevokeMandate { .. } if holder || rep => {
+                    m.revoked_at = Some(now);
+                    Change::MandateRevoked { id: m.id }
+                }
+                _ => {
+                    return Ok(Some(refused(
+                        ReasonCode::WrongRole,
+                        "this mandate is not yours to change",
+                    )));
+                }
+            };
+            mandates::put(txn, &m)?;
+            registry::record_change(txn, &m.holder, &entry(change))?;
+            CitizenReply::Mandate(m.id)
+        }
+        CitizenAction::RegisterLegalRepresentation {
+            correspondence,
+            office_address,
+            ..
+        } => {
+            let Some(v) = attestation else {
+                return Ok(Some(refused(ReasonCode::Malformed, "no attestation")));
+            };
+            let c = &v.content;
+            if !is_me(&c.representative.person)? {
+                return Ok(Some(refused(
+                    ReasonCode::WrongRole,
+                    "the attestation names another representative",
+                )));
+            }
+            let Some((holder, _)) = registry::resolve_person(txn, &c.represented)? else {
+                return Ok(Some(refused(
+                    ReasonCode::NotRegistered,
+                    "the represented person is not in the registry",
+                )));
+            };
+            let existing = mandates::listed(txn, mandates::BY_HOLDER, &holder)?
+                .into_iter()
+                .find(|m| {
+                    matches!(&m.kind, MandateKind::Legal { attestation_digest, .. } if *attestation_digest == v.digest)
+                });
+            if let Some(m) = existing {
+                return Ok(Some(CitizenReply::Mandate(m.id)));
+            }
+            let m = Mandate {
+                id: MandateId::random(&mut OsRng),
+                kind: MandateKind::Legal {
+                    kind: c.kind,
+                    registry: c.registry.clone(),
+                    case_reference: c.case_reference.clone(),
+                    attestation_digest: v.digest,
+                },
+                holder: holder.clone(),
+                representative: c.representative.clone(),
+                scope: c.kind.scope(),
+                rights: Rights {
+                    read: true,
+                    manage: true,
+                },
+                valid_from: c.valid_from,
+                valid_until: c.valid_until,
+                accepted: true,
+                revoked_at: None,
+                correspondence: *correspondence,
+                office_address: office_address.clone(),
+            };
+            mandates::put(txn, &m)?;
+            registry::record_change(
+                txn,
+                &holder,
+                &entry(Change::LegalRepresentation {
+                    id: m.id,
+                    kind: c.kind,
+                    representative: m.representative.label(),
+                }),
+            )?;
+            CitizenReply::Mandate(m.id)
+        }
+        CitizenAction::Mandates => {
+            let mut all = mandates::listed(txn, mandates::BY_HOLDER, &me)?;
+            all.extend(mandates::listed(
+                txn,
+                mandates::BY_REPRESENTATIVE,
+                &claims.subject,
+            )?);
+            CitizenReply::Mandates(all)
+        }
+        CitizenAction::Clients => {
+            let mut clients = Vec::new();
+            for m in mandates::listed(txn, mandates::BY_REPRESENTATIVE, &claims.subject)? {
+                if !m.stands(now) {
+                    continue;
+                }
+                let client = registry::get_person(txn, &m.holder)?;
+                clients.push(ClientView {
+                    mandate: m.id,
+                    client: m.holder.clone(),
+                    client_name: client.as_ref().and_then(|c| c.name.clone()),
+                    inbox: client
+                        .as_ref()
+                        .and_then(|c| c.inbox.as_ref())
+                        .filter(|i| &i.home_node == home)
+                        .map(|i| i.inbox_id),
+                    legal: m.is_legal(),
+                    rights: m.rights,
+                });
+            }
+            CitizenReply::Clients(clients)
+        }
+        CitizenAction::CheckAccess { mandate, sender } => {
+            let Some(m) = mandates::get(txn, mandate)? else {
+                return Ok(Some(refused(ReasonCode::NotForThisNode, "no such mandate")));
+            };
+            let holders = mandates::listed(txn, mandates::BY_HOLDER, &m.holder)?;
+            let need = Rights {
+                read: true,
+                manage: false,
+            };
+            match estafette_spec::mandate::governing(
+                &holders,
+                &claims.subject,
+                sender,
+                need,
+                now,
+                trust,
+            ) {
+                Some(g) => {
+                    let client = registry::get_person(txn, &m.holder)?;
+                    CitizenReply::Access(AccessDecision {
+                        mandate: g.id,
+                        representative: g.representative.label(),
+                        inbox: client
+                            .as_ref()
+                            .and_then(|c| c.inbox.as_ref())
+                            .filter(|i| &i.home_node == home)
+                            .map(|i| i.inbox_id),
+                    })
+                }
+                None => refused(
+                    ReasonCode::NoMandate,
+                    "no mandate of yours covers letters from this sender now",
+                ),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(reply))
 }
 
 fn replayed() -> CitizenReply {
@@ -474,7 +771,14 @@ fn apply(
         CitizenAction::SessionStarted
         | CitizenAction::History
         | CitizenAction::VerifyEmail { .. }
-        | CitizenAction::Link { .. } => {}
+        | CitizenAction::Link { .. }
+        | CitizenAction::GrantMandate { .. }
+        | CitizenAction::AcceptMandate { .. }
+        | CitizenAction::RevokeMandate { .. }
+        | CitizenAction::RegisterLegalRepresentation { .. }
+        | CitizenAction::Mandates
+        | CitizenAction::Clients
+        | CitizenAction::CheckAccess { .. } => {}
         CitizenAction::Register {
             language,
             postal_address,

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod desk;
 pub mod gateway;
 pub mod http;
+pub mod mandates;
 pub mod monitor;
 pub mod notify;
 pub mod paper;

@@ -22,6 +22,7 @@ use estafette_spec::{
 use rand_core::OsRng;
 
 use crate::gateway::{Gateway, PAPER, PaperItem, PaperKind, TRACKING, TrackedLetter, UNREAD};
+use crate::mandates;
 use crate::notify::NotifyError;
 use crate::paper::{ManifestEntry, PaperLetter};
 use crate::registry::{self, PersonRecord};
@@ -356,17 +357,20 @@ impl Gateway {
             self.node.store().write(op).await?;
             return Ok(());
         }
-        let Some(mut person) = registry::lookup(self.node.store().database(), &letter.recipient)?
-        else {
+        let db = self.node.store().database();
+        let Some((holder, mut person)) = registry::lookup_entry(db, &letter.recipient)? else {
             // Registry entry gone: nothing to notify; paper has no address either.
             return Ok(());
         };
+        // The holder, or the representative whose mandate takes the correspondence.
+        let trust = self.node.trust();
+        let mut to =
+            mandates::correspondent(db, &holder, &person, Some(&letter.sender), now, &trust)?;
         let mut previous = seen.last.map(|(_, d)| d);
         let mut evidence: Vec<NewEvidence> = Vec::new();
         let mut paper: Option<PaperItem> = None;
         let mut person_changes: Vec<ChangeEntry> = Vec::new();
         let mut channel_notice: Option<PaperItem> = None;
-        let trust = self.node.trust();
         let sender_name = trust
             .agency(&letter.sender)
             .map(|a| a.name.clone())
@@ -383,7 +387,7 @@ impl Gateway {
             match step {
                 Step::Notify | Step::Remind => {
                     let reminder = step == Step::Remind;
-                    let Some(address) = person.working_email().map(str::to_owned) else {
+                    let Some(address) = to.email.clone() else {
                         break;
                     };
                     let facts = LetterFacts {
@@ -394,9 +398,13 @@ impl Gateway {
                         deadline: letter.progress.deadline,
                         consigned_at: letter.progress.consigned_at.unwrap_or(now),
                     };
-                    let url = person.inbox_url.as_deref().unwrap_or(DEFAULT_INBOX_URL);
-                    let mail = texts::for_language(&person.language)
+                    let url = to.inbox_url.as_deref().unwrap_or(DEFAULT_INBOX_URL);
+                    let mut mail = texts::for_language(&to.language)
                         .letter_notification(&facts, url, reminder);
+                    if let Some(client) = &to.on_behalf_of {
+                        // A representative: whose letter it is (a name, never a BSN).
+                        mail.subject = format!("{} ({client})", mail.subject);
+                    }
                     match self.notifier.send(&address, &mail).await {
                         Ok(()) => {
                             if reminder {
@@ -466,6 +474,7 @@ impl Gateway {
                                     channel.state = ChannelState::Failed;
                                 }
                             }
+                            to.email = None;
                             person_changes.push(ChangeEntry {
                                 at: now,
                                 change: Change::EmailFailed { address },
@@ -518,7 +527,8 @@ impl Gateway {
         if letter.progress == before && evidence.is_empty() {
             return Ok(());
         }
-        let recipient = letter.recipient.clone();
+        // Changes to the person go to their one entry (a linked identity points there).
+        let recipient = holder.clone();
         let person_changed = !person_changes.is_empty();
         let op = Op::Apply(Box::new(move |tables, txn| {
             if letter.progress.on_paper {
@@ -585,23 +595,40 @@ impl Gateway {
             .collect();
         let trust = self.node.trust();
         for (id, mut item) in pending {
-            let person = registry::lookup(self.node.store().database(), &item.recipient)?;
-            let Some((person, address)) = person.and_then(|p| {
-                let address = p.postal_address.clone()?;
-                Some((p, address))
-            }) else {
+            let db = self.node.store().database();
+            let Some((holder, person)) = registry::lookup_entry(db, &item.recipient)? else {
                 report.no_address += 1;
                 continue;
             };
-            let texts = texts::for_language(&person.language);
-            let addressee = person.name.clone().unwrap_or_default();
-            let (letter, message_id) = match item.kind {
-                PaperKind::Letter => {
-                    let Ok(message) = SignedMessage::read_stored(&item.message) else {
+            let letter_in = match item.kind {
+                PaperKind::Letter => match SignedMessage::read_stored(&item.message) {
+                    Ok(m) => Some(m.letter),
+                    Err(_) => {
                         tracing::error!("a paper item holds no readable letter; skipped");
                         continue;
-                    };
-                    let l = message.letter;
+                    }
+                },
+                _ => None,
+            };
+            // The holder's address, or the office of the representative
+            // whose mandate takes the correspondence for this sender.
+            let to = mandates::correspondent(
+                db,
+                &holder,
+                &person,
+                letter_in.as_ref().map(|l| &l.sender),
+                now,
+                &trust,
+            )?;
+            let Some(address) = to.address.clone() else {
+                report.no_address += 1;
+                continue;
+            };
+            let texts = texts::for_language(&to.language);
+            let addressee = to.addressee.clone();
+            let on_behalf_of = to.on_behalf_of.clone();
+            let (letter, message_id) = match (item.kind, letter_in) {
+                (PaperKind::Letter, Some(l)) => {
                     let sender_name = trust
                         .agency(&l.sender)
                         .map(|a| a.name.clone())
@@ -620,11 +647,12 @@ impl Gateway {
                             body: l.body.clone(),
                             attachments: l.attachments.iter().map(|a| a.name.clone()).collect(),
                             explanation,
+                            on_behalf_of: on_behalf_of.clone(),
                         },
                         Some(l.message_id),
                     )
                 }
-                PaperKind::ConfirmChoice | PaperKind::ChannelNotice => {
+                _ => {
                     let (subject, body) = if item.kind == PaperKind::ConfirmChoice {
                         (texts.confirm_subject, texts.confirm_choice_body())
                     } else {
@@ -641,6 +669,7 @@ impl Gateway {
                             body: body.into(),
                             attachments: vec![],
                             explanation: None,
+                            on_behalf_of: on_behalf_of.clone(),
                         },
                         None,
                     )

@@ -46,6 +46,8 @@ pub struct PaperLetter {
     pub attachments: Vec<String>,
     /// Why this came on paper and how to choose (plain language).
     pub explanation: Option<String>,
+    /// The client, when the letter goes to a representative.
+    pub on_behalf_of: Option<String>,
 }
 
 /// The address lines for a window envelope, formatted for the destination
@@ -320,6 +322,7 @@ fn first_page_head(letter: &PaperLetter, texts: &Texts) -> Content {
         (texts.from_label, Some(letter.sender_name.clone())),
         (texts.date_label, Some(texts.date(letter.date))),
         (texts.reference_label, letter.reference.clone()),
+        (texts.on_behalf_label, letter.on_behalf_of.clone()),
     ] {
         if let Some(value) = value {
             text_at(&mut content, label, true, 8.0, x, y);
@@ -468,6 +471,7 @@ mod tests {
             body,
             attachments: vec![],
             explanation: Some("Uitleg".into()),
+            on_behalf_of: None,
         };
         let texts = crate::texts::for_language("nl");
         let (pdf, pages) = render(&letter("Kort.".into()), texts);

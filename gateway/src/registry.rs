@@ -213,6 +213,14 @@ pub fn lookup(
     db: &estafette_relay::redb::Database,
     recipient: &Recipient,
 ) -> Result<Option<PersonRecord>, StoreError> {
+    Ok(lookup_entry(db, recipient)?.map(|(_, p)| p))
+}
+
+/// As [`lookup`], with the identifier the entry is kept under.
+pub fn lookup_entry(
+    db: &estafette_relay::redb::Database,
+    recipient: &Recipient,
+) -> Result<Option<(Recipient, PersonRecord)>, StoreError> {
     let txn = db
         .begin_read()
         .map_err(|e| StoreError::Database(e.to_string()))?;
@@ -232,8 +240,9 @@ pub fn lookup(
         Some(PersonRecord {
             linked_to: Some(primary),
             ..
-        }) => get(&primary),
-        other => Ok(other),
+        }) => Ok(get(&primary)?.map(|p| (primary, p))),
+        Some(p) => Ok(Some((recipient.clone(), p))),
+        None => Ok(None),
     }
 }
 

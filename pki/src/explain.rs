@@ -155,6 +155,33 @@ pub fn explain(fed: &Federation, bytes: &[u8], now: Timestamp) -> Result<Explana
             }
             Err(e) => invalid("evidence", e),
         },
+        Some(ObjectKind::Attestation) => {
+            match estafette_spec::mandate::Attestation::verify(bytes, &trust, now) {
+                Ok(a) => Explanation {
+                    valid: true,
+                    what: "attestation of legal representation".into(),
+                    facts: vec![
+                        format!("signed by court registry {}", a.content.registry),
+                        format!(
+                            "{:?}, case {}, for {}",
+                            a.content.kind,
+                            a.content.case_reference,
+                            a.content.representative.label()
+                        ),
+                        format!(
+                            "from {}{}",
+                            a.content.valid_from,
+                            a.content
+                                .valid_until
+                                .map(|u| format!(" until {u}"))
+                                .unwrap_or_default()
+                        ),
+                    ],
+                    problem: None,
+                },
+                Err(e) => invalid("attestation", e),
+            }
+        }
         Some(ObjectKind::Assertion) => {
             // Checked for the audience it names: the verifier here is not that node.
             let audience = peek_claims(bytes).map(|c| c.audience);

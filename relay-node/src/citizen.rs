@@ -24,8 +24,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use estafette_spec::citizen::{
-    CitizenAction, CitizenReply, CitizenRequest, PersonView, PostalAddress,
+    AccessDecision, CitizenAction, CitizenReply, CitizenRequest, ClientView, MandateGrant,
+    PersonView, PostalAddress,
 };
+use estafette_spec::mandate::{Mandate, MandateId};
 use estafette_spec::trust::LevelOfAssurance;
 use estafette_spec::{
     Actor, ActorRole, AssertionPolicy, EnvelopeId, IdentityAssertion, InboxId, Oin, ReasonCode,
@@ -55,6 +57,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// Longest TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most access-log entries in one answer (the newest).
+pub const MAX_ACCESS_LOG_ENTRIES: usize = 10_000;
 /// Most expired nonces removed per new session.
 const NONCE_PRUNE_BATCH: usize = 64;
 
@@ -409,6 +413,47 @@ impl CitizenApi {
             .await
             .map_err(|e| Problem::from(NodeError::Store(e)))?;
         Ok(())
+    }
+
+    /// A question that changes nothing, with the session's assertion (the
+    /// gateway accepts it for the length of a session).
+    async fn ask(
+        &self,
+        headers: &HeaderMap,
+        action: CitizenAction,
+    ) -> Result<CitizenReply, Problem> {
+        let token = self.session(headers)?;
+        let assertion = self
+            .sessions()
+            .get(&token)
+            .map(|s| s.assertion.clone())
+            .ok_or_else(Problem::unauthenticated)?;
+        self.ask_gateway(Some(assertion), action).await
+    }
+
+    /// A change about mandates, with a fresh assertion; gives the mandate id.
+    async fn mandate_change(
+        &self,
+        headers: &HeaderMap,
+        action: CitizenAction,
+    ) -> Result<MandateId, Problem> {
+        let token = self.session(headers)?;
+        let assertion = {
+            let sessions = self.sessions();
+            let s = sessions.get(&token).ok_or_else(Problem::unauthenticated)?;
+            if s.assertion_expires_at <= estafette_pki::now() {
+                return Err(Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "reauthentication-required",
+                    "changes need a login of at most five minutes ago: log in again to confirm",
+                ));
+            }
+            s.assertion.clone()
+        };
+        match self.ask_gateway(Some(assertion), action).await? {
+            CitizenReply::Mandate(id) => Ok(id),
+            _ => Err(unexpected()),
+        }
     }
 
     fn inbox_of(&self, headers: &HeaderMap) -> Result<InboxId, Problem> {
@@ -904,6 +949,263 @@ async fn localize_problems(
     Response::from_parts(parts, axum::body::Body::from(problem.to_string()))
 }
 
+fn unexpected() -> Problem {
+    Problem::new(
+        StatusCode::BAD_GATEWAY,
+        "gateway-answer",
+        "the gateway answered with something else",
+    )
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct MandateCreated {
+    pub id: MandateId,
+}
+
+async fn grant_mandate(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<MandateCreated>), Problem> {
+    let grant: MandateGrant = json_body(&body)?;
+    let id = api
+        .mandate_change(&headers, CitizenAction::GrantMandate { grant })
+        .await?;
+    Ok((StatusCode::CREATED, Json(MandateCreated { id })))
+}
+
+fn mandate_id(text: &str) -> Result<MandateId, Problem> {
+    text.parse()
+        .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "no-such-mandate", "no such mandate"))
+}
+
+async fn accept_mandate(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<MandateCreated>, Problem> {
+    let id = mandate_id(&id)?;
+    let id = api
+        .mandate_change(&headers, CitizenAction::AcceptMandate { id })
+        .await?;
+    Ok(Json(MandateCreated { id }))
+}
+
+async fn revoke_mandate(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<MandateCreated>, Problem> {
+    let id = mandate_id(&id)?;
+    let id = api
+        .mandate_change(&headers, CitizenAction::RevokeMandate { id })
+        .await?;
+    Ok(Json(MandateCreated { id }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegalBody {
+    /// The court registry's attestation (COSE_Sign1), hex.
+    attestation: String,
+    correspondence: bool,
+    office_address: Option<PostalAddress>,
+}
+
+async fn register_legal(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<MandateCreated>), Problem> {
+    let b: LegalBody = json_body(&body)?;
+    let attestation = unhex_vec(&b.attestation).ok_or_else(|| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "attestation: expected hex",
+        )
+    })?;
+    let action = CitizenAction::RegisterLegalRepresentation {
+        attestation: serde_bytes::ByteBuf::from(attestation),
+        correspondence: b.correspondence,
+        office_address: b.office_address,
+    };
+    let id = api.mandate_change(&headers, action).await?;
+    Ok((StatusCode::CREATED, Json(MandateCreated { id })))
+}
+
+fn unhex_vec(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2)
+        || text.len() > 2 * estafette_spec::mandate::MAX_ATTESTATION_BYTES
+    {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+async fn list_mandates(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Mandate>>, Problem> {
+    match api.ask(&headers, CitizenAction::Mandates).await? {
+        CitizenReply::Mandates(m) => Ok(Json(m)),
+        _ => Err(unexpected()),
+    }
+}
+
+async fn clients(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<ClientView>>, Problem> {
+    match api.ask(&headers, CitizenAction::Clients).await? {
+        CitizenReply::Clients(c) => Ok(Json(c)),
+        _ => Err(unexpected()),
+    }
+}
+
+/// The gateway's decision, now, on this representative reading a letter
+/// from `sender` under `mandate` (no decision is cached).
+async fn check_access(
+    api: &CitizenApi,
+    headers: &HeaderMap,
+    mandate: MandateId,
+    sender: &Oin,
+) -> Result<Option<AccessDecision>, Problem> {
+    match api
+        .ask(
+            headers,
+            CitizenAction::CheckAccess {
+                mandate,
+                sender: sender.clone(),
+            },
+        )
+        .await
+    {
+        Ok(CitizenReply::Access(d)) => Ok(Some(d)),
+        Ok(_) => Err(unexpected()),
+        Err(p) if p.code == "no_mandate" => Ok(None),
+        Err(p) => Err(p),
+    }
+}
+
+async fn client_letters(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    Path(mandate): Path<String>,
+) -> Result<Json<Vec<LetterSummary>>, Problem> {
+    let mandate = mandate_id(&mandate)?;
+    let mut decisions: HashMap<Oin, Option<AccessDecision>> = HashMap::new();
+    let mut inbox = None;
+    let mut out = Vec::new();
+    // The client's inbox comes with the first decision; letters of senders
+    // outside the mandate are not shown at all.
+    let clients = match api.ask(&headers, CitizenAction::Clients).await? {
+        CitizenReply::Clients(c) => c,
+        _ => return Err(unexpected()),
+    };
+    if let Some(c) = clients.iter().find(|c| c.mandate == mandate) {
+        inbox = c.inbox;
+    }
+    let Some(inbox) = inbox else {
+        return Err(Problem::refused(
+            ReasonCode::NoMandate,
+            "no mandate of yours for a client with an inbox here".into(),
+        ));
+    };
+    for (id, record) in api.node.inbox_list(&inbox)? {
+        let Some((summary, _)) = api.summary(id, &record) else {
+            continue;
+        };
+        if !decisions.contains_key(&summary.sender) {
+            let d = check_access(&api, &headers, mandate, &summary.sender).await?;
+            decisions.insert(summary.sender.clone(), d);
+        }
+        if decisions.get(&summary.sender).is_some_and(Option::is_some) {
+            out.push(summary);
+        }
+    }
+    out.sort_by_key(|l| std::cmp::Reverse(l.received_at));
+    Ok(Json(out))
+}
+
+async fn open_client_letter(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    Path((mandate, envelope)): Path<(String, String)>,
+) -> Result<Json<OpenedLetter>, Problem> {
+    let mandate = mandate_id(&mandate)?;
+    let envelope: EnvelopeId = envelope
+        .parse()
+        .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
+    // Which inbox: the client's, as the gateway says now.
+    let clients = match api.ask(&headers, CitizenAction::Clients).await? {
+        CitizenReply::Clients(c) => c,
+        _ => return Err(unexpected()),
+    };
+    let inbox = clients
+        .iter()
+        .find(|c| c.mandate == mandate)
+        .and_then(|c| c.inbox)
+        .ok_or_else(|| Problem::refused(ReasonCode::NoMandate, "no such client here".into()))?;
+    let record = api
+        .node
+        .store()
+        .inbox_get(&inbox, &envelope)
+        .map_err(NodeError::Store)?
+        .ok_or(NodeError::NoSuchLetter)?;
+    let sender = SignedMessage::read_stored(&record.message)
+        .map_err(|_| Problem::from(NodeError::NoSuchLetter))?
+        .letter
+        .sender;
+    // Checked at this access, against the mandates as they stand now.
+    let Some(decision) = check_access(&api, &headers, mandate, &sender).await? else {
+        // Outside the scope the letter does not exist for the representative.
+        return Err(Problem::from(NodeError::NoSuchLetter));
+    };
+    let actor = Actor {
+        role: ActorRole::Representative,
+        representative: Some(decision.representative.clone()),
+        mandate: Some(decision.mandate.to_string()),
+    };
+    let mut record = record;
+    record.message = api.node.open_letter(&inbox, &envelope, actor).await?;
+    record.opened_at = Some(record.opened_at.unwrap_or_else(estafette_pki::now));
+    let (summary, letter) = api
+        .summary(envelope, &record)
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
+    Ok(Json(OpenedLetter {
+        summary,
+        body: letter.body,
+        attachments: letter
+            .attachments
+            .iter()
+            .map(|a| AttachmentSummary {
+                name: a.name.clone(),
+                media_type: a.media_type.clone(),
+                size_bytes: a.content.len(),
+            })
+            .collect(),
+    }))
+}
+
+/// The holder's access log: who opened which letter, when, under which mandate.
+async fn access_log(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::store::AccessEntry>>, Problem> {
+    let inbox = api.inbox_of(&headers)?;
+    Ok(Json(
+        api.node
+            .store()
+            .access_log(&inbox, MAX_ACCESS_LOG_ENTRIES)
+            .map_err(NodeError::Store)?,
+    ))
+}
+
 /// The citizen API's routes.
 pub fn router(api: Arc<CitizenApi>) -> axum::Router {
     axum::Router::new()
@@ -918,6 +1220,17 @@ pub fn router(api: Arc<CitizenApi>) -> axum::Router {
         .route("/v1/consent/{sender}", put(set_consent))
         .route("/v1/all-paper", post(all_paper))
         .route("/v1/link", post(link))
+        .route("/v1/mandates", post(grant_mandate).get(list_mandates))
+        .route("/v1/mandates/{id}/accept", post(accept_mandate))
+        .route("/v1/mandates/{id}", axum::routing::delete(revoke_mandate))
+        .route("/v1/legal-representations", post(register_legal))
+        .route("/v1/clients", get(clients))
+        .route("/v1/clients/{mandate}/letters", get(client_letters))
+        .route(
+            "/v1/clients/{mandate}/letters/{envelope}",
+            get(open_client_letter),
+        )
+        .route("/v1/access-log", get(access_log))
         .route("/v1/history", get(history))
         .route("/v1/letters", get(letters))
         .route("/v1/letters/{envelope}", get(open_letter))

@@ -14,7 +14,10 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde::de::DeserializeOwned;
 
-use crate::citizen::{LetterSummary, OpenedLetter, SessionStarted};
+use crate::citizen::{LetterSummary, MandateCreated, OpenedLetter, SessionStarted};
+use crate::store::AccessEntry;
+use estafette_spec::citizen::{ClientView, MandateGrant};
+use estafette_spec::mandate::{Mandate, MandateId};
 
 /// Largest answer read.
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
@@ -243,6 +246,88 @@ impl CitizenClient {
             Some(("application/cose", other_assertion.to_vec())),
         )
         .await
+    }
+
+    /// Grants a voluntary mandate (the holder); gives its id.
+    pub async fn grant_mandate(
+        &self,
+        grant: &MandateGrant,
+    ) -> Result<MandateId, CitizenClientError> {
+        let body = serde_json::to_value(grant)
+            .map_err(|e| CitizenClientError::BadAnswer(e.to_string()))?;
+        let created: MandateCreated = self
+            .call(Method::POST, "/v1/mandates", Self::json(body))
+            .await?;
+        Ok(created.id)
+    }
+
+    /// Accepts a mandate (the representative).
+    pub async fn accept_mandate(&self, id: &MandateId) -> Result<MandateId, CitizenClientError> {
+        let created: MandateCreated = self
+            .call(Method::POST, &format!("/v1/mandates/{id}/accept"), None)
+            .await?;
+        Ok(created.id)
+    }
+
+    /// Revokes a mandate (the holder, or the representative stepping down).
+    pub async fn revoke_mandate(&self, id: &MandateId) -> Result<MandateId, CitizenClientError> {
+        let created: MandateCreated = self
+            .call(Method::DELETE, &format!("/v1/mandates/{id}"), None)
+            .await?;
+        Ok(created.id)
+    }
+
+    /// Registers a court's attestation of legal representation (the representative).
+    pub async fn register_legal_representation(
+        &self,
+        attestation: &[u8],
+        correspondence: bool,
+        office_address: Option<&PostalAddress>,
+    ) -> Result<MandateId, CitizenClientError> {
+        let hex: String = attestation.iter().map(|b| format!("{b:02x}")).collect();
+        let body = serde_json::json!({
+            "attestation": hex, "correspondence": correspondence, "office_address": office_address
+        });
+        let created: MandateCreated = self
+            .call(Method::POST, "/v1/legal-representations", Self::json(body))
+            .await?;
+        Ok(created.id)
+    }
+
+    pub async fn mandates(&self) -> Result<Vec<Mandate>, CitizenClientError> {
+        self.call(Method::GET, "/v1/mandates", None).await
+    }
+
+    pub async fn clients(&self) -> Result<Vec<ClientView>, CitizenClientError> {
+        self.call(Method::GET, "/v1/clients", None).await
+    }
+
+    /// A client's letters within the mandate's scope (the representative).
+    pub async fn client_letters(
+        &self,
+        mandate: &MandateId,
+    ) -> Result<Vec<LetterSummary>, CitizenClientError> {
+        self.call(Method::GET, &format!("/v1/clients/{mandate}/letters"), None)
+            .await
+    }
+
+    /// Opens a client's letter (ContentHandover evidence naming the representative).
+    pub async fn open_client_letter(
+        &self,
+        mandate: &MandateId,
+        envelope_id: &str,
+    ) -> Result<OpenedLetter, CitizenClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/clients/{mandate}/letters/{envelope_id}"),
+            None,
+        )
+        .await
+    }
+
+    /// The holder's access log.
+    pub async fn access_log(&self) -> Result<Vec<AccessEntry>, CitizenClientError> {
+        self.call(Method::GET, "/v1/access-log", None).await
     }
 
     pub async fn all_paper(&self) -> Result<PersonView, CitizenClientError> {

@@ -461,7 +461,7 @@ impl Node {
                     return refused(r.reason, r.detail);
                 }
                 match self.citizen_desk.get() {
-                    Some(desk) => Response::Citizen(desk(peer.clone(), request).await),
+                    Some(desk) => Response::Citizen(desk(peer.clone(), *request).await),
                     None => refused(
                         ReasonCode::NotForThisNode,
                         "this gateway does not take citizen requests".into(),
@@ -497,7 +497,11 @@ impl Node {
             .ok_or_else(|| NodeError::Gateway("no gateway in the trust list".into()))?;
         match self
             .peers
-            .request(&gateway.id, &gateway.address, &Request::Citizen(request))
+            .request(
+                &gateway.id,
+                &gateway.address,
+                &Request::Citizen(Box::new(request)),
+            )
             .await
         {
             Ok(Response::Citizen(reply)) => Ok(reply),
@@ -1240,6 +1244,16 @@ impl Node {
             actor: Some(actor),
             previous: Some(record.last_evidence),
         };
+        let access = crate::store::AccessEntry {
+            at: now,
+            envelope_id: *envelope,
+            message_id: record.message_id,
+            actor: handover.actor.clone().unwrap_or(Actor {
+                role: estafette_spec::ActorRole::Holder,
+                representative: None,
+                mandate: None,
+            }),
+        };
         let (evidence, _) = self.new_evidence(&handover);
         self.store
             .write(Op::MarkOpened {
@@ -1247,6 +1261,7 @@ impl Node {
                 envelope_id: *envelope,
                 opened_at: now,
                 evidence,
+                access,
             })
             .await?;
         self.notify_outbox(handover.evidence_id);

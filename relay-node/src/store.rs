@@ -27,6 +27,8 @@ use crate::metrics::Metrics;
 const DEDUP: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("dedup");
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("queue");
 const INBOX: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("inbox");
+/// Every opening of a letter, per inbox: (inbox, sequence) → [`AccessEntry`].
+const ACCESS_LOG: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("access_log");
 /// Inboxes merged into another (a person linked two identities): from → into.
 const INBOX_ALIAS: TableDefinition<[u8; 16], [u8; 16]> = TableDefinition::new("inbox_alias");
 const OUTBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("outbox");
@@ -98,6 +100,15 @@ pub struct QueueRecord {
     pub last_error: Option<String>,
     #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
+}
+
+/// One opening of a letter: who, when, under which mandate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    pub at: Timestamp,
+    pub envelope_id: EnvelopeId,
+    pub message_id: MessageId,
+    pub actor: estafette_spec::Actor,
 }
 
 /// A letter in an inbox.
@@ -188,12 +199,14 @@ pub enum Op {
     },
     /// Keep evidence (gateway: evidence delivered by nodes).
     StoreEvidence { evidence: Vec<NewEvidence> },
-    /// A letter was opened: record it with its ContentHandover evidence.
+    /// A letter was opened: record it with its ContentHandover evidence,
+    /// and in the inbox's access log.
     MarkOpened {
         inbox_id: InboxId,
         envelope_id: EnvelopeId,
         opened_at: Timestamp,
         evidence: NewEvidence,
+        access: AccessEntry,
     },
     /// Forget dedup entries of envelopes no longer queued and older than `before`.
     Prune { before: Timestamp },
@@ -415,6 +428,31 @@ impl Store {
             ));
         }
         out.sort_by_key(|(_, r)| r.received_at);
+        Ok(out)
+    }
+
+    /// The access log of an inbox, oldest first (at most `limit`, newest kept).
+    pub fn access_log(
+        &self,
+        inbox: &InboxId,
+        limit: usize,
+    ) -> Result<Vec<AccessEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(ACCESS_LOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for item in table
+            .range((*inbox.as_bytes(), 0u64)..=(*inbox.as_bytes(), u64::MAX))?
+            .rev()
+            .take(limit)
+        {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        out.reverse();
         Ok(out)
     }
 
@@ -700,6 +738,38 @@ impl Tables<'_> {
                 }
                 Ok(outcome)
             }
+            Op::MarkOpened {
+                inbox_id,
+                envelope_id,
+                opened_at,
+                evidence,
+                access,
+            } => {
+                let op = Op::MarkOpened {
+                    inbox_id,
+                    envelope_id,
+                    opened_at,
+                    evidence,
+                    access,
+                };
+                let outcome = self.apply_ref(&op)?;
+                if let (
+                    Outcome::Stored,
+                    Op::MarkOpened {
+                        inbox_id, access, ..
+                    },
+                ) = (&outcome, &op)
+                {
+                    let mut log = txn.open_table(ACCESS_LOG)?;
+                    let next = log
+                        .range((*inbox_id.as_bytes(), 0u64)..=(*inbox_id.as_bytes(), u64::MAX))?
+                        .next_back()
+                        .transpose()?
+                        .map_or(0, |(k, _)| k.value().1 + 1);
+                    log.insert((*inbox_id.as_bytes(), next), encode(access).as_slice())?;
+                }
+                Ok(outcome)
+            }
             other => self.apply_ref(&other),
         }
     }
@@ -844,6 +914,7 @@ impl Tables<'_> {
                 envelope_id,
                 opened_at,
                 evidence,
+                ..
             } => {
                 let key = (*inbox_id.as_bytes(), *envelope_id.as_bytes());
                 let record = match self.inbox.get(key)? {

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cose::Digest;
 use crate::evidence::ReasonCode;
-use crate::ids::{CountryCode, InboxId, NodeId, Oin, Recipient};
+use crate::ids::{CountryCode, InboxId, MandateId, NodeId, Oin, Recipient};
 use crate::limits::*;
+use crate::mandate::{LegalKind, Mandate, Representative, Rights, SenderScope};
 use crate::text::{FieldError, Timestamp, check_count, check_language, check_line};
 
 /// Longest e-mail address (RFC 5321 path limit).
@@ -119,12 +120,77 @@ pub enum CitizenAction {
         /// The second identity's assertion (same audience, fresh).
         other: serde_bytes::ByteBuf,
     },
+    /// The holder grants a representative a voluntary mandate.
+    GrantMandate { grant: MandateGrant },
+    /// The representative accepts a mandate granted to them.
+    AcceptMandate { id: MandateId },
+    /// The holder revokes a mandate (or the representative steps down).
+    RevokeMandate { id: MandateId },
+    /// The representative named in a court registry's attestation registers it.
+    RegisterLegalRepresentation {
+        attestation: serde_bytes::ByteBuf,
+        /// Notifications and paper go to the representative.
+        correspondence: bool,
+        office_address: Option<PostalAddress>,
+    },
+    /// The mandates the person gave and received.
+    Mandates,
+    /// The people the person represents, now.
+    Clients,
+    /// May the person, as representative under `mandate`, read a letter
+    /// from `sender` now? Asked at every access.
+    CheckAccess { mandate: MandateId, sender: Oin },
+}
+
+/// What the holder grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MandateGrant {
+    pub representative: Representative,
+    pub scope: SenderScope,
+    pub rights: Rights,
+    pub valid_from: Option<Timestamp>,
+    pub valid_until: Option<Timestamp>,
+    pub correspondence: bool,
+    pub office_address: Option<PostalAddress>,
+}
+
+/// One person a representative acts for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientView {
+    pub mandate: MandateId,
+    pub client: Recipient,
+    pub client_name: Option<String>,
+    /// The client's inbox, when it is at the asking home node.
+    pub inbox: Option<InboxId>,
+    pub legal: bool,
+    pub rights: Rights,
+}
+
+/// The answer to `check_access`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessDecision {
+    /// The mandate that allows it (a legal one may govern instead).
+    pub mandate: MandateId,
+    /// How evidence and the holder's access log name the representative.
+    pub representative: String,
+    /// The client's inbox at the asking home node.
+    pub inbox: Option<InboxId>,
 }
 
 impl CitizenAction {
     /// Whether the action changes the person's record (and is recorded in the history).
     pub fn is_change(&self) -> bool {
-        !matches!(self, CitizenAction::SessionStarted | CitizenAction::History)
+        !matches!(
+            self,
+            CitizenAction::SessionStarted
+                | CitizenAction::History
+                | CitizenAction::Mandates
+                | CitizenAction::Clients
+                | CitizenAction::CheckAccess { .. }
+        )
     }
 
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -137,6 +203,26 @@ impl CitizenAction {
                 postal_address.as_ref().map_or(Ok(()), |a| a.validate())
             }
             CitizenAction::AddEmail { address } => check_email(address),
+            CitizenAction::GrantMandate { grant } => {
+                grant.representative.validate()?;
+                grant.scope.validate()?;
+                if let Some(a) = &grant.office_address {
+                    a.validate()?;
+                }
+                if let (Some(from), Some(until)) = (grant.valid_from, grant.valid_until)
+                    && until <= from
+                {
+                    return Err(FieldError::Invalid {
+                        field: "valid until",
+                        problem: "must be after valid from",
+                    });
+                }
+                Ok(())
+            }
+            CitizenAction::RegisterLegalRepresentation {
+                office_address: Some(a),
+                ..
+            } => a.validate(),
             CitizenAction::VerifyEmail { token } if token.len() != VERIFICATION_TOKEN_BYTES => {
                 Err(FieldError::Invalid {
                     field: "verification token",
@@ -254,6 +340,21 @@ pub enum Change {
     Linked {
         with: Recipient,
     },
+    MandateGranted {
+        id: MandateId,
+        representative: String,
+    },
+    MandateAccepted {
+        id: MandateId,
+    },
+    MandateRevoked {
+        id: MandateId,
+    },
+    LegalRepresentation {
+        id: MandateId,
+        kind: LegalKind,
+        representative: String,
+    },
 }
 
 /// A change, when it was made, and the digest of the assertion that authorised it.
@@ -272,7 +373,15 @@ pub struct ChangeEntry {
 pub enum CitizenReply {
     Person(PersonView),
     History(Vec<ChangeEntry>),
-    Refused { reason: ReasonCode, detail: String },
+    Mandates(Vec<Mandate>),
+    /// A mandate was granted or registered: its id.
+    Mandate(MandateId),
+    Clients(Vec<ClientView>),
+    Access(AccessDecision),
+    Refused {
+        reason: ReasonCode,
+        detail: String,
+    },
 }
 
 #[cfg(test)]

@@ -30,15 +30,17 @@ pub enum ObjectKind {
     Evidence,
     Assertion,
     TrustList,
+    Attestation,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 5] = [
+    pub const ALL: [ObjectKind; 6] = [
         ObjectKind::Message,
         ObjectKind::Envelope,
         ObjectKind::Evidence,
         ObjectKind::Assertion,
         ObjectKind::TrustList,
+        ObjectKind::Attestation,
     ];
 
     /// The protected content type of this kind.
@@ -49,6 +51,7 @@ impl ObjectKind {
             ObjectKind::Evidence => "application/vnd.estafette.evidence.v1+cbor",
             ObjectKind::Assertion => "application/vnd.estafette.assertion.v1+cbor",
             ObjectKind::TrustList => "application/vnd.estafette.trust-list.v1+cbor",
+            ObjectKind::Attestation => "application/vnd.estafette.attestation.v1+cbor",
         }
     }
 
@@ -65,6 +68,7 @@ impl ObjectKind {
             ObjectKind::Evidence => MAX_EVIDENCE_BYTES,
             ObjectKind::Assertion => MAX_ASSERTION_BYTES,
             ObjectKind::TrustList => MAX_TRUST_LIST_BYTES,
+            ObjectKind::Attestation => crate::mandate::MAX_ATTESTATION_BYTES,
         }
     }
 
@@ -75,6 +79,7 @@ impl ObjectKind {
             ObjectKind::Evidence => "evidence",
             ObjectKind::Assertion => "identity assertion",
             ObjectKind::TrustList => "trust list",
+            ObjectKind::Attestation => "attestation of legal representation",
         }
     }
 }

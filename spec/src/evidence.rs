@@ -133,6 +133,8 @@ pub enum ReasonCode {
     /// An identity provider asserted a person of another country, or an
     /// identifier not issued for use here.
     CountryMismatch,
+    /// No mandate in force covers this access.
+    NoMandate,
 }
 
 impl ReasonCode {
@@ -170,6 +172,7 @@ impl ReasonCode {
             ReasonCode::InvalidToken => "invalid_token",
             ReasonCode::DeliveryFailed => "delivery_failed",
             ReasonCode::CountryMismatch => "country_mismatch",
+            ReasonCode::NoMandate => "no_mandate",
         }
     }
 }

@@ -644,6 +644,12 @@ id128!(
     "evd-"
 );
 
+id128!(
+    /// One mandate or legal representation, chosen by the gateway.
+    MandateId,
+    "mdt-"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ pub mod evidence;
 pub mod fixtures;
 pub mod ids;
 pub mod limits;
+pub mod mandate;
 pub mod message;
 pub mod relay;
 pub mod text;

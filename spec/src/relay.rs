@@ -45,7 +45,7 @@ pub enum Request {
     Evidence(Vec<serde_bytes::ByteBuf>),
     /// A person's request, carried by their home node to the gateway (only
     /// home nodes send these, only the gateway accepts them).
-    Citizen(crate::citizen::CitizenRequest),
+    Citizen(Box<crate::citizen::CitizenRequest>),
 }
 
 /// The answer on the same stream.

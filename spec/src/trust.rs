@@ -183,6 +183,7 @@ impl ObjectKind {
             ObjectKind::Evidence => &[SignerRole::Gateway, SignerRole::Node],
             ObjectKind::Assertion => &[SignerRole::IdentityProvider],
             ObjectKind::TrustList => &[],
+            ObjectKind::Attestation => &[SignerRole::CourtRegistry],
         }
     }
 }

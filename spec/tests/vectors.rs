@@ -95,6 +95,24 @@ fn claims() -> IdentityClaims {
     }
 }
 
+/// A court registry's attestation: a financial administrator for Anna.
+fn attestation() -> mandate::AttestationContent {
+    mandate::AttestationContent {
+        registry: fixtures::COURT.parse().unwrap(),
+        kind: mandate::LegalKind::FinancialAdministration,
+        case_reference: "C/13/123456 / BW RK 27-101".into(),
+        represented: "bsn:999999990".parse().unwrap(),
+        representative: mandate::Representative {
+            person: "bsn:123456782".parse().unwrap(),
+            name: "J. de Boer".into(),
+            organisation: Some("KvK 12345678 Bewindvoering De Brug".into()),
+        },
+        valid_from: T0.minus_s(86_400),
+        valid_until: None,
+        issued_at: T0.minus_s(86_400),
+    }
+}
+
 /// A German eID node's assertion of a cross-border worker (no BSN).
 fn eidas_claims(id: &str) -> IdentityClaims {
     IdentityClaims {
@@ -166,6 +184,18 @@ const VECTORS: &[Vector] = &[
         description: "IdentityAssertion by idp.nl.test for audience home-1.test, level substantial.",
     },
     Vector {
+        file: "attestation.cose",
+        kind: ObjectKind::Attestation,
+        expected: "valid",
+        description: "Attestation by court registry court.test: J. de Boer (Bewindvoering De Brug) is financial administrator of bsn:999999990.",
+    },
+    Vector {
+        file: "invalid-attestation-wrong-role.cose",
+        kind: ObjectKind::Attestation,
+        expected: "wrong_role",
+        description: "The same attestation signed by an agency's seal key, not a court registry.",
+    },
+    Vector {
         file: "assertion-eidas.cose",
         kind: ObjectKind::Assertion,
         expected: "valid",
@@ -224,14 +254,14 @@ const VECTORS: &[Vector] = &[
 /// The citizen request frame of the vectors: a consent change carried by
 /// the home node, with the person's assertion.
 fn citizen_request(assertion: Vec<u8>) -> relay::Request {
-    relay::Request::Citizen(citizen::CitizenRequest {
+    relay::Request::Citizen(Box::new(citizen::CitizenRequest {
         assertion: Some(serde_bytes::ByteBuf::from(assertion)),
         action: citizen::CitizenAction::SetConsent {
             sender: fixtures::AGENCY_OIN.parse().unwrap(),
             digital: true,
         },
         inbox_url: Some("https://home-1.test/inbox".into()),
-    })
+    }))
 }
 
 fn generate() -> Files {
@@ -320,6 +350,14 @@ fn generate() -> Files {
             &fixtures::key(fixtures::GERMAN_EID),
         )
         .unwrap(),
+    );
+    files.insert(
+        "attestation.cose".into(),
+        mandate::Attestation::sign(&attestation(), &fixtures::key(fixtures::COURT)).unwrap(),
+    );
+    files.insert(
+        "invalid-attestation-wrong-role.cose".into(),
+        mandate::Attestation::sign(&attestation(), &fixtures::key(fixtures::AGENCY_OIN)).unwrap(),
     );
     files.insert(
         "frame-citizen-request.cbor".into(),
@@ -476,6 +514,9 @@ fn outcome(kind: ObjectKind, bytes: &[u8], trust: &TrustList, message: &[u8]) ->
             Err(e) => Some(e.reason().code().to_owned()),
         },
         ObjectKind::Evidence => Evidence::verify(bytes, trust)
+            .err()
+            .map(|e| e.reason().code().to_owned()),
+        ObjectKind::Attestation => mandate::Attestation::verify(bytes, trust, T0)
             .err()
             .map(|e| e.reason().code().to_owned()),
         ObjectKind::Assertion => {
