@@ -35,7 +35,13 @@ pub struct World {
 
 impl World {
     pub async fn start() -> World {
-        let fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
+        Self::start_with(|_| {}).await
+    }
+
+    /// As [`Self::start`], with more members added to the federation first.
+    pub async fn start_with(prepare: impl FnOnce(&mut estafette_pki::Federation)) -> World {
+        let mut fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
+        prepare(&mut fed.fed);
         let sink = SmtpSink::start().await.unwrap();
         let clock = Arc::new(ManualClock::new(estafette_pki::now()));
         let home = Node::start(fed.relay("home.test").config.clone())
@@ -109,9 +115,19 @@ impl World {
 
     /// Seals and submits a letter from the test agency; gives its id and channel.
     pub async fn send(&self, to: &str, deadline: Option<Timestamp>) -> (MessageId, String) {
+        self.send_from(AGENCY, to, deadline).await
+    }
+
+    /// As [`Self::send`] from another agency of the federation.
+    pub async fn send_from(
+        &self,
+        sender: &str,
+        to: &str,
+        deadline: Option<Timestamp>,
+    ) -> (MessageId, String) {
         let letter = Letter {
             message_id: MessageId::random(&mut OsRng),
-            sender: AGENCY.parse().unwrap(),
+            sender: sender.parse().unwrap(),
             recipient: to.parse().unwrap(),
             created_at: estafette_pki::now(),
             subject: "Geheime aanslag onderwerp".into(),
@@ -128,7 +144,7 @@ impl World {
             &self
                 .fed
                 .fed
-                .agency_dir(&AGENCY.parse().unwrap())
+                .agency_dir(&sender.parse().unwrap())
                 .join("seal.key.pem"),
         )
         .unwrap();
@@ -137,7 +153,7 @@ impl World {
             self.gateway.https_addr,
             "gateway.test",
             &self.fed.fed.root_cert_path(),
-            &self.fed.fed.agency_dir(&AGENCY.parse().unwrap()),
+            &self.fed.fed.agency_dir(&sender.parse().unwrap()),
         )
         .unwrap();
         let summary = client.submit_summary(signed).await.unwrap();
@@ -147,15 +163,35 @@ impl World {
     /// The events of a message's evidence at the gateway, each verified.
     pub fn events(&self, message: &MessageId) -> Vec<(EvidenceEvent, Option<ReasonCode>)> {
         let trust = self.gateway.gateway.node.trust();
+        // Whoever sent it: the gateway's evidence store, checked per record.
         self.gateway
             .gateway
-            .evidence(&AGENCY.parse().unwrap(), message)
+            .node
+            .store()
+            .evidence_for(message)
             .unwrap()
-            .unwrap_or_default()
             .iter()
             .map(|b| {
                 let v = Evidence::verify(b, &trust).expect("evidence verifies");
                 (v.record.event, v.record.reason)
+            })
+            .collect()
+    }
+
+    /// The verified evidence records of a message at the gateway.
+    pub fn records(&self, message: &MessageId) -> Vec<estafette_spec::evidence::EvidenceRecord> {
+        let trust = self.gateway.gateway.node.trust();
+        self.gateway
+            .gateway
+            .node
+            .store()
+            .evidence_for(message)
+            .unwrap()
+            .iter()
+            .map(|b| {
+                Evidence::verify(b, &trust)
+                    .expect("evidence verifies")
+                    .record
             })
             .collect()
     }
