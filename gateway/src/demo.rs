@@ -18,6 +18,7 @@ use estafette_relay::Node;
 use estafette_relay::citizen_client::CitizenClient;
 use estafette_relay::config::Config;
 use estafette_spec::citizen::PostalAddress;
+use estafette_spec::mandate::{Attestation, AttestationContent, LegalKind, Representative};
 use estafette_spec::relay::RetryPolicy;
 use estafette_spec::{EvidenceEvent, Letter, MessageId, Nature, NodeId, Oin, SignedMessage};
 use rand_core::OsRng;
@@ -57,6 +58,9 @@ fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) ->
 const UNREAD_SUBJECT: &str = "Uw paspoort is klaar";
 const ANNA_EMAIL: &str = "a.jansen@example.nl";
 const JONAS_EMAIL: &str = "j.mueller@example.de";
+/// The financial administrator (a professional with ten clients).
+const ADMIN: &str = "bsn:111111110";
+const ADMIN_EMAIL: &str = "b.bakker@bewindvoering.example";
 
 /// Adds an e-mail address and follows the link that arrives; gives the
 /// verification e-mail's subject.
@@ -99,6 +103,162 @@ async fn log_in(
     let assertion = fed.mint_assertion(&idp.parse()?, &person, home, estafette_pki::now(), 300)?;
     client.login(&assertion).await?;
     Ok(client)
+}
+
+/// Step 7: a financial administrator registers the court's attestations for
+/// ten clients, the tax office writes to each, the administrator (who gets
+/// the notifications) opens one letter, and that client sees it in the
+/// access log.
+#[allow(clippy::too_many_arguments)]
+async fn administrator(
+    fed: &Federation,
+    gateway: &RunningGateway,
+    sink: &SmtpSink,
+    citizen_addr: SocketAddr,
+    home: &NodeId,
+    court: &NodeId,
+    client_for: &dyn Fn(&Oin) -> Result<AgencyClient>,
+    trust: &estafette_spec::TrustList,
+) -> Result<()> {
+    let tax: Oin = TAX.parse()?;
+    let clients: Vec<estafette_spec::Bsn> = (200_000_000u32..)
+        .filter_map(|i| i.to_string().parse().ok())
+        .take(10)
+        .collect();
+    let people: Vec<serde_json::Value> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, bsn)| serde_json::json!({
+            "recipient": format!("bsn:{bsn}"), "home_node": home.as_str(), "active": true,
+            "digital_senders": [TAX], "name": format!("Cliënt {}", i + 1),
+            "contact_channels": [{ "kind": "email", "address": format!("client{}@example.nl", i + 1), "state": "verified" }],
+            "postal_address": { "street_lines": [format!("Laan {}", i + 1)], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" }
+        }))
+        .collect();
+    registry::import(
+        gateway.gateway.node.store(),
+        trust,
+        &serde_json::Value::Array(people).to_string(),
+    )
+    .await?;
+    let admin = log_in(
+        fed,
+        citizen_addr,
+        home,
+        ADMIN,
+        "idp.nl.demo",
+        ("Bakker", "Bea"),
+    )
+    .await?;
+    admin.register("nl", None).await?;
+    verify_email(&admin, sink, ADMIN_EMAIL).await?;
+    let court_key = keys::read_ed25519(&fed.court_registry_dir(court).join("signing.key.pem"))?;
+    let office = PostalAddress {
+        street_lines: vec!["Postbus 100".into()],
+        postal_code: "3500 AA".into(),
+        city: "Utrecht".into(),
+        country: estafette_spec::CountryCode::NL,
+    };
+    let now = estafette_pki::now();
+    for (i, bsn) in clients.iter().enumerate() {
+        let content = AttestationContent {
+            registry: court.clone(),
+            kind: LegalKind::FinancialAdministration,
+            case_reference: format!("C/16/2027/{:03}", i + 1),
+            represented: format!("bsn:{bsn}").parse()?,
+            representative: Representative {
+                person: ADMIN.parse()?,
+                name: "B. Bakker".into(),
+                organisation: Some("KvK 12345678 Bewindvoering De Brug".into()),
+            },
+            valid_from: now.minus_s(86_400),
+            valid_until: None,
+            issued_at: now.minus_s(86_400),
+        };
+        let attestation = Attestation::sign(&content, &court_key)?;
+        admin
+            .register_legal_representation(&attestation, true, Some(&office))
+            .await?;
+    }
+    let list = admin.clients().await?;
+    println!(
+        "\n7. B. Bakker (Bewindvoering De Brug) registers the court's attestations of financial administration for {} clients;",
+        list.len()
+    );
+    let mut sent = Vec::new();
+    for bsn in &clients {
+        let seal = keys::read_ed25519(&fed.agency_dir(&tax).join("seal.key.pem"))?;
+        let letter = Letter {
+            message_id: MessageId::random(&mut OsRng),
+            sender: tax.clone(),
+            recipient: format!("bsn:{bsn}").parse()?,
+            created_at: estafette_pki::now(),
+            subject: "Voorlopige aanslag 2027".into(),
+            body: "Voorlopige aanslag 2027\n\nDit is een voorbeeldbrief van de Estafette-demo."
+                .into(),
+            attachments: vec![],
+            nature: Nature::Decision,
+            legal_effect: true,
+            expected_action: "Betaal € 50 voor 1 maart 2027.".into(),
+            response_deadline: Some(estafette_pki::now().plus_s(60 * 86_400)),
+            language: "nl".into(),
+            sender_reference: "DEMO-BW".into(),
+        };
+        let signed = SignedMessage::sign(&letter, &seal)?;
+        client_for(&tax)?.submit_summary(signed).await?;
+        sent.push(letter.message_id);
+    }
+    for m in &sent {
+        wait_for_evidence(
+            &client_for(&tax)?,
+            m,
+            EvidenceEvent::ConsignmentNotification,
+            trust,
+        )
+        .await?;
+    }
+    let to_admin = sink
+        .mails()
+        .iter()
+        .filter(|m| m.to == [ADMIN_EMAIL] && m.subject.contains("Belastingdienst"))
+        .count();
+    println!(
+        "   the tax office writes to all {}; {to_admin} notifications go to the administrator, each naming the client.",
+        sent.len()
+    );
+    let third = list
+        .iter()
+        .find(|c| c.client_name.as_deref() == Some("Cliënt 3"))
+        .context("client 3")?;
+    let letters = admin.client_letters(&third.mandate).await?;
+    let letter = letters.first().context("client 3's letter")?;
+    admin
+        .open_client_letter(&third.mandate, &letter.envelope_id.to_string())
+        .await?;
+    let client3 = log_in(
+        fed,
+        citizen_addr,
+        home,
+        &format!("bsn:{}", clients[2]),
+        "idp.nl.demo",
+        ("Drie", "Cliënt"),
+    )
+    .await?;
+    println!("   The administrator opens Cliënt 3's letter; Cliënt 3's access log:");
+    for entry in client3.access_log().await? {
+        println!(
+            "     {}  {} opened {} under mandate {}",
+            entry.at,
+            entry
+                .actor
+                .representative
+                .as_deref()
+                .unwrap_or("the holder"),
+            entry.message_id,
+            entry.actor.mandate.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
 }
 
 /// Fetches a letter's evidence until it holds `want` (bounded wait).
@@ -204,9 +364,11 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         "DE".parse()?,
         estafette_spec::LevelOfAssurance::Substantial,
     )?;
+    let court: NodeId = "court.demo".parse()?;
+    fed.issue_court_registry(&court)?;
     println!("1. PKI: root CA, agencies {TAX} (Belastingdienst) and {TOWN} (Gemeente Voorbeeld),");
     println!(
-        "   gateway {gw_id}, transit relay {relay_id}, home relay {home_id}, identity providers for NL and DE"
+        "   gateway {gw_id}, transit relay {relay_id}, home relay {home_id}, identity providers for NL and DE, court registry {court}"
     );
 
     // 2. The nodes, a local SMTP server for notification e-mail, and the
@@ -481,9 +643,22 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         report.papered
     );
 
-    // 7. What went on paper: real PDFs in the print spool.
+    // 7. A court-appointed financial administrator with ten clients.
+    administrator(
+        &fed,
+        &gateway,
+        &sink,
+        citizen_addr,
+        &home_id,
+        &court,
+        &client_for,
+        &trust,
+    )
+    .await?;
+
+    // 8. What went on paper: real PDFs in the print spool.
     let manifest = crate::paper::Spool::new(&spool).manifest()?;
-    println!("\n7. The print spool ({}):", spool.display());
+    println!("\n8. The print spool ({}):", spool.display());
     for entry in &manifest {
         println!(
             "   {}  {} page(s), {}, reason {}",

@@ -64,9 +64,24 @@ fn the_demo_runs_and_verifies_every_signature() {
     );
     assert_eq!(stdout.matches(".pdf  1 page(s)").count(), 3, "{stdout}");
     assert!(
-        stdout.contains("In the home relay's inboxes: 3 letters. Paper letters: 3."),
+        stdout.contains("In the home relay's inboxes: 13 letters. Paper letters: 3."),
         "{stdout}"
     );
+    // A financial administrator with ten clients; one opening, in that
+    // client's access log.
+    assert!(
+        stdout.contains("attestations of financial administration for 10 clients"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("10 notifications go to the administrator"),
+        "{stdout}"
+    );
+    let log_lines = stdout
+        .lines()
+        .filter(|l| l.contains("B. Bakker (KvK 12345678 Bewindvoering De Brug) opened msg-"))
+        .count();
+    assert_eq!(log_lines, 1, "{stdout}");
     // The demo's output names people by label, never by BSN.
     assert!(!stdout.contains("999999990"), "{stdout}");
 }
