@@ -267,6 +267,7 @@ fn mandate_action(
             | CitizenAction::Mandates
             | CitizenAction::Clients
             | CitizenAction::CheckAccess { .. }
+            | CitizenAction::SetClientConsent { .. }
     );
     if !is_mandate_action {
         return Ok(None);
@@ -486,6 +487,65 @@ fn mandate_action(
                     "no mandate of yours covers letters from this sender now",
                 ),
             }
+        }
+        CitizenAction::SetClientConsent {
+            mandate,
+            sender,
+            digital,
+        } => {
+            let Some(m) = mandates::get(txn, mandate)? else {
+                return Ok(Some(refused(ReasonCode::NotForThisNode, "no such mandate")));
+            };
+            let holders = mandates::listed(txn, mandates::BY_HOLDER, &m.holder)?;
+            let need = Rights {
+                read: false,
+                manage: true,
+            };
+            if estafette_spec::mandate::governing(
+                &holders,
+                &claims.subject,
+                sender,
+                need,
+                now,
+                trust,
+            )
+            .is_none()
+            {
+                return Ok(Some(refused(
+                    ReasonCode::NoMandate,
+                    "no mandate of yours lets you manage this client's choices for this sender",
+                )));
+            }
+            if trust.agency(sender).is_none() {
+                return Ok(Some(refused(
+                    ReasonCode::UnknownSigner,
+                    format!("there is no agency with OIN {sender} in the federation"),
+                )));
+            }
+            let Some(mut client) = registry::get_person(txn, &m.holder)? else {
+                return Ok(Some(refused(
+                    ReasonCode::NotRegistered,
+                    "the client has no entry",
+                )));
+            };
+            let has = client.digital_senders.contains(sender);
+            if *digital && !has {
+                client.digital_senders.push(sender.clone());
+            } else if !*digital && has {
+                client.digital_senders.retain(|s| s != sender);
+            }
+            if *digital != has {
+                registry::put_person(txn, &m.holder, &client)?;
+                registry::record_change(
+                    txn,
+                    &m.holder,
+                    &entry(Change::Consent {
+                        sender: sender.clone(),
+                        digital: *digital,
+                    }),
+                )?;
+            }
+            CitizenReply::Mandate(m.id)
         }
         _ => return Ok(None),
     };
@@ -778,7 +838,8 @@ fn apply(
         | CitizenAction::RegisterLegalRepresentation { .. }
         | CitizenAction::Mandates
         | CitizenAction::Clients
-        | CitizenAction::CheckAccess { .. } => {}
+        | CitizenAction::CheckAccess { .. }
+        | CitizenAction::SetClientConsent { .. } => {}
         CitizenAction::Register {
             language,
             postal_address,

@@ -185,6 +185,15 @@ async fn voluntary_mandates_scope_revocation_expiry_and_the_access_log() {
             && e.actor.mandate.as_deref() == Some(id.to_string().as_str()))
     );
 
+    // Read only: Piet cannot change Anna's choices.
+    assert_eq!(
+        code(
+            rep.set_client_consent(&id, PENSION, false)
+                .await
+                .unwrap_err()
+        ),
+        "no_mandate"
+    );
     // Revoked: access stops at once.
     anna.revoke_mandate(&id).await.unwrap();
     assert_eq!(
@@ -358,6 +367,22 @@ async fn a_court_appointed_administrator_suspends_mandates_and_gets_the_mail() {
         .await
         .unwrap();
     assert_eq!(piet.client_letters(&voluntary).await.unwrap().len(), 2);
+
+    // Bob may manage within his scope (financial), not outside it.
+    bob.set_client_consent(&legal, PENSION, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            bob.set_client_consent(&legal, CARE, false)
+                .await
+                .unwrap_err()
+        ),
+        "no_mandate"
+    );
+    let (_, channel) = w.send_from(PENSION, ANNA, None).await;
+    assert_eq!(channel, "paper", "Bob chose paper for the pension fund");
+    bob.set_client_consent(&legal, PENSION, true).await.unwrap();
 
     // Correspondence: a new financial letter is announced to Bob, naming
     // Anna, and goes on paper to Bob's office when unread.

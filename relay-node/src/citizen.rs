@@ -1192,6 +1192,33 @@ async fn open_client_letter(
     }))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientConsentBody {
+    digital: bool,
+}
+
+/// A representative with the manage right sets a client's consent.
+async fn set_client_consent(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    Path((mandate, sender)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<MandateCreated>, Problem> {
+    let mandate = mandate_id(&mandate)?;
+    let sender: Oin = sender.parse().map_err(|e: estafette_spec::ids::OinError| {
+        Problem::new(StatusCode::BAD_REQUEST, "malformed", e.to_string())
+    })?;
+    let b: ClientConsentBody = json_body(&body)?;
+    let action = CitizenAction::SetClientConsent {
+        mandate,
+        sender,
+        digital: b.digital,
+    };
+    let id = api.mandate_change(&headers, action).await?;
+    Ok(Json(MandateCreated { id }))
+}
+
 /// The holder's access log: who opened which letter, when, under which mandate.
 async fn access_log(
     State(api): State<Arc<CitizenApi>>,
@@ -1231,6 +1258,10 @@ pub fn router(api: Arc<CitizenApi>) -> axum::Router {
             get(open_client_letter),
         )
         .route("/v1/access-log", get(access_log))
+        .route(
+            "/v1/clients/{mandate}/consent/{sender}",
+            put(set_client_consent),
+        )
         .route("/v1/history", get(history))
         .route("/v1/letters", get(letters))
         .route("/v1/letters/{envelope}", get(open_letter))

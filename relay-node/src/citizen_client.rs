@@ -325,6 +325,24 @@ impl CitizenClient {
         .await
     }
 
+    /// Sets a client's consent for a sender (a representative with the manage right).
+    pub async fn set_client_consent(
+        &self,
+        mandate: &MandateId,
+        sender: &str,
+        digital: bool,
+    ) -> Result<MandateId, CitizenClientError> {
+        let body = serde_json::json!({ "digital": digital });
+        let created: MandateCreated = self
+            .call(
+                Method::PUT,
+                &format!("/v1/clients/{mandate}/consent/{sender}"),
+                Self::json(body),
+            )
+            .await?;
+        Ok(created.id)
+    }
+
     /// The holder's access log.
     pub async fn access_log(&self) -> Result<Vec<AccessEntry>, CitizenClientError> {
         self.call(Method::GET, "/v1/access-log", None).await

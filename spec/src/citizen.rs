@@ -140,6 +140,13 @@ pub enum CitizenAction {
     /// May the person, as representative under `mandate`, read a letter
     /// from `sender` now? Asked at every access.
     CheckAccess { mandate: MandateId, sender: Oin },
+    /// A representative with the right to manage sets the client's consent
+    /// for a sender within the mandate's scope.
+    SetClientConsent {
+        mandate: MandateId,
+        sender: Oin,
+        digital: bool,
+    },
 }
 
 /// What the holder grants.
