@@ -381,6 +381,14 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         public_url: None,
         cert: None,
         key: None,
+        // The demo federation is a test federation: its web login page
+        // logs test people in with the national test provider.
+        test_idp: Some(estafette_relay::config::TestIdpConfig {
+            id: "idp.nl.demo".parse()?,
+            key: fed
+                .identity_provider_dir(&"idp.nl.demo".parse()?)
+                .join("signing.key.pem"),
+        }),
     });
     let home = Node::start(home_config).await?;
     let citizen_addr = home

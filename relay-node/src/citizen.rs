@@ -77,7 +77,7 @@ struct Session {
 
 /// The citizen API's state.
 pub struct CitizenApi {
-    node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
     public_url: String,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
 }
@@ -85,9 +85,9 @@ pub struct CitizenApi {
 /// An RFC 9457 problem; `type` is `urn:estafette:problem:<code>`.
 #[derive(Debug)]
 pub struct Problem {
-    status: StatusCode,
-    code: String,
-    detail: String,
+    pub(crate) status: StatusCode,
+    pub(crate) code: String,
+    pub(crate) detail: String,
 }
 
 impl Problem {
@@ -262,7 +262,7 @@ impl CitizenApi {
     }
 
     /// The session named by the request's bearer token, refreshed.
-    fn session(&self, headers: &HeaderMap) -> Result<[u8; 32], Problem> {
+    pub(crate) fn session(&self, headers: &HeaderMap) -> Result<[u8; 32], Problem> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -356,7 +356,7 @@ impl CitizenApi {
     }
 
     /// A change on behalf of the session's holder, with its assertion.
-    async fn change(
+    pub(crate) async fn change(
         &self,
         headers: &HeaderMap,
         action: CitizenAction,
@@ -417,7 +417,7 @@ impl CitizenApi {
 
     /// A question that changes nothing, with the session's assertion (the
     /// gateway accepts it for the length of a session).
-    async fn ask(
+    pub(crate) async fn ask(
         &self,
         headers: &HeaderMap,
         action: CitizenAction,
@@ -456,7 +456,7 @@ impl CitizenApi {
         }
     }
 
-    fn inbox_of(&self, headers: &HeaderMap) -> Result<InboxId, Problem> {
+    pub(crate) fn inbox_of(&self, headers: &HeaderMap) -> Result<InboxId, Problem> {
         let token = self.session(headers)?;
         let sessions = self.sessions();
         let s = sessions.get(&token).ok_or_else(Problem::unauthenticated)?;
@@ -499,27 +499,22 @@ impl CitizenApi {
     }
 }
 
-async fn start_session(
-    State(api): State<Arc<CitizenApi>>,
-    body: Bytes,
-) -> Result<impl IntoResponse, Problem> {
-    let verified = api.accept_assertion(&body).await?;
-    let reply = api
-        .ask_gateway(Some(body.to_vec()), CitizenAction::SessionStarted)
-        .await?;
-    let CitizenReply::Person(person) = reply else {
-        return Err(Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "gateway-answer",
-            "the gateway answered with something else",
-        ));
-    };
-    api.merge_inboxes(&person).await?;
-    let mut token = [0u8; 32];
-    OsRng.fill_bytes(&mut token);
-    let now = Instant::now();
-    {
-        let mut sessions = api.sessions();
+impl CitizenApi {
+    /// Starts a session from an assertion: verified here (nonce used up),
+    /// announced to the gateway; gives the bearer token and the person.
+    pub(crate) async fn log_in(&self, assertion: &[u8]) -> Result<([u8; 32], PersonView), Problem> {
+        let verified = self.accept_assertion(assertion).await?;
+        let reply = self
+            .ask_gateway(Some(assertion.to_vec()), CitizenAction::SessionStarted)
+            .await?;
+        let CitizenReply::Person(person) = reply else {
+            return Err(unexpected());
+        };
+        self.merge_inboxes(&person).await?;
+        let mut token = [0u8; 32];
+        OsRng.fill_bytes(&mut token);
+        let now = Instant::now();
+        let mut sessions = self.sessions();
         if sessions.len() >= MAX_SESSIONS {
             sessions.retain(|_, s| {
                 now.duration_since(s.last_seen) < SESSION_IDLE
@@ -537,14 +532,32 @@ async fn start_session(
             token,
             Session {
                 recipient: verified.claims.subject.clone(),
-                assertion: body.to_vec(),
+                assertion: assertion.to_vec(),
                 assertion_expires_at: verified.claims.expires_at,
                 person: person.clone(),
                 started: now,
                 last_seen: now,
             },
         );
+        Ok((token, person))
     }
+
+    /// Ends a session.
+    pub(crate) fn log_out(&self, token: &[u8; 32]) {
+        self.sessions().remove(token);
+    }
+
+    /// The person of a live session.
+    pub(crate) fn person_of(&self, token: &[u8; 32]) -> Option<PersonView> {
+        self.sessions().get(token).map(|s| s.person.clone())
+    }
+}
+
+async fn start_session(
+    State(api): State<Arc<CitizenApi>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    let (token, person) = api.log_in(&body).await?;
     Ok((
         StatusCode::CREATED,
         Json(SessionStarted {
@@ -742,15 +755,7 @@ async fn letters(
     State(api): State<Arc<CitizenApi>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<LetterSummary>>, Problem> {
-    let inbox = api.inbox_of(&headers)?;
-    let mut out: Vec<LetterSummary> = api
-        .node
-        .inbox_list(&inbox)?
-        .iter()
-        .filter_map(|(id, record)| api.summary(*id, record).map(|(s, _)| s))
-        .collect();
-    out.sort_by_key(|l| std::cmp::Reverse(l.received_at));
-    Ok(Json(out))
+    Ok(Json(api.letters_of(&headers)?))
 }
 
 async fn open_letter(
@@ -767,37 +772,160 @@ async fn open_letter(
         representative: None,
         mandate: None,
     };
-    let mut record = api
-        .node
-        .store()
-        .inbox_get(&inbox, &envelope)
-        .map_err(NodeError::Store)?
-        .ok_or(NodeError::NoSuchLetter)?;
-    // The letter is given only after its ContentHandover is on disk.
-    record.message = api.node.open_letter(&inbox, &envelope, actor).await?;
-    record.opened_at = Some(record.opened_at.unwrap_or_else(estafette_pki::now));
-    let (summary, letter) = api
-        .summary(envelope, &record)
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
-    Ok(Json(OpenedLetter {
-        summary,
-        body: letter.body,
-        attachments: letter
-            .attachments
+    Ok(Json(api.open_in(&inbox, &envelope, actor).await?))
+}
+
+impl CitizenApi {
+    /// The letters of the session's inbox, newest first.
+    pub(crate) fn letters_of(&self, headers: &HeaderMap) -> Result<Vec<LetterSummary>, Problem> {
+        let inbox = self.inbox_of(headers)?;
+        let mut out: Vec<LetterSummary> = self
+            .node
+            .inbox_list(&inbox)?
             .iter()
-            .map(|a| AttachmentSummary {
-                name: a.name.clone(),
-                media_type: a.media_type.clone(),
-                size_bytes: a.content.len(),
-            })
-            .collect(),
-    }))
+            .filter_map(|(id, record)| self.summary(*id, record).map(|(s, _)| s))
+            .collect();
+        out.sort_by_key(|l| std::cmp::Reverse(l.received_at));
+        Ok(out)
+    }
+
+    /// Opens a letter of `inbox` for `actor`: ContentHandover first, then the letter.
+    pub(crate) async fn open_in(
+        &self,
+        inbox: &InboxId,
+        envelope: &EnvelopeId,
+        actor: Actor,
+    ) -> Result<OpenedLetter, Problem> {
+        let mut record = self
+            .node
+            .store()
+            .inbox_get(inbox, envelope)
+            .map_err(NodeError::Store)?
+            .ok_or(NodeError::NoSuchLetter)?;
+        // The letter is given only after its ContentHandover is on disk.
+        record.message = self.node.open_letter(inbox, envelope, actor).await?;
+        record.opened_at = Some(record.opened_at.unwrap_or_else(estafette_pki::now));
+        let (summary, letter) = self.summary(*envelope, &record).ok_or_else(|| {
+            Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter")
+        })?;
+        Ok(OpenedLetter {
+            summary,
+            body: letter.body,
+            attachments: letter
+                .attachments
+                .iter()
+                .map(|a| AttachmentSummary {
+                    name: a.name.clone(),
+                    media_type: a.media_type.clone(),
+                    size_bytes: a.content.len(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The session's inbox's access log.
+    pub(crate) fn access_entries(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Vec<crate::store::AccessEntry>, Problem> {
+        let inbox = self.inbox_of(headers)?;
+        Ok(self
+            .node
+            .store()
+            .access_log(&inbox, MAX_ACCESS_LOG_ENTRIES)
+            .map_err(NodeError::Store)?)
+    }
+
+    /// The client of `mandate` (as the gateway says now): inbox here and name.
+    async fn client_of(
+        &self,
+        headers: &HeaderMap,
+        mandate: MandateId,
+    ) -> Result<(InboxId, String), Problem> {
+        let clients = match self.ask(headers, CitizenAction::Clients).await? {
+            CitizenReply::Clients(c) => c,
+            _ => return Err(unexpected()),
+        };
+        let c = clients
+            .into_iter()
+            .find(|c| c.mandate == mandate)
+            .ok_or_else(|| Problem::refused(ReasonCode::NoMandate, "no such client here".into()))?;
+        let inbox = c.inbox.ok_or_else(|| {
+            Problem::refused(
+                ReasonCode::NoMandate,
+                "no mandate of yours for a client with an inbox here".into(),
+            )
+        })?;
+        Ok((inbox, c.client_name.unwrap_or_default()))
+    }
+
+    /// A client's letters within the mandate (each sender checked now).
+    pub(crate) async fn client_letters_of(
+        &self,
+        headers: &HeaderMap,
+        mandate: &str,
+    ) -> Result<Vec<LetterSummary>, Problem> {
+        let mandate = mandate_id(mandate)?;
+        let (inbox, _) = self.client_of(headers, mandate).await?;
+        let mut decisions: HashMap<Oin, bool> = HashMap::new();
+        let mut out = Vec::new();
+        for (id, record) in self.node.inbox_list(&inbox)? {
+            let Some((summary, _)) = self.summary(id, &record) else {
+                continue;
+            };
+            if !decisions.contains_key(&summary.sender) {
+                let d = check_access(self, headers, mandate, &summary.sender).await?;
+                decisions.insert(summary.sender.clone(), d.is_some());
+            }
+            if decisions.get(&summary.sender) == Some(&true) {
+                out.push(summary);
+            }
+        }
+        out.sort_by_key(|l| std::cmp::Reverse(l.received_at));
+        Ok(out)
+    }
+
+    /// Opens a client's letter after a fresh access check; gives the
+    /// letter and the client's name.
+    pub(crate) async fn open_client(
+        &self,
+        headers: &HeaderMap,
+        mandate: &str,
+        envelope: &str,
+    ) -> Result<(OpenedLetter, String), Problem> {
+        let mandate = mandate_id(mandate)?;
+        let envelope: EnvelopeId = envelope
+            .parse()
+            .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
+        let (inbox, name) = self.client_of(headers, mandate).await?;
+        let record = self
+            .node
+            .store()
+            .inbox_get(&inbox, &envelope)
+            .map_err(NodeError::Store)?
+            .ok_or(NodeError::NoSuchLetter)?;
+        let sender = SignedMessage::read_stored(&record.message)
+            .map_err(|_| Problem::from(NodeError::NoSuchLetter))?
+            .letter
+            .sender;
+        // Checked at this access, against the mandates as they stand now;
+        // outside the scope the letter does not exist for the representative.
+        let decision = check_access(self, headers, mandate, &sender)
+            .await?
+            .ok_or_else(|| Problem::from(NodeError::NoSuchLetter))?;
+        let actor = Actor {
+            role: ActorRole::Representative,
+            representative: Some(decision.representative.clone()),
+            mandate: Some(decision.mandate.to_string()),
+        };
+        Ok((self.open_in(&inbox, &envelope, actor).await?, name))
+    }
 }
 
 /// Problem texts people read, per problem code, in Dutch, English, German
 /// and French (the first language of `Accept-Language` that we have; else
 /// the API's own English detail).
-fn localized(code: &str, language: &str) -> Option<&'static str> {
+pub(crate) fn localized(code: &str, language: &str) -> Option<&'static str> {
     let texts: [&'static str; 4] = match code {
         "no-session" => [
             "Log eerst in.",
@@ -1069,7 +1197,7 @@ async fn clients(
 
 /// The gateway's decision, now, on this representative reading a letter
 /// from `sender` under `mandate` (no decision is cached).
-async fn check_access(
+pub(crate) async fn check_access(
     api: &CitizenApi,
     headers: &HeaderMap,
     mandate: MandateId,
@@ -1097,39 +1225,7 @@ async fn client_letters(
     headers: HeaderMap,
     Path(mandate): Path<String>,
 ) -> Result<Json<Vec<LetterSummary>>, Problem> {
-    let mandate = mandate_id(&mandate)?;
-    let mut decisions: HashMap<Oin, Option<AccessDecision>> = HashMap::new();
-    let mut inbox = None;
-    let mut out = Vec::new();
-    // The client's inbox comes with the first decision; letters of senders
-    // outside the mandate are not shown at all.
-    let clients = match api.ask(&headers, CitizenAction::Clients).await? {
-        CitizenReply::Clients(c) => c,
-        _ => return Err(unexpected()),
-    };
-    if let Some(c) = clients.iter().find(|c| c.mandate == mandate) {
-        inbox = c.inbox;
-    }
-    let Some(inbox) = inbox else {
-        return Err(Problem::refused(
-            ReasonCode::NoMandate,
-            "no mandate of yours for a client with an inbox here".into(),
-        ));
-    };
-    for (id, record) in api.node.inbox_list(&inbox)? {
-        let Some((summary, _)) = api.summary(id, &record) else {
-            continue;
-        };
-        if !decisions.contains_key(&summary.sender) {
-            let d = check_access(&api, &headers, mandate, &summary.sender).await?;
-            decisions.insert(summary.sender.clone(), d);
-        }
-        if decisions.get(&summary.sender).is_some_and(Option::is_some) {
-            out.push(summary);
-        }
-    }
-    out.sort_by_key(|l| std::cmp::Reverse(l.received_at));
-    Ok(Json(out))
+    Ok(Json(api.client_letters_of(&headers, &mandate).await?))
 }
 
 async fn open_client_letter(
@@ -1137,59 +1233,9 @@ async fn open_client_letter(
     headers: HeaderMap,
     Path((mandate, envelope)): Path<(String, String)>,
 ) -> Result<Json<OpenedLetter>, Problem> {
-    let mandate = mandate_id(&mandate)?;
-    let envelope: EnvelopeId = envelope
-        .parse()
-        .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
-    // Which inbox: the client's, as the gateway says now.
-    let clients = match api.ask(&headers, CitizenAction::Clients).await? {
-        CitizenReply::Clients(c) => c,
-        _ => return Err(unexpected()),
-    };
-    let inbox = clients
-        .iter()
-        .find(|c| c.mandate == mandate)
-        .and_then(|c| c.inbox)
-        .ok_or_else(|| Problem::refused(ReasonCode::NoMandate, "no such client here".into()))?;
-    let record = api
-        .node
-        .store()
-        .inbox_get(&inbox, &envelope)
-        .map_err(NodeError::Store)?
-        .ok_or(NodeError::NoSuchLetter)?;
-    let sender = SignedMessage::read_stored(&record.message)
-        .map_err(|_| Problem::from(NodeError::NoSuchLetter))?
-        .letter
-        .sender;
-    // Checked at this access, against the mandates as they stand now.
-    let Some(decision) = check_access(&api, &headers, mandate, &sender).await? else {
-        // Outside the scope the letter does not exist for the representative.
-        return Err(Problem::from(NodeError::NoSuchLetter));
-    };
-    let actor = Actor {
-        role: ActorRole::Representative,
-        representative: Some(decision.representative.clone()),
-        mandate: Some(decision.mandate.to_string()),
-    };
-    let mut record = record;
-    record.message = api.node.open_letter(&inbox, &envelope, actor).await?;
-    record.opened_at = Some(record.opened_at.unwrap_or_else(estafette_pki::now));
-    let (summary, letter) = api
-        .summary(envelope, &record)
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
-    Ok(Json(OpenedLetter {
-        summary,
-        body: letter.body,
-        attachments: letter
-            .attachments
-            .iter()
-            .map(|a| AttachmentSummary {
-                name: a.name.clone(),
-                media_type: a.media_type.clone(),
-                size_bytes: a.content.len(),
-            })
-            .collect(),
-    }))
+    Ok(Json(
+        api.open_client(&headers, &mandate, &envelope).await?.0,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -1224,13 +1270,7 @@ async fn access_log(
     State(api): State<Arc<CitizenApi>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<crate::store::AccessEntry>>, Problem> {
-    let inbox = api.inbox_of(&headers)?;
-    Ok(Json(
-        api.node
-            .store()
-            .access_log(&inbox, MAX_ACCESS_LOG_ENTRIES)
-            .map_err(NodeError::Store)?,
-    ))
+    Ok(Json(api.access_entries(&headers)?))
 }
 
 /// The citizen API's routes.
@@ -1292,9 +1332,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     api: Arc<CitizenApi>,
+    web: Arc<crate::web::Web>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(api);
+    let app =
+        router(api).merge(crate::web::router(web).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
@@ -1339,7 +1381,17 @@ pub async fn start(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("https://{addr}"));
+    // A test identity provider only in a test federation.
+    let test_idp = match &config.test_idp {
+        Some(t) if node.trust().content().test_federation => Some(crate::web::TestIdp {
+            id: t.id.clone(),
+            key: estafette_pki::keys::read_ed25519(&t.key)?,
+        }),
+        Some(_) => anyhow::bail!("test_idp is allowed only in a test federation"),
+        None => None,
+    };
     let api = CitizenApi::new(node, public_url);
-    tracing::info!(%addr, "citizen API listening");
-    Ok((addr, tokio::spawn(serve(listener, tls, api))))
+    let web = crate::web::Web::new(api.clone(), test_idp);
+    tracing::info!(%addr, "citizen API and web inbox listening");
+    Ok((addr, tokio::spawn(serve(listener, tls, api, web))))
 }

@@ -102,6 +102,19 @@ impl CitizenClient {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<(StatusCode, Vec<u8>), CitizenClientError> {
+        let (status, _, body) = self.send_with(method, path, &[], body).await?;
+        Ok((status, body))
+    }
+
+    /// One request with extra headers (a browser's cookies, say); gives
+    /// status, headers and body.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        extra: &[(&str, String)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(StatusCode, axum::http::HeaderMap, Vec<u8>), CitizenClientError> {
         let transport = |e: &dyn std::fmt::Display| CitizenClientError::Transport(e.to_string());
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
@@ -124,6 +137,9 @@ impl CitizenClient {
         if let Some(language) = &self.language {
             builder = builder.header(header::ACCEPT_LANGUAGE, language.as_str());
         }
+        for (name, value) in extra {
+            builder = builder.header(*name, value.as_str());
+        }
         let bytes = match body {
             Some((content_type, bytes)) => {
                 builder = builder.header(header::CONTENT_TYPE, content_type);
@@ -139,13 +155,14 @@ impl CitizenClient {
             .await
             .map_err(|e| transport(&e))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
             .map_err(|e| transport(&e))?
             .to_bytes()
             .to_vec();
-        Ok((status, body))
+        Ok((status, headers, body))
     }
 
     async fn call<T: DeserializeOwned>(

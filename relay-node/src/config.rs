@@ -63,6 +63,18 @@ pub struct CitizenApiConfig {
     /// A certificate for the public name (web PKI); default the node's own.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Test federations only: an identity provider whose key this node
+    /// holds, so that the web login page can log test people in.
+    #[serde(default)]
+    pub test_idp: Option<TestIdpConfig>,
+}
+
+/// A test identity provider's id and signing key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestIdpConfig {
+    pub id: NodeId,
+    pub key: PathBuf,
 }
 
 /// Where the node's certificate, keys and the federation's files are.

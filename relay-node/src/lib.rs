@@ -18,6 +18,7 @@ pub mod node;
 pub mod store;
 pub mod testkit;
 pub mod transport;
+pub mod web;
 
 pub use config::Config;
 pub use node::{Node, NodeError};

@@ -80,6 +80,12 @@ fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) ->
             public_url: None,
             cert: None,
             key: None,
+            test_idp: Some(crate::config::TestIdpConfig {
+                id: NATIONAL_IDP.parse().unwrap(),
+                key: fed
+                    .identity_provider_dir(&NATIONAL_IDP.parse().unwrap())
+                    .join("signing.key.pem"),
+            }),
         }),
         retry: RetryPolicy {
             base_ms: 20,

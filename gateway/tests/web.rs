@@ -1,0 +1,161 @@
+//! The web inbox over real HTTPS: the session cookie's attributes, the
+//! security headers, and a form without its CSRF token refused with 403 and
+//! nothing changed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use estafette_gateway::registry;
+use estafette_relay::citizen_client::CitizenClient;
+use hyper::{Method, StatusCode};
+
+const ANNA: &str = "bsn:999999990";
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A minimal browser: keeps the cookies it is given.
+struct Browser {
+    client: CitizenClient,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn go(
+        &mut self,
+        method: Method,
+        path: &str,
+        form: Option<String>,
+    ) -> (StatusCode, hyper::HeaderMap, String) {
+        let extra = [("cookie", self.cookie_header())];
+        let body = form.map(|f| (FORM, f.into_bytes()));
+        let (status, headers, body) = self
+            .client
+            .send_with(method, path, &extra, body)
+            .await
+            .unwrap();
+        for c in headers.get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let (kv, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            self.cookies.push((k.to_owned(), v.to_owned()));
+        }
+        (status, headers, String::from_utf8(body).unwrap())
+    }
+}
+
+/// The value of the hidden `csrf` field in a page.
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[at..at + 32].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_csrf_and_security_headers() {
+    let w = World::start().await;
+    let mut b = Browser {
+        client: w.citizen(),
+        cookies: vec![],
+    };
+    // Not logged in: to the login page.
+    let (status, headers, _) = b.go(Method::GET, "/", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/login");
+    let (status, headers, login) = b.go(Method::GET, "/login", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert!(login.contains("<html lang=\"nl\""));
+    // A login without the form's token is refused.
+    let (status, _, _) = b
+        .go(
+            Method::POST,
+            "/login",
+            Some(format!("csrf=00&subject={ANNA}")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let token = csrf(&login);
+    let (status, headers, _) = b
+        .go(
+            Method::POST,
+            "/login",
+            Some(format!("csrf={token}&subject=bsn%3A999999990")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "logged in");
+    let session = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("estafette_session="))
+        .unwrap();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    // The inbox; registration with the form's token.
+    let (status, _, inbox) = b.go(Method::GET, "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = csrf(&inbox);
+    let (status, _, _) = b
+        .go(Method::POST, "/register", Some(format!("csrf={token}")))
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // A consent form posted without its token: 403, and nothing changed.
+    let form = "sender=00000001003214345000&digital=true".to_owned();
+    let (status, _, page) = b
+        .go(Method::POST, "/settings/consent", Some(form.clone()))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("Er is niets veranderd"));
+    let (status, _, _) = b
+        .go(
+            Method::POST,
+            "/settings/consent",
+            Some(format!("csrf={}&{form}", "0".repeat(32))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let person = registry::lookup(
+        w.gateway.gateway.node.store().database(),
+        &ANNA.parse().unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(person.digital_senders.is_empty(), "nothing changed");
+    // With the token it works.
+    let (_, _, settings) = b.go(Method::GET, "/settings", None).await;
+    let token = csrf(&settings);
+    let (status, _, _) = b
+        .go(
+            Method::POST,
+            "/settings/consent",
+            Some(format!("csrf={token}&{form}")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let person = registry::lookup(
+        w.gateway.gateway.node.store().database(),
+        &ANNA.parse().unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(person.digital_senders.len(), 1);
+    // The JSON API does not take the cookie: no ambient authority there.
+    let (status, _, _) = b.go(Method::POST, "/v1/all-paper", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // No personal data in URLs: the pages link by opaque ids only.
+    assert!(!settings.contains("999999990"));
+    w.stop().await;
+}
