@@ -96,7 +96,7 @@ async fn log_in(
     idp: &str,
     (family, given): (&str, &str),
 ) -> Result<CitizenClient> {
-    let mut client = CitizenClient::new(addr, home.as_str(), &fed.root_cert_path())?;
+    let mut client = CitizenClient::new(addr, home.as_str(), &fed.web_ca_path())?;
     let mut person = AssertedPerson::test(subject.parse()?);
     person.family_name = family.into();
     person.given_names = given.into();
@@ -376,11 +376,17 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
     let sink = SmtpSink::start().await?;
     let relay = Node::start(node_config(&fed, &relay_id, relay_quic, false)).await?;
     let mut home_config = node_config(&fed, &home_id, home_quic, true);
+    // Browsers do not speak Ed25519: the web inbox gets a P-256 certificate
+    // from the federation's web test CA.
+    let (_, web_cert, web_key) = fed.issue_web_certificate(
+        "home.demo-web",
+        &[home_id.to_string(), "127.0.0.1".into(), "localhost".into()],
+    )?;
     home_config.citizen = Some(estafette_relay::config::CitizenApiConfig {
         listen: free_tcp()?,
         public_url: None,
-        cert: None,
-        key: None,
+        cert: Some(web_cert),
+        key: Some(web_key),
         // The demo federation is a test federation: its web login page
         // logs test people in with the national test provider.
         test_idp: Some(estafette_relay::config::TestIdpConfig {
@@ -690,6 +696,9 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
             "  agency API:   https://{} (server name {gw_id})",
             gateway.https_addr
         );
+        println!(
+            "  web inbox:    https://{citizen_addr}/ (test logins: bsn:999999990 Anna, bsn:111111110 the administrator; the certificate is from the demo's web test CA)"
+        );
         println!("  citizen API:  https://{citizen_addr} (server name {home_id})");
         println!(
             "  log in:       estafette-pki assert --dir {} --idp idp.nl.demo --subject bsn:999999990 --audience {home_id} --out a.cose",
@@ -697,7 +706,7 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         );
         println!(
             "                curl --cacert {} --resolve {home_id}:{}:127.0.0.1 --data-binary @a.cose -H 'content-type: application/cose' https://{home_id}:{}/v1/session",
-            fed.root_cert_path().display(),
+            fed.web_ca_path().display(),
             citizen_addr.port(),
             citizen_addr.port()
         );

@@ -520,6 +520,58 @@ impl Federation {
         Ok(dir)
     }
 
+    /// The web test CA's certificate (see [`Self::issue_web_certificate`]).
+    pub fn web_ca_path(&self) -> PathBuf {
+        self.dir.join("web").join("web-test-ca.crt.pem")
+    }
+
+    /// A browser-facing certificate for `names` (ECDSA P-256, which every
+    /// browser speaks; our federation keys are Ed25519, which browsers do
+    /// not), signed by the federation's *web test CA* (P-256, made on first
+    /// use). For tests and demos: production web inboxes use a certificate
+    /// from the web PKI. Gives (web CA certificate, certificate, key) paths.
+    pub fn issue_web_certificate(
+        &self,
+        label: &str,
+        names: &[String],
+    ) -> Result<(PathBuf, PathBuf, PathBuf), PkiError> {
+        let dir = self.dir.join("web");
+        let ca_cert = self.web_ca_path();
+        let ca_key = dir.join("web-test-ca.key.pem");
+        if !ca_cert.exists() {
+            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let mut params = CertificateParams::default();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "Estafette web test CA");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let cert = params.self_signed(&key)?;
+            keys::write_secret(&ca_key, key.serialize_pem().as_bytes())?;
+            keys::write_public(&ca_cert, cert.pem().as_bytes())?;
+        }
+        let ca_pem = std::fs::read_to_string(&ca_cert).map_err(|source| PkiError::Io {
+            path: ca_cert.clone(),
+            source,
+        })?;
+        let ca_key_pem = std::fs::read_to_string(&ca_key).map_err(|source| PkiError::Io {
+            path: ca_key.clone(),
+            source,
+        })?;
+        let ca_key_pair = KeyPair::from_pem(&ca_key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key_pair)?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name.push(DnType::CommonName, label);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer)?;
+        let cert_path = dir.join(format!("{label}.crt.pem"));
+        let key_path = dir.join(format!("{label}.key.pem"));
+        keys::write_secret(&key_path, key.serialize_pem().as_bytes())?;
+        keys::write_public(&cert_path, cert.pem().as_bytes())?;
+        Ok((ca_cert, cert_path, key_path))
+    }
+
     /// Mints an identity assertion with a test identity provider's key (for
     /// tests and the demo; a production provider signs its own). A fresh
     /// random nonce; valid from `now` for `valid_s` seconds (at most 300).

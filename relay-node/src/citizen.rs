@@ -542,6 +542,22 @@ impl CitizenApi {
         Ok((token, person))
     }
 
+    /// The person's view as the gateway has it now (an e-mail verified in
+    /// another window, say), kept in the session.
+    pub(crate) async fn refresh(&self, headers: &HeaderMap) -> Result<PersonView, Problem> {
+        let token = self.session(headers)?;
+        match self.ask(headers, CitizenAction::SessionStarted).await? {
+            CitizenReply::Person(view) => {
+                self.merge_inboxes(&view).await?;
+                if let Some(s) = self.sessions().get_mut(&token) {
+                    s.person = view.clone();
+                }
+                Ok(view)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
     /// Ends a session.
     pub(crate) fn log_out(&self, token: &[u8; 32]) {
         self.sessions().remove(token);

@@ -75,17 +75,26 @@ pub struct TestFederation {
 fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) -> Config {
     Config {
         admin_listen: Some(free_tcp()),
-        citizen: home.then(|| crate::config::CitizenApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            public_url: None,
-            cert: None,
-            key: None,
-            test_idp: Some(crate::config::TestIdpConfig {
-                id: NATIONAL_IDP.parse().unwrap(),
-                key: fed
-                    .identity_provider_dir(&NATIONAL_IDP.parse().unwrap())
-                    .join("signing.key.pem"),
-            }),
+        citizen: home.then(|| {
+            // Browsers do not speak Ed25519: the web inbox gets a P-256 certificate.
+            let (_, cert, key) = fed
+                .issue_web_certificate(
+                    &format!("{id}-web"),
+                    &[id.to_string(), "127.0.0.1".into(), "localhost".into()],
+                )
+                .unwrap();
+            crate::config::CitizenApiConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                public_url: None,
+                cert: Some(cert),
+                key: Some(key),
+                test_idp: Some(crate::config::TestIdpConfig {
+                    id: NATIONAL_IDP.parse().unwrap(),
+                    key: fed
+                        .identity_provider_dir(&NATIONAL_IDP.parse().unwrap())
+                        .join("signing.key.pem"),
+                }),
+            }
         }),
         retry: RetryPolicy {
             base_ms: 20,

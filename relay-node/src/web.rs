@@ -443,9 +443,14 @@ async fn logout(
     r
 }
 
-fn person(web: &Web, h: &HeaderMap) -> Option<PersonView> {
+/// The session's person, fresh from the gateway (falling back to the
+/// session's copy when the gateway cannot be asked).
+async fn person(web: &Web, h: &HeaderMap) -> Option<PersonView> {
     let token = web.api.session(h).ok()?;
-    web.api.person_of(&token)
+    match web.api.refresh(h).await {
+        Ok(view) => Some(view),
+        Err(_) => web.api.person_of(&token),
+    }
 }
 
 async fn inbox(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
@@ -453,7 +458,7 @@ async fn inbox(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
     let Some((h, s)) = bearer(&headers) else {
         return to_login();
     };
-    let Some(me) = person(&web, &h) else {
+    let Some(me) = person(&web, &h).await else {
         return to_login();
     };
     let letters = if me.inbox.is_some() {
@@ -615,7 +620,7 @@ async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
     let Some((h, s)) = bearer(&headers) else {
         return to_login();
     };
-    let Some(me) = person(&web, &h) else {
+    let Some(me) = person(&web, &h).await else {
         return to_login();
     };
     let csrf = csrf_for(&s);
@@ -665,7 +670,7 @@ async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
                 section aria-labelledby="activate-h" {
                     h2 id="activate-h" { (lang.t("2. Digitale post aanzetten", "2. Switch on digital mail")) }
                     @if me.active {
-                        p { strong { (lang.t("Uw digitale brievenbus staat aan.", "Your digital message box is on.")) } }
+                        p id="active-state" { strong { (lang.t("Uw digitale brievenbus staat aan.", "Your digital message box is on.")) } }
                     } @else {
                         p { (lang.t(
                             "Als u dit aanzet, kunnen afzenders die u hieronder kiest u digitaal schrijven in plaats van op papier. Brieven kunnen gevolgen hebben, bijvoorbeeld een termijn om te betalen. Leest u een brief niet op tijd, dan krijgt u hem ook op papier.",

@@ -69,11 +69,17 @@ impl World {
         }
     }
 
+    /// The gateway's (moved) clock.
+    pub fn clock_now(&self) -> Timestamp {
+        use estafette_gateway::gateway::Clock;
+        self.clock.now()
+    }
+
     pub fn citizen(&self) -> CitizenClient {
         CitizenClient::new(
             self.home.citizen_addr().unwrap(),
             "home.test",
-            &self.fed.fed.root_cert_path(),
+            &self.fed.fed.web_ca_path(),
         )
         .unwrap()
     }

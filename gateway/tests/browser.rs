@@ -1,0 +1,340 @@
+//! The web inbox in a real browser: headless Chromium (Debian's `chromium`
+//! and `chromium-driver`, installed by `scripts/test`) driven over WebDriver.
+//! A person logs in, verifies an e-mail address, activates, chooses digital
+//! mail, reads a letter (ContentHandover appears), switches everything to
+//! paper; a representative logs in and opens a client's letter. axe-core
+//! checks every page in Dutch and English (zero violations of WCAG 2.1 A and
+//! AA), and every page is saved as a screenshot under `target/screenshots/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use estafette_gateway::registry;
+use estafette_relay::testkit::{AGENCY, NATIONAL_IDP, free_tcp};
+use estafette_spec::citizen::MandateGrant;
+use estafette_spec::mandate::{Representative, Rights, SenderScope};
+use estafette_spec::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const ANNA: &str = "bsn:999999990";
+const PIET: &str = "bsn:123456782";
+const AXE: &str = include_str!("assets/axe-4.10.3.min.js");
+
+/// chromedriver on a free loopback port; stopped on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Driver {
+    let port = free_tcp().port();
+    let binary = [
+        "chromedriver",
+        "/usr/bin/chromedriver",
+        "/usr/lib/chromium/chromedriver",
+    ]
+    .into_iter()
+    .find(|b| Command::new(b).arg("--version").output().is_ok())
+    .expect("chromedriver (Debian package chromium-driver, installed by scripts/test)");
+    let child = Command::new(binary)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "chromedriver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver { child, port }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1400", "--lang=nl"]
+        }),
+    );
+    // The test federation's certificate names the node, not 127.0.0.1.
+    caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session")
+}
+
+fn screenshots() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// axe-core on the current page: the WCAG 2.1 A/AA violations, as text.
+async fn axe(c: &Client) -> Vec<String> {
+    c.execute(AXE, vec![]).await.unwrap();
+    let result = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+                .then(r => done(r.violations.map(v => v.id + ' (' + v.nodes.length + '): ' + v.help)));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(result).unwrap()
+}
+
+/// Checks the page with axe and saves a screenshot named `name`.
+async fn check(c: &Client, name: &str) {
+    let violations = axe(c).await;
+    assert!(violations.is_empty(), "{name}: {violations:?}");
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Waits (bounded) until Anna's registry entry satisfies `done`.
+async fn until(w: &World, what: &str, done: impl Fn(&registry::PersonRecord) -> bool) {
+    estafette_relay::testkit::wait_until(what, WAIT, || {
+        registry::lookup(
+            w.gateway.gateway.node.store().database(),
+            &ANNA.parse().unwrap(),
+        )
+        .unwrap()
+        .is_some_and(|p| done(&p))
+    })
+    .await;
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn login(c: &Client, base: &str, who: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    let field = c.find(Locator::Id("subject")).await.unwrap();
+    field.send_keys(who).await.unwrap();
+    click(c, "main form button[type=submit]").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_inbox_in_chromium() {
+    let w = World::start().await;
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    let base = format!("https://{}", w.home.citizen_addr().unwrap());
+
+    // Dutch first (the browser itself asks for English).
+    c.goto(&format!("{base}/language/nl")).await.unwrap();
+    // Log in (the test identity provider's page) and create the box.
+    c.goto(&format!("{base}/login")).await.unwrap();
+    let lang = c
+        .find(Locator::Css("html"))
+        .await
+        .unwrap()
+        .attr("lang")
+        .await
+        .unwrap();
+    assert_eq!(lang.as_deref(), Some("nl"));
+    check(&c, "login-nl").await;
+    login(&c, &base, ANNA).await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("form[action='/register']"))
+        .await
+        .unwrap();
+    check(&c, "inbox-new-nl").await;
+    click(&c, "main form button[type=submit]").await;
+    until(&w, "an inbox", |p| p.inbox.is_some()).await;
+
+    // Settings: an e-mail address, verified from the link in the e-mail.
+    c.goto(&format!("{base}/settings")).await.unwrap();
+    check(&c, "settings-nl").await;
+    c.find(Locator::Id("address"))
+        .await
+        .unwrap()
+        .send_keys("anna@example.nl")
+        .await
+        .unwrap();
+    click(&c, "form[action='/settings/email'] button").await;
+    let mails = w
+        .sink
+        .wait_for(WAIT, |m| m.iter().any(|m| m.to == ["anna@example.nl"]))
+        .await
+        .unwrap();
+    let link = mails[0]
+        .body
+        .lines()
+        .find(|l| l.contains("/verify-email?token="))
+        .unwrap()
+        .trim()
+        .to_owned();
+    c.goto(&link).await.unwrap();
+    c.goto(&format!("{base}/settings")).await.unwrap();
+    // Activation: one explicit button, after the consequences in plain words.
+    click(&c, "form[action='/settings/activate'] button").await;
+    until(&w, "activated by the button", |p| p.active).await;
+    // Digital mail from the agency.
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("active-state"))
+        .await
+        .unwrap();
+    click(&c, &format!("input[id='d-{AGENCY}']")).await;
+    click(&c, &format!("input[value='{AGENCY}'] ~ fieldset button")).await;
+    until(&w, "digital mail from the agency", |p| {
+        !p.digital_senders.is_empty()
+    })
+    .await;
+    c.goto(&format!("{base}/settings")).await.unwrap();
+    check(&c, "settings-active-nl").await;
+
+    // A letter arrives; it stands out in the inbox; reading it is evidence.
+    let (m, channel) = w.send(ANNA, Some(w.clock_now().plus_s(30 * DAY))).await;
+    assert_eq!(channel, "digital");
+    w.wait_for_event(&m, EvidenceEvent::ContentConsignment)
+        .await;
+    c.goto(&format!("{base}/")).await.unwrap();
+    assert!(c.find(Locator::Css(".letter.unread")).await.is_ok());
+    check(&c, "inbox-nl").await;
+    click(&c, ".letter.unread a").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("div.body"))
+        .await
+        .unwrap();
+    check(&c, "letter-nl").await;
+    w.wait_for_event(&m, EvidenceEvent::ContentHandover).await;
+    c.goto(&format!("{base}/access-log")).await.unwrap();
+    check(&c, "access-log-nl").await;
+
+    // The same pages in English.
+    c.goto(&format!("{base}/language/en")).await.unwrap();
+    for (path, name) in [
+        ("/", "inbox-en"),
+        ("/settings", "settings-en"),
+        ("/access-log", "access-log-en"),
+        ("/clients", "clients-empty-en"),
+    ] {
+        c.goto(&format!("{base}{path}")).await.unwrap();
+        let lang = c
+            .find(Locator::Css("html"))
+            .await
+            .unwrap()
+            .attr("lang")
+            .await
+            .unwrap();
+        assert_eq!(lang.as_deref(), Some("en"));
+        check(&c, name).await;
+    }
+    c.goto(&format!("{base}/language/nl")).await.unwrap();
+
+    // Everything on paper, in one step.
+    c.goto(&format!("{base}/settings")).await.unwrap();
+    click(&c, "form[action='/settings/all-paper'] button").await;
+    until(&w, "everything on paper", |p| p.digital_senders.is_empty()).await;
+
+    // A representative: Anna grants Piet a mandate (through the API), Piet
+    // logs in in the browser and opens her letter.
+    let mut anna = w.citizen();
+    anna.login(&w.assertion_by(
+        NATIONAL_IDP,
+        ANNA,
+        "home.test",
+        LevelOfAssurance::Substantial,
+    ))
+    .await
+    .unwrap();
+    let id = anna
+        .grant_mandate(&MandateGrant {
+            representative: Representative {
+                person: PIET.parse().unwrap(),
+                name: "Piet de Vries".into(),
+                organisation: None,
+            },
+            scope: SenderScope::All,
+            rights: Rights {
+                read: true,
+                manage: false,
+            },
+            valid_from: None,
+            valid_until: None,
+            correspondence: false,
+            office_address: None,
+        })
+        .await
+        .unwrap();
+    let mut piet = w.citizen();
+    piet.login(&w.assertion_by(
+        NATIONAL_IDP,
+        PIET,
+        "home.test",
+        LevelOfAssurance::Substantial,
+    ))
+    .await
+    .unwrap();
+    piet.accept_mandate(&id).await.unwrap();
+    click(&c, "header form button").await; // log out
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("subject"))
+        .await
+        .unwrap();
+    login(&c, &base, PIET).await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("main h1"))
+        .await
+        .unwrap();
+    c.goto(&format!("{base}/clients")).await.unwrap();
+    check(&c, "clients-nl").await;
+    click(&c, "main ul a").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(".letter a"))
+        .await
+        .unwrap();
+    check(&c, "client-letters-nl").await;
+    click(&c, ".letter a").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("div.body"))
+        .await
+        .unwrap();
+    check(&c, "client-letter-nl").await;
+    let log = anna.access_log().await.unwrap();
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.actor.representative.as_deref() == Some("Piet de Vries"))
+            .count(),
+        1
+    );
+    c.close().await.unwrap();
+    w.stop().await;
+}
