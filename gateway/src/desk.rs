@@ -110,6 +110,9 @@ impl Gateway {
             Ok(v) => v,
             Err(e) => return refused(e.reason(), e.to_string()),
         };
+        if let CitizenAction::LetterEvidence { message } = &request.action {
+            return self.letter_evidence(&home, &verified.claims.subject, message);
+        }
         if let CitizenAction::SetConsent { sender, .. } = &request.action
             && trust.agency(sender).is_none()
         {
@@ -189,6 +192,42 @@ impl Gateway {
             self.send_verification(mail);
         }
         reply
+    }
+
+    /// The evidence of a letter of the person's, if their inbox is at
+    /// `home` and `home` consigned that letter.
+    fn letter_evidence(
+        &self,
+        home: &NodeId,
+        subject: &Recipient,
+        message: &estafette_spec::MessageId,
+    ) -> CitizenReply {
+        let db = self.node.store().database();
+        let mine = match registry::lookup(db, subject) {
+            Ok(Some(p)) => p.inbox.is_some_and(|i| &i.home_node == home),
+            Ok(None) => false,
+            Err(e) => return refused(ReasonCode::StorageFailure, e.to_string()),
+        };
+        let all = match self.node.store().evidence_for(message) {
+            Ok(all) => all,
+            Err(e) => return refused(ReasonCode::StorageFailure, e.to_string()),
+        };
+        let trust = self.node.trust();
+        let consigned_here = all.iter().any(|b| {
+            estafette_spec::Evidence::read_stored(b).is_ok_and(|v| {
+                v.record.event == estafette_spec::EvidenceEvent::ContentConsignment
+                    && &v.record.issuer == home
+            })
+        });
+        if !mine || !consigned_here {
+            return refused(ReasonCode::NotForThisNode, "no such letter of yours");
+        }
+        CitizenReply::Evidence(
+            estafette_spec::Evidence::order_chain(all, &trust)
+                .into_iter()
+                .map(serde_bytes::ByteBuf::from)
+                .collect(),
+        )
     }
 
     fn send_verification(&self, mail: VerificationMail) {
@@ -839,7 +878,8 @@ fn apply(
         | CitizenAction::Mandates
         | CitizenAction::Clients
         | CitizenAction::CheckAccess { .. }
-        | CitizenAction::SetClientConsent { .. } => {}
+        | CitizenAction::SetClientConsent { .. }
+        | CitizenAction::LetterEvidence { .. } => {}
         CitizenAction::Register {
             language,
             postal_address,

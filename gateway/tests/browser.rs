@@ -231,12 +231,31 @@ async fn the_web_inbox_in_chromium() {
         .unwrap();
     check(&c, "letter-nl").await;
     w.wait_for_event(&m, EvidenceEvent::ContentHandover).await;
+    // The proof: a timeline with every signature checked, and the signed record.
+    click(&c, "a[href$='/evidence']").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("a[download]"))
+        .await
+        .unwrap();
+    let page = c.source().await.unwrap();
+    for step in [
+        "Verstuurd door de afzender",
+        "In uw brievenbus gezet",
+        "Geopend",
+        "klopt",
+    ] {
+        assert!(page.contains(step), "{step} missing from the evidence page");
+    }
+    check(&c, "evidence-nl").await;
+    let letter_url = c.current_url().await.unwrap().to_string();
     c.goto(&format!("{base}/access-log")).await.unwrap();
     check(&c, "access-log-nl").await;
 
     // The same pages in English.
     c.goto(&format!("{base}/language/en")).await.unwrap();
     for (path, name) in [
+        (letter_url.trim_start_matches(&base), "evidence-en"),
         ("/", "inbox-en"),
         ("/settings", "settings-en"),
         ("/access-log", "access-log-en"),
@@ -321,6 +340,7 @@ async fn the_web_inbox_in_chromium() {
         .await
         .unwrap();
     check(&c, "client-letters-nl").await;
+    let client_url = c.current_url().await.unwrap().to_string();
     click(&c, ".letter a").await;
     c.wait()
         .at_most(WAIT)
@@ -328,12 +348,31 @@ async fn the_web_inbox_in_chromium() {
         .await
         .unwrap();
     check(&c, "client-letter-nl").await;
+    let client_letter_url = c.current_url().await.unwrap().to_string();
+    // The representative's pages in English, and the login page.
+    c.goto(&format!("{base}/language/en")).await.unwrap();
+    for (url, name) in [
+        (format!("{base}/clients"), "clients-en"),
+        (client_url, "client-letters-en"),
+        (client_letter_url, "client-letter-en"),
+    ] {
+        c.goto(&url).await.unwrap();
+        check(&c, name).await;
+    }
+    click(&c, "header form button").await; // log out
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("subject"))
+        .await
+        .unwrap();
+    check(&c, "login-en").await;
     let log = anna.access_log().await.unwrap();
     assert_eq!(
         log.iter()
             .filter(|e| e.actor.representative.as_deref() == Some("Piet de Vries"))
             .count(),
-        1
+        2,
+        "the representative's two openings (Dutch and English page)"
     );
     c.close().await.unwrap();
     w.stop().await;

@@ -774,6 +774,22 @@ async fn letters(
     Ok(Json(api.letters_of(&headers)?))
 }
 
+/// A letter's signed evidence: a CBOR array of COSE_Sign1 objects.
+async fn letter_evidence(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    Path(envelope): Path<String>,
+) -> Result<Response, Problem> {
+    let (_, list) = api.letter_evidence(&headers, &envelope).await?;
+    let body = estafette_spec::cbor::to_vec(
+        &list
+            .into_iter()
+            .map(serde_bytes::ByteBuf::from)
+            .collect::<Vec<_>>(),
+    );
+    Ok(([(header::CONTENT_TYPE, "application/cbor")], body).into_response())
+}
+
 async fn open_letter(
     State(api): State<Arc<CitizenApi>>,
     headers: HeaderMap,
@@ -837,6 +853,35 @@ impl CitizenApi {
                 })
                 .collect(),
         })
+    }
+
+    /// The signed evidence of one of the session's letters, from the
+    /// gateway, in chain order.
+    pub(crate) async fn letter_evidence(
+        &self,
+        headers: &HeaderMap,
+        envelope: &str,
+    ) -> Result<(estafette_spec::MessageId, Vec<Vec<u8>>), Problem> {
+        let inbox = self.inbox_of(headers)?;
+        let envelope: EnvelopeId = envelope
+            .parse()
+            .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
+        let record = self
+            .node
+            .store()
+            .inbox_get(&inbox, &envelope)
+            .map_err(NodeError::Store)?
+            .ok_or(NodeError::NoSuchLetter)?;
+        let action = CitizenAction::LetterEvidence {
+            message: record.message_id,
+        };
+        match self.ask(headers, action).await? {
+            CitizenReply::Evidence(list) => Ok((
+                record.message_id,
+                list.into_iter().map(|b| b.into_vec()).collect(),
+            )),
+            _ => Err(unexpected()),
+        }
     }
 
     /// The session's inbox's access log.
@@ -1321,6 +1366,7 @@ pub fn router(api: Arc<CitizenApi>) -> axum::Router {
         .route("/v1/history", get(history))
         .route("/v1/letters", get(letters))
         .route("/v1/letters/{envelope}", get(open_letter))
+        .route("/v1/letters/{envelope}/evidence", get(letter_evidence))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(localize_problems))
         .with_state(api)

@@ -610,9 +610,130 @@ fn letter_page(
                 "Dat u deze brief hebt geopend, is vastgelegd. De afzender kan dat zien.",
                 "That you opened this letter has been recorded. The sender can see it."
             )) }
+            @if client.is_none() {
+                p { a href=(format!("/letters/{}/evidence", l.summary.envelope_id)) {
+                    (lang.t("Bekijk het bewijs van verzending en bezorging", "See the proof of sending and delivery"))
+                } }
+            }
             p { a href="/" { (lang.t("Terug naar uw brieven", "Back to your letters")) } }
         },
     )
+}
+
+async fn evidence(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path(envelope): Path<String>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = bearer(&headers) else {
+        return to_login();
+    };
+    let (message, list) = match web.api.letter_evidence(&h, &envelope).await {
+        Ok(x) => x,
+        Err(p) => return problem_page(lang, Some(&s), &p),
+    };
+    let trust = web.api.node.trust();
+    let rows: Vec<(String, String, String, bool)> = list
+        .iter()
+        .map(|b| match estafette_spec::Evidence::verify(b, &trust) {
+            Ok(v) => (
+                date(lang, v.record.issued_at),
+                event_text(lang, v.record.event).to_owned(),
+                v.record.issuer.to_string(),
+                true,
+            ),
+            Err(_) => (String::new(), "?".into(), String::new(), false),
+        })
+        .collect();
+    let chain_ok = estafette_spec::Evidence::verify_chain(&list, &trust).is_ok();
+    page(
+        lang,
+        lang.t(
+            "Bewijs van verzending en bezorging",
+            "Proof of sending and delivery",
+        ),
+        Some(&s),
+        html! {
+            p { (lang.t(
+                "Elke stap is ondertekend door wie hem zette. U mag dit bewijs bewaren.",
+                "Every step is signed by whoever took it. You may keep this proof."
+            )) }
+            table {
+                caption { (lang.t("Wat er met uw brief gebeurde", "What happened to your letter")) }
+                thead { tr {
+                    th scope="col" { (lang.t("Wanneer", "When")) }
+                    th scope="col" { (lang.t("Wat", "What")) }
+                    th scope="col" { (lang.t("Door", "By")) }
+                    th scope="col" { (lang.t("Handtekening", "Signature")) }
+                } }
+                tbody {
+                    @for (when, what, by, ok) in &rows {
+                        tr {
+                            td { (when) } td { (what) } td { (by) }
+                            td { (if *ok { lang.t("klopt", "valid") } else { lang.t("klopt niet", "not valid") }) }
+                        }
+                    }
+                }
+            }
+            p { (if chain_ok {
+                lang.t("De stappen sluiten op elkaar aan.", "The steps link up.")
+            } else {
+                lang.t("De stappen sluiten niet op elkaar aan.", "The steps do not link up.")
+            }) }
+            p { a href=(format!("/letters/{envelope}/evidence.cbor")) download=(format!("bewijs-{message}.cbor")) {
+                (lang.t("Download het ondertekende bewijs", "Download the signed proof"))
+            } }
+        },
+    )
+}
+
+fn event_text(lang: Lang, event: estafette_spec::EvidenceEvent) -> &'static str {
+    use estafette_spec::EvidenceEvent as E;
+    match event {
+        E::SubmissionAcceptance => lang.t("Verstuurd door de afzender", "Sent by the sender"),
+        E::SubmissionRejection => lang.t("Niet aangenomen", "Not accepted"),
+        E::RelayAcceptance => lang.t("Doorgegeven", "Passed on"),
+        E::RelayRejection => lang.t("Niet doorgegeven", "Not passed on"),
+        E::RelayFailure => lang.t("Niet bezorgd", "Not delivered"),
+        E::ContentConsignment => lang.t("In uw brievenbus gezet", "Put in your message box"),
+        E::ConsignmentNotification => {
+            lang.t("U hebt een e-mail gekregen", "You were sent an e-mail")
+        }
+        E::ConsignmentNotificationFailure => {
+            lang.t("E-mail kwam niet aan", "E-mail did not arrive")
+        }
+        E::ContentHandover => lang.t("Geopend", "Opened"),
+        E::PaperFallback => lang.t("Op papier verstuurd", "Sent on paper"),
+    }
+}
+
+async fn evidence_download(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path(envelope): Path<String>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = bearer(&headers) else {
+        return to_login();
+    };
+    match web.api.letter_evidence(&h, &envelope).await {
+        Ok((message, list)) => {
+            let body = estafette_spec::cbor::to_vec(
+                &list
+                    .into_iter()
+                    .map(serde_bytes::ByteBuf::from)
+                    .collect::<Vec<_>>(),
+            );
+            let disposition = format!("attachment; filename=\"bewijs-{message}.cbor\"");
+            let mut r = ([(header::CONTENT_TYPE, "application/cbor")], body).into_response();
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            secure_headers(r)
+        }
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
 }
 
 async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
@@ -915,6 +1036,8 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/logout", post(logout))
         .route("/register", post(register))
         .route("/letters/{envelope}", get(letter))
+        .route("/letters/{envelope}/evidence", get(evidence))
+        .route("/letters/{envelope}/evidence.cbor", get(evidence_download))
         .route("/settings", get(settings))
         .route("/settings/email", post(set_email))
         .route("/settings/activate", post(activate))

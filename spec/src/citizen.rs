@@ -140,6 +140,9 @@ pub enum CitizenAction {
     /// May the person, as representative under `mandate`, read a letter
     /// from `sender` now? Asked at every access.
     CheckAccess { mandate: MandateId, sender: Oin },
+    /// The evidence of one of the person's letters (the signed record the
+    /// recipient may have), in chain order.
+    LetterEvidence { message: crate::ids::MessageId },
     /// A representative with the right to manage sets the client's consent
     /// for a sender within the mandate's scope.
     SetClientConsent {
@@ -197,6 +200,7 @@ impl CitizenAction {
                 | CitizenAction::Mandates
                 | CitizenAction::Clients
                 | CitizenAction::CheckAccess { .. }
+                | CitizenAction::LetterEvidence { .. }
         )
     }
 
@@ -385,6 +389,8 @@ pub enum CitizenReply {
     Mandate(MandateId),
     Clients(Vec<ClientView>),
     Access(AccessDecision),
+    /// Signed evidence objects (COSE_Sign1), in chain order.
+    Evidence(Vec<serde_bytes::ByteBuf>),
     Refused {
         reason: ReasonCode,
         detail: String,
