@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use estafette_gateway::registry;
 use estafette_relay::testkit::{AGENCY, NATIONAL_IDP, free_tcp};
-use estafette_spec::citizen::MandateGrant;
-use estafette_spec::mandate::{Representative, Rights, SenderScope};
 use estafette_spec::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 
@@ -163,6 +161,45 @@ async fn the_web_inbox_in_chromium() {
         .unwrap();
     assert_eq!(lang.as_deref(), Some("nl"));
     check(&c, "login-nl").await;
+    // The keyboard alone: the first Tab lands on the skip link, Enter goes to
+    // the content.
+    let body = c.find(Locator::Css("body")).await.unwrap();
+    body.send_keys(&fantoccini::key::Key::Tab.to_string())
+        .await
+        .unwrap();
+    let focused = c
+        .execute("return document.activeElement.className", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        focused,
+        serde_json::json!("skip"),
+        "the skip link comes first"
+    );
+    c.execute("document.activeElement.click()", vec![])
+        .await
+        .unwrap();
+    let target = c.execute("return location.hash", vec![]).await.unwrap();
+    assert_eq!(target, serde_json::json!("#main"));
+    // At 200% text size nothing needs sideways scrolling.
+    c.execute("document.documentElement.style.fontSize = '225%'", vec![])
+        .await
+        .unwrap();
+    let overflow = c
+        .execute(
+            "return document.documentElement.scrollWidth > document.documentElement.clientWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        overflow,
+        serde_json::json!(false),
+        "no horizontal scrolling at 200%"
+    );
+    c.execute("document.documentElement.style.fontSize = ''", vec![])
+        .await
+        .unwrap();
     login(&c, &base, ANNA).await;
     c.wait()
         .at_most(WAIT)
@@ -259,6 +296,7 @@ async fn the_web_inbox_in_chromium() {
         ("/", "inbox-en"),
         ("/settings", "settings-en"),
         ("/access-log", "access-log-en"),
+        ("/representatives", "representatives-en"),
         ("/clients", "clients-empty-en"),
     ] {
         c.goto(&format!("{base}{path}")).await.unwrap();
@@ -279,46 +317,28 @@ async fn the_web_inbox_in_chromium() {
     click(&c, "form[action='/settings/all-paper'] button").await;
     until(&w, "everything on paper", |p| p.digital_senders.is_empty()).await;
 
-    // A representative: Anna grants Piet a mandate (through the API), Piet
-    // logs in in the browser and opens her letter.
-    let mut anna = w.citizen();
-    anna.login(&w.assertion_by(
-        NATIONAL_IDP,
-        ANNA,
-        "home.test",
-        LevelOfAssurance::Substantial,
-    ))
-    .await
-    .unwrap();
-    let id = anna
-        .grant_mandate(&MandateGrant {
-            representative: Representative {
-                person: PIET.parse().unwrap(),
-                name: "Piet de Vries".into(),
-                organisation: None,
-            },
-            scope: SenderScope::All,
-            rights: Rights {
-                read: true,
-                manage: false,
-            },
-            valid_from: None,
-            valid_until: None,
-            correspondence: false,
-            office_address: None,
-        })
+    // A representative: Anna asks Piet to help (the web form), Piet logs in,
+    // accepts, and opens her letter.
+    c.goto(&format!("{base}/representatives")).await.unwrap();
+    c.find(Locator::Id("rep-name"))
+        .await
+        .unwrap()
+        .send_keys("Piet de Vries")
         .await
         .unwrap();
-    let mut piet = w.citizen();
-    piet.login(&w.assertion_by(
-        NATIONAL_IDP,
-        PIET,
-        "home.test",
-        LevelOfAssurance::Substantial,
-    ))
-    .await
-    .unwrap();
-    piet.accept_mandate(&id).await.unwrap();
+    c.find(Locator::Id("rep-id"))
+        .await
+        .unwrap()
+        .send_keys(PIET)
+        .await
+        .unwrap();
+    click(&c, "form[action='/representatives'] button").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("form[action='/representatives/revoke']"))
+        .await
+        .unwrap();
+    check(&c, "representatives-nl").await;
     click(&c, "header form button").await; // log out
     c.wait()
         .at_most(WAIT)
@@ -331,6 +351,23 @@ async fn the_web_inbox_in_chromium() {
         .for_element(Locator::Css("main h1"))
         .await
         .unwrap();
+    c.goto(&format!("{base}/clients")).await.unwrap();
+    check(&c, "clients-accept-nl").await;
+    click(&c, "form[action='/clients/accept'] button").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("main ul a"))
+        .await
+        .unwrap();
+    let mut anna = w.citizen();
+    anna.login(&w.assertion_by(
+        NATIONAL_IDP,
+        ANNA,
+        "home.test",
+        LevelOfAssurance::Substantial,
+    ))
+    .await
+    .unwrap();
     c.goto(&format!("{base}/clients")).await.unwrap();
     check(&c, "clients-nl").await;
     click(&c, "main ul a").await;

@@ -431,6 +431,15 @@ impl CitizenApi {
         self.ask_gateway(Some(assertion), action).await
     }
 
+    /// A mandate change for the web inbox.
+    pub(crate) async fn ask_change(
+        &self,
+        headers: &HeaderMap,
+        action: CitizenAction,
+    ) -> Result<MandateId, Problem> {
+        self.mandate_change(headers, action).await
+    }
+
     /// A change about mandates, with a fresh assertion; gives the mandate id.
     async fn mandate_change(
         &self,

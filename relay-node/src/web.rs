@@ -187,6 +187,7 @@ fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Respons
                             @if session.is_some() {
                                 li { a href="/" { (lang.t("Brieven", "Letters")) } }
                                 li { a href="/settings" { (lang.t("Instellingen", "Settings")) } }
+                                li { a href="/representatives" { (lang.t("Wie helpt mij", "Who helps me")) } }
                                 li { a href="/access-log" { (lang.t("Wie las mijn post", "Who read my mail")) } }
                                 li { a href="/clients" { (lang.t("Mijn cliënten", "My clients")) } }
                             }
@@ -441,6 +442,15 @@ async fn logout(
         ),
     );
     r
+}
+
+/// Whether `who` is the session's person.
+fn person_is(web: &Web, h: &HeaderMap, who: &Recipient) -> bool {
+    web.api
+        .session(h)
+        .ok()
+        .and_then(|t| web.api.person_of(&t))
+        .is_some_and(|p| &p.recipient == who)
 }
 
 /// The session's person, fresh from the gateway (falling back to the
@@ -950,6 +960,188 @@ async fn access_log(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response
     )
 }
 
+async fn representatives(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = bearer(&headers) else {
+        return to_login();
+    };
+    let mandates = match web.api.ask(&h, CitizenAction::Mandates).await {
+        Ok(CitizenReply::Mandates(m)) => m,
+        Ok(_) => vec![],
+        Err(p) => return problem_page(lang, Some(&s), &p),
+    };
+    let Some(me) = person(&web, &h).await else {
+        return to_login();
+    };
+    let given: Vec<_> = mandates
+        .iter()
+        .filter(|m| m.holder == me.recipient)
+        .collect();
+    let csrf = csrf_for(&s);
+    let now = estafette_pki::now();
+    page(
+        lang,
+        lang.t("Wie helpt mij", "Who helps me"),
+        Some(&s),
+        html! {
+            p { (lang.t(
+                "Iemand die u helpt, kan uw brieven lezen. U kiest zelf wie, en u kunt dat altijd weer stoppen. U ziet bij 'Wie las mijn post' elke keer dat iemand een brief opende.",
+                "Someone who helps you can read your letters. You choose who, and you can always stop it. 'Who read my mail' shows every time someone opened a letter."
+            )) }
+            @if given.is_empty() {
+                p { (lang.t("Niemand helpt u nu.", "Nobody helps you now.")) }
+            } @else {
+                ul class="letters" {
+                    @for m in &given {
+                        li class="letter" {
+                            strong { (m.representative.label()) }
+                            p { (match (m.is_legal(), m.stands(now), m.accepted, lang) {
+                                (true, _, _, Lang::Nl) => "Aangesteld door de rechter",
+                                (true, _, _, Lang::En) => "Appointed by the court",
+                                (false, true, _, Lang::Nl) => "Helpt u nu",
+                                (false, true, _, Lang::En) => "Helps you now",
+                                (false, false, false, Lang::Nl) => "Moet nog accepteren",
+                                (false, false, false, Lang::En) => "Has yet to accept",
+                                (false, false, true, Lang::Nl) => "Gestopt",
+                                (false, false, true, Lang::En) => "Stopped",
+                            }) }
+                            @if !m.is_legal() && m.revoked_at.is_none() {
+                                form method="post" action="/representatives/revoke" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    input type="hidden" name="id" value=(m.id.to_string());
+                                    button type="submit" { (lang.t("Stop deze hulp", "Stop this help")) " " span class="visually-hidden" { (m.representative.label()) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { (lang.t("Iemand vragen u te helpen", "Ask someone to help you")) }
+            form method="post" action="/representatives" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="rep-name" { (lang.t("Naam van wie u helpt", "Name of your helper")) }
+                input type="text" id="rep-name" name="name" autocomplete="off" required;
+                label for="rep-id" { (lang.t("Burgerservicenummer van die persoon", "That person's citizen service number")) }
+                p class="hint" id="rep-id-hint" { (lang.t("Bijvoorbeeld bsn:123456782", "For example bsn:123456782")) }
+                input type="text" id="rep-id" name="person" autocomplete="off" aria-describedby="rep-id-hint" required;
+                button type="submit" { (lang.t("Vraag deze persoon mijn brieven te lezen", "Ask this person to read my letters")) }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct GrantForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    person: String,
+}
+
+async fn grant(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<GrantForm>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = checked(&headers, &f.csrf) else {
+        return forbidden(lang);
+    };
+    let Ok(person) = f.person.trim().parse::<Recipient>() else {
+        return problem_page(
+            lang,
+            Some(&s),
+            &Problem {
+                status: StatusCode::BAD_REQUEST,
+                code: "malformed".into(),
+                detail: "not a valid identifier".into(),
+            },
+        );
+    };
+    let grant = estafette_spec::citizen::MandateGrant {
+        representative: estafette_spec::mandate::Representative {
+            person,
+            name: f.name.trim().to_owned(),
+            organisation: None,
+        },
+        scope: estafette_spec::mandate::SenderScope::All,
+        rights: estafette_spec::mandate::Rights {
+            read: true,
+            manage: false,
+        },
+        valid_from: None,
+        valid_until: None,
+        correspondence: false,
+        office_address: None,
+    };
+    match web
+        .api
+        .ask_change(&h, CitizenAction::GrantMandate { grant })
+        .await
+    {
+        Ok(_) => Redirect::to("/representatives").into_response(),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    id: String,
+}
+
+async fn revoke(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = checked(&headers, &f.csrf) else {
+        return forbidden(lang);
+    };
+    let Ok(id) = f.id.parse() else {
+        return forbidden(lang);
+    };
+    match web
+        .api
+        .ask_change(&h, CitizenAction::RevokeMandate { id })
+        .await
+    {
+        Ok(_) => Redirect::to("/representatives").into_response(),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
+}
+
+#[derive(Deserialize)]
+struct AcceptForm {
+    #[serde(default)]
+    csrf: String,
+    id: String,
+}
+
+async fn accept(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<AcceptForm>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = checked(&headers, &f.csrf) else {
+        return forbidden(lang);
+    };
+    let Ok(id) = f.id.parse() else {
+        return forbidden(lang);
+    };
+    match web
+        .api
+        .ask_change(&h, CitizenAction::AcceptMandate { id })
+        .await
+    {
+        Ok(_) => Redirect::to("/clients").into_response(),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
+}
+
 async fn clients(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
     let lang = lang_of(&headers);
     let Some((h, s)) = bearer(&headers) else {
@@ -960,11 +1152,30 @@ async fn clients(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
         Ok(_) => vec![],
         Err(p) => return problem_page(lang, Some(&s), &p),
     };
+    // Mandates granted to me that I have not accepted yet.
+    let pending: Vec<estafette_spec::mandate::Mandate> =
+        match web.api.ask(&h, CitizenAction::Mandates).await {
+            Ok(CitizenReply::Mandates(m)) => m
+                .into_iter()
+                .filter(|m| !m.accepted && m.revoked_at.is_none() && !m.is_legal())
+                .filter(|m| person_is(&web, &h, &m.representative.person))
+                .collect(),
+            _ => vec![],
+        };
+    let csrf = csrf_for(&s);
     page(
         lang,
         lang.t("Mijn cliënten", "My clients"),
         Some(&s),
         html! {
+            @for m in &pending {
+                form method="post" action="/clients/accept" class="notice" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="id" value=(m.id.to_string());
+                    p { (lang.t("Iemand vraagt u om te helpen met zijn of haar brieven.", "Someone asks you to help with their letters.")) }
+                    button type="submit" { (lang.t("Ja, ik help", "Yes, I will help")) }
+                }
+            }
             @if list.is_empty() {
                 p { (lang.t("U vertegenwoordigt niemand.", "You do not represent anyone.")) }
             } @else {
@@ -1045,6 +1256,9 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/settings/all-paper", post(all_paper))
         .route("/access-log", get(access_log))
         .route("/clients", get(clients))
+        .route("/clients/accept", post(accept))
+        .route("/representatives", get(representatives).post(grant))
+        .route("/representatives/revoke", post(revoke))
         .route("/clients/{mandate}", get(client))
         .route("/clients/{mandate}/letters/{envelope}", get(client_letter))
         .route("/language/{code}", get(language))
