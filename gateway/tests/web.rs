@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use estafette_gateway::registry;
 use estafette_relay::citizen_client::CitizenClient;
+use estafette_spec::*;
 use hyper::{Method, StatusCode};
 
 const ANNA: &str = "bsn:999999990";
@@ -134,9 +135,44 @@ async fn cookies_csrf_and_security_headers() {
     .unwrap()
     .unwrap();
     assert!(person.digital_senders.is_empty(), "nothing changed");
-    // With the token it works.
+    // With the token it works: an e-mail address (verified by its link),
+    // activation, and the choice.
     let (_, _, settings) = b.go(Method::GET, "/settings", None).await;
     let token = csrf(&settings);
+    let (status, _, _) = b
+        .go(
+            Method::POST,
+            "/settings/email",
+            Some(format!("csrf={token}&address=anna%40example.nl")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let mails = w
+        .sink
+        .wait_for(WAIT, |m| m.iter().any(|m| m.to == ["anna@example.nl"]))
+        .await
+        .unwrap();
+    let link = mails[0]
+        .body
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once("/verify-email")
+                .map(|(_, t)| t.to_owned())
+        })
+        .unwrap();
+    let (status, _, _) = b
+        .go(Method::GET, &format!("/verify-email{link}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = b
+        .go(
+            Method::POST,
+            "/settings/activate",
+            Some(format!("csrf={token}")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
     let (status, _, _) = b
         .go(
             Method::POST,
@@ -152,6 +188,79 @@ async fn cookies_csrf_and_security_headers() {
     .unwrap()
     .unwrap();
     assert_eq!(person.digital_senders.len(), 1);
+    // An attachment: only of an opened letter, and always as a download.
+    let mut letter = Letter {
+        message_id: MessageId::random(&mut rand_core::OsRng),
+        sender: "00000001003214345000".parse().unwrap(),
+        recipient: ANNA.parse().unwrap(),
+        created_at: estafette_pki::now(),
+        subject: "Met bijlage".into(),
+        body: "Zie de bijlage.".into(),
+        attachments: vec![],
+        nature: Nature::Information,
+        legal_effect: false,
+        expected_action: "Geen".into(),
+        response_deadline: None,
+        language: "nl".into(),
+        sender_reference: "B-1".into(),
+    };
+    letter.attachments.push(Attachment {
+        name: "<i>bijlage.html".into(),
+        media_type: "text/html".into(),
+        content: b"<script>alert(1)</script>".to_vec(),
+    });
+    let (m, _) = w.send_letter(letter).await;
+    w.wait_for_event(&m, EvidenceEvent::ContentConsignment)
+        .await;
+    let envelope = w
+        .records(&m)
+        .iter()
+        .find_map(|r| r.envelope_id)
+        .unwrap()
+        .to_string();
+    let (status, _, _) = b
+        .go(
+            Method::GET,
+            &format!("/letters/{envelope}/attachments/0"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "not before the letter is opened"
+    );
+    let (status, _, page) = b
+        .go(Method::GET, &format!("/letters/{envelope}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !page.contains("<i>bijlage") && page.contains("&lt;i&gt;bijlage"),
+        "names are escaped"
+    );
+    let (status, headers, body) = b
+        .go(
+            Method::GET,
+            &format!("/letters/{envelope}/attachments/0"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "<script>alert(1)</script>");
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert!(
+        headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;")
+    );
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+
     // The JSON API does not take the cookie: no ambient authority there.
     let (status, _, _) = b.go(Method::POST, "/v1/all-paper", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -893,6 +893,38 @@ impl CitizenApi {
         }
     }
 
+    /// An attachment (name, content) of one of the session's letters that
+    /// was opened (the opening is the handover).
+    pub(crate) fn attachment(
+        &self,
+        headers: &HeaderMap,
+        envelope: &str,
+        index: usize,
+    ) -> Result<(String, Vec<u8>), Problem> {
+        let inbox = self.inbox_of(headers)?;
+        let envelope: EnvelopeId = envelope
+            .parse()
+            .map_err(|_| Problem::from(NodeError::NoSuchLetter))?;
+        let record = self
+            .node
+            .store()
+            .inbox_get(&inbox, &envelope)
+            .map_err(NodeError::Store)?
+            .ok_or(NodeError::NoSuchLetter)?;
+        if record.opened_at.is_none() {
+            return Err(Problem::from(NodeError::NoSuchLetter));
+        }
+        let letter = SignedMessage::read_stored(&record.message)
+            .map_err(|_| Problem::from(NodeError::NoSuchLetter))?
+            .letter;
+        let a = letter
+            .attachments
+            .into_iter()
+            .nth(index)
+            .ok_or_else(|| Problem::from(NodeError::NoSuchLetter))?;
+        Ok((a.name, a.content))
+    }
+
     /// The session's inbox's access log.
     pub(crate) fn access_entries(
         &self,

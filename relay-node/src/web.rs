@@ -614,7 +614,18 @@ fn letter_page(
             div class="body" { (l.body) }
             @if !l.attachments.is_empty() {
                 h2 { (lang.t("Bijlagen", "Attachments")) }
-                ul { @for a in &l.attachments { li { (a.name) " (" (a.size_bytes) " bytes)" } } }
+                ul {
+                    @for (i, a) in l.attachments.iter().enumerate() {
+                        li {
+                            @if client.is_none() {
+                                a href=(format!("/letters/{}/attachments/{i}", l.summary.envelope_id)) download=(a.name) { (a.name) }
+                            } @else {
+                                (a.name)
+                            }
+                            " (" (a.size_bytes) " bytes)"
+                        }
+                    }
+                }
             }
             p { (lang.t(
                 "Dat u deze brief hebt geopend, is vastgelegd. De afzender kan dat zien.",
@@ -715,6 +726,49 @@ fn event_text(lang: Lang, event: estafette_spec::EvidenceEvent) -> &'static str 
         }
         E::ContentHandover => lang.t("Geopend", "Opened"),
         E::PaperFallback => lang.t("Op papier verstuurd", "Sent on paper"),
+    }
+}
+
+/// An attachment of one of the session's letters, always as a download (an
+/// agency's file never runs on this site).
+async fn attachment(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path((envelope, index)): Path<(String, usize)>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = bearer(&headers) else {
+        return to_login();
+    };
+    let found = web.api.attachment(&h, &envelope, index);
+    match found {
+        Ok((name, content)) => {
+            let safe: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let mut r = (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                content,
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            let mut r = secure_headers(r);
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("sandbox; default-src 'none'"),
+            );
+            r
+        }
+        Err(p) => problem_page(lang, Some(&s), &p),
     }
 }
 
@@ -1248,6 +1302,7 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/register", post(register))
         .route("/letters/{envelope}", get(letter))
         .route("/letters/{envelope}/evidence", get(evidence))
+        .route("/letters/{envelope}/attachments/{index}", get(attachment))
         .route("/letters/{envelope}/evidence.cbor", get(evidence_download))
         .route("/settings", get(settings))
         .route("/settings/email", post(set_email))

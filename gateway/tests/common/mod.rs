@@ -146,6 +146,12 @@ impl World {
             language: "nl".into(),
             sender_reference: "AANSLAG-1".into(),
         };
+        self.send_letter(letter).await
+    }
+
+    /// Seals and submits a letter as its sender; gives its id and channel.
+    pub async fn send_letter(&self, letter: Letter) -> (MessageId, String) {
+        let sender = letter.sender.to_string();
         let key = keys::read_ed25519(
             &self
                 .fed
