@@ -286,6 +286,14 @@ async fn the_web_inbox_in_chromium() {
     }
     check(&c, "evidence-nl").await;
     let letter_url = c.current_url().await.unwrap().to_string();
+    let holder_letter = letter_url.trim_end_matches("/evidence").to_owned();
+    // A page for something that does not exist.
+    c.goto(&format!(
+        "{base}/letters/env-00000000000000000000000000000000"
+    ))
+    .await
+    .unwrap();
+    check(&c, "not-found-nl").await;
     c.goto(&format!("{base}/access-log")).await.unwrap();
     check(&c, "access-log-nl").await;
 
@@ -293,6 +301,11 @@ async fn the_web_inbox_in_chromium() {
     c.goto(&format!("{base}/language/en")).await.unwrap();
     for (path, name) in [
         (letter_url.trim_start_matches(&base), "evidence-en"),
+        (holder_letter.trim_start_matches(&base), "letter-en"),
+        (
+            "/letters/env-00000000000000000000000000000000",
+            "not-found-en",
+        ),
         ("/", "inbox-en"),
         ("/settings", "settings-en"),
         ("/access-log", "access-log-en"),

@@ -50,11 +50,38 @@ pub struct TestIdp {
     pub key: SigningKey,
 }
 
+/// A fixed-window limit: at most `max` events per `window`.
+pub struct RateLimit {
+    max: u32,
+    window: Duration,
+    state: Mutex<(Instant, u32)>,
+}
+
+impl RateLimit {
+    pub fn new(max: u32, window: Duration) -> RateLimit {
+        RateLimit {
+            max,
+            window,
+            state: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// One more event at `now`; false past the limit of the current window.
+    pub fn allow(&self, now: Instant) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(s.0) >= self.window {
+            *s = (now, 0);
+        }
+        s.1 = s.1.saturating_add(1);
+        s.1 <= self.max
+    }
+}
+
 /// The web inbox's state.
 pub struct Web {
     api: Arc<CitizenApi>,
     test_idp: Option<TestIdp>,
-    logins: Mutex<(Instant, u32)>,
+    logins: RateLimit,
 }
 
 impl Web {
@@ -62,18 +89,13 @@ impl Web {
         Arc::new(Web {
             api,
             test_idp,
-            logins: Mutex::new((Instant::now(), 0)),
+            logins: RateLimit::new(MAX_LOGINS_PER_MINUTE, Duration::from_secs(60)),
         })
     }
 
     /// One more login attempt; false past the limit of this minute.
     fn login_allowed(&self) -> bool {
-        let mut l = self.logins.lock().unwrap_or_else(|p| p.into_inner());
-        if l.0.elapsed() > Duration::from_secs(60) {
-            *l = (Instant::now(), 0);
-        }
-        l.1 += 1;
-        l.1 <= MAX_LOGINS_PER_MINUTE
+        self.logins.allow(Instant::now())
     }
 }
 
@@ -1319,4 +1341,27 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/language/{code}", get(language))
         .route("/static/style.css", get(style))
         .with_state(web)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_are_limited_per_window() {
+        let limit = RateLimit::new(3, Duration::from_secs(60));
+        let t = Instant::now();
+        assert!((0..3).all(|_| limit.allow(t)));
+        assert!(!limit.allow(t), "the fourth in the minute is refused");
+        assert!(!limit.allow(t + Duration::from_secs(59)));
+        assert!(limit.allow(t + Duration::from_secs(60)), "a new minute");
+    }
+
+    #[test]
+    fn csrf_tokens_are_bound_to_the_session() {
+        let a = csrf_for(&"a".repeat(64));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, csrf_for(&"b".repeat(64)));
+        assert_eq!(a, csrf_for(&"a".repeat(64)));
+    }
 }
