@@ -125,6 +125,15 @@ async fn until(w: &World, what: &str, done: impl Fn(&registry::PersonRecord) -> 
     .await;
 }
 
+/// Waits (bounded) until the page shows an element matching `css`.
+async fn wait_css(c: &Client, css: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap();
+}
+
 async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await
@@ -201,11 +210,7 @@ async fn the_web_inbox_in_chromium() {
         .await
         .unwrap();
     login(&c, &base, ANNA).await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("form[action='/register']"))
-        .await
-        .unwrap();
+    wait_css(&c, "form[action='/register']").await;
     check(&c, "inbox-new-nl").await;
     click(&c, "main form button[type=submit]").await;
     until(&w, "an inbox", |p| p.inbox.is_some()).await;
@@ -238,11 +243,7 @@ async fn the_web_inbox_in_chromium() {
     click(&c, "form[action='/settings/activate'] button").await;
     until(&w, "activated by the button", |p| p.active).await;
     // Digital mail from the agency.
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("active-state"))
-        .await
-        .unwrap();
+    wait_css(&c, "#active-state").await;
     click(&c, &format!("input[id='d-{AGENCY}']")).await;
     click(&c, &format!("input[value='{AGENCY}'] ~ fieldset button")).await;
     until(&w, "digital mail from the agency", |p| {
@@ -261,20 +262,12 @@ async fn the_web_inbox_in_chromium() {
     assert!(c.find(Locator::Css(".letter.unread")).await.is_ok());
     check(&c, "inbox-nl").await;
     click(&c, ".letter.unread a").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("div.body"))
-        .await
-        .unwrap();
+    wait_css(&c, "div.body").await;
     check(&c, "letter-nl").await;
     w.wait_for_event(&m, EvidenceEvent::ContentHandover).await;
     // The proof: a timeline with every signature checked, and the signed record.
     click(&c, "a[href$='/evidence']").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("a[download]"))
-        .await
-        .unwrap();
+    wait_css(&c, "a[download]").await;
     let page = c.source().await.unwrap();
     for step in [
         "Verstuurd door de afzender",
@@ -346,32 +339,16 @@ async fn the_web_inbox_in_chromium() {
         .await
         .unwrap();
     click(&c, "form[action='/representatives'] button").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("form[action='/representatives/revoke']"))
-        .await
-        .unwrap();
+    wait_css(&c, "form[action='/representatives/revoke']").await;
     check(&c, "representatives-nl").await;
     click(&c, "header form button").await; // log out
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("subject"))
-        .await
-        .unwrap();
+    wait_css(&c, "#subject").await;
     login(&c, &base, PIET).await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("main h1"))
-        .await
-        .unwrap();
+    wait_css(&c, "main h1").await;
     c.goto(&format!("{base}/clients")).await.unwrap();
     check(&c, "clients-accept-nl").await;
     click(&c, "form[action='/clients/accept'] button").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("main ul a"))
-        .await
-        .unwrap();
+    wait_css(&c, "main ul a").await;
     let mut anna = w.citizen();
     anna.login(&w.assertion_by(
         NATIONAL_IDP,
@@ -384,19 +361,11 @@ async fn the_web_inbox_in_chromium() {
     c.goto(&format!("{base}/clients")).await.unwrap();
     check(&c, "clients-nl").await;
     click(&c, "main ul a").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(".letter a"))
-        .await
-        .unwrap();
+    wait_css(&c, ".letter a").await;
     check(&c, "client-letters-nl").await;
     let client_url = c.current_url().await.unwrap().to_string();
     click(&c, ".letter a").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("div.body"))
-        .await
-        .unwrap();
+    wait_css(&c, "div.body").await;
     check(&c, "client-letter-nl").await;
     let client_letter_url = c.current_url().await.unwrap().to_string();
     // The representative's pages in English, and the login page.
@@ -410,11 +379,7 @@ async fn the_web_inbox_in_chromium() {
         check(&c, name).await;
     }
     click(&c, "header form button").await; // log out
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("subject"))
-        .await
-        .unwrap();
+    wait_css(&c, "#subject").await;
     check(&c, "login-en").await;
     let log = anna.access_log().await.unwrap();
     assert_eq!(

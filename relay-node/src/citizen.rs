@@ -362,18 +362,7 @@ impl CitizenApi {
         action: CitizenAction,
     ) -> Result<PersonView, Problem> {
         let token = self.session(headers)?;
-        let assertion = {
-            let sessions = self.sessions();
-            let s = sessions.get(&token).ok_or_else(Problem::unauthenticated)?;
-            if s.assertion_expires_at <= estafette_pki::now() {
-                return Err(Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "reauthentication-required",
-                    "changes need a login of at most five minutes ago: log in again to confirm",
-                ));
-            }
-            s.assertion.clone()
-        };
+        let assertion = self.fresh_assertion(&token)?;
         match self.ask_gateway(Some(assertion), action).await? {
             CitizenReply::Person(view) => {
                 self.merge_inboxes(&view).await?;
@@ -431,34 +420,28 @@ impl CitizenApi {
         self.ask_gateway(Some(assertion), action).await
     }
 
-    /// A mandate change for the web inbox.
-    pub(crate) async fn ask_change(
-        &self,
-        headers: &HeaderMap,
-        action: CitizenAction,
-    ) -> Result<MandateId, Problem> {
-        self.mandate_change(headers, action).await
+    /// The session's assertion, if it is fresh enough for a change.
+    fn fresh_assertion(&self, token: &[u8; 32]) -> Result<Vec<u8>, Problem> {
+        let sessions = self.sessions();
+        let s = sessions.get(token).ok_or_else(Problem::unauthenticated)?;
+        if s.assertion_expires_at <= estafette_pki::now() {
+            return Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "reauthentication-required",
+                "changes need a login of at most five minutes ago: log in again to confirm",
+            ));
+        }
+        Ok(s.assertion.clone())
     }
 
     /// A change about mandates, with a fresh assertion; gives the mandate id.
-    async fn mandate_change(
+    pub(crate) async fn mandate_change(
         &self,
         headers: &HeaderMap,
         action: CitizenAction,
     ) -> Result<MandateId, Problem> {
         let token = self.session(headers)?;
-        let assertion = {
-            let sessions = self.sessions();
-            let s = sessions.get(&token).ok_or_else(Problem::unauthenticated)?;
-            if s.assertion_expires_at <= estafette_pki::now() {
-                return Err(Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "reauthentication-required",
-                    "changes need a login of at most five minutes ago: log in again to confirm",
-                ));
-            }
-            s.assertion.clone()
-        };
+        let assertion = self.fresh_assertion(&token)?;
         match self.ask_gateway(Some(assertion), action).await? {
             CitizenReply::Mandate(id) => Ok(id),
             _ => Err(unexpected()),

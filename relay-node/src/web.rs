@@ -1152,7 +1152,7 @@ async fn grant(
     };
     match web
         .api
-        .ask_change(&h, CitizenAction::GrantMandate { grant })
+        .mandate_change(&h, CitizenAction::GrantMandate { grant })
         .await
     {
         Ok(_) => Redirect::to("/representatives").into_response(),
@@ -1160,62 +1160,51 @@ async fn grant(
     }
 }
 
+/// A form that names a mandate.
 #[derive(Deserialize)]
-struct RevokeForm {
+struct MandateForm {
     #[serde(default)]
     csrf: String,
     id: String,
+}
+
+/// A mandate change from a form, then back to `after`.
+async fn mandate_form(
+    web: &Web,
+    headers: &HeaderMap,
+    f: &MandateForm,
+    action: fn(estafette_spec::mandate::MandateId) -> CitizenAction,
+    after: &str,
+) -> Response {
+    let lang = lang_of(headers);
+    let Some((h, s)) = checked(headers, &f.csrf) else {
+        return forbidden(lang);
+    };
+    let Ok(id) = f.id.parse() else {
+        return forbidden(lang);
+    };
+    match web.api.mandate_change(&h, action(id)).await {
+        Ok(_) => Redirect::to(after).into_response(),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
 }
 
 async fn revoke(
     State(web): State<Arc<Web>>,
     headers: HeaderMap,
-    Form(f): Form<RevokeForm>,
+    Form(f): Form<MandateForm>,
 ) -> Response {
-    let lang = lang_of(&headers);
-    let Some((h, s)) = checked(&headers, &f.csrf) else {
-        return forbidden(lang);
-    };
-    let Ok(id) = f.id.parse() else {
-        return forbidden(lang);
-    };
-    match web
-        .api
-        .ask_change(&h, CitizenAction::RevokeMandate { id })
-        .await
-    {
-        Ok(_) => Redirect::to("/representatives").into_response(),
-        Err(p) => problem_page(lang, Some(&s), &p),
-    }
-}
-
-#[derive(Deserialize)]
-struct AcceptForm {
-    #[serde(default)]
-    csrf: String,
-    id: String,
+    let revoke = |id| CitizenAction::RevokeMandate { id };
+    mandate_form(&web, &headers, &f, revoke, "/representatives").await
 }
 
 async fn accept(
     State(web): State<Arc<Web>>,
     headers: HeaderMap,
-    Form(f): Form<AcceptForm>,
+    Form(f): Form<MandateForm>,
 ) -> Response {
-    let lang = lang_of(&headers);
-    let Some((h, s)) = checked(&headers, &f.csrf) else {
-        return forbidden(lang);
-    };
-    let Ok(id) = f.id.parse() else {
-        return forbidden(lang);
-    };
-    match web
-        .api
-        .ask_change(&h, CitizenAction::AcceptMandate { id })
-        .await
-    {
-        Ok(_) => Redirect::to("/clients").into_response(),
-        Err(p) => problem_page(lang, Some(&s), &p),
-    }
+    let accept = |id| CitizenAction::AcceptMandate { id };
+    mandate_form(&web, &headers, &f, accept, "/clients").await
 }
 
 async fn clients(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
