@@ -481,11 +481,7 @@ fn mandate_action(
                     mandate: m.id,
                     client: m.holder.clone(),
                     client_name: client.as_ref().and_then(|c| c.name.clone()),
-                    inbox: client
-                        .as_ref()
-                        .and_then(|c| c.inbox.as_ref())
-                        .filter(|i| &i.home_node == home)
-                        .map(|i| i.inbox_id),
+                    inbox: inbox_at(client.as_ref(), home),
                     legal: m.is_legal(),
                     rights: m.rights,
                 });
@@ -493,38 +489,20 @@ fn mandate_action(
             CitizenReply::Clients(clients)
         }
         CitizenAction::CheckAccess { mandate, sender } => {
-            let Some(m) = mandates::get(txn, mandate)? else {
-                return Ok(Some(refused(ReasonCode::NotForThisNode, "no such mandate")));
-            };
-            let holders = mandates::listed(txn, mandates::BY_HOLDER, &m.holder)?;
             let need = Rights {
                 read: true,
                 manage: false,
             };
-            match estafette_spec::mandate::governing(
-                &holders,
-                &claims.subject,
-                sender,
-                need,
-                now,
-                trust,
-            ) {
-                Some(g) => {
-                    let client = registry::get_person(txn, &m.holder)?;
+            match governing_mandate(txn, mandate, &claims.subject, sender, need, now, trust)? {
+                Ok((named, g)) => {
+                    let client = registry::get_person(txn, &named.holder)?;
                     CitizenReply::Access(AccessDecision {
                         mandate: g.id,
                         representative: g.representative.label(),
-                        inbox: client
-                            .as_ref()
-                            .and_then(|c| c.inbox.as_ref())
-                            .filter(|i| &i.home_node == home)
-                            .map(|i| i.inbox_id),
+                        inbox: inbox_at(client.as_ref(), home),
                     })
                 }
-                None => refused(
-                    ReasonCode::NoMandate,
-                    "no mandate of yours covers letters from this sender now",
-                ),
+                Err(refusal) => refusal,
             }
         }
         CitizenAction::SetClientConsent {
@@ -532,29 +510,15 @@ fn mandate_action(
             sender,
             digital,
         } => {
-            let Some(m) = mandates::get(txn, mandate)? else {
-                return Ok(Some(refused(ReasonCode::NotForThisNode, "no such mandate")));
-            };
-            let holders = mandates::listed(txn, mandates::BY_HOLDER, &m.holder)?;
             let need = Rights {
                 read: false,
                 manage: true,
             };
-            if estafette_spec::mandate::governing(
-                &holders,
-                &claims.subject,
-                sender,
-                need,
-                now,
-                trust,
-            )
-            .is_none()
-            {
-                return Ok(Some(refused(
-                    ReasonCode::NoMandate,
-                    "no mandate of yours lets you manage this client's choices for this sender",
-                )));
-            }
+            let m =
+                match governing_mandate(txn, mandate, &claims.subject, sender, need, now, trust)? {
+                    Ok((named, _)) => named,
+                    Err(refusal) => return Ok(Some(refusal)),
+                };
             if trust.agency(sender).is_none() {
                 return Ok(Some(refused(
                     ReasonCode::UnknownSigner,
@@ -589,6 +553,42 @@ fn mandate_action(
         _ => return Ok(None),
     };
     Ok(Some(reply))
+}
+
+/// The person's inbox, if it is at `home`.
+fn inbox_at(person: Option<&PersonRecord>, home: &NodeId) -> Option<InboxId> {
+    person
+        .and_then(|p| p.inbox.as_ref())
+        .filter(|i| &i.home_node == home)
+        .map(|i| i.inbox_id)
+}
+
+/// The mandate named `id` and the one that governs `who` acting on letters
+/// from `sender` with `need` now; or the refusal to answer.
+#[allow(clippy::too_many_arguments)]
+fn governing_mandate(
+    txn: &estafette_relay::redb::WriteTransaction,
+    id: &MandateId,
+    who: &Recipient,
+    sender: &estafette_spec::Oin,
+    need: Rights,
+    now: Timestamp,
+    trust: &TrustList,
+) -> Result<Result<(Mandate, Mandate), CitizenReply>, StoreError> {
+    let Some(named) = mandates::get(txn, id)? else {
+        return Ok(Err(refused(ReasonCode::NotForThisNode, "no such mandate")));
+    };
+    let holders = mandates::listed(txn, mandates::BY_HOLDER, &named.holder)?;
+    match estafette_spec::mandate::governing(&holders, who, sender, need, now, trust) {
+        Some(g) => {
+            let g = g.clone();
+            Ok(Ok((named, g)))
+        }
+        None => Ok(Err(refused(
+            ReasonCode::NoMandate,
+            "no mandate of yours covers this sender now",
+        ))),
+    }
 }
 
 fn replayed() -> CitizenReply {

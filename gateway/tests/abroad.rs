@@ -31,28 +31,11 @@ fn code(e: CitizenClientError) -> String {
     e.code().unwrap_or("none").to_owned()
 }
 
-/// Registers, verifies the e-mail address from its link, activates and
-/// chooses digital mail from the agency.
+/// Registers with the German address, verifies the e-mail address from its
+/// link, activates and chooses digital mail from the agency.
 async fn go_digital(w: &World, c: &CitizenClient, email: &str, language: &str) {
-    c.register(language, Some(&german_address())).await.unwrap();
-    c.add_email(email).await.unwrap();
-    let mails = w
-        .sink
-        .wait_for(WAIT, |m| {
-            m.iter()
-                .any(|m| m.to == [email] && m.body.contains("verify-email"))
-        })
-        .await
-        .expect("a verification e-mail");
-    let token = mails
-        .iter()
-        .filter(|m| m.to == [email])
-        .flat_map(|m| m.body.lines())
-        .find_map(|l| l.trim().split_once("token=").map(|(_, t)| t.to_owned()))
-        .unwrap();
-    c.verify_email(&token).await.unwrap();
-    c.activate().await.unwrap();
-    c.set_consent(AGENCY, true).await.unwrap();
+    w.go_digital(c, language, Some(&german_address()), email, &[AGENCY])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,24 +61,7 @@ async fn login(w: &World, who: &str) -> CitizenClient {
 
 /// Registers with a verified e-mail address; `senders` get digital mail.
 async fn digital(w: &World, c: &CitizenClient, email: &str, senders: &[&str]) {
-    c.register("nl", None).await.unwrap();
-    c.add_email(email).await.unwrap();
-    let mails = w
-        .sink
-        .wait_for(WAIT, |m| m.iter().any(|m| m.to == [email]))
-        .await
-        .unwrap();
-    let token = mails
-        .iter()
-        .filter(|m| m.to == [email])
-        .flat_map(|m| m.body.lines())
-        .find_map(|l| l.trim().split_once("token=").map(|(_, t)| t.to_owned()))
-        .unwrap();
-    c.verify_email(&token).await.unwrap();
-    c.activate().await.unwrap();
-    for s in senders {
-        c.set_consent(s, true).await.unwrap();
-    }
+    w.go_digital(c, "nl", None, email, senders).await;
 }
 
 fn piet() -> Representative {

@@ -69,6 +69,45 @@ impl World {
         }
     }
 
+    /// The token of the newest verification link e-mailed to `email`.
+    pub async fn verification_token(&self, email: &str) -> String {
+        let mails = self
+            .sink
+            .wait_for(WAIT, |m| {
+                m.iter()
+                    .any(|m| m.to == [email] && m.body.contains("verify-email"))
+            })
+            .await
+            .expect("a verification e-mail");
+        mails
+            .iter()
+            .rev()
+            .filter(|m| m.to == [email])
+            .flat_map(|m| m.body.lines())
+            .find_map(|l| l.trim().split_once("token=").map(|(_, t)| t.to_owned()))
+            .expect("a verification link")
+    }
+
+    /// Registers the logged-in person, verifies `email` from its link,
+    /// activates, and chooses digital mail from `senders`.
+    pub async fn go_digital(
+        &self,
+        c: &CitizenClient,
+        language: &str,
+        address: Option<&estafette_spec::citizen::PostalAddress>,
+        email: &str,
+        senders: &[&str],
+    ) {
+        c.register(language, address).await.unwrap();
+        c.add_email(email).await.unwrap();
+        let token = self.verification_token(email).await;
+        c.verify_email(&token).await.unwrap();
+        c.activate().await.unwrap();
+        for s in senders {
+            c.set_consent(s, true).await.unwrap();
+        }
+    }
+
     /// The gateway's (moved) clock.
     pub fn clock_now(&self) -> Timestamp {
         use estafette_gateway::gateway::Clock;
