@@ -14,8 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use estafette_pki::tls;
 use estafette_spec::{Evidence, MessageId, Oin, Recipient};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use serde::Serialize;
 
@@ -338,52 +336,25 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     gateway: Arc<Gateway>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(gateway);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many agency connections; closing");
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "agency TLS handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let oin = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(tls::agency_oin);
-            let oin = match oin {
-                Some(Ok(oin)) => oin,
-                _ => {
-                    tracing::info!(%peer, "client certificate carries no OIN; closing");
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(app.layer(axum::Extension(Agency(oin))));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "agency connection ended");
-            }
-        });
-    }
+    // The agency's OIN, read once per connection from its certificate.
+    let app_for = move |conn: &rustls::ServerConnection| {
+        let oin = conn
+            .peer_certificates()?
+            .first()
+            .map(tls::agency_oin)?
+            .ok()?;
+        Some(app.clone().layer(axum::Extension(Agency(oin))))
+    };
+    estafette_relay::https::serve_tls(
+        listener,
+        tls,
+        MAX_CONNECTIONS,
+        HANDSHAKE_TIMEOUT,
+        "agency",
+        app_for,
+    )
+    .await;
 }
 
 /// Binds the agency API.

@@ -33,8 +33,6 @@ use estafette_spec::{
     Actor, ActorRole, AssertionPolicy, EnvelopeId, IdentityAssertion, InboxId, Oin, ReasonCode,
     Recipient, SignedMessage, Timestamp,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use rand_core::{OsRng, RngCore};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -1420,36 +1418,18 @@ pub async fn serve(
     api: Arc<CitizenApi>,
     web: Arc<crate::web::Web>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app =
         router(api).merge(crate::web::router(web).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!("too many citizen API connections; closing one");
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                _ => return,
-            };
-            let service = TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "citizen connection ended");
-            }
-        });
-    }
+    let app_for = move |_: &rustls::ServerConnection| Some(app.clone());
+    crate::https::serve_tls(
+        listener,
+        tls,
+        MAX_CONNECTIONS,
+        HANDSHAKE_TIMEOUT,
+        "citizen",
+        app_for,
+    )
+    .await;
 }
 
 /// Starts the citizen API of `node` as configured; gives its address.

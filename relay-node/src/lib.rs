@@ -13,6 +13,7 @@ pub mod citizen;
 pub mod citizen_client;
 pub mod cli;
 pub mod config;
+pub mod https;
 pub mod metrics;
 pub mod node;
 pub mod store;
