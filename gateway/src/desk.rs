@@ -149,44 +149,33 @@ impl Gateway {
         };
         let mut token = [0u8; VERIFICATION_TOKEN_BYTES];
         OsRng.fill_bytes(&mut token);
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let action = request.action;
         let inbox_url = request.inbox_url;
         let digest = verified.digest;
         let claims = verified.claims;
         let trust = trust.clone();
-        let op = Op::Apply(Box::new(move |_tables, txn| {
-            if let Some(reply) = mandate_action(
-                txn,
-                &home,
-                &claims,
-                digest,
-                &action,
-                attestation.as_ref(),
-                now,
-                &trust,
-            )? {
-                let _ = tx.send((reply, None));
-                return Ok(());
-            }
-            let outcome = apply(
-                txn, &home, &claims, digest, other, action, inbox_url, token, now,
-            )?;
-            let _ = tx.send(outcome);
-            Ok(())
-        }));
-        if let Err(e) = self.node.store().write(op).await {
-            tracing::error!(error = %e, "citizen request not stored");
-            return refused(
-                ReasonCode::StorageFailure,
-                "could not store the change; try again",
-            );
-        }
-        let Ok((reply, mail)) = rx.await else {
-            return refused(
-                ReasonCode::StorageFailure,
-                "could not store the change; try again",
-            );
+        let outcome = self
+            .in_transaction(move |txn| {
+                if let Some(reply) = mandate_action(
+                    txn,
+                    &home,
+                    &claims,
+                    digest,
+                    &action,
+                    attestation.as_ref(),
+                    now,
+                    &trust,
+                )? {
+                    return Ok((reply, None));
+                }
+                apply(
+                    txn, &home, &claims, digest, other, action, inbox_url, token, now,
+                )
+            })
+            .await;
+        let (reply, mail) = match outcome {
+            Ok(outcome) => outcome,
+            Err(refusal) => return refusal,
         };
         if let Some(mail) = mail {
             self.send_verification(mail);
@@ -262,24 +251,35 @@ impl Gateway {
     async fn verify_email(&self, home: &NodeId, token: &[u8], now: Timestamp) -> CitizenReply {
         let digest = token_digest(token);
         let home = home.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let op = Op::Apply(Box::new(move |_tables, txn| {
-            let _ = tx.send(apply_verification(txn, &home, digest, now)?);
-            Ok(())
-        }));
-        if let Err(e) = self.node.store().write(op).await {
-            tracing::error!(error = %e, "verification not stored");
-            return refused(
-                ReasonCode::StorageFailure,
-                "could not store the change; try again",
-            );
-        }
-        rx.await.unwrap_or_else(|_| {
+        self.in_transaction(move |txn| apply_verification(txn, &home, digest, now))
+            .await
+            .unwrap_or_else(|refusal| refusal)
+    }
+
+    /// Runs `f` in one transaction of the store (committed before its
+    /// answer is given); a storage failure becomes a refusal.
+    async fn in_transaction<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&estafette_relay::redb::WriteTransaction) -> Result<T, StoreError>
+        + Send
+        + 'static,
+    ) -> Result<T, CitizenReply> {
+        let failed = || {
             refused(
                 ReasonCode::StorageFailure,
                 "could not store the change; try again",
             )
-        })
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let op = Op::Apply(Box::new(move |_tables, txn| {
+            let _ = tx.send(f(txn)?);
+            Ok(())
+        }));
+        if let Err(e) = self.node.store().write(op).await {
+            tracing::error!(error = %e, "citizen request not stored");
+            return Err(failed());
+        }
+        rx.await.map_err(|_| failed())
     }
 }
 

@@ -156,6 +156,27 @@ pub struct PaperItem {
     pub spooled_at: Option<Timestamp>,
 }
 
+impl PaperItem {
+    /// An agency's letter (`message`, the SignedMessage) to print.
+    pub fn letter(
+        recipient: Recipient,
+        reason: ReasonCode,
+        received_at: Timestamp,
+        consigned_at: Option<Timestamp>,
+        message: Vec<u8>,
+    ) -> PaperItem {
+        PaperItem {
+            recipient,
+            kind: PaperKind::Letter,
+            reason: Some(reason),
+            received_at,
+            consigned_at,
+            message,
+            spooled_at: None,
+        }
+    }
+}
+
 /// The answer to a submission.
 #[derive(Debug, Clone)]
 pub struct Submitted {
@@ -409,15 +430,13 @@ impl Gateway {
                         Digest::of(&acceptance),
                         now,
                     );
-                    let item = PaperItem {
-                        recipient: letter.recipient.clone(),
-                        kind: PaperKind::Letter,
-                        reason: Some(reason),
-                        received_at: now,
-                        consigned_at: None,
-                        message: bytes.to_vec(),
-                        spooled_at: None,
-                    };
+                    let item = PaperItem::letter(
+                        letter.recipient.clone(),
+                        reason,
+                        now,
+                        None,
+                        bytes.to_vec(),
+                    );
                     (item, evidence)
                 });
                 let confirm = plan.confirm_letter.then(|| PaperItem {
@@ -537,15 +556,8 @@ impl Gateway {
                     now,
                 );
                 record.reason = Some(reason);
-                let item = PaperItem {
-                    recipient: letter.recipient.clone(),
-                    kind: PaperKind::Letter,
-                    reason: Some(reason),
-                    received_at: now,
-                    consigned_at: None,
-                    message: bytes.to_vec(),
-                    spooled_at: None,
-                };
+                let item =
+                    PaperItem::letter(letter.recipient.clone(), reason, now, None, bytes.to_vec());
                 let to_store = record.clone();
                 let message_id = letter.message_id;
                 let op = Op::Apply(Box::new(move |tables, txn| {

@@ -511,15 +511,13 @@ impl Gateway {
                         now,
                     );
                     evidence.push(e);
-                    paper = Some(PaperItem {
-                        recipient: letter.recipient.clone(),
-                        kind: PaperKind::Letter,
-                        reason: Some(reason),
-                        received_at: now,
-                        consigned_at: letter.progress.consigned_at,
-                        message: std::mem::take(&mut letter.message),
-                        spooled_at: None,
-                    });
+                    paper = Some(PaperItem::letter(
+                        letter.recipient.clone(),
+                        reason,
+                        now,
+                        letter.progress.consigned_at,
+                        std::mem::take(&mut letter.message),
+                    ));
                     break;
                 }
             }

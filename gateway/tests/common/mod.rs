@@ -213,19 +213,9 @@ impl World {
 
     /// The events of a message's evidence at the gateway, each verified.
     pub fn events(&self, message: &MessageId) -> Vec<(EvidenceEvent, Option<ReasonCode>)> {
-        let trust = self.gateway.gateway.node.trust();
-        // Whoever sent it: the gateway's evidence store, checked per record.
-        self.gateway
-            .gateway
-            .node
-            .store()
-            .evidence_for(message)
-            .unwrap()
-            .iter()
-            .map(|b| {
-                let v = Evidence::verify(b, &trust).expect("evidence verifies");
-                (v.record.event, v.record.reason)
-            })
+        self.records(message)
+            .into_iter()
+            .map(|r| (r.event, r.reason))
             .collect()
     }
 
