@@ -22,10 +22,13 @@ const ANNA: &str = "bsn:999999990";
 const PIET: &str = "bsn:123456782";
 const AXE: &str = include_str!("assets/axe-4.10.3.min.js");
 
-/// chromedriver on a free loopback port; stopped on drop.
+/// chromedriver on a free loopback port; stopped on drop. Chromium's profile
+/// and scratch files live in `scratch` (its TMPDIR), removed with the driver,
+/// so no run leaves anything in /tmp.
 struct Driver {
     child: Child,
     port: u16,
+    scratch: tempfile::TempDir,
 }
 
 impl Drop for Driver {
@@ -45,8 +48,10 @@ fn chromedriver() -> Driver {
     .into_iter()
     .find(|b| Command::new(b).arg("--version").output().is_ok())
     .expect("chromedriver (Debian package chromium-driver, installed by scripts/test)");
+    let scratch = tempfile::tempdir().unwrap();
     let child = Command::new(binary)
         .arg(format!("--port={port}"))
+        .env("TMPDIR", scratch.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -59,7 +64,11 @@ fn chromedriver() -> Driver {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Driver { child, port }
+    Driver {
+        child,
+        port,
+        scratch,
+    }
 }
 
 async fn browser(driver: &Driver) -> Client {
@@ -68,7 +77,10 @@ async fn browser(driver: &Driver) -> Client {
         "goog:chromeOptions".into(),
         serde_json::json!({
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1400", "--lang=nl"]
+                     "--window-size=1280,1400", "--lang=nl",
+                     format!("--user-data-dir={}", driver.scratch.path().join("profile").display()),
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync"]
         }),
     );
     // The test federation's certificate names the node, not 127.0.0.1.
