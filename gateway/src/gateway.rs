@@ -29,6 +29,12 @@ pub(crate) const PAPER: TableDefinition<[u8; 16], &[u8]> =
 /// Digital letters not yet opened or on paper: message id → [`TrackedLetter`].
 pub(crate) const TRACKING: TableDefinition<[u8; 16], &[u8]> =
     TableDefinition::new("gateway_tracking");
+/// The signed letter of each tracked letter, for a paper copy: message id →
+/// `SignedMessage` bytes. Written once at submission and kept apart from
+/// [`TRACKING`], whose small records change at every step, so that a step
+/// does not rewrite the letter.
+pub(crate) const PAPER_COPIES: TableDefinition<[u8; 16], &[u8]> =
+    TableDefinition::new("gateway_paper_copies");
 /// The same letters by recipient: (recipient, message id) → ().
 pub(crate) const UNREAD: TableDefinition<(&str, [u8; 16]), ()> =
     TableDefinition::new("gateway_unread");
@@ -82,8 +88,6 @@ pub struct TrackedLetter {
     pub envelope_id: EnvelopeId,
     pub message_digest: Digest,
     pub progress: LetterProgress,
-    #[serde(with = "serde_bytes")]
-    pub message: Vec<u8>,
 }
 
 /// Envelope settings of the gateway.
@@ -463,12 +467,8 @@ impl Gateway {
                         on_paper: dormant_paper.is_some(),
                         ..Default::default()
                     },
-                    message: if dormant_paper.is_some() {
-                        vec![]
-                    } else {
-                        bytes.to_vec()
-                    },
                 };
+                let paper_copy = bytes.to_vec();
                 let to_store = record.clone();
                 let message_id = letter.message_id;
                 let extra: estafette_relay::store::Extra = Box::new(move |tables, txn| {
@@ -487,6 +487,10 @@ impl Gateway {
                                 message_id.as_bytes(),
                                 estafette_spec::cbor::to_vec(&tracked).as_slice(),
                             )
+                            .map_err(db_err)?;
+                        txn.open_table(PAPER_COPIES)
+                            .map_err(db_err)?
+                            .insert(message_id.as_bytes(), paper_copy.as_slice())
                             .map_err(db_err)?;
                         txn.open_table(UNREAD)
                             .map_err(db_err)?

@@ -1,6 +1,11 @@
 //! `estafette-gateway`: the federation's front door for agencies.
 #![forbid(unsafe_code)]
 
+// mimalloc: the nodes allocate many short-lived buffers on several threads;
+// glibc's allocator cost about a tenth of the CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

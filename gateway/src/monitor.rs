@@ -21,7 +21,9 @@ use estafette_spec::{
 };
 use rand_core::OsRng;
 
-use crate::gateway::{Gateway, PAPER, PaperItem, PaperKind, TRACKING, TrackedLetter, UNREAD};
+use crate::gateway::{
+    Gateway, PAPER, PAPER_COPIES, PaperItem, PaperKind, TRACKING, TrackedLetter, UNREAD,
+};
 use crate::mandates;
 use crate::notify::NotifyError;
 use crate::paper::{ManifestEntry, PaperLetter};
@@ -368,7 +370,9 @@ impl Gateway {
             mandates::correspondent(db, &holder, &person, Some(&letter.sender), now, &trust)?;
         let mut previous = seen.last.map(|(_, d)| d);
         let mut evidence: Vec<NewEvidence> = Vec::new();
-        let mut paper: Option<PaperItem> = None;
+        // A paper copy to make: (reason, consigned at); the letter itself is
+        // taken from PAPER_COPIES in the same transaction.
+        let mut paper: Option<(ReasonCode, Option<Timestamp>)> = None;
         let mut person_changes: Vec<ChangeEntry> = Vec::new();
         let mut channel_notice: Option<PaperItem> = None;
         let sender_name = trust
@@ -511,13 +515,7 @@ impl Gateway {
                         now,
                     );
                     evidence.push(e);
-                    paper = Some(PaperItem::letter(
-                        letter.recipient.clone(),
-                        reason,
-                        now,
-                        letter.progress.consigned_at,
-                        std::mem::take(&mut letter.message),
-                    ));
+                    paper = Some((reason, letter.progress.consigned_at));
                     break;
                 }
             }
@@ -529,6 +527,27 @@ impl Gateway {
         let recipient = holder.clone();
         let person_changed = !person_changes.is_empty();
         let op = Op::Apply(Box::new(move |tables, txn| {
+            let paper = match paper {
+                Some((reason, consigned_at)) => {
+                    let message = txn
+                        .open_table(PAPER_COPIES)
+                        .map_err(db_err)?
+                        .get(message_id.as_bytes())
+                        .map_err(db_err)?
+                        .map(|copy| copy.value().to_vec())
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("no paper copy of message {message_id}"))
+                        })?;
+                    Some(PaperItem::letter(
+                        letter.recipient.clone(),
+                        reason,
+                        now,
+                        consigned_at,
+                        message,
+                    ))
+                }
+                None => None,
+            };
             if letter.progress.on_paper {
                 // Done: nothing more will happen to it.
                 forget(txn, &key, &message_id)?;
@@ -739,6 +758,10 @@ fn forget(
     txn.open_table(UNREAD)
         .map_err(db_err)?
         .remove((recipient, *message_id.as_bytes()))
+        .map_err(db_err)?;
+    txn.open_table(PAPER_COPIES)
+        .map_err(db_err)?
+        .remove(message_id.as_bytes())
         .map_err(db_err)?;
     Ok(())
 }

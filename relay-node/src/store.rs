@@ -36,6 +36,10 @@ const EVIDENCE: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::
 
 /// Most write requests waiting for the writer; senders wait beyond this.
 pub const MAX_PENDING_WRITES: usize = 65_536;
+/// Memory for redb's page cache. The working set is the recent end of each
+/// table (queues drain, letters are read soon after delivery); redb's 1 GiB
+/// default only made the process grow page by page under load.
+pub const STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest stored record we read back (an envelope plus its fields).
 const MAX_RECORD_BYTES: usize = estafette_spec::limits::MAX_ENVELOPE_BYTES + 4096;
 
@@ -280,7 +284,11 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
         }
-        let db = Arc::new(Database::create(path)?);
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(STORE_CACHE_BYTES)
+                .create(path)?,
+        );
         {
             // Create every table so that readers never meet a missing one.
             let txn = db.begin_write()?;
