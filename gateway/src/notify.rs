@@ -5,17 +5,22 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use lettre::Message;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
 use serde::{Deserialize, Serialize};
 
 use crate::texts::Notification;
 
 /// Longest wait for one SMTP conversation.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most SMTP connections open to the relay host at once. Sends beyond it
+/// wait for a connection rather than open one for a single mail.
+pub const SMTP_CONNECTIONS: usize = 16;
 
 /// Why a notification did not go out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,11 +65,25 @@ pub struct SmtpSettings {
     pub from: String,
 }
 
-/// E-mail notifications through an SMTP relay host.
+/// E-mail notifications through an SMTP relay host, over at most
+/// [`SMTP_CONNECTIONS`] kept connections.
+///
+/// The connections are our own (lettre's client on a TCP stream we open)
+/// for one reason: TCP_NODELAY. lettre writes a message's body and its
+/// closing `.` separately; with Nagle's algorithm on a kept connection the
+/// second write waits for the relay host's delayed ACK, about 40 ms a mail.
 pub struct SmtpNotifier {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    hello: ClientId,
     from: Mailbox,
+    slots: tokio::sync::Semaphore,
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
 }
+
+/// A kept connection idle longer than this is checked (NOOP) before use:
+/// relay hosts close idle connections.
+pub const SMTP_IDLE_CHECK: Duration = Duration::from_secs(10);
 
 impl SmtpNotifier {
     pub fn new(settings: &SmtpSettings) -> Result<SmtpNotifier, NotifyError> {
@@ -74,11 +93,45 @@ impl SmtpNotifier {
             .map_err(|e| NotifyError::Permanent(format!("sender address: {e}")))?;
         // Plain SMTP to the operator's own relay host, which does the TLS
         // towards the world; a relay across networks belongs behind STARTTLS.
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
-            .port(settings.port)
-            .timeout(Some(SMTP_TIMEOUT))
-            .build();
-        Ok(SmtpNotifier { transport, from })
+        Ok(SmtpNotifier {
+            host: settings.host.clone(),
+            port: settings.port,
+            hello: ClientId::default(),
+            from,
+            slots: tokio::sync::Semaphore::new(SMTP_CONNECTIONS),
+            idle: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A kept connection that still answers, or a new one.
+    async fn connection(&self) -> Result<AsyncSmtpConnection, NotifyError> {
+        loop {
+            let kept = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some((mut connection, since)) = kept else {
+                break;
+            };
+            if since.elapsed() < SMTP_IDLE_CHECK || connection.test_connected().await {
+                return Ok(connection);
+            }
+            connection.abort().await;
+        }
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| NotifyError::Temporary(format!("connecting to the relay host: {e}")))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| NotifyError::Temporary(format!("connecting to the relay host: {e}")))?;
+        AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+            .await
+            .map_err(smtp_error)
+    }
+}
+
+fn smtp_error(e: lettre::transport::smtp::Error) -> NotifyError {
+    if e.is_permanent() {
+        NotifyError::Permanent(e.to_string())
+    } else {
+        NotifyError::Temporary(e.to_string())
     }
 }
 
@@ -99,11 +152,31 @@ impl Notifier for SmtpNotifier {
                 .header(ContentType::TEXT_PLAIN)
                 .body(message.body.clone())
                 .map_err(|e| NotifyError::Permanent(format!("building the e-mail: {e}")))?;
-            match self.transport.send(email).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(NotifyError::Permanent(e.to_string())),
-                Err(e) => Err(NotifyError::Temporary(e.to_string())),
-            }
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| NotifyError::Temporary("the notifier is shut down".into()))?;
+            let conversation = async {
+                let mut connection = self.connection().await?;
+                let sent = connection
+                    .send(email.envelope(), &email.formatted())
+                    .await
+                    .map_err(smtp_error);
+                // lettre closes a connection on any error; a working one is kept.
+                if !connection.has_broken() {
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((connection, Instant::now()));
+                }
+                sent.map(|_| ())
+            };
+            tokio::time::timeout(SMTP_TIMEOUT, conversation)
+                .await
+                .map_err(|_| {
+                    NotifyError::Temporary("the relay host did not answer in time".into())
+                })?
         })
     }
 }
@@ -129,6 +202,72 @@ impl Notifier for Unconfigured {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp_sink::SmtpSink;
+
+    fn notification(n: usize) -> Notification {
+        Notification {
+            subject: format!("Nieuwe brief {n}"),
+            body: "U hebt een nieuwe brief in uw berichtenbox.".into(),
+        }
+    }
+
+    async fn notifier(sink: &SmtpSink) -> SmtpNotifier {
+        SmtpNotifier::new(&SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: sink.addr.port(),
+            from: "Berichtenbox <noreply@gateway.test>".into(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn many_mails_share_at_most_the_allowed_connections() {
+        let sink = SmtpSink::start().await.unwrap();
+        let notifier = notifier(&sink).await;
+        let count = SMTP_CONNECTIONS * 4;
+        let sends = (0..count).map(|n| {
+            let notifier = &notifier;
+            async move {
+                notifier
+                    .send(&format!("p{n}@example.nl"), &notification(n))
+                    .await
+            }
+        });
+        for result in futures_util::future::join_all(sends).await {
+            result.unwrap();
+        }
+        assert_eq!(sink.mails().len(), count);
+        assert!(
+            sink.connections() <= SMTP_CONNECTIONS,
+            "{} connections for {count} mails",
+            sink.connections()
+        );
+        // Later mails go over the kept connections.
+        let before = sink.connections();
+        notifier
+            .send("later@example.nl", &notification(0))
+            .await
+            .unwrap();
+        assert_eq!(sink.connections(), before);
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_does_not_stop_the_next_mail() {
+        let sink = SmtpSink::start().await.unwrap();
+        sink.bounce("gone@example.nl");
+        let notifier = notifier(&sink).await;
+        let bounced = notifier.send("gone@example.nl", &notification(1)).await;
+        assert!(
+            matches!(&bounced, Err(NotifyError::Permanent(text)) if text.contains("550")),
+            "{bounced:?}"
+        );
+        notifier
+            .send("anna@example.nl", &notification(2))
+            .await
+            .unwrap();
+        assert_eq!(sink.mails().len(), 1);
+        assert_eq!(sink.mails()[0].to, vec!["anna@example.nl".to_string()]);
+    }
 
     #[test]
     fn only_the_reply_code_is_logged() {

@@ -38,6 +38,7 @@ struct Inner {
     bounce: HashSet<String>,
     defer: HashSet<String>,
     refused: usize,
+    connections: usize,
 }
 
 /// A running sink. Dropping it stops it.
@@ -65,6 +66,7 @@ impl SmtpSink {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (i, c) = (i.clone(), c.clone());
+                i.lock().unwrap_or_else(|p| p.into_inner()).connections += 1;
                 tokio::spawn(async move {
                     let _ = serve(stream, i, c).await;
                 });
@@ -102,6 +104,11 @@ impl SmtpSink {
         self.lock().mails.clone()
     }
 
+    /// How many connections clients opened so far.
+    pub fn connections(&self) -> usize {
+        self.lock().connections
+    }
+
     /// How many recipients were refused (550 or 450).
     pub fn refused(&self) -> usize {
         self.lock().refused
@@ -116,9 +123,10 @@ impl SmtpSink {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
-            let mails = self.mails();
-            if done(&mails) {
-                return Ok(mails);
+            // Checked under the lock: copying every mail at every wake-up
+            // would cost more than the mails themselves.
+            if done(&self.lock().mails) {
+                return Ok(self.mails());
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(self.mails());

@@ -64,6 +64,45 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
 }
 
+/// CPU seconds (user + system, all threads) and bytes written to storage by
+/// a process so far, from Linux's /proc; `None` elsewhere.
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu_s: f64,
+    written: u64,
+}
+
+fn usage(pid: u32) -> Option<Usage> {
+    // utime and stime are fields 14 and 15, counted after the command name
+    // (which may contain spaces) in clock ticks of USER_HZ, 100 on Linux.
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let written = io
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Usage {
+        cpu_s: ticks as f64 / USER_HZ,
+        written,
+    })
+}
+
+/// Per letter: CPU time and bytes written by one process over the run.
+fn per_letter(name: &str, before: Option<Usage>, after: Option<Usage>, letters: usize) {
+    if let (Some(b), Some(a)) = (before, after) {
+        println!(
+            "  {name:<28} {:>5.0} µs CPU, {:>4.0} KiB written per letter",
+            (a.cpu_s - b.cpu_s) / letters as f64 * 1e6,
+            (a.written - b.written) as f64 / letters as f64 / 1024.0
+        );
+    }
+}
+
 fn valid_bsns(n: usize) -> Vec<Bsn> {
     (100_000_000u32..)
         .filter_map(|i| i.to_string().parse::<Bsn>().ok())
@@ -178,6 +217,12 @@ async fn main() -> Result<()> {
 
     let letters = Arc::new(letters);
     let next = Arc::new(AtomicUsize::new(0));
+    let pids = [
+        ("gateway (+ agencies, SMTP)", std::process::id()),
+        ("transit relay", relay.child.id()),
+        ("home relay", home.child.id()),
+    ];
+    let usage_before: Vec<Option<Usage>> = pids.iter().map(|(_, pid)| usage(*pid)).collect();
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.connections {
@@ -270,6 +315,12 @@ async fn main() -> Result<()> {
         "notification e-mails received: {notified} ({:.0}/s over the whole run)",
         notified as f64 / started.elapsed().as_secs_f64()
     );
+    // Everything each letter cost, its notification included.
+    let usage_after: Vec<Option<Usage>> = pids.iter().map(|(_, pid)| usage(*pid)).collect();
+    println!("cost per letter, notification included (Linux /proc):");
+    for (((name, _), before), after) in pids.iter().zip(usage_before).zip(usage_after) {
+        per_letter(name, before, after, accepted);
+    }
     gateway.shutdown().await;
     if !relay.terminate().success() || !home.terminate().success() {
         bail!("a relay did not stop cleanly");
