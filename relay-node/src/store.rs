@@ -71,14 +71,14 @@ db_err!(
     redb::CommitError
 );
 
-/// Where an accepted envelope is in its life on this node.
+/// Where an accepted envelope was put. Whether a queued one is still
+/// waiting is the queue table's to say: the dedup record is written once,
+/// never rewritten when the envelope moves on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EnvelopeState {
     Queued,
-    Forwarded,
     Delivered,
-    Failed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -695,20 +695,6 @@ impl Tables<'_> {
         Ok(())
     }
 
-    fn set_state(&mut self, id: &EnvelopeId, state: EnvelopeState) -> Result<(), StoreError> {
-        let record = match self.dedup.get(id.as_bytes())? {
-            Some(v) => {
-                let mut r: DedupRecord = decode(v.value())?;
-                r.state = state;
-                r
-            }
-            None => return Ok(()),
-        };
-        self.dedup
-            .insert(id.as_bytes(), encode(&record).as_slice())?;
-        Ok(())
-    }
-
     fn remove_queued(&mut self, id: &EnvelopeId) -> Result<bool, StoreError> {
         let removed = self.queue.remove(id.as_bytes())?.is_some();
         if removed {
@@ -842,11 +828,10 @@ impl Tables<'_> {
                 envelope_id,
                 evidence,
             } => {
-                if self.remove_queued(envelope_id)? {
-                    self.set_state(envelope_id, EnvelopeState::Forwarded)?;
-                    if let Some(evidence) = evidence {
-                        self.emit(evidence)?;
-                    }
+                if self.remove_queued(envelope_id)?
+                    && let Some(evidence) = evidence
+                {
+                    self.emit(evidence)?;
                 }
                 Ok(Outcome::Done)
             }
@@ -875,7 +860,6 @@ impl Tables<'_> {
                 evidence,
             } => {
                 if self.remove_queued(envelope_id)? {
-                    self.set_state(envelope_id, EnvelopeState::Failed)?;
                     for e in evidence {
                         self.emit(e)?;
                     }
@@ -945,7 +929,9 @@ impl Tables<'_> {
                 for item in self.dedup.iter()? {
                     let (k, v) = item?;
                     let r: DedupRecord = decode(v.value())?;
-                    if r.accepted_at < *before && r.state != EnvelopeState::Queued {
+                    // Kept while it is queued: a retried offer must still
+                    // find it.
+                    if r.accepted_at < *before && self.queue.get(k.value())?.is_none() {
                         stale.push(k.value());
                     }
                 }
@@ -955,5 +941,74 @@ impl Tables<'_> {
                 Ok(Outcome::Done)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(at: Timestamp) -> Placement {
+        Placement::Queue(QueueRecord {
+            destination: "home.test".parse().unwrap(),
+            hops_taken: 0,
+            our_evidence: None,
+            expires_at: at.plus_s(3600),
+            accepted_at: at,
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: None,
+            envelope: vec![1, 2, 3],
+        })
+    }
+
+    async fn accept(store: &Store, id: EnvelopeId, at: Timestamp) {
+        let op = Op::Accept {
+            envelope_id: id,
+            evidence: None,
+            placement: queued(at),
+            now: at,
+            extra: None,
+            send_evidence: false,
+        };
+        assert_eq!(store.write(op).await.unwrap(), Outcome::Stored);
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_what_is_still_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("store.redb"),
+            false,
+            100,
+            16,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        let at = Timestamp(1_800_000_000);
+        let (forwarded, waiting) = (
+            EnvelopeId::from_bytes([1; 16]),
+            EnvelopeId::from_bytes([2; 16]),
+        );
+        accept(&store, forwarded, at).await;
+        accept(&store, waiting, at).await;
+        let op = Op::Forwarded {
+            envelope_id: forwarded,
+            evidence: None,
+        };
+        store.write(op).await.unwrap();
+
+        // Too young: both stay.
+        store.write(Op::Prune { before: at }).await.unwrap();
+        assert!(store.dedup_get(&forwarded).unwrap().is_some());
+        // Old enough: the forwarded one goes, the queued one stays.
+        store
+            .write(Op::Prune {
+                before: at.plus_s(1),
+            })
+            .await
+            .unwrap();
+        assert!(store.dedup_get(&forwarded).unwrap().is_none());
+        assert!(store.dedup_get(&waiting).unwrap().is_some());
     }
 }
