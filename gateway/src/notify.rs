@@ -103,18 +103,22 @@ impl SmtpNotifier {
         })
     }
 
-    /// A kept connection that still answers, or a new one.
-    async fn connection(&self) -> Result<AsyncSmtpConnection, NotifyError> {
+    /// A kept connection that still answers (true), or a new one (false).
+    async fn connection(&self) -> Result<(AsyncSmtpConnection, bool), NotifyError> {
         loop {
             let kept = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let Some((mut connection, since)) = kept else {
                 break;
             };
             if since.elapsed() < SMTP_IDLE_CHECK || connection.test_connected().await {
-                return Ok(connection);
+                return Ok((connection, true));
             }
             connection.abort().await;
         }
+        Ok((self.connect().await?, false))
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, NotifyError> {
         let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| NotifyError::Temporary(format!("connecting to the relay host: {e}")))?;
@@ -158,11 +162,15 @@ impl Notifier for SmtpNotifier {
                 .await
                 .map_err(|_| NotifyError::Temporary("the notifier is shut down".into()))?;
             let conversation = async {
-                let mut connection = self.connection().await?;
-                let sent = connection
-                    .send(email.envelope(), &email.formatted())
-                    .await
-                    .map_err(smtp_error);
+                let formatted = email.formatted();
+                let (mut connection, kept) = self.connection().await?;
+                let mut sent = connection.send(email.envelope(), &formatted).await;
+                if kept && matches!(&sent, Err(e) if !e.is_transient() && !e.is_permanent()) {
+                    // The relay host closed the kept connection meanwhile
+                    // (no SMTP reply, a broken stream): once more, new.
+                    connection = self.connect().await?;
+                    sent = connection.send(email.envelope(), &formatted).await;
+                }
                 // lettre closes a connection on any error; a working one is kept.
                 if !connection.has_broken() {
                     self.idle
@@ -170,7 +178,7 @@ impl Notifier for SmtpNotifier {
                         .unwrap_or_else(|p| p.into_inner())
                         .push((connection, Instant::now()));
                 }
-                sent.map(|_| ())
+                sent.map(|_| ()).map_err(smtp_error)
             };
             tokio::time::timeout(SMTP_TIMEOUT, conversation)
                 .await
@@ -249,6 +257,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sink.connections(), before);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_relay_host_closed_is_replaced_without_losing_the_mail() {
+        let sink = SmtpSink::start().await.unwrap();
+        let notifier = notifier(&sink).await;
+        notifier
+            .send("anna@example.nl", &notification(1))
+            .await
+            .unwrap();
+        assert_eq!(sink.connections(), 1);
+        sink.hang_up();
+        notifier
+            .send("jonas@example.de", &notification(2))
+            .await
+            .unwrap();
+        assert_eq!(sink.mails().len(), 2);
+        assert_eq!(sink.connections(), 2);
     }
 
     #[tokio::test]

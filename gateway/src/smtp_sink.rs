@@ -39,6 +39,9 @@ struct Inner {
     defer: HashSet<String>,
     refused: usize,
     connections: usize,
+    /// Bumped by [`SmtpSink::hang_up`]: older connections close at their
+    /// next command, unanswered.
+    generation: u64,
 }
 
 /// A running sink. Dropping it stops it.
@@ -104,6 +107,12 @@ impl SmtpSink {
         self.lock().mails.clone()
     }
 
+    /// Closes every open connection at its next command without answering,
+    /// as a relay host does with connections it has let idle too long.
+    pub fn hang_up(&self) {
+        self.lock().generation += 1;
+    }
+
     /// How many connections clients opened so far.
     pub fn connections(&self) -> usize {
         self.lock().connections
@@ -150,10 +159,14 @@ async fn serve(
         .write_all(b"220 estafette-smtp-sink ESMTP\r\n")
         .await?;
     let mut to: Vec<String> = Vec::new();
+    let generation = lock(&inner).generation;
     loop {
         let Some(line) = read_line(&mut read).await? else {
             return Ok(());
         };
+        if lock(&inner).generation != generation {
+            return Ok(());
+        }
         let upper = line.to_ascii_uppercase();
         let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
             b"250 estafette-smtp-sink\r\n"
