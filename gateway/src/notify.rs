@@ -103,10 +103,14 @@ impl SmtpNotifier {
         })
     }
 
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(AsyncSmtpConnection, Instant)>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A kept connection that still answers (true), or a new one (false).
     async fn connection(&self) -> Result<(AsyncSmtpConnection, bool), NotifyError> {
         loop {
-            let kept = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let kept = self.idle().pop();
             let Some((mut connection, since)) = kept else {
                 break;
             };
@@ -119,12 +123,13 @@ impl SmtpNotifier {
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, NotifyError> {
-        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| NotifyError::Temporary(format!("connecting to the relay host: {e}")))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| NotifyError::Temporary(format!("connecting to the relay host: {e}")))?;
+        let stream = async {
+            let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(stream)
+        }
+        .await
+        .map_err(|e| NotifyError::Temporary(format!("connecting to the relay host: {e}")))?;
         AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
             .await
             .map_err(smtp_error)
@@ -173,10 +178,7 @@ impl Notifier for SmtpNotifier {
                 }
                 // lettre closes a connection on any error; a working one is kept.
                 if !connection.has_broken() {
-                    self.idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((connection, Instant::now()));
+                    self.idle().push((connection, Instant::now()));
                 }
                 sent.map(|_| ()).map_err(smtp_error)
             };
