@@ -37,6 +37,10 @@ pub struct GatewayConfig {
     pub paper_spool: Option<PathBuf>,
     /// The gateway's node: QUIC towards the relays, the durable store, keys.
     pub node: estafette_relay::Config,
+    /// How the agency API admits connections and bodies (not in the file:
+    /// the defaults of `HttpsLimits::agency`, documented in ARCHITECTURE.md).
+    #[serde(skip, default = "estafette_relay::https::HttpsLimits::agency")]
+    pub agency_api: estafette_relay::https::HttpsLimits,
 }
 
 impl GatewayConfig {
@@ -49,6 +53,7 @@ impl GatewayConfig {
             notifications: None,
             paper_spool: None,
             node,
+            agency_api: estafette_relay::https::HttpsLimits::agency(),
         }
     }
 

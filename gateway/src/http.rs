@@ -14,17 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use estafette_pki::tls;
 use estafette_spec::{Evidence, MessageId, Oin, Recipient};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
 use crate::gateway::{Gateway, SubmitError, Submitted};
 
 /// Largest request body: a SignedMessage at its limit.
 pub const MAX_BODY_BYTES: usize = estafette_spec::limits::MAX_MESSAGE_BYTES;
-/// Most agency connections served at once.
-pub const MAX_CONNECTIONS: usize = 1_024;
-/// Longest TLS handshake.
-pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub const COSE: &str = "application/cose";
 pub const CBOR: &str = "application/cbor";
@@ -312,14 +308,14 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// The TLS configuration for agencies: client certificates required.
+/// The TLS configuration for agencies: client certificates required,
+/// checked against the node's CRL as it is at each handshake.
 pub fn tls_config(
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    root: &CertificateDer<'static>,
-    crls: Vec<CertificateRevocationListDer<'static>>,
+    verifiers: &Arc<tls::LiveVerifiers>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let verifier = tls::client_verifier(root, crls).map_err(|e| e.to_string())?;
+    let verifier = verifiers.client_verifier();
     let mut config = rustls::ServerConfig::builder_with_provider(tls::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
@@ -334,9 +330,10 @@ pub fn tls_config(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    admission: Arc<estafette_relay::https::Admission>,
     gateway: Arc<Gateway>,
 ) {
-    let app = router(gateway);
+    let app = router(gateway.clone());
     // The agency's OIN, read once per connection from its certificate.
     let app_for = move |conn: &rustls::ServerConnection| {
         let oin = conn
@@ -346,12 +343,14 @@ pub async fn serve(
             .ok()?;
         Some(app.clone().layer(axum::Extension(Agency(oin))))
     };
+    let node = gateway.node.clone();
     estafette_relay::https::serve_tls(
         listener,
         tls,
-        MAX_CONNECTIONS,
-        HANDSHAKE_TIMEOUT,
+        admission,
         "agency",
+        node.metrics.clone(),
+        Some((node.verifiers(), node.revocations())),
         app_for,
     )
     .await;

@@ -53,14 +53,10 @@ impl RunningGateway {
         clock: Arc<dyn gateway::Clock>,
     ) -> anyhow::Result<RunningGateway> {
         let p = &config.node.pki;
-        let tls = http::tls_config(
-            tls::load_certs(&p.cert)?,
-            tls::load_private_key(&p.key)?,
-            &tls::load_certs(&p.root_cert)?.remove(0),
-            vec![tls::load_crl(&p.crl)?],
-        )
-        .map_err(|e| anyhow::anyhow!("agency TLS: {e}"))?;
+        let (cert_chain, key) = (tls::load_certs(&p.cert)?, tls::load_private_key(&p.key)?);
         let node = Node::start(config.node.clone()).await?;
+        let tls = http::tls_config(cert_chain, key, &node.verifiers())
+            .map_err(|e| anyhow::anyhow!("agency TLS: {e}"))?;
         anyhow::ensure!(
             node.is_gateway(),
             "{} is not the gateway in the trust list",
@@ -123,7 +119,8 @@ impl RunningGateway {
         let monitor = tokio::spawn(gateway.clone().monitor_loop());
         let listener = http::bind(config.https_listen).await?;
         let https_addr = listener.local_addr()?;
-        let server = tokio::spawn(http::serve(listener, tls, gateway.clone()));
+        let admission = estafette_relay::https::Admission::new(config.agency_api.clone());
+        let server = tokio::spawn(http::serve(listener, tls, admission, gateway.clone()));
         tracing::info!(%https_addr, "agency API listening");
         Ok(RunningGateway {
             gateway,

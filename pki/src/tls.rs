@@ -164,3 +164,209 @@ pub fn ed25519_public_key(cert: &CertificateDer<'_>) -> Result<[u8; 32], PkiErro
         .try_into()
         .map_err(|_| PkiError::Certificate("Ed25519 key is not 32 bytes".into()))
 }
+
+/// The federation root and the current CRL, for verifiers that live as long
+/// as the process: every new TLS session is checked against the CRL as it
+/// is *now*, so that a revocation takes effect without a restart.
+///
+/// The TLS configurations hold [`LiveVerifiers::client_verifier`] and
+/// [`LiveVerifiers::server_verifier`]; [`LiveVerifiers::update_crl`] swaps
+/// the CRL under them.
+pub struct LiveVerifiers {
+    root: CertificateDer<'static>,
+    hints: Vec<rustls::DistinguishedName>,
+    current: std::sync::RwLock<Current>,
+}
+
+struct Current {
+    client: Arc<dyn ClientCertVerifier>,
+    server: Arc<WebPkiServerVerifier>,
+    /// Raw serial numbers of the certificates the CRL revokes.
+    revoked: std::collections::HashSet<Vec<u8>>,
+    crl: CertificateRevocationListDer<'static>,
+}
+
+impl std::fmt::Debug for LiveVerifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveVerifiers").finish_non_exhaustive()
+    }
+}
+
+/// The raw serial numbers a CRL lists.
+pub fn revoked_serials(
+    crl: &CertificateRevocationListDer<'_>,
+) -> Result<std::collections::HashSet<Vec<u8>>, PkiError> {
+    let (_, list) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
+        .map_err(|e| PkiError::Certificate(format!("not a CRL: {e}")))?;
+    Ok(list
+        .iter_revoked_certificates()
+        .map(|r| r.raw_serial().to_vec())
+        .collect())
+}
+
+/// The raw serial number of a certificate.
+pub fn serial(cert: &CertificateDer<'_>) -> Result<Vec<u8>, PkiError> {
+    Ok(parse(cert)?.tbs_certificate.raw_serial().to_vec())
+}
+
+impl LiveVerifiers {
+    pub fn new(
+        root: CertificateDer<'static>,
+        crl: CertificateRevocationListDer<'static>,
+    ) -> Result<Arc<LiveVerifiers>, PkiError> {
+        let hints = root_store(&root)?.subjects();
+        let current = Self::build(&root, crl)?;
+        Ok(Arc::new(LiveVerifiers {
+            root,
+            hints,
+            current: std::sync::RwLock::new(current),
+        }))
+    }
+
+    fn build(
+        root: &CertificateDer<'static>,
+        crl: CertificateRevocationListDer<'static>,
+    ) -> Result<Current, PkiError> {
+        Ok(Current {
+            client: client_verifier(root, vec![crl.clone()])?,
+            server: server_verifier(root, vec![crl.clone()])?,
+            revoked: revoked_serials(&crl)?,
+            crl,
+        })
+    }
+
+    fn current<T>(&self, f: impl FnOnce(&Current) -> T) -> T {
+        match self.current.read() {
+            Ok(c) => f(&c),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the CRL; gives whether it changed. A CRL that cannot be
+    /// read leaves the current one in place.
+    pub fn update_crl(&self, crl: CertificateRevocationListDer<'static>) -> Result<bool, PkiError> {
+        if self.current(|c| c.crl == crl) {
+            return Ok(false);
+        }
+        let next = Self::build(&self.root, crl)?;
+        match self.current.write() {
+            Ok(mut c) => *c = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(true)
+    }
+
+    /// Whether the current CRL revokes this certificate.
+    pub fn is_revoked(&self, cert: &CertificateDer<'_>) -> bool {
+        match serial(cert) {
+            Ok(s) => self.current(|c| c.revoked.contains(&s)),
+            Err(_) => true,
+        }
+    }
+
+    /// A client-certificate verifier that always uses the current CRL.
+    pub fn client_verifier(self: &Arc<Self>) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(LiveClientVerifier(self.clone()))
+    }
+
+    /// A server-certificate verifier that always uses the current CRL.
+    pub fn server_verifier(
+        self: &Arc<Self>,
+    ) -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
+        Arc::new(LiveServerVerifier(self.clone()))
+    }
+}
+
+#[derive(Debug)]
+struct LiveClientVerifier(Arc<LiveVerifiers>);
+
+impl ClientCertVerifier for LiveClientVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.0.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.0
+            .current(|c| c.client.clone())
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .current(|c| c.client.clone())
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .current(|c| c.client.clone())
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.current(|c| c.client.supported_verify_schemes())
+    }
+}
+
+#[derive(Debug)]
+struct LiveServerVerifier(Arc<LiveVerifiers>);
+
+impl rustls::client::danger::ServerCertVerifier for LiveServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.0.current(|c| c.server.clone()).verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .current(|c| c.server.clone())
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .current(|c| c.server.clone())
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.current(|c| c.server.supported_verify_schemes())
+    }
+}

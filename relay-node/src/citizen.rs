@@ -51,10 +51,6 @@ pub const SESSION_MAX: Duration = Duration::from_secs(12 * 3600);
 pub const MAX_SESSIONS: usize = 100_000;
 /// Largest request body of the citizen API.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Most citizen API connections at once.
-pub const MAX_CONNECTIONS: usize = 10_000;
-/// Longest TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most access-log entries in one answer (the newest).
 pub const MAX_ACCESS_LOG_ENTRIES: usize = 10_000;
 /// Most expired nonces removed per new session.
@@ -1417,19 +1413,13 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     api: Arc<CitizenApi>,
     web: Arc<crate::web::Web>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let app =
         router(api).merge(crate::web::router(web).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)));
     let app_for = move |_: &rustls::ServerConnection| Some(app.clone());
-    crate::https::serve_tls(
-        listener,
-        tls,
-        MAX_CONNECTIONS,
-        HANDSHAKE_TIMEOUT,
-        "citizen",
-        app_for,
-    )
-    .await;
+    let admission = crate::https::Admission::new(crate::https::HttpsLimits::citizen());
+    crate::https::serve_tls(listener, tls, admission, "citizen", metrics, None, app_for).await;
 }
 
 /// Starts the citizen API of `node` as configured; gives its address.
@@ -1456,8 +1446,9 @@ pub async fn start(
         Some(_) => anyhow::bail!("test_idp is allowed only in a test federation"),
         None => None,
     };
+    let metrics = node.metrics.clone();
     let api = CitizenApi::new(node, public_url);
     let web = crate::web::Web::new(api.clone(), test_idp);
     tracing::info!(%addr, "citizen API and web inbox listening");
-    Ok((addr, tokio::spawn(serve(listener, tls, api, web))))
+    Ok((addr, tokio::spawn(serve(listener, tls, api, web, metrics))))
 }

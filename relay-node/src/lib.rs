@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod store;
 pub mod testkit;
+pub mod throttle;
 pub mod transport;
 pub mod web;
 

@@ -17,6 +17,12 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpsLabel {
+    pub api: String,
+    pub reason: String,
+}
+
 /// Every metric of a node.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +41,10 @@ pub struct Metrics {
     pub connections: Gauge,
     pub commit_batch_size: Histogram,
     pub commit_seconds: Histogram,
+    pub https_refused: Family<HttpsLabel, Counter>,
+    /// 1 when a QUIC handshake with this node at the address the trust list
+    /// gives for it succeeded, 0 when it failed.
+    pub reachable_at_trust_list_address: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +72,8 @@ impl Metrics {
             connections: Gauge::default(),
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            https_refused: Family::default(),
+            reachable_at_trust_list_address: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -138,6 +150,16 @@ impl Metrics {
             "commit_seconds",
             "Time to commit one transaction, fsync included",
             m.commit_seconds.clone(),
+        );
+        registry.register(
+            "https_closed",
+            "HTTPS connections refused or closed by admission (per source, full, evicted, idle, handshake), by API and reason",
+            m.https_refused.clone(),
+        );
+        registry.register(
+            "reachable_at_trust_list_address",
+            "1 if this node answered a QUIC handshake at the address the trust list gives for it",
+            m.reachable_at_trust_list_address.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -106,6 +106,48 @@ pub struct Node {
     citizen_addr: std::sync::OnceLock<SocketAddr>,
     /// More for the admin endpoint (the gateway's operator report).
     pub(crate) admin_extension: std::sync::OnceLock<AdminExtension>,
+    /// The federation root and the CRL now in force (TLS, QUIC and HTTPS).
+    verifiers: Arc<tls::LiveVerifiers>,
+    /// Incoming QUIC connections, by stable id: closed when their peer is revoked.
+    incoming: std::sync::Mutex<HashMap<usize, quinn::Connection>>,
+    /// Wakes the reload of the trust list and CRL at once (SIGHUP).
+    reload_now: Notify,
+    /// Counts revocations taking effect; HTTPS loops close what they revoke.
+    revocations: tokio::sync::watch::Sender<u64>,
+    /// What the files looked like at the last reload.
+    federation_files: std::sync::Mutex<Option<FileStamps>>,
+    /// Rate limit for repeated log lines (a peer down, a flood).
+    pub(crate) log_throttle: crate::throttle::LogThrottle,
+}
+
+/// How often the trust list and CRL files are checked for a new version.
+pub const FEDERATION_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// At most one log line per peer or kind of event in this time.
+pub const LOG_THROTTLE_INTERVAL: Duration = Duration::from_secs(30);
+/// QUIC application error code: the peer's certificate is not a node's.
+pub const CLOSE_NOT_A_NODE: u32 = 1;
+/// QUIC application error code: the peer was revoked.
+pub const CLOSE_REVOKED: u32 = 2;
+
+/// Size, modification time and inode of the trust list and CRL files: a
+/// change of any means a new version (they are replaced atomically).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamps(Vec<Option<(u64, i64, i64, u64)>>);
+
+impl FileStamps {
+    fn of(paths: &[&std::path::Path]) -> FileStamps {
+        use std::os::unix::fs::MetadataExt;
+        FileStamps(
+            paths
+                .iter()
+                .map(|p| {
+                    std::fs::metadata(p)
+                        .ok()
+                        .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+                })
+                .collect(),
+        )
+    }
 }
 
 /// What the gateway adds to its node's admin endpoint: `GET /report`
@@ -176,9 +218,9 @@ impl Node {
         let material = TlsMaterial {
             cert_chain: tls::load_certs(&p.cert)?,
             key: tls::load_private_key(&p.key)?,
-            root,
-            crls: vec![tls::load_crl(&p.crl)?],
+            verifiers: tls::LiveVerifiers::new(root, tls::load_crl(&p.crl)?)?,
         };
+        let verifiers = material.verifiers.clone();
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(
             &config.db_path(),
@@ -216,8 +258,15 @@ impl Node {
             citizen_desk: std::sync::OnceLock::new(),
             citizen_addr: std::sync::OnceLock::new(),
             admin_extension: std::sync::OnceLock::new(),
+            verifiers,
+            incoming: std::sync::Mutex::new(HashMap::new()),
+            reload_now: Notify::new(),
+            revocations: tokio::sync::watch::channel(0).0,
+            federation_files: std::sync::Mutex::new(None),
+            log_throttle: crate::throttle::LogThrottle::new(LOG_THROTTLE_INTERVAL),
             config,
         });
+        node.note_federation_files();
         // Everything already on disk is due now.
         let now = now_ms();
         for (id, record) in node.store.queue_snapshot()? {
@@ -235,6 +284,7 @@ impl Node {
             tokio::spawn(node.clone().outbox_loop(outbox_rx));
         }
         tokio::spawn(node.clone().housekeeping_loop());
+        tokio::spawn(node.clone().reload_loop());
         if let Some(admin) = node.config.admin_listen {
             crate::admin::spawn(node.clone(), admin).await?;
         }
@@ -373,8 +423,20 @@ impl Node {
     }
 
     async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) {
+        let Some(peer) = peer_node_id(&conn) else {
+            // An agency's certificate, say: it may make no request here, so
+            // it gets no stream (and nothing signed).
+            self.count_refused("not_a_node");
+            conn.close(
+                quinn::VarInt::from_u32(CLOSE_NOT_A_NODE),
+                b"not a federation node",
+            );
+            return;
+        };
         self.metrics.connections.inc();
-        let peer = peer_node_id(&conn);
+        let stable_id = conn.stable_id();
+        self.incoming_connections().insert(stable_id, conn.clone());
+        let peer = Some(peer);
         loop {
             let (mut send, mut recv) = match conn.accept_bi().await {
                 Ok(s) => s,
@@ -408,7 +470,21 @@ impl Node {
                 let _ = send.finish();
             });
         }
+        self.incoming_connections().remove(&stable_id);
         self.metrics.connections.dec();
+    }
+
+    fn incoming_connections(&self) -> std::sync::MutexGuard<'_, HashMap<usize, quinn::Connection>> {
+        self.incoming.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count_refused(&self, reason: &str) {
+        self.metrics
+            .refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Answers one request from `peer` (None: no usable certificate).
@@ -439,17 +515,12 @@ impl Node {
         let peer = match allowed {
             Ok(peer) => peer,
             Err(r) => {
-                tracing::warn!(peer = ?peer, reason = r.reason.code(), "request from a peer not allowed");
-                // An offer still gets a signed rejection: the sender holds a
-                // federation certificate, and the evidence names the refusal.
-                if let Request::Offer(offer) = &request {
-                    return self.reject(
-                        &receiver,
-                        offer,
-                        r.reason,
-                        relay::peek_header(&offer.envelope).as_ref(),
-                    );
+                let who = peer.map(|p| p.to_string()).unwrap_or_default();
+                if let Some(held_back) = self.log_throttle.allow(&format!("not allowed {who}")) {
+                    tracing::warn!(peer = %who, reason = r.reason.code(), held_back, "request from a peer not allowed");
                 }
+                // Unsigned: a node signs nothing for a peer that may not
+                // make the request (no signing oracle, SPEC.md §10.1).
                 return refused(r.reason, r.detail);
             }
         };
@@ -512,31 +583,6 @@ impl Node {
             Ok(_) => Err(NodeError::Gateway("answer of the wrong kind".into())),
             Err(e) => Err(NodeError::Gateway(e.to_string())),
         }
-    }
-
-    /// A signed RelayRejection for an offer; nothing is stored.
-    fn reject(
-        &self,
-        receiver: &Receiver<'_>,
-        offer: &Offer,
-        reason: ReasonCode,
-        header: Option<&estafette_spec::RoutingHeader>,
-    ) -> Response {
-        let record = receiver.evidence(
-            EvidenceEvent::RelayRejection,
-            header,
-            offer,
-            Some(reason),
-            estafette_pki::now(),
-            &mut OsRng,
-        );
-        self.metrics
-            .rejected
-            .get_or_create(&ReasonLabel {
-                reason: reason.code().into(),
-            })
-            .inc();
-        Response::Rejected(serde_bytes::ByteBuf::from(self.sign(&record)))
     }
 
     async fn handle_offer(&self, receiver: &Receiver<'_>, peer: &NodeId, offer: Offer) -> Response {
@@ -975,6 +1021,9 @@ impl Node {
         let delay = self.config.retry.delay_ms(record.attempts, jitter());
         let next = now_ms() + delay;
         tracing::debug!(envelope = %id, peer = %dest, attempts = record.attempts + 1, delay_ms = delay, error = %error, "forward will be retried");
+        if let Some(held_back) = self.log_throttle.allow(&format!("forward {dest}")) {
+            tracing::warn!(peer = %dest, error = %error, failures_since_last_line = held_back, "forwarding fails; envelopes wait and are retried");
+        }
         let op = Op::Reschedule {
             envelope_id: id,
             attempts: record.attempts + 1,
@@ -1155,7 +1204,6 @@ impl Node {
                 _ = tick.tick() => {}
                 _ = self.stopped.notified() => return,
             }
-            self.reload_trust_list();
             if last_prune.elapsed() > Duration::from_secs(3600) {
                 last_prune = std::time::Instant::now();
                 let before = estafette_pki::now().minus_s(self.config.limits.dedup_retention_s);
@@ -1166,29 +1214,143 @@ impl Node {
         }
     }
 
-    /// Takes a newer trust list from disk, if it verifies and is not older.
-    fn reload_trust_list(&self) {
-        let path = &self.config.pki.trust_list;
-        let Ok(bytes) = std::fs::read(path) else {
-            return;
-        };
-        if self.trust_bytes.read().map(|b| *b == bytes).unwrap_or(true) {
-            return;
+    /// The federation root and the CRL in force (for the HTTPS APIs).
+    pub fn verifiers(&self) -> Arc<tls::LiveVerifiers> {
+        self.verifiers.clone()
+    }
+
+    /// Changes each time a reload revokes something: HTTPS loops then close
+    /// the connections whose certificate the CRL now revokes.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    /// Re-reads the trust list and CRL at once (SIGHUP).
+    pub fn reload(&self) {
+        self.reload_now.notify_one();
+    }
+
+    fn federation_stamps(&self) -> FileStamps {
+        FileStamps::of(&[&self.config.pki.trust_list, &self.config.pki.crl])
+    }
+
+    fn note_federation_files(&self) {
+        let stamps = self.federation_stamps();
+        if let Ok(mut s) = self.federation_files.lock() {
+            *s = Some(stamps);
         }
-        match TrustList::verify_update(&bytes, &self.root_key, estafette_pki::now(), &self.trust())
-        {
-            Ok(list) => {
-                tracing::info!(version = list.content().version, "trust list reloaded");
-                if let Ok(mut t) = self.trust.write() {
-                    *t = Arc::new(list);
-                }
-                if let Ok(mut b) = self.trust_bytes.write() {
-                    *b = bytes;
+    }
+
+    async fn reload_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(FEDERATION_RELOAD_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                _ = self.reload_now.notified() => true,
+                _ = self.stopped.notified() => return,
+            };
+            let stamps = self.federation_stamps();
+            let changed = self
+                .federation_files
+                .lock()
+                .map(|s| s.as_ref() != Some(&stamps))
+                .unwrap_or(true);
+            if changed || forced {
+                self.reload_federation();
+                if let Ok(mut s) = self.federation_files.lock() {
+                    *s = Some(stamps);
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "new trust list refused; keeping the current one")
+        }
+    }
+
+    /// Takes a newer trust list and CRL from disk (each only if it
+    /// verifies), then closes the QUIC connections of peers they revoke.
+    pub fn reload_federation(&self) {
+        let mut revoked_something = false;
+        let path = &self.config.pki.trust_list;
+        match std::fs::read(path) {
+            Ok(bytes)
+                if !self
+                    .trust_bytes
+                    .read()
+                    .map(|b| *b == bytes)
+                    .unwrap_or(false) =>
+            {
+                match TrustList::verify_update(
+                    &bytes,
+                    &self.root_key,
+                    estafette_pki::now(),
+                    &self.trust(),
+                ) {
+                    Ok(list) => {
+                        let more_revoked =
+                            list.content().revoked.len() != self.trust().content().revoked.len();
+                        tracing::info!(version = list.content().version, "trust list reloaded");
+                        if let Ok(mut t) = self.trust.write() {
+                            *t = Arc::new(list);
+                        }
+                        if let Ok(mut b) = self.trust_bytes.write() {
+                            *b = bytes;
+                        }
+                        revoked_something |= more_revoked;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "new trust list refused; keeping the current one")
+                    }
+                }
             }
+            Ok(_) => {}
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "reading the trust list"),
+        }
+        match tls::load_crl(&self.config.pki.crl).and_then(|crl| self.verifiers.update_crl(crl)) {
+            Ok(true) => {
+                tracing::info!("CRL reloaded");
+                revoked_something = true;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "new CRL refused; keeping the current one"),
+        }
+        if revoked_something {
+            self.close_revoked();
+            self.revocations.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Closes incoming and outgoing QUIC connections whose peer the CRL or
+    /// the trust list now revokes.
+    fn close_revoked(&self) {
+        let trust = self.trust();
+        let revoked = |conn: &quinn::Connection| {
+            let certificate = conn
+                .peer_identity()
+                .and_then(|i| {
+                    i.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                        .ok()
+                })
+                .and_then(|certs| certs.first().cloned());
+            match certificate {
+                Some(cert) => {
+                    self.verifiers.is_revoked(&cert)
+                        || tls::node_id(&cert).is_ok_and(|id| trust.node(&id).is_none())
+                }
+                None => true,
+            }
+        };
+        let mut closed = 0;
+        for conn in self.incoming_connections().values() {
+            if revoked(conn) {
+                conn.close(quinn::VarInt::from_u32(CLOSE_REVOKED), b"revoked");
+                closed += 1;
+            }
+        }
+        closed += self.peers.close_where(revoked);
+        if closed > 0 {
+            tracing::warn!(
+                connections = closed,
+                "closed the connections of revoked peers"
+            );
         }
     }
 

@@ -10,7 +10,7 @@ use estafette_pki::tls;
 use estafette_spec::NodeId;
 use estafette_spec::relay::{self, ALPN, MAX_FRAME_BYTES, Request, Response};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Mutex;
 
 use crate::config::Limits;
@@ -32,12 +32,66 @@ pub enum TransportError {
     BadAnswer { peer: NodeId, detail: String },
 }
 
-/// The node's TLS material.
+/// The node's TLS material. The verifiers check peers against the
+/// federation root and the CRL as it is when each session starts.
 pub struct TlsMaterial {
     pub cert_chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
-    pub root: CertificateDer<'static>,
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    pub verifiers: Arc<tls::LiveVerifiers>,
+}
+
+impl TlsMaterial {
+    /// The material of the member whose `tls.crt.pem` and `tls.key.pem`
+    /// are in `dir`, with the federation's root and CRL.
+    pub fn from_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        root_cert: &std::path::Path,
+        crl: &std::path::Path,
+    ) -> Result<TlsMaterial, estafette_pki::PkiError> {
+        let root = tls::load_certs(root_cert)?.remove(0);
+        Ok(TlsMaterial {
+            cert_chain: tls::load_certs(cert)?,
+            key: tls::load_private_key(key)?,
+            verifiers: tls::LiveVerifiers::new(root, tls::load_crl(crl)?)?,
+        })
+    }
+
+    /// As [`Self::from_files`] for the files of a member's directory.
+    pub fn from_dir(
+        dir: &std::path::Path,
+        root_cert: &std::path::Path,
+        crl: &std::path::Path,
+    ) -> Result<TlsMaterial, estafette_pki::PkiError> {
+        Self::from_files(
+            &dir.join("tls.crt.pem"),
+            &dir.join("tls.key.pem"),
+            root_cert,
+            crl,
+        )
+    }
+}
+
+/// How often an idle connection sends a keep-alive.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// A connection that has heard nothing from its peer for this long is
+/// dead. With keep-alives every [`KEEP_ALIVE_INTERVAL`], a peer that
+/// vanished (power cut, cable) is noticed within this time; a peer that
+/// restarted is noticed at the first packet, by its stateless reset.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The key of the node's stateless resets, derived from its TLS key so
+/// that it survives a restart: a node that restarts (after a crash, say)
+/// answers packets of its old connections with a reset their peers can
+/// check, and they reconnect at once instead of waiting for the idle
+/// timeout.
+fn reset_key(key: &PrivateKeyDer<'_>) -> Arc<dyn quinn::crypto::HmacKey> {
+    let label = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"estafette/1 QUIC stateless reset");
+    let derived = ring::hmac::sign(&label, key.secret_der());
+    Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        derived.as_ref(),
+    ))
 }
 
 fn transport_config(limits: &Limits) -> Arc<quinn::TransportConfig> {
@@ -50,8 +104,8 @@ fn transport_config(limits: &Limits) -> Arc<quinn::TransportConfig> {
         (MAX_FRAME_BYTES as u32).min(window),
     ));
     t.send_window(limits.max_connection_window_bytes);
-    t.keep_alive_interval(Some(Duration::from_secs(10)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(60)) {
+    t.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
         t.max_idle_timeout(Some(idle));
     }
     Arc::new(t)
@@ -65,12 +119,10 @@ pub fn endpoint(
 ) -> Result<quinn::Endpoint, TransportError> {
     let tls_err = |e: &dyn std::fmt::Display| TransportError::Tls(e.to_string());
     let provider = tls::crypto_provider();
-    let client_verifier =
-        tls::client_verifier(&material.root, material.crls.clone()).map_err(|e| tls_err(&e))?;
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| tls_err(&e))?
-        .with_client_cert_verifier(client_verifier)
+        .with_client_cert_verifier(material.verifiers.client_verifier())
         .with_single_cert(material.cert_chain.clone(), material.key.clone_key())
         .map_err(|e| tls_err(&e))?;
     server.alpn_protocols = vec![ALPN.to_vec()];
@@ -79,12 +131,11 @@ pub fn endpoint(
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
     server.transport_config(transport_config(limits));
 
-    let server_verifier =
-        tls::server_verifier(&material.root, material.crls.clone()).map_err(|e| tls_err(&e))?;
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| tls_err(&e))?
-        .with_webpki_verifier(server_verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(material.verifiers.server_verifier())
         .with_client_auth_cert(material.cert_chain.clone(), material.key.clone_key())
         .map_err(|e| tls_err(&e))?;
     client.alpn_protocols = vec![ALPN.to_vec()];
@@ -92,8 +143,17 @@ pub fn endpoint(
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     client.transport_config(transport_config(limits));
 
-    let mut endpoint = quinn::Endpoint::server(server, listen)
+    let socket = std::net::UdpSocket::bind(listen)
         .map_err(|e| TransportError::Tls(format!("binding {listen}: {e}")))?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| TransportError::Tls("no async runtime for QUIC".into()))?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::new(reset_key(&material.key)),
+        Some(server),
+        socket,
+        runtime,
+    )
+    .map_err(|e| TransportError::Tls(format!("binding {listen}: {e}")))?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
@@ -120,7 +180,7 @@ struct PeerSlot {
 /// One connection per peer, opened on demand and replaced when closed.
 pub struct Peers {
     endpoint: quinn::Endpoint,
-    connections: Mutex<HashMap<NodeId, Arc<Mutex<PeerSlot>>>>,
+    connections: std::sync::Mutex<HashMap<NodeId, Arc<Mutex<PeerSlot>>>>,
     timeout: Duration,
 }
 
@@ -128,18 +188,19 @@ impl Peers {
     pub fn new(endpoint: quinn::Endpoint, timeout: Duration) -> Peers {
         Peers {
             endpoint,
-            connections: Mutex::new(HashMap::new()),
+            connections: std::sync::Mutex::new(HashMap::new()),
             timeout,
         }
     }
 
+    /// The connection to `peer`, and whether it was opened just now.
     async fn connection(
         &self,
         peer: &NodeId,
         address: &str,
-    ) -> Result<quinn::Connection, TransportError> {
+    ) -> Result<(quinn::Connection, bool), TransportError> {
         let slot = {
-            let mut map = self.connections.lock().await;
+            let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(peer.clone()).or_default().clone()
         };
         // Holding the slot while connecting means one connect per peer at a time.
@@ -147,7 +208,7 @@ impl Peers {
         if let Some(conn) = slot.connection.as_ref()
             && conn.close_reason().is_none()
         {
-            return Ok(conn.clone());
+            return Ok((conn.clone(), false));
         }
         if let Some((at, error)) = &slot.last_failure
             && at.elapsed() < CONNECT_FAILURE_HOLD
@@ -160,9 +221,12 @@ impl Peers {
                 slot.connection = Some(conn.clone());
                 slot.last_failure = None;
             }
-            Err(e) => slot.last_failure = Some((std::time::Instant::now(), e.clone())),
+            Err(e) => {
+                slot.connection = None;
+                slot.last_failure = Some((std::time::Instant::now(), e.clone()));
+            }
         }
-        result
+        result.map(|conn| (conn, true))
     }
 
     async fn connect(
@@ -195,14 +259,70 @@ impl Peers {
             })
     }
 
+    /// Closes the kept connections for which `condition` holds (their peer
+    /// was revoked, say); gives how many.
+    pub fn close_where(&self, condition: impl Fn(&quinn::Connection) -> bool) -> usize {
+        let slots: Vec<_> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut closed = 0;
+        for slot in slots {
+            // A slot that is connecting right now gets a session checked
+            // against the current CRL anyway.
+            let Ok(mut slot) = slot.try_lock() else {
+                continue;
+            };
+            if let Some(conn) = slot.connection.take_if(|c| condition(c)) {
+                conn.close(quinn::VarInt::from_u32(2), b"revoked");
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// Sends one request to `peer` (at `address`) and waits for its answer.
+    ///
+    /// A kept connection can be dead without knowing it yet (the peer
+    /// restarted, and its stateless reset arrives only when we send). When
+    /// a request fails because its kept connection closed, it is sent once
+    /// more on a new connection, if that is safe: the request is
+    /// [repeatable](Request::is_repeatable), or the peer reset the
+    /// connection (a restarted peer never saw the request).
     pub async fn request(
         &self,
         peer: &NodeId,
         address: &str,
         request: &Request,
     ) -> Result<Response, TransportError> {
-        let conn = self.connection(peer, address).await?;
+        let frame = relay::encode(request);
+        let (conn, fresh) = self.connection(peer, address).await?;
+        let first = self.exchange(&conn, peer, &frame).await;
+        let broken = match (&first, conn.close_reason()) {
+            (Err(_), Some(reason)) if !fresh => Some(reason),
+            _ => None,
+        };
+        let Some(reason) = broken else {
+            return first;
+        };
+        if !request.is_repeatable() && !matches!(reason, quinn::ConnectionError::Reset) {
+            return first;
+        }
+        tracing::debug!(peer = %peer, reason = %reason, "kept connection closed; sending again on a new one");
+        let (conn, _) = self.connection(peer, address).await?;
+        self.exchange(&conn, peer, &frame).await
+    }
+
+    /// One request on one stream of `conn`, within the request timeout.
+    async fn exchange(
+        &self,
+        conn: &quinn::Connection,
+        peer: &NodeId,
+        frame: &[u8],
+    ) -> Result<Response, TransportError> {
         // A refused peer sees the refusal as a lost stream: name the reason
         // the connection was closed with (a TLS alert, say) when there is one.
         let stream_err = |e: &dyn std::fmt::Display| TransportError::Stream {
@@ -214,9 +334,7 @@ impl Peers {
         };
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
-            send.write_all(&relay::encode(request))
-                .await
-                .map_err(|e| stream_err(&e))?;
+            send.write_all(frame).await.map_err(|e| stream_err(&e))?;
             send.finish().map_err(|e| stream_err(&e))?;
             let bytes = recv
                 .read_to_end(MAX_FRAME_BYTES)

@@ -85,14 +85,8 @@ async fn inbox_api_duplicates_and_metrics() {
 
     // A duplicate offer gets the same evidence again and stores no second copy.
     let dir = fed.fed.node_dir(&fed.gateway.id);
-    let material = TlsMaterial {
-        cert_chain: estafette_pki::tls::load_certs(&dir.join("tls.crt.pem")).unwrap(),
-        key: estafette_pki::tls::load_private_key(&dir.join("tls.key.pem")).unwrap(),
-        root: estafette_pki::tls::load_certs(&fed.fed.root_cert_path())
-            .unwrap()
-            .remove(0),
-        crls: vec![estafette_pki::tls::load_crl(&fed.fed.crl_path()).unwrap()],
-    };
+    let material =
+        TlsMaterial::from_dir(&dir, &fed.fed.root_cert_path(), &fed.fed.crl_path()).unwrap();
     let client = Peers::new(
         endpoint(
             "127.0.0.1:0".parse().unwrap(),

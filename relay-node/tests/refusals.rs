@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use estafette_pki::{NodeKind, RevokeTarget, keys, tls};
+use estafette_pki::{NodeKind, RevokeTarget, keys};
 use estafette_relay::config::Limits;
 use estafette_relay::transport::{Peers, TlsMaterial, TransportError, endpoint};
 use estafette_spec::relay::{Offer, Request, Response};
@@ -18,14 +18,8 @@ use rand_core::OsRng;
 /// A QUIC client speaking as the node whose files are in `dir`.
 fn client_as(fed: &TestFederation, id: &NodeId) -> Peers {
     let dir = fed.fed.node_dir(id);
-    let material = TlsMaterial {
-        cert_chain: tls::load_certs(&dir.join("tls.crt.pem")).unwrap(),
-        key: tls::load_private_key(&dir.join("tls.key.pem")).unwrap(),
-        root: tls::load_certs(&fed.fed.root_cert_path())
-            .unwrap()
-            .remove(0),
-        crls: vec![tls::load_crl(&fed.fed.crl_path()).unwrap()],
-    };
+    let material =
+        TlsMaterial::from_dir(&dir, &fed.fed.root_cert_path(), &fed.fed.crl_path()).unwrap();
     let ep = endpoint(
         "127.0.0.1:0".parse().unwrap(),
         &material,
@@ -43,12 +37,15 @@ fn offer(envelope: Vec<u8>, hops_taken: u8) -> Request {
     })
 }
 
-/// The answer must be a RelayRejection signed by `by`, with `reason`.
+/// The answer must be a RelayRejection signed by `by`, with `reason`,
+/// naming the offered header's message (`names` = Some) only when the
+/// envelope's signature verified.
 fn assert_rejected(
     answer: Result<Response, TransportError>,
     trust: &TrustList,
     by: &str,
     reason: ReasonCode,
+    names: Option<&RoutingHeader>,
     case: &str,
 ) {
     let Ok(Response::Rejected(evidence)) = answer else {
@@ -59,6 +56,12 @@ fn assert_rejected(
     assert_eq!(v.record.event, EvidenceEvent::RelayRejection, "{case}");
     assert_eq!(v.record.issuer.as_str(), by, "{case}");
     assert_eq!(v.record.reason, Some(reason), "{case}");
+    assert_eq!(
+        v.record.message_id,
+        names.map(|h| h.message_id),
+        "{case}: a rejection names only an authenticated header"
+    );
+    assert_eq!(v.record.envelope_id, names.map(|h| h.envelope_id), "{case}");
     println!(
         "{case}: signed RelayRejection by {by}, reason {}",
         reason.code()
@@ -107,18 +110,22 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
     let inbox = random_inbox();
     let mut offered_ids = Vec::new();
 
-    // 1. A peer with a valid certificate that is not in the trust list.
+    // 1. A peer with a valid certificate that is not in the trust list:
+    // a typed refusal, and nothing signed (no signing oracle).
     let (envelope, _, header) = fed.envelope("home.test", inbox, "x");
     offered_ids.push(header.envelope_id);
     let answer = client_as(&fed, &stranger)
         .request(&a_id, &a_addr, &offer(envelope, 0))
         .await;
-    assert_rejected(
-        answer,
-        &trust,
-        "relay-a.test",
-        ReasonCode::UnknownSigner,
-        "peer not in the trust list",
+    assert!(
+        matches!(
+            answer,
+            Ok(Response::Refused {
+                reason: ReasonCode::UnknownSigner,
+                ..
+            })
+        ),
+        "peer not in the trust list: an unsigned refusal, got {answer:?}"
     );
 
     // 2. A revoked peer: its certificate is on the CRL; the handshake looks
@@ -150,6 +157,7 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
         &trust,
         "relay-a.test",
         ReasonCode::BadSignature,
+        None,
         "bad gateway signature",
     );
 
@@ -171,6 +179,7 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
         &trust,
         "relay-a.test",
         ReasonCode::BadSignature,
+        None,
         "tampered header",
     );
 
@@ -182,11 +191,12 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
         &trust,
         "relay-a.test",
         ReasonCode::TooLarge,
+        None,
         "too large",
     );
 
     // 6. Expired.
-    let expired = {
+    let (expired, expired_header) = {
         let gw_key =
             keys::read_ed25519(&fed.fed.node_dir(&gateway_id).join("signing.key.pem")).unwrap();
         let (_, message, mut header) = fed.envelope("home.test", inbox, "x");
@@ -194,7 +204,9 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
         header.expires_at = estafette_pki::now().minus_s(3600);
         offered_ids.push(header.envelope_id);
         let home_key = trust.node(&"home.test".parse().unwrap()).unwrap().hpke_key;
-        Envelope::seal(header, &message, &home_key, &gw_key, &mut OsRng).unwrap()
+        let sealed =
+            Envelope::seal(header.clone(), &message, &home_key, &gw_key, &mut OsRng).unwrap();
+        (sealed, header)
     };
     let answer = gateway.request(&a_id, &a_addr, &offer(expired, 0)).await;
     assert_rejected(
@@ -202,6 +214,7 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
         &trust,
         "relay-a.test",
         ReasonCode::Expired,
+        Some(&expired_header),
         "expired",
     );
 
@@ -214,6 +227,7 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
         &trust,
         "relay-a.test",
         ReasonCode::HopLimitExceeded,
+        Some(&header),
         "over the hop limit",
     );
 
@@ -226,6 +240,7 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
         &trust,
         "relay-a.test",
         ReasonCode::Malformed,
+        None,
         "malformed CBOR",
     );
 
@@ -254,4 +269,109 @@ async fn every_refusal_is_typed_signed_and_stores_nothing() {
     for id in offered_ids {
         assert!(store.dedup_get(&id).unwrap().is_none());
     }
+}
+
+/// The audit's signing oracle: a QUIC offer over a connection authenticated
+/// with an agency's certificate (not a node's), of a made-up envelope that
+/// names a real message, must get no signature at all; nor may a node
+/// certificate outside the trust list, nor a revoked agency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_signature_for_a_peer_that_may_not_offer() {
+    let mut fed = TestFederation::new(
+        &[
+            ("relay-a.test", NodeKind::Transit),
+            ("home.test", NodeKind::Home),
+        ],
+        &["relay-a.test", "home.test"],
+    );
+    let revoked_agency: Oin = "00000003273318220000".parse().unwrap();
+    fed.fed
+        .issue_agency(&revoked_agency, "Gemeente Voorbeeld", vec![])
+        .unwrap();
+    let a = fed.relay("relay-a.test");
+    let (a_id, a_addr) = (a.id.clone(), a.config.listen.to_string());
+    let _a_process = start(a);
+    let trust = fed.trust();
+
+    // A real letter's routing header, in an envelope the agency signs itself.
+    let (real, _, header) = fed.envelope("home.test", random_inbox(), "real letter");
+    let made_up = {
+        use coset::TaggedCborSerializable;
+        let mut sign1 = coset::CoseSign1::from_tagged_slice(&real).unwrap();
+        sign1.signature = vec![0x55; 64];
+        sign1.to_tagged_vec().unwrap()
+    };
+    let (root_cert, crl) = (fed.fed.root_cert_path(), fed.fed.crl_path());
+    let agency_dirs = [
+        (
+            AGENCY.parse::<Oin>().unwrap(),
+            fed.fed.agency_dir(&AGENCY.parse().unwrap()),
+        ),
+        (revoked_agency.clone(), fed.fed.agency_dir(&revoked_agency)),
+    ];
+    let agency_peers = |oin: &Oin| {
+        let dir = &agency_dirs.iter().find(|(o, _)| o == oin).unwrap().1;
+        let material = TlsMaterial::from_dir(dir, &root_cert, &crl).unwrap();
+        Peers::new(
+            endpoint(
+                "127.0.0.1:0".parse().unwrap(),
+                &material,
+                &Limits::default(),
+            )
+            .unwrap(),
+            Duration::from_secs(20),
+        )
+    };
+    let agency: Oin = AGENCY.parse().unwrap();
+    for (case, envelope) in [
+        ("made-up envelope", made_up.clone()),
+        ("real envelope", real),
+    ] {
+        let answer = agency_peers(&agency)
+            .request(&a_id, &a_addr, &offer(envelope, 0))
+            .await;
+        println!("agency certificate, {case}: {answer:?}");
+        match answer {
+            Err(TransportError::Stream { detail, .. }) => assert!(
+                detail.contains("not a federation node"),
+                "{case}: the connection is closed as not a node: {detail}"
+            ),
+            other => panic!("{case}: an agency's connection must get nothing, got {other:?}"),
+        }
+    }
+
+    // A revoked agency: refused at TLS, before any request.
+    fed.fed
+        .revoke(
+            &RevokeTarget::Member(revoked_agency.to_string()),
+            "key compromise",
+        )
+        .unwrap();
+    // relay-a takes the new CRL within its reload interval.
+    let began = std::time::Instant::now();
+    loop {
+        let answer = agency_peers(&revoked_agency)
+            .request(&a_id, &a_addr, &offer(made_up.clone(), 0))
+            .await;
+        assert!(
+            !matches!(answer, Ok(Response::Rejected(_) | Response::Accepted(_))),
+            "nothing signed for a revoked agency: {answer:?}"
+        );
+        if let Err(TransportError::Stream { detail, .. } | TransportError::Connect { detail, .. }) =
+            &answer
+            && detail.contains("Revoked")
+        {
+            println!(
+                "revoked agency refused at TLS {} ms after the revocation",
+                began.elapsed().as_millis()
+            );
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the revoked agency is still let in: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = (trust, header);
 }

@@ -273,12 +273,10 @@ impl EvidenceRecord {
         if self.message_id.is_some() != self.message_digest.is_some() {
             return Err(EvidenceError::HalfMessage);
         }
-        let unreadable_offer = self.event == EvidenceEvent::RelayRejection
-            && matches!(
-                self.reason,
-                Some(ReasonCode::Malformed | ReasonCode::TooLarge)
-            );
-        if self.message_id.is_none() && !unreadable_offer {
+        // A rejection names only an envelope whose signature verified
+        // (SPEC.md §10.1): of any other offer it cannot name the message.
+        let unauthenticated_offer = self.event == EvidenceEvent::RelayRejection;
+        if self.message_id.is_none() && !unauthenticated_offer {
             return Err(EvidenceError::MissingMessage { event: self.event });
         }
         if self.event.is_relay_event() && self.envelope_digest.is_none() {

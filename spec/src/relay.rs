@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, CborError};
 use crate::cose::Digest;
-use crate::envelope::{Envelope, EnvelopeContent, HpkeKeyPair, RoutingHeader};
+use crate::envelope::{Envelope, EnvelopeContent, EnvelopeError, HpkeKeyPair, RoutingHeader};
 use crate::evidence::{EvidenceEvent, EvidenceRecord, ReasonCode};
 use crate::ids::{EvidenceId, NodeId};
 use crate::limits::*;
@@ -46,6 +46,18 @@ pub enum Request {
     /// A person's request, carried by their home node to the gateway (only
     /// home nodes send these, only the gateway accepts them).
     Citizen(Box<crate::citizen::CitizenRequest>),
+}
+
+impl Request {
+    /// Whether sending this request twice has the effect of sending it
+    /// once: offers and evidence deliveries are de-duplicated by id, and
+    /// some citizen actions are reads or set a state.
+    pub fn is_repeatable(&self) -> bool {
+        match self {
+            Request::Offer(_) | Request::Evidence(_) => true,
+            Request::Citizen(request) => request.action.is_repeatable(),
+        }
+    }
 }
 
 /// The answer on the same stream.
@@ -110,7 +122,7 @@ impl OfferDecision {
     }
 }
 
-/// Why an offer is refused; the header is there when it could be read.
+/// Why an offer is refused; the header is there when its signature verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferRefusal {
     pub reason: ReasonCode,
@@ -211,8 +223,16 @@ impl Receiver<'_> {
                 detail,
                 header: header.map(Box::new),
             };
-        let verified = Envelope::verify(&offer.envelope, self.trust, now)
-            .map_err(|e| refuse(e.reason(), e.to_string(), peek_header(&offer.envelope)))?;
+        let verified = Envelope::verify(&offer.envelope, self.trust, now).map_err(|e| {
+            // A rejection names only what it could authenticate: a header
+            // whose signature did not verify is the sender's claim, and
+            // naming it would sign that claim (a signing oracle).
+            let header = match &e {
+                EnvelopeError::Verify(_) | EnvelopeError::Content(_) => None,
+                _ => peek_header(&offer.envelope),
+            };
+            refuse(e.reason(), e.to_string(), header)
+        })?;
         let header = verified.content.header.clone();
         Envelope::check_hops(&header, offer.hops_taken)
             .map_err(|e| refuse(e.reason(), e.to_string(), Some(header.clone())))?;

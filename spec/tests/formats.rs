@@ -553,3 +553,63 @@ fn evidence_chain_links() {
         Err(EvidenceError::MissingReason { .. })
     ));
 }
+
+/// A rejection names only what it authenticated: an envelope signed by a
+/// key that may not sign envelopes (an agency's, a relay's), or with a bad
+/// signature, is rejected without its header's ids, so that nobody can make
+/// a node sign a claim about a real message (a signing oracle).
+#[test]
+fn a_rejection_never_names_an_unauthenticated_header() {
+    use estafette_spec::relay::{Offer, Receiver};
+    let trust = fixtures::trust_list();
+    let home = fixtures::hpke(fixtures::HOME);
+    let mut rng = FixedRng::new("oracle");
+    let receiver = Receiver {
+        trust: &trust,
+        me: &fixtures::relay_id(),
+    };
+    let header = header_for(b"x", [7; 16], [8; 16], 4, 3600);
+    let offer_of = |envelope: Vec<u8>| Offer {
+        hops_taken: 0,
+        previous_evidence: None,
+        envelope,
+    };
+    for (case, signer) in [
+        ("signed by an agency", fixtures::key(fixtures::AGENCY_OIN)),
+        ("signed by a relay", fixtures::key(fixtures::RELAY)),
+    ] {
+        let bytes = Envelope::seal(header.clone(), b"x", &home.public, &signer, &mut rng).unwrap();
+        let offer = offer_of(bytes);
+        let refusal = receiver.check_offer(&offer, T0, None).unwrap_err();
+        assert!(refusal.header.is_none(), "{case}: {refusal:?}");
+        let record = receiver.evidence(
+            EvidenceEvent::RelayRejection,
+            refusal.header.as_deref(),
+            &offer,
+            Some(refusal.reason),
+            T0,
+            &mut rng,
+        );
+        assert_eq!(record.message_id, None, "{case}");
+        assert_eq!(record.envelope_id, None, "{case}");
+        assert_eq!(record.envelope_digest, Some(Digest::of(&offer.envelope)));
+        Evidence::sign(&record, &fixtures::key(fixtures::RELAY)).unwrap();
+    }
+    // An authentic but expired envelope is named.
+    let bytes = Envelope::seal(
+        header.clone(),
+        b"x",
+        &home.public,
+        &fixtures::key(fixtures::GATEWAY),
+        &mut rng,
+    )
+    .unwrap();
+    let refusal = receiver
+        .check_offer(&offer_of(bytes), T0.plus_s(3600), None)
+        .unwrap_err();
+    assert_eq!(refusal.reason, ReasonCode::Expired);
+    assert_eq!(
+        refusal.header.map(|h| h.message_id),
+        Some(header.message_id)
+    );
+}

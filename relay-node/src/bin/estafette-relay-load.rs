@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use estafette_pki::{NodeKind, tls};
+use estafette_pki::NodeKind;
 use estafette_relay::config::Limits;
 use estafette_relay::testkit::{RelayProcess, TestFederation, random_inbox};
 use estafette_relay::transport::{Peers, TlsMaterial, endpoint};
@@ -108,12 +108,7 @@ async fn main() -> Result<()> {
 
     let gateway: NodeId = "gateway.test".parse()?;
     let dir = fed.fed.node_dir(&gateway);
-    let material = TlsMaterial {
-        cert_chain: tls::load_certs(&dir.join("tls.crt.pem"))?,
-        key: tls::load_private_key(&dir.join("tls.key.pem"))?,
-        root: tls::load_certs(&fed.fed.root_cert_path())?.remove(0),
-        crls: vec![tls::load_crl(&fed.fed.crl_path())?],
-    };
+    let material = TlsMaterial::from_dir(&dir, &fed.fed.root_cert_path(), &fed.fed.crl_path())?;
     let client = endpoint("127.0.0.1:0".parse()?, &material, &Limits::default())?;
     let peers = Arc::new(Peers::new(client, Duration::from_secs(60)));
     // Warm up the connection.

@@ -1,0 +1,108 @@
+//! Log lines that cannot flood: at most one line per kind of event and
+//! interval, and the next line says how many were held back. A flood of
+//! refused connections or a peer that stays down writes a few lines a
+//! minute, not one per event.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most distinct keys remembered; beyond it, the oldest are forgotten.
+pub const MAX_THROTTLE_KEYS: usize = 4_096;
+
+/// One throttle for many keys (a peer, a kind of refusal).
+pub struct LogThrottle {
+    interval: Duration,
+    state: Mutex<HashMap<String, Slot>>,
+}
+
+struct Slot {
+    last: Instant,
+    held_back: u64,
+}
+
+impl LogThrottle {
+    pub fn new(interval: Duration) -> LogThrottle {
+        LogThrottle {
+            interval,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One more event of `key` at `now`: `Some(n)` when a line may be
+    /// written (`n` events were held back since the last line), `None`
+    /// when this one is held back.
+    pub fn allow_at(&self, key: &str, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = state.get_mut(key) {
+            if now.duration_since(slot.last) < self.interval {
+                slot.held_back = slot.held_back.saturating_add(1);
+                return None;
+            }
+            let held_back = slot.held_back;
+            *slot = Slot {
+                last: now,
+                held_back: 0,
+            };
+            return Some(held_back);
+        }
+        if state.len() >= MAX_THROTTLE_KEYS {
+            let interval = self.interval;
+            state.retain(|_, s| now.duration_since(s.last) < interval);
+            if state.len() >= MAX_THROTTLE_KEYS {
+                state.clear();
+            }
+        }
+        state.insert(
+            key.to_owned(),
+            Slot {
+                last: now,
+                held_back: 0,
+            },
+        );
+        Some(0)
+    }
+
+    /// As [`Self::allow_at`], now.
+    pub fn allow(&self, key: &str) -> Option<u64> {
+        self.allow_at(key, Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_interval_and_the_next_counts_the_rest() {
+        let throttle = LogThrottle::new(Duration::from_secs(10));
+        let t = Instant::now();
+        assert_eq!(throttle.allow_at("peer", t), Some(0));
+        for i in 1..=1000 {
+            assert_eq!(
+                throttle.allow_at("peer", t + Duration::from_millis(i)),
+                None
+            );
+        }
+        assert_eq!(
+            throttle.allow_at("other", t),
+            Some(0),
+            "keys are independent"
+        );
+        assert_eq!(
+            throttle.allow_at("peer", t + Duration::from_secs(10)),
+            Some(1000)
+        );
+        assert_eq!(throttle.allow_at("peer", t + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn many_keys_stay_bounded() {
+        let throttle = LogThrottle::new(Duration::from_secs(10));
+        let t = Instant::now();
+        for i in 0..(3 * MAX_THROTTLE_KEYS) {
+            throttle.allow_at(&format!("k{i}"), t);
+        }
+        assert!(throttle.state.lock().unwrap().len() <= MAX_THROTTLE_KEYS);
+    }
+}
