@@ -63,7 +63,21 @@ impl GatewayConfig {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
-        let config: GatewayConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let mut config: GatewayConfig =
+            toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        config.node.check(path).map_err(|e| match e {
+            estafette_relay::config::ConfigError::Invalid { field, rule, .. } => {
+                invalid(format!("node.{field} must be {rule}"))
+            }
+            other => invalid(other.to_string()),
+        })?;
+        // Relative paths start at the configuration file, not where the
+        // command happens to run.
+        let base = estafette_relay::config::config_dir(path);
+        config.node.resolve_paths(&base);
+        if let Some(spool) = &mut config.paper_spool {
+            estafette_relay::config::resolve(&base, spool);
+        }
         if config.envelope.hop_limit == 0
             || config.envelope.hop_limit > estafette_spec::limits::MAX_HOP_LIMIT
         {

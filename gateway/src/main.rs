@@ -89,7 +89,10 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("estafette-gateway: {e:#}");
+            eprintln!(
+                "estafette-gateway: {}",
+                estafette_pki::report::anyhow_text(&e)
+            );
             ExitCode::from(2)
         }
     }
@@ -115,12 +118,7 @@ fn run(cli: Cli) -> Result<()> {
             estafette_relay::cli::init_logging(config.node.log_json, "info");
             runtime()?.block_on(async move {
                 let gateway = RunningGateway::start(config).await?;
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
-                }
+                estafette_relay::cli::wait_for_stop(&gateway.gateway.node).await?;
                 gateway.shutdown().await;
                 Ok(())
             })

@@ -21,6 +21,7 @@
 
 pub mod explain;
 pub mod keys;
+pub mod report;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

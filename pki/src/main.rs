@@ -226,7 +226,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("estafette-pki: {e:#}");
+            eprintln!("estafette-pki: {}", estafette_pki::report::anyhow_text(&e));
             ExitCode::from(2)
         }
     }

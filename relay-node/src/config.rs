@@ -26,6 +26,21 @@ pub enum ConfigError {
     },
 }
 
+/// The directory a configuration file's relative paths start from.
+pub fn config_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `path` relative to `base`, unless it is absolute.
+pub fn resolve(base: &Path, path: &mut PathBuf) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
 /// A relay node's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,15 +164,44 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         config.check(path)?;
+        config.resolve_paths(&config_dir(path));
         Ok(config)
     }
 
-    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+    /// Makes every relative path in the configuration relative to `base`
+    /// (the configuration file's directory), not to the working directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let p = &mut self.pki;
+        for path in [
+            &mut self.data_dir,
+            &mut p.cert,
+            &mut p.key,
+            &mut p.signing_key,
+            &mut p.root_cert,
+            &mut p.crl,
+            &mut p.trust_list,
+        ] {
+            resolve(base, path);
+        }
+        if let Some(hpke) = &mut p.hpke_key {
+            resolve(base, hpke);
+        }
+        if let Some(c) = &mut self.citizen {
+            for path in [&mut c.cert, &mut c.key].into_iter().flatten() {
+                resolve(base, path);
+            }
+            if let Some(idp) = &mut c.test_idp {
+                resolve(base, &mut idp.key);
+            }
+        }
+    }
+
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |field, rule| ConfigError::Invalid {
             path: path.to_path_buf(),
             field,

@@ -65,7 +65,10 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("estafette-relay: {e:#}");
+            eprintln!(
+                "estafette-relay: {}",
+                estafette_pki::report::anyhow_text(&e)
+            );
             ExitCode::from(2)
         }
     }
@@ -102,11 +105,7 @@ fn run(cli: Cli) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     let node = Node::start(config).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
-    }
+    estafette_relay::cli::wait_for_stop(&node).await?;
     node.shutdown().await;
     Ok(())
 }

@@ -285,6 +285,7 @@ impl Node {
         }
         tokio::spawn(node.clone().housekeeping_loop());
         tokio::spawn(node.clone().reload_loop());
+        tokio::spawn(node.clone().probe_own_address());
         if let Some(admin) = node.config.admin_listen {
             crate::admin::spawn(node.clone(), admin).await?;
         }
@@ -1210,6 +1211,56 @@ impl Node {
                 if let Err(e) = self.store.write(Op::Prune { before }).await {
                     tracing::error!(error = %e, "pruning the dedup index failed");
                 }
+            }
+        }
+    }
+
+    /// Checks that peers can reach this node where the trust list says it
+    /// is: a QUIC handshake with this node's id at that address. A node
+    /// that listens elsewhere still sends, but nothing reaches it (evidence,
+    /// citizen requests, envelopes): say so loudly, and in `/metrics`.
+    async fn probe_own_address(self: Arc<Self>) {
+        let Some(address) = self.trust().node(&self.id).map(|n| n.address.clone()) else {
+            return;
+        };
+        let listen = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let outcome = async {
+            let addr = tokio::net::lookup_host(&address)
+                .await
+                .map_err(|e| format!("it does not resolve: {e}"))?
+                .next()
+                .ok_or_else(|| "it does not resolve".to_string())?;
+            let connecting = self
+                .endpoint
+                .connect(addr, self.id.as_str())
+                .map_err(|e| e.to_string())?;
+            let conn = tokio::time::timeout(crate::transport::CONNECT_TIMEOUT, connecting)
+                .await
+                .map_err(|_| {
+                    format!(
+                        "no QUIC handshake within {} ms",
+                        crate::transport::CONNECT_TIMEOUT.as_millis()
+                    )
+                })?
+                .map_err(|e| e.to_string())?;
+            conn.close(quinn::VarInt::from_u32(0), b"address check");
+            Ok::<(), String>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                self.metrics.reachable_at_trust_list_address.set(1);
+                tracing::info!(node = %self.id, %address, "reachable at the address the trust list gives");
+            }
+            Err(detail) => {
+                self.metrics.reachable_at_trust_list_address.set(0);
+                tracing::error!(
+                    node = %self.id,
+                    trust_list_address = %address,
+                    listen = %listen,
+                    "peers cannot reach this node: the trust list gives {address} as its node address, and a QUIC handshake with {} there failed ({detail}). This node listens on {listen}. Set listen to the trust list's address (or forward it here), or issue the member again with --addr set to where it listens.",
+                    self.id
+                );
             }
         }
     }

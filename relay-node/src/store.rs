@@ -44,6 +44,63 @@ pub const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest stored record we read back (an envelope plus its fields).
 const MAX_RECORD_BYTES: usize = estafette_spec::limits::MAX_ENVELOPE_BYTES + 4096;
 
+/// Creates `dir` (and its parents) if missing, the last one readable only
+/// by this user (0700); refuses one that others may read or enter, as
+/// OpenSSH refuses a key file others can read: the node's data holds
+/// letters, names and addresses.
+pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(StoreError::Permissions(format!(
+                    "{shown} is open to other users (mode {mode:04o}); it holds private data: run `chmod 700 {shown}`"
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Database(format!("{}: {e}", parent.display())))?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| StoreError::Database(format!("{shown}: {e}")))
+        }
+        Err(e) => Err(StoreError::Database(format!("{shown}: {e}"))),
+    }
+}
+
+/// Creates `file` empty with mode 0600 if missing; refuses one that others
+/// may read or write.
+fn private_file(file: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let shown = file.display();
+    match std::fs::metadata(file) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(StoreError::Permissions(format!(
+                    "{shown} is open to other users (mode {mode:04o}); it holds private data: run `chmod 600 {shown}`"
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .map(|_| ())
+            .map_err(|e| StoreError::Database(format!("{shown}: {e}"))),
+        Err(e) => Err(StoreError::Database(format!("{shown}: {e}"))),
+    }
+}
+
 /// What the store could not do.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +110,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+    #[error("{0}")]
+    Permissions(String),
 }
 
 macro_rules! db_err {
@@ -282,9 +341,9 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
+            private_dir(dir)?;
         }
+        private_file(path)?;
         let db = Arc::new(
             Database::builder()
                 .set_cache_size(STORE_CACHE_BYTES)

@@ -80,18 +80,32 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// restarted is noticed at the first packet, by its stateless reset.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// The key of the node's stateless resets, derived from its TLS key so
-/// that it survives a restart: a node that restarts (after a crash, say)
-/// answers packets of its old connections with a reset their peers can
-/// check, and they reconnect at once instead of waiting for the idle
-/// timeout.
-fn reset_key(key: &PrivateKeyDer<'_>) -> Arc<dyn quinn::crypto::HmacKey> {
-    let label = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"estafette/1 QUIC stateless reset");
-    let derived = ring::hmac::sign(&label, key.secret_der());
-    Arc::new(ring::hmac::Key::new(
+/// A secret of the node for `label`, derived from its TLS key, so that it
+/// is the same after a restart.
+fn derived_secret(key: &PrivateKeyDer<'_>, label: &[u8]) -> ring::hmac::Tag {
+    let label = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, label);
+    ring::hmac::sign(&label, key.secret_der())
+}
+
+/// The endpoint configuration whose keys survive a restart: a node that
+/// restarts (after a crash, say) still recognises the connection ids it
+/// issued before, and answers their packets with a stateless reset their
+/// peers can check (the reset key is the same too), so they reconnect at
+/// once instead of waiting for the idle timeout.
+fn endpoint_config(key: &PrivateKeyDer<'_>) -> quinn::EndpointConfig {
+    let reset = derived_secret(key, b"estafette/1 QUIC stateless reset");
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
         ring::hmac::HMAC_SHA256,
-        derived.as_ref(),
-    ))
+        reset.as_ref(),
+    )));
+    let cid = derived_secret(key, b"estafette/1 QUIC connection ids");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 fn transport_config(limits: &Limits) -> Arc<quinn::TransportConfig> {
@@ -148,7 +162,7 @@ pub fn endpoint(
     let runtime = quinn::default_runtime()
         .ok_or_else(|| TransportError::Tls("no async runtime for QUIC".into()))?;
     let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::new(reset_key(&material.key)),
+        endpoint_config(&material.key),
         Some(server),
         socket,
         runtime,

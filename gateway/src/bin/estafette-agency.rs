@@ -94,7 +94,10 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("estafette-agency: {e:#}");
+            eprintln!(
+                "estafette-agency: {}",
+                estafette_pki::report::anyhow_text(&e)
+            );
             ExitCode::from(2)
         }
     }

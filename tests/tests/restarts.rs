@@ -1,0 +1,99 @@
+//! Faults cost seconds, not promises: after a SIGKILL and restart of the
+//! transit relay or of the gateway, the next letter is delivered within
+//! seconds, and a citizen can log in at once. (Before, senders kept their
+//! cached QUIC connection to the dead peer until a 60 s idle timeout.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use estafette_relay::citizen_client::CitizenClient;
+use estafette_relay::testkit::{AGENCY, NATIONAL_IDP};
+use estafette_spec::*;
+use estafette_tests::*;
+
+/// The promise: the next letter after a restart is delivered within this.
+const AFTER_RESTART: Duration = Duration::from_secs(5);
+
+async fn deliver(fed: &ProcessFederation, body: &str, timeout: Duration) -> Duration {
+    let (id, signed) = fed.letter(AGENCY, RESIDENT, body);
+    let started = std::time::Instant::now();
+    let summary = fed.agency().submit_summary(signed).await.unwrap();
+    assert_eq!(summary.channel, "digital");
+    fed.wait_for_event(&id, EvidenceEvent::ContentConsignment, timeout)
+        .await;
+    started.elapsed()
+}
+
+async fn login(fed: &ProcessFederation) -> Result<(), String> {
+    let assertion = fed
+        .fed
+        .fed
+        .mint_assertion(
+            &NATIONAL_IDP.parse().unwrap(),
+            &estafette_pki::AssertedPerson::test(RESIDENT.parse().unwrap()),
+            &"home.test".parse().unwrap(),
+            estafette_pki::now(),
+            300,
+        )
+        .unwrap();
+    let mut client =
+        CitizenClient::new(fed.citizen, "home.test", &fed.fed.fed.web_ca_path()).unwrap();
+    client
+        .login(&assertion)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_letter_after_a_sigkill_and_restart_arrives_within_seconds() {
+    let fed = ProcessFederation::new();
+    let mut gateway = fed.start_gateway();
+    let mut relay = fed.start_relay("relay.test");
+    let _home = fed.start_relay("home.test");
+
+    // Warm: every hop holds a connection to the next, and home to the gateway.
+    deliver(&fed, "first", Duration::from_secs(60)).await;
+    login(&fed).await.unwrap();
+
+    relay.kill();
+    relay = fed.start_relay("relay.test");
+    let after_relay = deliver(&fed, "after the relay's restart", Duration::from_secs(90)).await;
+    println!(
+        "transit relay SIGKILLed and restarted: next letter delivered in {} ms",
+        after_relay.as_millis()
+    );
+
+    gateway.kill();
+    gateway = fed.start_gateway();
+    let login_started = std::time::Instant::now();
+    let login_result = login(&fed).await;
+    let login_after = login_started.elapsed();
+    println!(
+        "gateway SIGKILLed and restarted: citizen login {} after {} ms",
+        if login_result.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        },
+        login_after.as_millis()
+    );
+    let after_gateway = deliver(&fed, "after the gateway's restart", Duration::from_secs(90)).await;
+    println!(
+        "gateway SIGKILLed and restarted: next letter delivered in {} ms",
+        after_gateway.as_millis()
+    );
+
+    assert!(
+        after_relay < AFTER_RESTART,
+        "after the transit relay's restart the next letter took {after_relay:?}"
+    );
+    login_result.unwrap();
+    assert!(login_after < AFTER_RESTART, "login took {login_after:?}");
+    assert!(
+        after_gateway < AFTER_RESTART,
+        "after the gateway's restart the next letter took {after_gateway:?}"
+    );
+    assert!(relay.terminate().success());
+    assert!(gateway.terminate().success());
+}
