@@ -50,6 +50,10 @@ pub struct HttpsLimits {
     pub max_connections: usize,
     /// Most connections from one IP address.
     pub max_per_source: usize,
+    /// New connections one IP address may open per second, after a burst
+    /// of `max_per_source`: a client that reconnects as fast as it can
+    /// (to make the server do TLS handshakes) is refused before TLS.
+    pub new_per_source_per_s: u32,
     /// Most connections of one client certificate.
     pub max_per_identity: usize,
     /// Longest TLS handshake.
@@ -78,8 +82,9 @@ impl HttpsLimits {
     pub fn agency() -> HttpsLimits {
         HttpsLimits {
             max_connections: 1_024,
-            max_per_source: 128,
-            max_per_identity: 128,
+            max_per_source: 256,
+            new_per_source_per_s: 32,
+            max_per_identity: 256,
             handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
@@ -99,6 +104,7 @@ impl HttpsLimits {
         HttpsLimits {
             max_connections: 10_000,
             max_per_source: 256,
+            new_per_source_per_s: 64,
             max_per_identity: usize::MAX,
             handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
@@ -133,12 +139,19 @@ struct Table {
     idle: BTreeSet<(Instant, u64)>,
     per_source: HashMap<IpAddr, usize>,
     per_identity: HashMap<Vec<u8>, usize>,
+    /// Token buckets of new connections per source: (tokens, last refill).
+    arrivals: HashMap<IpAddr, (f64, Instant)>,
 }
+
+/// Most sources whose arrival rate is remembered; full buckets are
+/// forgotten first (they hold no information).
+const MAX_RATE_SOURCES: usize = 65_536;
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
     PerSource,
+    RateFromSource,
     Full,
     PerIdentity,
 }
@@ -147,6 +160,7 @@ impl Refusal {
     fn code(self) -> &'static str {
         match self {
             Refusal::PerSource => "too_many_from_source",
+            Refusal::RateFromSource => "too_fast_from_source",
             Refusal::Full => "too_many_connections",
             Refusal::PerIdentity => "too_many_for_identity",
         }
@@ -189,6 +203,20 @@ impl Admission {
         if t.per_source.get(&source).copied().unwrap_or(0) >= self.limits.max_per_source {
             return Err(Refusal::PerSource);
         }
+        let burst = self.limits.max_per_source as f64;
+        let rate = f64::from(self.limits.new_per_source_per_s);
+        if t.arrivals.len() >= MAX_RATE_SOURCES && !t.arrivals.contains_key(&source) {
+            t.arrivals.retain(|_, (tokens, last)| {
+                *tokens + now.duration_since(*last).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, last) = t.arrivals.entry(source).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens < 1.0 {
+            return Err(Refusal::RateFromSource);
+        }
+        *tokens -= 1.0;
         if t.entries.len() >= self.limits.max_connections {
             let Some(&(since, oldest)) = t.idle.first() else {
                 return Err(Refusal::Full);
@@ -670,6 +698,24 @@ pub async fn serve_tls<F>(
             }
         });
     }
+    {
+        // The number admitted, for /metrics, once a second.
+        let admission = admission.clone();
+        let gauge = metrics
+            .https_connections
+            .get_or_create(&crate::metrics::ApiLabel { api: what.into() })
+            .clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                gauge.set(admission.open_connections() as i64);
+                if Arc::strong_count(&admission) == 1 {
+                    return;
+                }
+            }
+        });
+    }
     let label = |reason: &str| HttpsLabel {
         api: what.into(),
         reason: reason.into(),
@@ -800,6 +846,7 @@ mod tests {
         HttpsLimits {
             max_connections: max,
             max_per_source: per_source,
+            new_per_source_per_s: 1_000,
             max_per_identity: 2,
             ..HttpsLimits::agency()
         }
@@ -848,20 +895,51 @@ mod tests {
     }
 
     #[test]
+    fn a_source_that_reconnects_too_fast_is_refused_before_tls() {
+        let admission = Admission::new(HttpsLimits {
+            max_per_source: 4,
+            new_per_source_per_s: 2,
+            ..HttpsLimits::agency()
+        });
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let t = Instant::now();
+        for _ in 0..4 {
+            let (id, _) = admission.admit(a, t).unwrap();
+            admission.release(id);
+        }
+        assert_eq!(
+            admission.admit(a, t).err(),
+            Some(Refusal::RateFromSource),
+            "the burst is spent"
+        );
+        let (id, _) = admission.admit(a, t + Duration::from_millis(500)).unwrap();
+        admission.release(id);
+        assert_eq!(
+            admission.admit(a, t + Duration::from_millis(500)).err(),
+            Some(Refusal::RateFromSource),
+            "two a second"
+        );
+    }
+
+    #[test]
     fn one_source_holds_at_most_its_share() {
         let admission = Admission::new(limits(100, 2));
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
         let t = Instant::now();
-        let (x, _) = admission.admit(a, t).unwrap();
-        admission.admit(a, t).unwrap();
-        assert_eq!(admission.admit(a, t).err(), Some(Refusal::PerSource));
+        let later = |ms| t + Duration::from_millis(ms);
+        let (x, _) = admission.admit(a, later(10)).unwrap();
+        admission.admit(a, later(20)).unwrap();
+        assert_eq!(
+            admission.admit(a, later(30)).err(),
+            Some(Refusal::PerSource)
+        );
         assert!(
-            admission.admit(b, t).is_ok(),
+            admission.admit(b, later(30)).is_ok(),
             "another source is not affected"
         );
         admission.release(x);
         assert!(
-            admission.admit(a, t).is_ok(),
+            admission.admit(a, later(40)).is_ok(),
             "a released slot is free again"
         );
     }

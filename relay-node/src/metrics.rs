@@ -18,6 +18,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    pub api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpsLabel {
     pub api: String,
     pub reason: String,
@@ -42,6 +47,7 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     pub commit_seconds: Histogram,
     pub https_refused: Family<HttpsLabel, Counter>,
+    pub https_connections: Family<ApiLabel, Gauge>,
     /// 1 when a QUIC handshake with this node at the address the trust list
     /// gives for it succeeded, 0 when it failed.
     pub reachable_at_trust_list_address: Gauge,
@@ -73,6 +79,7 @@ impl Metrics {
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             https_refused: Family::default(),
+            https_connections: Family::default(),
             reachable_at_trust_list_address: Gauge::default(),
             registry: Registry::default(),
         };
@@ -155,6 +162,11 @@ impl Metrics {
             "https_closed",
             "HTTPS connections refused or closed by admission (per source, full, evicted, idle, handshake), by API and reason",
             m.https_refused.clone(),
+        );
+        registry.register(
+            "https_connections",
+            "HTTPS connections admitted now, by API",
+            m.https_connections.clone(),
         );
         registry.register(
             "reachable_at_trust_list_address",
