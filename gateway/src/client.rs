@@ -34,6 +34,47 @@ pub enum ClientError {
     BadAnswer(String),
 }
 
+impl ClientError {
+    /// Whether sending the same bytes again may succeed: the connection
+    /// failed (before or after the gateway had the request), or the
+    /// gateway said it is busy or unavailable. A submission sent again is
+    /// safe: the gateway answers a known message id with the answer it
+    /// gave the first time (`repeated`), and never makes a second letter.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Connect(_) | ClientError::Http(_) => true,
+            ClientError::Refused { status, .. } => {
+                *status == StatusCode::SERVICE_UNAVAILABLE
+                    || *status == StatusCode::BAD_GATEWAY
+                    || *status == StatusCode::GATEWAY_TIMEOUT
+                    || *status == StatusCode::REQUEST_TIMEOUT
+            }
+            ClientError::Tls(_) | ClientError::BadAnswer(_) => false,
+        }
+    }
+}
+
+/// How often and how long a client tries again.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled each time.
+    pub first_delay: std::time::Duration,
+    /// Longest wait between two attempts.
+    pub max_delay: std::time::Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            first_delay: std::time::Duration::from_millis(500),
+            max_delay: std::time::Duration::from_secs(8),
+        }
+    }
+}
+
 /// A connection-per-request HTTPS client for one agency.
 pub struct AgencyClient {
     addr: SocketAddr,
@@ -245,6 +286,30 @@ impl AgencyClient {
             .request(Method::POST, "/v1/messages", Some(COSE), COSE, signed)
             .await?;
         answer.expect(StatusCode::ACCEPTED)
+    }
+
+    /// As [`Self::submit_summary`], sending the same bytes again after a
+    /// failure that [may pass](ClientError::is_retryable), per `policy`.
+    /// `on_retry` hears of each failure before the next attempt.
+    pub async fn submit_summary_retrying(
+        &self,
+        signed: Vec<u8>,
+        policy: RetryPolicy,
+        mut on_retry: impl FnMut(u32, &ClientError, std::time::Duration),
+    ) -> Result<SubmissionSummary, ClientError> {
+        let mut delay = policy.first_delay;
+        let mut attempt = 1;
+        loop {
+            match self.submit_summary(signed.clone()).await {
+                Err(e) if e.is_retryable() && attempt < policy.attempts.max(1) => {
+                    on_retry(attempt, &e, delay);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(policy.max_delay);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Submits a SignedMessage; gives the JSON summary (channel and why).

@@ -131,7 +131,19 @@ impl Gateway {
                             "both assertions are for the same identity; log in with the other one",
                         );
                     }
-                    Ok(v) => Some((v.claims, v.digest)),
+                    Ok(v) => {
+                        match estafette_spec::identity::same_person(&verified.claims, &v.claims) {
+                            Ok(_) => Some((v.claims, v.digest)),
+                            Err(mismatch) => {
+                                return refused(
+                                    ReasonCode::IdentityMismatch,
+                                    format!(
+                                        "the two logins are not for the same person: {mismatch}"
+                                    ),
+                                );
+                            }
+                        }
+                    }
                     Err(e) => return refused(e.reason(), format!("the second login: {e}")),
                 }
             }
@@ -634,6 +646,7 @@ fn link(
     key: &Recipient,
     mine: Option<PersonRecord>,
     other: &IdentityClaims,
+    matched: estafette_spec::identity::IdentityMatch,
     digest: Digest,
     now: Timestamp,
     inbox_url: Option<String>,
@@ -728,7 +741,10 @@ fn link(
     }
     let entry = |with: &Recipient| ChangeEntry {
         at: now,
-        change: Change::Linked { with: with.clone() },
+        change: Change::Linked {
+            with: with.clone(),
+            matched,
+        },
         assertion_digest: Some(digest),
     };
     registry::put_person(txn, &keep_key, kept)?;
@@ -834,7 +850,11 @@ fn apply(
     };
     let recipient = &key;
     if let (CitizenAction::Link { .. }, Some((other, _))) = (&action, &other) {
-        return link(txn, home, recipient, stored, other, digest, now, inbox_url);
+        // Checked before the transaction; recorded in the history.
+        let matched = estafette_spec::identity::same_person(claims, other).unwrap_or_default();
+        return link(
+            txn, home, recipient, stored, other, matched, digest, now, inbox_url,
+        );
     }
     let entry = |change: Change| ChangeEntry {
         at: now,

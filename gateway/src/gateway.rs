@@ -8,7 +8,6 @@ use std::sync::Arc;
 use estafette_relay::Node;
 use estafette_relay::redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use estafette_relay::store::{NewEvidence, Op, Outcome, StoreError};
-use estafette_spec::cose::CoseError;
 use estafette_spec::evidence::EvidenceRecord;
 use estafette_spec::{
     Digest, Envelope, EnvelopeId, Evidence, EvidenceEvent, EvidenceId, MessageError, MessageId,
@@ -120,6 +119,10 @@ pub struct SubmissionRecord {
     pub received_at: Timestamp,
     #[serde(with = "serde_bytes")]
     pub acceptance: Vec<u8>,
+    /// Why the letter cannot go on paper either, when that was known at
+    /// submission (PaperFailure evidence says the same).
+    #[serde(default)]
+    pub failure: Option<ReasonCode>,
 }
 
 /// What goes on paper.
@@ -158,6 +161,10 @@ pub struct PaperItem {
     pub message: Vec<u8>,
     /// When it was written to the print spool.
     pub spooled_at: Option<Timestamp>,
+    /// Why it cannot be printed (no postal address): it will not be
+    /// spooled, and PaperFailure evidence says so.
+    #[serde(default)]
+    pub failure: Option<ReasonCode>,
 }
 
 impl PaperItem {
@@ -177,6 +184,7 @@ impl PaperItem {
             consigned_at,
             message,
             spooled_at: None,
+            failure: None,
         }
     }
 }
@@ -193,6 +201,9 @@ pub struct Submitted {
     pub acceptance: Vec<u8>,
     /// Whether this answers an earlier identical submission.
     pub repeated: bool,
+    /// Why the letter cannot reach the recipient on paper either (no
+    /// postal address), when known at submission.
+    pub failure: Option<ReasonCode>,
 }
 
 /// Why a submission is refused. Each maps to an HTTP status and a problem type.
@@ -235,6 +246,58 @@ pub struct Gateway {
     pub(crate) monitor_lock: tokio::sync::Mutex<()>,
     /// The operator report of the last monitor cycle (for `/metrics`).
     pub(crate) last_report: std::sync::Mutex<Option<crate::report::OperatorReport>>,
+    /// Submissions answered, for `/metrics`.
+    pub(crate) counters: SubmissionCounters,
+}
+
+/// What the agency API has answered since start.
+#[derive(Debug, Default)]
+pub struct SubmissionCounters {
+    pub digital: std::sync::atomic::AtomicU64,
+    pub paper: std::sync::atomic::AtomicU64,
+    /// Answers to a message id already known (a retry).
+    pub repeated: std::sync::atomic::AtomicU64,
+    /// Letters that cannot go on paper either (PaperFailure at submission).
+    pub paper_failed: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+impl SubmissionCounters {
+    fn count(&self, answer: &Result<Submitted, SubmitError>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match answer {
+            Ok(s) if s.repeated => self.repeated.fetch_add(1, Relaxed),
+            Ok(s) if s.channel == "digital" => self.digital.fetch_add(1, Relaxed),
+            Ok(s) => {
+                if s.failure.is_some() {
+                    self.paper_failed.fetch_add(1, Relaxed);
+                }
+                self.paper.fetch_add(1, Relaxed)
+            }
+            Err(_) => self.refused.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// OpenMetrics lines.
+    pub fn metrics(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        format!(
+            "# HELP estafette_gateway_submissions Submissions answered, by outcome.\n\
+             # TYPE estafette_gateway_submissions counter\n\
+             estafette_gateway_submissions_total{{outcome=\"digital\"}} {}\n\
+             estafette_gateway_submissions_total{{outcome=\"paper\"}} {}\n\
+             estafette_gateway_submissions_total{{outcome=\"repeated\"}} {}\n\
+             estafette_gateway_submissions_total{{outcome=\"refused\"}} {}\n\
+             # HELP estafette_gateway_paper_failures Letters that cannot go on paper (PaperFailure at submission).\n\
+             # TYPE estafette_gateway_paper_failures counter\n\
+             estafette_gateway_paper_failures_total{{reason=\"no_postal_address\"}} {}\n",
+            self.digital.load(Relaxed),
+            self.paper.load(Relaxed),
+            self.repeated.load(Relaxed),
+            self.refused.load(Relaxed),
+            self.paper_failed.load(Relaxed),
+        )
+    }
 }
 
 /// The parts of a gateway besides its node.
@@ -262,6 +325,7 @@ impl Gateway {
             monitor_wake: tokio::sync::Notify::new(),
             monitor_lock: tokio::sync::Mutex::new(()),
             last_report: std::sync::Mutex::new(None),
+            counters: SubmissionCounters::default(),
         }
     }
 
@@ -309,11 +373,18 @@ impl Gateway {
             reason: record.reason,
             acceptance: record.acceptance.clone(),
             repeated,
+            failure: record.failure,
         }
     }
 
     /// Accepts a SignedMessage from the agency `caller` (read from its TLS certificate).
     pub async fn submit(&self, caller: &Oin, bytes: &[u8]) -> Result<Submitted, SubmitError> {
+        let answer = self.submit_counted(caller, bytes).await;
+        self.counters.count(&answer);
+        answer
+    }
+
+    async fn submit_counted(&self, caller: &Oin, bytes: &[u8]) -> Result<Submitted, SubmitError> {
         let limit = estafette_spec::limits::MAX_MESSAGE_BYTES;
         if bytes.len() > limit {
             return Err(SubmitError::TooLarge {
@@ -330,14 +401,8 @@ impl Gateway {
             ))
             | MessageError::SenderMismatch { .. }
             | MessageError::Sender(_) => SubmitError::UntrustedSigner(e),
-            MessageError::Verify(VerifyError::Cose(CoseError::Cbor(c)))
-                if c.reason() == ReasonCode::TooLarge =>
-            {
-                SubmitError::TooLarge {
-                    actual: bytes.len(),
-                    limit,
-                }
-            }
+            // A CBOR limit inside a small body (too many items, too deep)
+            // is not "too large": the CBOR error names the limit, truly.
             _ => SubmitError::Invalid(e),
         })?;
         let letter = &verified.letter;
@@ -388,6 +453,7 @@ impl Gateway {
             reason: None,
             received_at: now,
             acceptance: acceptance.clone(),
+            failure: None,
         };
         match channel {
             Channel::Digital(inbox) => {
@@ -451,6 +517,7 @@ impl Gateway {
                     consigned_at: None,
                     message: vec![],
                     spooled_at: None,
+                    failure: None,
                 });
                 let tracked = TrackedLetter {
                     recipient: letter.recipient.clone(),
@@ -560,8 +627,28 @@ impl Gateway {
                     now,
                 );
                 record.reason = Some(reason);
-                let item =
+                let mut item =
                     PaperItem::letter(letter.recipient.clone(), reason, now, None, bytes.to_vec());
+                // Nowhere to print it: say so now, in evidence and in the
+                // answer, instead of letting the agency believe it went out.
+                let failure_evidence = if self
+                    .postal_address(&letter.recipient, &letter.sender, now)?
+                    .is_none()
+                {
+                    let failure = self.paper_failure_evidence(
+                        letter.message_id,
+                        verified.digest,
+                        ReasonCode::NoPostalAddress,
+                        Digest::of(&paper_evidence.bytes),
+                        now,
+                    );
+                    record.failure = Some(ReasonCode::NoPostalAddress);
+                    item.failure = Some(ReasonCode::NoPostalAddress);
+                    tracing::warn!(agency = %caller, message = %letter.message_id, reason = ReasonCode::NoPostalAddress.code(), "a paper letter cannot be printed: no postal address is known; PaperFailure signed");
+                    Some(failure)
+                } else {
+                    None
+                };
                 let to_store = record.clone();
                 let message_id = letter.message_id;
                 let op = Op::Apply(Box::new(move |tables, txn| {
@@ -590,6 +677,9 @@ impl Gateway {
                         .map_err(db_err)?;
                     tables.emit(&acceptance_evidence)?;
                     tables.emit(&paper_evidence)?;
+                    if let Some(failure) = &failure_evidence {
+                        tables.emit(failure)?;
+                    }
                     Ok(())
                 }));
                 self.node.store().write(op).await?;
@@ -602,6 +692,59 @@ impl Gateway {
                     _ => Err(SubmitError::Conflict(letter.message_id)),
                 }
             }
+        }
+    }
+
+    /// Where a paper letter from `sender` to `recipient` would go: the
+    /// holder's postal address, or the office of the representative whose
+    /// mandate takes the correspondence; `None` when none is known.
+    pub(crate) fn postal_address(
+        &self,
+        recipient: &Recipient,
+        sender: &Oin,
+        now: Timestamp,
+    ) -> Result<Option<estafette_spec::citizen::PostalAddress>, StoreError> {
+        let db = self.node.store().database();
+        let Some((holder, person)) = registry::lookup_entry(db, recipient)? else {
+            return Ok(None);
+        };
+        let to = crate::mandates::correspondent(
+            db,
+            &holder,
+            &person,
+            Some(sender),
+            now,
+            &self.node.trust(),
+        )?;
+        Ok(to.address)
+    }
+
+    /// Signed PaperFailure evidence: the letter cannot go on paper.
+    pub(crate) fn paper_failure_evidence(
+        &self,
+        message_id: MessageId,
+        message_digest: Digest,
+        reason: ReasonCode,
+        previous: Digest,
+        now: Timestamp,
+    ) -> NewEvidence {
+        let record = EvidenceRecord {
+            evidence_id: EvidenceId::random(&mut OsRng),
+            event: EvidenceEvent::PaperFailure,
+            envelope_id: None,
+            message_id: Some(message_id),
+            message_digest: Some(message_digest),
+            envelope_digest: None,
+            issuer: self.node.id.clone(),
+            issued_at: now,
+            reason: Some(reason),
+            actor: None,
+            previous: Some(previous),
+        };
+        NewEvidence {
+            evidence_id: record.evidence_id,
+            message_id: Some(message_id),
+            bytes: self.node.sign_evidence(&record),
         }
     }
 

@@ -134,6 +134,10 @@ pub struct SubmissionSummary {
     pub reason: Option<String>,
     /// Whether this repeats an earlier identical submission.
     pub repeated: bool,
+    /// Why the letter cannot reach the recipient on paper either, as a
+    /// reason code (`no_postal_address`); absent when nothing failed.
+    #[serde(default)]
+    pub failure: Option<String>,
     /// The signed SubmissionAcceptance, hex.
     pub evidence: String,
 }
@@ -145,6 +149,7 @@ fn summary(s: &Submitted) -> SubmissionSummary {
         channel: s.channel.into(),
         reason: s.reason.map(|r| r.code().to_owned()),
         repeated: s.repeated,
+        failure: s.failure.map(|r| r.code().to_owned()),
         evidence: estafette_spec::bytes::Hex(&s.acceptance).to_string(),
     }
 }
@@ -170,7 +175,22 @@ async fn post_message(
             ),
         ));
     }
-    let submitted = gw.submit(&caller, &body).await?;
+    // The submission runs to its end even if the agency's connection
+    // drops meanwhile: what the gateway took, it finishes, and the agency's
+    // retry is then answered as a repeat.
+    let submitted = {
+        let (gw, caller) = (gw.clone(), caller.clone());
+        tokio::spawn(async move { gw.submit(&caller, &body).await })
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    format!("the submission did not finish: {e}"),
+                )
+            })??
+    };
     tracing::info!(agency = %caller, message = %submitted.message_id, channel = submitted.channel, repeated = submitted.repeated, "submission accepted");
     let location = format!("/v1/messages/{}/evidence", submitted.message_id);
     let mut response = if wants_json(&headers) {

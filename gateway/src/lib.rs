@@ -109,11 +109,17 @@ impl RunningGateway {
                 serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
             }),
             metrics: Box::new(move || {
-                for_metrics
-                    .upgrade()
-                    .and_then(|g| g.last_report.lock().ok().and_then(|r| r.clone()))
+                let Some(gateway) = for_metrics.upgrade() else {
+                    return String::new();
+                };
+                let report = gateway
+                    .last_report
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
                     .map(|r| r.metrics())
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                format!("{}{report}", gateway.counters.metrics())
             }),
         });
         let monitor = tokio::spawn(gateway.clone().monitor_loop());

@@ -498,6 +498,7 @@ impl Gateway {
                                     consigned_at: None,
                                     message: vec![],
                                     spooled_at: None,
+                                    failure: None,
                                 });
                             }
                         }
@@ -608,13 +609,14 @@ impl Gateway {
         let pending: Vec<([u8; 16], PaperItem)> = self
             .paper_queue_raw()?
             .into_iter()
-            .filter(|(_, item)| item.spooled_at.is_none())
+            .filter(|(_, item)| item.spooled_at.is_none() && item.failure.is_none())
             .collect();
         let trust = self.node.trust();
         for (id, mut item) in pending {
             let db = self.node.store().database();
             let Some((holder, person)) = registry::lookup_entry(db, &item.recipient)? else {
                 report.no_address += 1;
+                self.cannot_print(id, item, now).await?;
                 continue;
             };
             let letter_in = match item.kind {
@@ -639,6 +641,7 @@ impl Gateway {
             )?;
             let Some(address) = to.address.clone() else {
                 report.no_address += 1;
+                self.cannot_print(id, item, now).await?;
                 continue;
             };
             let texts = texts::for_language(&to.language);
@@ -662,7 +665,11 @@ impl Gateway {
                             reference: Some(l.sender_reference.clone()),
                             subject: l.subject.clone(),
                             body: l.body.clone(),
-                            attachments: l.attachments.iter().map(|a| a.name.clone()).collect(),
+                            attachments: l
+                                .attachments
+                                .iter()
+                                .map(|a| estafette_spec::text::display_file_name(&a.name))
+                                .collect(),
                             explanation,
                             on_behalf_of: on_behalf_of.clone(),
                         },
@@ -726,6 +733,58 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// A paper item with nowhere to go: marked so (it is not tried again)
+    /// and, for an agency's letter, PaperFailure evidence the agency sees,
+    /// linked to the newest evidence of the letter.
+    async fn cannot_print(
+        &self,
+        id: [u8; 16],
+        mut item: PaperItem,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let reason = ReasonCode::NoPostalAddress;
+        item.failure = Some(reason);
+        let evidence = match item.kind {
+            PaperKind::Letter => {
+                let message_id = MessageId::from_bytes(id);
+                let trust = self.node.trust();
+                let chain =
+                    Evidence::order_chain(self.node.store().evidence_for(&message_id)?, &trust);
+                let previous = chain.last().map(|b| Digest::of(b));
+                previous.map(|previous| {
+                    self.paper_failure_evidence(
+                        message_id,
+                        Digest::of(&item.message),
+                        reason,
+                        previous,
+                        now,
+                    )
+                })
+            }
+            _ => None,
+        };
+        tracing::warn!(
+            kind = item.kind.name(),
+            message = ?evidence.as_ref().and(Some(MessageId::from_bytes(id))),
+            reason = reason.code(),
+            "a paper letter cannot be printed: no postal address is known"
+        );
+        let op = Op::Apply(Box::new(move |tables, txn| {
+            txn.open_table(PAPER)
+                .map_err(db_err)?
+                .insert(&id, estafette_spec::cbor::to_vec(&item).as_slice())
+                .map_err(db_err)?;
+            if let Some(evidence) = &evidence {
+                tables.emit(evidence)?;
+            }
+            Ok(())
+        }));
+        self.node.store().write(op).await?;
+        Ok(())
+    }
+}
+
 /// Where an event comes in a letter's life.
 fn lifecycle_rank(event: EvidenceEvent) -> u8 {
     match event {
@@ -737,6 +796,7 @@ fn lifecycle_rank(event: EvidenceEvent) -> u8 {
         EvidenceEvent::ConsignmentNotification | EvidenceEvent::ConsignmentNotificationFailure => 3,
         EvidenceEvent::ContentHandover => 4,
         EvidenceEvent::PaperFallback => 5,
+        EvidenceEvent::PaperFailure => 6,
     }
 }
 

@@ -36,8 +36,12 @@ pub struct OperatorReport {
     pub paper_by_reason: BTreeMap<String, usize>,
     /// The gateway's own letters (confirm your choice; channel not working).
     pub paper_notices: BTreeMap<String, usize>,
-    /// Paper waiting for the print spool (no postal address yet, or not yet spooled).
+    /// Paper waiting for the print spool (not yet spooled).
     pub paper_not_spooled: usize,
+    /// Paper that cannot be printed, by reason (`no_postal_address`): each
+    /// agency letter among them has PaperFailure evidence.
+    #[serde(default)]
+    pub paper_failed: BTreeMap<String, usize>,
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -106,6 +110,13 @@ impl Gateway {
                         estafette_spec::limits::MAX_MESSAGE_BYTES + 4096,
                     )
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    if let Some(failure) = item.failure {
+                        *report
+                            .paper_failed
+                            .entry(failure.code().to_owned())
+                            .or_default() += 1;
+                    }
+                    let waiting = item.spooled_at.is_none() && item.failure.is_none();
                     let reason = item.reason.map_or("none", |r| r.code()).to_owned();
                     let into = match item.kind {
                         crate::gateway::PaperKind::Letter => &mut report.paper_by_reason,
@@ -114,14 +125,14 @@ impl Gateway {
                                 .paper_notices
                                 .entry(other.name().to_owned())
                                 .or_default() += 1;
-                            if item.spooled_at.is_none() {
+                            if waiting {
                                 report.paper_not_spooled += 1;
                             }
                             continue;
                         }
                     };
                     *into.entry(reason).or_default() += 1;
-                    if item.spooled_at.is_none() {
+                    if waiting {
                         report.paper_not_spooled += 1;
                     }
                 }
@@ -178,6 +189,14 @@ impl OperatorReport {
             "Paper letters not yet in the print spool.",
             vec![(String::new(), self.paper_not_spooled)],
         );
+        gauge(
+            "paper_failed",
+            "Paper letters that cannot be printed (PaperFailure), by reason.",
+            self.paper_failed
+                .iter()
+                .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), *n))
+                .collect(),
+        );
         out
     }
 
@@ -212,6 +231,11 @@ impl OperatorReport {
             "paper not yet in the print spool:            {}\n",
             self.paper_not_spooled
         ));
+        for (reason, n) in &self.paper_failed {
+            out.push_str(&format!(
+                "paper that cannot be printed ({reason}): {n:>8}\n"
+            ));
+        }
         out
     }
 }

@@ -15,7 +15,6 @@ use estafette_spec::citizen::PostalAddress;
 use estafette_spec::*;
 
 const JONAS: &str = "eidas:DE/NL/DE-4711-0815";
-const JONAS_BSN: &str = "bsn:123456782";
 const JONAS_EMAIL: &str = "j.mueller@example.de";
 
 fn german_address() -> PostalAddress {
@@ -182,6 +181,14 @@ async fn linking_a_bsn_makes_one_inbox_with_every_letter_once() {
         .collect();
     assert_eq!(inboxes_before.len(), 2, "two identities, two inboxes");
 
+    // Someone else's login cannot be linked in: nothing changes.
+    let refused = eidas
+        .link(&w.assertion_by(NATIONAL_IDP, RESIDENT, "home.test", level))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("identity_mismatch"), "{refused}");
+    assert!(eidas.me().await.unwrap().linked.is_empty());
+
     // Both assertions in one session: the eIDAS session presents the BSN login.
     let linked = eidas
         .link(&w.assertion_by(NATIONAL_IDP, JONAS_BSN, "home.test", level))
@@ -247,7 +254,9 @@ async fn linking_a_bsn_makes_one_inbox_with_every_letter_once() {
     let history = eidas.history().await.unwrap();
     assert!(history.iter().any(|h| matches!(
         &h.change,
-        estafette_spec::citizen::Change::Linked { with } if with.to_string() == JONAS_BSN
+        estafette_spec::citizen::Change::Linked { with, matched }
+            if with.to_string() == JONAS_BSN
+                && *matched == estafette_spec::identity::IdentityMatch::GivenNamesShortened
     )));
     wait_until("nothing left in flight", WAIT, || {
         w.gateway.gateway.node.store().queue_len() == 0

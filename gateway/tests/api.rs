@@ -95,7 +95,7 @@ async fn setup() -> Setup {
     .unwrap();
     let inbox = random_inbox();
     let people = serde_json::json!([
-        { "recipient": RESIDENT, "home_node": "home.test", "inbox_id": inbox.to_string(), "active": true, "digital_senders": [A], "contact_channels": [{ "kind": "email", "address": "resident@example.nl", "state": "verified" }] }
+        { "recipient": RESIDENT, "home_node": "home.test", "inbox_id": inbox.to_string(), "active": true, "digital_senders": [A], "contact_channels": [{ "kind": "email", "address": "resident@example.nl", "state": "verified" }], "postal_address": { "street_lines": ["Stationsweg 3"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } }
     ]);
     registry::import(
         gateway.gateway.node.store(),
@@ -386,8 +386,12 @@ async fn who_may_send_as_whom_and_idempotency() {
         .await
         .unwrap();
     assert_eq!(
-        (paper.channel.as_str(), paper.reason.as_deref()),
-        ("paper", Some("no_consent"))
+        (
+            paper.channel.as_str(),
+            paper.reason.as_deref(),
+            paper.failure.as_deref()
+        ),
+        ("paper", Some("no_consent"), None)
     );
     let chain = b
         .evidence(&paper.message_id.parse().unwrap())

@@ -209,6 +209,18 @@ async fn cookies_csrf_and_security_headers() {
         media_type: "text/html".into(),
         content: b"<script>alert(1)</script>".to_vec(),
     });
+    // Names that lie about what they are, or try to leave the download
+    // folder: shown and offered without the trick.
+    letter.attachments.push(Attachment {
+        name: "invoice\u{202E}fdp.exe".into(),
+        media_type: "application/pdf".into(),
+        content: b"MZ".to_vec(),
+    });
+    letter.attachments.push(Attachment {
+        name: "..".into(),
+        media_type: "application/pdf".into(),
+        content: b"x".to_vec(),
+    });
     let (m, _) = w.send_letter(letter).await;
     w.wait_for_event(&m, EvidenceEvent::ContentConsignment)
         .await;
@@ -260,11 +272,81 @@ async fn cookies_csrf_and_security_headers() {
             .unwrap()
             .contains("sandbox")
     );
+    assert!(!page.contains('\u{202E}'), "no bidi override in the page");
+    assert!(page.contains("invoicefdp.exe"), "the name as it really is");
+    for (index, expected) in [(1, "invoicefdp.exe"), (2, "attachment")] {
+        let (status, headers, _) = b
+            .go(
+                Method::GET,
+                &format!("/letters/{envelope}/attachments/{index}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let disposition = headers["content-disposition"].to_str().unwrap();
+        println!("attachment {index}: {disposition}");
+        assert!(
+            disposition.contains(&format!("filename=\"{expected}\"")),
+            "{disposition}"
+        );
+        assert!(!disposition.contains(".."), "{disposition}");
+    }
 
     // The JSON API does not take the cookie: no ambient authority there.
     let (status, _, _) = b.go(Method::POST, "/v1/all-paper", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // No personal data in URLs: the pages link by opaque ids only.
     assert!(!settings.contains("999999990"));
+    w.stop().await;
+}
+
+/// The audit found one login counter for everyone: 60 bad logins by one
+/// client made another client's valid login answer 429. Limits are per
+/// source address and per person now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_bad_logins_do_not_lock_out_another() {
+    let w = World::start().await;
+    let browser_from = |source: &str| {
+        let mut client = w.citizen();
+        client.connect_from(source.parse().unwrap());
+        Browser {
+            client,
+            cookies: vec![],
+        }
+    };
+    let mut noisy = browser_from("127.0.0.2");
+    let (_, _, page) = noisy.go(Method::GET, "/login", None).await;
+    let token = csrf(&page);
+    let mut refused = 0;
+    for _ in 0..60 {
+        let (status, _, _) = noisy
+            .go(
+                Method::POST,
+                "/login",
+                Some(format!("csrf={token}&subject=not-an-identifier")),
+            )
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    println!("60 bad logins from 127.0.0.2: {refused} answered 429");
+    assert!(
+        refused >= 25,
+        "the noisy client is limited ({refused} refused)"
+    );
+
+    let mut other = browser_from("127.0.0.3");
+    let (_, _, page) = other.go(Method::GET, "/login", None).await;
+    let token = csrf(&page);
+    let (status, headers, _) = other
+        .go(
+            Method::POST,
+            "/login",
+            Some(format!("csrf={token}&subject={ANNA}")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "another client logs in");
+    assert_eq!(headers["location"], "/");
     w.stop().await;
 }

@@ -83,6 +83,44 @@ pub fn queue_report(node: &NodeId, store: &Store) -> Result<QueueReport, StoreEr
     })
 }
 
+/// What `estafette-relay status` shows: is the node up, where, and can
+/// peers reach it where the trust list says it is.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub node: String,
+    /// Where it listens (QUIC, UDP).
+    pub listen: String,
+    /// Where the trust list says it is: where peers send.
+    pub trust_list_address: Option<String>,
+    /// Whether a QUIC handshake with this node at that address worked
+    /// (`None`: not checked yet).
+    pub reachable_at_trust_list_address: Option<bool>,
+    /// Why not, when it did not.
+    pub address_problem: Option<String>,
+    pub trust_list_version: u64,
+    pub queued: u64,
+    pub outbox: u64,
+    /// Where the citizen API listens (home nodes).
+    pub citizen_api: Option<String>,
+}
+
+async fn status(State(node): State<Arc<Node>>) -> axum::response::Response {
+    let trust = node.trust();
+    let check = node.address_check();
+    axum::Json(StatusReport {
+        node: node.id.to_string(),
+        listen: node.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        trust_list_address: trust.node(&node.id).map(|n| n.address.clone()),
+        reachable_at_trust_list_address: check.as_ref().map(Result::is_ok),
+        address_problem: check.and_then(Result::err),
+        trust_list_version: trust.content().version,
+        queued: node.store().queue_len(),
+        outbox: node.store().outbox_len(),
+        citizen_api: node.citizen_addr().map(|a| a.to_string()),
+    })
+    .into_response()
+}
+
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let mut text = node.metrics.encode();
     if let Some(extension) = node.admin_extension.get() {
@@ -130,6 +168,7 @@ pub async fn spawn(node: Arc<Node>, addr: SocketAddr) -> Result<SocketAddr, Node
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/queue", get(queue))
+        .route("/status", get(status))
         .route("/report", get(report))
         .with_state(node);
     tokio::spawn(async move {

@@ -833,7 +833,8 @@ impl CitizenApi {
                 .attachments
                 .iter()
                 .map(|a| AttachmentSummary {
-                    name: a.name.clone(),
+                    // Shown to people: no path, no invisible controls.
+                    name: estafette_spec::text::display_file_name(&a.name),
                     media_type: a.media_type.clone(),
                     size_bytes: a.content.len(),
                 })

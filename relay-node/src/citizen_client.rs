@@ -54,6 +54,8 @@ pub struct CitizenClient {
     tls: Arc<rustls::ClientConfig>,
     session: Option<String>,
     language: Option<String>,
+    /// The local address to connect from (default: the system's choice).
+    source: Option<std::net::IpAddr>,
 }
 
 impl CitizenClient {
@@ -82,7 +84,14 @@ impl CitizenClient {
             tls: Arc::new(tls),
             session: None,
             language: None,
+            source: None,
         })
+    }
+
+    /// Connects from `source` (one of this machine's addresses): as another
+    /// client would, for tests of per-client limits.
+    pub fn connect_from(&mut self, source: std::net::IpAddr) {
+        self.source = Some(source);
     }
 
     /// Asks for answers (problem texts) in this language (`Accept-Language`).
@@ -116,9 +125,22 @@ impl CitizenClient {
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<(StatusCode, axum::http::HeaderMap, Vec<u8>), CitizenClientError> {
         let transport = |e: &dyn std::fmt::Display| CitizenClientError::Transport(e.to_string());
-        let tcp = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| transport(&e))?;
+        let tcp = match self.source {
+            None => tokio::net::TcpStream::connect(self.addr).await,
+            Some(source) => {
+                let socket = if source.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(|e| transport(&e))?;
+                socket
+                    .bind(std::net::SocketAddr::new(source, 0))
+                    .map_err(|e| transport(&e))?;
+                socket.connect(self.addr).await
+            }
+        }
+        .map_err(|e| transport(&e))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
             .await

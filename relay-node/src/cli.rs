@@ -1,7 +1,13 @@
-//! Pieces shared by the command-line programs of the relay and the gateway.
+//! Pieces shared by the command-line programs of the relay and the gateway:
+//! logging, `init`, `status`, `queue`, and waiting for signals.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::admin::{QueueReport, StatusReport};
+use crate::config::{Config, InitValues, listen_for};
 
 /// Logs to standard error through `tracing`: JSON lines when `json`, text
 /// otherwise; `RUST_LOG` overrides the `default` filter.
@@ -61,6 +67,189 @@ pub async fn wait_for_stop(node: &crate::Node) -> std::io::Result<()> {
                 tracing::info!("SIGHUP: reloading the trust list and CRL");
                 node.reload();
             }
+        }
+    }
+}
+
+/// What `init` takes to fill in a configuration from a federation.
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// Write to this file instead of standard output; an existing file is
+    /// never replaced.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// The federation directory (from `estafette-pki`): fills in the node's
+    /// files, and its address and roles from the trust list.
+    #[arg(long, requires = "node_id")]
+    pub fed: Option<PathBuf>,
+    /// The node's id in the federation (with --fed).
+    #[arg(long, requires = "fed")]
+    pub node_id: Option<estafette_spec::NodeId>,
+    /// The operator endpoint (metrics, queue, status); keep it on loopback.
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+    /// The data directory (default with --fed: data/<node id> next to the
+    /// configuration file).
+    #[arg(long)]
+    pub data_dir: Option<String>,
+}
+
+impl InitArgs {
+    /// The values of a relay node's configuration.
+    pub fn relay_values(&self, citizen_listen: &str) -> Result<InitValues> {
+        let mut values = InitValues::example();
+        if let (Some(fed_dir), Some(id)) = (&self.fed, &self.node_id) {
+            let (fed, address, home) = member_of(fed_dir, id)?;
+            let fed_dir = absolute(fed.dir())?;
+            values.node_id = id.to_string();
+            values.listen = listen_for(&address);
+            values.node_dir = format!("{fed_dir}/nodes/{id}");
+            values.fed_dir = fed_dir;
+            values.data_dir = format!("data/{id}");
+            values.home = home;
+            let port = citizen_listen.rsplit(':').next().unwrap_or("8444");
+            values.public_url = format!("https://{id}:{port}");
+        }
+        values.citizen_listen = citizen_listen.to_owned();
+        if let Some(admin) = &self.admin_listen {
+            values.admin_listen = admin.clone();
+        }
+        if let Some(data) = &self.data_dir {
+            values.data_dir = data.clone();
+        }
+        Ok(values)
+    }
+}
+
+/// A path as an absolute string (configuration files name files absolutely
+/// when they may be read from anywhere).
+pub fn absolute(path: &Path) -> Result<String> {
+    let path = std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
+    Ok(path.display().to_string())
+}
+
+/// The federation, and the node's address and whether it is a home node,
+/// from the trust list.
+pub fn member_of(
+    fed_dir: &Path,
+    id: &estafette_spec::NodeId,
+) -> Result<(estafette_pki::Federation, String, bool)> {
+    let fed = estafette_pki::Federation::open(fed_dir)
+        .with_context(|| format!("opening the federation in {}", fed_dir.display()))?;
+    let trust = fed.trust_list(estafette_pki::now())?;
+    let node = trust.node(id).with_context(|| {
+        format!(
+            "{id} is not in the trust list of {}: issue it first (estafette-pki issue node --id {id} …)",
+            fed_dir.display()
+        )
+    })?;
+    let home = node.roles.contains(&estafette_spec::NodeRole::Home);
+    Ok((fed, node.address.clone(), home))
+}
+
+/// `status`: asks the running node (waiting up to `wait_s` for it), prints
+/// what it says; false when it is not reachable at its trust-list address.
+pub fn status(config: &Config, wait_s: u64, json: bool) -> Result<bool> {
+    let admin = config
+        .admin_listen
+        .context("the configuration has no admin_listen: status asks the running node there")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_s);
+    let report: StatusReport = loop {
+        let answer = crate::admin::local_get(admin, "/status")
+            .map_err(anyhow::Error::from)
+            .and_then(|body| Ok(serde_json::from_str::<StatusReport>(&body)?));
+        match answer {
+            // Up, and done checking its address.
+            Ok(r) if r.reachable_at_trust_list_address.is_some() => break r,
+            Ok(r) if std::time::Instant::now() >= deadline => break r,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(e.context(format!("the node does not answer at {admin}")));
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}: up, listening on {}", report.node, report.listen);
+        println!("  trust list version {}", report.trust_list_version);
+        match (
+            &report.trust_list_address,
+            report.reachable_at_trust_list_address,
+        ) {
+            (Some(address), Some(true)) => {
+                println!("  reachable at {address}, where the trust list says it is")
+            }
+            (Some(address), Some(false)) => println!(
+                "  NOT reachable at {address}, where the trust list says it is: {}",
+                report.address_problem.as_deref().unwrap_or("")
+            ),
+            (Some(address), None) => println!("  reachability at {address}: not checked yet"),
+            (None, _) => println!("  not in the trust list"),
+        }
+        if let Some(citizen) = &report.citizen_api {
+            println!("  citizen API and web inbox on {citizen}");
+        }
+        println!(
+            "  {} envelope(s) queued, {} evidence object(s) waiting for the gateway",
+            report.queued, report.outbox
+        );
+    }
+    Ok(report.reachable_at_trust_list_address == Some(true))
+}
+
+/// `queue`: from the running node's admin endpoint, or from the database
+/// of a stopped one.
+pub fn queue(config: &Config, json: bool) -> Result<()> {
+    let running = config.admin_listen.and_then(|addr| {
+        let body = crate::admin::local_get(addr, "/queue").ok()?;
+        serde_json::from_str::<QueueReport>(&body).ok()
+    });
+    let report = match running {
+        Some(report) => report,
+        None => {
+            let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+            let store = crate::Store::open(&config.db_path(), false, u64::MAX, 1, metrics)
+                .with_context(|| {
+                    format!(
+                        "opening {} (is the node running without an admin endpoint?)",
+                        config.db_path().display()
+                    )
+                })?;
+            crate::admin::queue_report(&config.node_id, &store)?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_queue(&report);
+    }
+    Ok(())
+}
+
+fn print_queue(report: &QueueReport) {
+    println!(
+        "{}: {} envelope(s) queued, {} evidence object(s) waiting for the gateway",
+        report.node, report.total, report.outbox
+    );
+    for d in &report.destinations {
+        println!("\n  to {}: {} queued", d.destination, d.queued);
+        for e in &d.entries {
+            let when = if e.next_attempt_in_ms == 0 {
+                "due now".to_string()
+            } else {
+                format!("next try in {:.1} s", e.next_attempt_in_ms as f64 / 1000.0)
+            };
+            println!(
+                "    {}  attempts {:>3}  {}  {}",
+                e.envelope_id,
+                e.attempts,
+                when,
+                e.last_error.as_deref().unwrap_or("")
+            );
+        }
+        if d.queued > d.entries.len() {
+            println!("    ... and {} more", d.queued - d.entries.len());
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The node's configuration file (TOML). `estafette-relay init` writes
-//! [`EXAMPLE`], a commented example; every limit has a default here.
+//! [`example`], a commented example; every limit has a default here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -277,31 +277,109 @@ impl Config {
     }
 }
 
-/// The commented example written by `estafette-relay init`.
-pub const EXAMPLE: &str = r#"# Estafette relay node configuration.
+/// What `estafette-relay init` fills in: from the command line and, with a
+/// federation directory, from its trust list (the node's address and
+/// roles), so that the configuration agrees with the trust list.
+#[derive(Debug, Clone)]
+pub struct InitValues {
+    pub node_id: String,
+    /// The node address to listen on (UDP, QUIC).
+    pub listen: String,
+    pub data_dir: String,
+    pub admin_listen: String,
+    /// The directory of the node's files (`tls.crt.pem`, …).
+    pub node_dir: String,
+    /// The federation directory (root, CRL, trust list).
+    pub fed_dir: String,
+    /// A home node: the HPKE key and the citizen API.
+    pub home: bool,
+    pub citizen_listen: String,
+    pub public_url: String,
+}
+
+impl InitValues {
+    /// The values of the plain example.
+    pub fn example() -> InitValues {
+        InitValues {
+            node_id: "relay1.example".into(),
+            listen: "0.0.0.0:4433".into(),
+            data_dir: "/var/lib/estafette-relay".into(),
+            admin_listen: "127.0.0.1:9464".into(),
+            node_dir: "fed/nodes/relay1.example".into(),
+            fed_dir: "fed".into(),
+            home: false,
+            citizen_listen: "0.0.0.0:8444".into(),
+            public_url: "https://relay1.example:8444".into(),
+        }
+    }
+}
+
+/// Where to listen for a node the trust list places at `address`: that IP
+/// address if it is one, else every interface on that port.
+pub fn listen_for(address: &str) -> String {
+    match address.parse::<SocketAddr>() {
+        Ok(addr) => addr.to_string(),
+        Err(_) => match address.rsplit_once(':') {
+            Some((_, port)) => format!("0.0.0.0:{port}"),
+            None => address.to_owned(),
+        },
+    }
+}
+
+/// The commented configuration `estafette-relay init` writes.
+pub fn example(v: &InitValues) -> String {
+    let hpke = if v.home {
+        format!("hpke_key = \"{}/hpke.key.pem\"", v.node_dir)
+    } else {
+        format!(
+            "# A home node also needs its HPKE key (it opens the envelopes sealed to it):\n# hpke_key = \"{}/hpke.key.pem\"",
+            v.node_dir
+        )
+    };
+    let citizen = format!(
+        "listen = \"{}\"\npublic_url = \"{}\"   # used in e-mailed links\n# A certificate for the public name (web PKI); default: the node's own.\n# cert = \"/etc/estafette/inbox.crt.pem\"\n# key = \"/etc/estafette/inbox.key.pem\"",
+        v.citizen_listen, v.public_url
+    );
+    let citizen = if v.home {
+        format!(
+            "# The citizen API and web inbox (HTTPS, server TLS): people log in with\n# an identity assertion, register, choose digital mail per sender, read.\n[citizen]\n{citizen}\n"
+        )
+    } else {
+        let commented: String = citizen.lines().map(|l| format!("# {l}\n")).collect();
+        format!(
+            "# A home node serves its citizens (HTTPS API and web inbox) with a\n# [citizen] section; a transit node has none.\n# [citizen]\n{commented}"
+        )
+    };
+    format!(
+        r#"# Estafette relay node configuration.
 # Start the node with:  estafette-relay run --config relay.toml
+# Relative paths are relative to this file.
 
 # This node's id: the DNS name in its certificate, as in the trust list.
-node_id = "relay1.example"
-# UDP address for QUIC (ALPN estafette/1, mutual TLS 1.3).
-listen = "0.0.0.0:4433"
-# Where the node keeps its durable queue, inboxes and evidence outbox.
-data_dir = "/var/lib/estafette-relay"
-# Operator endpoint on loopback: GET /metrics (Prometheus), GET /queue (JSON).
-admin_listen = "127.0.0.1:9464"
+node_id = "{node_id}"
+# The node address (UDP, QUIC): where other nodes reach this node. It must be
+# where the trust list says the node is (estafette-pki issue node --addr);
+# the node checks at start that it answers there, and says so if not.
+listen = "{listen}"
+# Where the node keeps its durable queue, inboxes and evidence outbox. It is
+# created readable by this user only; one open to others is refused.
+data_dir = "{data_dir}"
+# Operator endpoint on loopback: GET /metrics (Prometheus), GET /queue,
+# GET /status (JSON). Keep it on loopback.
+admin_listen = "{admin_listen}"
 # Log as JSON lines (for log shippers) instead of text.
 log_json = false
 
-# Files from `estafette-pki issue node` and the federation directory.
+# Files from `estafette-pki issue node` and the federation directory. The
+# trust list and CRL are re-read when they change (and on SIGHUP).
 [pki]
-cert = "fed/nodes/relay1.example/tls.crt.pem"
-key = "fed/nodes/relay1.example/tls.key.pem"
-signing_key = "fed/nodes/relay1.example/signing.key.pem"
-# Only a home node needs its HPKE key (it opens the envelopes sealed to it).
-hpke_key = "fed/nodes/relay1.example/hpke.key.pem"
-root_cert = "fed/root/ca.crt.pem"
-crl = "fed/crl.pem"
-trust_list = "fed/trust-list.cose"
+cert = "{node_dir}/tls.crt.pem"
+key = "{node_dir}/tls.key.pem"
+signing_key = "{node_dir}/signing.key.pem"
+{hpke}
+root_cert = "{fed_dir}/root/ca.crt.pem"
+crl = "{fed_dir}/crl.pem"
+trust_list = "{fed_dir}/trust-list.cose"
 
 # Limits. The defaults are shown; every one may be left out.
 [limits]
@@ -321,40 +399,71 @@ base_ms = 500
 cap_ms = 300000
 horizon_s = 604800
 
-# Home nodes: the citizen API (HTTPS, server TLS) where people log in with an
-# identity assertion, register, choose digital mail per sender and read.
-[citizen]
-listen = "0.0.0.0:8444"
-public_url = "https://relay1.example:8444"   # used in e-mailed links
-# A certificate for the public name (web PKI); default: the node's own.
-# cert = "/etc/estafette/inbox.crt.pem"
-# key = "/etc/estafette/inbox.key.pem"
-"#;
+{citizen}"#,
+        node_id = v.node_id,
+        listen = v.listen,
+        data_dir = v.data_dir,
+        admin_listen = v.admin_listen,
+        node_dir = v.node_dir,
+        fed_dir = v.fed_dir,
+    )
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_example_parses_and_checks() {
-        let config: Config = toml::from_str(EXAMPLE).unwrap();
-        config.check(Path::new("example")).unwrap();
-        assert_eq!(config.limits.max_commit_batch, 4096);
+    fn the_examples_parse_and_check() {
+        let transit: Config = toml::from_str(&example(&InitValues::example())).unwrap();
+        transit.check(Path::new("example")).unwrap();
+        assert_eq!(transit.limits.max_commit_batch, 4096);
+        assert!(
+            transit.citizen.is_none(),
+            "a transit node serves no citizens"
+        );
+        assert!(transit.pki.hpke_key.is_none());
+        let home: Config = toml::from_str(&example(&InitValues {
+            home: true,
+            ..InitValues::example()
+        }))
+        .unwrap();
         assert_eq!(
-            config.citizen.unwrap().public_url.as_deref(),
+            home.citizen.unwrap().public_url.as_deref(),
             Some("https://relay1.example:8444")
         );
+        assert!(home.pki.hpke_key.is_some());
+    }
+
+    #[test]
+    fn relative_paths_start_at_the_config_file() {
+        let mut config: Config = toml::from_str(&example(&InitValues {
+            data_dir: "data/relay1".into(),
+            ..InitValues::example()
+        }))
+        .unwrap();
+        config.resolve_paths(&config_dir(Path::new("/etc/estafette/relay.toml")));
+        assert_eq!(config.data_dir, PathBuf::from("/etc/estafette/data/relay1"));
+        assert_eq!(
+            config.pki.trust_list,
+            PathBuf::from("/etc/estafette/fed/trust-list.cose")
+        );
+        assert_eq!(config_dir(Path::new("relay.toml")), PathBuf::from("."));
+        assert_eq!(listen_for("127.0.0.1:4433"), "127.0.0.1:4433");
+        assert_eq!(listen_for("relay1.example.nl:4433"), "0.0.0.0:4433");
     }
 
     #[test]
     fn bad_limits_are_named() {
-        let mut config: Config = toml::from_str(EXAMPLE).unwrap();
+        let mut config: Config = toml::from_str(&example(&InitValues::example())).unwrap();
         config.limits.dedup_retention_s = 10;
         let err = config.check(Path::new("x")).unwrap_err().to_string();
         assert!(err.contains("limits.dedup_retention_s"), "{err}");
-        let err = toml::from_str::<Config>(&EXAMPLE.replace("log_json", "log_jsn"))
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<Config>(
+            &example(&InitValues::example()).replace("log_json", "log_jsn"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("log_jsn"), "{err}");
     }
 }

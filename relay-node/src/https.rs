@@ -426,7 +426,10 @@ fn busy() -> Response<axum::body::Body> {
 /// minimum rate, and takes room in the body budget as bytes arrive (when
 /// no length was announced).
 struct GuardedBody {
-    inner: Incoming,
+    /// `None` once handed to the lingering drain.
+    inner: Option<Incoming>,
+    /// The whole body arrived.
+    finished: bool,
     received: usize,
     limit: usize,
     started: Instant,
@@ -480,7 +483,10 @@ impl http_body::Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len();
@@ -509,7 +515,10 @@ impl http_body::Body for GuardedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Transport(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.finished = true;
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if this.timer.as_mut().poll(cx).is_ready() {
                     let now = Instant::now();
@@ -532,12 +541,58 @@ impl http_body::Body for GuardedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|i| i.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map(|i| i.size_hint())
+            .unwrap_or_else(|| http_body::SizeHint::with_exact(0))
     }
+}
+
+/// After an answer made without reading the whole body (a 413 at once, a
+/// 415, a 404), the rest of the body is read and thrown away for at most
+/// this long and this much, as web servers do ("lingering close"): a client
+/// still sending then reads the answer instead of a connection reset.
+pub const LINGER: Duration = Duration::from_secs(10);
+pub const LINGER_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if self.finished || http_body::Body::is_end_stream(&inner) {
+            return;
+        }
+        linger(inner);
+    }
+}
+
+/// Reads and throws away the rest of a body, within [`LINGER`] and
+/// [`LINGER_MAX_BYTES`].
+fn linger(mut body: Incoming) {
+    if http_body::Body::is_end_stream(&body) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        use http_body_util::BodyExt;
+        let drain = async {
+            let mut thrown_away = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                thrown_away += frame.data_ref().map_or(0, |d| d.len());
+                if thrown_away > LINGER_MAX_BYTES {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
 }
 
 /// The announced body length, if any.
@@ -591,6 +646,7 @@ async fn serve_request(
     app: axum::Router,
     admission: Arc<Admission>,
     id: u64,
+    peer: std::net::SocketAddr,
 ) -> Result<Response<axum::body::Body>, std::convert::Infallible> {
     use tower::ServiceExt;
     let _busy = Busy::new(admission.clone(), id);
@@ -599,6 +655,7 @@ async fn serve_request(
     if let Some(n) = announced
         && n > limits.max_body_bytes as u64
     {
+        linger(request.into_body());
         return Ok(problem(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body-too-large",
@@ -624,14 +681,20 @@ async fn serve_request(
                     p.push(permit);
                 }
             }
-            _ => return Ok(busy()),
+            _ => {
+                linger(request.into_body());
+                return Ok(busy());
+            }
         }
     }
     let fault = Arc::new(Mutex::new(None));
     let started = Instant::now();
-    let (parts, incoming) = request.into_parts();
+    let (mut parts, incoming) = request.into_parts();
+    // Handlers may ask who is calling (per-client rate limits).
+    parts.extensions.insert(axum::extract::ConnectInfo(peer));
     let mut body = GuardedBody {
-        inner: incoming,
+        inner: Some(incoming),
+        finished: false,
         received: 0,
         limit: limits.max_body_bytes,
         started,
@@ -794,7 +857,7 @@ pub async fn serve_tls<F>(
             let service = {
                 let admission = admission.clone();
                 hyper::service::service_fn(move |request| {
-                    serve_request(request, app.clone(), admission.clone(), id)
+                    serve_request(request, app.clone(), admission.clone(), id, peer)
                 })
             };
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

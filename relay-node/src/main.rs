@@ -11,9 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use estafette_relay::admin::QueueReport;
-use estafette_relay::config::{Config, EXAMPLE};
-use estafette_relay::{Node, Store};
+use estafette_relay::Node;
+use estafette_relay::cli::InitArgs;
+use estafette_relay::config::{Config, example};
 
 /// Run a relay node of an Estafette federation.
 ///
@@ -23,8 +23,11 @@ use estafette_relay::{Node, Store};
 /// puts the letters into citizens' inboxes. Every step is signed evidence,
 /// sent straight to the gateway.
 ///
-///   estafette-relay init > relay.toml           write a commented example config
-///   estafette-relay run --config relay.toml     run the node (stop with SIGTERM or Ctrl-C)
+///   estafette-relay init --fed fed --node-id relay1.example > relay.toml
+///                                               a config that agrees with the trust list
+///   estafette-relay run --config relay.toml     run the node (stop with SIGTERM or Ctrl-C;
+///                                               SIGHUP re-reads the trust list and CRL)
+///   estafette-relay status --config relay.toml  is it up, and reachable where the trust list says
 ///   estafette-relay queue --config relay.toml   what is queued per destination, and why
 #[derive(Parser)]
 #[command(name = "estafette-relay", version, verbatim_doc_comment)]
@@ -35,17 +38,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the node. SIGTERM stops accepting, finishes the commits in flight, and exits 0.
+    /// Run the node. SIGTERM stops accepting, finishes the commits in flight,
+    /// and exits 0; SIGHUP re-reads the trust list and CRL at once.
     Run {
         /// The node's configuration file (see `init`).
         #[arg(long)]
         config: PathBuf,
     },
-    /// Print a commented example configuration (or write it with --output).
+    /// Print a commented configuration (or write it with --output). With
+    /// --fed and --node-id it is filled in from the federation: the node's
+    /// files, its address and its roles from the trust list (a home node
+    /// gets its HPKE key and a [citizen] section, a transit node neither).
     Init {
-        /// Write to this file instead of standard output; an existing file is never replaced.
+        #[command(flatten)]
+        args: InitArgs,
+        /// Where the citizen API listens (home nodes).
+        #[arg(long, default_value = "0.0.0.0:8444")]
+        citizen_listen: String,
+    },
+    /// Whether the running node is up, where it listens, and whether it
+    /// answers at the address the trust list gives for it (peers send there).
+    /// Exits 1 when it does not.
+    Status {
+        /// The node's configuration file.
         #[arg(long)]
-        output: Option<PathBuf>,
+        config: PathBuf,
+        /// Wait up to this many seconds for the node to come up.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show what is queued per destination: next retry and last error.
     ///
@@ -63,7 +86,8 @@ enum Command {
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!(
                 "estafette-relay: {}",
@@ -74,10 +98,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<bool> {
     match cli.command {
-        Command::Init { output } => estafette_relay::cli::write_example(EXAMPLE, output.as_deref())
-            .context("writing the example configuration"),
+        Command::Init {
+            args,
+            citizen_listen,
+        } => {
+            let values = args.relay_values(&citizen_listen)?;
+            estafette_relay::cli::write_example(&example(&values), args.output.as_deref())
+                .context("writing the configuration")?;
+            Ok(true)
+        }
         Command::Run { config } => {
             let config = Config::load(&config)?;
             estafette_relay::cli::init_logging(config.log_json, "info");
@@ -85,20 +116,17 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            runtime.block_on(serve(config))
+            runtime.block_on(serve(config))?;
+            Ok(true)
+        }
+        Command::Status { config, wait, json } => {
+            let config = Config::load(&config)?;
+            estafette_relay::cli::status(&config, wait, json)
         }
         Command::Queue { config, json } => {
             let config = Config::load(&config)?;
-            let report = match config.admin_listen.and_then(|addr| fetch_queue(addr).ok()) {
-                Some(report) => report,
-                None => offline_queue(&config)?,
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_queue(&report);
-            }
-            Ok(())
+            estafette_relay::cli::queue(&config, json)?;
+            Ok(true)
         }
     }
 }
@@ -108,52 +136,4 @@ async fn serve(config: Config) -> Result<()> {
     estafette_relay::cli::wait_for_stop(&node).await?;
     node.shutdown().await;
     Ok(())
-}
-
-/// Reads the report from the running node's admin endpoint.
-fn fetch_queue(addr: std::net::SocketAddr) -> Result<QueueReport> {
-    let body = estafette_relay::admin::local_get(addr, "/queue")?;
-    Ok(serde_json::from_str(&body)?)
-}
-
-/// Reads the report straight from the database of a stopped node.
-fn offline_queue(config: &Config) -> Result<QueueReport> {
-    let metrics = std::sync::Arc::new(estafette_relay::metrics::Metrics::new());
-    let store = Store::open(&config.db_path(), false, u64::MAX, 1, metrics).with_context(|| {
-        format!(
-            "opening {} (is the node running without an admin endpoint?)",
-            config.db_path().display()
-        )
-    })?;
-    Ok(estafette_relay::admin::queue_report(
-        &config.node_id,
-        &store,
-    )?)
-}
-
-fn print_queue(report: &QueueReport) {
-    println!(
-        "{}: {} envelope(s) queued, {} evidence object(s) waiting for the gateway",
-        report.node, report.total, report.outbox
-    );
-    for d in &report.destinations {
-        println!("\n  to {}: {} queued", d.destination, d.queued);
-        for e in &d.entries {
-            let when = if e.next_attempt_in_ms == 0 {
-                "due now".to_string()
-            } else {
-                format!("next try in {:.1} s", e.next_attempt_in_ms as f64 / 1000.0)
-            };
-            println!(
-                "    {}  attempts {:>3}  {}  {}",
-                e.envelope_id,
-                e.attempts,
-                when,
-                e.last_error.as_deref().unwrap_or("")
-            );
-        }
-        if d.queued > d.entries.len() {
-            println!("    ... and {} more", d.queued - d.entries.len());
-        }
-    }
 }

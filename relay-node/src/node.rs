@@ -118,6 +118,9 @@ pub struct Node {
     federation_files: std::sync::Mutex<Option<FileStamps>>,
     /// Rate limit for repeated log lines (a peer down, a flood).
     pub(crate) log_throttle: crate::throttle::LogThrottle,
+    /// Whether this node answered at its trust-list address (`None`: not
+    /// checked yet), and why not.
+    address_check: std::sync::Mutex<Option<Result<(), String>>>,
 }
 
 /// How often the trust list and CRL files are checked for a new version.
@@ -264,6 +267,7 @@ impl Node {
             revocations: tokio::sync::watch::channel(0).0,
             federation_files: std::sync::Mutex::new(None),
             log_throttle: crate::throttle::LogThrottle::new(LOG_THROTTLE_INTERVAL),
+            address_check: std::sync::Mutex::new(None),
             config,
         });
         node.note_federation_files();
@@ -1247,6 +1251,9 @@ impl Node {
             Ok::<(), String>(())
         }
         .await;
+        if let Ok(mut check) = self.address_check.lock() {
+            *check = Some(outcome.clone());
+        }
         match outcome {
             Ok(()) => {
                 self.metrics.reachable_at_trust_list_address.set(1);
@@ -1263,6 +1270,17 @@ impl Node {
                 );
             }
         }
+    }
+
+    /// Whether this node answered a QUIC handshake at the address the trust
+    /// list gives for it (`None` until checked at start).
+    pub fn address_check(&self) -> Option<Result<(), String>> {
+        self.address_check.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The federation root and the CRL in force (for the HTTPS APIs).

@@ -1034,11 +1034,36 @@ mod tests {
         assert_eq!(store.write(op).await.unwrap(), Outcome::Stored);
     }
 
+    #[test]
+    fn private_data_is_kept_private_and_open_permissions_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let db = data.join("relay.redb");
+        drop(Store::open(&db, false, 100, 16, Arc::new(Metrics::new())).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700, "the data directory is created 0700");
+        assert_eq!(mode(&db), 0o600, "the database file is created 0600");
+        // Opened up by someone: refused, with what to do, and nothing changed.
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let refused = Store::open(&db, false, 100, 16, Arc::new(Metrics::new()))
+            .err()
+            .expect("a directory others can enter is refused");
+        assert!(refused.to_string().contains("chmod 700"), "{refused}");
+        assert_eq!(mode(&data), 0o755, "not silently changed");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = Store::open(&db, false, 100, 16, Arc::new(Metrics::new()))
+            .err()
+            .expect("a database others can read is refused");
+        assert!(refused.to_string().contains("chmod 600"), "{refused}");
+    }
+
     #[tokio::test]
     async fn pruning_keeps_what_is_still_queued() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
-            &dir.path().join("store.redb"),
+            &dir.path().join("data").join("store.redb"),
             false,
             100,
             16,

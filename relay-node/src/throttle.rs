@@ -106,3 +106,67 @@ mod tests {
         assert!(throttle.state.lock().unwrap().len() <= MAX_THROTTLE_KEYS);
     }
 }
+
+/// At most `max` events per key (a source address, a person) in a fixed
+/// window: one noisy client is refused without refusing everyone else.
+pub struct KeyedRateLimit {
+    max: u32,
+    window: Duration,
+    state: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl KeyedRateLimit {
+    pub fn new(max: u32, window: Duration) -> KeyedRateLimit {
+        KeyedRateLimit {
+            max,
+            window,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One more event of `key` at `now`; false past its limit in this window.
+    pub fn allow_at(&self, key: &str, now: Instant) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.len() >= MAX_THROTTLE_KEYS && !state.contains_key(key) {
+            let window = self.window;
+            state.retain(|_, (since, _)| now.duration_since(*since) < window);
+            if state.len() >= MAX_THROTTLE_KEYS {
+                // Every key is busy: a flood of keys. Refuse the newcomer
+                // rather than forget someone's count.
+                return false;
+            }
+        }
+        let slot = state.entry(key.to_owned()).or_insert((now, 0));
+        if now.duration_since(slot.0) >= self.window {
+            *slot = (now, 0);
+        }
+        slot.1 = slot.1.saturating_add(1);
+        slot.1 <= self.max
+    }
+
+    pub fn allow(&self, key: &str) -> bool {
+        self.allow_at(key, Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod keyed_tests {
+    use super::*;
+
+    #[test]
+    fn one_key_past_its_limit_does_not_stop_another() {
+        let limit = KeyedRateLimit::new(3, Duration::from_secs(60));
+        let t = Instant::now();
+        assert!((0..3).all(|_| limit.allow_at("127.0.0.2", t)));
+        assert!(!limit.allow_at("127.0.0.2", t), "the fourth in the minute");
+        assert!(
+            limit.allow_at("127.0.0.3", t),
+            "another client is not affected"
+        );
+        assert!(!limit.allow_at("127.0.0.2", t + Duration::from_secs(59)));
+        assert!(
+            limit.allow_at("127.0.0.2", t + Duration::from_secs(60)),
+            "a new minute"
+        );
+    }
+}

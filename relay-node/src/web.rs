@@ -15,11 +15,13 @@
 //! this node mints the assertion with the test provider's key, after which
 //! it is checked like any other.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
+
+use crate::throttle::KeyedRateLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -39,8 +41,10 @@ use crate::citizen::{CitizenApi, Problem};
 const SESSION_COOKIE: &str = "estafette_session";
 const LANG_COOKIE: &str = "estafette_lang";
 const LOGIN_COOKIE: &str = "estafette_login";
-/// Most login attempts per minute at this node.
-pub const MAX_LOGINS_PER_MINUTE: u32 = 60;
+/// Most login attempts per minute from one source address.
+pub const MAX_LOGINS_PER_SOURCE_PER_MINUTE: u32 = 30;
+/// Most login attempts per minute for one person (identifier).
+pub const MAX_LOGINS_PER_PERSON_PER_MINUTE: u32 = 10;
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -50,38 +54,14 @@ pub struct TestIdp {
     pub key: SigningKey,
 }
 
-/// A fixed-window limit: at most `max` events per `window`.
-pub struct RateLimit {
-    max: u32,
-    window: Duration,
-    state: Mutex<(Instant, u32)>,
-}
-
-impl RateLimit {
-    pub fn new(max: u32, window: Duration) -> RateLimit {
-        RateLimit {
-            max,
-            window,
-            state: Mutex::new((Instant::now(), 0)),
-        }
-    }
-
-    /// One more event at `now`; false past the limit of the current window.
-    pub fn allow(&self, now: Instant) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if now.duration_since(s.0) >= self.window {
-            *s = (now, 0);
-        }
-        s.1 = s.1.saturating_add(1);
-        s.1 <= self.max
-    }
-}
-
 /// The web inbox's state.
 pub struct Web {
     api: Arc<CitizenApi>,
     test_idp: Option<TestIdp>,
-    logins: RateLimit,
+    /// Login attempts per source address and per person: one client's
+    /// flood of bad logins does not lock anyone else out.
+    logins_by_source: KeyedRateLimit,
+    logins_by_person: KeyedRateLimit,
 }
 
 impl Web {
@@ -89,13 +69,31 @@ impl Web {
         Arc::new(Web {
             api,
             test_idp,
-            logins: RateLimit::new(MAX_LOGINS_PER_MINUTE, Duration::from_secs(60)),
+            logins_by_source: KeyedRateLimit::new(
+                MAX_LOGINS_PER_SOURCE_PER_MINUTE,
+                Duration::from_secs(60),
+            ),
+            logins_by_person: KeyedRateLimit::new(
+                MAX_LOGINS_PER_PERSON_PER_MINUTE,
+                Duration::from_secs(60),
+            ),
         })
     }
 
-    /// One more login attempt; false past the limit of this minute.
-    fn login_allowed(&self) -> bool {
-        self.logins.allow(Instant::now())
+    /// One more login attempt from `source` for `person`; false past
+    /// either limit of this minute.
+    fn login_allowed(&self, source: std::net::IpAddr, person: &str) -> bool {
+        let by_source = self.logins_by_source.allow(&source.to_string());
+        let by_person = self.logins_by_person.allow(person);
+        if !(by_source && by_person) {
+            let key = if by_source { "person" } else { "source" };
+            if let Some(held_back) = self.api.node.log_throttle.allow(&format!("login {key}")) {
+                // The address is not personal data of a citizen here; the
+                // identifier is, and stays out.
+                tracing::warn!(%source, limit = key, refused_since_last_line = held_back, "login attempts over the limit");
+            }
+        }
+        by_source && by_person
     }
 }
 
@@ -379,6 +377,7 @@ fn session_cookie(token: &[u8; 32]) -> Option<HeaderValue> {
 
 async fn login(
     State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -386,7 +385,7 @@ async fn login(
     if cookie(&headers, LOGIN_COOKIE).as_deref() != Some(f.csrf.as_str()) {
         return forbidden(lang);
     }
-    if !web.login_allowed() {
+    if !web.login_allowed(peer.ip(), f.subject.trim()) {
         let mut r = problem_page(
             lang,
             None,
@@ -748,7 +747,39 @@ fn event_text(lang: Lang, event: estafette_spec::EvidenceEvent) -> &'static str 
         }
         E::ContentHandover => lang.t("Geopend", "Opened"),
         E::PaperFallback => lang.t("Op papier verstuurd", "Sent on paper"),
+        E::PaperFailure => lang.t(
+            "Kon niet op papier: geen postadres bekend",
+            "Could not go on paper: no postal address known",
+        ),
     }
+}
+
+/// `attachment` with the name as shown (no path, no invisible controls):
+/// an ASCII `filename` for old browsers and the UTF-8 `filename*` of RFC
+/// 6266 / 8187 for the rest.
+pub fn content_disposition(name: &str) -> String {
+    let shown = estafette_spec::text::display_file_name(name);
+    let ascii: String = shown
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " .-_()".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = shown
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 /// An attachment of one of the session's letters, always as a download (an
@@ -765,22 +796,12 @@ async fn attachment(
     let found = web.api.attachment(&h, &envelope, index);
     match found {
         Ok((name, content)) => {
-            let safe: String = name
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || ".-_".contains(c) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
             let mut r = (
                 [(header::CONTENT_TYPE, "application/octet-stream")],
                 content,
             )
                 .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+            if let Ok(v) = HeaderValue::from_str(&content_disposition(&name)) {
                 r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
             }
             let mut r = secure_headers(r);
@@ -1335,16 +1356,6 @@ pub fn router(web: Arc<Web>) -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn logins_are_limited_per_window() {
-        let limit = RateLimit::new(3, Duration::from_secs(60));
-        let t = Instant::now();
-        assert!((0..3).all(|_| limit.allow(t)));
-        assert!(!limit.allow(t), "the fourth in the minute is refused");
-        assert!(!limit.allow(t + Duration::from_secs(59)));
-        assert!(limit.allow(t + Duration::from_secs(60)), "a new minute");
-    }
 
     #[test]
     fn csrf_tokens_are_bound_to_the_session() {

@@ -381,6 +381,9 @@ pub enum Change {
     /// entry into another).
     Linked {
         with: Recipient,
+        /// How the two logins matched (the exception is recorded).
+        #[serde(default)]
+        matched: crate::identity::IdentityMatch,
     },
     MandateGranted {
         id: MandateId,

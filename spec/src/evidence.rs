@@ -35,6 +35,10 @@ pub enum EvidenceEvent {
     ContentHandover,
     /// The letter went (also) on paper.
     PaperFallback,
+    /// The letter cannot go on paper (no postal address is known): it will
+    /// not reach the recipient unless the sender acts. Ours: ETSI EN 319
+    /// 522 has no paper events.
+    PaperFailure,
 }
 
 impl EvidenceEvent {
@@ -46,6 +50,7 @@ impl EvidenceEvent {
                 | EvidenceEvent::RelayRejection
                 | EvidenceEvent::RelayFailure
                 | EvidenceEvent::ConsignmentNotificationFailure
+                | EvidenceEvent::PaperFailure
         )
     }
 
@@ -135,6 +140,11 @@ pub enum ReasonCode {
     CountryMismatch,
     /// No mandate in force covers this access.
     NoMandate,
+    /// No postal address is known for the recipient (or their
+    /// representative's office): a paper letter cannot be printed.
+    NoPostalAddress,
+    /// Two logins presented to link identities are not the same person.
+    IdentityMismatch,
 }
 
 impl ReasonCode {
@@ -173,6 +183,8 @@ impl ReasonCode {
             ReasonCode::DeliveryFailed => "delivery_failed",
             ReasonCode::CountryMismatch => "country_mismatch",
             ReasonCode::NoMandate => "no_mandate",
+            ReasonCode::NoPostalAddress => "no_postal_address",
+            ReasonCode::IdentityMismatch => "identity_mismatch",
         }
     }
 }

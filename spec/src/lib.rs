@@ -21,6 +21,7 @@ pub mod escalation;
 pub mod evidence;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
+pub mod identity;
 pub mod ids;
 pub mod limits;
 pub mod mandate;

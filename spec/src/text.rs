@@ -112,6 +112,42 @@ fn check_chars(field: &'static str, value: &str, limit: usize) -> Result<(), Fie
     Ok(())
 }
 
+/// Characters that change how text around them is shown without being
+/// seen: bidirectional controls (U+202E makes `invoice\u{202E}fdp.exe` look
+/// like `invoiceexe.pdf`), zero-width characters and byte order marks.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// What to call an attachment when showing it or offering it for saving:
+/// the last part of the name only (never a path, `.` or `..`), without
+/// control or invisible formatting characters, at most
+/// [`crate::limits::MAX_ATTACHMENT_NAME_CHARS`] characters; `attachment`
+/// when nothing is left. Letters keep their attachment names as sealed
+/// (the signature covers them); every place that shows one shows this.
+pub fn display_file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = last
+        .chars()
+        .filter(|c| !c.is_control() && !is_invisible_format(*c))
+        .take(crate::limits::MAX_ATTACHMENT_NAME_CHARS)
+        .collect();
+    // Windows drops trailing dots and spaces; leading dots hide files.
+    let trimmed = cleaned.trim_matches(|c: char| c == '.' || c.is_whitespace());
+    if trimmed.is_empty() {
+        "attachment".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
 /// At most `limit` entries in a list.
 pub fn check_count(field: &'static str, actual: usize, limit: usize) -> Result<(), FieldError> {
     if actual > limit {
@@ -181,6 +217,31 @@ mod tests {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
         assert_eq!(Timestamp(1_798_761_600).to_string(), "2027-01-01T00:00:00Z");
         assert_eq!(Timestamp(951_782_400).to_string(), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn file_names_are_shown_without_paths_or_invisible_controls() {
+        assert_eq!(
+            display_file_name("invoice\u{202E}fdp.exe"),
+            "invoicefdp.exe"
+        );
+        assert_eq!(display_file_name(".."), "attachment");
+        assert_eq!(display_file_name("."), "attachment");
+        assert_eq!(display_file_name(""), "attachment");
+        assert_eq!(display_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(display_file_name("C:\\Windows\\evil.bat"), "evil.bat");
+        assert_eq!(display_file_name("a\u{200B}b\u{2066}c\n.pdf"), "abc.pdf");
+        assert_eq!(display_file_name("aanslag 2026.pdf"), "aanslag 2026.pdf");
+        assert_eq!(display_file_name("brief.pdf. . "), "brief.pdf");
+        assert_eq!(
+            display_file_name("Übersicht für Müller.pdf"),
+            "Übersicht für Müller.pdf"
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(
+            display_file_name(&long).chars().count(),
+            crate::limits::MAX_ATTACHMENT_NAME_CHARS
+        );
     }
 
     #[test]

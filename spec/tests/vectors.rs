@@ -178,6 +178,12 @@ const VECTORS: &[Vector] = &[
         description: "ContentConsignment by home-1.test; previous = SHA-256 of evidence 2.",
     },
     Vector {
+        file: "evidence-paper-failure.cose",
+        kind: ObjectKind::Evidence,
+        expected: "valid",
+        description: "PaperFailure by gateway.test, reason no_postal_address; previous = SHA-256 of evidence 1.",
+    },
+    Vector {
         file: "assertion.cose",
         kind: ObjectKind::Assertion,
         expected: "valid",
@@ -328,6 +334,23 @@ fn generate() -> Files {
         &fixtures::key(fixtures::HOME),
     )
     .unwrap();
+    let paper_failure = Evidence::sign(
+        &EvidenceRecord {
+            envelope_id: None,
+            reason: Some(ReasonCode::NoPostalAddress),
+            ..evidence(
+                4,
+                EvidenceEvent::PaperFailure,
+                fixtures::gateway_id(),
+                &message,
+                &envelope,
+                Some(&e1),
+            )
+        },
+        &fixtures::key(fixtures::GATEWAY),
+    )
+    .unwrap();
+    files.insert("evidence-paper-failure.cose".into(), paper_failure);
     files.insert("evidence-1-submission-acceptance.cose".into(), e1.clone());
     files.insert("evidence-2-relay-acceptance.cose".into(), e2);
     files.insert("evidence-3-content-consignment.cose".into(), e3);

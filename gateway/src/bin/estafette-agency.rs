@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use estafette_gateway::client::{AgencyClient, timeline};
+use estafette_gateway::client::{AgencyClient, RetryPolicy, timeline};
 use estafette_pki::{keys, tls};
 use estafette_spec::{Attachment, Letter, MessageId, Nature, Oin, SignedMessage, TrustList};
 use rand_core::OsRng;
@@ -17,6 +17,12 @@ use rand_core::OsRng;
 /// Letters are sealed with the agency's seal key and submitted over HTTPS
 /// with the agency's client certificate. Evidence is verified offline,
 /// signature by signature, against the federation's trust list.
+///
+/// Sending is safe to repeat: `send` seals a letter once, keeps the sealed
+/// letter in a file named after its message id, prints the id before it
+/// sends, and tries again by itself when the connection fails. If it still
+/// fails, `resend FILE` sends exactly the same letter again: the gateway
+/// knows the message id and never delivers a letter twice.
 #[derive(Parser)]
 #[command(name = "estafette-agency", version, verbatim_doc_comment)]
 struct Cli {
@@ -65,14 +71,42 @@ struct LetterArgs {
     /// Language of the letter (BCP 47).
     #[arg(long, default_value = "nl")]
     language: String,
+    /// The letter's message id (msg- and 32 hex digits), e.g. derived from
+    /// your own case number; default: a new random one. A second letter
+    /// sealed with an id the gateway knows is refused (409), never delivered.
+    #[arg(long)]
+    message_id: Option<MessageId>,
+}
+
+/// How `send` and `resend` try again.
+#[derive(clap::Args)]
+struct RetryArgs {
+    /// Attempts in all when the connection fails or the gateway is busy.
+    #[arg(long, default_value_t = 6)]
+    attempts: u32,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Seal and send a letter. Prints the message id, the channel and why.
+    /// Seal and send a letter. Prints the message id first, keeps the
+    /// sealed letter as <message id>.cose in --keep-dir, then prints the
+    /// channel and why.
     Send {
         #[command(flatten)]
         letter: LetterArgs,
+        /// Where the sealed letter is kept (for `resend`, and as your record).
+        #[arg(long, default_value = ".")]
+        keep_dir: PathBuf,
+        #[command(flatten)]
+        retry: RetryArgs,
+    },
+    /// Send a sealed letter (from `send` or `seal`) again, byte for byte.
+    /// The gateway answers a letter it already has as it did the first time.
+    Resend {
+        /// The sealed letter (COSE).
+        file: PathBuf,
+        #[command(flatten)]
+        retry: RetryArgs,
     },
     /// Seal a letter into a file without sending it (to submit with curl, say).
     Seal {
@@ -129,7 +163,9 @@ fn seal(dir: &Path, args: LetterArgs) -> Result<(MessageId, Vec<u8>)> {
         });
     }
     let letter = Letter {
-        message_id: MessageId::random(&mut OsRng),
+        message_id: args
+            .message_id
+            .unwrap_or_else(|| MessageId::random(&mut OsRng)),
         sender,
         recipient: args.to.parse()?,
         created_at: estafette_pki::now(),
@@ -171,19 +207,33 @@ fn run(cli: Cli) -> Result<bool> {
             println!("{id}");
             Ok(true)
         }
-        Command::Send { letter } => {
-            let (_, signed) = seal(&dir, letter)?;
-            let summary = runtime.block_on(client()?.submit_summary(signed))?;
-            println!("{}", summary.message_id);
-            println!(
-                "channel: {}{}",
-                summary.channel,
-                summary
-                    .reason
-                    .map(|r| format!(" (reason: {r})"))
-                    .unwrap_or_default()
-            );
-            Ok(true)
+        Command::Send {
+            letter,
+            keep_dir,
+            retry,
+        } => {
+            let (id, signed) = seal(&dir, letter)?;
+            let kept = keep_dir.join(format!("{id}.cose"));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&kept)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, &signed))
+                .with_context(|| format!("keeping the sealed letter in {}", kept.display()))?;
+            // The id first: whatever happens next, the agency knows it.
+            println!("{id}");
+            eprintln!("sealed letter kept in {}", kept.display());
+            submit(&runtime, &client()?, signed, &kept, retry)
+        }
+        Command::Resend { file, retry } => {
+            let signed =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let id = SignedMessage::read_stored(&signed)
+                .with_context(|| format!("{} is not a sealed letter", file.display()))?
+                .letter
+                .message_id;
+            println!("{id}");
+            submit(&runtime, &client()?, signed, &file, retry)
         }
         Command::Evidence { message_id } => {
             let root = cli.root_cert.as_deref().context("--root-cert is needed")?;
@@ -204,6 +254,59 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(ok)
         }
     }
+}
+
+/// Submits `signed`, trying again as `retry` says; prints the answer.
+fn submit(
+    runtime: &tokio::runtime::Runtime,
+    client: &AgencyClient,
+    signed: Vec<u8>,
+    kept: &Path,
+    retry: RetryArgs,
+) -> Result<bool> {
+    let policy = RetryPolicy {
+        attempts: retry.attempts.max(1),
+        ..RetryPolicy::default()
+    };
+    let answer = runtime.block_on(client.submit_summary_retrying(
+        signed,
+        policy,
+        |attempt, error, delay| {
+            eprintln!(
+                "attempt {attempt} of {} failed ({error}); sending the same letter again in {:.1} s",
+                policy.attempts,
+                delay.as_secs_f64()
+            );
+        },
+    ));
+    let summary = match answer {
+        Ok(s) => s,
+        Err(e) if e.is_retryable() => {
+            bail!(
+                "{e}. The gateway did not confirm the letter; send the same letter again with \
+                 `estafette-agency resend {}` (the gateway never delivers a letter twice)",
+                kept.display()
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "channel: {}{}",
+        summary.channel,
+        summary
+            .reason
+            .map(|r| format!(" (reason: {r})"))
+            .unwrap_or_default()
+    );
+    if let Some(failure) = &summary.failure {
+        println!(
+            "NOT DELIVERED: the letter cannot go on paper either ({failure}): the gateway knows no postal address; reach the person another way"
+        );
+    }
+    if summary.repeated {
+        println!("repeated: the gateway already had this letter; nothing was sent twice");
+    }
+    Ok(summary.failure.is_none())
 }
 
 fn media_type(path: &std::path::Path) -> &'static str {

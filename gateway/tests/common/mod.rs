@@ -20,6 +20,8 @@ use rand_core::OsRng;
 
 pub const RESIDENT: &str = "bsn:999999990";
 pub const ABROAD: &str = "bsn:111222333";
+/// The BSN Jonas (abroad, `eidas:DE/NL/…`) gets later.
+pub const JONAS_BSN: &str = "bsn:123456782";
 pub const EMAIL: &str = "a.jansen@example.nl";
 pub const DAY: u64 = 24 * 3600;
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -137,8 +139,12 @@ impl World {
     ) -> Vec<u8> {
         let mut person = AssertedPerson::test(subject.parse().unwrap());
         person.level = level;
+        // Jonas abroad (eID node: his first given name only) and with the
+        // BSN he got later (the national login: all his given names).
         (person.family_name, person.given_names) = if subject.starts_with("eidas:") {
             ("Müller".into(), "Jonas".into())
+        } else if subject == JONAS_BSN {
+            ("Mueller".into(), "Jonas Maria".into())
         } else {
             ("Jansen".into(), "Anna".into())
         };
@@ -188,8 +194,33 @@ impl World {
         self.send_letter(letter).await
     }
 
-    /// Seals and submits a letter as its sender; gives its id and channel.
-    pub async fn send_letter(&self, letter: Letter) -> (MessageId, String) {
+    /// As [`Self::send`], giving the whole JSON answer.
+    pub async fn send_summary(
+        &self,
+        to: &str,
+    ) -> (MessageId, estafette_gateway::http::SubmissionSummary) {
+        let letter = Letter {
+            message_id: MessageId::random(&mut OsRng),
+            sender: AGENCY.parse().unwrap(),
+            recipient: to.parse().unwrap(),
+            created_at: estafette_pki::now(),
+            subject: "Aanslag".into(),
+            body: "Tekst".into(),
+            attachments: vec![],
+            nature: Nature::Decision,
+            legal_effect: true,
+            expected_action: "Betaal het bedrag".into(),
+            response_deadline: None,
+            language: "nl".into(),
+            sender_reference: "AANSLAG-2".into(),
+        };
+        let (signed, client) = self.sealed(&letter);
+        let summary = client.submit_summary(signed).await.unwrap();
+        (letter.message_id, summary)
+    }
+
+    /// The letter sealed by its sender, and that sender's client.
+    fn sealed(&self, letter: &Letter) -> (Vec<u8>, AgencyClient) {
         let sender = letter.sender.to_string();
         let key = keys::read_ed25519(
             &self
@@ -199,7 +230,7 @@ impl World {
                 .join("seal.key.pem"),
         )
         .unwrap();
-        let signed = SignedMessage::sign(&letter, &key).unwrap();
+        let signed = SignedMessage::sign(letter, &key).unwrap();
         let client = AgencyClient::for_agency_dir(
             self.gateway.https_addr,
             "gateway.test",
@@ -207,6 +238,12 @@ impl World {
             &self.fed.fed.agency_dir(&sender.parse().unwrap()),
         )
         .unwrap();
+        (signed, client)
+    }
+
+    /// Seals and submits a letter as its sender; gives its id and channel.
+    pub async fn send_letter(&self, letter: Letter) -> (MessageId, String) {
+        let (signed, client) = self.sealed(&letter);
         let summary = client.submit_summary(signed).await.unwrap();
         (letter.message_id, summary.channel)
     }

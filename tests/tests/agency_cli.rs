@@ -1,0 +1,233 @@
+//! `estafette-agency send` is safe to repeat: when the connection breaks
+//! after the gateway took the letter but before its answer arrived, `send`
+//! sends the same sealed bytes again by itself and the citizen gets the
+//! letter once; `resend FILE` sends the kept letter again, and the gateway
+//! answers it as a repeat. (Before, a second `send` sealed a second letter
+//! and the citizen received the same letter twice.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use estafette_relay::citizen_client::CitizenClient;
+use estafette_relay::testkit::{AGENCY, NATIONAL_IDP};
+use estafette_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The letter's body.
+const BODY_BYTES: usize = 16 * 1024;
+
+/// A TCP proxy to `target` that, on its first connection, passes the TLS
+/// handshake and the whole request on and then cuts the client off when
+/// the answer comes: the gateway has the letter, the client never hears so. Later connections
+/// are passed through once the gateway counts that first submission
+/// (`admin` /metrics), so the retry meets a gateway that has the letter.
+async fn cutting_proxy(target: SocketAddr, admin: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let counter = cuts.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let cut = std::mem::take(&mut first);
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                if !cut {
+                    let began = std::time::Instant::now();
+                    while !estafette_relay::admin::local_get(admin, "/metrics")
+                        .unwrap_or_default()
+                        .contains("estafette_gateway_submissions_total{outcome=\"digital\"} 1")
+                    {
+                        assert!(
+                            began.elapsed() < Duration::from_secs(30),
+                            "the gateway never counted the first submission"
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    return;
+                }
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut client_read, client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let (cut_tx, mut cut_rx) = tokio::sync::oneshot::channel::<()>();
+                let up = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        tokio::select! {
+                            n = client_read.read(&mut buf) => {
+                                let n = n.unwrap_or(0);
+                                if n == 0 || server_write.write_all(&buf[..n]).await.is_err() {
+                                    return server_write;
+                                }
+                            }
+                            _ = &mut cut_rx => return server_write,
+                        }
+                    }
+                };
+                // Everything the gateway sends passes (the TLS handshake, its
+                // session tickets) until it has counted the submission: what
+                // comes then is its answer, and the client is cut off.
+                let down = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut client_write = Some(client_write);
+                    let mut cut_tx = Some(cut_tx);
+                    loop {
+                        let n = server_read.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        if client_write.is_some() {
+                            let counted = tokio::task::spawn_blocking(move || {
+                                estafette_relay::admin::local_get(admin, "/metrics")
+                                    .unwrap_or_default()
+                                    .contains("estafette_gateway_submissions_total{outcome=\"digital\"} 1")
+                            })
+                            .await
+                            .unwrap_or(false);
+                            if counted {
+                                counter.fetch_add(1, Ordering::SeqCst);
+                                client_write = None;
+                                if let Some(tx) = cut_tx.take() {
+                                    let _ = tx.send(());
+                                }
+                            }
+                        }
+                        if let Some(w) = client_write.as_mut()
+                            && w.write_all(&buf[..n]).await.is_err()
+                        {
+                            client_write = None;
+                        }
+                    }
+                });
+                // The gateway's side stays open until the gateway is done.
+                let server_write = up.await;
+                let _ = down.await;
+                drop(server_write);
+            });
+        }
+    });
+    (addr, cuts)
+}
+
+/// Runs `estafette-agency` as the test agency against `gateway`.
+async fn agency(
+    fed: &ProcessFederation,
+    gateway: SocketAddr,
+    args: &[&str],
+) -> std::process::Output {
+    let mut command = Command::new(binary("estafette-agency"));
+    command
+        .arg("--agency-dir")
+        .arg(fed.fed.fed.agency_dir(&AGENCY.parse().unwrap()))
+        .arg("--gateway")
+        .arg(gateway.to_string())
+        .args(["--gateway-name", "gateway.test"])
+        .arg("--root-cert")
+        .arg(fed.fed.fed.root_cert_path())
+        .args(args)
+        .current_dir(fed.dir());
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn letters_at_home(fed: &ProcessFederation) -> Vec<String> {
+    let assertion = fed
+        .fed
+        .fed
+        .mint_assertion(
+            &NATIONAL_IDP.parse().unwrap(),
+            &estafette_pki::AssertedPerson::test(RESIDENT.parse().unwrap()),
+            &"home.test".parse().unwrap(),
+            estafette_pki::now(),
+            300,
+        )
+        .unwrap();
+    let mut client =
+        CitizenClient::new(fed.citizen, "home.test", &fed.fed.fed.web_ca_path()).unwrap();
+    client.login(&assertion).await.unwrap();
+    client
+        .letters()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.message_id.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_sent_again_after_a_cut_connection_arrives_once() {
+    let fed = ProcessFederation::new();
+    let _gateway = fed.start_gateway();
+    let _relay = fed.start_relay("relay.test");
+    let _home = fed.start_relay("home.test");
+    let (proxy, cuts) = cutting_proxy(fed.https, fed.gateway_admin).await;
+    let body = fed.dir().join("letter.txt");
+    std::fs::write(&body, "Uw voorlopige aanslag. ".repeat(BODY_BYTES / 20)).unwrap();
+    let body = body.to_str().unwrap().to_owned();
+
+    let out = agency(
+        &fed,
+        proxy,
+        &[
+            "send",
+            "--to",
+            RESIDENT,
+            "--subject",
+            "Voorlopige aanslag",
+            "--body-file",
+            &body,
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("send:\n{stdout}{stderr}");
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(cuts.load(Ordering::SeqCst), 1, "the first answer was cut");
+    let id = stdout.lines().next().unwrap().trim().to_owned();
+    assert!(id.starts_with("msg-"), "the id comes first: {stdout}");
+    assert!(stderr.contains("attempt 1 of 6 failed"), "{stderr}");
+    assert!(stdout.contains("channel: digital"), "{stdout}");
+    assert!(
+        stdout.contains("repeated"),
+        "the second attempt is a repeat: {stdout}"
+    );
+
+    // resend: the same letter, byte for byte, again.
+    let kept = fed.dir().join(format!("{id}.cose"));
+    let out = agency(&fed, fed.https, &["resend", kept.to_str().unwrap()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("resend:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert_eq!(stdout.lines().next(), Some(id.as_str()));
+    assert!(stdout.contains("repeated"), "{stdout}");
+
+    // The citizen has the letter once.
+    let mut letters = Vec::new();
+    wait_for(
+        "the letter in the inbox",
+        Duration::from_secs(60),
+        async || {
+            letters = letters_at_home(&fed).await;
+            letters.contains(&id)
+        },
+    )
+    .await;
+    assert_eq!(
+        letters.iter().filter(|l| **l == id).count(),
+        1,
+        "one letter in the inbox: {letters:?}"
+    );
+    assert_eq!(letters.len(), 1, "{letters:?}");
+}
