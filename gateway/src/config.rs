@@ -108,12 +108,55 @@ impl GatewayConfig {
     }
 }
 
-/// The commented example written by `estafette-gateway init`.
-pub const EXAMPLE: &str = r#"# Estafette gateway configuration.
+/// What `estafette-gateway init` fills in (see `estafette-relay init`).
+#[derive(Debug, Clone)]
+pub struct GatewayInitValues {
+    pub https_listen: String,
+    pub node_id: String,
+    /// The gateway's node address (QUIC): where relays and home nodes send.
+    pub node_listen: String,
+    pub data_dir: String,
+    pub admin_listen: String,
+    pub node_dir: String,
+    pub fed_dir: String,
+    /// The SMTP relay host and how to reach it.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_tls: &'static str,
+}
+
+impl GatewayInitValues {
+    pub fn example() -> GatewayInitValues {
+        GatewayInitValues {
+            https_listen: "0.0.0.0:8443".into(),
+            node_id: "gateway.example".into(),
+            node_listen: "0.0.0.0:4430".into(),
+            data_dir: "/var/lib/estafette-gateway".into(),
+            admin_listen: "127.0.0.1:9465".into(),
+            node_dir: "fed/nodes/gateway.example".into(),
+            fed_dir: "fed".into(),
+            smtp_host: "smtp.example.nl".into(),
+            smtp_port: 587,
+            smtp_tls: "starttls",
+        }
+    }
+}
+
+/// The commented configuration `estafette-gateway init` writes.
+pub fn example(v: &GatewayInitValues) -> String {
+    let login = if v.smtp_tls == "starttls" {
+        "# Log in to the relay host (over TLS only); the password lives in its own\n# file, mode 0600, never in this one.\n# username = \"estafette\"\n# password_file = \"/etc/estafette/smtp-password\"\n# Roots for the relay host's certificate if it is not from a public CA:\n# ca_file = \"/etc/estafette/smtp-ca.pem\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"# Estafette gateway configuration.
 # Start with:  estafette-gateway run --config gateway.toml
+# Relative paths are relative to this file.
 
 # The agency API: HTTPS, client certificates from the federation required.
-https_listen = "0.0.0.0:8443"
+# (Not the node address: that is [node] listen below.)
+https_listen = "{https_listen}"
 
 # Paper letters (PDF) and their manifest, for the print house.
 # Default: <node.data_dir>/paper-spool
@@ -133,28 +176,48 @@ deadline_margin_s = 432000     # paper at the latest 5 days before a deadline
 dormant_after_s = 31536000     # no session for a year while holding unread mail
 cycle_s = 300
 
-# Notification e-mail goes to the operator's own SMTP relay host.
+# Notification e-mail goes to the operator's SMTP relay host. tls is
+# "starttls" (required: no mail goes in the clear) or "none" (plain SMTP,
+# only for a relay host on this machine, such as `estafette-gateway
+# smtp-sink` when trying things out).
 [notifications]
-host = "localhost"
-port = 25
-from = "Berichtenbox <noreply@gateway.example>"
-
+host = "{smtp_host}"
+port = {smtp_port}
+from = "Berichtenbox <noreply@{node_id}>"
+tls = "{smtp_tls}"
+{login}
 # The gateway's own node: QUIC towards the relays, its durable store, keys.
 # Same settings as a relay node (see `estafette-relay init`).
 [node]
-node_id = "gateway.example"
-listen = "0.0.0.0:4433"
-data_dir = "/var/lib/estafette-gateway"
-admin_listen = "127.0.0.1:9465"
+node_id = "{node_id}"
+# The node address (UDP, QUIC): where relays and home nodes reach the
+# gateway (evidence, citizen requests). It must be where the trust list
+# says the gateway is (estafette-pki issue gateway --addr); the gateway
+# checks at start that it answers there, and says so if not.
+listen = "{node_listen}"
+data_dir = "{data_dir}"
+admin_listen = "{admin_listen}"
 
 [node.pki]
-cert = "fed/nodes/gateway.example/tls.crt.pem"
-key = "fed/nodes/gateway.example/tls.key.pem"
-signing_key = "fed/nodes/gateway.example/signing.key.pem"
-root_cert = "fed/root/ca.crt.pem"
-crl = "fed/crl.pem"
-trust_list = "fed/trust-list.cose"
-"#;
+cert = "{node_dir}/tls.crt.pem"
+key = "{node_dir}/tls.key.pem"
+signing_key = "{node_dir}/signing.key.pem"
+root_cert = "{fed_dir}/root/ca.crt.pem"
+crl = "{fed_dir}/crl.pem"
+trust_list = "{fed_dir}/trust-list.cose"
+"#,
+        https_listen = v.https_listen,
+        smtp_host = v.smtp_host,
+        smtp_port = v.smtp_port,
+        smtp_tls = v.smtp_tls,
+        node_id = v.node_id,
+        node_listen = v.node_listen,
+        data_dir = v.data_dir,
+        admin_listen = v.admin_listen,
+        node_dir = v.node_dir,
+        fed_dir = v.fed_dir,
+    )
+}
 
 #[cfg(test)]
 mod tests {
@@ -162,9 +225,15 @@ mod tests {
 
     #[test]
     fn the_example_parses() {
-        let config: GatewayConfig = toml::from_str(EXAMPLE).unwrap();
+        let config: GatewayConfig =
+            toml::from_str(&example(&GatewayInitValues::example())).unwrap();
         assert_eq!(config.escalation.paper_after_s, 14 * 24 * 3600);
-        assert_eq!(config.notifications.as_ref().map(|n| n.port), Some(25));
+        let smtp = config.notifications.as_ref().unwrap();
+        assert_eq!(
+            (smtp.port, smtp.tls),
+            (587, crate::notify::SmtpTls::Starttls)
+        );
+        assert_eq!(config.node.listen.port(), 4430, "not the relays' 4433");
         assert_eq!(
             config.spool_dir(),
             PathBuf::from("/var/lib/estafette-gateway/paper-spool")

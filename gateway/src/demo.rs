@@ -403,11 +403,11 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
     let clock = Arc::new(ManualClock::new(estafette_pki::now()));
     let spool = root.join("paper-spool");
     let mut config = GatewayConfig::new(https, node_config(&fed, &gw_id, gw_quic, false));
-    config.notifications = Some(SmtpSettings {
-        host: "127.0.0.1".into(),
-        port: sink.addr.port(),
-        from: "Berichtenbox <noreply@gateway.demo>".into(),
-    });
+    config.notifications = Some(SmtpSettings::plain(
+        "127.0.0.1",
+        sink.addr.port(),
+        "Berichtenbox <noreply@gateway.demo>",
+    ));
     config.paper_spool = Some(spool.clone());
     let gateway = RunningGateway::start_with_clock(config, clock.clone()).await?;
     println!(

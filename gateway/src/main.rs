@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use estafette_gateway::config::{EXAMPLE, GatewayConfig};
+use estafette_gateway::config::{GatewayConfig, GatewayInitValues, example};
 use estafette_gateway::{RunningGateway, registry};
 
 /// The Estafette gateway: agencies submit signed letters over HTTPS with
@@ -19,10 +19,15 @@ use estafette_gateway::{RunningGateway, registry};
 /// through the relay nodes, or to paper, and keeps the evidence.
 ///
 ///   estafette-gateway demo                                 a whole federation on loopback, letters, evidence
-///   estafette-gateway init > gateway.toml                  a commented example config
-///   estafette-gateway run --config gateway.toml            run the gateway
+///   estafette-gateway init --fed fed --node-id gw.example > gateway.toml
+///                                                          a config that agrees with the trust list
+///   estafette-gateway run --config gateway.toml            run the gateway (SIGHUP re-reads trust list and CRL)
+///   estafette-gateway status --config gateway.toml         is it up, and reachable where the trust list says
+///   estafette-gateway queue --config gateway.toml          envelopes waiting for the first relay, and why
 ///   estafette-gateway registry import --config gateway.toml --file people.json
 ///   estafette-gateway report --config gateway.toml         dormant inboxes, silent inboxes, paper by reason
+///   estafette-gateway smtp-sink --listen 127.0.0.1:2525 --dir mail
+///                                                          an SMTP server that keeps mail as files (to try e-mail)
 #[derive(Parser)]
 #[command(name = "estafette-gateway", version, verbatim_doc_comment)]
 struct Cli {
@@ -42,16 +47,55 @@ enum Command {
         #[arg(long)]
         serve: bool,
     },
-    /// Print a commented example configuration (or write it with --output).
+    /// Print a commented configuration (or write it with --output). With
+    /// --fed and --node-id it is filled in from the federation: the
+    /// gateway's files and its node address from the trust list.
     Init {
-        /// Write to this file; an existing file is never replaced.
+        #[command(flatten)]
+        args: estafette_relay::cli::InitArgs,
+        /// The agency API's address (HTTPS).
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        https_listen: String,
+        /// The SMTP relay host as host:port, plain SMTP (a relay host on this
+        /// machine, or `smtp-sink`); without it, the example's STARTTLS relay host.
         #[arg(long)]
-        output: Option<PathBuf>,
+        smtp_plain: Option<String>,
     },
-    /// Run the gateway. SIGTERM stops it after the commits in flight.
+    /// Run the gateway. SIGTERM stops it after the commits in flight;
+    /// SIGHUP re-reads the trust list and CRL at once.
     Run {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Whether the running gateway is up, and answers at the node address
+    /// the trust list gives for it (relays send evidence and citizen
+    /// requests there). Exits 1 when it does not.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        /// Wait up to this many seconds for the gateway to come up.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Envelopes waiting to be forwarded to the first relay: attempts, next
+    /// retry and last error (from the running gateway, or its database).
+    Queue {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An SMTP server that keeps every mail it gets as a text file in --dir
+    /// (and says so on standard output): to try e-mail verification without a
+    /// mail server. Plain SMTP; point [notifications] at it with tls = "none".
+    SmtpSink {
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: std::net::SocketAddr,
+        /// Where the mails go, one .txt file each (decoded).
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// The operator report of the running gateway (from its admin endpoint):
     /// active inboxes with unread mail and no session for --months, inboxes
@@ -75,8 +119,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RegistryCommand {
-    /// Import people from a JSON file (for tests and demos): an array of
-    /// {recipient, home_node, inbox_id, active, digital_senders, postal_address, language}.
+    /// Import people from a JSON file, all or nothing (migrations, tests,
+    /// demos): an array of {recipient, home_node, inbox_id, active,
+    /// digital_senders, postal_address, language, name, contact_channels};
+    /// the JSON Schema is gateway/registry-import.schema.json, an example
+    /// gateway/examples/people.json. Stop the gateway first.
     Import {
         #[arg(long)]
         config: PathBuf,
@@ -111,8 +158,27 @@ fn run(cli: Cli) -> Result<()> {
             estafette_relay::cli::init_logging(false, "warn");
             runtime()?.block_on(estafette_gateway::demo::run(dir, serve))
         }
-        Command::Init { output } => estafette_relay::cli::write_example(EXAMPLE, output.as_deref())
-            .context("writing the example configuration"),
+        Command::Init {
+            args,
+            https_listen,
+            smtp_plain,
+        } => {
+            let values = gateway_values(&args, https_listen, smtp_plain)?;
+            estafette_relay::cli::write_example(&example(&values), args.output.as_deref())
+                .context("writing the configuration")
+        }
+        Command::Status { config, wait, json } => {
+            let config = GatewayConfig::load(&config)?;
+            if !estafette_relay::cli::status(&config.node, wait, json)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Queue { config, json } => {
+            let config = GatewayConfig::load(&config)?;
+            estafette_relay::cli::queue(&config.node, json)
+        }
+        Command::SmtpSink { listen, dir } => runtime()?.block_on(smtp_sink(listen, dir)),
         Command::Run { config } => {
             let config = GatewayConfig::load(&config)?;
             estafette_relay::cli::init_logging(config.node.log_json, "info");
@@ -169,10 +235,105 @@ fn run(cli: Cli) -> Result<()> {
                     metrics,
                 )
                 .with_context(|| "opening the gateway's database (stop the gateway first)")?;
-                let count = registry::import(&store, &trust, &json).await?;
+                let count = registry::import(&store, &trust, &json)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "{} was not imported (nothing was written); its format is \
+                             gateway/registry-import.schema.json, with an example in \
+                             gateway/examples/people.json",
+                            file.display()
+                        )
+                    })?;
                 println!("imported {count} people");
                 Ok(())
             })
+        }
+    }
+}
+
+/// The values of `init`, from the federation when given.
+fn gateway_values(
+    args: &estafette_relay::cli::InitArgs,
+    https_listen: String,
+    smtp_plain: Option<String>,
+) -> Result<GatewayInitValues> {
+    let mut values = GatewayInitValues {
+        https_listen,
+        ..GatewayInitValues::example()
+    };
+    if let (Some(fed_dir), Some(id)) = (&args.fed, &args.node_id) {
+        let fed = estafette_pki::Federation::open(fed_dir)
+            .with_context(|| format!("opening the federation in {}", fed_dir.display()))?;
+        let trust = fed.trust_list(estafette_pki::now())?;
+        let gateway = trust.gateway().filter(|g| &g.id == id).with_context(|| {
+            format!(
+                "{id} is not the gateway in the trust list of {}",
+                fed_dir.display()
+            )
+        })?;
+        let fed_path = estafette_relay::cli::absolute(fed.dir())?;
+        values.node_id = id.to_string();
+        values.node_listen = estafette_relay::config::listen_for(&gateway.address);
+        values.node_dir = format!("{fed_path}/nodes/{id}");
+        values.fed_dir = fed_path;
+        values.data_dir = format!("data/{id}");
+    }
+    if let Some(admin) = &args.admin_listen {
+        values.admin_listen = admin.clone();
+    }
+    if let Some(data) = &args.data_dir {
+        values.data_dir = data.clone();
+    }
+    if let Some(smtp) = smtp_plain {
+        let (host, port) = smtp
+            .rsplit_once(':')
+            .context("--smtp-plain takes host:port")?;
+        values.smtp_host = host.to_owned();
+        values.smtp_port = port.parse().context("--smtp-plain: the port is a number")?;
+        values.smtp_tls = "none";
+    }
+    Ok(values)
+}
+
+/// `smtp-sink`: keeps every mail as a file until stopped.
+async fn smtp_sink(listen: std::net::SocketAddr, dir: PathBuf) -> Result<()> {
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let sink = estafette_gateway::smtp_sink::SmtpSink::start_with(
+        listen,
+        estafette_gateway::smtp_sink::SinkOptions::default(),
+    )
+    .await
+    .with_context(|| format!("listening on {listen}"))?;
+    println!(
+        "SMTP sink listening on {}; mail goes to {}",
+        sink.addr,
+        dir.display()
+    );
+    let mut written = 0;
+    loop {
+        let wait = sink.wait_for(std::time::Duration::from_secs(3600), |m| m.len() > written);
+        let mails = tokio::select! {
+            m = wait => m.unwrap_or_else(|m| m),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        for mail in mails.iter().skip(written) {
+            written += 1;
+            // Decoded, for people to read (and copy a link from).
+            let path = dir.join(format!("{written:06}.txt"));
+            let text = format!(
+                "To: {}\nSubject: {}\n\n{}",
+                mail.to.join(", "),
+                mail.subject,
+                mail.body
+            );
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "{}: to {} \"{}\"",
+                path.display(),
+                mail.to.join(", "),
+                mail.subject
+            );
         }
     }
 }

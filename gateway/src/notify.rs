@@ -63,6 +63,48 @@ pub struct SmtpSettings {
     pub port: u16,
     /// The sender address of notifications.
     pub from: String,
+    /// `starttls` (the default: mail goes only over TLS, the relay host's
+    /// certificate checked) or `none` (plain SMTP: only for a relay host on
+    /// this machine).
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// Root certificates (PEM) for the relay host's certificate, when it is
+    /// not from a public CA; default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Log in to the relay host as this user (SMTP AUTH, over TLS only).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The file holding the password (mode 0600; kept out of this file and
+    /// out of every log).
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+/// How the notifier protects its SMTP session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// STARTTLS, required: a relay host that does not offer it gets no mail.
+    #[default]
+    Starttls,
+    /// Plain SMTP.
+    None,
+}
+
+impl SmtpSettings {
+    /// Plain SMTP to `host:port` (a relay host on this machine, the test sink).
+    pub fn plain(host: &str, port: u16, from: &str) -> SmtpSettings {
+        SmtpSettings {
+            host: host.into(),
+            port,
+            from: from.into(),
+            tls: SmtpTls::None,
+            ca_file: None,
+            username: None,
+            password_file: None,
+        }
+    }
 }
 
 /// E-mail notifications through an SMTP relay host, over at most
@@ -77,6 +119,9 @@ pub struct SmtpNotifier {
     port: u16,
     hello: ClientId,
     from: Mailbox,
+    /// STARTTLS with these parameters, when required.
+    tls: Option<lettre::transport::smtp::client::TlsParameters>,
+    credentials: Option<lettre::transport::smtp::authentication::Credentials>,
     slots: tokio::sync::Semaphore,
     idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
 }
@@ -91,13 +136,55 @@ impl SmtpNotifier {
             .from
             .parse()
             .map_err(|e| NotifyError::Permanent(format!("sender address: {e}")))?;
-        // Plain SMTP to the operator's own relay host, which does the TLS
-        // towards the world; a relay across networks belongs behind STARTTLS.
+        let setup = |m: String| NotifyError::Permanent(m);
+        let tls = match settings.tls {
+            SmtpTls::None => None,
+            SmtpTls::Starttls => {
+                use lettre::transport::smtp::client::{
+                    Certificate, CertificateStore, TlsParameters,
+                };
+                let mut builder = TlsParameters::builder(settings.host.clone());
+                if let Some(path) = &settings.ca_file {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| setup(format!("ca_file {}: {e}", path.display())))?;
+                    let cert = Certificate::from_pem(&pem)
+                        .map_err(|e| setup(format!("ca_file {}: {e}", path.display())))?;
+                    builder = builder
+                        .certificate_store(CertificateStore::None)
+                        .add_root_certificate(cert);
+                }
+                Some(
+                    builder
+                        .build_rustls()
+                        .map_err(|e| setup(format!("TLS towards the relay host: {e}")))?,
+                )
+            }
+        };
+        let credentials = match (&settings.username, &settings.password_file) {
+            (None, None) => None,
+            (Some(user), Some(file)) => {
+                if tls.is_none() {
+                    return Err(setup(
+                        "username and password_file need tls = \"starttls\": a password never goes over plain SMTP".into(),
+                    ));
+                }
+                let password = read_secret_file(file).map_err(setup)?;
+                Some(lettre::transport::smtp::authentication::Credentials::new(
+                    user.clone(),
+                    password,
+                ))
+            }
+            _ => {
+                return Err(setup("username and password_file go together".into()));
+            }
+        };
         Ok(SmtpNotifier {
             host: settings.host.clone(),
             port: settings.port,
             hello: ClientId::default(),
             from,
+            tls,
+            credentials,
             slots: tokio::sync::Semaphore::new(SMTP_CONNECTIONS),
             idle: std::sync::Mutex::new(Vec::new()),
         })
@@ -130,10 +217,51 @@ impl SmtpNotifier {
         }
         .await
         .map_err(|e| NotifyError::Temporary(format!("connecting to the relay host: {e}")))?;
-        AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
-            .await
-            .map_err(smtp_error)
+        let mut connection =
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                .await
+                .map_err(smtp_error)?;
+        // The session's own failures are the relay host's (or ours), never
+        // the recipient's: temporary, so no address is marked failed.
+        let session =
+            |what: &str, e: &dyn std::fmt::Display| NotifyError::Temporary(format!("{what}: {e}"));
+        if let Some(tls) = &self.tls {
+            if !connection.can_starttls() {
+                connection.abort().await;
+                return Err(NotifyError::Temporary(
+                    "the relay host does not offer STARTTLS, which the configuration requires (tls = \"starttls\")".into(),
+                ));
+            }
+            connection
+                .starttls(tls.clone(), &self.hello)
+                .await
+                .map_err(|e| session("STARTTLS with the relay host", &e))?;
+        }
+        if let Some(credentials) = &self.credentials {
+            use lettre::transport::smtp::authentication::Mechanism;
+            connection
+                .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(|e| session("the relay host refused our login", &e))?;
+        }
+        Ok(connection)
     }
+}
+
+/// A secret from a file that only its owner may read (as OpenSSH wants of
+/// key files); its text without the final line break.
+fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("password_file {shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "password_file {shown} is readable by others (mode {mode:04o}): run `chmod 600 {shown}`"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("password_file {shown}: {e}"))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn smtp_error(e: lettre::transport::smtp::Error) -> NotifyError {
@@ -222,11 +350,11 @@ mod tests {
     }
 
     async fn notifier(sink: &SmtpSink) -> SmtpNotifier {
-        SmtpNotifier::new(&SmtpSettings {
-            host: "127.0.0.1".into(),
-            port: sink.addr.port(),
-            from: "Berichtenbox <noreply@gateway.test>".into(),
-        })
+        SmtpNotifier::new(&SmtpSettings::plain(
+            "127.0.0.1",
+            sink.addr.port(),
+            "Berichtenbox <noreply@gateway.test>",
+        ))
         .unwrap()
     }
 
@@ -295,6 +423,116 @@ mod tests {
             .unwrap();
         assert_eq!(sink.mails().len(), 1);
         assert_eq!(sink.mails()[0].to, vec!["anna@example.nl".to_string()]);
+    }
+
+    /// A relay host as operators run them: STARTTLS required, then AUTH.
+    async fn tls_sink(dir: &std::path::Path, password: &str) -> (SmtpSink, SmtpSettings) {
+        let fed = estafette_pki::Federation::init(&dir.join("fed"), "smtp test", true).unwrap();
+        let (ca, cert, key) = fed
+            .issue_web_certificate("smtp-relay", &["localhost".into()])
+            .unwrap();
+        let config =
+            rustls::ServerConfig::builder_with_provider(estafette_pki::tls::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    estafette_pki::tls::load_certs(&cert).unwrap(),
+                    estafette_pki::tls::load_private_key(&key).unwrap(),
+                )
+                .unwrap();
+        let sink = SmtpSink::start_with(
+            "127.0.0.1:0".parse().unwrap(),
+            crate::smtp_sink::SinkOptions {
+                tls: Some(std::sync::Arc::new(config)),
+                login: Some(("estafette".into(), "s3cret relay".into())),
+            },
+        )
+        .await
+        .unwrap();
+        let password_file = dir.join("smtp-password");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&password_file)
+                .unwrap();
+            std::io::Write::write_all(&mut f, format!("{password}\n").as_bytes()).unwrap();
+        }
+        let settings = SmtpSettings {
+            host: "localhost".into(),
+            port: sink.addr.port(),
+            from: "Berichtenbox <noreply@gateway.test>".into(),
+            tls: SmtpTls::Starttls,
+            ca_file: Some(ca),
+            username: Some("estafette".into()),
+            password_file: Some(password_file),
+        };
+        (sink, settings)
+    }
+
+    #[tokio::test]
+    async fn mail_goes_over_starttls_with_a_login_and_a_wrong_one_marks_no_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, settings) = tls_sink(dir.path(), "s3cret relay").await;
+        let notifier = SmtpNotifier::new(&settings).unwrap();
+        notifier
+            .send("anna@example.nl", &notification(1))
+            .await
+            .unwrap();
+        let mails = sink.mails();
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].encrypted, "over TLS");
+        assert_eq!(mails[0].authenticated_as.as_deref(), Some("estafette"));
+
+        // A wrong password: the relay host refuses our login. That is no
+        // fault of the recipient's address: temporary, and it never names
+        // the password.
+        let dir2 = tempfile::tempdir().unwrap();
+        let (sink, settings) = tls_sink(dir2.path(), "wrong").await;
+        let failed = SmtpNotifier::new(&settings)
+            .unwrap()
+            .send("anna@example.nl", &notification(2))
+            .await;
+        assert!(
+            matches!(&failed, Err(NotifyError::Temporary(t)) if t.contains("refused our login") && !t.contains("wrong")),
+            "{failed:?}"
+        );
+        assert!(sink.mails().is_empty());
+    }
+
+    #[tokio::test]
+    async fn starttls_required_means_no_mail_in_the_clear() {
+        let plain = SmtpSink::start().await.unwrap();
+        let settings = SmtpSettings {
+            tls: SmtpTls::Starttls,
+            ..SmtpSettings::plain(
+                "127.0.0.1",
+                plain.addr.port(),
+                "Berichtenbox <noreply@gateway.test>",
+            )
+        };
+        let failed = SmtpNotifier::new(&settings)
+            .unwrap()
+            .send("anna@example.nl", &notification(1))
+            .await;
+        assert!(
+            matches!(&failed, Err(NotifyError::Temporary(t)) if t.contains("does not offer STARTTLS")),
+            "{failed:?}"
+        );
+        assert!(plain.mails().is_empty());
+        // And a password is never configured for plain SMTP.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p"), "x").unwrap();
+        let refused = SmtpNotifier::new(&SmtpSettings {
+            username: Some("u".into()),
+            password_file: Some(dir.path().join("p")),
+            ..SmtpSettings::plain("127.0.0.1", 25, "a <a@example.nl>")
+        });
+        assert!(refused.is_err());
     }
 
     #[test]

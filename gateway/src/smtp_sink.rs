@@ -1,9 +1,12 @@
 //! A small SMTP server that keeps what it receives: the receiving end of
-//! notifications in tests and the demo. It speaks enough of RFC 5321 for a
-//! real client (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT), can answer
-//! chosen recipients with a permanent (550) or temporary (450) failure, and
-//! decodes what lettre sends (encoded-word subjects, quoted-printable or
-//! base64 bodies) so that tests can read the text.
+//! notifications in tests, the demo and `estafette-gateway smtp-sink`. It
+//! speaks enough of RFC 5321 for a real client (EHLO/HELO, MAIL, RCPT,
+//! DATA, RSET, NOOP, QUIT), and, when given a certificate and a login,
+//! STARTTLS (RFC 3207) and AUTH PLAIN (RFC 4954) as a real relay host
+//! requires them. It can answer chosen recipients with a permanent (550)
+//! or temporary (450) failure, and decodes what lettre sends
+//! (encoded-word subjects, quoted-printable or base64 bodies) so that tests
+//! can read the text.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -11,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Longest command line the sink reads.
@@ -30,6 +33,19 @@ pub struct ReceivedMail {
     pub body: String,
     /// Everything as received.
     pub raw: String,
+    /// Whether it came over TLS (after STARTTLS).
+    pub encrypted: bool,
+    /// Who logged in to send it (SMTP AUTH), if anyone.
+    pub authenticated_as: Option<String>,
+}
+
+/// What a sink requires of its clients, like a relay host would.
+#[derive(Clone, Default)]
+pub struct SinkOptions {
+    /// Offer STARTTLS with this configuration, and take mail only over TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Take mail only after AUTH PLAIN with this user and password.
+    pub login: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -61,17 +77,27 @@ impl Drop for SmtpSink {
 impl SmtpSink {
     /// Listens on a free port of 127.0.0.1.
     pub async fn start() -> std::io::Result<SmtpSink> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_with(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SinkOptions::default(),
+        )
+        .await
+    }
+
+    /// Listens on `addr` with `options`.
+    pub async fn start_with(addr: SocketAddr, options: SinkOptions) -> std::io::Result<SmtpSink> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Mutex::new(Inner::default()));
         let changed = Arc::new(tokio::sync::Notify::new());
         let (i, c) = (inner.clone(), changed.clone());
+        let options = Arc::new(options);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (i, c) = (i.clone(), c.clone());
+                let (i, c, o) = (i.clone(), c.clone(), options.clone());
                 i.lock().unwrap_or_else(|p| p.into_inner()).connections += 1;
                 tokio::spawn(async move {
-                    let _ = serve(stream, i, c).await;
+                    let _ = serve(stream, i, c, o).await;
                 });
             }
         });
@@ -148,31 +174,110 @@ fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What the conversation asks for next.
+enum Next {
+    Done,
+    StartTls,
+}
+
 async fn serve(
     stream: TcpStream,
     inner: Arc<Mutex<Inner>>,
     changed: Arc<tokio::sync::Notify>,
+    options: Arc<SinkOptions>,
 ) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    write
+    let mut plain = BufReader::new(stream);
+    plain
         .write_all(b"220 estafette-smtp-sink ESMTP\r\n")
         .await?;
+    let next = conversation(&mut plain, &inner, &changed, &options, false).await?;
+    let (Next::StartTls, Some(tls)) = (next, options.tls.clone()) else {
+        return Ok(());
+    };
+    // Nothing may follow STARTTLS in the clear (RFC 3207 §4.2): what the
+    // buffer holds is dropped with it.
+    let tcp = plain.into_inner();
+    let stream = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await?;
+    let mut encrypted = BufReader::new(stream);
+    conversation(&mut encrypted, &inner, &changed, &options, true).await?;
+    Ok(())
+}
+
+/// The credentials of an AUTH PLAIN response: (user, password).
+fn plain_credentials(response: &str) -> Option<(String, String)> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(response.trim())
+        .ok()?;
+    let parts: Vec<&[u8]> = decoded.split(|b| *b == 0).collect();
+    match parts.as_slice() {
+        [_, user, password] => Some((
+            String::from_utf8_lossy(user).into_owned(),
+            String::from_utf8_lossy(password).into_owned(),
+        )),
+        _ => None,
+    }
+}
+
+async fn conversation<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut BufReader<S>,
+    inner: &Arc<Mutex<Inner>>,
+    changed: &tokio::sync::Notify,
+    options: &SinkOptions,
+    encrypted: bool,
+) -> std::io::Result<Next> {
     let mut to: Vec<String> = Vec::new();
-    let generation = lock(&inner).generation;
+    let mut authenticated_as: Option<String> = None;
+    let generation = lock(inner).generation;
+    let needs_tls = options.tls.is_some() && !encrypted;
     loop {
-        let Some(line) = read_line(&mut read).await? else {
-            return Ok(());
+        let Some(line) = read_line(stream).await? else {
+            return Ok(Next::Done);
         };
-        if lock(&inner).generation != generation {
-            return Ok(());
+        if lock(inner).generation != generation {
+            return Ok(Next::Done);
         }
         let upper = line.to_ascii_uppercase();
-        let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            b"250 estafette-smtp-sink\r\n"
+        let reply: Vec<u8> = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            let mut r = String::from("250-estafette-smtp-sink\r\n");
+            if needs_tls {
+                r.push_str("250-STARTTLS\r\n");
+            }
+            if options.login.is_some() && !needs_tls {
+                r.push_str("250-AUTH PLAIN\r\n");
+            }
+            r.push_str("250 8BITMIME\r\n");
+            r.into_bytes()
+        } else if upper == "STARTTLS" && needs_tls {
+            stream
+                .write_all(b"220 2.0.0 ready to start TLS\r\n")
+                .await?;
+            stream.flush().await?;
+            return Ok(Next::StartTls);
+        } else if upper.starts_with("AUTH PLAIN") && !needs_tls {
+            let initial = line.get(10..).map(str::trim).unwrap_or("");
+            let response = if initial.is_empty() {
+                stream.write_all(b"334 \r\n").await?;
+                stream.flush().await?;
+                read_line(stream).await?.unwrap_or_default()
+            } else {
+                initial.to_owned()
+            };
+            match (&options.login, plain_credentials(&response)) {
+                (Some(expected), Some(given)) if *expected == given => {
+                    authenticated_as = Some(given.0);
+                    b"235 2.7.0 authentication succeeded\r\n".to_vec()
+                }
+                _ => b"535 5.7.8 authentication credentials invalid\r\n".to_vec(),
+            }
         } else if upper.starts_with("MAIL FROM:") {
-            to.clear();
-            b"250 2.1.0 OK\r\n"
+            if needs_tls {
+                b"530 5.7.0 must issue a STARTTLS command first\r\n".to_vec()
+            } else if options.login.is_some() && authenticated_as.is_none() {
+                b"530 5.7.0 authentication required\r\n".to_vec()
+            } else {
+                to.clear();
+                b"250 2.1.0 OK\r\n".to_vec()
+            }
         } else if upper.starts_with("RCPT TO:") {
             let address = line[8..]
                 .trim()
@@ -181,51 +286,57 @@ async fn serve(
                 .next()
                 .unwrap_or("")
                 .to_ascii_lowercase();
-            let mut state = lock(&inner);
+            let mut state = lock(inner);
             if state.bounce.contains(&address) {
                 state.refused += 1;
-                b"550 5.1.1 mailbox unavailable\r\n"
+                b"550 5.1.1 mailbox unavailable\r\n".to_vec()
             } else if state.defer.contains(&address) {
                 state.refused += 1;
-                b"450 4.2.1 mailbox busy, try later\r\n"
+                b"450 4.2.1 mailbox busy, try later\r\n".to_vec()
             } else {
                 to.push(address);
-                b"250 2.1.5 OK\r\n"
+                b"250 2.1.5 OK\r\n".to_vec()
             }
         } else if upper == "DATA" {
             if to.is_empty() {
-                b"554 5.5.1 no valid recipients\r\n"
+                b"554 5.5.1 no valid recipients\r\n".to_vec()
             } else {
-                write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
-                let Some(raw) = read_data(&mut read).await? else {
-                    write.write_all(b"552 5.3.4 message too big\r\n").await?;
-                    return Ok(());
+                stream.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+                stream.flush().await?;
+                let Some(raw) = read_data(stream).await? else {
+                    stream.write_all(b"552 5.3.4 message too big\r\n").await?;
+                    stream.flush().await?;
+                    return Ok(Next::Done);
                 };
-                let mail = parse(std::mem::take(&mut to), raw);
-                lock(&inner).mails.push(mail);
+                let mut mail = parse(std::mem::take(&mut to), raw);
+                mail.encrypted = encrypted;
+                mail.authenticated_as = authenticated_as.clone();
+                lock(inner).mails.push(mail);
                 changed.notify_waiters();
-                b"250 2.0.0 queued\r\n"
+                b"250 2.0.0 queued\r\n".to_vec()
             }
         } else if upper == "RSET" {
             to.clear();
-            b"250 2.0.0 OK\r\n"
+            b"250 2.0.0 OK\r\n".to_vec()
         } else if upper == "NOOP" {
-            b"250 2.0.0 OK\r\n"
+            b"250 2.0.0 OK\r\n".to_vec()
         } else if upper == "QUIT" {
-            write.write_all(b"221 2.0.0 bye\r\n").await?;
-            return Ok(());
+            stream.write_all(b"221 2.0.0 bye\r\n").await?;
+            stream.flush().await?;
+            return Ok(Next::Done);
         } else {
-            b"502 5.5.2 command not implemented\r\n"
+            b"502 5.5.2 command not implemented\r\n".to_vec()
         };
-        write.write_all(reply).await?;
+        stream.write_all(&reply).await?;
+        stream.flush().await?;
         if reply.starts_with(b"550") || reply.starts_with(b"450") {
             changed.notify_waiters();
         }
     }
 }
 
-async fn read_line(
-    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+async fn read_line<S: AsyncRead + Unpin>(
+    read: &mut BufReader<S>,
 ) -> std::io::Result<Option<String>> {
     let mut buf = Vec::new();
     let mut limited = (&mut *read).take(MAX_LINE_BYTES as u64);
@@ -240,8 +351,8 @@ async fn read_line(
     }
 }
 
-async fn read_data(
-    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+async fn read_data<S: AsyncRead + Unpin>(
+    read: &mut BufReader<S>,
 ) -> std::io::Result<Option<String>> {
     let mut raw = String::new();
     loop {
@@ -287,6 +398,8 @@ fn parse(to: Vec<String>, raw: String) -> ReceivedMail {
         subject,
         body,
         raw,
+        encrypted: false,
+        authenticated_as: None,
     }
 }
 

@@ -20,7 +20,7 @@ use estafette_spec::{CountryCode, LevelOfAssurance, NodeId, Oin, Sector};
 ///
 ///   estafette-pki init --dir fed --test-federation
 ///   estafette-pki issue agency --dir fed --oin 00000001003214345000 --name "Belastingdienst"
-///   estafette-pki issue gateway --dir fed --id gw.example --addr 127.0.0.1:8443
+///   estafette-pki issue gateway --dir fed --id gw.example --addr 127.0.0.1:4430
 ///   estafette-pki issue node --dir fed --id home.example --addr 127.0.0.1:4434 --role home
 ///   estafette-pki issue node --dir fed --id relay.example --addr 127.0.0.1:4433
 ///   estafette-pki route --dir fed --node gw.example --to home.example --via relay.example
@@ -167,7 +167,9 @@ enum Issue {
         /// The node id, a DNS-style name (also the certificate's DNS name).
         #[arg(long)]
         id: NodeId,
-        /// host:port where the node listens.
+        /// The node address: host:port (UDP) where other nodes reach this
+        /// node over QUIC. The node's `listen` must be this address
+        /// (`estafette-relay init --fed … --node-id …` writes it so).
         #[arg(long)]
         addr: String,
         /// transit (carries envelopes), home (hosts inboxes) or both.
@@ -181,7 +183,11 @@ enum Issue {
         /// The gateway's id, a DNS-style name (also its certificate's DNS name).
         #[arg(long)]
         id: NodeId,
-        /// host:port of the gateway's agency API.
+        /// The gateway's node address: host:port (UDP) where relays and home
+        /// nodes reach its QUIC node (evidence, citizen requests). The
+        /// gateway's [node] listen must be this address (`estafette-gateway
+        /// init --fed … --node-id …` writes it so). Not the agency API: that
+        /// is https_listen, which agencies are told separately.
         #[arg(long)]
         addr: String,
     },

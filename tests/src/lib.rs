@@ -141,7 +141,7 @@ impl Drop for Daemon {
 /// Sends a signal by name (`TERM`, `HUP`) to a process.
 pub fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill")
-        .arg(format!("-{name}"))
+        .args(["-s", name, "--"])
         .arg(pid.to_string())
         .status();
 }

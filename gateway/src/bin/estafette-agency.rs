@@ -120,7 +120,23 @@ enum Command {
     Evidence {
         /// The message id (msg-…).
         message_id: MessageId,
+        /// Wait until the evidence holds this event (ContentConsignment,
+        /// ContentHandover, PaperFallback, …), asking again every second.
+        #[arg(long)]
+        wait_for: Option<String>,
+        /// Longest wait for --wait-for, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
+}
+
+/// A line on standard output. A reader that has gone (`| head -1`) is
+/// not an error: what the command does is done either way.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
 }
 
 fn main() -> ExitCode {
@@ -204,7 +220,7 @@ fn run(cli: Cli) -> Result<bool> {
             let (id, signed) = seal(&dir, letter)?;
             std::fs::write(&output, signed)
                 .with_context(|| format!("writing {}", output.display()))?;
-            println!("{id}");
+            say!("{id}");
             Ok(true)
         }
         Command::Send {
@@ -221,7 +237,7 @@ fn run(cli: Cli) -> Result<bool> {
                 .and_then(|mut f| std::io::Write::write_all(&mut f, &signed))
                 .with_context(|| format!("keeping the sealed letter in {}", kept.display()))?;
             // The id first: whatever happens next, the agency knows it.
-            println!("{id}");
+            say!("{id}");
             eprintln!("sealed letter kept in {}", kept.display());
             submit(&runtime, &client()?, signed, &kept, retry)
         }
@@ -232,10 +248,14 @@ fn run(cli: Cli) -> Result<bool> {
                 .with_context(|| format!("{} is not a sealed letter", file.display()))?
                 .letter
                 .message_id;
-            println!("{id}");
+            say!("{id}");
             submit(&runtime, &client()?, signed, &file, retry)
         }
-        Command::Evidence { message_id } => {
+        Command::Evidence {
+            message_id,
+            wait_for,
+            timeout,
+        } => {
             let root = cli.root_cert.as_deref().context("--root-cert is needed")?;
             let trust_path = cli
                 .trust_list
@@ -246,10 +266,32 @@ fn run(cli: Cli) -> Result<bool> {
             )?)?;
             let trust =
                 TrustList::verify(&std::fs::read(trust_path)?, &root_key, estafette_pki::now())?;
-            let chain = runtime.block_on(client()?.evidence(&message_id))?;
+            let client = client()?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            let chain = loop {
+                let chain = runtime.block_on(client.evidence(&message_id))?;
+                let Some(wanted) = &wait_for else {
+                    break chain;
+                };
+                let seen = chain.iter().any(|b| {
+                    estafette_spec::Evidence::verify(b, &trust)
+                        .is_ok_and(|v| format!("{:?}", v.record.event) == *wanted)
+                });
+                if seen {
+                    break chain;
+                }
+                if std::time::Instant::now() >= deadline {
+                    let (lines, _) = timeline(&chain, &trust);
+                    for line in lines {
+                        say!("{line}");
+                    }
+                    bail!("no {wanted} evidence within {timeout} s");
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            };
             let (lines, ok) = timeline(&chain, &trust);
             for line in lines {
-                println!("{line}");
+                say!("{line}");
             }
             Ok(ok)
         }
@@ -290,7 +332,7 @@ fn submit(
         }
         Err(e) => return Err(e.into()),
     };
-    println!(
+    say!(
         "channel: {}{}",
         summary.channel,
         summary
@@ -299,12 +341,12 @@ fn submit(
             .unwrap_or_default()
     );
     if let Some(failure) = &summary.failure {
-        println!(
+        say!(
             "NOT DELIVERED: the letter cannot go on paper either ({failure}): the gateway knows no postal address; reach the person another way"
         );
     }
     if summary.repeated {
-        println!("repeated: the gateway already had this letter; nothing was sent twice");
+        say!("repeated: the gateway already had this letter; nothing was sent twice");
     }
     Ok(summary.failure.is_none())
 }

@@ -136,11 +136,11 @@ async fn main() -> Result<()> {
     // the operator's relay host.
     let sink = SmtpSink::start().await?;
     let mut config = GatewayConfig::new("127.0.0.1:0".parse()?, fed.gateway.config.clone());
-    config.notifications = Some(SmtpSettings {
-        host: "127.0.0.1".into(),
-        port: sink.addr.port(),
-        from: "Berichtenbox <noreply@gateway.test>".into(),
-    });
+    config.notifications = Some(SmtpSettings::plain(
+        "127.0.0.1",
+        sink.addr.port(),
+        "Berichtenbox <noreply@gateway.test>",
+    ));
     let gateway = RunningGateway::start(config).await?;
 
     // Recipients, all digital for the agency.

@@ -52,11 +52,11 @@ impl World {
         let spool = fed.tmp.path().join("spool");
         let mut config =
             GatewayConfig::new("127.0.0.1:0".parse().unwrap(), fed.gateway.config.clone());
-        config.notifications = Some(SmtpSettings {
-            host: "127.0.0.1".into(),
-            port: sink.addr.port(),
-            from: "Berichtenbox <noreply@gateway.test>".into(),
-        });
+        config.notifications = Some(SmtpSettings::plain(
+            "127.0.0.1",
+            sink.addr.port(),
+            "Berichtenbox <noreply@gateway.test>",
+        ));
         config.paper_spool = Some(spool.clone());
         let gateway = RunningGateway::start_with_clock(config, clock.clone())
             .await
