@@ -586,7 +586,12 @@ impl Node {
                 reason.code()
             ))),
             Ok(_) => Err(NodeError::Gateway("answer of the wrong kind".into())),
-            Err(e) => Err(NodeError::Gateway(e.to_string())),
+            Err(e) => {
+                if let Some(held_back) = self.log_throttle.allow("citizen request") {
+                    tracing::warn!(gateway = %gateway.id, address = %gateway.address, error = %e, failures_since_last_line = held_back, "the gateway cannot be reached at the address the trust list gives; citizen requests fail");
+                }
+                Err(NodeError::Gateway(e.to_string()))
+            }
         }
     }
 

@@ -26,18 +26,36 @@ pub const GERMAN_EID: &str = "eid.de.test";
 /// Longest wait for a process to come up or a condition to hold.
 pub const WAIT: Duration = Duration::from_secs(120);
 
+/// Ports handed out by [`free_udp`] and [`free_tcp`] are below the kernel's
+/// ephemeral range (32768 and up on Linux), from which port-0 binds and
+/// outgoing connections take theirs: a port chosen now and bound later
+/// cannot be taken meanwhile by a socket the system numbers itself.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port of [`TEST_PORTS`] not handed out before in this process, which
+/// `bindable` can bind now.
+fn free_port(bindable: impl Fn(u16) -> bool) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..10_000 {
+        let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+        let port = TEST_PORTS.start + (OsRng.next_u32() % span) as u16;
+        if !given.contains(&port) && bindable(port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free test port in {TEST_PORTS:?}");
+}
+
 pub fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    let port = free_port(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok());
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 pub fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    let port = free_port(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Waits for `condition` with a bounded timeout, polling.

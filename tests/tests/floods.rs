@@ -295,6 +295,22 @@ async fn the_agency_api_serves_a_legitimate_agency_under_idle_and_slow_floods() 
     for a in &attackers {
         a.abort();
     }
+    // Tens of thousands of refusals, a few log lines: one per kind of
+    // refusal per 10 s, each counting what it held back.
+    let log = gateway.log_text();
+    let refusal_lines = log
+        .lines()
+        .filter(|l| l.contains("connections refused"))
+        .count();
+    println!(
+        "gateway log: {} lines, {refusal_lines} about refused connections, {} bytes",
+        log.lines().count(),
+        log.len()
+    );
+    assert!(
+        refusal_lines <= 20,
+        "refusals are logged in summary, not one line each: {refusal_lines} lines"
+    );
     assert!(
         worst < LEGITIMATE_WITHIN,
         "a legitimate submission took {worst:?} under the flood"

@@ -135,4 +135,13 @@ fn the_readme_walk_through_works_as_written() {
         "each part answers at its trust-list address:\n{output}"
     );
     assert!(!output.contains("NOT"), "{output}");
+    assert!(
+        output.contains("gateway.demo: 0 envelope(s) queued"),
+        "the gateway's queue command: {output}"
+    );
+    // Logs redirected to a file carry no terminal colours.
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escapes in the logs:\n{logs}"
+    );
 }
