@@ -194,22 +194,14 @@ impl AgencyClient {
         cert_chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<AgencyClient, ClientError> {
-        let roots =
-            estafette_pki::tls::root_store(root).map_err(|e| ClientError::Tls(e.to_string()))?;
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(estafette_pki::tls::crypto_provider())
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .map_err(|e| ClientError::Tls(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_client_auth_cert(cert_chain, key)
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = estafette_pki::tls::client_config(root, cert_chain, key, &[b"http/1.1"])
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
         let server_name = ServerName::try_from(server_name.to_owned())
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         Ok(AgencyClient {
             addr,
             server_name,
-            tls: Arc::new(config),
+            tls: config,
         })
     }
 

@@ -728,24 +728,13 @@ impl Gateway {
         previous: Digest,
         now: Timestamp,
     ) -> NewEvidence {
-        let record = EvidenceRecord {
-            evidence_id: EvidenceId::random(&mut OsRng),
-            event: EvidenceEvent::PaperFailure,
-            envelope_id: None,
-            message_id: Some(message_id),
-            message_digest: Some(message_digest),
-            envelope_digest: None,
-            issuer: self.node.id.clone(),
-            issued_at: now,
-            reason: Some(reason),
-            actor: None,
-            previous: Some(previous),
-        };
-        NewEvidence {
-            evidence_id: record.evidence_id,
-            message_id: Some(message_id),
-            bytes: self.node.sign_evidence(&record),
-        }
+        self.paper_record(
+            EvidenceEvent::PaperFailure,
+            (message_id, message_digest),
+            reason,
+            previous,
+            now,
+        )
     }
 
     /// Signed PaperFallback evidence for a message.
@@ -757,9 +746,27 @@ impl Gateway {
         previous: Digest,
         now: Timestamp,
     ) -> NewEvidence {
+        self.paper_record(
+            EvidenceEvent::PaperFallback,
+            (message_id, message_digest),
+            reason,
+            previous,
+            now,
+        )
+    }
+
+    /// The gateway's signed record of a paper `event` about a message.
+    fn paper_record(
+        &self,
+        event: EvidenceEvent,
+        (message_id, message_digest): (MessageId, Digest),
+        reason: ReasonCode,
+        previous: Digest,
+        now: Timestamp,
+    ) -> NewEvidence {
         let record = EvidenceRecord {
             evidence_id: EvidenceId::random(&mut OsRng),
-            event: EvidenceEvent::PaperFallback,
+            event,
             envelope_id: None,
             message_id: Some(message_id),
             message_digest: Some(message_digest),

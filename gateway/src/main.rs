@@ -70,23 +70,10 @@ enum Command {
     /// Whether the running gateway is up, and answers at the node address
     /// the trust list gives for it (relays send evidence and citizen
     /// requests there). Exits 1 when it does not.
-    Status {
-        #[arg(long)]
-        config: PathBuf,
-        /// Wait up to this many seconds for the gateway to come up.
-        #[arg(long, default_value_t = 0)]
-        wait: u64,
-        #[arg(long)]
-        json: bool,
-    },
+    Status(estafette_relay::cli::StatusArgs),
     /// Envelopes waiting to be forwarded to the first relay: attempts, next
     /// retry and last error (from the running gateway, or its database).
-    Queue {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
+    Queue(estafette_relay::cli::QueueArgs),
     /// An SMTP server that keeps every mail it gets as a text file in --dir
     /// (and says so on standard output): to try e-mail verification without a
     /// mail server. Plain SMTP; point [notifications] at it with tls = "none".
@@ -167,16 +154,15 @@ fn run(cli: Cli) -> Result<()> {
             estafette_relay::cli::write_example(&example(&values), args.output.as_deref())
                 .context("writing the configuration")
         }
-        Command::Status { config, wait, json } => {
-            let config = GatewayConfig::load(&config)?;
-            if !estafette_relay::cli::status(&config.node, wait, json)? {
+        Command::Status(a) => {
+            let config = GatewayConfig::load(&a.config)?;
+            if !estafette_relay::cli::status(&config.node, a.wait, a.json)? {
                 std::process::exit(1);
             }
             Ok(())
         }
-        Command::Queue { config, json } => {
-            let config = GatewayConfig::load(&config)?;
-            estafette_relay::cli::queue(&config.node, json)
+        Command::Queue(a) => {
+            estafette_relay::cli::queue(&GatewayConfig::load(&a.config)?.node, a.json)
         }
         Command::SmtpSink { listen, dir } => runtime()?.block_on(smtp_sink(listen, dir)),
         Command::Run { config } => {

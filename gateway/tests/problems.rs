@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use estafette_pki::tls;
 use estafette_relay::testkit::AGENCY;
@@ -23,27 +21,20 @@ enum Version {
 
 /// POSTs `body` to /v1/messages as the test agency; status, content type, body.
 async fn post(w: &World, version: Version, body: Vec<u8>) -> (u16, String, String) {
-    let dir = w.fed.fed.agency_dir(&AGENCY.parse().unwrap());
-    let root = tls::load_certs(&w.fed.fed.root_cert_path())
-        .unwrap()
-        .remove(0);
-    let mut config = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(tls::root_store(&root).unwrap())
-        .with_client_auth_cert(
-            tls::load_certs(&dir.join("tls.crt.pem")).unwrap(),
-            tls::load_private_key(&dir.join("tls.key.pem")).unwrap(),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![match version {
-        Version::Http1 => b"http/1.1".to_vec(),
-        Version::Http2 => b"h2".to_vec(),
-    }];
+    let alpn: &[u8] = match version {
+        Version::Http1 => b"http/1.1",
+        Version::Http2 => b"h2",
+    };
+    let config = tls::member_client_config(
+        &w.fed.fed.root_cert_path(),
+        &w.fed.fed.agency_dir(&AGENCY.parse().unwrap()),
+        &[alpn],
+    )
+    .unwrap();
     let tcp = tokio::net::TcpStream::connect(w.gateway.https_addr)
         .await
         .unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let stream = tokio_rustls::TlsConnector::from(config)
         .connect(ServerName::try_from("gateway.test").unwrap(), tcp)
         .await
         .unwrap();

@@ -83,6 +83,41 @@ pub fn server_verifier(
         .map_err(|e| PkiError::Certificate(format!("server verifier: {e}")))
 }
 
+/// A TLS 1.3 client that presents `cert_chain` and `key` and trusts only
+/// the federation root: an agency towards the gateway.
+pub fn client_config(
+    root: &CertificateDer<'static>,
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let tls = |e: rustls::Error| PkiError::Certificate(format!("client TLS: {e}"));
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_root_certificates(root_store(root)?)
+        .with_client_auth_cert(cert_chain, key)
+        .map_err(tls)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// As [`client_config`] for the member whose `tls.crt.pem` and
+/// `tls.key.pem` are in `dir`, with the root certificate in `root_cert`.
+pub fn member_client_config(
+    root_cert: &Path,
+    dir: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let root = load_certs(root_cert)?.remove(0);
+    client_config(
+        &root,
+        load_certs(&dir.join("tls.crt.pem"))?,
+        load_private_key(&dir.join("tls.key.pem"))?,
+        alpn,
+    )
+}
+
 fn parse<'a>(cert: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, PkiError> {
     X509Certificate::from_der(cert.as_ref())
         .map(|(_, c)| c)
@@ -277,6 +312,28 @@ impl LiveVerifiers {
     }
 }
 
+/// Handshake signatures do not depend on the CRL: both live verifiers
+/// check them with the provider's algorithms, as webpki's verifiers do.
+fn handshake_signatures() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    crypto_provider().signature_verification_algorithms
+}
+
+fn verify_tls12(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls12_signature(message, cert, dss, &handshake_signatures())
+}
+
+fn verify_tls13(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &handshake_signatures())
+}
+
 #[derive(Debug)]
 struct LiveClientVerifier(Arc<LiveVerifiers>);
 
@@ -302,9 +359,7 @@ impl ClientCertVerifier for LiveClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current(|c| c.client.clone())
-            .verify_tls12_signature(message, cert, dss)
+        verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -313,13 +368,11 @@ impl ClientCertVerifier for LiveClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current(|c| c.client.clone())
-            .verify_tls13_signature(message, cert, dss)
+        verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.current(|c| c.client.supported_verify_schemes())
+        handshake_signatures().supported_schemes()
     }
 }
 
@@ -350,9 +403,7 @@ impl rustls::client::danger::ServerCertVerifier for LiveServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current(|c| c.server.clone())
-            .verify_tls12_signature(message, cert, dss)
+        verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -361,12 +412,10 @@ impl rustls::client::danger::ServerCertVerifier for LiveServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current(|c| c.server.clone())
-            .verify_tls13_signature(message, cert, dss)
+        verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.current(|c| c.server.supported_verify_schemes())
+        handshake_signatures().supported_schemes()
     }
 }

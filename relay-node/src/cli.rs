@@ -71,6 +71,31 @@ pub async fn wait_for_stop(node: &crate::Node) -> std::io::Result<()> {
     }
 }
 
+/// What `status` takes.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The configuration file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Wait up to this many seconds for the process to come up.
+    #[arg(long, default_value_t = 0)]
+    pub wait: u64,
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `queue` takes.
+#[derive(clap::Args, Debug)]
+pub struct QueueArgs {
+    /// The configuration file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// What `init` takes to fill in a configuration from a federation.
 #[derive(clap::Args, Debug)]
 pub struct InitArgs {

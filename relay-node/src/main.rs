@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use estafette_relay::Node;
-use estafette_relay::cli::InitArgs;
+use estafette_relay::cli::{InitArgs, QueueArgs, StatusArgs};
 use estafette_relay::config::{Config, example};
 
 /// Run a relay node of an Estafette federation.
@@ -59,29 +59,12 @@ enum Command {
     /// Whether the running node is up, where it listens, and whether it
     /// answers at the address the trust list gives for it (peers send there).
     /// Exits 1 when it does not.
-    Status {
-        /// The node's configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Wait up to this many seconds for the node to come up.
-        #[arg(long, default_value_t = 0)]
-        wait: u64,
-        /// Print the status as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
     /// Show what is queued per destination: next retry and last error.
     ///
     /// Asks the running node through its admin endpoint; when the node is
     /// not running, reads its database directly.
-    Queue {
-        /// The node's configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Queue(QueueArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,13 +102,11 @@ fn run(cli: Cli) -> Result<bool> {
             runtime.block_on(serve(config))?;
             Ok(true)
         }
-        Command::Status { config, wait, json } => {
-            let config = Config::load(&config)?;
-            estafette_relay::cli::status(&config, wait, json)
+        Command::Status(a) => {
+            estafette_relay::cli::status(&Config::load(&a.config)?, a.wait, a.json)
         }
-        Command::Queue { config, json } => {
-            let config = Config::load(&config)?;
-            estafette_relay::cli::queue(&config, json)?;
+        Command::Queue(a) => {
+            estafette_relay::cli::queue(&Config::load(&a.config)?, a.json)?;
             Ok(true)
         }
     }

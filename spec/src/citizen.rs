@@ -152,37 +152,6 @@ pub enum CitizenAction {
     },
 }
 
-impl CitizenAction {
-    /// Whether carrying this action twice has the effect of carrying it
-    /// once: reads, and changes that set a state rather than add one. A
-    /// transport may repeat such a request when it cannot tell whether the
-    /// first attempt arrived.
-    pub fn is_repeatable(&self) -> bool {
-        match self {
-            CitizenAction::SessionStarted
-            | CitizenAction::History
-            | CitizenAction::Mandates
-            | CitizenAction::Clients
-            | CitizenAction::CheckAccess { .. }
-            | CitizenAction::LetterEvidence { .. }
-            | CitizenAction::Activate
-            | CitizenAction::SetConsent { .. }
-            | CitizenAction::AllPaper
-            | CitizenAction::SetClientConsent { .. } => true,
-            // Each adds something (a mail, a mandate, a link, a history
-            // entry) or spends a single-use token.
-            CitizenAction::Register { .. }
-            | CitizenAction::AddEmail { .. }
-            | CitizenAction::VerifyEmail { .. }
-            | CitizenAction::Link { .. }
-            | CitizenAction::GrantMandate { .. }
-            | CitizenAction::AcceptMandate { .. }
-            | CitizenAction::RevokeMandate { .. }
-            | CitizenAction::RegisterLegalRepresentation { .. } => false,
-        }
-    }
-}
-
 /// What the holder grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,6 +191,22 @@ pub struct AccessDecision {
 }
 
 impl CitizenAction {
+    /// Whether carrying this action twice has the effect of carrying it
+    /// once: reads, and changes that set a state rather than add one. A
+    /// transport may repeat such a request when it cannot tell whether the
+    /// first attempt arrived. The other changes each add something (a
+    /// mail, a mandate, a link) or spend a single-use token.
+    pub fn is_repeatable(&self) -> bool {
+        !self.is_change()
+            || matches!(
+                self,
+                CitizenAction::Activate
+                    | CitizenAction::SetConsent { .. }
+                    | CitizenAction::AllPaper
+                    | CitizenAction::SetClientConsent { .. }
+            )
+    }
+
     /// Whether the action changes the person's record (and is recorded in the history).
     pub fn is_change(&self) -> bool {
         !matches!(

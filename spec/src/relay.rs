@@ -466,6 +466,38 @@ mod tests {
     }
 
     #[test]
+    fn only_requests_with_the_effect_of_one_are_sent_twice() {
+        let offer = Request::Offer(Offer {
+            hops_taken: 0,
+            previous_evidence: None,
+            envelope: vec![],
+        });
+        assert!(offer.is_repeatable(), "offers are de-duplicated by id");
+        assert!(Request::Evidence(vec![]).is_repeatable());
+        let citizen = |action| {
+            Request::Citizen(Box::new(crate::citizen::CitizenRequest {
+                assertion: None,
+                action,
+                inbox_url: None,
+            }))
+        };
+        use crate::citizen::CitizenAction as A;
+        assert!(citizen(A::History).is_repeatable());
+        assert!(citizen(A::AllPaper).is_repeatable(), "sets a state");
+        assert!(
+            !citizen(A::AddEmail {
+                address: "a@example.nl".into()
+            })
+            .is_repeatable(),
+            "sends another verification mail"
+        );
+        assert!(
+            !citizen(A::VerifyEmail { token: vec![1] }).is_repeatable(),
+            "spends a single-use token"
+        );
+    }
+
+    #[test]
     fn frames_roundtrip_and_refuse_oversize() {
         let req = Request::Offer(Offer {
             hops_taken: 1,

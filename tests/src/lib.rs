@@ -257,6 +257,32 @@ impl ProcessFederation {
         )
     }
 
+    /// [`RESIDENT`], logged in at home.test's citizen API with a fresh
+    /// assertion of the national test login.
+    pub async fn resident_session(
+        &self,
+    ) -> Result<estafette_relay::citizen_client::CitizenClient, String> {
+        let assertion = self
+            .fed
+            .fed
+            .mint_assertion(
+                &estafette_relay::testkit::NATIONAL_IDP.parse().unwrap(),
+                &estafette_pki::AssertedPerson::test(RESIDENT.parse().unwrap()),
+                &"home.test".parse().unwrap(),
+                estafette_pki::now(),
+                300,
+            )
+            .unwrap();
+        let mut client = estafette_relay::citizen_client::CitizenClient::new(
+            self.citizen,
+            "home.test",
+            &self.fed.fed.web_ca_path(),
+        )
+        .unwrap();
+        client.login(&assertion).await.map_err(|e| e.to_string())?;
+        Ok(client)
+    }
+
     /// The test agency's client of the gateway.
     pub fn agency(&self) -> AgencyClient {
         self.agency_as(AGENCY)

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use estafette_relay::citizen_client::CitizenClient;
-use estafette_relay::testkit::{AGENCY, NATIONAL_IDP};
+use estafette_relay::testkit::AGENCY;
 use estafette_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -142,20 +141,7 @@ async fn agency(
 }
 
 async fn letters_at_home(fed: &ProcessFederation) -> Vec<String> {
-    let assertion = fed
-        .fed
-        .fed
-        .mint_assertion(
-            &NATIONAL_IDP.parse().unwrap(),
-            &estafette_pki::AssertedPerson::test(RESIDENT.parse().unwrap()),
-            &"home.test".parse().unwrap(),
-            estafette_pki::now(),
-            300,
-        )
-        .unwrap();
-    let mut client =
-        CitizenClient::new(fed.citizen, "home.test", &fed.fed.fed.web_ca_path()).unwrap();
-    client.login(&assertion).await.unwrap();
+    let client = fed.resident_session().await.unwrap();
     client
         .letters()
         .await

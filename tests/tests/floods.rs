@@ -48,21 +48,13 @@ async fn tcp_from(source: IpAddr, target: SocketAddr) -> std::io::Result<tokio::
 }
 
 fn agency_tls(fed: &ProcessFederation, oin: &str) -> tokio_rustls::TlsConnector {
-    let dir = fed.fed.fed.agency_dir(&oin.parse().unwrap());
-    let root = tls::load_certs(&fed.fed.fed.root_cert_path())
-        .unwrap()
-        .remove(0);
-    let mut config = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(tls::root_store(&root).unwrap())
-        .with_client_auth_cert(
-            tls::load_certs(&dir.join("tls.crt.pem")).unwrap(),
-            tls::load_private_key(&dir.join("tls.key.pem")).unwrap(),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    let config = tls::member_client_config(
+        &fed.fed.fed.root_cert_path(),
+        &fed.fed.fed.agency_dir(&oin.parse().unwrap()),
+        &[b"http/1.1"],
+    )
+    .unwrap();
+    tokio_rustls::TlsConnector::from(config)
 }
 
 fn web_tls(fed: &ProcessFederation) -> tokio_rustls::TlsConnector {

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use estafette_relay::citizen_client::CitizenClient;
-use estafette_relay::testkit::{AGENCY, NATIONAL_IDP};
+use estafette_relay::testkit::AGENCY;
 use estafette_spec::*;
 use estafette_tests::*;
 
@@ -25,24 +24,7 @@ async fn deliver(fed: &ProcessFederation, body: &str, timeout: Duration) -> Dura
 }
 
 async fn login(fed: &ProcessFederation) -> Result<(), String> {
-    let assertion = fed
-        .fed
-        .fed
-        .mint_assertion(
-            &NATIONAL_IDP.parse().unwrap(),
-            &estafette_pki::AssertedPerson::test(RESIDENT.parse().unwrap()),
-            &"home.test".parse().unwrap(),
-            estafette_pki::now(),
-            300,
-        )
-        .unwrap();
-    let mut client =
-        CitizenClient::new(fed.citizen, "home.test", &fed.fed.fed.web_ca_path()).unwrap();
-    client
-        .login(&assertion)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    fed.resident_session().await.map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,21 +19,14 @@ const OTHER: &str = "00000003273318220000";
 async fn tls_alert(fed: &ProcessFederation, oin: &str) -> String {
     use estafette_pki::tls;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = fed.fed.fed.agency_dir(&oin.parse().unwrap());
-    let root = tls::load_certs(&fed.fed.fed.root_cert_path())
-        .unwrap()
-        .remove(0);
-    let config = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(tls::root_store(&root).unwrap())
-        .with_client_auth_cert(
-            tls::load_certs(&dir.join("tls.crt.pem")).unwrap(),
-            tls::load_private_key(&dir.join("tls.key.pem")).unwrap(),
-        )
-        .unwrap();
+    let config = tls::member_client_config(
+        &fed.fed.fed.root_cert_path(),
+        &fed.fed.fed.agency_dir(&oin.parse().unwrap()),
+        &[],
+    )
+    .unwrap();
     let tcp = tokio::net::TcpStream::connect(fed.https).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(config);
     let name = rustls_pki_types::ServerName::try_from("gateway.test").unwrap();
     let mut stream = match connector.connect(name, tcp).await {
         Ok(s) => s,
