@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use estafette_pki::{AssertedPerson, Federation, NodeKind, keys};
-use estafette_relay::Node;
-use estafette_relay::citizen_client::CitizenClient;
+use estafette_relay::RunningNode;
 use estafette_relay::config::Config;
+use estafette_relay::home::client::CitizenClient;
 use estafette_spec::citizen::PostalAddress;
 use estafette_spec::mandate::{Attestation, AttestationContent, LegalKind, Representative};
 use estafette_spec::relay::RetryPolicy;
@@ -374,7 +374,7 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
     // 2. The nodes, a local SMTP server for notification e-mail, and the
     // gateway on a clock the demo can move on.
     let sink = SmtpSink::start().await?;
-    let relay = Node::start(node_config(&fed, &relay_id, relay_quic, false)).await?;
+    let relay = RunningNode::start(node_config(&fed, &relay_id, relay_quic, false)).await?;
     let mut home_config = node_config(&fed, &home_id, home_quic, true);
     // Browsers do not speak Ed25519: the web inbox gets a P-256 certificate
     // from the federation's web test CA.
@@ -396,7 +396,7 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
                 .join("signing.key.pem"),
         }),
     });
-    let home = Node::start(home_config).await?;
+    let home = RunningNode::start(home_config).await?;
     let citizen_addr = home
         .citizen_addr()
         .context("the citizen API did not start")?;

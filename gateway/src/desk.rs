@@ -9,7 +9,6 @@
 //! Every change is recorded with the digest of the assertion that
 //! authorised it, and the holder can export that history.
 
-use estafette_relay::redb::ReadableTable;
 use estafette_relay::store::{Op, StoreError};
 use estafette_spec::citizen::{
     Change, ChangeEntry, ChannelKind, ChannelState, CitizenAction, CitizenReply, CitizenRequest,
@@ -21,6 +20,7 @@ use estafette_spec::{
     ReasonCode, Recipient, Timestamp,
 };
 use rand_core::{OsRng, RngCore};
+use redb::ReadableTable;
 use sha2::{Digest as _, Sha256};
 
 use crate::gateway::Gateway;
@@ -272,9 +272,7 @@ impl Gateway {
     /// answer is given); a storage failure becomes a refusal.
     async fn in_transaction<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&estafette_relay::redb::WriteTransaction) -> Result<T, StoreError>
-        + Send
-        + 'static,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, CitizenReply> {
         let failed = || {
             refused(
@@ -300,7 +298,7 @@ impl Gateway {
 /// these. Refusals write nothing.
 #[allow(clippy::too_many_arguments)]
 fn mandate_action(
-    txn: &estafette_relay::redb::WriteTransaction,
+    txn: &redb::WriteTransaction,
     home: &NodeId,
     claims: &IdentityClaims,
     digest: Digest,
@@ -579,7 +577,7 @@ fn inbox_at(person: Option<&PersonRecord>, home: &NodeId) -> Option<InboxId> {
 /// from `sender` with `need` now; or the refusal to answer.
 #[allow(clippy::too_many_arguments)]
 fn governing_mandate(
-    txn: &estafette_relay::redb::WriteTransaction,
+    txn: &redb::WriteTransaction,
     id: &MandateId,
     who: &Recipient,
     sender: &estafette_spec::Oin,
@@ -612,7 +610,7 @@ fn replayed() -> CitizenReply {
 
 /// Records an assertion's nonce; false if another assertion used it.
 fn use_nonce(
-    txn: &estafette_relay::redb::WriteTransaction,
+    txn: &redb::WriteTransaction,
     claims: &IdentityClaims,
     digest: Digest,
 ) -> Result<bool, StoreError> {
@@ -641,7 +639,7 @@ fn use_nonce(
 /// a postal address are kept; a second inbox (same home node) is merged.
 #[allow(clippy::too_many_arguments)]
 fn link(
-    txn: &estafette_relay::redb::WriteTransaction,
+    txn: &redb::WriteTransaction,
     home: &NodeId,
     key: &Recipient,
     mine: Option<PersonRecord>,
@@ -763,7 +761,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn apply_verification(
-    txn: &estafette_relay::redb::WriteTransaction,
+    txn: &redb::WriteTransaction,
     home: &NodeId,
     digest: [u8; 32],
     now: Timestamp,
@@ -823,7 +821,7 @@ fn apply_verification(
 /// Refusals write nothing; only storage errors are `Err`.
 #[allow(clippy::too_many_arguments)]
 fn apply(
-    txn: &estafette_relay::redb::WriteTransaction,
+    txn: &redb::WriteTransaction,
     home: &NodeId,
     claims: &IdentityClaims,
     digest: Digest,

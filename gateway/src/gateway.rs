@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use estafette_relay::Node;
-use estafette_relay::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use crate::node::GatewayNode;
 use estafette_relay::store::{NewEvidence, Op, Outcome, StoreError};
 use estafette_spec::evidence::EvidenceRecord;
 use estafette_spec::{
@@ -14,6 +13,7 @@ use estafette_spec::{
     Oin, ReasonCode, Recipient, RoutingHeader, SignedMessage, Timestamp, TrustError, VerifyError,
 };
 use rand_core::OsRng;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -38,40 +38,7 @@ pub(crate) const PAPER_COPIES: TableDefinition<[u8; 16], &[u8]> =
 pub(crate) const UNREAD: TableDefinition<(&str, [u8; 16]), ()> =
     TableDefinition::new("gateway_unread");
 
-/// The gateway's clock for its own decisions (escalation, activity);
-/// injectable so that tests can let weeks pass.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Timestamp;
-}
-
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        estafette_pki::now()
-    }
-}
-
-/// A clock that moves only when told to (tests and the demo).
-pub struct ManualClock(std::sync::atomic::AtomicU64);
-
-impl ManualClock {
-    pub fn new(start: Timestamp) -> ManualClock {
-        ManualClock(std::sync::atomic::AtomicU64::new(start.0))
-    }
-
-    pub fn advance_s(&self, seconds: u64) {
-        self.0
-            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
-    }
-}
+pub use estafette_spec::clock::{Clock, ManualClock};
 
 /// What the gateway keeps of a digital letter until it is opened or on
 /// paper: what a notification may say, its progress, and the SignedMessage
@@ -234,7 +201,7 @@ impl From<StoreError> for SubmitError {
 /// The gateway: a node in the gateway role plus the agency-facing logic,
 /// the registry's citizen desk and the escalation monitor.
 pub struct Gateway {
-    pub node: Arc<Node>,
+    pub node: Arc<GatewayNode>,
     pub envelope: EnvelopeSettings,
     pub policy: EscalationPolicy,
     pub clock: Arc<dyn Clock>,
@@ -314,7 +281,7 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Gateway {
-    pub fn new(node: Arc<Node>, parts: GatewayParts) -> Gateway {
+    pub fn new(node: Arc<GatewayNode>, parts: GatewayParts) -> Gateway {
         Gateway {
             node,
             envelope: parts.envelope,
@@ -349,7 +316,7 @@ impl Gateway {
         let txn = db.begin_read().map_err(db_err)?;
         let table = match txn.open_table(SUBMISSIONS) {
             Ok(t) => t,
-            Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(db_err(e)),
         };
         let found = table.get(message.as_bytes()).map_err(db_err)?;
@@ -572,7 +539,7 @@ impl Gateway {
                                 estafette_spec::cbor::to_vec(&item).as_slice(),
                             )
                             .map_err(db_err)?;
-                        tables.emit(&evidence)?;
+                        tables.archive(&evidence)?;
                     }
                     if let Some(item) = confirm {
                         paper
@@ -599,7 +566,9 @@ impl Gateway {
                     )
                     .await
                     .map_err(|e| match e {
-                        estafette_relay::NodeError::Envelope(m) => SubmitError::NoRoute(m),
+                        estafette_relay::origin::QueueError::NoRoute(home) => {
+                            SubmitError::NoRoute(format!("no route to {home}"))
+                        }
                         other => SubmitError::Unavailable(other.to_string()),
                     })?;
                 match outcome {
@@ -675,10 +644,10 @@ impl Gateway {
                             estafette_spec::cbor::to_vec(&item).as_slice(),
                         )
                         .map_err(db_err)?;
-                    tables.emit(&acceptance_evidence)?;
-                    tables.emit(&paper_evidence)?;
+                    tables.archive(&acceptance_evidence)?;
+                    tables.archive(&paper_evidence)?;
                     if let Some(failure) = &failure_evidence {
-                        tables.emit(failure)?;
+                        tables.archive(failure)?;
                     }
                     Ok(())
                 }));
@@ -790,7 +759,7 @@ impl Gateway {
         let txn = db.begin_read().map_err(db_err)?;
         let table = match txn.open_table(UNREAD) {
             Ok(t) => t,
-            Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
             Err(e) => return Err(db_err(e)),
         };
         let key = recipient.to_string();
@@ -840,7 +809,7 @@ impl Gateway {
         let txn = db.begin_read().map_err(db_err)?;
         let table = match txn.open_table(PAPER) {
             Ok(t) => t,
-            Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
             Err(e) => return Err(db_err(e)),
         };
         let mut out = Vec::new();

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use estafette_pki::tls;
 use estafette_spec::{Evidence, MessageId, Oin, Recipient};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
 use serde::Serialize;
 
 use crate::gateway::{Gateway, SubmitError, Submitted};
@@ -328,24 +328,6 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// The TLS configuration for agencies: client certificates required,
-/// checked against the node's CRL as it is at each handshake.
-pub fn tls_config(
-    cert_chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    verifiers: &Arc<tls::LiveVerifiers>,
-) -> Result<Arc<rustls::ServerConfig>, String> {
-    let verifier = verifiers.client_verifier();
-    let mut config = rustls::ServerConfig::builder_with_provider(tls::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(cert_chain, key)
-        .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
 /// Serves the API on `listener` until the task is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -369,8 +351,8 @@ pub async fn serve(
         tls,
         admission,
         "agency",
-        node.metrics.clone(),
-        Some((node.verifiers(), node.revocations())),
+        node.core.metrics.clone(),
+        Some((node.core.trust.verifiers(), node.core.trust.revocations())),
         app_for,
     )
     .await;

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod mandates;
 pub mod monitor;
+pub mod node;
 pub mod notify;
 pub mod paper;
 pub mod registry;
@@ -25,43 +26,108 @@ pub mod texts;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::node::GatewayNode;
 use estafette_pki::tls;
-use estafette_relay::Node;
 
 pub use config::GatewayConfig;
 pub use gateway::Gateway;
 
-/// A running gateway: its node and the agency API.
+/// A running gateway: its node, its QUIC server, the agency API, the
+/// monitor and the admin endpoint, composed here.
 pub struct RunningGateway {
     pub gateway: Arc<Gateway>,
     pub https_addr: SocketAddr,
+    quic: Arc<estafette_relay::server::Server>,
     server: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
+}
+
+/// The gateway's admin endpoint: the node's metrics with the gateway's
+/// own (submissions, the operator report), its queue, status and report.
+struct GatewayAdmin(std::sync::Weak<Gateway>);
+
+impl estafette_relay::admin::AdminSource for GatewayAdmin {
+    fn metrics(&self) -> String {
+        let Some(gateway) = self.0.upgrade() else {
+            return "# EOF\n".into();
+        };
+        let report = gateway
+            .last_report
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .map(|r| r.metrics())
+            .unwrap_or_default();
+        let more = format!("{}{report}", gateway.counters.metrics());
+        estafette_relay::admin::metrics_with(&gateway.node.core.metrics, &more)
+    }
+
+    fn queue(
+        &self,
+    ) -> Result<estafette_relay::admin::QueueReport, estafette_relay::store::StoreError> {
+        let gateway = self
+            .0
+            .upgrade()
+            .ok_or(estafette_relay::store::StoreError::Closed)?;
+        let now = gateway.node.core.clock.now_ms();
+        estafette_relay::admin::queue_report(&gateway.node.id, gateway.node.store(), now)
+    }
+
+    fn status(&self) -> estafette_relay::admin::StatusReport {
+        match self.0.upgrade() {
+            Some(gateway) => estafette_relay::admin::StatusReport::of(
+                &gateway.node.core,
+                gateway.node.store().queue_len(),
+                0,
+                None,
+            ),
+            None => estafette_relay::admin::StatusReport::default(),
+        }
+    }
+
+    fn report(&self, query: &str) -> Option<Result<String, String>> {
+        let months = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("months="))
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(12);
+        let gateway = self.0.upgrade()?;
+        Some(
+            gateway
+                .operator_report(months)
+                .map_err(|e| e.to_string())
+                .and_then(|r| serde_json::to_string_pretty(&r).map_err(|e| e.to_string())),
+        )
+    }
 }
 
 impl RunningGateway {
     /// Starts the node, the HTTPS API, the citizen desk and the monitor,
     /// on the system clock.
     pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
-        Self::start_with_clock(config, Arc::new(gateway::SystemClock)).await
+        Self::start_with_clock(config, Arc::new(estafette_pki::SystemClock)).await
     }
 
     /// As [`Self::start`] with another clock for the gateway's own
     /// decisions (tests and the demo let weeks pass).
     pub async fn start_with_clock(
         config: GatewayConfig,
-        clock: Arc<dyn gateway::Clock>,
+        clock: Arc<dyn estafette_spec::Clock>,
     ) -> anyhow::Result<RunningGateway> {
         let p = &config.node.pki;
         let (cert_chain, key) = (tls::load_certs(&p.cert)?, tls::load_private_key(&p.key)?);
-        let node = Node::start(config.node.clone()).await?;
-        let tls = http::tls_config(cert_chain, key, &node.verifiers())
-            .map_err(|e| anyhow::anyhow!("agency TLS: {e}"))?;
+        let node = GatewayNode::start(config.node.clone(), Arc::new(estafette_pki::SystemClock))?;
         anyhow::ensure!(
-            node.is_gateway(),
+            node.trust().gateway().is_some_and(|g| g.id == node.id),
             "{} is not the gateway in the trust list",
             node.id
         );
+        let tls = tls::server_config(
+            cert_chain,
+            key,
+            tls::ClientAuth::Required(node.core.trust.verifiers().client_verifier()),
+            &[b"h2", b"http/1.1"],
+        )?;
         let notifier: Arc<dyn notify::Notifier> = match &config.notifications {
             Some(smtp) => Arc::new(
                 notify::SmtpNotifier::new(smtp)
@@ -82,46 +148,12 @@ impl RunningGateway {
                 spool: paper::Spool::new(config.spool_dir()),
             },
         ));
-        // The node's hooks hold the gateway weakly: no cycle through the node.
-        let desk = Arc::downgrade(&gateway);
-        node.set_citizen_desk(Arc::new(move |home, request| {
-            let desk = desk.clone();
-            Box::pin(async move {
-                match desk.upgrade() {
-                    Some(desk) => desk.citizen(home, request).await,
-                    None => estafette_spec::citizen::CitizenReply::Refused {
-                        reason: estafette_spec::ReasonCode::StorageFailure,
-                        detail: "the gateway is stopping".into(),
-                    },
-                }
-            })
-        }));
-        let (for_report, for_metrics) = (Arc::downgrade(&gateway), Arc::downgrade(&gateway));
-        node.set_admin_extension(estafette_relay::node::AdminExtension {
-            report: Box::new(move |query| {
-                let months = query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("months="))
-                    .and_then(|m| m.parse().ok())
-                    .unwrap_or(12);
-                let gateway = for_report.upgrade().ok_or("the gateway is stopping")?;
-                let report = gateway.operator_report(months).map_err(|e| e.to_string())?;
-                serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
-            }),
-            metrics: Box::new(move || {
-                let Some(gateway) = for_metrics.upgrade() else {
-                    return String::new();
-                };
-                let report = gateway
-                    .last_report
-                    .lock()
-                    .ok()
-                    .and_then(|r| r.clone())
-                    .map(|r| r.metrics())
-                    .unwrap_or_default();
-                format!("{}{report}", gateway.counters.metrics())
-            }),
-        });
+        let quic = crate::node::serve(&gateway);
+        if let Some(addr) = config.node.admin_listen {
+            let source: Arc<dyn estafette_relay::admin::AdminSource> =
+                Arc::new(GatewayAdmin(Arc::downgrade(&gateway)));
+            estafette_relay::admin::spawn(source, addr).await?;
+        }
         let monitor = tokio::spawn(gateway.clone().monitor_loop());
         let listener = http::bind(config.https_listen).await?;
         let https_addr = listener.local_addr()?;
@@ -131,9 +163,15 @@ impl RunningGateway {
         Ok(RunningGateway {
             gateway,
             https_addr,
+            quic,
             server,
             monitor,
         })
+    }
+
+    /// Re-reads the trust list and CRL at once (SIGHUP).
+    pub fn reload(&self) {
+        self.gateway.node.core.trust.reload_soon();
     }
 
     /// Stops the API, then the node (finishing the commits in flight).
@@ -142,6 +180,6 @@ impl RunningGateway {
         self.monitor.abort();
         // A cycle in progress finishes its write first.
         let _ = self.gateway.monitor_lock.lock().await;
-        self.gateway.node.shutdown().await;
+        self.gateway.node.shutdown(&self.quic).await;
     }
 }

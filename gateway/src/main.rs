@@ -170,7 +170,7 @@ fn run(cli: Cli) -> Result<()> {
             estafette_relay::cli::init_logging(config.node.log_json, "info");
             runtime()?.block_on(async move {
                 let gateway = RunningGateway::start(config).await?;
-                estafette_relay::cli::wait_for_stop(&gateway.gateway.node).await?;
+                estafette_relay::cli::wait_for_signals(|| gateway.reload()).await?;
                 gateway.shutdown().await;
                 Ok(())
             })
@@ -213,14 +213,11 @@ fn run(cli: Cli) -> Result<()> {
                     estafette_pki::now(),
                 )?;
                 let metrics = std::sync::Arc::new(estafette_relay::metrics::Metrics::new());
-                let store = estafette_relay::Store::open(
-                    &config.node.db_path(),
-                    true,
-                    u64::MAX,
-                    1,
-                    metrics,
-                )
-                .with_context(|| "opening the gateway's database (stop the gateway first)")?;
+                let store =
+                    estafette_relay::Store::open(&config.node.db_path(), u64::MAX, 1, metrics)
+                        .with_context(
+                            || "opening the gateway's database (stop the gateway first)",
+                        )?;
                 let count = registry::import(&store, &trust, &json)
                     .await
                     .with_context(|| {

@@ -3,11 +3,11 @@
 //! who may act when are `estafette_spec::mandate`; this is their storage and
 //! the questions the desk and the monitor ask of it.
 
-use estafette_relay::redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use estafette_relay::store::StoreError;
 use estafette_spec::citizen::PostalAddress;
 use estafette_spec::mandate::{Mandate, MandateId};
 use estafette_spec::{Oin, Recipient, Timestamp, TrustList};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::registry::{self, PersonRecord};
 
@@ -84,14 +84,11 @@ pub fn listed(
 }
 
 /// A holder's mandates, for readers outside a transaction (the monitor).
-pub fn of_holder(
-    db: &estafette_relay::redb::Database,
-    holder: &Recipient,
-) -> Result<Vec<Mandate>, StoreError> {
+pub fn of_holder(db: &redb::Database, holder: &Recipient) -> Result<Vec<Mandate>, StoreError> {
     let txn = db.begin_read().map_err(db_err)?;
     let index = match txn.open_table(BY_HOLDER) {
         Ok(t) => t,
-        Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
         Err(e) => return Err(db_err(e)),
     };
     let table = txn.open_table(MANDATES).map_err(db_err)?;
@@ -127,7 +124,7 @@ pub struct Correspondent {
 
 /// The correspondent for a letter from `sender` to `holder` (whose entry is `person`).
 pub fn correspondent(
-    db: &estafette_relay::redb::Database,
+    db: &redb::Database,
     holder: &Recipient,
     person: &PersonRecord,
     sender: Option<&Oin>,

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use estafette_relay::redb::{ReadableDatabase, ReadableTable};
 use estafette_relay::store::{NewEvidence, Op, StoreError};
 use estafette_spec::citizen::{Change, ChangeEntry, ChannelKind, ChannelState};
 use estafette_spec::escalation::{self, MAX_NOTIFY_ATTEMPTS, Step};
@@ -20,6 +19,7 @@ use estafette_spec::{
     Digest, Evidence, EvidenceEvent, EvidenceId, MessageId, ReasonCode, SignedMessage, Timestamp,
 };
 use rand_core::OsRng;
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::gateway::{
     Gateway, PAPER, PAPER_COPIES, PaperItem, PaperKind, TRACKING, TrackedLetter, UNREAD,
@@ -94,7 +94,7 @@ impl Gateway {
         let txn = db.begin_read().map_err(db_err)?;
         let table = match txn.open_table(TRACKING) {
             Ok(t) => t,
-            Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
             Err(e) => return Err(db_err(e)),
         };
         let mut out = Vec::new();
@@ -246,7 +246,7 @@ impl Gateway {
             let txn = db.begin_read().map_err(db_err)?;
             let table = match txn.open_table(TRACKING) {
                 Ok(t) => t,
-                Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => {
+                Err(redb::TableError::TableDoesNotExist(_)) => {
                     return Ok(CycleReport::default());
                 }
                 Err(e) => return Err(db_err(e)),
@@ -305,7 +305,7 @@ impl Gateway {
             let txn = db.begin_read().map_err(db_err)?;
             let table = match txn.open_table(registry::NONCES) {
                 Ok(t) => t,
-                Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
                 Err(e) => return Err(db_err(e)),
             };
             let mut out = Vec::new();
@@ -580,7 +580,7 @@ impl Gateway {
             }
             drop(queue);
             for e in &evidence {
-                tables.emit(e)?;
+                tables.archive(e)?;
             }
             if person_changed {
                 // Only the channel state and notice time change here; take
@@ -776,7 +776,7 @@ impl Gateway {
                 .insert(&id, estafette_spec::cbor::to_vec(&item).as_slice())
                 .map_err(db_err)?;
             if let Some(evidence) = &evidence {
-                tables.emit(evidence)?;
+                tables.archive(evidence)?;
             }
             Ok(())
         }));
@@ -807,7 +807,7 @@ fn decode_tracked(bytes: &[u8]) -> Result<TrackedLetter, StoreError> {
 
 /// A letter leaves the monitor's books (opened, or on paper).
 fn forget(
-    txn: &estafette_relay::redb::WriteTransaction,
+    txn: &redb::WriteTransaction,
     recipient: &str,
     message_id: &MessageId,
 ) -> Result<(), StoreError> {

@@ -5,7 +5,6 @@
 //! import fills it for tests and the demo. Every change is recorded in the
 //! person's history.
 
-use estafette_relay::redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use estafette_relay::store::{Op, StoreError};
 use estafette_spec::citizen::{
     ChangeEntry, ChannelKind, ChannelState, ChannelView, PersonView, PostalAddress,
@@ -13,6 +12,7 @@ use estafette_spec::citizen::{
 use estafette_spec::escalation::Activity;
 use estafette_spec::{Digest, InboxId, NodeId, Oin, ReasonCode, Recipient, Timestamp};
 use rand_core::OsRng;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 pub(crate) const PEOPLE: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_people");
@@ -210,7 +210,7 @@ fn decode(bytes: &[u8]) -> Result<PersonRecord, StoreError> {
 /// Looks a person up, following a link to the entry of the person's other
 /// identity (one step: links always point at an entry that is not linked).
 pub fn lookup(
-    db: &estafette_relay::redb::Database,
+    db: &redb::Database,
     recipient: &Recipient,
 ) -> Result<Option<PersonRecord>, StoreError> {
     Ok(lookup_entry(db, recipient)?.map(|(_, p)| p))
@@ -218,7 +218,7 @@ pub fn lookup(
 
 /// As [`lookup`], with the identifier the entry is kept under.
 pub fn lookup_entry(
-    db: &estafette_relay::redb::Database,
+    db: &redb::Database,
     recipient: &Recipient,
 ) -> Result<Option<(Recipient, PersonRecord)>, StoreError> {
     let txn = db
@@ -226,7 +226,7 @@ pub fn lookup_entry(
         .map_err(|e| StoreError::Database(e.to_string()))?;
     let table = match txn.open_table(PEOPLE) {
         Ok(t) => t,
-        Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(StoreError::Database(e.to_string())),
     };
     let get = |r: &Recipient| -> Result<Option<PersonRecord>, StoreError> {

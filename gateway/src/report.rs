@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use estafette_relay::redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use estafette_relay::store::StoreError;
 use estafette_spec::Timestamp;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::gateway::{Gateway, PAPER, PaperItem, UNREAD};
@@ -67,7 +67,7 @@ impl Gateway {
                     .map_err(db_err)?
                     .next()
                     .is_some()),
-                Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => Ok(false),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
                 Err(e) => Err(db_err(e)),
             }
         };
@@ -95,7 +95,7 @@ impl Gateway {
                     }
                 }
             }
-            Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => {}
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(db_err(e)),
         }
         if let Ok(t) = txn.open_table(crate::gateway::TRACKING) {
@@ -137,7 +137,7 @@ impl Gateway {
                     }
                 }
             }
-            Err(estafette_relay::redb::TableError::TableDoesNotExist(_)) => {}
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(db_err(e)),
         }
         Ok(report)

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use common::*;
 use estafette_gateway::gateway::Clock;
-use estafette_relay::citizen_client::{CitizenClient, CitizenClientError};
+use estafette_relay::home::client::{CitizenClient, CitizenClientError};
 use estafette_relay::testkit::{AGENCY, GERMAN_EID, NATIONAL_IDP, wait_until};
 use estafette_spec::citizen::PostalAddress;
 use estafette_spec::*;

@@ -9,7 +9,7 @@ use estafette_gateway::client::{AgencyClient, ClientError};
 use estafette_gateway::config::GatewayConfig;
 use estafette_gateway::{RunningGateway, registry};
 use estafette_pki::{Federation, NodeKind, RevokeTarget, keys, tls};
-use estafette_relay::Node;
+use estafette_relay::RunningNode;
 use estafette_relay::testkit::{TestFederation, random_inbox, wait_until};
 use estafette_spec::*;
 use hyper::StatusCode;
@@ -48,7 +48,7 @@ struct Setup {
     fed: TestFederation,
     other: Federation,
     gateway: RunningGateway,
-    home: Arc<Node>,
+    home: Arc<RunningNode>,
     inbox: InboxId,
 }
 
@@ -84,7 +84,7 @@ async fn setup() -> Setup {
     other
         .issue_agency(&A.parse().unwrap(), "Impostor", vec![])
         .unwrap();
-    let home = Node::start(fed.relay("home.test").config.clone())
+    let home = RunningNode::start(fed.relay("home.test").config.clone())
         .await
         .unwrap();
     let gateway = RunningGateway::start(GatewayConfig::new(
@@ -319,7 +319,7 @@ async fn who_may_send_as_whom_and_idempotency() {
 
     // Delivered exactly once, with the whole chain.
     wait_until("delivery", Duration::from_secs(60), || {
-        s.home.inbox_list(&s.inbox).unwrap().len() == 1
+        s.home.store().inbox_list(&s.inbox).unwrap().len() == 1
     })
     .await;
     wait_until("consignment evidence", Duration::from_secs(60), || {
@@ -347,7 +347,7 @@ async fn who_may_send_as_whom_and_idempotency() {
     );
     Evidence::verify_chain(&chain, &trust).unwrap();
     assert_eq!(
-        s.home.inbox_list(&s.inbox).unwrap().len(),
+        s.home.store().inbox_list(&s.inbox).unwrap().len(),
         1,
         "no second delivery"
     );

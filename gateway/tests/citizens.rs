@@ -13,7 +13,7 @@ use estafette_gateway::client::AgencyClient;
 use estafette_gateway::gateway::Clock;
 use estafette_gateway::registry;
 use estafette_pki::AssertedPerson;
-use estafette_relay::citizen_client::CitizenClientError;
+use estafette_relay::home::client::CitizenClientError;
 use estafette_relay::testkit::{AGENCY, NATIONAL_IDP};
 use estafette_spec::citizen::{Change, ChannelState, PostalAddress};
 use estafette_spec::*;

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use estafette_gateway::gateway::Clock;
 use estafette_pki::keys;
-use estafette_relay::citizen_client::{CitizenClient, CitizenClientError};
+use estafette_relay::home::client::{CitizenClient, CitizenClientError};
 use estafette_relay::testkit::NATIONAL_IDP;
 use estafette_spec::citizen::{MandateGrant, PostalAddress};
 use estafette_spec::mandate::{

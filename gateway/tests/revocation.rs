@@ -57,7 +57,8 @@ async fn a_letter_sealed_with_a_revoked_key_is_refused_once_the_trust_list_is_re
     let started = std::time::Instant::now();
     estafette_relay::testkit::wait_until(
         "the gateway to re-read the trust list",
-        estafette_relay::node::FEDERATION_RELOAD_INTERVAL + std::time::Duration::from_secs(3),
+        estafette_relay::trust_state::FEDERATION_RELOAD_INTERVAL
+            + std::time::Duration::from_secs(3),
         || world.gateway.gateway.node.trust().content().version > version,
     )
     .await;

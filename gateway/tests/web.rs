@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use estafette_gateway::registry;
-use estafette_relay::citizen_client::CitizenClient;
+use estafette_relay::home::client::CitizenClient;
 use estafette_spec::*;
 use hyper::{Method, StatusCode};
 

@@ -165,12 +165,21 @@ pub struct Federation {
 
 /// The current time, in whole seconds.
 pub fn now() -> Timestamp {
-    Timestamp(
+    estafette_spec::Clock::now(&SystemClock)
+}
+
+/// The system's clock, for every part that is given a clock
+/// (`estafette_spec::Clock`) in production.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl estafette_spec::Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    )
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
 }
 
 fn offset_time(t: Timestamp) -> OffsetDateTime {

@@ -118,6 +118,42 @@ pub fn member_client_config(
     )
 }
 
+/// Who a TLS server asks for a certificate.
+pub enum ClientAuth {
+    /// Every client presents a federation certificate (agencies, nodes);
+    /// TLS 1.3 only.
+    Required(Arc<dyn ClientCertVerifier>),
+    /// People and browsers: no client certificate; TLS 1.2 and 1.3.
+    None,
+}
+
+/// A TLS server presenting `cert_chain` and `key`, speaking `alpn`.
+pub fn server_config(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    clients: ClientAuth,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+    let tls = |e: rustls::Error| PkiError::Certificate(format!("server TLS: {e}"));
+    let builder = rustls::ServerConfig::builder_with_provider(crypto_provider());
+    let mut config = match clients {
+        ClientAuth::Required(verifier) => builder
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(cert_chain, key)
+            .map_err(tls)?,
+        ClientAuth::None => builder
+            .with_safe_default_protocol_versions()
+            .map_err(tls)?
+            .with_no_client_auth()
+            .with_single_cert(cert_chain, key)
+            .map_err(tls)?,
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
 fn parse<'a>(cert: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, PkiError> {
     X509Certificate::from_der(cert.as_ref())
         .map(|(_, c)| c)

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use estafette_spec::NodeId;
 
-use crate::node::{Node, NodeError, now_ms};
+use crate::core::NodeCore;
+use crate::node::NodeError;
 use crate::store::{Store, StoreError};
 
 /// Most entries listed per destination by `/queue`.
@@ -46,8 +47,8 @@ pub struct QueueEntryReport {
 }
 
 /// What a node's queue holds now.
-pub fn queue_report(node: &NodeId, store: &Store) -> Result<QueueReport, StoreError> {
-    let now = now_ms();
+pub fn queue_report(node: &NodeId, store: &Store, now_ms: u64) -> Result<QueueReport, StoreError> {
+    let now = now_ms;
     let mut by_destination: BTreeMap<String, Vec<QueueEntryReport>> = BTreeMap::new();
     let snapshot = store.queue_snapshot()?;
     let total = snapshot.len();
@@ -85,7 +86,7 @@ pub fn queue_report(node: &NodeId, store: &Store) -> Result<QueueReport, StoreEr
 
 /// What `estafette-relay status` shows: is the node up, where, and can
 /// peers reach it where the trust list says it is.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StatusReport {
     pub node: String,
     /// Where it listens (QUIC, UDP).
@@ -104,79 +105,100 @@ pub struct StatusReport {
     pub citizen_api: Option<String>,
 }
 
-async fn status(State(node): State<Arc<Node>>) -> axum::response::Response {
-    let trust = node.trust();
-    let check = node.address_check();
-    axum::Json(StatusReport {
-        node: node.id.to_string(),
-        listen: node.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        trust_list_address: trust.node(&node.id).map(|n| n.address.clone()),
-        reachable_at_trust_list_address: check.as_ref().map(Result::is_ok),
-        address_problem: check.and_then(Result::err),
-        trust_list_version: trust.content().version,
-        queued: node.store().queue_len(),
-        outbox: node.store().outbox_len(),
-        citizen_api: node.citizen_addr().map(|a| a.to_string()),
-    })
-    .into_response()
+impl StatusReport {
+    /// The status of the node `core`, whose store holds `queued` envelopes
+    /// and `outbox` evidence objects.
+    pub fn of(core: &NodeCore, queued: u64, outbox: u64, citizen_api: Option<SocketAddr>) -> Self {
+        let trust = core.trust();
+        let check = core.address_check();
+        StatusReport {
+            node: core.id.to_string(),
+            listen: core.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            trust_list_address: trust.node(&core.id).map(|n| n.address.clone()),
+            reachable_at_trust_list_address: check.as_ref().map(Result::is_ok),
+            address_problem: check.and_then(Result::err),
+            trust_list_version: trust.content().version,
+            queued,
+            outbox,
+            citizen_api: citizen_api.map(|a| a.to_string()),
+        }
+    }
 }
 
-async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let mut text = node.metrics.encode();
-    if let Some(extension) = node.admin_extension.get() {
-        // One exposition: the extension's families go before the end marker.
-        let body = text.strip_suffix("# EOF\n").unwrap_or(&text).to_owned();
-        text = format!("{body}{}# EOF\n", (extension.metrics)());
+/// What the admin endpoint of a process serves: a relay node, a home node,
+/// the gateway each say what they are.
+pub trait AdminSource: Send + Sync + 'static {
+    /// The OpenMetrics exposition (ending in `# EOF`).
+    fn metrics(&self) -> String;
+    fn queue(&self) -> Result<QueueReport, StoreError>;
+    fn status(&self) -> StatusReport;
+    /// `GET /report` (JSON) from the query string; `None`: no report here.
+    fn report(&self, _query: &str) -> Option<Result<String, String>> {
+        None
     }
+}
+
+async fn status(State(source): State<Arc<dyn AdminSource>>) -> axum::response::Response {
+    axum::Json(source.status()).into_response()
+}
+
+async fn metrics(State(source): State<Arc<dyn AdminSource>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        text,
+        source.metrics(),
     )
 }
 
 async fn report(
-    State(node): State<Arc<Node>>,
+    State(source): State<Arc<dyn AdminSource>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> axum::response::Response {
-    let Some(extension) = node.admin_extension.get() else {
-        return (axum::http::StatusCode::NOT_FOUND, "no report on this node").into_response();
-    };
-    match (extension.report)(query.as_deref().unwrap_or("")) {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    match source.report(query.as_deref().unwrap_or("")) {
+        None => (axum::http::StatusCode::NOT_FOUND, "no report on this node").into_response(),
+        Some(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Some(Err(e)) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }
 
-async fn queue(State(node): State<Arc<Node>>) -> axum::response::Response {
-    match queue_report(&node.id, node.store()) {
+async fn queue(State(source): State<Arc<dyn AdminSource>>) -> axum::response::Response {
+    match source.queue() {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 /// Starts the admin endpoint on `addr` (keep it on loopback).
-pub async fn spawn(node: Arc<Node>, addr: SocketAddr) -> Result<SocketAddr, NodeError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        NodeError::Transport(crate::transport::TransportError::Tls(format!(
-            "admin endpoint {addr}: {e}"
-        )))
-    })?;
+pub async fn spawn(
+    source: Arc<dyn AdminSource>,
+    addr: SocketAddr,
+) -> Result<SocketAddr, NodeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Admin { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/queue", get(queue))
         .route("/status", get(status))
         .route("/report", get(report))
-        .with_state(node);
+        .with_state(source);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin endpoint stopped");
         }
     });
     Ok(local)
+}
+
+/// One exposition of the node's metrics with `more` families of a role
+/// (the gateway's) before the end marker.
+pub fn metrics_with(node_metrics: &crate::metrics::Metrics, more: &str) -> String {
+    let text = node_metrics.encode();
+    let body = text.strip_suffix("# EOF\n").unwrap_or(&text);
+    format!("{body}{more}# EOF\n")
 }
 
 /// A plain HTTP/1.0 GET of `path` from an admin endpoint on loopback (for

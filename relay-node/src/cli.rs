@@ -50,6 +50,12 @@ pub fn write_example(example: &str, output: Option<&Path>) -> std::io::Result<()
 /// Waits for SIGTERM or Ctrl-C; on SIGHUP meanwhile, the node re-reads
 /// its trust list and CRL at once.
 pub async fn wait_for_stop(node: &crate::Node) -> std::io::Result<()> {
+    let reload = || node.reload();
+    wait_for_signals(reload).await
+}
+
+/// Waits for SIGTERM or Ctrl-C; calls `reload` on SIGHUP meanwhile.
+pub async fn wait_for_signals(reload: impl Fn()) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -65,7 +71,7 @@ pub async fn wait_for_stop(node: &crate::Node) -> std::io::Result<()> {
             }
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the trust list and CRL");
-                node.reload();
+                reload();
             }
         }
     }
@@ -234,14 +240,15 @@ pub fn queue(config: &Config, json: bool) -> Result<()> {
         Some(report) => report,
         None => {
             let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-            let store = crate::Store::open(&config.db_path(), false, u64::MAX, 1, metrics)
-                .with_context(|| {
+            let store =
+                crate::Store::open(&config.db_path(), u64::MAX, 1, metrics).with_context(|| {
                     format!(
                         "opening {} (is the node running without an admin endpoint?)",
                         config.db_path().display()
                     )
                 })?;
-            crate::admin::queue_report(&config.node_id, &store)?
+            let now = estafette_spec::Clock::now_ms(&estafette_pki::SystemClock);
+            crate::admin::queue_report(&config.node_id, &store, now)?
         }
     };
     if json {

@@ -4,25 +4,32 @@
 //! durably before it says so (group commit, one fsync per batch), forwards
 //! them towards their home node with retries, and on a home node puts the
 //! letters into inboxes. Every step is signed evidence that goes straight to
-//! the gateway through a durable outbox. The gateway runs the same [`Node`]
-//! in its gateway role (one queue and forwarder for both).
+//! the gateway through a durable outbox. The gateway builds on the same
+//! parts ([`core`], [`server`], [`forwarder`], [`origin`]) with a role of
+//! its own; the citizen side of a home node is [`home`] (feature `home`).
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod citizen;
-pub mod citizen_client;
 pub mod cli;
+pub mod compose;
 pub mod config;
+pub mod core;
+pub mod forwarder;
+#[cfg(feature = "home")]
+pub mod home;
 pub mod https;
 pub mod metrics;
 pub mod node;
+pub mod origin;
+pub mod relay;
+pub mod server;
 pub mod store;
 pub mod testkit;
 pub mod throttle;
 pub mod transport;
-pub mod web;
+pub mod trust_state;
 
+pub use compose::RunningNode;
 pub use config::Config;
 pub use node::{Node, NodeError};
-pub use redb;
 pub use store::Store;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use estafette_relay::Node;
+use estafette_relay::RunningNode;
 use estafette_relay::cli::{InitArgs, QueueArgs, StatusArgs};
 use estafette_relay::config::{Config, example};
 
@@ -113,7 +113,7 @@ fn run(cli: Cli) -> Result<bool> {
 }
 
 async fn serve(config: Config) -> Result<()> {
-    let node = Node::start(config).await?;
+    let node = RunningNode::start(config).await?;
     estafette_relay::cli::wait_for_stop(&node).await?;
     node.shutdown().await;
     Ok(())

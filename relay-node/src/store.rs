@@ -26,7 +26,12 @@ use crate::metrics::Metrics;
 
 const DEDUP: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("dedup");
 const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("queue");
+/// The small part of each letter, what listing an inbox reads:
+/// (inbox id, envelope id) → [`InboxRecord`].
 const INBOX: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("inbox");
+/// The signed letters themselves, read only when one is opened: envelope
+/// id → `SignedMessage` bytes. Written once at delivery.
+const LETTERS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("letters");
 /// Every opening of a letter, per inbox: (inbox, sequence) → [`AccessEntry`].
 const ACCESS_LOG: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("access_log");
 /// Inboxes merged into another (a person linked two identities): from → into.
@@ -175,7 +180,9 @@ pub struct AccessEntry {
     pub actor: estafette_spec::Actor,
 }
 
-/// A letter in an inbox.
+/// A letter in an inbox: what the home node parsed from it once, at
+/// delivery, so that listing an inbox reads no letter and hashes nothing.
+/// The signed letter itself is kept apart ([`Store::letter`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InboxRecord {
     pub message_id: MessageId,
@@ -183,8 +190,38 @@ pub struct InboxRecord {
     pub opened_at: Option<Timestamp>,
     /// Digest of the newest evidence for this letter on this node.
     pub last_evidence: Digest,
-    #[serde(with = "serde_bytes")]
-    pub message: Vec<u8>,
+    /// SHA-256 of the signed letter (as in the routing header).
+    pub message_digest: Digest,
+    pub sender: estafette_spec::Oin,
+    pub subject: String,
+    pub nature: estafette_spec::Nature,
+    pub legal_effect: bool,
+    pub expected_action: String,
+    pub response_deadline: Option<Timestamp>,
+}
+
+impl InboxRecord {
+    /// The record of a letter just delivered, from what `check_offer` read.
+    pub fn delivered(
+        header: &estafette_spec::RoutingHeader,
+        letter: &estafette_spec::Letter,
+        received_at: Timestamp,
+        our_evidence: Digest,
+    ) -> InboxRecord {
+        InboxRecord {
+            message_id: header.message_id,
+            received_at,
+            opened_at: None,
+            last_evidence: our_evidence,
+            message_digest: header.message_digest,
+            sender: letter.sender.clone(),
+            subject: letter.subject.clone(),
+            nature: letter.nature,
+            legal_effect: letter.legal_effect,
+            expected_action: letter.expected_action.clone(),
+            response_deadline: letter.response_deadline,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,7 +233,16 @@ pub struct OutboxRecord {
     pub evidence: Vec<u8>,
 }
 
-/// One evidence object to keep: in the outbox, or (gateway) in the evidence table.
+/// Where a node keeps evidence it signed or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidenceTo {
+    /// The durable outbox, delivered to the gateway (relays and home nodes).
+    Outbox,
+    /// The evidence table, kept for good (an origin of envelopes: the gateway).
+    Archive,
+}
+
+/// One evidence object to keep: in the outbox, or in the evidence table.
 #[derive(Debug, Clone)]
 pub struct NewEvidence {
     pub evidence_id: EvidenceId,
@@ -211,6 +257,8 @@ pub enum Placement {
     Inbox {
         inbox_id: InboxId,
         record: InboxRecord,
+        /// The signed letter.
+        message: Vec<u8>,
     },
 }
 
@@ -230,16 +278,16 @@ pub enum Op {
         placement: Placement,
         now: Timestamp,
         extra: Option<Extra>,
-        /// Keep the evidence for the gateway (outbox) as well as in the dedup index.
-        send_evidence: bool,
+        /// Where the evidence goes besides the dedup index (none: only there).
+        evidence_to: Option<EvidenceTo>,
     },
     /// Any writes of the caller's, in one transaction with the batch.
     Apply(Extra),
-    /// The next hop accepted it: off the queue; the gateway also keeps the
+    /// The next hop accepted it: off the queue; an origin also keeps the
     /// next hop's acceptance.
     Forwarded {
         envelope_id: EnvelopeId,
-        evidence: Option<NewEvidence>,
+        evidence: Option<(NewEvidence, EvidenceTo)>,
     },
     /// Try again later.
     Reschedule {
@@ -252,6 +300,7 @@ pub enum Op {
     Fail {
         envelope_id: EnvelopeId,
         evidence: Vec<NewEvidence>,
+        to: EvidenceTo,
     },
     /// Evidence objects the gateway stored: out of the outbox.
     OutboxDone { ids: Vec<EvidenceId> },
@@ -261,7 +310,7 @@ pub enum Op {
         next_attempt_ms: u64,
         last_error: String,
     },
-    /// Keep evidence (gateway: evidence delivered by nodes).
+    /// Keep evidence in the evidence table (evidence delivered by nodes).
     StoreEvidence { evidence: Vec<NewEvidence> },
     /// A letter was opened: record it with its ContentHandover evidence,
     /// and in the inbox's access log.
@@ -332,10 +381,8 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 
 impl Store {
     /// Opens (or creates) the database and starts the writer thread.
-    /// `is_gateway`: evidence is kept in the evidence table, not the outbox.
     pub fn open(
         path: &Path,
-        is_gateway: bool,
         max_queue_len: u64,
         max_commit_batch: usize,
         metrics: Arc<Metrics>,
@@ -355,6 +402,7 @@ impl Store {
             txn.open_table(DEDUP)?;
             txn.open_table(QUEUE)?;
             txn.open_table(INBOX)?;
+            txn.open_table(LETTERS)?;
             txn.open_table(OUTBOX)?;
             txn.open_table(EVIDENCE)?;
             txn.commit()?;
@@ -371,7 +419,6 @@ impl Store {
         let (jobs, rx) = mpsc::channel(MAX_PENDING_WRITES);
         let writer = Writer {
             db: db.clone(),
-            is_gateway,
             max_queue_len,
             max_commit_batch,
             queue_len: queue_len.clone(),
@@ -537,6 +584,13 @@ impl Store {
             .transpose()
     }
 
+    /// The signed letter delivered in envelope `envelope`.
+    pub fn letter(&self, envelope: &EnvelopeId) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LETTERS)?;
+        Ok(table.get(envelope.as_bytes())?.map(|v| v.value().to_vec()))
+    }
+
     /// Letters not yet opened in one inbox.
     pub fn count_unread(&self, inbox: &InboxId) -> Result<usize, StoreError> {
         Ok(self
@@ -603,7 +657,6 @@ impl Drop for Store {
 
 struct Writer {
     db: Arc<Database>,
-    is_gateway: bool,
     max_queue_len: u64,
     max_commit_batch: usize,
     queue_len: Arc<AtomicU64>,
@@ -641,7 +694,6 @@ impl Writer {
                         inbox: txn.open_table(INBOX)?,
                         outbox: txn.open_table(OUTBOX)?,
                         evidence: txn.open_table(EVIDENCE)?,
-                        is_gateway: self.is_gateway,
                         queue_len: &mut queue_len,
                         outbox_len: &mut outbox_len,
                         max_queue_len: self.max_queue_len,
@@ -684,7 +736,6 @@ pub struct Tables<'t> {
     inbox: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
     outbox: redb::Table<'t, [u8; 16], &'static [u8]>,
     evidence: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
-    is_gateway: bool,
     queue_len: &'t mut u64,
     outbox_len: &'t mut u64,
     max_queue_len: u64,
@@ -731,27 +782,34 @@ impl Tables<'_> {
         Ok(moved.len())
     }
 
-    /// Keeps evidence: in the evidence table (gateway) or the outbox.
-    pub fn emit(&mut self, e: &NewEvidence) -> Result<(), StoreError> {
-        if self.is_gateway {
-            let message = e.message_id.map(|m| *m.as_bytes()).unwrap_or([0; 16]);
-            self.evidence
-                .insert((message, *e.evidence_id.as_bytes()), e.bytes.as_slice())?;
-        } else {
-            let record = OutboxRecord {
-                attempts: 0,
-                next_attempt_ms: 0,
-                last_error: None,
-                evidence: e.bytes.clone(),
-            };
-            if self
-                .outbox
-                .insert(e.evidence_id.as_bytes(), encode(&record).as_slice())?
-                .is_none()
-            {
-                *self.outbox_len += 1;
+    /// Keeps evidence where `to` says.
+    pub fn keep(&mut self, e: &NewEvidence, to: EvidenceTo) -> Result<(), StoreError> {
+        match to {
+            EvidenceTo::Archive => self.archive(e),
+            EvidenceTo::Outbox => {
+                let record = OutboxRecord {
+                    attempts: 0,
+                    next_attempt_ms: 0,
+                    last_error: None,
+                    evidence: e.bytes.clone(),
+                };
+                if self
+                    .outbox
+                    .insert(e.evidence_id.as_bytes(), encode(&record).as_slice())?
+                    .is_none()
+                {
+                    *self.outbox_len += 1;
+                }
+                Ok(())
             }
         }
+    }
+
+    /// Keeps evidence in the evidence table, by message.
+    pub fn archive(&mut self, e: &NewEvidence) -> Result<(), StoreError> {
+        let message = e.message_id.map(|m| *m.as_bytes()).unwrap_or([0; 16]);
+        self.evidence
+            .insert((message, *e.evidence_id.as_bytes()), e.bytes.as_slice())?;
         Ok(())
     }
 
@@ -775,7 +833,7 @@ impl Tables<'_> {
                 placement,
                 now,
                 extra,
-                send_evidence,
+                evidence_to,
             } => {
                 let outcome = self.accept(
                     txn,
@@ -783,7 +841,7 @@ impl Tables<'_> {
                     evidence.as_ref(),
                     &placement,
                     now,
-                    send_evidence,
+                    evidence_to,
                 )?;
                 if outcome == Outcome::Stored
                     && let Some(extra) = extra
@@ -835,7 +893,7 @@ impl Tables<'_> {
         evidence: Option<&NewEvidence>,
         placement: &Placement,
         now: Timestamp,
-        send_evidence: bool,
+        evidence_to: Option<EvidenceTo>,
     ) -> Result<Outcome, StoreError> {
         if let Some(v) = self.dedup.get(envelope_id.as_bytes())? {
             let known: DedupRecord = decode(v.value())?;
@@ -853,7 +911,11 @@ impl Tables<'_> {
                 *self.queue_len += 1;
                 EnvelopeState::Queued
             }
-            Placement::Inbox { inbox_id, record } => {
+            Placement::Inbox {
+                inbox_id,
+                record,
+                message,
+            } => {
                 // A letter still addressed to a merged inbox goes to the one
                 // it was merged into.
                 let target = txn
@@ -863,6 +925,8 @@ impl Tables<'_> {
                     .unwrap_or(*inbox_id.as_bytes());
                 self.inbox
                     .insert((target, *envelope_id.as_bytes()), encode(record).as_slice())?;
+                txn.open_table(LETTERS)?
+                    .insert(envelope_id.as_bytes(), message.as_slice())?;
                 EnvelopeState::Delivered
             }
         };
@@ -873,10 +937,8 @@ impl Tables<'_> {
         };
         self.dedup
             .insert(envelope_id.as_bytes(), encode(&dedup).as_slice())?;
-        if let Some(evidence) = evidence
-            && send_evidence
-        {
-            self.emit(evidence)?;
+        if let (Some(evidence), Some(to)) = (evidence, evidence_to) {
+            self.keep(evidence, to)?;
         }
         Ok(Outcome::Stored)
     }
@@ -889,9 +951,9 @@ impl Tables<'_> {
                 evidence,
             } => {
                 if self.remove_queued(envelope_id)?
-                    && let Some(evidence) = evidence
+                    && let Some((evidence, to)) = evidence
                 {
-                    self.emit(evidence)?;
+                    self.keep(evidence, *to)?;
                 }
                 Ok(Outcome::Done)
             }
@@ -918,10 +980,11 @@ impl Tables<'_> {
             Op::Fail {
                 envelope_id,
                 evidence,
+                to,
             } => {
                 if self.remove_queued(envelope_id)? {
                     for e in evidence {
-                        self.emit(e)?;
+                        self.keep(e, *to)?;
                     }
                 }
                 Ok(Outcome::Done)
@@ -957,7 +1020,7 @@ impl Tables<'_> {
             }
             Op::StoreEvidence { evidence } => {
                 for e in evidence {
-                    self.emit(e)?;
+                    self.archive(e)?;
                 }
                 Ok(Outcome::Done)
             }
@@ -981,7 +1044,7 @@ impl Tables<'_> {
                     None => return Ok(Outcome::Done),
                 };
                 self.inbox.insert(key, encode(&record).as_slice())?;
-                self.emit(evidence)?;
+                self.keep(evidence, EvidenceTo::Outbox)?;
                 Ok(Outcome::Stored)
             }
             Op::Prune { before } => {
@@ -1029,7 +1092,7 @@ mod tests {
             placement: queued(at),
             now: at,
             extra: None,
-            send_evidence: false,
+            evidence_to: None,
         };
         assert_eq!(store.write(op).await.unwrap(), Outcome::Stored);
     }
@@ -1040,20 +1103,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let db = data.join("relay.redb");
-        drop(Store::open(&db, false, 100, 16, Arc::new(Metrics::new())).unwrap());
+        drop(Store::open(&db, 100, 16, Arc::new(Metrics::new())).unwrap());
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&data), 0o700, "the data directory is created 0700");
         assert_eq!(mode(&db), 0o600, "the database file is created 0600");
         // Opened up by someone: refused, with what to do, and nothing changed.
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let refused = Store::open(&db, false, 100, 16, Arc::new(Metrics::new()))
+        let refused = Store::open(&db, 100, 16, Arc::new(Metrics::new()))
             .err()
             .expect("a directory others can enter is refused");
         assert!(refused.to_string().contains("chmod 700"), "{refused}");
         assert_eq!(mode(&data), 0o755, "not silently changed");
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let refused = Store::open(&db, false, 100, 16, Arc::new(Metrics::new()))
+        let refused = Store::open(&db, 100, 16, Arc::new(Metrics::new()))
             .err()
             .expect("a database others can read is refused");
         assert!(refused.to_string().contains("chmod 600"), "{refused}");
@@ -1064,7 +1127,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
             &dir.path().join("data").join("store.redb"),
-            false,
             100,
             16,
             Arc::new(Metrics::new()),

@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::node::Node;
+use crate::core::NodeCore;
+use crate::forwarder::Forwarder;
+use crate::origin::{EvidenceNotes, OriginQueue};
+use crate::server::{Handled, RequestHandler, Server, refused};
+use crate::store::{Outcome, Store};
 use estafette_pki::{Federation, NodeKind, keys};
 use estafette_spec::relay::RetryPolicy;
 use estafette_spec::*;
@@ -198,8 +202,10 @@ impl TestFederation {
         self.fed.trust_list(estafette_pki::now()).unwrap()
     }
 
-    pub async fn start_gateway(&self) -> Arc<Node> {
-        Node::start(self.gateway.config.clone()).await.unwrap()
+    /// The test federation's gateway, reduced to what relays meet: the
+    /// origin of envelopes and the keeper of evidence.
+    pub async fn start_gateway(&self) -> Arc<TestGateway> {
+        TestGateway::start(self.gateway.config.clone())
     }
 
     /// A letter from the test agency, sealed to `home` for a new inbox id.
@@ -333,7 +339,7 @@ pub fn queue_report(binary: &Path, node: &TestNode) -> String {
 /// Opens a stopped node's store to count what it holds.
 pub fn open_store(node: &TestNode) -> crate::Store {
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    crate::Store::open(&node.config.db_path(), false, u64::MAX, 1, metrics).unwrap()
+    crate::Store::open(&node.config.db_path(), u64::MAX, 1, metrics).unwrap()
 }
 
 pub fn random_inbox() -> InboxId {
@@ -371,4 +377,109 @@ pub fn evidence_by_message(
         ));
     }
     map
+}
+
+/// A gateway for relay tests: the origin of envelopes (its own queue and
+/// forwarder, evidence archived) and the keeper of the evidence nodes
+/// deliver. Agencies, the registry and citizens are the real gateway's.
+pub struct TestGateway {
+    core: Arc<NodeCore>,
+    store: Arc<Store>,
+    forwarder: Arc<Forwarder>,
+    server: Arc<Server>,
+}
+
+struct TakesEvidence {
+    core: Arc<NodeCore>,
+    store: Arc<Store>,
+    notes: EvidenceNotes,
+}
+
+impl RequestHandler for TakesEvidence {
+    fn handle<'a>(&'a self, peer: &'a NodeId, request: relay::Request) -> Handled<'a> {
+        Box::pin(async move {
+            match request {
+                relay::Request::Evidence(list) => {
+                    crate::origin::take_evidence(&self.core, &self.store, &self.notes, peer, list)
+                        .await
+                }
+                _ => refused(
+                    ReasonCode::NotForThisNode,
+                    "the test gateway takes evidence only",
+                ),
+            }
+        })
+    }
+}
+
+impl TestGateway {
+    pub fn start(config: Config) -> Arc<TestGateway> {
+        let core = NodeCore::start(config, Arc::new(estafette_pki::SystemClock)).unwrap();
+        let store = Arc::new(
+            Store::open(
+                &core.config.db_path(),
+                core.config.limits.max_queue_len,
+                core.config.limits.max_commit_batch,
+                core.metrics.clone(),
+            )
+            .unwrap(),
+        );
+        let notes = EvidenceNotes::default();
+        let queue = Arc::new(OriginQueue {
+            store: store.clone(),
+            notes: notes.clone(),
+        });
+        let forwarder = Forwarder::start(core.clone(), queue).unwrap();
+        let handler = Arc::new(TakesEvidence {
+            core: core.clone(),
+            store: store.clone(),
+            notes,
+        });
+        let server = Server::start(core.clone(), handler);
+        Arc::new(TestGateway {
+            core,
+            store,
+            forwarder,
+            server,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn trust(&self) -> TrustList {
+        (*self.core.trust()).clone()
+    }
+
+    /// Queues an envelope the gateway signed (verified first).
+    pub async fn submit(
+        &self,
+        envelope: Vec<u8>,
+        previous: Option<Digest>,
+    ) -> Result<Outcome, crate::origin::QueueError> {
+        let header = Envelope::verify(&envelope, &self.core.trust(), self.core.clock.now())
+            .unwrap()
+            .content
+            .header;
+        crate::origin::queue_envelope(
+            &self.core,
+            &self.store,
+            &self.forwarder,
+            envelope,
+            &header,
+            previous,
+            None,
+            None,
+        )
+        .await
+    }
+
+    pub async fn shutdown(&self) {
+        self.server.stop().await;
+        self.core
+            .endpoint
+            .close(quinn::VarInt::from_u32(0), b"shutting down");
+        self.core.stopped.notify_waiters();
+    }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use estafette_pki::NodeKind;
-use estafette_relay::Node;
 use estafette_relay::transport::{Peers, TlsMaterial, endpoint};
 use estafette_spec::relay::{Offer, Request, Response};
 use estafette_spec::*;
@@ -18,7 +17,7 @@ use estafette_spec::*;
 async fn inbox_api_duplicates_and_metrics() {
     let fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
     let gateway = fed.start_gateway().await;
-    let home = Node::start(fed.relay("home.test").config.clone())
+    let home = estafette_relay::RunningNode::start(fed.relay("home.test").config.clone())
         .await
         .unwrap();
     let inbox = random_inbox();
@@ -31,32 +30,35 @@ async fn inbox_api_duplicates_and_metrics() {
     wait_until(
         "three letters in the inbox",
         Duration::from_secs(60),
-        || home.count_unread(&inbox).unwrap() == 3,
+        || home.store().count_unread(&inbox).unwrap() == 3,
     )
     .await;
-    let letters = home.inbox_list(&inbox).unwrap();
+    let letters = home.store().inbox_list(&inbox).unwrap();
     assert_eq!(letters.len(), 3);
 
     // Opening gives the agency's SignedMessage, verifiable end to end, and
     // signs ContentHandover naming the holder.
     let (envelope_id, record) = &letters[0];
-    let message = home
-        .open_letter(
-            &inbox,
-            envelope_id,
-            Actor {
-                role: ActorRole::Holder,
-                representative: None,
-                mandate: None,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(&message, &record.message);
+    let (_, message) = estafette_relay::home::inbox::open_letter(
+        &home.node,
+        &inbox,
+        envelope_id,
+        Actor {
+            role: ActorRole::Holder,
+            representative: None,
+            mandate: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        Some(&message),
+        home.store().letter(envelope_id).unwrap().as_ref()
+    );
     let trust = fed.trust();
     let verified = SignedMessage::verify(&message, &trust).unwrap();
     assert_eq!(verified.letter.sender.as_str(), AGENCY);
-    assert_eq!(home.count_unread(&inbox).unwrap(), 2);
+    assert_eq!(home.store().count_unread(&inbox).unwrap(), 2);
     wait_until(
         "ContentHandover at the gateway",
         Duration::from_secs(60),
@@ -109,7 +111,7 @@ async fn inbox_api_duplicates_and_metrics() {
         panic!("expected two acceptances: {first:?} {second:?}");
     };
     assert_eq!(a, b, "the same evidence, byte for byte");
-    assert_eq!(home.inbox_list(&inbox).unwrap().len(), 4);
+    assert_eq!(home.store().inbox_list(&inbox).unwrap().len(), 4);
 
     // The admin endpoint: Prometheus text with the counters.
     let admin = fed.relay("home.test").config.admin_listen.unwrap();

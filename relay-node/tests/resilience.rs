@@ -27,7 +27,7 @@ fn three_hops() -> TestFederation {
 /// Submits `n` envelopes concurrently; returns their message ids.
 async fn submit_all(
     fed: &TestFederation,
-    gateway: &std::sync::Arc<estafette_relay::Node>,
+    gateway: &std::sync::Arc<estafette_relay::testkit::TestGateway>,
     n: usize,
 ) -> HashSet<MessageId> {
     let inbox = random_inbox();

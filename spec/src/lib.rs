@@ -15,6 +15,7 @@ pub mod assertion;
 pub mod bytes;
 pub mod cbor;
 pub mod citizen;
+pub mod clock;
 pub mod cose;
 pub mod envelope;
 pub mod escalation;
@@ -34,6 +35,7 @@ pub use assertion::{
     AssertionError, AssertionPolicy, IdentityAssertion, IdentityClaims, VerifiedAssertion,
 };
 pub use bytes::{Ed25519PublicKey, X25519PublicKey};
+pub use clock::{Clock, ManualClock};
 pub use cose::{Digest, KeyId, ObjectKind};
 pub use envelope::{
     Envelope, EnvelopeContent, EnvelopeError, HpkeKeyPair, RoutingHeader, VerifiedEnvelope,

@@ -261,7 +261,7 @@ impl ProcessFederation {
     /// assertion of the national test login.
     pub async fn resident_session(
         &self,
-    ) -> Result<estafette_relay::citizen_client::CitizenClient, String> {
+    ) -> Result<estafette_relay::home::client::CitizenClient, String> {
         let assertion = self
             .fed
             .fed
@@ -273,7 +273,7 @@ impl ProcessFederation {
                 300,
             )
             .unwrap();
-        let mut client = estafette_relay::citizen_client::CitizenClient::new(
+        let mut client = estafette_relay::home::client::CitizenClient::new(
             self.citizen,
             "home.test",
             &self.fed.fed.web_ca_path(),

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use estafette_pki::RevokeTarget;
-use estafette_relay::node::FEDERATION_RELOAD_INTERVAL;
 use estafette_relay::testkit::AGENCY;
+use estafette_relay::trust_state::FEDERATION_RELOAD_INTERVAL;
 use estafette_tests::*;
 
 const OTHER: &str = "00000003273318220000";

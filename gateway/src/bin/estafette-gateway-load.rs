@@ -285,7 +285,7 @@ async fn main() -> Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    let metrics = gateway.gateway.node.metrics.encode();
+    let metrics = gateway.gateway.node.core.metrics.encode();
     let value = |name: &str| -> f64 {
         metrics
             .lines()

@@ -12,8 +12,8 @@ use estafette_gateway::gateway::ManualClock;
 use estafette_gateway::notify::SmtpSettings;
 use estafette_gateway::smtp_sink::SmtpSink;
 use estafette_pki::{AssertedPerson, NodeKind, keys};
-use estafette_relay::Node;
-use estafette_relay::citizen_client::CitizenClient;
+use estafette_relay::RunningNode;
+use estafette_relay::home::client::CitizenClient;
 use estafette_relay::testkit::{AGENCY, NATIONAL_IDP, TestFederation, wait_until};
 use estafette_spec::*;
 use rand_core::OsRng;
@@ -31,7 +31,7 @@ pub struct World {
     pub sink: SmtpSink,
     pub clock: Arc<ManualClock>,
     pub gateway: RunningGateway,
-    pub home: Arc<Node>,
+    pub home: Arc<RunningNode>,
     pub spool: std::path::PathBuf,
 }
 
@@ -46,7 +46,7 @@ impl World {
         prepare(&mut fed.fed);
         let sink = SmtpSink::start().await.unwrap();
         let clock = Arc::new(ManualClock::new(estafette_pki::now()));
-        let home = Node::start(fed.relay("home.test").config.clone())
+        let home = RunningNode::start(fed.relay("home.test").config.clone())
             .await
             .unwrap();
         let spool = fed.tmp.path().join("spool");

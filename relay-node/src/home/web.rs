@@ -36,7 +36,7 @@ use rand_core::{OsRng, RngCore};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::citizen::{CitizenApi, Problem};
+use crate::home::api::{CitizenApi, Problem};
 
 const SESSION_COOKIE: &str = "estafette_session";
 const LANG_COOKIE: &str = "estafette_lang";
@@ -87,7 +87,13 @@ impl Web {
         let by_person = self.logins_by_person.allow(person);
         if !(by_source && by_person) {
             let key = if by_source { "person" } else { "source" };
-            if let Some(held_back) = self.api.node.log_throttle.allow(&format!("login {key}")) {
+            if let Some(held_back) = self
+                .api
+                .node
+                .core()
+                .log_throttle
+                .allow(&format!("login {key}"))
+            {
                 // The address is not personal data of a citizen here; the
                 // identifier is, and stays out.
                 tracing::warn!(%source, limit = key, refused_since_last_line = held_back, "login attempts over the limit");
@@ -135,7 +141,7 @@ fn lang_of(headers: &HeaderMap) -> Lang {
     match cookie(headers, LANG_COOKIE).as_deref() {
         Some("en") => Lang::En,
         Some("nl") => Lang::Nl,
-        _ => match crate::citizen::preferred_language(headers) {
+        _ => match crate::home::api::preferred_language(headers) {
             Some("en") => Lang::En,
             _ => Lang::Nl,
         },
@@ -238,7 +244,7 @@ fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Respons
 }
 
 fn problem_page(lang: Lang, session: Option<&str>, p: &Problem) -> Response {
-    let text = crate::citizen::localized(&p.code, lang.code())
+    let text = crate::home::api::localized(&p.code, lang.code())
         .map(str::to_owned)
         .unwrap_or_else(|| p.detail.clone());
     let mut r = page(
@@ -299,7 +305,7 @@ fn checked(headers: &HeaderMap, csrf: &str) -> Option<(HeaderMap, String)> {
 async fn style() -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("web/style.css"),
+        include_str!("web_assets/style.css"),
     )
         .into_response()
 }
@@ -592,7 +598,7 @@ async fn letter(
         return problem_page(
             lang,
             Some(&s),
-            &Problem::from(crate::NodeError::NoSuchLetter),
+            &Problem::from(crate::home::HomeError::NoSuchLetter),
         );
     };
     let actor = Actor {
@@ -613,7 +619,7 @@ async fn letter(
 fn letter_page(
     lang: Lang,
     session: &str,
-    l: &crate::citizen::OpenedLetter,
+    l: &crate::home::api::OpenedLetter,
     client: Option<&str>,
 ) -> Response {
     page(

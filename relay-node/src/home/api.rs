@@ -37,7 +37,8 @@ use rand_core::{OsRng, RngCore};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::node::{Node, NodeError};
+use crate::home::HomeError;
+use crate::node::Node;
 use crate::store::{Op, StoreError};
 
 /// Assertion nonces this home node has started sessions with: nonce → expiry.
@@ -140,15 +141,21 @@ impl IntoResponse for Problem {
     }
 }
 
-impl From<NodeError> for Problem {
-    fn from(e: NodeError) -> Problem {
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Problem {
+        Problem::from(HomeError::Store(e))
+    }
+}
+
+impl From<HomeError> for Problem {
+    fn from(e: HomeError) -> Problem {
         match e {
-            NodeError::Gateway(detail) => Problem::new(
+            HomeError::Gateway(detail) => Problem::new(
                 StatusCode::BAD_GATEWAY,
                 "gateway-unreachable",
                 format!("the gateway could not be reached; try again later ({detail})"),
             ),
-            NodeError::NoSuchLetter => {
+            HomeError::NoSuchLetter => {
                 Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter")
             }
             other => {
@@ -315,11 +322,7 @@ impl CitizenApi {
             let _ = tx.send(fresh);
             Ok(())
         }));
-        self.node
-            .store()
-            .write(op)
-            .await
-            .map_err(|e: StoreError| Problem::from(NodeError::Store(e)))?;
+        self.node.store().write(op).await.map_err(Problem::from)?;
         if !rx.await.unwrap_or(false) {
             return Err(Problem::refused(
                 ReasonCode::Replayed,
@@ -335,14 +338,14 @@ impl CitizenApi {
         assertion: Option<Vec<u8>>,
         action: CitizenAction,
     ) -> Result<CitizenReply, Problem> {
-        let reply = self
-            .node
-            .citizen_request(CitizenRequest {
-                assertion: assertion.map(serde_bytes::ByteBuf::from),
-                action,
-                inbox_url: Some(self.public_url.clone()),
-            })
-            .await?;
+        let request = CitizenRequest {
+            assertion: assertion.map(serde_bytes::ByteBuf::from),
+            action,
+            inbox_url: Some(self.public_url.clone()),
+        };
+        let reply = crate::home::carry(&self.node, request)
+            .await
+            .map_err(HomeError::from)?;
         match reply {
             CitizenReply::Refused { reason, detail } => Err(Problem::refused(reason, detail)),
             other => Ok(other),
@@ -390,11 +393,7 @@ impl CitizenApi {
             }
             Ok(())
         }));
-        self.node
-            .store()
-            .write(op)
-            .await
-            .map_err(|e| Problem::from(NodeError::Store(e)))?;
+        self.node.store().write(op).await.map_err(Problem::from)?;
         Ok(())
     }
 
@@ -454,34 +453,32 @@ impl CitizenApi {
         })
     }
 
+    /// A letter in a list: from the small record the relay wrote at
+    /// delivery (no letter read, nothing hashed).
     fn summary(
         &self,
         envelope_id: EnvelopeId,
         record: &crate::store::InboxRecord,
-    ) -> Option<(LetterSummary, estafette_spec::Letter)> {
-        let letter = SignedMessage::read_stored(&record.message).ok()?.letter;
+    ) -> LetterSummary {
         let sender_name = self
             .node
             .trust()
-            .agency(&letter.sender)
+            .agency(&record.sender)
             .map(|a| a.name.clone())
-            .unwrap_or_else(|| letter.sender.to_string());
-        Some((
-            LetterSummary {
-                envelope_id,
-                message_id: record.message_id,
-                sender: letter.sender.clone(),
-                sender_name,
-                subject: letter.subject.clone(),
-                nature: letter.nature,
-                legal_effect: letter.legal_effect,
-                expected_action: letter.expected_action.clone(),
-                response_deadline: letter.response_deadline,
-                received_at: record.received_at,
-                opened: record.opened_at.is_some(),
-            },
-            letter,
-        ))
+            .unwrap_or_else(|| record.sender.to_string());
+        LetterSummary {
+            envelope_id,
+            message_id: record.message_id,
+            sender: record.sender.clone(),
+            sender_name,
+            subject: record.subject.clone(),
+            nature: record.nature,
+            legal_effect: record.legal_effect,
+            expected_action: record.expected_action.clone(),
+            response_deadline: record.response_deadline,
+            received_at: record.received_at,
+            opened: record.opened_at.is_some(),
+        }
     }
 }
 
@@ -799,9 +796,10 @@ impl CitizenApi {
         let inbox = self.inbox_of(headers)?;
         let mut out: Vec<LetterSummary> = self
             .node
+            .store()
             .inbox_list(&inbox)?
             .iter()
-            .filter_map(|(id, record)| self.summary(*id, record).map(|(s, _)| s))
+            .map(|(id, record)| self.summary(*id, record))
             .collect();
         out.sort_by_key(|l| std::cmp::Reverse(l.received_at));
         Ok(out)
@@ -814,20 +812,15 @@ impl CitizenApi {
         envelope: &EnvelopeId,
         actor: Actor,
     ) -> Result<OpenedLetter, Problem> {
-        let mut record = self
-            .node
-            .store()
-            .inbox_get(inbox, envelope)
-            .map_err(NodeError::Store)?
-            .ok_or(NodeError::NoSuchLetter)?;
-        // The letter is given only after its ContentHandover is on disk.
-        record.message = self.node.open_letter(inbox, envelope, actor).await?;
-        record.opened_at = Some(record.opened_at.unwrap_or_else(estafette_pki::now));
-        let (summary, letter) = self.summary(*envelope, &record).ok_or_else(|| {
-            Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter")
-        })?;
+        // The letter is given only after its ContentHandover is on disk;
+        // it is read (and parsed) once, here.
+        let (record, message) =
+            crate::home::inbox::open_letter(&self.node, inbox, envelope, actor).await?;
+        let letter = SignedMessage::read_stored(&message)
+            .map_err(|_| HomeError::NoSuchLetter)?
+            .letter;
         Ok(OpenedLetter {
-            summary,
+            summary: self.summary(*envelope, &record),
             body: letter.body,
             attachments: letter
                 .attachments
@@ -856,9 +849,8 @@ impl CitizenApi {
         let record = self
             .node
             .store()
-            .inbox_get(&inbox, &envelope)
-            .map_err(NodeError::Store)?
-            .ok_or(NodeError::NoSuchLetter)?;
+            .inbox_get(&inbox, &envelope)?
+            .ok_or(HomeError::NoSuchLetter)?;
         let action = CitizenAction::LetterEvidence {
             message: record.message_id,
         };
@@ -880,26 +872,28 @@ impl CitizenApi {
         index: usize,
     ) -> Result<(String, Vec<u8>), Problem> {
         let inbox = self.inbox_of(headers)?;
-        let envelope: EnvelopeId = envelope
-            .parse()
-            .map_err(|_| Problem::from(NodeError::NoSuchLetter))?;
+        let envelope: EnvelopeId = envelope.parse().map_err(|_| HomeError::NoSuchLetter)?;
         let record = self
             .node
             .store()
-            .inbox_get(&inbox, &envelope)
-            .map_err(NodeError::Store)?
-            .ok_or(NodeError::NoSuchLetter)?;
+            .inbox_get(&inbox, &envelope)?
+            .ok_or(HomeError::NoSuchLetter)?;
         if record.opened_at.is_none() {
-            return Err(Problem::from(NodeError::NoSuchLetter));
+            return Err(Problem::from(HomeError::NoSuchLetter));
         }
-        let letter = SignedMessage::read_stored(&record.message)
-            .map_err(|_| Problem::from(NodeError::NoSuchLetter))?
+        let message = self
+            .node
+            .store()
+            .letter(&envelope)?
+            .ok_or(HomeError::NoSuchLetter)?;
+        let letter = SignedMessage::read_stored(&message)
+            .map_err(|_| HomeError::NoSuchLetter)?
             .letter;
         let a = letter
             .attachments
             .into_iter()
             .nth(index)
-            .ok_or_else(|| Problem::from(NodeError::NoSuchLetter))?;
+            .ok_or(HomeError::NoSuchLetter)?;
         Ok((a.name, a.content))
     }
 
@@ -912,8 +906,7 @@ impl CitizenApi {
         Ok(self
             .node
             .store()
-            .access_log(&inbox, MAX_ACCESS_LOG_ENTRIES)
-            .map_err(NodeError::Store)?)
+            .access_log(&inbox, MAX_ACCESS_LOG_ENTRIES)?)
     }
 
     /// The client of `mandate` (as the gateway says now): inbox here and name.
@@ -949,10 +942,8 @@ impl CitizenApi {
         let (inbox, _) = self.client_of(headers, mandate).await?;
         let mut decisions: HashMap<Oin, bool> = HashMap::new();
         let mut out = Vec::new();
-        for (id, record) in self.node.inbox_list(&inbox)? {
-            let Some((summary, _)) = self.summary(id, &record) else {
-                continue;
-            };
+        for (id, record) in self.node.store().inbox_list(&inbox)? {
+            let summary = self.summary(id, &record);
             if !decisions.contains_key(&summary.sender) {
                 let d = check_access(self, headers, mandate, &summary.sender).await?;
                 decisions.insert(summary.sender.clone(), d.is_some());
@@ -978,21 +969,17 @@ impl CitizenApi {
             .parse()
             .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "no-such-letter", "no such letter"))?;
         let (inbox, name) = self.client_of(headers, mandate).await?;
-        let record = self
+        let sender = self
             .node
             .store()
-            .inbox_get(&inbox, &envelope)
-            .map_err(NodeError::Store)?
-            .ok_or(NodeError::NoSuchLetter)?;
-        let sender = SignedMessage::read_stored(&record.message)
-            .map_err(|_| Problem::from(NodeError::NoSuchLetter))?
-            .letter
+            .inbox_get(&inbox, &envelope)?
+            .ok_or(HomeError::NoSuchLetter)?
             .sender;
         // Checked at this access, against the mandates as they stand now;
         // outside the scope the letter does not exist for the representative.
         let decision = check_access(self, headers, mandate, &sender)
             .await?
-            .ok_or_else(|| Problem::from(NodeError::NoSuchLetter))?;
+            .ok_or(HomeError::NoSuchLetter)?;
         let actor = Actor {
             role: ActorRole::Representative,
             representative: Some(decision.representative.clone()),
@@ -1391,65 +1378,62 @@ pub fn router(api: Arc<CitizenApi>) -> axum::Router {
         .with_state(api)
 }
 
-/// Server TLS for the citizen API (no client certificates: people log in
-/// with identity assertions).
-pub fn tls_config(
-    cert_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
-    key: rustls_pki_types::PrivateKeyDer<'static>,
-) -> Result<Arc<rustls::ServerConfig>, String> {
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(estafette_pki::tls::crypto_provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_single_cert(cert_chain, key)
-            .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
 /// Serves the citizen API until the task is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     api: Arc<CitizenApi>,
-    web: Arc<crate::web::Web>,
+    web: Arc<crate::home::web::Web>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
-    let app =
-        router(api).merge(crate::web::router(web).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)));
+    let app = router(api)
+        .merge(crate::home::web::router(web).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)));
     let app_for = move |_: &rustls::ServerConnection| Some(app.clone());
     let admission = crate::https::Admission::new(crate::https::HttpsLimits::citizen());
     crate::https::serve_tls(listener, tls, admission, "citizen", metrics, None, app_for).await;
 }
 
-/// Starts the citizen API of `node` as configured; gives its address.
+/// Starts the citizen API of `node` as configured (server TLS only: people
+/// log in with identity assertions, not certificates); gives its address.
 pub async fn start(
     node: Arc<Node>,
     config: &crate::config::CitizenApiConfig,
-    pki: &crate::config::PkiPaths,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HomeError> {
+    let pki = &node.core().config.pki;
     let certs = estafette_pki::tls::load_certs(config.cert.as_ref().unwrap_or(&pki.cert))?;
     let key = estafette_pki::tls::load_private_key(config.key.as_ref().unwrap_or(&pki.key))?;
-    let tls = tls_config(certs, key).map_err(|e| anyhow::anyhow!("citizen API TLS: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
+    let tls = estafette_pki::tls::server_config(
+        certs,
+        key,
+        estafette_pki::tls::ClientAuth::None,
+        &[b"h2", b"http/1.1"],
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| HomeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| HomeError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let public_url = config
         .public_url
         .clone()
         .unwrap_or_else(|| format!("https://{addr}"));
     // A test identity provider only in a test federation.
     let test_idp = match &config.test_idp {
-        Some(t) if node.trust().content().test_federation => Some(crate::web::TestIdp {
+        Some(t) if node.trust().content().test_federation => Some(crate::home::web::TestIdp {
             id: t.id.clone(),
             key: estafette_pki::keys::read_ed25519(&t.key)?,
         }),
-        Some(_) => anyhow::bail!("test_idp is allowed only in a test federation"),
+        Some(_) => return Err(HomeError::TestIdpOutsideTestFederation),
         None => None,
     };
     let metrics = node.metrics.clone();
     let api = CitizenApi::new(node, public_url);
-    let web = crate::web::Web::new(api.clone(), test_idp);
+    let web = crate::home::web::Web::new(api.clone(), test_idp);
     tracing::info!(%addr, "citizen API and web inbox listening");
     Ok((addr, tokio::spawn(serve(listener, tls, api, web, metrics))))
 }

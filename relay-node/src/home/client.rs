@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde::de::DeserializeOwned;
 
-use crate::citizen::{LetterSummary, MandateCreated, OpenedLetter, SessionStarted};
+use crate::home::api::{LetterSummary, MandateCreated, OpenedLetter, SessionStarted};
 use crate::store::AccessEntry;
 use estafette_spec::citizen::{ClientView, MandateGrant};
 use estafette_spec::mandate::{Mandate, MandateId};

@@ -1,0 +1,254 @@
+//! Building blocks for the origin of envelopes (the gateway, and the test
+//! gateway of `testkit`): a forward queue in a [`Store`] whose evidence is
+//! archived rather than sent on, the taking of evidence deliveries from
+//! nodes, and notes to whoever follows stored evidence (the gateway's
+//! monitor).
+
+use std::sync::Arc;
+
+use estafette_spec::relay::{MAX_EVIDENCE_PER_DELIVERY, Receiver, Response};
+use estafette_spec::{EnvelopeId, Evidence, EvidenceEvent, MessageId, NodeId, ReasonCode};
+use tokio::sync::broadcast;
+
+use crate::core::NodeCore;
+use crate::forwarder::{Acceptance, ForwardQueue, QueueWrite};
+use crate::server::refused;
+use crate::store::{EvidenceTo, NewEvidence, Op, QueueRecord, Store, StoreError};
+
+/// Evidence an origin has just stored durably.
+#[derive(Debug, Clone)]
+pub struct StoredEvidence {
+    pub message_id: Option<MessageId>,
+    pub event: EvidenceEvent,
+    pub issuer: NodeId,
+}
+
+/// How many notes an observer may fall behind before it misses some.
+pub const EVIDENCE_NOTES_CAPACITY: usize = 65_536;
+
+/// Who hears about evidence stored at an origin.
+#[derive(Clone)]
+pub struct EvidenceNotes(broadcast::Sender<StoredEvidence>);
+
+impl Default for EvidenceNotes {
+    fn default() -> Self {
+        EvidenceNotes(broadcast::channel(EVIDENCE_NOTES_CAPACITY).0)
+    }
+}
+
+impl EvidenceNotes {
+    pub fn subscribe(&self) -> broadcast::Receiver<StoredEvidence> {
+        self.0.subscribe()
+    }
+
+    pub fn note(&self, note: StoredEvidence) {
+        // No observer is fine.
+        let _ = self.0.send(note);
+    }
+}
+
+/// An origin's forward queue: the next hop's acceptance, a failure and a
+/// rejection are archived, and noted.
+pub struct OriginQueue {
+    pub store: Arc<Store>,
+    pub notes: EvidenceNotes,
+}
+
+impl ForwardQueue for OriginQueue {
+    fn waiting(&self) -> Result<Vec<(u64, EnvelopeId, NodeId)>, StoreError> {
+        Ok(self
+            .store
+            .queue_snapshot()?
+            .into_iter()
+            .map(|(id, r)| (r.next_attempt_ms, id, r.destination))
+            .collect())
+    }
+
+    fn get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
+        self.store.queue_get(id)
+    }
+
+    fn forwarded(&self, id: EnvelopeId, acceptance: Acceptance) -> QueueWrite<'_> {
+        Box::pin(async move {
+            let r = &acceptance.record;
+            let note = StoredEvidence {
+                message_id: r.message_id,
+                event: r.event,
+                issuer: r.issuer.clone(),
+            };
+            let evidence = NewEvidence {
+                evidence_id: r.evidence_id,
+                message_id: r.message_id,
+                bytes: acceptance.bytes,
+            };
+            self.store
+                .write(Op::Forwarded {
+                    envelope_id: id,
+                    evidence: Some((evidence, EvidenceTo::Archive)),
+                })
+                .await?;
+            self.notes.note(note);
+            Ok(())
+        })
+    }
+
+    fn reschedule(
+        &self,
+        id: EnvelopeId,
+        attempts: u32,
+        next_attempt_ms: u64,
+        error: String,
+    ) -> QueueWrite<'_> {
+        Box::pin(async move {
+            self.store
+                .write(Op::Reschedule {
+                    envelope_id: id,
+                    attempts,
+                    next_attempt_ms,
+                    last_error: error,
+                })
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn give_up(&self, id: EnvelopeId, evidence: Vec<NewEvidence>) -> QueueWrite<'_> {
+        Box::pin(async move {
+            self.store
+                .write(Op::Fail {
+                    envelope_id: id,
+                    evidence,
+                    to: EvidenceTo::Archive,
+                })
+                .await
+                .map(|_| ())
+        })
+    }
+}
+
+/// Why an origin could not queue an envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("no route to {0}")]
+    NoRoute(NodeId),
+    #[error("the forward queue is full; try again later")]
+    QueueFull,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Queues an envelope this origin sealed and signed itself (its header is
+/// known): durably, with `evidence` archived and `extra` written in the
+/// same transaction, then hands it to the forwarder. `previous`: the
+/// digest of the evidence the next node's evidence links to. A known
+/// envelope id answers with the evidence kept the first time.
+#[allow(clippy::too_many_arguments)]
+pub async fn queue_envelope(
+    core: &NodeCore,
+    store: &Store,
+    forwarder: &crate::forwarder::Forwarder,
+    envelope: Vec<u8>,
+    header: &estafette_spec::RoutingHeader,
+    previous: Option<estafette_spec::Digest>,
+    evidence: Option<NewEvidence>,
+    extra: Option<crate::store::Extra>,
+) -> Result<crate::store::Outcome, QueueError> {
+    let now = core.clock.now();
+    let next_hop = core
+        .trust()
+        .next_hop(&core.id, &header.home_node)
+        .ok_or_else(|| QueueError::NoRoute(header.home_node.clone()))?
+        .id
+        .clone();
+    let outcome = store
+        .write(Op::Accept {
+            envelope_id: header.envelope_id,
+            evidence,
+            placement: crate::store::Placement::Queue(QueueRecord {
+                destination: next_hop.clone(),
+                hops_taken: 0,
+                our_evidence: previous,
+                expires_at: header.expires_at,
+                accepted_at: now,
+                attempts: 0,
+                next_attempt_ms: 0,
+                last_error: None,
+                envelope,
+            }),
+            now,
+            extra,
+            evidence_to: Some(EvidenceTo::Archive),
+        })
+        .await?;
+    match outcome {
+        crate::store::Outcome::Stored => forwarder.enqueued(header.envelope_id, next_hop).await,
+        crate::store::Outcome::QueueFull => return Err(QueueError::QueueFull),
+        _ => {}
+    }
+    Ok(outcome)
+}
+
+/// Takes a delivery of evidence from `peer`: keeps what verifies, notes
+/// it, and says how many it stored.
+pub async fn take_evidence(
+    core: &NodeCore,
+    store: &Store,
+    notes: &EvidenceNotes,
+    peer: &NodeId,
+    list: Vec<serde_bytes::ByteBuf>,
+) -> Response {
+    let trust = core.trust();
+    let receiver = Receiver {
+        trust: &trust,
+        me: &core.id,
+    };
+    if let Err(r) = receiver.authorize_evidence_delivery(peer) {
+        return refused(r.reason, r.detail);
+    }
+    if list.len() > MAX_EVIDENCE_PER_DELIVERY {
+        return refused(
+            ReasonCode::TooLarge,
+            format!("more than {MAX_EVIDENCE_PER_DELIVERY} evidence objects"),
+        );
+    }
+    let mut keep = Vec::with_capacity(list.len());
+    let mut stored = Vec::with_capacity(list.len());
+    for bytes in list {
+        match Evidence::verify(&bytes, &trust) {
+            Ok(v) => {
+                stored.push(StoredEvidence {
+                    message_id: v.record.message_id,
+                    event: v.record.event,
+                    issuer: v.record.issuer.clone(),
+                });
+                keep.push(NewEvidence {
+                    evidence_id: v.record.evidence_id,
+                    message_id: v.record.message_id,
+                    bytes: bytes.into_vec(),
+                })
+            }
+            // Evidence that does not verify is worth nothing; the sender
+            // must not retry it forever either.
+            Err(e) => {
+                tracing::warn!(peer = %peer, reason = e.reason().code(), "dropping evidence that does not verify")
+            }
+        }
+    }
+    let count = keep.len() as u32;
+    match store.write(Op::StoreEvidence { evidence: keep }).await {
+        Ok(_) => {
+            core.metrics.evidence_stored.inc_by(u64::from(count));
+            for note in stored {
+                notes.note(note);
+            }
+            Response::EvidenceStored(count)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storing evidence failed");
+            refused(
+                ReasonCode::StorageFailure,
+                "could not store evidence; try again",
+            )
+        }
+    }
+}
