@@ -136,7 +136,7 @@ async fn administrator(
         }))
         .collect();
     registry::import(
-        gateway.gateway.node.store(),
+        gateway.gateway.records(),
         trust,
         &serde_json::Value::Array(people).to_string(),
     )
@@ -428,7 +428,7 @@ pub async fn run(dir: Option<PathBuf>, serve: bool) -> Result<()> {
         { "recipient": NO_INBOX.recipient, "language": "nl", "name": "F. el Amrani",
           "postal_address": { "street_lines": ["Kerkweg 12"], "postal_code": "5678 CD", "city": "Voorbeeld", "country": "NL" } }
     ]);
-    registry::import(gateway.gateway.node.store(), &trust, &people.to_string()).await?;
+    registry::import(gateway.gateway.records(), &trust, &people.to_string()).await?;
     println!(
         "3. Registry: {}; {} (imported).",
         CLIENT.label, NO_INBOX.label

@@ -21,6 +21,8 @@ pub mod paper;
 pub mod registry;
 pub mod report;
 pub mod smtp_sink;
+pub mod store;
+mod submit;
 pub mod texts;
 
 use std::net::SocketAddr;

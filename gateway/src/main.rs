@@ -212,13 +212,12 @@ fn run(cli: Cli) -> Result<()> {
                     &ed25519_dalek::VerifyingKey::from_bytes(&root_key)?,
                     estafette_pki::now(),
                 )?;
-                let metrics = std::sync::Arc::new(estafette_relay::metrics::Metrics::new());
-                let store =
-                    estafette_relay::Store::open(&config.node.db_path(), u64::MAX, 1, metrics)
+                let records =
+                    estafette_gateway::store::RedbRecords::open_offline(&config.node.db_path())
                         .with_context(
                             || "opening the gateway's database (stop the gateway first)",
                         )?;
-                let count = registry::import(&store, &trust, &json)
+                let count = registry::import(&records, &trust, &json)
                     .await
                     .with_context(|| {
                         format!(

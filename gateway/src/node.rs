@@ -8,22 +8,23 @@ use std::sync::{Arc, Weak};
 use ed25519_dalek::SigningKey;
 use estafette_relay::core::NodeCore;
 use estafette_relay::forwarder::Forwarder;
-use estafette_relay::origin::{EvidenceNotes, OriginQueue, QueueError, StoredEvidence};
+use estafette_relay::origin::{EvidenceNotes, OriginQueue, StoredEvidence};
 use estafette_relay::server::{Handled, RequestHandler, refused};
-use estafette_relay::store::{Extra, NewEvidence, Outcome, Store};
+use estafette_relay::store::Store;
 use estafette_relay::{Config, NodeError};
 use estafette_spec::evidence::EvidenceRecord;
 use estafette_spec::relay::{Receiver, Request};
-use estafette_spec::{Clock, Digest, NodeId, ReasonCode, RoutingHeader, TrustList};
+use estafette_spec::{Clock, NodeId, ReasonCode, TrustList};
 
 use crate::gateway::Gateway;
+use crate::store::{Records, RedbRecords};
 
 /// The gateway's node.
 pub struct GatewayNode {
     pub id: NodeId,
     pub core: Arc<NodeCore>,
     store: Arc<Store>,
-    forwarder: Arc<Forwarder>,
+    records: Arc<dyn Records>,
     notes: EvidenceNotes,
 }
 
@@ -46,11 +47,12 @@ impl GatewayNode {
             notes: notes.clone(),
         });
         let forwarder = Forwarder::start(core.clone(), queue)?;
+        let records = Arc::new(RedbRecords::new(core.clone(), store.clone(), forwarder));
         Ok(Arc::new(GatewayNode {
             id: core.id.clone(),
             core,
             store,
-            forwarder,
+            records,
             notes,
         }))
     }
@@ -59,8 +61,14 @@ impl GatewayNode {
         self.core.trust()
     }
 
+    /// The node's store: its forward queue and the evidence it keeps.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The gateway's records (registry, mandates, letters, paper).
+    pub fn records(&self) -> &dyn Records {
+        &*self.records
     }
 
     pub fn signing_key(&self) -> &SigningKey {
@@ -77,36 +85,10 @@ impl GatewayNode {
         self.notes.subscribe()
     }
 
-    /// Queues an envelope the gateway has just sealed and signed, with
-    /// `evidence` and `extra` in the same transaction.
-    pub async fn submit_sealed(
-        &self,
-        envelope: Vec<u8>,
-        header: RoutingHeader,
-        previous: Option<Digest>,
-        evidence: Option<NewEvidence>,
-        extra: Option<Extra>,
-    ) -> Result<Outcome, QueueError> {
-        estafette_relay::origin::queue_envelope(
-            &self.core,
-            &self.store,
-            &self.forwarder,
-            envelope,
-            &header,
-            previous,
-            evidence,
-            extra,
-        )
-        .await
-    }
-
     /// Stops the server, then every loop of the node.
     pub async fn shutdown(&self, server: &estafette_relay::server::Server) {
         server.stop().await;
-        self.core
-            .endpoint
-            .close(quinn::VarInt::from_u32(0), b"shutting down");
-        self.core.stopped.notify_waiters();
+        self.core.stop();
         tracing::info!(node = %self.id, "gateway node stopped");
     }
 }

@@ -1,29 +1,17 @@
 //! The registry: who has an inbox where, whether it is active, and which
-//! senders the person chose digital mail for. Kept in the gateway node's
-//! database, keyed by the recipient's text form (`bsn:…` or `eidas:…`).
-//! The person changes it through their home node (see `desk`); an admin
-//! import fills it for tests and the demo. Every change is recorded in the
-//! person's history.
+//! senders the person chose digital mail for. Kept in the gateway's records
+//! (`crate::store`), keyed by the recipient's text form (`bsn:…` or
+//! `eidas:…`). The person changes it through their home node (see `desk`);
+//! an admin import fills it for tests and the demo. Every change is
+//! recorded in the person's history.
 
-use estafette_relay::store::{Op, StoreError};
-use estafette_spec::citizen::{
-    ChangeEntry, ChannelKind, ChannelState, ChannelView, PersonView, PostalAddress,
-};
+use estafette_spec::citizen::{ChannelKind, ChannelState, ChannelView, PersonView, PostalAddress};
 use estafette_spec::escalation::Activity;
 use estafette_spec::{Digest, InboxId, NodeId, Oin, ReasonCode, Recipient, Timestamp};
 use rand_core::OsRng;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-pub(crate) const PEOPLE: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_people");
-/// Each person's change history: (recipient, sequence number) → [`ChangeEntry`].
-pub(crate) const HISTORY: TableDefinition<(&str, u64), &[u8]> =
-    TableDefinition::new("registry_history");
-/// Assertion nonces seen: nonce → (assertion digest, expiry).
-pub(crate) const NONCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_nonces");
-/// Pending e-mail verifications: SHA-256 of the token → (recipient, expiry).
-pub(crate) const EMAIL_TOKENS: TableDefinition<[u8; 32], &[u8]> =
-    TableDefinition::new("registry_email_tokens");
+use crate::store::{Records, RecordsError};
 
 /// Most people in one import.
 pub const MAX_IMPORT_PEOPLE: usize = 100_000;
@@ -202,160 +190,13 @@ pub fn channel(person: Option<&PersonRecord>, sender: &Oin) -> Channel {
     Channel::Digital(inbox.clone())
 }
 
-fn decode(bytes: &[u8]) -> Result<PersonRecord, StoreError> {
-    estafette_spec::cbor::from_slice(bytes, 64 * 1024)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
 /// Looks a person up, following a link to the entry of the person's other
-/// identity (one step: links always point at an entry that is not linked).
+/// identity.
 pub fn lookup(
-    db: &redb::Database,
+    records: &dyn Records,
     recipient: &Recipient,
-) -> Result<Option<PersonRecord>, StoreError> {
-    Ok(lookup_entry(db, recipient)?.map(|(_, p)| p))
-}
-
-/// As [`lookup`], with the identifier the entry is kept under.
-pub fn lookup_entry(
-    db: &redb::Database,
-    recipient: &Recipient,
-) -> Result<Option<(Recipient, PersonRecord)>, StoreError> {
-    let txn = db
-        .begin_read()
-        .map_err(|e| StoreError::Database(e.to_string()))?;
-    let table = match txn.open_table(PEOPLE) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(StoreError::Database(e.to_string())),
-    };
-    let get = |r: &Recipient| -> Result<Option<PersonRecord>, StoreError> {
-        let key = r.to_string();
-        let found = table
-            .get(key.as_str())
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        found.map(|v| decode(v.value())).transpose()
-    };
-    match get(recipient)? {
-        Some(PersonRecord {
-            linked_to: Some(primary),
-            ..
-        }) => Ok(get(&primary)?.map(|p| (primary, p))),
-        Some(p) => Ok(Some((recipient.clone(), p))),
-        None => Ok(None),
-    }
-}
-
-fn db_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
-/// A person's record inside a write transaction.
-pub fn get_person(
-    txn: &WriteTransaction,
-    recipient: &Recipient,
-) -> Result<Option<PersonRecord>, StoreError> {
-    let table = txn.open_table(PEOPLE).map_err(db_err)?;
-    let key = recipient.to_string();
-    let found = table.get(key.as_str()).map_err(db_err)?;
-    found.map(|v| decode(v.value())).transpose()
-}
-
-/// A person's entry inside a write transaction, following a link: the
-/// identifier the entry is kept under, and the entry.
-pub fn resolve_person(
-    txn: &WriteTransaction,
-    recipient: &Recipient,
-) -> Result<Option<(Recipient, PersonRecord)>, StoreError> {
-    match get_person(txn, recipient)? {
-        Some(PersonRecord {
-            linked_to: Some(primary),
-            ..
-        }) => Ok(get_person(txn, &primary)?.map(|p| (primary, p))),
-        Some(p) => Ok(Some((recipient.clone(), p))),
-        None => Ok(None),
-    }
-}
-
-/// Writes a person's record inside a write transaction.
-pub fn put_person(
-    txn: &WriteTransaction,
-    recipient: &Recipient,
-    record: &PersonRecord,
-) -> Result<(), StoreError> {
-    let mut table = txn.open_table(PEOPLE).map_err(db_err)?;
-    let key = recipient.to_string();
-    table
-        .insert(
-            key.as_str(),
-            estafette_spec::cbor::to_vec(record).as_slice(),
-        )
-        .map_err(db_err)?;
-    Ok(())
-}
-
-/// Appends a change to the person's history (dropping the oldest beyond the limit).
-pub fn record_change(
-    txn: &WriteTransaction,
-    recipient: &Recipient,
-    entry: &ChangeEntry,
-) -> Result<(), StoreError> {
-    let mut table = txn.open_table(HISTORY).map_err(db_err)?;
-    let key = recipient.to_string();
-    let range = (key.as_str(), 0u64)..=(key.as_str(), u64::MAX);
-    let (first, last) = {
-        let mut entries = table.range(range).map_err(db_err)?;
-        let first = entries
-            .next()
-            .transpose()
-            .map_err(db_err)?
-            .map(|(k, _)| k.value().1);
-        let last = entries
-            .next_back()
-            .transpose()
-            .map_err(db_err)?
-            .map(|(k, _)| k.value().1)
-            .or(first);
-        (first, last)
-    };
-    let next = last.map_or(0, |l| l + 1);
-    if let Some(first) = first
-        && next - first >= MAX_HISTORY_PER_PERSON
-    {
-        table.remove((key.as_str(), first)).map_err(db_err)?;
-    }
-    table
-        .insert(
-            (key.as_str(), next),
-            estafette_spec::cbor::to_vec(entry).as_slice(),
-        )
-        .map_err(db_err)?;
-    Ok(())
-}
-
-/// The newest `limit` entries of a person's history, oldest first.
-pub fn history_in(
-    txn: &WriteTransaction,
-    recipient: &Recipient,
-    limit: usize,
-) -> Result<Vec<ChangeEntry>, StoreError> {
-    let table = txn.open_table(HISTORY).map_err(db_err)?;
-    let key = recipient.to_string();
-    let mut out = Vec::new();
-    for item in table
-        .range((key.as_str(), 0u64)..=(key.as_str(), u64::MAX))
-        .map_err(db_err)?
-        .rev()
-        .take(limit)
-    {
-        let (_, v) = item.map_err(db_err)?;
-        out.push(
-            estafette_spec::cbor::from_slice(v.value(), 64 * 1024)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        );
-    }
-    out.reverse();
-    Ok(out)
+) -> Result<Option<PersonRecord>, RecordsError> {
+    Ok(records.read()?.person_entry(recipient)?.map(|(_, p)| p))
 }
 
 /// One person as given to `registry import` (JSON).
@@ -395,7 +236,7 @@ pub enum ImportError {
     #[error("person {index}: {problem}")]
     Invalid { index: usize, problem: String },
     #[error("{0}")]
-    Store(#[from] StoreError),
+    Store(#[from] RecordsError),
 }
 
 /// Parses and checks an import; builds the records (with new inbox ids where needed).
@@ -453,31 +294,21 @@ pub fn parse_import(
 
 /// Parses, checks and writes an import in one transaction; the number of people.
 pub async fn import(
-    store: &estafette_relay::Store,
+    records: &dyn Records,
     trust: &estafette_spec::TrustList,
     json: &str,
 ) -> Result<usize, ImportError> {
     let people = parse_import(json, trust)?;
     let count = people.len();
-    store.write(import_op(people)).await?;
+    records
+        .write(Box::new(move |records| {
+            for (recipient, record) in &people {
+                records.put_person(recipient, record)?;
+            }
+            Ok(())
+        }))
+        .await?;
     Ok(count)
-}
-
-/// The write of an import: all people in one transaction.
-pub fn import_op(people: Vec<(Recipient, PersonRecord)>) -> Op {
-    Op::Apply(Box::new(move |_tables, txn| {
-        let mut table = txn
-            .open_table(PEOPLE)
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        for (recipient, record) in people {
-            let key = recipient.to_string();
-            let value = estafette_spec::cbor::to_vec(&record);
-            table
-                .insert(key.as_str(), value.as_slice())
-                .map_err(|e| StoreError::Database(e.to_string()))?;
-        }
-        Ok(())
-    }))
 }
 
 #[cfg(test)]

@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use estafette_relay::store::StoreError;
 use estafette_spec::Timestamp;
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
-use crate::gateway::{Gateway, PAPER, PaperItem, UNREAD};
-use crate::registry::{PEOPLE, PersonRecord};
+use crate::gateway::{Gateway, PaperItem, PaperKind};
+use crate::registry::PersonRecord;
+use crate::store::{ReadRecords, RecordsError};
 
 const MONTH_S: u64 = 30 * 24 * 3600;
 /// Longest look-back of the dormancy figure.
@@ -44,103 +43,73 @@ pub struct OperatorReport {
     pub paper_failed: BTreeMap<String, usize>,
 }
 
-fn db_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
 impl Gateway {
     /// Computes the report (reads the registry and the paper queue once).
-    pub fn operator_report(&self, months: u64) -> Result<OperatorReport, StoreError> {
+    pub fn operator_report(&self, months: u64) -> Result<OperatorReport, RecordsError> {
         let months = months.clamp(1, MAX_MONTHS);
         let now = self.clock.now();
-        let db = self.node.store().database();
-        let txn = db.begin_read().map_err(db_err)?;
+        let records = self.records().read()?;
         let mut report = OperatorReport {
             generated_at: now,
             months,
             ..Default::default()
         };
-        let holds_unread = |key: &str| -> Result<bool, StoreError> {
-            match txn.open_table(UNREAD) {
-                Ok(t) => Ok(t
-                    .range((key, [0u8; 16])..=(key, [0xff; 16]))
-                    .map_err(db_err)?
-                    .next()
-                    .is_some()),
-                Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
-                Err(e) => Err(db_err(e)),
-            }
-        };
-        match txn.open_table(PEOPLE) {
-            Ok(people) => {
-                for item in people.iter().map_err(db_err)? {
-                    let (k, v) = item.map_err(db_err)?;
-                    let person: PersonRecord =
-                        estafette_spec::cbor::from_slice(v.value(), 64 * 1024)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    report.people += 1;
-                    if !person.active {
-                        continue;
-                    }
-                    report.active_inboxes += 1;
-                    if !person.channel_working() {
-                        report.inboxes_without_working_channel += 1;
-                    }
-                    let away = person
-                        .activity
-                        .last_session_at
-                        .is_none_or(|t| t.plus_s(months * MONTH_S) <= now);
-                    if away && holds_unread(k.value())? {
-                        report.dormant_inboxes += 1;
-                    }
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(db_err(e)),
-        }
-        if let Ok(t) = txn.open_table(crate::gateway::TRACKING) {
-            report.letters_followed = t.len().map_err(db_err)? as usize;
-        }
-        match txn.open_table(PAPER) {
-            Ok(paper) => {
-                for item in paper.iter().map_err(db_err)? {
-                    let (_, v) = item.map_err(db_err)?;
-                    let item: PaperItem = estafette_spec::cbor::from_slice(
-                        v.value(),
-                        estafette_spec::limits::MAX_MESSAGE_BYTES + 4096,
-                    )
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    if let Some(failure) = item.failure {
-                        *report
-                            .paper_failed
-                            .entry(failure.code().to_owned())
-                            .or_default() += 1;
-                    }
-                    let waiting = item.spooled_at.is_none() && item.failure.is_none();
-                    let reason = item.reason.map_or("none", |r| r.code()).to_owned();
-                    let into = match item.kind {
-                        crate::gateway::PaperKind::Letter => &mut report.paper_by_reason,
-                        other => {
-                            *report
-                                .paper_notices
-                                .entry(other.name().to_owned())
-                                .or_default() += 1;
-                            if waiting {
-                                report.paper_not_spooled += 1;
-                            }
-                            continue;
-                        }
-                    };
-                    *into.entry(reason).or_default() += 1;
-                    if waiting {
-                        report.paper_not_spooled += 1;
-                    }
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(db_err(e)),
+        records
+            .each_person(&mut |key, person| report.count_person(&*records, key, &person, now))?;
+        report.letters_followed = records.tracked_count()?;
+        for (_, item) in records.paper_queue()? {
+            report.count_paper(&item);
         }
         Ok(report)
+    }
+}
+
+impl OperatorReport {
+    fn count_person(
+        &mut self,
+        records: &dyn ReadRecords,
+        key: &estafette_spec::Recipient,
+        person: &PersonRecord,
+        now: Timestamp,
+    ) -> Result<(), RecordsError> {
+        self.people += 1;
+        if !person.active {
+            return Ok(());
+        }
+        self.active_inboxes += 1;
+        if !person.channel_working() {
+            self.inboxes_without_working_channel += 1;
+        }
+        let away = person
+            .activity
+            .last_session_at
+            .is_none_or(|t| t.plus_s(self.months * MONTH_S) <= now);
+        if away && records.unread_count(key, 1)? > 0 {
+            self.dormant_inboxes += 1;
+        }
+        Ok(())
+    }
+
+    fn count_paper(&mut self, item: &PaperItem) {
+        if let Some(failure) = item.failure {
+            *self
+                .paper_failed
+                .entry(failure.code().to_owned())
+                .or_default() += 1;
+        }
+        let waiting = item.spooled_at.is_none() && item.failure.is_none();
+        if waiting {
+            self.paper_not_spooled += 1;
+        }
+        if item.kind == PaperKind::Letter {
+            let reason = item.reason.map_or("none", |r| r.code()).to_owned();
+            *self.paper_by_reason.entry(reason).or_default() += 1;
+        } else {
+            *self
+                .paper_notices
+                .entry(item.kind.name().to_owned())
+                .or_default() += 1;
+        }
     }
 }
 

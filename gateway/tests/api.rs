@@ -97,13 +97,9 @@ async fn setup() -> Setup {
     let people = serde_json::json!([
         { "recipient": RESIDENT, "home_node": "home.test", "inbox_id": inbox.to_string(), "active": true, "digital_senders": [A], "contact_channels": [{ "kind": "email", "address": "resident@example.nl", "state": "verified" }], "postal_address": { "street_lines": ["Stationsweg 3"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } }
     ]);
-    registry::import(
-        gateway.gateway.node.store(),
-        &fed.trust(),
-        &people.to_string(),
-    )
-    .await
-    .unwrap();
+    registry::import(gateway.gateway.records(), &fed.trust(), &people.to_string())
+        .await
+        .unwrap();
     Setup {
         fed,
         other,

@@ -127,12 +127,9 @@ async fn check(c: &Client, name: &str) {
 /// Waits (bounded) until Anna's registry entry satisfies `done`.
 async fn until(w: &World, what: &str, done: impl Fn(&registry::PersonRecord) -> bool) {
     estafette_relay::testkit::wait_until(what, WAIT, || {
-        registry::lookup(
-            w.gateway.gateway.node.store().database(),
-            &ANNA.parse().unwrap(),
-        )
-        .unwrap()
-        .is_some_and(|p| done(&p))
+        registry::lookup(w.gateway.gateway.records(), &ANNA.parse().unwrap())
+            .unwrap()
+            .is_some_and(|p| done(&p))
     })
     .await;
 }

@@ -108,11 +108,7 @@ async fn assertions_are_checked_and_agencies_cannot_register_anyone() {
         );
     }
     // And the registry is untouched by all of it.
-    let person = registry::lookup(
-        w.gateway.gateway.node.store().database(),
-        &RESIDENT.parse().unwrap(),
-    )
-    .unwrap();
+    let person = registry::lookup(w.gateway.gateway.records(), &RESIDENT.parse().unwrap()).unwrap();
     assert!(person.is_none(), "a session alone registers nobody");
     w.stop().await;
 }
@@ -414,7 +410,7 @@ async fn paper_letters_abroad_are_addressed_for_their_country() {
         "postal_address": { "street_lines": ["Hauptstraße 5"], "postal_code": "10115", "city": "Berlin", "country": "DE" }
     }]);
     registry::import(
-        w.gateway.gateway.node.store(),
+        w.gateway.gateway.records(),
         &w.gateway.gateway.node.trust(),
         &people.to_string(),
     )

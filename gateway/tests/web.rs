@@ -128,12 +128,9 @@ async fn cookies_csrf_and_security_headers() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let person = registry::lookup(
-        w.gateway.gateway.node.store().database(),
-        &ANNA.parse().unwrap(),
-    )
-    .unwrap()
-    .unwrap();
+    let person = registry::lookup(w.gateway.gateway.records(), &ANNA.parse().unwrap())
+        .unwrap()
+        .unwrap();
     assert!(person.digital_senders.is_empty(), "nothing changed");
     // With the token it works: an e-mail address (verified by its link),
     // activation, and the choice.
@@ -181,12 +178,9 @@ async fn cookies_csrf_and_security_headers() {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let person = registry::lookup(
-        w.gateway.gateway.node.store().database(),
-        &ANNA.parse().unwrap(),
-    )
-    .unwrap()
-    .unwrap();
+    let person = registry::lookup(w.gateway.gateway.records(), &ANNA.parse().unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(person.digital_senders.len(), 1);
     // An attachment: only of an opened letter, and always as a download.
     let mut letter = Letter {

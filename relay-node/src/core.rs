@@ -100,6 +100,14 @@ impl NodeCore {
         self.endpoint.local_addr()
     }
 
+    /// Closes the endpoint and stops every loop waiting on [`Self::stopped`]
+    /// (after the server has stopped taking requests).
+    pub fn stop(&self) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"shutting down");
+        self.stopped.notify_waiters();
+    }
+
     /// The key that signs this node's evidence (and, on the gateway, envelopes).
     pub fn signing_key(&self) -> &SigningKey {
         &self.signing_key

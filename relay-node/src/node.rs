@@ -134,10 +134,7 @@ impl Node {
     /// commits, and closes the connections.
     pub async fn shutdown(&self) {
         self.server.stop().await;
-        self.core
-            .endpoint
-            .close(quinn::VarInt::from_u32(0), b"shutting down");
-        self.core.stopped.notify_waiters();
+        self.core.stop();
         tracing::info!(node = %self.id, "node stopped");
     }
 

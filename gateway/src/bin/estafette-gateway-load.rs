@@ -151,7 +151,7 @@ async fn main() -> Result<()> {
             "contact_channels": [{ "kind": "email", "address": format!("p{b}@example.nl"), "state": "verified" }] }))
         .collect();
     registry::import(
-        gateway.gateway.node.store(),
+        gateway.gateway.records(),
         &fed.trust(),
         &serde_json::Value::Array(people).to_string(),
     )

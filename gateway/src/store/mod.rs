@@ -1,0 +1,266 @@
+//! The gateway's records: the registry (people, their history, e-mail
+//! tokens, assertion nonces), mandates, submissions, the letters the
+//! monitor follows and the paper queue. This module is the only place that
+//! knows how they are stored; everything else asks in the gateway's words
+//! through [`Records`], [`ReadRecords`] and [`WriteRecords`].
+//!
+//! Invariants every implementation keeps:
+//! - a [`Records::write`] change is one transaction: all of it is durable
+//!   before the call returns `Ok`, or none of it is;
+//! - [`Records::queue_submission`] commits the queued envelope, the
+//!   gateway's evidence and the change together, so a SubmissionAcceptance
+//!   is only ever given for a submission that is fully recorded;
+//! - a read sees one consistent state.
+//!
+//! Today's implementation, [`redb::RedbRecords`], keeps the tables in the
+//! gateway node's own database, next to its forward queue, so that both
+//! commit in one transaction. The signatures carry no storage types, so
+//! another database can implement the same traits.
+
+mod redb;
+
+pub use self::redb::RedbRecords;
+
+use estafette_relay::origin::QueueError;
+use estafette_relay::store::{NewEvidence, Outcome, StoreError};
+use estafette_spec::citizen::ChangeEntry;
+use estafette_spec::mandate::{Mandate, MandateId};
+use estafette_spec::{Digest, MessageId, Recipient, RoutingHeader, Timestamp};
+use futures_util::future::BoxFuture;
+
+use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
+use crate::registry::PersonRecord;
+
+/// Most letters of one person counted as unread (the count stops there).
+pub const MAX_UNREAD_COUNTED: usize = 10_000;
+
+/// Why the gateway's records could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error("the gateway's database failed: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("a stored {what} cannot be read: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error(transparent)]
+    Node(#[from] StoreError),
+}
+
+/// The key of an item in the paper queue: the message id of an agency's
+/// letter, or a random id for the gateway's own letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PaperId(pub [u8; 16]);
+
+impl PaperId {
+    /// The paper copy of an agency's letter.
+    pub fn of_message(message: &MessageId) -> PaperId {
+        PaperId(*message.as_bytes())
+    }
+
+    /// One of the gateway's own letters.
+    pub fn random() -> PaperId {
+        PaperId(*estafette_spec::EvidenceId::random(&mut rand_core::OsRng).as_bytes())
+    }
+
+    /// The message id, for an agency's letter.
+    pub fn message(&self) -> MessageId {
+        MessageId::from_bytes(self.0)
+    }
+}
+
+impl std::fmt::Display for PaperId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", estafette_spec::bytes::Hex(&self.0))
+    }
+}
+
+/// What the gateway reads.
+pub trait ReadRecords {
+    /// The entry kept under exactly `key` (a link is not followed).
+    fn person(&self, key: &Recipient) -> Result<Option<PersonRecord>, RecordsError>;
+
+    /// A person's entry, following a link to the entry of the person's
+    /// other identity (one step: links always point at an entry that is not
+    /// linked), with the identifier it is kept under.
+    fn person_entry(
+        &self,
+        recipient: &Recipient,
+    ) -> Result<Option<(Recipient, PersonRecord)>, RecordsError> {
+        match self.person(recipient)? {
+            Some(PersonRecord {
+                linked_to: Some(primary),
+                ..
+            }) => Ok(self.person(&primary)?.map(|p| (primary, p))),
+            Some(p) => Ok(Some((recipient.clone(), p))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every entry, in key order.
+    fn each_person(
+        &self,
+        visit: &mut dyn FnMut(&Recipient, PersonRecord) -> Result<(), RecordsError>,
+    ) -> Result<(), RecordsError>;
+
+    /// The newest `limit` entries of a person's history, oldest first.
+    fn history(&self, key: &Recipient, limit: usize) -> Result<Vec<ChangeEntry>, RecordsError>;
+
+    fn mandate(&self, id: &MandateId) -> Result<Option<Mandate>, RecordsError>;
+
+    /// The mandates `holder` gave (or a court gave over them).
+    fn mandates_of_holder(&self, holder: &Recipient) -> Result<Vec<Mandate>, RecordsError>;
+
+    /// The mandates naming `representative`.
+    fn mandates_of_representative(
+        &self,
+        representative: &Recipient,
+    ) -> Result<Vec<Mandate>, RecordsError>;
+
+    /// What the gateway answered to message `message` (idempotency).
+    fn submission(&self, message: &MessageId) -> Result<Option<SubmissionRecord>, RecordsError>;
+
+    /// A digital letter the monitor follows.
+    fn tracked(&self, message: &MessageId) -> Result<Option<TrackedLetter>, RecordsError>;
+
+    /// The letters the monitor follows, at most `limit`.
+    fn tracked_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(MessageId, TrackedLetter)>, RecordsError>;
+
+    fn tracked_count(&self) -> Result<usize, RecordsError>;
+
+    /// The signed letter kept for a paper copy of a followed letter.
+    fn paper_copy(&self, message: &MessageId) -> Result<Option<Vec<u8>>, RecordsError>;
+
+    /// How many followed letters to `key` are unread, counting to `limit`.
+    fn unread_count(&self, key: &Recipient, limit: usize) -> Result<usize, RecordsError>;
+
+    /// Everything in the paper queue, spooled or not.
+    fn paper_queue(&self) -> Result<Vec<(PaperId, PaperItem)>, RecordsError>;
+
+    /// Assertion nonces whose assertions expired before `before`, at most `limit`.
+    fn expired_nonces(&self, before: Timestamp, limit: usize)
+    -> Result<Vec<Vec<u8>>, RecordsError>;
+
+    /// Every evidence object kept for a message, in no particular order.
+    fn evidence_for(&self, message: &MessageId) -> Result<Vec<Vec<u8>>, RecordsError>;
+}
+
+/// What the gateway writes, inside one transaction.
+pub trait WriteRecords: ReadRecords {
+    fn put_person(&mut self, key: &Recipient, record: &PersonRecord) -> Result<(), RecordsError>;
+
+    /// Appends to a person's history, dropping the oldest entry beyond
+    /// [`crate::registry::MAX_HISTORY_PER_PERSON`].
+    fn record_change(&mut self, key: &Recipient, entry: &ChangeEntry) -> Result<(), RecordsError>;
+
+    /// Records that `nonce` belongs to the assertion with `digest` (valid
+    /// until `expires_at`); false when another assertion used it first.
+    fn use_nonce(
+        &mut self,
+        nonce: &[u8],
+        digest: Digest,
+        expires_at: Timestamp,
+    ) -> Result<bool, RecordsError>;
+
+    fn forget_nonces(&mut self, nonces: &[Vec<u8>]) -> Result<(), RecordsError>;
+
+    /// A pending e-mail verification, by the SHA-256 of its token.
+    fn put_email_token(
+        &mut self,
+        token_digest: &[u8; 32],
+        key: &Recipient,
+        expires_at: Timestamp,
+    ) -> Result<(), RecordsError>;
+
+    /// Removes a pending verification, giving whose it was and until when.
+    fn take_email_token(
+        &mut self,
+        token_digest: &[u8; 32],
+    ) -> Result<Option<(Recipient, Timestamp)>, RecordsError>;
+
+    /// Writes a mandate and its indexes by holder and representative.
+    fn put_mandate(&mut self, mandate: &Mandate) -> Result<(), RecordsError>;
+
+    /// Records the answer to a submission; false (and nothing written) when
+    /// the message id is already recorded.
+    fn put_submission(
+        &mut self,
+        message: &MessageId,
+        record: &SubmissionRecord,
+    ) -> Result<bool, RecordsError>;
+
+    /// Starts following a digital letter: its record, its signed letter (for
+    /// a paper copy) and its place among the recipient's unread letters.
+    fn follow(
+        &mut self,
+        message: &MessageId,
+        letter: &TrackedLetter,
+        signed_letter: &[u8],
+    ) -> Result<(), RecordsError>;
+
+    /// The new progress of a followed letter.
+    fn update_tracked(
+        &mut self,
+        message: &MessageId,
+        letter: &TrackedLetter,
+    ) -> Result<(), RecordsError>;
+
+    /// A letter leaves the monitor's books (opened, or on paper).
+    fn forget(&mut self, recipient: &Recipient, message: &MessageId) -> Result<(), RecordsError>;
+
+    fn put_paper(&mut self, id: PaperId, item: &PaperItem) -> Result<(), RecordsError>;
+
+    /// Keeps evidence the gateway signed, for good.
+    fn archive_evidence(&mut self, evidence: &NewEvidence) -> Result<(), RecordsError>;
+}
+
+/// A change to the records: runs inside one transaction.
+pub type Change =
+    Box<dyn FnOnce(&mut dyn WriteRecords) -> Result<(), RecordsError> + Send + 'static>;
+
+/// An envelope the gateway sealed and signed, to queue for its first hop.
+pub struct SealedEnvelope {
+    pub envelope: Vec<u8>,
+    pub header: RoutingHeader,
+    /// The digest of the gateway's acceptance, the first link of its chain.
+    pub previous: Option<Digest>,
+    /// The SubmissionAcceptance, kept with the envelope.
+    pub evidence: Option<NewEvidence>,
+}
+
+/// The gateway's records.
+pub trait Records: Send + Sync {
+    /// A consistent view of the records as they are now.
+    fn read(&self) -> Result<Box<dyn ReadRecords + '_>, RecordsError>;
+
+    /// Applies `change` in one transaction.
+    fn write(&self, change: Change) -> BoxFuture<'_, Result<(), RecordsError>>;
+
+    /// Queues `sealed` for its first hop and applies `change` in the same
+    /// transaction, when the envelope is new; the outcome says whether it was.
+    fn queue_submission(
+        &self,
+        sealed: SealedEnvelope,
+        change: Change,
+    ) -> BoxFuture<'_, Result<Outcome, QueueError>>;
+}
+
+impl<'r> dyn Records + 'r {
+    /// Applies `change` in one transaction and gives what it returned.
+    pub async fn transact<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut dyn WriteRecords) -> Result<T, RecordsError> + Send + 'static,
+    ) -> Result<T, RecordsError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(Box::new(move |records| {
+            let _ = tx.send(change(records)?);
+            Ok(())
+        }))
+        .await?;
+        rx.await.map_err(|_| RecordsError::Corrupt {
+            what: "change",
+            detail: "the change gave no answer".into(),
+        })
+    }
+}
