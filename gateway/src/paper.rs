@@ -181,6 +181,14 @@ fn body_line(text: String) -> Line {
 
 /// Renders the letter as a PDF; also gives the number of pages.
 pub fn render(letter: &PaperLetter, texts: &Texts) -> (Vec<u8>, usize) {
+    let pages = lay_out(letter, flow(letter, texts), texts);
+    let count = pages.len();
+    (write_pdf(pages, texts), count)
+}
+
+/// The letter's lines after the address block: subject, body,
+/// attachments, and why it came on paper.
+fn flow(letter: &PaperLetter, texts: &Texts) -> Vec<Line> {
     let mut flow: Vec<Line> = Vec::new();
     flow.push(Line {
         text: format!("{}: {}", texts.subject_label, letter.subject),
@@ -212,8 +220,12 @@ pub fn render(letter: &PaperLetter, texts: &Texts) -> (Vec<u8>, usize) {
         });
         flow.extend(wrap(explanation, LINE_CHARS).into_iter().map(body_line));
     }
+    flow
+}
 
-    // Lay the lines out over pages; the first page starts below the address.
+/// Lays the lines out over at most [`MAX_PAGES`] pages; the first page
+/// starts below the address.
+fn lay_out(letter: &PaperLetter, flow: Vec<Line>, texts: &Texts) -> Vec<Content> {
     let first_top = PAGE_H - 105.0 * MM;
     let other_top = PAGE_H - 25.0 * MM;
     let mut pages: Vec<Content> = Vec::new();
@@ -243,7 +255,11 @@ pub fn render(letter: &PaperLetter, texts: &Texts) -> (Vec<u8>, usize) {
         );
     }
     pages.push(content);
+    pages
+}
 
+/// The PDF: the page tree, the two fonts, each page with its footer.
+fn write_pdf(pages: Vec<Content>, texts: &Texts) -> Vec<u8> {
     let count = pages.len();
     let mut pdf = Pdf::new();
     let catalog = Ref::new(1);
@@ -285,7 +301,7 @@ pub fn render(letter: &PaperLetter, texts: &Texts) -> (Vec<u8>, usize) {
         drop(page);
         pdf.stream(content_id, &content.finish());
     }
-    (pdf.finish(), count)
+    pdf.finish()
 }
 
 fn text_at(content: &mut Content, text: &str, bold: bool, size: f32, x: f32, y: f32) {

@@ -218,6 +218,25 @@ fn plain_credentials(response: &str) -> Option<(String, String)> {
     }
 }
 
+/// One SMTP conversation's state (before or after STARTTLS).
+struct Conversation<'a, S> {
+    stream: &'a mut BufReader<S>,
+    inner: &'a Arc<Mutex<Inner>>,
+    changed: &'a tokio::sync::Notify,
+    options: &'a SinkOptions,
+    encrypted: bool,
+    needs_tls: bool,
+    to: Vec<String>,
+    authenticated_as: Option<String>,
+}
+
+/// What a command asks for: a reply, or the end of this conversation.
+enum Step {
+    Reply(&'static [u8]),
+    ReplyOwned(Vec<u8>),
+    End(Next),
+}
+
 async fn conversation<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut BufReader<S>,
     inner: &Arc<Mutex<Inner>>,
@@ -225,113 +244,147 @@ async fn conversation<S: AsyncRead + AsyncWrite + Unpin>(
     options: &SinkOptions,
     encrypted: bool,
 ) -> std::io::Result<Next> {
-    let mut to: Vec<String> = Vec::new();
-    let mut authenticated_as: Option<String> = None;
     let generation = lock(inner).generation;
-    let needs_tls = options.tls.is_some() && !encrypted;
+    let mut c = Conversation {
+        stream,
+        inner,
+        changed,
+        options,
+        encrypted,
+        needs_tls: options.tls.is_some() && !encrypted,
+        to: Vec::new(),
+        authenticated_as: None,
+    };
     loop {
-        let Some(line) = read_line(stream).await? else {
+        let Some(line) = read_line(c.stream).await? else {
             return Ok(Next::Done);
         };
         if lock(inner).generation != generation {
             return Ok(Next::Done);
         }
-        let upper = line.to_ascii_uppercase();
-        let reply: Vec<u8> = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            let mut r = String::from("250-estafette-smtp-sink\r\n");
-            if needs_tls {
-                r.push_str("250-STARTTLS\r\n");
-            }
-            if options.login.is_some() && !needs_tls {
-                r.push_str("250-AUTH PLAIN\r\n");
-            }
-            r.push_str("250 8BITMIME\r\n");
-            r.into_bytes()
-        } else if upper == "STARTTLS" && needs_tls {
-            stream
-                .write_all(b"220 2.0.0 ready to start TLS\r\n")
-                .await?;
-            stream.flush().await?;
-            return Ok(Next::StartTls);
-        } else if upper.starts_with("AUTH PLAIN") && !needs_tls {
-            let initial = line.get(10..).map(str::trim).unwrap_or("");
-            let response = if initial.is_empty() {
-                stream.write_all(b"334 \r\n").await?;
-                stream.flush().await?;
-                read_line(stream).await?.unwrap_or_default()
-            } else {
-                initial.to_owned()
-            };
-            match (&options.login, plain_credentials(&response)) {
-                (Some(expected), Some(given)) if *expected == given => {
-                    authenticated_as = Some(given.0);
-                    b"235 2.7.0 authentication succeeded\r\n".to_vec()
-                }
-                _ => b"535 5.7.8 authentication credentials invalid\r\n".to_vec(),
-            }
-        } else if upper.starts_with("MAIL FROM:") {
-            if needs_tls {
-                b"530 5.7.0 must issue a STARTTLS command first\r\n".to_vec()
-            } else if options.login.is_some() && authenticated_as.is_none() {
-                b"530 5.7.0 authentication required\r\n".to_vec()
-            } else {
-                to.clear();
-                b"250 2.1.0 OK\r\n".to_vec()
-            }
-        } else if upper.starts_with("RCPT TO:") {
-            let address = line[8..]
-                .trim()
-                .trim_start_matches('<')
-                .split('>')
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            let mut state = lock(inner);
-            if state.bounce.contains(&address) {
-                state.refused += 1;
-                b"550 5.1.1 mailbox unavailable\r\n".to_vec()
-            } else if state.defer.contains(&address) {
-                state.refused += 1;
-                b"450 4.2.1 mailbox busy, try later\r\n".to_vec()
-            } else {
-                to.push(address);
-                b"250 2.1.5 OK\r\n".to_vec()
-            }
-        } else if upper == "DATA" {
-            if to.is_empty() {
-                b"554 5.5.1 no valid recipients\r\n".to_vec()
-            } else {
-                stream.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
-                stream.flush().await?;
-                let Some(raw) = read_data(stream).await? else {
-                    stream.write_all(b"552 5.3.4 message too big\r\n").await?;
-                    stream.flush().await?;
-                    return Ok(Next::Done);
-                };
-                let mut mail = parse(std::mem::take(&mut to), raw);
-                mail.encrypted = encrypted;
-                mail.authenticated_as = authenticated_as.clone();
-                lock(inner).mails.push(mail);
-                changed.notify_waiters();
-                b"250 2.0.0 queued\r\n".to_vec()
-            }
-        } else if upper == "RSET" {
-            to.clear();
-            b"250 2.0.0 OK\r\n".to_vec()
-        } else if upper == "NOOP" {
-            b"250 2.0.0 OK\r\n".to_vec()
-        } else if upper == "QUIT" {
-            stream.write_all(b"221 2.0.0 bye\r\n").await?;
-            stream.flush().await?;
-            return Ok(Next::Done);
-        } else {
-            b"502 5.5.2 command not implemented\r\n".to_vec()
+        let reply = match c.command(&line).await? {
+            Step::Reply(bytes) => bytes.to_vec(),
+            Step::ReplyOwned(bytes) => bytes,
+            Step::End(next) => return Ok(next),
         };
-        stream.write_all(&reply).await?;
-        stream.flush().await?;
+        c.stream.write_all(&reply).await?;
+        c.stream.flush().await?;
         if reply.starts_with(b"550") || reply.starts_with(b"450") {
             changed.notify_waiters();
         }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<'_, S> {
+    async fn say(&mut self, reply: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(reply).await?;
+        self.stream.flush().await
+    }
+
+    async fn command(&mut self, line: &str) -> std::io::Result<Step> {
+        let upper = line.to_ascii_uppercase();
+        Ok(if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            Step::ReplyOwned(self.ehlo().into_bytes())
+        } else if upper == "STARTTLS" && self.needs_tls {
+            self.say(b"220 2.0.0 ready to start TLS\r\n").await?;
+            Step::End(Next::StartTls)
+        } else if upper.starts_with("AUTH PLAIN") && !self.needs_tls {
+            Step::Reply(self.auth_plain(line).await?)
+        } else if upper.starts_with("MAIL FROM:") {
+            Step::Reply(self.mail_from())
+        } else if upper.starts_with("RCPT TO:") {
+            Step::Reply(self.rcpt_to(line))
+        } else if upper == "DATA" {
+            return self.data().await;
+        } else if upper == "RSET" {
+            self.to.clear();
+            Step::Reply(b"250 2.0.0 OK\r\n")
+        } else if upper == "NOOP" {
+            Step::Reply(b"250 2.0.0 OK\r\n")
+        } else if upper == "QUIT" {
+            self.say(b"221 2.0.0 bye\r\n").await?;
+            Step::End(Next::Done)
+        } else {
+            Step::Reply(b"502 5.5.2 command not implemented\r\n")
+        })
+    }
+
+    fn ehlo(&self) -> String {
+        let mut r = String::from("250-estafette-smtp-sink\r\n");
+        if self.needs_tls {
+            r.push_str("250-STARTTLS\r\n");
+        }
+        if self.options.login.is_some() && !self.needs_tls {
+            r.push_str("250-AUTH PLAIN\r\n");
+        }
+        r.push_str("250 8BITMIME\r\n");
+        r
+    }
+
+    async fn auth_plain(&mut self, line: &str) -> std::io::Result<&'static [u8]> {
+        let initial = line.get(10..).map(str::trim).unwrap_or("");
+        let response = if initial.is_empty() {
+            self.say(b"334 \r\n").await?;
+            read_line(self.stream).await?.unwrap_or_default()
+        } else {
+            initial.to_owned()
+        };
+        Ok(match (&self.options.login, plain_credentials(&response)) {
+            (Some(expected), Some(given)) if *expected == given => {
+                self.authenticated_as = Some(given.0);
+                b"235 2.7.0 authentication succeeded\r\n"
+            }
+            _ => b"535 5.7.8 authentication credentials invalid\r\n",
+        })
+    }
+
+    fn mail_from(&mut self) -> &'static [u8] {
+        if self.needs_tls {
+            b"530 5.7.0 must issue a STARTTLS command first\r\n"
+        } else if self.options.login.is_some() && self.authenticated_as.is_none() {
+            b"530 5.7.0 authentication required\r\n"
+        } else {
+            self.to.clear();
+            b"250 2.1.0 OK\r\n"
+        }
+    }
+
+    fn rcpt_to(&mut self, line: &str) -> &'static [u8] {
+        let address = line[8..]
+            .trim()
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mut state = lock(self.inner);
+        if state.bounce.contains(&address) {
+            state.refused += 1;
+            b"550 5.1.1 mailbox unavailable\r\n"
+        } else if state.defer.contains(&address) {
+            state.refused += 1;
+            b"450 4.2.1 mailbox busy, try later\r\n"
+        } else {
+            self.to.push(address);
+            b"250 2.1.5 OK\r\n"
+        }
+    }
+
+    async fn data(&mut self) -> std::io::Result<Step> {
+        if self.to.is_empty() {
+            return Ok(Step::Reply(b"554 5.5.1 no valid recipients\r\n"));
+        }
+        self.say(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+        let Some(raw) = read_data(self.stream).await? else {
+            self.say(b"552 5.3.4 message too big\r\n").await?;
+            return Ok(Step::End(Next::Done));
+        };
+        let mut mail = parse(std::mem::take(&mut self.to), raw);
+        mail.encrypted = self.encrypted;
+        mail.authenticated_as = self.authenticated_as.clone();
+        lock(self.inner).mails.push(mail);
+        self.changed.notify_waiters();
+        Ok(Step::Reply(b"250 2.0.0 queued\r\n"))
     }
 }
 

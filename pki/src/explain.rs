@@ -48,177 +48,185 @@ pub fn explain(fed: &Federation, bytes: &[u8], now: Timestamp) -> Result<Explana
     let root = fed.root_public_key()?;
     // A trust list is verified with the root key alone.
     if let Some(ObjectKind::TrustList) = peek_kind(bytes) {
-        return Ok(match TrustList::verify(bytes, &root, now) {
-            Ok(t) => {
-                let c = t.content();
-                Explanation {
-                    valid: true,
-                    what: format!("trust list version {}", c.version),
-                    facts: vec![
-                        "signed by this federation's root key".into(),
-                        format!("issued {}, next update due {}", c.issued_at, c.next_update),
-                        format!(
-                            "{} node(s), gateway {}, {} agency(ies), {} identity provider(s), {} court registry(ies), {} revocation(s)",
-                            c.nodes.len(),
-                            c.gateway
-                                .as_ref()
-                                .map(|g| g.id.to_string())
-                                .unwrap_or_else(|| "none".into()),
-                            c.agencies.len(),
-                            c.identity_providers.len(),
-                            c.court_registries.len(),
-                            c.revoked.len()
-                        ),
-                    ],
-                    problem: None,
-                }
-            }
-            Err(e) => invalid("trust list", e),
-        });
+        return Ok(explain_trust_list(bytes, &root, now));
     }
     let trust = fed.trust_list(now)?;
-    let explanation = match peek_kind(bytes) {
-        Some(ObjectKind::Message) => match SignedMessage::verify(bytes, &trust) {
-            Ok(m) => Explanation {
-                valid: true,
-                what: format!("signed message {}", m.letter.message_id),
-                facts: vec![
-                    format!(
-                        "sealed by agency {} ({})",
-                        m.letter.sender,
-                        trust
-                            .agency(&m.letter.sender)
-                            .map(|a| a.name.as_str())
-                            .unwrap_or("?")
-                    ),
-                    format!(
-                        "created {}, nature {:?}",
-                        m.letter.created_at, m.letter.nature
-                    ),
-                    format!(
-                        "{} attachment(s); SHA-256 {}",
-                        m.letter.attachments.len(),
-                        m.digest
-                    ),
-                ],
-                problem: None,
-            },
-            Err(e) => invalid("signed message", e),
-        },
-        Some(ObjectKind::Envelope) => match Envelope::verify(bytes, &trust, now) {
-            Ok(v) => {
-                let h = &v.content.header;
-                Explanation {
-                    valid: true,
-                    what: format!("envelope {}", h.envelope_id),
-                    facts: vec![
-                        "signed by the gateway".into(),
-                        format!("for home node {}, inbox {}", h.home_node, h.inbox_id),
-                        format!(
-                            "hop limit {}, created {}, expires {}",
-                            h.hop_limit, h.created_at, h.expires_at
-                        ),
-                        "the letter inside is sealed to the home node; it cannot be read here"
-                            .into(),
-                    ],
-                    problem: None,
-                }
-            }
-            Err(e) => invalid("envelope", e),
-        },
-        Some(ObjectKind::Evidence) => match Evidence::verify(bytes, &trust) {
-            Ok(v) => {
-                let r = &v.record;
-                let mut facts = vec![
-                    format!("signed by {} at {}", r.issuer, r.issued_at),
-                    match (r.message_id, r.message_digest) {
-                        (Some(id), Some(digest)) => format!("for message {id} (SHA-256 {digest})"),
-                        _ => "about an offer that could not be read".into(),
-                    },
-                ];
-                if let Some(reason) = r.reason {
-                    facts.push(format!("reason: {}", reason.code()));
-                }
-                if let Some(actor) = &r.actor {
-                    facts.push(format!("opened by: {:?}", actor.role));
-                }
-                match r.previous {
-                    Some(p) => facts.push(format!("follows evidence with SHA-256 {p}")),
-                    None => facts.push("first evidence of its message".into()),
-                }
-                Explanation {
-                    valid: true,
-                    what: format!("evidence {:?}", r.event),
-                    facts,
-                    problem: None,
-                }
-            }
-            Err(e) => invalid("evidence", e),
-        },
-        Some(ObjectKind::Attestation) => {
-            match estafette_spec::mandate::Attestation::verify(bytes, &trust, now) {
-                Ok(a) => Explanation {
-                    valid: true,
-                    what: "attestation of legal representation".into(),
-                    facts: vec![
-                        format!("signed by court registry {}", a.content.registry),
-                        format!(
-                            "{:?}, case {}, for {}",
-                            a.content.kind,
-                            a.content.case_reference,
-                            a.content.representative.label()
-                        ),
-                        format!(
-                            "from {}{}",
-                            a.content.valid_from,
-                            a.content
-                                .valid_until
-                                .map(|u| format!(" until {u}"))
-                                .unwrap_or_default()
-                        ),
-                    ],
-                    problem: None,
-                },
-                Err(e) => invalid("attestation", e),
-            }
-        }
-        Some(ObjectKind::Assertion) => {
-            // Checked for the audience it names: the verifier here is not that node.
-            let audience = peek_claims(bytes).map(|c| c.audience);
-            match audience {
-                None => invalid("identity assertion", "its content cannot be read"),
-                Some(audience) => {
-                    let policy = AssertionPolicy {
-                        audience: audience.clone(),
-                        min_level: LevelOfAssurance::Low,
-                        now,
-                    };
-                    match IdentityAssertion::verify(bytes, &trust, &policy) {
-                        Ok(a) => Explanation {
-                            valid: true,
-                            what: "identity assertion".into(),
-                            facts: vec![
-                                format!("signed by identity provider {}", a.claims.issuer),
-                                format!("level of assurance {:?}", a.claims.level_of_assurance),
-                                format!(
-                                    "for audience {audience}, valid until {}",
-                                    a.claims.expires_at
-                                ),
-                                "the nonce is single use: the audience refuses a second use".into(),
-                            ],
-                            problem: None,
-                        },
-                        Err(e) => invalid("identity assertion", e),
-                    }
-                }
-            }
-        }
+    Ok(match peek_kind(bytes) {
+        Some(ObjectKind::Message) => explain_message(bytes, &trust),
+        Some(ObjectKind::Envelope) => explain_envelope(bytes, &trust, now),
+        Some(ObjectKind::Evidence) => explain_evidence(bytes, &trust),
+        Some(ObjectKind::Attestation) => explain_attestation(bytes, &trust, now),
+        Some(ObjectKind::Assertion) => explain_assertion(bytes, &trust, now),
         Some(ObjectKind::TrustList) | None => invalid(
             "file",
             "this is neither a PEM certificate nor a COSE object of a known kind",
         ),
+    })
+}
+
+fn valid(what: String, facts: Vec<String>) -> Explanation {
+    Explanation {
+        valid: true,
+        what,
+        facts,
+        problem: None,
+    }
+}
+
+fn explain_trust_list(
+    bytes: &[u8],
+    root: &ed25519_dalek::VerifyingKey,
+    now: Timestamp,
+) -> Explanation {
+    let t = match TrustList::verify(bytes, root, now) {
+        Ok(t) => t,
+        Err(e) => return invalid("trust list", e),
     };
-    Ok(explanation)
+    let c = t.content();
+    let gateway = c
+        .gateway
+        .as_ref()
+        .map(|g| g.id.to_string())
+        .unwrap_or_else(|| "none".into());
+    valid(
+        format!("trust list version {}", c.version),
+        vec![
+            "signed by this federation's root key".into(),
+            format!("issued {}, next update due {}", c.issued_at, c.next_update),
+            format!(
+                "{} node(s), gateway {gateway}, {} agency(ies), {} identity provider(s), {} court registry(ies), {} revocation(s)",
+                c.nodes.len(),
+                c.agencies.len(),
+                c.identity_providers.len(),
+                c.court_registries.len(),
+                c.revoked.len()
+            ),
+        ],
+    )
+}
+
+fn explain_message(bytes: &[u8], trust: &TrustList) -> Explanation {
+    let m = match SignedMessage::verify(bytes, trust) {
+        Ok(m) => m,
+        Err(e) => return invalid("signed message", e),
+    };
+    let agency = trust
+        .agency(&m.letter.sender)
+        .map(|a| a.name.as_str())
+        .unwrap_or("?");
+    valid(
+        format!("signed message {}", m.letter.message_id),
+        vec![
+            format!("sealed by agency {} ({agency})", m.letter.sender),
+            format!(
+                "created {}, nature {:?}",
+                m.letter.created_at, m.letter.nature
+            ),
+            format!(
+                "{} attachment(s); SHA-256 {}",
+                m.letter.attachments.len(),
+                m.digest
+            ),
+        ],
+    )
+}
+
+fn explain_envelope(bytes: &[u8], trust: &TrustList, now: Timestamp) -> Explanation {
+    let v = match Envelope::verify(bytes, trust, now) {
+        Ok(v) => v,
+        Err(e) => return invalid("envelope", e),
+    };
+    let h = &v.content.header;
+    valid(
+        format!("envelope {}", h.envelope_id),
+        vec![
+            "signed by the gateway".into(),
+            format!("for home node {}, inbox {}", h.home_node, h.inbox_id),
+            format!(
+                "hop limit {}, created {}, expires {}",
+                h.hop_limit, h.created_at, h.expires_at
+            ),
+            "the letter inside is sealed to the home node; it cannot be read here".into(),
+        ],
+    )
+}
+
+fn explain_evidence(bytes: &[u8], trust: &TrustList) -> Explanation {
+    let v = match Evidence::verify(bytes, trust) {
+        Ok(v) => v,
+        Err(e) => return invalid("evidence", e),
+    };
+    let r = &v.record;
+    let mut facts = vec![
+        format!("signed by {} at {}", r.issuer, r.issued_at),
+        match (r.message_id, r.message_digest) {
+            (Some(id), Some(digest)) => format!("for message {id} (SHA-256 {digest})"),
+            _ => "about an offer that could not be read".into(),
+        },
+    ];
+    if let Some(reason) = r.reason {
+        facts.push(format!("reason: {}", reason.code()));
+    }
+    if let Some(actor) = &r.actor {
+        facts.push(format!("opened by: {:?}", actor.role));
+    }
+    match r.previous {
+        Some(p) => facts.push(format!("follows evidence with SHA-256 {p}")),
+        None => facts.push("first evidence of its message".into()),
+    }
+    valid(format!("evidence {:?}", r.event), facts)
+}
+
+fn explain_attestation(bytes: &[u8], trust: &TrustList, now: Timestamp) -> Explanation {
+    let a = match estafette_spec::mandate::Attestation::verify(bytes, trust, now) {
+        Ok(a) => a,
+        Err(e) => return invalid("attestation", e),
+    };
+    let c = &a.content;
+    let until = c
+        .valid_until
+        .map(|u| format!(" until {u}"))
+        .unwrap_or_default();
+    valid(
+        "attestation of legal representation".into(),
+        vec![
+            format!("signed by court registry {}", c.registry),
+            format!(
+                "{:?}, case {}, for {}",
+                c.kind,
+                c.case_reference,
+                c.representative.label()
+            ),
+            format!("from {}{until}", c.valid_from),
+        ],
+    )
+}
+
+/// Checked for the audience it names: the verifier here is not that node.
+fn explain_assertion(bytes: &[u8], trust: &TrustList, now: Timestamp) -> Explanation {
+    let Some(audience) = peek_claims(bytes).map(|c| c.audience) else {
+        return invalid("identity assertion", "its content cannot be read");
+    };
+    let policy = AssertionPolicy {
+        audience: audience.clone(),
+        min_level: LevelOfAssurance::Low,
+        now,
+    };
+    match IdentityAssertion::verify(bytes, trust, &policy) {
+        Ok(a) => valid(
+            "identity assertion".into(),
+            vec![
+                format!("signed by identity provider {}", a.claims.issuer),
+                format!("level of assurance {:?}", a.claims.level_of_assurance),
+                format!(
+                    "for audience {audience}, valid until {}",
+                    a.claims.expires_at
+                ),
+                "the nonce is single use: the audience refuses a second use".into(),
+            ],
+        ),
+        Err(e) => invalid("identity assertion", e),
+    }
 }
 
 fn invalid(what: &str, problem: impl std::fmt::Display) -> Explanation {

@@ -18,6 +18,8 @@
 //! DIR/court-registries/<id>/    signing.key.pem
 //! ```
 #![forbid(unsafe_code)]
+// No function over about 80 lines (clippy.toml): a long one reads as named steps.
+#![warn(clippy::too_many_lines)]
 
 pub mod explain;
 pub mod keys;
@@ -650,64 +652,9 @@ impl Federation {
             estafette_spec::limits::MAX_SHORT_TEXT_CHARS,
         )
         .map_err(|e| PkiError::Invalid(e.to_string()))?;
-        let subject = match target {
-            RevokeTarget::Member(id) => id.clone(),
-            RevokeTarget::Serial(serial) => {
-                let serial = serial
-                    .trim_start_matches("0x")
-                    .replace(':', "")
-                    .to_lowercase();
-                self.state
-                    .certificates
-                    .iter()
-                    .find(|c| c.serial_hex == serial)
-                    .map(|c| c.subject.clone())
-                    .ok_or_else(|| PkiError::NoSuchMember(format!("certificate serial {serial}")))?
-            }
-        };
+        let subject = self.revocation_subject(target)?;
         let s = &mut self.state;
-        let mut key_ids: Vec<KeyId> = Vec::new();
-        let mut take = |key: &Ed25519PublicKey| key_ids.extend(key.key_id());
-        if let Some(i) = s
-            .trust_list
-            .agencies
-            .iter()
-            .position(|a| a.oin.as_str() == subject)
-        {
-            take(&s.trust_list.agencies.remove(i).seal_key);
-        } else if let Some(i) = s
-            .trust_list
-            .nodes
-            .iter()
-            .position(|n| n.id.as_str() == subject)
-        {
-            take(&s.trust_list.nodes.remove(i).signing_key);
-        } else if s
-            .trust_list
-            .gateway
-            .as_ref()
-            .is_some_and(|g| g.id.as_str() == subject)
-        {
-            if let Some(g) = s.trust_list.gateway.take() {
-                take(&g.signing_key);
-            }
-        } else if let Some(i) = s
-            .trust_list
-            .identity_providers
-            .iter()
-            .position(|p| p.id.as_str() == subject)
-        {
-            take(&s.trust_list.identity_providers.remove(i).key);
-        } else if let Some(i) = s
-            .trust_list
-            .court_registries
-            .iter()
-            .position(|c| c.id.as_str() == subject)
-        {
-            take(&s.trust_list.court_registries.remove(i).key);
-        } else {
-            return Err(PkiError::NoSuchMember(subject));
-        }
+        let key_ids = take_member_keys(&mut s.trust_list, &subject)?;
         // Routes may no longer name a revoked home node.
         for node in s
             .trust_list
@@ -738,6 +685,25 @@ impl Federation {
         s.trust_list.revoked.push(entry.clone());
         self.publish()?;
         Ok(entry)
+    }
+
+    /// The member a revocation is about: named, or by a certificate's serial.
+    fn revocation_subject(&self, target: &RevokeTarget) -> Result<String, PkiError> {
+        match target {
+            RevokeTarget::Member(id) => Ok(id.clone()),
+            RevokeTarget::Serial(serial) => {
+                let serial = serial
+                    .trim_start_matches("0x")
+                    .replace(':', "")
+                    .to_lowercase();
+                self.state
+                    .certificates
+                    .iter()
+                    .find(|c| c.serial_hex == serial)
+                    .map(|c| c.subject.clone())
+                    .ok_or_else(|| PkiError::NoSuchMember(format!("certificate serial {serial}")))
+            }
+        }
     }
 
     /// The trust list content for the current state, as a new version.
@@ -805,6 +771,39 @@ impl Federation {
         let bytes = std::fs::read(&path).map_err(|source| PkiError::Io { path, source })?;
         Ok(TrustList::verify(&bytes, &self.root_public_key()?, now)?)
     }
+}
+
+/// Removes the member `subject` from the trust list's entries; its key ids.
+fn take_member_keys(list: &mut TrustListContent, subject: &str) -> Result<Vec<KeyId>, PkiError> {
+    let key = if let Some(i) = list.agencies.iter().position(|a| a.oin.as_str() == subject) {
+        list.agencies.remove(i).seal_key
+    } else if let Some(i) = list.nodes.iter().position(|n| n.id.as_str() == subject) {
+        list.nodes.remove(i).signing_key
+    } else if list
+        .gateway
+        .as_ref()
+        .is_some_and(|g| g.id.as_str() == subject)
+    {
+        match list.gateway.take() {
+            Some(g) => g.signing_key,
+            None => return Err(PkiError::NoSuchMember(subject.to_owned())),
+        }
+    } else if let Some(i) = list
+        .identity_providers
+        .iter()
+        .position(|p| p.id.as_str() == subject)
+    {
+        list.identity_providers.remove(i).key
+    } else if let Some(i) = list
+        .court_registries
+        .iter()
+        .position(|c| c.id.as_str() == subject)
+    {
+        list.court_registries.remove(i).key
+    } else {
+        return Err(PkiError::NoSuchMember(subject.to_owned()));
+    };
+    Ok(key.key_id().into_iter().collect())
 }
 
 fn rcgen_key(key: &SigningKey) -> Result<KeyPair, PkiError> {

@@ -1,5 +1,7 @@
 //! `estafette-pki`: run the federation's certificate authority and trust list.
 #![forbid(unsafe_code)]
+// No function over about 80 lines (clippy.toml): a long one reads as named steps.
+#![warn(clippy::too_many_lines)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -244,42 +246,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             name,
             test_federation,
-        } => {
-            let fed = Federation::init(&dir, &name, test_federation)?;
-            println!("Federation '{name}' created in {}", dir.display());
-            println!("  root certificate: {}", fed.root_cert_path().display());
-            println!("  CRL:              {}", fed.crl_path().display());
-            println!(
-                "  trust list:       {} (version 1)",
-                fed.trust_list_path().display()
-            );
-            if test_federation {
-                println!("  test federation: test OINs (00000099...) are accepted");
-            }
-        }
+        } => init(&dir, &name, test_federation)?,
         Command::Issue { what } => issue(what)?,
         Command::Revoke {
             fed,
             target,
             reason,
-        } => {
-            let mut fed = Federation::open(&fed.path)?;
-            let target = match (target.serial, target.id) {
-                (Some(s), _) => RevokeTarget::Serial(s),
-                (None, Some(i)) => RevokeTarget::Member(i),
-                (None, None) => anyhow::bail!("give --serial or --id"),
-            };
-            let entry = fed.revoke(&target, &reason)?;
-            println!("Revoked {}: {}", entry.subject, entry.reason);
-            for serial in &entry.cert_serials {
-                println!("  certificate {serial} is now on the CRL");
-            }
-            println!(
-                "  trust list version {} lists {} revoked key(s) for it",
-                fed.state().trust_list.version,
-                entry.key_ids.len()
-            );
-        }
+        } => revoke(&fed, target, &reason)?,
         Command::Route { fed, node, to, via } => {
             let mut fed = Federation::open(&fed.path)?;
             fed.set_route(&node, &to, via.as_ref())?;
@@ -311,7 +284,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             valid_s,
             out,
         } => {
-            let fed = Federation::open(&fed.path)?;
             let person = estafette_pki::AssertedPerson {
                 subject,
                 family_name,
@@ -319,13 +291,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 birth_date,
                 level,
             };
-            let bytes =
-                fed.mint_assertion(&idp, &person, &audience, estafette_pki::now(), valid_s)?;
-            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
-            println!(
-                "Assertion for {audience} by {idp} written to {} (valid {valid_s} s)",
-                out.display()
-            );
+            assert_person(&fed, &idp, &person, &audience, valid_s, &out)?;
         }
         Command::Verify { fed, at, file } => {
             let fed = Federation::open(&fed.path)?;
@@ -344,6 +310,59 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn init(dir: &std::path::Path, name: &str, test_federation: bool) -> Result<()> {
+    let fed = Federation::init(dir, name, test_federation)?;
+    println!("Federation '{name}' created in {}", dir.display());
+    println!("  root certificate: {}", fed.root_cert_path().display());
+    println!("  CRL:              {}", fed.crl_path().display());
+    println!(
+        "  trust list:       {} (version 1)",
+        fed.trust_list_path().display()
+    );
+    if test_federation {
+        println!("  test federation: test OINs (00000099...) are accepted");
+    }
+    Ok(())
+}
+
+fn revoke(fed: &FederationDir, target: RevokeWhat, reason: &str) -> Result<()> {
+    let mut fed = Federation::open(&fed.path)?;
+    let target = match (target.serial, target.id) {
+        (Some(s), _) => RevokeTarget::Serial(s),
+        (None, Some(i)) => RevokeTarget::Member(i),
+        (None, None) => anyhow::bail!("give --serial or --id"),
+    };
+    let entry = fed.revoke(&target, reason)?;
+    println!("Revoked {}: {}", entry.subject, entry.reason);
+    for serial in &entry.cert_serials {
+        println!("  certificate {serial} is now on the CRL");
+    }
+    println!(
+        "  trust list version {} lists {} revoked key(s) for it",
+        fed.state().trust_list.version,
+        entry.key_ids.len()
+    );
+    Ok(())
+}
+
+fn assert_person(
+    fed: &FederationDir,
+    idp: &estafette_spec::NodeId,
+    person: &estafette_pki::AssertedPerson,
+    audience: &estafette_spec::NodeId,
+    valid_s: u64,
+    out: &std::path::Path,
+) -> Result<()> {
+    let fed = Federation::open(&fed.path)?;
+    let bytes = fed.mint_assertion(idp, person, audience, estafette_pki::now(), valid_s)?;
+    std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "Assertion for {audience} by {idp} written to {} (valid {valid_s} s)",
+        out.display()
+    );
+    Ok(())
 }
 
 fn issue(what: Issue) -> Result<()> {

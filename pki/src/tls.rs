@@ -236,6 +236,26 @@ pub fn ed25519_public_key(cert: &CertificateDer<'_>) -> Result<[u8; 32], PkiErro
         .map_err(|_| PkiError::Certificate("Ed25519 key is not 32 bytes".into()))
 }
 
+/// The trust list at `trust_list`, verified with the key of the root
+/// certificate at `root_cert` as of `now` (for command-line tools).
+pub fn read_trust_list(
+    root_cert: &Path,
+    trust_list: &Path,
+    now: estafette_spec::Timestamp,
+) -> Result<estafette_spec::TrustList, PkiError> {
+    let root = load_certs(root_cert)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::Certificate(format!("{}: no certificate", root_cert.display())))?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&ed25519_public_key(&root)?)
+        .map_err(|e| PkiError::Certificate(format!("root key: {e}")))?;
+    let bytes = std::fs::read(trust_list).map_err(|source| PkiError::Io {
+        path: trust_list.to_path_buf(),
+        source,
+    })?;
+    Ok(estafette_spec::TrustList::verify(&bytes, &key, now)?)
+}
+
 /// The federation root and the current CRL, for verifiers that live as long
 /// as the process: every new TLS session is checked against the CRL as it
 /// is *now*, so that a revocation takes effect without a restart.

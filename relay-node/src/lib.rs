@@ -8,6 +8,8 @@
 //! parts ([`core`], [`server`], [`forwarder`], [`origin`]) with a role of
 //! its own; the citizen side of a home node is [`home`] (feature `home`).
 #![forbid(unsafe_code)]
+// No function over about 80 lines (clippy.toml): a long one reads as named steps.
+#![warn(clippy::too_many_lines)]
 
 pub mod admin;
 pub mod cli;

@@ -1,5 +1,7 @@
 //! `estafette-relay`: run a relay node of an Estafette federation.
 #![forbid(unsafe_code)]
+// No function over about 80 lines (clippy.toml): a long one reads as named steps.
+#![warn(clippy::too_many_lines)]
 
 // mimalloc: the nodes allocate many short-lived buffers on several threads;
 // glibc's allocator cost about a tenth of the CPU under load.

@@ -83,96 +83,50 @@ impl Metrics {
             reachable_at_trust_list_address: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "accepted",
-            "Envelopes accepted and stored durably",
-            m.accepted.clone(),
-        );
-        registry.register(
-            "duplicates",
-            "Offers of envelopes already held, answered with the same evidence",
-            m.duplicates.clone(),
-        );
-        registry.register(
-            "delivered",
-            "Letters put into an inbox (home role)",
-            m.delivered.clone(),
-        );
-        registry.register(
-            "rejected",
-            "Offers rejected with signed evidence, by reason",
-            m.rejected.clone(),
-        );
-        registry.register(
-            "refused",
-            "Requests refused before any evidence (peer, frame, capacity), by reason",
-            m.refused.clone(),
-        );
-        registry.register(
-            "forwarded",
-            "Envelopes handed to the next hop and accepted there",
-            m.forwarded.clone(),
-        );
-        registry.register(
-            "forward_retries",
-            "Forwarding attempts that will be retried",
-            m.forward_retries.clone(),
-        );
-        registry.register(
-            "failed",
-            "Envelopes given up with RelayFailure evidence, by reason",
-            m.failed.clone(),
-        );
-        registry.register(
-            "evidence_sent",
-            "Evidence objects delivered to the gateway",
-            m.evidence_sent.clone(),
-        );
-        registry.register(
-            "evidence_stored",
-            "Evidence objects stored (gateway role)",
-            m.evidence_stored.clone(),
-        );
-        registry.register(
-            "queue_depth",
-            "Envelopes waiting to be forwarded, by destination",
-            m.queue_depth.clone(),
-        );
-        registry.register(
-            "outbox_depth",
-            "Evidence objects waiting to be delivered to the gateway",
-            m.outbox_depth.clone(),
-        );
-        registry.register(
-            "connections",
-            "Open QUIC connections",
-            m.connections.clone(),
-        );
-        registry.register(
-            "commit_batch_size",
-            "Writes per committed transaction (group commit)",
-            m.commit_batch_size.clone(),
-        );
-        registry.register(
-            "commit_seconds",
-            "Time to commit one transaction, fsync included",
-            m.commit_seconds.clone(),
-        );
-        registry.register(
-            "https_closed",
-            "HTTPS connections refused or closed by admission (per source, full, evicted, idle, handshake), by API and reason",
-            m.https_refused.clone(),
-        );
-        registry.register(
-            "https_connections",
-            "HTTPS connections admitted now, by API",
-            m.https_connections.clone(),
-        );
-        registry.register(
-            "reachable_at_trust_list_address",
-            "1 if this node answered a QUIC handshake at the address the trust list gives for it",
-            m.reachable_at_trust_list_address.clone(),
-        );
+        // field => exposed name, help
+        macro_rules! register {
+            ($($field:ident => $name:literal, $help:literal;)*) => {
+                $(registry.register($name, $help, m.$field.clone());)*
+            };
+        }
+        register! {
+            accepted => "accepted",
+                "Envelopes accepted and stored durably";
+            duplicates => "duplicates",
+                "Offers of envelopes already held, answered with the same evidence";
+            delivered => "delivered",
+                "Letters put into an inbox (home role)";
+            rejected => "rejected",
+                "Offers rejected with signed evidence, by reason";
+            refused => "refused",
+                "Requests refused before any evidence (peer, frame, capacity), by reason";
+            forwarded => "forwarded",
+                "Envelopes handed to the next hop and accepted there";
+            forward_retries => "forward_retries",
+                "Forwarding attempts that will be retried";
+            failed => "failed",
+                "Envelopes given up with RelayFailure evidence, by reason";
+            evidence_sent => "evidence_sent",
+                "Evidence objects delivered to the gateway";
+            evidence_stored => "evidence_stored",
+                "Evidence objects stored (gateway role)";
+            queue_depth => "queue_depth",
+                "Envelopes waiting to be forwarded, by destination";
+            outbox_depth => "outbox_depth",
+                "Evidence objects waiting to be delivered to the gateway";
+            connections => "connections",
+                "Open QUIC connections";
+            commit_batch_size => "commit_batch_size",
+                "Writes per committed transaction (group commit)";
+            commit_seconds => "commit_seconds",
+                "Time to commit one transaction, fsync included";
+            https_refused => "https_closed",
+                "HTTPS connections refused or closed by admission (per source, full, evicted, idle, handshake), by API and reason";
+            https_connections => "https_connections",
+                "HTTPS connections admitted now, by API";
+            reachable_at_trust_list_address => "reachable_at_trust_list_address",
+                "1 if this node answered a QUIC handshake at the address the trust list gives for it";
+        }
         Metrics { registry, ..m }
     }
 

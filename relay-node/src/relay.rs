@@ -319,26 +319,7 @@ impl RelayHandler {
         let record = receiver.evidence(event, Some(&header), &offer, None, now, &mut OsRng);
         let evidence = self.core.new_evidence(&record);
         let ours = Digest::of(&evidence.bytes);
-        let placement = match decision {
-            OfferDecision::Forward { next_hop, .. } => Placement::Queue(QueueRecord {
-                destination: next_hop,
-                hops_taken: offer.hops_taken.saturating_add(1),
-                our_evidence: Some(ours),
-                expires_at: header.expires_at,
-                accepted_at: now,
-                attempts: 0,
-                next_attempt_ms: 0,
-                last_error: None,
-                envelope: offer.envelope.clone(),
-            }),
-            OfferDecision::Deliver {
-                message, letter, ..
-            } => Placement::Inbox {
-                inbox_id: header.inbox_id,
-                record: InboxRecord::delivered(&header, &letter, now, ours),
-                message,
-            },
-        };
+        let placement = Self::placement(decision, &offer, now, ours);
         let destination = match &placement {
             Placement::Queue(q) => Some(q.destination.clone()),
             Placement::Inbox { .. } => None,
@@ -359,6 +340,59 @@ impl RelayHandler {
                 evidence_to: (!from_gateway).then_some(EvidenceTo::Outbox),
             })
             .await;
+        self.answer_offer(
+            outcome,
+            &header,
+            destination,
+            from_gateway,
+            (record.evidence_id, bytes),
+        )
+        .await
+    }
+    /// Where an accepted envelope goes: the queue for its next hop, or the inbox.
+    fn placement(
+        decision: OfferDecision,
+        offer: &Offer,
+        now: estafette_spec::Timestamp,
+        ours: Digest,
+    ) -> Placement {
+        match decision {
+            OfferDecision::Forward {
+                next_hop, header, ..
+            } => Placement::Queue(QueueRecord {
+                destination: next_hop,
+                hops_taken: offer.hops_taken.saturating_add(1),
+                our_evidence: Some(ours),
+                expires_at: header.expires_at,
+                accepted_at: now,
+                attempts: 0,
+                next_attempt_ms: 0,
+                last_error: None,
+                envelope: offer.envelope.clone(),
+            }),
+            OfferDecision::Deliver {
+                header,
+                message,
+                letter,
+                ..
+            } => Placement::Inbox {
+                inbox_id: header.inbox_id,
+                record: InboxRecord::delivered(&header, &letter, now, ours),
+                message,
+            },
+        }
+    }
+
+    /// The answer once the store has spoken: our evidence (or the one given
+    /// before, for a duplicate), or a refusal to try again.
+    async fn answer_offer(
+        &self,
+        outcome: Result<Outcome, crate::store::StoreError>,
+        header: &estafette_spec::RoutingHeader,
+        destination: Option<NodeId>,
+        from_gateway: bool,
+        (evidence_id, bytes): (estafette_spec::EvidenceId, Vec<u8>),
+    ) -> Response {
         match outcome {
             Ok(Outcome::Stored) => {
                 self.core.metrics.accepted.inc();
@@ -369,7 +403,7 @@ impl RelayHandler {
                     }
                 }
                 if !from_gateway {
-                    self.outbox.added(record.evidence_id).await;
+                    self.outbox.added(evidence_id).await;
                 }
                 Response::Accepted(serde_bytes::ByteBuf::from(bytes))
             }

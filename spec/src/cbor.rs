@@ -83,6 +83,68 @@ fn read_header(input: &[u8], pos: usize) -> Result<(u8, u64, usize, u8), CborErr
     Ok((major, argument, len, info))
 }
 
+/// How many items the item at `start` (header read, `pos` after it)
+/// contains; moves `pos` past a byte or text string's content.
+fn item_children(
+    input: &[u8],
+    start: usize,
+    pos: &mut usize,
+    (major, argument, info): (u8, u64, u8),
+) -> Result<u64, CborError> {
+    let remaining = input.len() - *pos;
+    Ok(match major {
+        0 | 1 => 0,
+        2 | 3 => {
+            if argument > remaining as u64 {
+                return Err(CborError::LengthBeyondInput {
+                    offset: start,
+                    claimed: argument,
+                    available: remaining,
+                });
+            }
+            let end = *pos + argument as usize;
+            if major == 3 && std::str::from_utf8(&input[*pos..end]).is_err() {
+                return Err(CborError::InvalidUtf8 { offset: start });
+            }
+            *pos = end;
+            0
+        }
+        4 | 5 => {
+            let items = if major == 5 {
+                argument.saturating_mul(2)
+            } else {
+                argument
+            };
+            if argument > MAX_CBOR_CONTAINER_ITEMS {
+                return Err(CborError::TooManyItems {
+                    offset: start,
+                    count: argument,
+                    limit: MAX_CBOR_CONTAINER_ITEMS,
+                });
+            }
+            // Every item takes at least one byte.
+            if items > remaining as u64 {
+                return Err(CborError::LengthBeyondInput {
+                    offset: start,
+                    claimed: items,
+                    available: remaining,
+                });
+            }
+            items
+        }
+        6 => 1,
+        _ => {
+            // Major 7: simple values and floats; 24 takes one more byte,
+            // already consumed by the header. Values 20..=23 and the
+            // float widths are all self-contained.
+            if info == 24 && argument < 32 {
+                return Err(CborError::Reserved { offset: start });
+            }
+            0
+        }
+    })
+}
+
 /// Walks the whole input once, checking every limit. No recursion, no
 /// allocation beyond a fixed-size stack of pending item counts.
 pub fn prescan(input: &[u8], max_bytes: usize) -> Result<(), CborError> {
@@ -116,58 +178,7 @@ pub fn prescan(input: &[u8], max_bytes: usize) -> Result<(), CborError> {
         let start = pos;
         let (major, argument, header_len, info) = read_header(input, pos)?;
         pos += header_len;
-        let remaining = input.len() - pos;
-        let children = match major {
-            0 | 1 => 0,
-            2 | 3 => {
-                if argument > remaining as u64 {
-                    return Err(CborError::LengthBeyondInput {
-                        offset: start,
-                        claimed: argument,
-                        available: remaining,
-                    });
-                }
-                let end = pos + argument as usize;
-                if major == 3 && std::str::from_utf8(&input[pos..end]).is_err() {
-                    return Err(CborError::InvalidUtf8 { offset: start });
-                }
-                pos = end;
-                0
-            }
-            4 | 5 => {
-                let items = if major == 5 {
-                    argument.saturating_mul(2)
-                } else {
-                    argument
-                };
-                if argument > MAX_CBOR_CONTAINER_ITEMS {
-                    return Err(CborError::TooManyItems {
-                        offset: start,
-                        count: argument,
-                        limit: MAX_CBOR_CONTAINER_ITEMS,
-                    });
-                }
-                // Every item takes at least one byte.
-                if items > remaining as u64 {
-                    return Err(CborError::LengthBeyondInput {
-                        offset: start,
-                        claimed: items,
-                        available: remaining,
-                    });
-                }
-                items
-            }
-            6 => 1,
-            _ => {
-                // Major 7: simple values and floats; 24 takes one more byte,
-                // already consumed by the header. Values 20..=23 and the
-                // float widths are all self-contained.
-                if info == 24 && argument < 32 {
-                    return Err(CborError::Reserved { offset: start });
-                }
-                0
-            }
-        };
+        let children = item_children(input, start, &mut pos, (major, argument, info))?;
         if (4..=6).contains(&major) {
             if depth + 1 > MAX_CBOR_DEPTH {
                 return Err(CborError::TooDeep {

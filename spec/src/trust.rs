@@ -307,6 +307,120 @@ pub enum TrustListError {
     },
 }
 
+/// The limits on how many entries of each kind a trust list holds.
+fn check_counts(content: &TrustListContent) -> Result<(), TrustListError> {
+    check_count("nodes", content.nodes.len(), MAX_TRUST_LIST_ENTRIES)?;
+    check_count("agencies", content.agencies.len(), MAX_TRUST_LIST_ENTRIES)?;
+    check_count(
+        "identity providers",
+        content.identity_providers.len(),
+        MAX_TRUST_LIST_ENTRIES,
+    )?;
+    check_count(
+        "court registries",
+        content.court_registries.len(),
+        MAX_TRUST_LIST_ENTRIES,
+    )?;
+    check_count("revoked", content.revoked.len(), MAX_TRUST_LIST_ENTRIES)?;
+    Ok(())
+}
+
+/// The keys of a trust list being checked: each key and each holder once.
+#[derive(Default)]
+struct KeyIndex {
+    by_key: HashMap<KeyId, (SignerRole, usize, VerifyingKey)>,
+    /// (is an agency, id): agencies' OINs and node ids are separate namespaces.
+    ids: BTreeSet<(bool, String)>,
+}
+
+impl KeyIndex {
+    fn add(
+        &mut self,
+        key: &Ed25519PublicKey,
+        id: String,
+        role: SignerRole,
+        index: usize,
+    ) -> Result<(), TrustListError> {
+        let verifying = key
+            .key()
+            .ok_or_else(|| TrustListError::Duplicate(format!("invalid key of {id}")))?;
+        let key_id = KeyId::of(&verifying);
+        if self
+            .by_key
+            .insert(key_id, (role, index, verifying))
+            .is_some()
+        {
+            return Err(TrustListError::Duplicate(format!("key {key_id}")));
+        }
+        if !self.ids.insert((role == SignerRole::Agency, id.clone())) {
+            return Err(TrustListError::Duplicate(id));
+        }
+        Ok(())
+    }
+
+    /// The revoked key ids (none of them also trusted), by entry.
+    fn revocations(
+        &self,
+        content: &TrustListContent,
+    ) -> Result<HashMap<KeyId, usize>, TrustListError> {
+        let mut revoked = HashMap::new();
+        for (i, entry) in content.revoked.iter().enumerate() {
+            check_line("revocation reason", &entry.reason, MAX_SHORT_TEXT_CHARS)?;
+            for key_id in &entry.key_ids {
+                if self.by_key.contains_key(key_id) {
+                    return Err(TrustListError::Duplicate(format!(
+                        "key {key_id} (both trusted and revoked)"
+                    )));
+                }
+                revoked.insert(*key_id, i);
+            }
+        }
+        Ok(revoked)
+    }
+}
+
+/// A node's routes must lead to home nodes of the list, via transit nodes
+/// other than itself, each destination once.
+struct RouteCheck<'a> {
+    homes: BTreeSet<&'a NodeId>,
+    transits: BTreeSet<&'a NodeId>,
+}
+
+impl<'a> RouteCheck<'a> {
+    fn of(content: &'a TrustListContent) -> RouteCheck<'a> {
+        let with_role = |role: NodeRole| -> BTreeSet<&NodeId> {
+            content
+                .nodes
+                .iter()
+                .filter(|n| n.roles.contains(&role))
+                .map(|n| &n.id)
+                .collect()
+        };
+        RouteCheck {
+            homes: with_role(NodeRole::Home),
+            transits: with_role(NodeRole::Transit),
+        }
+    }
+
+    fn check(&self, node: &NodeEntry) -> Result<(), TrustListError> {
+        let mut seen = BTreeSet::new();
+        for route in &node.routes {
+            if !self.homes.contains(&route.destination)
+                || !self.transits.contains(&route.via)
+                || route.via == node.id
+                || !seen.insert(&route.destination)
+            {
+                return Err(TrustListError::BadRoute {
+                    node: node.id.clone(),
+                    destination: route.destination.clone(),
+                    via: route.via.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A checked trust list with an index from key id to signer.
 #[derive(Debug, Clone)]
 pub struct TrustList {
@@ -320,77 +434,21 @@ pub struct TrustList {
 impl TrustList {
     /// Checks the content (limits, duplicates, test OINs, routes) and indexes it.
     pub fn new(content: TrustListContent) -> Result<TrustList, TrustListError> {
-        check_count("nodes", content.nodes.len(), MAX_TRUST_LIST_ENTRIES)?;
-        check_count("agencies", content.agencies.len(), MAX_TRUST_LIST_ENTRIES)?;
-        check_count(
-            "identity providers",
-            content.identity_providers.len(),
-            MAX_TRUST_LIST_ENTRIES,
-        )?;
-        check_count(
-            "court registries",
-            content.court_registries.len(),
-            MAX_TRUST_LIST_ENTRIES,
-        )?;
-        check_count("revoked", content.revoked.len(), MAX_TRUST_LIST_ENTRIES)?;
-
-        let mut by_key = HashMap::new();
-        let mut ids = BTreeSet::new();
-        let mut add = |key: &Ed25519PublicKey,
-                       id: String,
-                       role: SignerRole,
-                       index: usize|
-         -> Result<(), TrustListError> {
-            let verifying = key
-                .key()
-                .ok_or_else(|| TrustListError::Duplicate(format!("invalid key of {id}")))?;
-            let key_id = KeyId::of(&verifying);
-            if by_key.insert(key_id, (role, index, verifying)).is_some() {
-                return Err(TrustListError::Duplicate(format!("key {key_id}")));
-            }
-            if !ids.insert((role == SignerRole::Agency, id.clone())) {
-                return Err(TrustListError::Duplicate(id));
-            }
-            Ok(())
-        };
+        check_counts(&content)?;
+        let mut index = KeyIndex::default();
         if let Some(gateway) = &content.gateway {
             if gateway.roles != [NodeRole::Gateway] {
                 return Err(TrustListError::GatewayRoles);
             }
             check_node(gateway)?;
-            add(
+            index.add(
                 &gateway.signing_key,
                 gateway.id.to_string(),
                 SignerRole::Gateway,
                 0,
             )?;
         }
-        let with_role = |role: NodeRole| -> BTreeSet<&NodeId> {
-            content
-                .nodes
-                .iter()
-                .filter(|n| n.roles.contains(&role))
-                .map(|n| &n.id)
-                .collect()
-        };
-        let (homes, transits) = (with_role(NodeRole::Home), with_role(NodeRole::Transit));
-        let check_routes = |node: &NodeEntry| -> Result<(), TrustListError> {
-            let mut seen = BTreeSet::new();
-            for route in &node.routes {
-                if !homes.contains(&route.destination)
-                    || !transits.contains(&route.via)
-                    || route.via == node.id
-                    || !seen.insert(&route.destination)
-                {
-                    return Err(TrustListError::BadRoute {
-                        node: node.id.clone(),
-                        destination: route.destination.clone(),
-                        via: route.via.clone(),
-                    });
-                }
-            }
-            Ok(())
-        };
+        let routes = RouteCheck::of(&content);
         for (i, node) in content.nodes.iter().enumerate() {
             check_node(node)?;
             if node.roles.is_empty() {
@@ -399,8 +457,8 @@ impl TrustList {
             if node.roles.contains(&NodeRole::Gateway) {
                 return Err(TrustListError::GatewayRoles);
             }
-            check_routes(node)?;
-            add(&node.signing_key, node.id.to_string(), SignerRole::Node, i)?;
+            routes.check(node)?;
+            index.add(&node.signing_key, node.id.to_string(), SignerRole::Node, i)?;
         }
         for (i, agency) in content.agencies.iter().enumerate() {
             agency
@@ -411,7 +469,7 @@ impl TrustList {
                     error,
                 })?;
             check_line("agency name", &agency.name, MAX_SHORT_TEXT_CHARS)?;
-            add(
+            index.add(
                 &agency.seal_key,
                 agency.oin.to_string(),
                 SignerRole::Agency,
@@ -419,7 +477,7 @@ impl TrustList {
             )?;
         }
         for (i, idp) in content.identity_providers.iter().enumerate() {
-            add(
+            index.add(
                 &idp.key,
                 idp.id.to_string(),
                 SignerRole::IdentityProvider,
@@ -427,28 +485,17 @@ impl TrustList {
             )?;
         }
         for (i, court) in content.court_registries.iter().enumerate() {
-            add(
+            index.add(
                 &court.key,
                 court.id.to_string(),
                 SignerRole::CourtRegistry,
                 i,
             )?;
         }
-        let mut revoked = HashMap::new();
-        for (i, entry) in content.revoked.iter().enumerate() {
-            check_line("revocation reason", &entry.reason, MAX_SHORT_TEXT_CHARS)?;
-            for key_id in &entry.key_ids {
-                if by_key.contains_key(key_id) {
-                    return Err(TrustListError::Duplicate(format!(
-                        "key {key_id} (both trusted and revoked)"
-                    )));
-                }
-                revoked.insert(*key_id, i);
-            }
-        }
+        let revoked = index.revocations(&content)?;
         Ok(TrustList {
             content,
-            by_key,
+            by_key: index.by_key,
             revoked,
         })
     }

@@ -2,6 +2,8 @@
 //! that are killed when the test ends, and a federation whose gateway,
 //! transit relay and home relay each run as their own process.
 #![forbid(unsafe_code)]
+// No function over about 80 lines (clippy.toml): a long one reads as named steps.
+#![warn(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, TcpStream};

@@ -1,5 +1,7 @@
 //! `estafette-agency`: an agency's command-line client of the gateway.
 #![forbid(unsafe_code)]
+// No function over about 80 lines (clippy.toml): a long one reads as named steps.
+#![warn(clippy::too_many_lines)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -228,17 +230,7 @@ fn run(cli: Cli) -> Result<bool> {
             keep_dir,
             retry,
         } => {
-            let (id, signed) = seal(&dir, letter)?;
-            let kept = keep_dir.join(format!("{id}.cose"));
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&kept)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, &signed))
-                .with_context(|| format!("keeping the sealed letter in {}", kept.display()))?;
-            // The id first: whatever happens next, the agency knows it.
-            say!("{id}");
-            eprintln!("sealed letter kept in {}", kept.display());
+            let (signed, kept) = seal_and_keep(&dir, letter, &keep_dir)?;
             submit(&runtime, &client()?, signed, &kept, retry)
         }
         Command::Resend { file, retry } => {
@@ -256,46 +248,78 @@ fn run(cli: Cli) -> Result<bool> {
             wait_for,
             timeout,
         } => {
-            let root = cli.root_cert.as_deref().context("--root-cert is needed")?;
-            let trust_path = cli
-                .trust_list
-                .as_deref()
-                .context("--trust-list is needed to verify evidence")?;
-            let root_key = ed25519_dalek::VerifyingKey::from_bytes(&tls::ed25519_public_key(
-                &tls::load_certs(root)?[0],
-            )?)?;
-            let trust =
-                TrustList::verify(&std::fs::read(trust_path)?, &root_key, estafette_pki::now())?;
-            let client = client()?;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
-            let chain = loop {
-                let chain = runtime.block_on(client.evidence(&message_id))?;
-                let Some(wanted) = &wait_for else {
-                    break chain;
-                };
-                let seen = chain.iter().any(|b| {
-                    estafette_spec::Evidence::verify(b, &trust)
-                        .is_ok_and(|v| format!("{:?}", v.record.event) == *wanted)
-                });
-                if seen {
-                    break chain;
-                }
-                if std::time::Instant::now() >= deadline {
-                    let (lines, _) = timeline(&chain, &trust);
-                    for line in lines {
-                        say!("{line}");
-                    }
-                    bail!("no {wanted} evidence within {timeout} s");
-                }
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            };
-            let (lines, ok) = timeline(&chain, &trust);
+            let trust = federation_trust(cli.root_cert.as_deref(), cli.trust_list.as_deref())?;
+            let wanted = wait_for.as_deref();
+            show_evidence(&runtime, &client()?, &trust, &message_id, wanted, timeout)
+        }
+    }
+}
+
+/// Seals a letter and keeps it in `keep_dir` (never overwriting one), so
+/// that the same letter can be sent again; prints its id first.
+fn seal_and_keep(dir: &Path, letter: LetterArgs, keep_dir: &Path) -> Result<(Vec<u8>, PathBuf)> {
+    let (id, signed) = seal(dir, letter)?;
+    let kept = keep_dir.join(format!("{id}.cose"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&kept)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &signed))
+        .with_context(|| format!("keeping the sealed letter in {}", kept.display()))?;
+    // The id first: whatever happens next, the agency knows it.
+    say!("{id}");
+    eprintln!("sealed letter kept in {}", kept.display());
+    Ok((signed, kept))
+}
+
+/// The federation's trust list, verified with the root certificate.
+fn federation_trust(root: Option<&Path>, trust_list: Option<&Path>) -> Result<TrustList> {
+    let root = root.context("--root-cert is needed")?;
+    let trust_list = trust_list.context("--trust-list is needed to verify evidence")?;
+    Ok(tls::read_trust_list(
+        root,
+        trust_list,
+        estafette_pki::now(),
+    )?)
+}
+
+/// Prints a letter's evidence timeline, waiting up to `timeout` seconds
+/// for an event `wanted` when asked; whether every signature verified.
+fn show_evidence(
+    runtime: &tokio::runtime::Runtime,
+    client: &AgencyClient,
+    trust: &TrustList,
+    message_id: &MessageId,
+    wanted: Option<&str>,
+    timeout: u64,
+) -> Result<bool> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let chain = loop {
+        let chain = runtime.block_on(client.evidence(message_id))?;
+        let Some(wanted) = wanted else {
+            break chain;
+        };
+        let seen = chain.iter().any(|b| {
+            estafette_spec::Evidence::verify(b, trust)
+                .is_ok_and(|v| format!("{:?}", v.record.event) == wanted)
+        });
+        if seen {
+            break chain;
+        }
+        if std::time::Instant::now() >= deadline {
+            let (lines, _) = timeline(&chain, trust);
             for line in lines {
                 say!("{line}");
             }
-            Ok(ok)
+            bail!("no {wanted} evidence within {timeout} s");
         }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    let (lines, ok) = timeline(&chain, trust);
+    for line in lines {
+        say!("{line}");
     }
+    Ok(ok)
 }
 
 /// Submits `signed`, trying again as `retry` says; prints the answer.

@@ -12,6 +12,8 @@
 //!     cargo build --release -p estafette-relay -p estafette-gateway
 //!     target/release/estafette-gateway-load
 #![forbid(unsafe_code)]
+// No function over about 80 lines (clippy.toml): a long one reads as named steps.
+#![warn(clippy::too_many_lines)]
 
 // mimalloc: the nodes allocate many short-lived buffers on several threads;
 // glibc's allocator cost about a tenth of the CPU under load.
@@ -110,9 +112,18 @@ fn valid_bsns(n: usize) -> Vec<Bsn> {
         .collect()
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
+/// The federation under load: two relay processes, an SMTP server and the
+/// gateway in this process, with `recipients` digital people.
+struct Rig {
+    fed: TestFederation,
+    relay: RelayProcess,
+    home: RelayProcess,
+    sink: SmtpSink,
+    gateway: RunningGateway,
+    bsns: Vec<Bsn>,
+}
+
+async fn start_rig(recipients: usize) -> Result<Rig> {
     let relay_binary = std::env::current_exe()?
         .parent()
         .context("no directory")?
@@ -130,8 +141,8 @@ async fn main() -> Result<()> {
         ],
         &["load-relay.test", "load-home.test"],
     );
-    let mut relay = RelayProcess::start(&relay_binary, fed.relay("load-relay.test"));
-    let mut home = RelayProcess::start(&relay_binary, fed.relay("load-home.test"));
+    let relay = RelayProcess::start(&relay_binary, fed.relay("load-relay.test"));
+    let home = RelayProcess::start(&relay_binary, fed.relay("load-home.test"));
     // Notifications go to an SMTP server in this process, as they would to
     // the operator's relay host.
     let sink = SmtpSink::start().await?;
@@ -142,9 +153,8 @@ async fn main() -> Result<()> {
         "Berichtenbox <noreply@gateway.test>",
     ));
     let gateway = RunningGateway::start(config).await?;
-
     // Recipients, all digital for the agency.
-    let bsns = valid_bsns(args.recipients);
+    let bsns = valid_bsns(recipients);
     let people: Vec<serde_json::Value> = bsns
         .iter()
         .map(|b| serde_json::json!({ "recipient": format!("bsn:{b}"), "home_node": "load-home.test", "active": true, "digital_senders": [AGENCY],
@@ -156,19 +166,35 @@ async fn main() -> Result<()> {
         &serde_json::Value::Array(people).to_string(),
     )
     .await?;
+    Ok(Rig {
+        fed,
+        relay,
+        home,
+        sink,
+        gateway,
+        bsns,
+    })
+}
 
+/// The letters to send, sealed: (message id, SignedMessage).
+fn seal_letters(rig: &Rig, args: &Args) -> Result<Vec<(MessageId, Vec<u8>)>> {
     println!(
         "sealing {} letters with {}-byte bodies for {} recipients ...",
         args.letters, args.body_bytes, args.recipients
     );
-    let seal = keys::read_ed25519(&fed.fed.agency_dir(&AGENCY.parse()?).join("seal.key.pem"))?;
+    let seal = keys::read_ed25519(
+        &rig.fed
+            .fed
+            .agency_dir(&AGENCY.parse()?)
+            .join("seal.key.pem"),
+    )?;
     let body = "x".repeat(args.body_bytes);
     let mut letters = Vec::with_capacity(args.letters);
     for i in 0..args.letters {
         let letter = Letter {
             message_id: MessageId::random(&mut OsRng),
             sender: AGENCY.parse()?,
-            recipient: estafette_spec::Recipient::Bsn(bsns[i % bsns.len()]),
+            recipient: estafette_spec::Recipient::Bsn(rig.bsns[i % rig.bsns.len()]),
             created_at: estafette_pki::now(),
             subject: "Load test letter".into(),
             body: body.clone(),
@@ -182,21 +208,16 @@ async fn main() -> Result<()> {
         };
         letters.push((letter.message_id, SignedMessage::sign(&letter, &seal)?));
     }
-    let letter_bytes = letters.first().map(|(_, b)| b.len()).unwrap_or(0);
+    Ok(letters)
+}
 
-    let client = Arc::new(AgencyClient::for_agency_dir(
-        gateway.https_addr,
-        "gateway.test",
-        &fed.fed.root_cert_path(),
-        &fed.fed.agency_dir(&AGENCY.parse()?),
-    )?);
-
-    // Watch deliveries come back as ContentConsignment evidence.
-    let sent_at: Arc<Mutex<HashMap<MessageId, Instant>>> =
-        Arc::new(Mutex::new(HashMap::with_capacity(args.letters)));
+/// When each letter's ContentConsignment came back to the gateway.
+fn watch_deliveries(
+    gateway: &RunningGateway,
+    total: usize,
+) -> tokio::task::JoinHandle<HashMap<MessageId, Instant>> {
     let mut notes = gateway.gateway.node.subscribe_evidence();
-    let total = args.letters;
-    let watcher = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut delivered: HashMap<MessageId, Instant> = HashMap::with_capacity(total);
         while delivered.len() < total {
             match notes.recv().await {
@@ -213,19 +234,22 @@ async fn main() -> Result<()> {
             }
         }
         delivered
-    });
+    })
+}
 
+type SentAt = Arc<Mutex<HashMap<MessageId, Instant>>>;
+
+/// Submits every letter over `connections` kept-alive connections; how many were accepted.
+async fn submit_all(
+    client: Arc<AgencyClient>,
+    letters: Vec<(MessageId, Vec<u8>)>,
+    connections: usize,
+    sent_at: SentAt,
+) -> Result<usize> {
     let letters = Arc::new(letters);
     let next = Arc::new(AtomicUsize::new(0));
-    let pids = [
-        ("gateway (+ agencies, SMTP)", std::process::id()),
-        ("transit relay", relay.child.id()),
-        ("home relay", home.child.id()),
-    ];
-    let usage_before: Vec<Option<Usage>> = pids.iter().map(|(_, pid)| usage(*pid)).collect();
-    let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.connections {
+    for _ in 0..connections {
         let (client, letters, next, sent_at) = (
             client.clone(),
             letters.clone(),
@@ -251,13 +275,53 @@ async fn main() -> Result<()> {
     while let Some(done) = workers.join_next().await {
         accepted += done??;
     }
-    let accept_time = started.elapsed();
-    let delivered = tokio::time::timeout(Duration::from_secs(args.timeout_s), watcher)
-        .await
-        .context("not every letter was delivered in time")??;
-    let deliver_time = started.elapsed();
+    Ok(accepted)
+}
 
-    let sent_at = sent_at.lock().await;
+/// The gateway store's group commit, from its metrics.
+fn print_commits(gateway: &RunningGateway) {
+    let metrics = gateway.gateway.node.core.metrics.encode();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (commits, writes) = (
+        value("estafette_relay_commit_batch_size_count"),
+        value("estafette_relay_commit_batch_size_sum"),
+    );
+    if commits > 0.0 {
+        println!(
+            "gateway store: {commits:.0} commits, {:.1} writes per commit, {:.2} ms per commit",
+            writes / commits,
+            value("estafette_relay_commit_seconds_sum") / commits * 1e3
+        );
+    }
+}
+
+/// What one run measured.
+struct Run {
+    accepted: usize,
+    letter_bytes: usize,
+    accept_time: Duration,
+    deliver_time: Duration,
+}
+
+fn print_throughput(
+    args: &Args,
+    run: &Run,
+    delivered: &HashMap<MessageId, Instant>,
+    sent_at: &HashMap<MessageId, Instant>,
+) {
+    let Run {
+        accepted,
+        letter_bytes,
+        accept_time,
+        deliver_time,
+    } = *run;
     let mut latencies: Vec<Duration> = delivered
         .iter()
         .filter_map(|(m, at)| sent_at.get(m).map(|s| at.saturating_duration_since(*s)))
@@ -285,28 +349,46 @@ async fn main() -> Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    let metrics = gateway.gateway.node.core.metrics.encode();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let rig = start_rig(args.recipients).await?;
+    let letters = seal_letters(&rig, &args)?;
+    let letter_bytes = letters.first().map(|(_, b)| b.len()).unwrap_or(0);
+    let client = Arc::new(AgencyClient::for_agency_dir(
+        rig.gateway.https_addr,
+        "gateway.test",
+        &rig.fed.fed.root_cert_path(),
+        &rig.fed.fed.agency_dir(&AGENCY.parse()?),
+    )?);
+    let sent_at: SentAt = Arc::new(Mutex::new(HashMap::with_capacity(args.letters)));
+    let watcher = watch_deliveries(&rig.gateway, args.letters);
+    let pids = [
+        ("gateway (+ agencies, SMTP)", std::process::id()),
+        ("transit relay", rig.relay.child.id()),
+        ("home relay", rig.home.child.id()),
+    ];
+    let usage_before: Vec<Option<Usage>> = pids.iter().map(|(_, pid)| usage(*pid)).collect();
+    let started = Instant::now();
+    let accepted = submit_all(client, letters, args.connections, sent_at.clone()).await?;
+    let accept_time = started.elapsed();
+    let delivered = tokio::time::timeout(Duration::from_secs(args.timeout_s), watcher)
+        .await
+        .context("not every letter was delivered in time")??;
+    let deliver_time = started.elapsed();
+    let run = Run {
+        accepted,
+        letter_bytes,
+        accept_time,
+        deliver_time,
     };
-    let (commits, writes) = (
-        value("estafette_relay_commit_batch_size_count"),
-        value("estafette_relay_commit_batch_size_sum"),
-    );
-    if commits > 0.0 {
-        println!(
-            "gateway store: {commits:.0} commits, {:.1} writes per commit, {:.2} ms per commit",
-            writes / commits,
-            value("estafette_relay_commit_seconds_sum") / commits * 1e3
-        );
-    }
+    print_throughput(&args, &run, &delivered, &*sent_at.lock().await);
+    print_commits(&rig.gateway);
     // The notifications of the run (they trail the deliveries).
-    let notified = sink
+    let notified = rig
+        .sink
         .wait_for(Duration::from_secs(args.timeout_s), |m| m.len() >= accepted)
         .await
         .map(|m| m.len())
@@ -321,6 +403,12 @@ async fn main() -> Result<()> {
     for (((name, _), before), after) in pids.iter().zip(usage_before).zip(usage_after) {
         per_letter(name, before, after, accepted);
     }
+    let Rig {
+        mut relay,
+        mut home,
+        gateway,
+        ..
+    } = rig;
     gateway.shutdown().await;
     if !relay.terminate().success() || !home.terminate().success() {
         bail!("a relay did not stop cleanly");

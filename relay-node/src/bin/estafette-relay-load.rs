@@ -8,6 +8,8 @@
 //!
 //!     cargo run --release -p estafette-relay --bin estafette-relay-load
 #![forbid(unsafe_code)]
+// No function over about 80 lines (clippy.toml): a long one reads as named steps.
+#![warn(clippy::too_many_lines)]
 
 // mimalloc: the nodes allocate many short-lived buffers on several threads;
 // glibc's allocator cost about a tenth of the CPU under load.
@@ -57,9 +59,19 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
+/// A relay process under test, and what its offers need.
+struct Target {
+    fed: TestFederation,
+    process: RelayProcess,
+    relay_id: NodeId,
+    relay_addr: String,
+    admin: std::net::SocketAddr,
+}
+
+/// Starts the relay (its home node is not started: the relay only accepts
+/// and queues, and tries to forward rarely, measuring acceptance, not the
+/// next hop).
+fn start_relay() -> Result<Target> {
     let relay_binary = std::env::current_exe()?
         .parent()
         .context("no directory for this executable")?
@@ -77,8 +89,6 @@ async fn main() -> Result<()> {
         ],
         &["bench-relay.test", "bench-home.test"],
     );
-    // The home node is not started: the relay only accepts and queues, and
-    // tries to forward rarely (measuring acceptance, not the next hop).
     let relay = fed
         .relays
         .iter_mut()
@@ -93,8 +103,70 @@ async fn main() -> Result<()> {
         relay.config.listen.to_string(),
         relay.config.admin_listen.context("admin")?,
     );
-    let mut process = RelayProcess::start(&relay_binary, relay);
+    let process = RelayProcess::start(&relay_binary, relay);
+    Ok(Target {
+        fed,
+        process,
+        relay_id,
+        relay_addr,
+        admin,
+    })
+}
 
+/// Offers every envelope, `concurrency` at once: how many were accepted,
+/// and each acknowledgement's latency.
+async fn offer_all(
+    peers: Arc<Peers>,
+    target: &Target,
+    envelopes: Vec<Vec<u8>>,
+    concurrency: usize,
+) -> Result<(usize, Vec<Duration>)> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for envelope in envelopes {
+        let permit = slots.clone().acquire_owned().await?;
+        let peers = peers.clone();
+        let (id, addr) = (target.relay_id.clone(), target.relay_addr.clone());
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let offer = Request::Offer(Offer {
+                hops_taken: 0,
+                previous_evidence: None,
+                envelope,
+            });
+            let answer = peers.request(&id, &addr, &offer).await;
+            drop(permit);
+            (matches!(answer, Ok(Response::Accepted(_))), sent.elapsed())
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut accepted = 0usize;
+    while let Some(done) = tasks.join_next().await {
+        let (ok, latency) = done?;
+        accepted += usize::from(ok);
+        latencies.push(latency);
+    }
+    latencies.sort();
+    Ok((accepted, latencies))
+}
+
+/// The relay's group commit over the run, from its metrics before and after.
+fn print_commits(before: &str, after: &str) {
+    let delta = |name: &str| metric(after, name) - metric(before, name);
+    let commits = delta("estafette_relay_commit_batch_size_count");
+    if commits > 0.0 {
+        println!(
+            "group commit: {commits:.0} transactions (one fsync each), {:.1} writes per transaction, {:.2} ms per commit",
+            delta("estafette_relay_commit_batch_size_sum") / commits,
+            delta("estafette_relay_commit_seconds_sum") / commits * 1e3
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut target = start_relay()?;
     println!(
         "preparing {} envelopes with {}-byte letters ...",
         args.envelopes, args.payload_bytes
@@ -102,62 +174,27 @@ async fn main() -> Result<()> {
     let body = "x".repeat(args.payload_bytes);
     let inbox = random_inbox();
     let envelopes: Vec<Vec<u8>> = (0..args.envelopes)
-        .map(|_| fed.envelope("bench-home.test", inbox, &body).0)
+        .map(|_| target.fed.envelope("bench-home.test", inbox, &body).0)
         .collect();
     let envelope_bytes = envelopes.first().map(|e| e.len()).unwrap_or(0);
-
-    let gateway: NodeId = "gateway.test".parse()?;
-    let dir = fed.fed.node_dir(&gateway);
-    let material = TlsMaterial::from_dir(&dir, &fed.fed.root_cert_path(), &fed.fed.crl_path())?;
+    let fed = &target.fed.fed;
+    let dir = fed.node_dir(&"gateway.test".parse()?);
+    let material = TlsMaterial::from_dir(&dir, &fed.root_cert_path(), &fed.crl_path())?;
     let client = endpoint("127.0.0.1:0".parse()?, &material, &Limits::default())?;
     let peers = Arc::new(Peers::new(client, Duration::from_secs(60)));
     // Warm up the connection.
     let _ = peers
-        .request(&relay_id, &relay_addr, &Request::Evidence(vec![]))
+        .request(
+            &target.relay_id,
+            &target.relay_addr,
+            &Request::Evidence(vec![]),
+        )
         .await;
-
-    let metrics_before = estafette_relay::admin::local_get(admin, "/metrics")?;
+    let metrics_before = estafette_relay::admin::local_get(target.admin, "/metrics")?;
     let started = Instant::now();
-    let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    for envelope in envelopes {
-        let permit = slots.clone().acquire_owned().await?;
-        let peers = peers.clone();
-        let (id, addr) = (relay_id.clone(), relay_addr.clone());
-        tasks.spawn(async move {
-            let sent = Instant::now();
-            let answer = peers
-                .request(
-                    &id,
-                    &addr,
-                    &Request::Offer(Offer {
-                        hops_taken: 0,
-                        previous_evidence: None,
-                        envelope,
-                    }),
-                )
-                .await;
-            drop(permit);
-            (matches!(answer, Ok(Response::Accepted(_))), sent.elapsed())
-        });
-    }
-    let mut latencies = Vec::with_capacity(args.envelopes);
-    let mut accepted = 0usize;
-    while let Some(done) = tasks.join_next().await {
-        let (ok, latency) = done?;
-        accepted += usize::from(ok);
-        latencies.push(latency);
-    }
+    let (accepted, latencies) = offer_all(peers, &target, envelopes, args.concurrency).await?;
     let elapsed = started.elapsed();
-    let metrics_after = estafette_relay::admin::local_get(admin, "/metrics")?;
-    latencies.sort();
-    let commits = metric(&metrics_after, "estafette_relay_commit_batch_size_count")
-        - metric(&metrics_before, "estafette_relay_commit_batch_size_count");
-    let writes = metric(&metrics_after, "estafette_relay_commit_batch_size_sum")
-        - metric(&metrics_before, "estafette_relay_commit_batch_size_sum");
-    let commit_seconds = metric(&metrics_after, "estafette_relay_commit_seconds_sum")
-        - metric(&metrics_before, "estafette_relay_commit_seconds_sum");
-
+    let metrics_after = estafette_relay::admin::local_get(target.admin, "/metrics")?;
     println!(
         "one relay node, fsync on, {} in flight, envelopes of {envelope_bytes} bytes",
         args.concurrency
@@ -174,14 +211,8 @@ async fn main() -> Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    if commits > 0.0 {
-        println!(
-            "group commit: {commits:.0} transactions (one fsync each), {:.1} writes per transaction, {:.2} ms per commit",
-            writes / commits,
-            commit_seconds / commits * 1e3
-        );
-    }
-    let status = process.terminate();
+    print_commits(&metrics_before, &metrics_after);
+    let status = target.process.terminate();
     if !status.success() {
         bail!("relay exited with {status}");
     }

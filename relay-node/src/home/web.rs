@@ -849,6 +849,7 @@ async fn evidence_download(
     }
 }
 
+#[allow(clippy::too_many_lines)] // split with the web pages next
 async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
     let lang = lang_of(&headers);
     let Some((h, s)) = bearer(&headers) else {

@@ -1,0 +1,539 @@
+//! The durable store: one redb database with immediate durability, written
+//! by a single writer thread that commits everything pending in one
+//! transaction (group commit: one fsync per batch) and only then answers the
+//! requests of that batch. Nothing is acknowledged before it is on disk.
+//!
+//! Tables (keys are raw 16-byte ids; values CBOR records):
+//! - `dedup`: envelope id → the evidence we signed and the envelope's state;
+//!   remembered for `dedup_retention_s`.
+//! - `queue`: envelope id → an envelope waiting to be forwarded.
+//! - `inbox`: (inbox id, envelope id) → a letter (home role).
+//! - `outbox`: evidence id → evidence waiting to be delivered to the gateway.
+//! - `evidence`: (message id, evidence id) → evidence (gateway role: where
+//!   all evidence ends up).
+//!
+//! Records and operations are in `records`; the writer thread that applies
+//! them in `writer`.
+
+mod records;
+mod writer;
+
+pub use records::*;
+pub use writer::Tables;
+use writer::Writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use estafette_spec::{EnvelopeId, EvidenceId, InboxId, MessageId};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+const DEDUP: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("dedup");
+const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("queue");
+/// The small part of each letter, what listing an inbox reads:
+/// (inbox id, envelope id) → [`InboxRecord`].
+const INBOX: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("inbox");
+/// The signed letters themselves, read only when one is opened: envelope
+/// id → `SignedMessage` bytes. Written once at delivery.
+const LETTERS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("letters");
+/// Every opening of a letter, per inbox: (inbox, sequence) → [`AccessEntry`].
+const ACCESS_LOG: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("access_log");
+/// Inboxes merged into another (a person linked two identities): from → into.
+const INBOX_ALIAS: TableDefinition<[u8; 16], [u8; 16]> = TableDefinition::new("inbox_alias");
+const OUTBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("outbox");
+const EVIDENCE: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("evidence");
+
+/// Most write requests waiting for the writer; senders wait beyond this.
+pub const MAX_PENDING_WRITES: usize = 65_536;
+/// Memory for redb's page cache. The working set is the recent end of each
+/// table (queues drain, letters are read soon after delivery) and the
+/// kernel's page cache holds the rest; under load 16 MiB did better than
+/// 64 MiB, 256 MiB or redb's 1 GiB default (estafette-gateway-load).
+pub const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest stored record we read back (an envelope plus its fields).
+const MAX_RECORD_BYTES: usize = estafette_spec::limits::MAX_ENVELOPE_BYTES + 4096;
+
+/// Creates `dir` (and its parents) if missing, the last one readable only
+/// by this user (0700); refuses one that others may read or enter, as
+/// OpenSSH refuses a key file others can read: the node's data holds
+/// letters, names and addresses.
+pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(StoreError::Permissions(format!(
+                    "{shown} is open to other users (mode {mode:04o}); it holds private data: run `chmod 700 {shown}`"
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Database(format!("{}: {e}", parent.display())))?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| StoreError::Database(format!("{shown}: {e}")))
+        }
+        Err(e) => Err(StoreError::Database(format!("{shown}: {e}"))),
+    }
+}
+
+/// Creates `file` empty with mode 0600 if missing; refuses one that others
+/// may read or write.
+fn private_file(file: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let shown = file.display();
+    match std::fs::metadata(file) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(StoreError::Permissions(format!(
+                    "{shown} is open to other users (mode {mode:04o}); it holds private data: run `chmod 600 {shown}`"
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .map(|_| ())
+            .map_err(|e| StoreError::Database(format!("{shown}: {e}"))),
+        Err(e) => Err(StoreError::Database(format!("{shown}: {e}"))),
+    }
+}
+
+/// What the store could not do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(String),
+    #[error("stored record is damaged: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("{0}")]
+    Permissions(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// The durable store of one node.
+pub struct Store {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Job>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    queue_len: Arc<AtomicU64>,
+    outbox_len: Arc<AtomicU64>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    estafette_spec::cbor::to_vec(value)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    estafette_spec::cbor::from_slice(bytes, MAX_RECORD_BYTES)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Store {
+    /// Opens (or creates) the database and starts the writer thread.
+    pub fn open(
+        path: &Path,
+        max_queue_len: u64,
+        max_commit_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            private_dir(dir)?;
+        }
+        private_file(path)?;
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(STORE_CACHE_BYTES)
+                .create(path)?,
+        );
+        {
+            // Create every table so that readers never meet a missing one.
+            let txn = db.begin_write()?;
+            txn.open_table(DEDUP)?;
+            txn.open_table(QUEUE)?;
+            txn.open_table(INBOX)?;
+            txn.open_table(LETTERS)?;
+            txn.open_table(OUTBOX)?;
+            txn.open_table(EVIDENCE)?;
+            txn.commit()?;
+        }
+        let (queue_len, outbox_len) = {
+            let txn = db.begin_read()?;
+            (
+                txn.open_table(QUEUE)?.len()?,
+                txn.open_table(OUTBOX)?.len()?,
+            )
+        };
+        let queue_len = Arc::new(AtomicU64::new(queue_len));
+        let outbox_len = Arc::new(AtomicU64::new(outbox_len));
+        let (jobs, rx) = mpsc::channel(MAX_PENDING_WRITES);
+        let writer = Writer {
+            db: db.clone(),
+            max_queue_len,
+            max_commit_batch,
+            queue_len: queue_len.clone(),
+            outbox_len: outbox_len.clone(),
+            metrics,
+        };
+        let handle = std::thread::Builder::new()
+            .name("estafette-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Database(format!("starting the writer: {e}")))?;
+        Ok(Store {
+            db,
+            jobs,
+            writer: std::sync::Mutex::new(Some(handle)),
+            queue_len,
+            outbox_len,
+        })
+    }
+
+    /// Submits a write and waits until its batch is committed.
+    pub async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The database, for reading tables of the caller's own (writes go
+    /// through [`Op::Apply`] and [`Op::Accept`]'s `extra`).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn queue_len(&self) -> u64 {
+        self.queue_len.load(Ordering::Relaxed)
+    }
+
+    pub fn outbox_len(&self) -> u64 {
+        self.outbox_len.load(Ordering::Relaxed)
+    }
+
+    /// Every queued envelope, without its bytes.
+    pub fn queue_snapshot(&self) -> Result<Vec<(EnvelopeId, QueueRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUEUE)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let mut record: QueueRecord = decode(v.value())?;
+            record.envelope = Vec::new();
+            out.push((EnvelopeId::from_bytes(k.value()), record));
+        }
+        Ok(out)
+    }
+
+    pub fn queue_get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUEUE)?;
+        table
+            .get(id.as_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    pub fn dedup_get(&self, id: &EnvelopeId) -> Result<Option<DedupRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEDUP)?;
+        table
+            .get(id.as_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Every outbox entry: id, next attempt, attempts.
+    pub fn outbox_snapshot(&self) -> Result<Vec<(EvidenceId, u64, u32)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let record: OutboxRecord = decode(v.value())?;
+            out.push((
+                EvidenceId::from_bytes(k.value()),
+                record.next_attempt_ms,
+                record.attempts,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The evidence bytes of these outbox entries (missing ones are skipped).
+    pub fn outbox_get(&self, ids: &[EvidenceId]) -> Result<Vec<(EvidenceId, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = table.get(id.as_bytes())? {
+                let record: OutboxRecord = decode(v.value())?;
+                out.push((*id, record.evidence));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The letters of one inbox, newest last.
+    pub fn inbox_list(
+        &self,
+        inbox: &InboxId,
+    ) -> Result<Vec<(EnvelopeId, InboxRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOX)?;
+        let mut out = Vec::new();
+        for item in
+            table.range((*inbox.as_bytes(), [0u8; 16])..=(*inbox.as_bytes(), [0xffu8; 16]))?
+        {
+            let (k, v) = item?;
+            out.push((
+                EnvelopeId::from_bytes(k.value().1),
+                decode::<InboxRecord>(v.value())?,
+            ));
+        }
+        out.sort_by_key(|(_, r)| r.received_at);
+        Ok(out)
+    }
+
+    /// The access log of an inbox, oldest first (at most `limit`, newest kept).
+    pub fn access_log(
+        &self,
+        inbox: &InboxId,
+        limit: usize,
+    ) -> Result<Vec<AccessEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(ACCESS_LOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for item in table
+            .range((*inbox.as_bytes(), 0u64)..=(*inbox.as_bytes(), u64::MAX))?
+            .rev()
+            .take(limit)
+        {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn inbox_get(
+        &self,
+        inbox: &InboxId,
+        envelope: &EnvelopeId,
+    ) -> Result<Option<InboxRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOX)?;
+        table
+            .get((*inbox.as_bytes(), *envelope.as_bytes()))?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// The signed letter delivered in envelope `envelope`.
+    pub fn letter(&self, envelope: &EnvelopeId) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LETTERS)?;
+        Ok(table.get(envelope.as_bytes())?.map(|v| v.value().to_vec()))
+    }
+
+    /// Letters not yet opened in one inbox.
+    pub fn count_unread(&self, inbox: &InboxId) -> Result<usize, StoreError> {
+        Ok(self
+            .inbox_list(inbox)?
+            .iter()
+            .filter(|(_, r)| r.opened_at.is_none())
+            .count())
+    }
+
+    /// Every letter in every inbox: (inbox, envelope, message id).
+    pub fn inbox_all(&self) -> Result<Vec<(InboxId, EnvelopeId, MessageId)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOX)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let (inbox, envelope) = k.value();
+            let record: InboxRecord = decode(v.value())?;
+            out.push((
+                InboxId::from_bytes(inbox),
+                EnvelopeId::from_bytes(envelope),
+                record.message_id,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// All evidence kept for a message (gateway role), in no particular order.
+    pub fn evidence_for(&self, message: &MessageId) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVIDENCE)?;
+        let mut out = Vec::new();
+        for item in
+            table.range((*message.as_bytes(), [0u8; 16])..=(*message.as_bytes(), [0xffu8; 16]))?
+        {
+            out.push(item?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Every evidence object kept (gateway role).
+    pub fn evidence_all(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVIDENCE)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            out.push(item?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The sender is dropped with self; wait for the writer to finish the
+        // batches already submitted so that nothing acknowledged is lost.
+        let (dummy, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.jobs, dummy));
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut h| h.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estafette_spec::Timestamp;
+
+    fn queued(at: Timestamp) -> Placement {
+        Placement::Queue(QueueRecord {
+            destination: "home.test".parse().unwrap(),
+            hops_taken: 0,
+            our_evidence: None,
+            expires_at: at.plus_s(3600),
+            accepted_at: at,
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: None,
+            envelope: vec![1, 2, 3],
+        })
+    }
+
+    async fn accept(store: &Store, id: EnvelopeId, at: Timestamp) {
+        let op = Op::Accept {
+            envelope_id: id,
+            evidence: None,
+            placement: queued(at),
+            now: at,
+            extra: None,
+            evidence_to: None,
+        };
+        assert_eq!(store.write(op).await.unwrap(), Outcome::Stored);
+    }
+
+    #[test]
+    fn private_data_is_kept_private_and_open_permissions_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let db = data.join("relay.redb");
+        drop(Store::open(&db, 100, 16, Arc::new(Metrics::new())).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700, "the data directory is created 0700");
+        assert_eq!(mode(&db), 0o600, "the database file is created 0600");
+        // Opened up by someone: refused, with what to do, and nothing changed.
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let refused = Store::open(&db, 100, 16, Arc::new(Metrics::new()))
+            .err()
+            .expect("a directory others can enter is refused");
+        assert!(refused.to_string().contains("chmod 700"), "{refused}");
+        assert_eq!(mode(&data), 0o755, "not silently changed");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = Store::open(&db, 100, 16, Arc::new(Metrics::new()))
+            .err()
+            .expect("a database others can read is refused");
+        assert!(refused.to_string().contains("chmod 600"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_what_is_still_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("data").join("store.redb"),
+            100,
+            16,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        let at = Timestamp(1_800_000_000);
+        let (forwarded, waiting) = (
+            EnvelopeId::from_bytes([1; 16]),
+            EnvelopeId::from_bytes([2; 16]),
+        );
+        accept(&store, forwarded, at).await;
+        accept(&store, waiting, at).await;
+        let op = Op::Forwarded {
+            envelope_id: forwarded,
+            evidence: None,
+        };
+        store.write(op).await.unwrap();
+
+        // Too young: both stay.
+        store.write(Op::Prune { before: at }).await.unwrap();
+        assert!(store.dedup_get(&forwarded).unwrap().is_some());
+        // Old enough: the forwarded one goes, the queued one stays.
+        store
+            .write(Op::Prune {
+                before: at.plus_s(1),
+            })
+            .await
+            .unwrap();
+        assert!(store.dedup_get(&forwarded).unwrap().is_none());
+        assert!(store.dedup_get(&waiting).unwrap().is_some());
+    }
+}

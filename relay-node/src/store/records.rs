@@ -1,0 +1,227 @@
+//! What the store keeps and what it is asked to do: the records of its
+//! tables (CBOR values), the write operations ([`Op`]) and their outcomes.
+
+use estafette_spec::{Digest, EnvelopeId, EvidenceId, InboxId, MessageId, NodeId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, Tables};
+
+/// Where an accepted envelope was put. Whether a queued one is still
+/// waiting is the queue table's to say: the dedup record is written once,
+/// never rewritten when the envelope moves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvelopeState {
+    Queued,
+    Delivered,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DedupRecord {
+    #[serde(with = "serde_bytes")]
+    pub evidence: Vec<u8>,
+    pub accepted_at: Timestamp,
+    pub state: EnvelopeState,
+}
+
+/// An envelope waiting to be forwarded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub destination: NodeId,
+    /// Hops taken before it reached this node.
+    pub hops_taken: u8,
+    /// Digest of our own acceptance evidence: the next node links to it.
+    pub our_evidence: Option<Digest>,
+    pub expires_at: Timestamp,
+    pub accepted_at: Timestamp,
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+    pub last_error: Option<String>,
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
+}
+
+/// One opening of a letter: who, when, under which mandate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    pub at: Timestamp,
+    pub envelope_id: EnvelopeId,
+    pub message_id: MessageId,
+    pub actor: estafette_spec::Actor,
+}
+
+/// A letter in an inbox: what the home node parsed from it once, at
+/// delivery, so that listing an inbox reads no letter and hashes nothing.
+/// The signed letter itself is kept apart ([`Store::letter`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxRecord {
+    pub message_id: MessageId,
+    pub received_at: Timestamp,
+    pub opened_at: Option<Timestamp>,
+    /// Digest of the newest evidence for this letter on this node.
+    pub last_evidence: Digest,
+    /// SHA-256 of the signed letter (as in the routing header).
+    pub message_digest: Digest,
+    pub sender: estafette_spec::Oin,
+    pub subject: String,
+    pub nature: estafette_spec::Nature,
+    pub legal_effect: bool,
+    pub expected_action: String,
+    pub response_deadline: Option<Timestamp>,
+}
+
+impl InboxRecord {
+    /// The record of a letter just delivered, from what `check_offer` read.
+    pub fn delivered(
+        header: &estafette_spec::RoutingHeader,
+        letter: &estafette_spec::Letter,
+        received_at: Timestamp,
+        our_evidence: Digest,
+    ) -> InboxRecord {
+        InboxRecord {
+            message_id: header.message_id,
+            received_at,
+            opened_at: None,
+            last_evidence: our_evidence,
+            message_digest: header.message_digest,
+            sender: letter.sender.clone(),
+            subject: letter.subject.clone(),
+            nature: letter.nature,
+            legal_effect: letter.legal_effect,
+            expected_action: letter.expected_action.clone(),
+            response_deadline: letter.response_deadline,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+    pub last_error: Option<String>,
+    #[serde(with = "serde_bytes")]
+    pub evidence: Vec<u8>,
+}
+
+/// Where a node keeps evidence it signed or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidenceTo {
+    /// The durable outbox, delivered to the gateway (relays and home nodes).
+    Outbox,
+    /// The evidence table, kept for good (an origin of envelopes: the gateway).
+    Archive,
+}
+
+/// One evidence object to keep: in the outbox, or in the evidence table.
+#[derive(Debug, Clone)]
+pub struct NewEvidence {
+    pub evidence_id: EvidenceId,
+    pub message_id: Option<MessageId>,
+    pub bytes: Vec<u8>,
+}
+
+/// Where an accepted envelope goes.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    Queue(QueueRecord),
+    Inbox {
+        inbox_id: InboxId,
+        record: InboxRecord,
+        /// The signed letter.
+        message: Vec<u8>,
+    },
+}
+
+/// More writes to make in the same transaction as an [`Op`], with the open
+/// tables of the store and the transaction (for tables of the caller's own,
+/// such as the gateway's registry). Runs on the writer thread: keep it short.
+pub type Extra =
+    Box<dyn FnOnce(&mut Tables<'_>, &redb::WriteTransaction) -> Result<(), StoreError> + Send>;
+
+/// A write, applied by the writer thread inside a batch.
+pub enum Op {
+    /// Store an accepted envelope with our evidence, unless its id is known;
+    /// `extra` runs in the same transaction when it is new.
+    Accept {
+        envelope_id: EnvelopeId,
+        evidence: Option<NewEvidence>,
+        placement: Placement,
+        now: Timestamp,
+        extra: Option<Extra>,
+        /// Where the evidence goes besides the dedup index (none: only there).
+        evidence_to: Option<EvidenceTo>,
+    },
+    /// Any writes of the caller's, in one transaction with the batch.
+    Apply(Extra),
+    /// The next hop accepted it: off the queue; an origin also keeps the
+    /// next hop's acceptance.
+    Forwarded {
+        envelope_id: EnvelopeId,
+        evidence: Option<(NewEvidence, EvidenceTo)>,
+    },
+    /// Try again later.
+    Reschedule {
+        envelope_id: EnvelopeId,
+        attempts: u32,
+        next_attempt_ms: u64,
+        last_error: String,
+    },
+    /// Given up: off the queue, with the failure evidence (and any rejection received).
+    Fail {
+        envelope_id: EnvelopeId,
+        evidence: Vec<NewEvidence>,
+        to: EvidenceTo,
+    },
+    /// Evidence objects the gateway stored: out of the outbox.
+    OutboxDone { ids: Vec<EvidenceId> },
+    /// Evidence delivery failed: try again later.
+    OutboxRetry {
+        ids: Vec<EvidenceId>,
+        next_attempt_ms: u64,
+        last_error: String,
+    },
+    /// Keep evidence in the evidence table (evidence delivered by nodes).
+    StoreEvidence { evidence: Vec<NewEvidence> },
+    /// A letter was opened: record it with its ContentHandover evidence,
+    /// and in the inbox's access log.
+    MarkOpened {
+        inbox_id: InboxId,
+        envelope_id: EnvelopeId,
+        opened_at: Timestamp,
+        evidence: NewEvidence,
+        access: AccessEntry,
+    },
+    /// Forget dedup entries of envelopes no longer queued and older than `before`.
+    Prune { before: Timestamp },
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Op::Accept { .. } => "Accept",
+            Op::Apply(_) => "Apply",
+            Op::Forwarded { .. } => "Forwarded",
+            Op::Reschedule { .. } => "Reschedule",
+            Op::Fail { .. } => "Fail",
+            Op::OutboxDone { .. } => "OutboxDone",
+            Op::OutboxRetry { .. } => "OutboxRetry",
+            Op::StoreEvidence { .. } => "StoreEvidence",
+            Op::MarkOpened { .. } => "MarkOpened",
+            Op::Prune { .. } => "Prune",
+        };
+        f.write_str(name)
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored as new.
+    Stored,
+    /// Already known: the evidence signed the first time.
+    Duplicate { evidence: Vec<u8> },
+    /// The forward queue is full; nothing stored.
+    QueueFull,
+    /// Done (or nothing to do).
+    Done,
+}

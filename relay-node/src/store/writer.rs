@@ -1,0 +1,431 @@
+//! The single writer thread: takes every pending [`Op`], applies them in
+//! one transaction and commits (one fsync per batch), then answers each.
+//! [`Tables`] is the store's open tables inside that transaction.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use estafette_spec::{Digest, EnvelopeId, InboxId, Timestamp};
+use redb::{Database, ReadableTable};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::metrics::Metrics;
+
+pub(super) struct Writer {
+    pub(super) db: Arc<Database>,
+    pub(super) max_queue_len: u64,
+    pub(super) max_commit_batch: usize,
+    pub(super) queue_len: Arc<AtomicU64>,
+    pub(super) outbox_len: Arc<AtomicU64>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    pub(super) fn run(self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.max_commit_batch {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let (queue_before, outbox_before) = (
+                self.queue_len.load(Ordering::Relaxed),
+                self.outbox_len.load(Ordering::Relaxed),
+            );
+            let mut queue_len = queue_before;
+            let mut outbox_len = outbox_before;
+            let (ops, replies): (Vec<Op>, Vec<_>) =
+                batch.into_iter().map(|j| (j.op, j.reply)).unzip();
+            let count = ops.len();
+            let result = (|| -> Result<Vec<Outcome>, StoreError> {
+                let txn = self.db.begin_write()?;
+                let mut outcomes = Vec::with_capacity(count);
+                {
+                    let mut t = Tables {
+                        dedup: txn.open_table(DEDUP)?,
+                        queue: txn.open_table(QUEUE)?,
+                        inbox: txn.open_table(INBOX)?,
+                        outbox: txn.open_table(OUTBOX)?,
+                        evidence: txn.open_table(EVIDENCE)?,
+                        queue_len: &mut queue_len,
+                        outbox_len: &mut outbox_len,
+                        max_queue_len: self.max_queue_len,
+                    };
+                    for op in ops {
+                        outcomes.push(t.apply(op, &txn)?);
+                    }
+                }
+                txn.commit()?;
+                Ok(outcomes)
+            })();
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.commit_batch_size.observe(count as f64);
+            match result {
+                Ok(outcomes) => {
+                    self.queue_len.store(queue_len, Ordering::Relaxed);
+                    self.outbox_len.store(outbox_len, Ordering::Relaxed);
+                    self.metrics.outbox_depth.set(outbox_len as i64);
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, batch = count, "commit failed; nothing in this batch is acknowledged");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The store's open tables inside one write transaction.
+pub struct Tables<'t> {
+    dedup: redb::Table<'t, [u8; 16], &'static [u8]>,
+    queue: redb::Table<'t, [u8; 16], &'static [u8]>,
+    inbox: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
+    outbox: redb::Table<'t, [u8; 16], &'static [u8]>,
+    evidence: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
+    queue_len: &'t mut u64,
+    outbox_len: &'t mut u64,
+    max_queue_len: u64,
+}
+
+impl Tables<'_> {
+    /// Moves every letter of inbox `from` into `into` (each exactly once,
+    /// records unchanged) and redirects later deliveries to `from`. Doing
+    /// it again moves nothing. Gives the number of letters moved.
+    pub fn merge_inbox(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        from: &InboxId,
+        into: &InboxId,
+    ) -> Result<usize, StoreError> {
+        if from == into {
+            return Ok(0);
+        }
+        let mut moved = Vec::new();
+        for item in self
+            .inbox
+            .range((*from.as_bytes(), [0u8; 16])..=(*from.as_bytes(), [0xff; 16]))?
+        {
+            let (k, v) = item?;
+            moved.push((k.value().1, v.value().to_vec()));
+        }
+        for (envelope, record) in &moved {
+            self.inbox.remove((*from.as_bytes(), *envelope))?;
+            self.inbox
+                .insert((*into.as_bytes(), *envelope), record.as_slice())?;
+        }
+        let mut aliases = txn.open_table(INBOX_ALIAS)?;
+        aliases.insert(from.as_bytes(), into.as_bytes())?;
+        // Inboxes merged into `from` earlier now point further.
+        let earlier: Vec<[u8; 16]> = aliases
+            .iter()?
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.value() == *from.as_bytes())
+            .map(|(k, _)| k.value())
+            .collect();
+        for k in earlier {
+            aliases.insert(&k, into.as_bytes())?;
+        }
+        Ok(moved.len())
+    }
+
+    /// Keeps evidence where `to` says.
+    pub fn keep(&mut self, e: &NewEvidence, to: EvidenceTo) -> Result<(), StoreError> {
+        match to {
+            EvidenceTo::Archive => self.archive(e),
+            EvidenceTo::Outbox => {
+                let record = OutboxRecord {
+                    attempts: 0,
+                    next_attempt_ms: 0,
+                    last_error: None,
+                    evidence: e.bytes.clone(),
+                };
+                if self
+                    .outbox
+                    .insert(e.evidence_id.as_bytes(), encode(&record).as_slice())?
+                    .is_none()
+                {
+                    *self.outbox_len += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Keeps evidence in the evidence table, by message.
+    pub fn archive(&mut self, e: &NewEvidence) -> Result<(), StoreError> {
+        let message = e.message_id.map(|m| *m.as_bytes()).unwrap_or([0; 16]);
+        self.evidence
+            .insert((message, *e.evidence_id.as_bytes()), e.bytes.as_slice())?;
+        Ok(())
+    }
+
+    fn remove_queued(&mut self, id: &EnvelopeId) -> Result<bool, StoreError> {
+        let removed = self.queue.remove(id.as_bytes())?.is_some();
+        if removed {
+            *self.queue_len = self.queue_len.saturating_sub(1);
+        }
+        Ok(removed)
+    }
+
+    pub(super) fn apply(
+        &mut self,
+        op: Op,
+        txn: &redb::WriteTransaction,
+    ) -> Result<Outcome, StoreError> {
+        match op {
+            Op::Apply(extra) => {
+                extra(self, txn)?;
+                Ok(Outcome::Done)
+            }
+            Op::Accept {
+                envelope_id,
+                evidence,
+                placement,
+                now,
+                extra,
+                evidence_to,
+            } => {
+                let outcome = self.accept(
+                    txn,
+                    &envelope_id,
+                    evidence.as_ref(),
+                    &placement,
+                    now,
+                    evidence_to,
+                )?;
+                if outcome == Outcome::Stored
+                    && let Some(extra) = extra
+                {
+                    extra(self, txn)?;
+                }
+                Ok(outcome)
+            }
+            Op::Forwarded {
+                envelope_id,
+                evidence,
+            } => {
+                let (evidence, to) =
+                    evidence.map_or((vec![], EvidenceTo::Archive), |(e, to)| (vec![e], to));
+                self.off_the_queue(&envelope_id, &evidence, to)
+            }
+            Op::Reschedule {
+                envelope_id,
+                attempts,
+                next_attempt_ms,
+                last_error,
+            } => self.reschedule(&envelope_id, attempts, next_attempt_ms, last_error),
+            Op::Fail {
+                envelope_id,
+                evidence,
+                to,
+            } => self.off_the_queue(&envelope_id, &evidence, to),
+            Op::OutboxDone { ids } => self.outbox_done(&ids),
+            Op::OutboxRetry {
+                ids,
+                next_attempt_ms,
+                last_error,
+            } => self.outbox_retry(&ids, next_attempt_ms, &last_error),
+            Op::StoreEvidence { evidence } => {
+                for e in &evidence {
+                    self.archive(e)?;
+                }
+                Ok(Outcome::Done)
+            }
+            Op::MarkOpened {
+                inbox_id,
+                envelope_id,
+                opened_at,
+                evidence,
+                access,
+            } => self.mark_opened(
+                txn,
+                (&inbox_id, &envelope_id),
+                opened_at,
+                &evidence,
+                &access,
+            ),
+            Op::Prune { before } => self.prune(before),
+        }
+    }
+
+    fn accept(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        envelope_id: &EnvelopeId,
+        evidence: Option<&NewEvidence>,
+        placement: &Placement,
+        now: Timestamp,
+        evidence_to: Option<EvidenceTo>,
+    ) -> Result<Outcome, StoreError> {
+        if let Some(v) = self.dedup.get(envelope_id.as_bytes())? {
+            let known: DedupRecord = decode(v.value())?;
+            return Ok(Outcome::Duplicate {
+                evidence: known.evidence,
+            });
+        }
+        let state = match placement {
+            Placement::Queue(record) => {
+                if *self.queue_len >= self.max_queue_len {
+                    return Ok(Outcome::QueueFull);
+                }
+                self.queue
+                    .insert(envelope_id.as_bytes(), encode(record).as_slice())?;
+                *self.queue_len += 1;
+                EnvelopeState::Queued
+            }
+            Placement::Inbox {
+                inbox_id,
+                record,
+                message,
+            } => {
+                // A letter still addressed to a merged inbox goes to the one
+                // it was merged into.
+                let target = txn
+                    .open_table(INBOX_ALIAS)?
+                    .get(inbox_id.as_bytes())?
+                    .map(|v| v.value())
+                    .unwrap_or(*inbox_id.as_bytes());
+                self.inbox
+                    .insert((target, *envelope_id.as_bytes()), encode(record).as_slice())?;
+                txn.open_table(LETTERS)?
+                    .insert(envelope_id.as_bytes(), message.as_slice())?;
+                EnvelopeState::Delivered
+            }
+        };
+        let dedup = DedupRecord {
+            evidence: evidence.map(|e| e.bytes.clone()).unwrap_or_default(),
+            accepted_at: now,
+            state,
+        };
+        self.dedup
+            .insert(envelope_id.as_bytes(), encode(&dedup).as_slice())?;
+        if let (Some(evidence), Some(to)) = (evidence, evidence_to) {
+            self.keep(evidence, to)?;
+        }
+        Ok(Outcome::Stored)
+    }
+
+    /// An envelope leaves the queue (forwarded or given up) with the
+    /// evidence of that, kept only if it was still queued.
+    fn off_the_queue(
+        &mut self,
+        envelope_id: &EnvelopeId,
+        evidence: &[NewEvidence],
+        to: EvidenceTo,
+    ) -> Result<Outcome, StoreError> {
+        if self.remove_queued(envelope_id)? {
+            for e in evidence {
+                self.keep(e, to)?;
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    fn reschedule(
+        &mut self,
+        envelope_id: &EnvelopeId,
+        attempts: u32,
+        next_attempt_ms: u64,
+        last_error: String,
+    ) -> Result<Outcome, StoreError> {
+        let mut record: QueueRecord = match self.queue.get(envelope_id.as_bytes())? {
+            Some(v) => decode(v.value())?,
+            None => return Ok(Outcome::Done),
+        };
+        record.attempts = attempts;
+        record.next_attempt_ms = next_attempt_ms;
+        record.last_error = Some(last_error);
+        self.queue
+            .insert(envelope_id.as_bytes(), encode(&record).as_slice())?;
+        Ok(Outcome::Done)
+    }
+
+    fn outbox_done(&mut self, ids: &[EvidenceId]) -> Result<Outcome, StoreError> {
+        for id in ids {
+            if self.outbox.remove(id.as_bytes())?.is_some() {
+                *self.outbox_len = self.outbox_len.saturating_sub(1);
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    fn outbox_retry(
+        &mut self,
+        ids: &[EvidenceId],
+        next_attempt_ms: u64,
+        last_error: &str,
+    ) -> Result<Outcome, StoreError> {
+        for id in ids {
+            let mut record: OutboxRecord = match self.outbox.get(id.as_bytes())? {
+                Some(v) => decode(v.value())?,
+                None => continue,
+            };
+            record.attempts += 1;
+            record.next_attempt_ms = next_attempt_ms;
+            record.last_error = Some(last_error.to_owned());
+            self.outbox
+                .insert(id.as_bytes(), encode(&record).as_slice())?;
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// A letter opened: its record, its ContentHandover in the outbox, and
+    /// a line in the inbox's access log.
+    fn mark_opened(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        (inbox_id, envelope_id): (&InboxId, &EnvelopeId),
+        opened_at: Timestamp,
+        evidence: &NewEvidence,
+        access: &AccessEntry,
+    ) -> Result<Outcome, StoreError> {
+        let key = (*inbox_id.as_bytes(), *envelope_id.as_bytes());
+        let mut record: InboxRecord = match self.inbox.get(key)? {
+            Some(v) => decode(v.value())?,
+            None => return Ok(Outcome::Done),
+        };
+        if record.opened_at.is_none() {
+            record.opened_at = Some(opened_at);
+        }
+        record.last_evidence = Digest::of(&evidence.bytes);
+        self.inbox.insert(key, encode(&record).as_slice())?;
+        self.keep(evidence, EvidenceTo::Outbox)?;
+        let mut log = txn.open_table(ACCESS_LOG)?;
+        let next = log
+            .range((*inbox_id.as_bytes(), 0u64)..=(*inbox_id.as_bytes(), u64::MAX))?
+            .next_back()
+            .transpose()?
+            .map_or(0, |(k, _)| k.value().1 + 1);
+        log.insert((*inbox_id.as_bytes(), next), encode(access).as_slice())?;
+        Ok(Outcome::Stored)
+    }
+
+    /// Forgets dedup entries older than `before`, except those still
+    /// queued (a retried offer must still find them).
+    fn prune(&mut self, before: Timestamp) -> Result<Outcome, StoreError> {
+        let mut stale = Vec::new();
+        for item in self.dedup.iter()? {
+            let (k, v) = item?;
+            let r: DedupRecord = decode(v.value())?;
+            if r.accepted_at < before && self.queue.get(k.value())?.is_none() {
+                stale.push(k.value());
+            }
+        }
+        for k in stale {
+            self.dedup.remove(k)?;
+        }
+        Ok(Outcome::Done)
+    }
+}
