@@ -27,6 +27,7 @@ pub mod relay;
 pub mod server;
 pub mod store;
 pub mod testkit;
+pub mod texts;
 pub mod throttle;
 pub mod transport;
 pub mod trust_state;

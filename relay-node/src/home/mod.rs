@@ -14,6 +14,7 @@
 pub mod api;
 pub mod client;
 pub mod inbox;
+pub mod session;
 pub mod web;
 
 use std::net::SocketAddr;

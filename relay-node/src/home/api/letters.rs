@@ -1,0 +1,241 @@
+//! Letters in the citizen API: the inbox list (from the small inbox
+//! records: no letter read, nothing hashed), opening a letter (its
+//! ContentHandover first), its evidence from the gateway, attachments and
+//! the access log.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use estafette_spec::citizen::{CitizenAction, CitizenReply};
+use estafette_spec::{Actor, ActorRole, EnvelopeId, InboxId, Oin, SignedMessage, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{CitizenApi, MAX_ACCESS_LOG_ENTRIES, Problem, envelope_id, unexpected};
+use crate::home::HomeError;
+use crate::home::session::Session;
+
+/// A letter in the inbox list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LetterSummary {
+    pub envelope_id: EnvelopeId,
+    pub message_id: estafette_spec::MessageId,
+    pub sender: Oin,
+    pub sender_name: String,
+    pub subject: String,
+    pub nature: estafette_spec::Nature,
+    pub legal_effect: bool,
+    pub expected_action: String,
+    pub response_deadline: Option<Timestamp>,
+    pub received_at: Timestamp,
+    pub opened: bool,
+}
+
+/// An opened letter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenedLetter {
+    pub summary: LetterSummary,
+    pub body: String,
+    pub attachments: Vec<AttachmentSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentSummary {
+    pub name: String,
+    pub media_type: String,
+    pub size_bytes: usize,
+}
+
+pub(super) async fn letters(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+) -> Result<Json<Vec<LetterSummary>>, Problem> {
+    Ok(Json(api.letters_of(&session)?))
+}
+
+/// A letter's signed evidence: a CBOR array of COSE_Sign1 objects.
+pub(super) async fn letter_evidence(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+    Path(envelope): Path<String>,
+) -> Result<Response, Problem> {
+    let (_, list) = api.letter_evidence(&session, &envelope).await?;
+    let body = estafette_spec::cbor::to_vec(
+        &list
+            .into_iter()
+            .map(serde_bytes::ByteBuf::from)
+            .collect::<Vec<_>>(),
+    );
+    Ok(([(header::CONTENT_TYPE, "application/cbor")], body).into_response())
+}
+
+pub(super) async fn open_letter(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+    Path(envelope): Path<String>,
+) -> Result<Json<OpenedLetter>, Problem> {
+    let inbox = api.inbox_of(&session)?;
+    let envelope = envelope_id(&envelope)?;
+    let actor = Actor {
+        role: ActorRole::Holder,
+        representative: None,
+        mandate: None,
+    };
+    Ok(Json(api.open_in(&inbox, &envelope, actor).await?))
+}
+
+/// The holder's access log: who opened which letter, when, under which mandate.
+pub(super) async fn access_log(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+) -> Result<Json<Vec<crate::store::AccessEntry>>, Problem> {
+    Ok(Json(api.access_entries(&session)?))
+}
+
+impl CitizenApi {
+    /// The letters of the session's inbox, newest first.
+    pub(crate) fn letters_of(&self, session: &Session) -> Result<Vec<LetterSummary>, Problem> {
+        let inbox = self.inbox_of(session)?;
+        let mut out: Vec<LetterSummary> = self
+            .node
+            .store()
+            .inbox_list(&inbox)?
+            .iter()
+            .map(|(id, record)| self.summary(*id, record))
+            .collect();
+        out.sort_by_key(|l| std::cmp::Reverse(l.received_at));
+        Ok(out)
+    }
+
+    /// Opens a letter of `inbox` for `actor`: ContentHandover first, then the letter.
+    pub(crate) async fn open_in(
+        &self,
+        inbox: &InboxId,
+        envelope: &EnvelopeId,
+        actor: Actor,
+    ) -> Result<OpenedLetter, Problem> {
+        // The letter is given only after its ContentHandover is on disk;
+        // it is read (and parsed) once, here.
+        let (record, message) =
+            crate::home::inbox::open_letter(&self.node, inbox, envelope, actor).await?;
+        let letter = SignedMessage::read_stored(&message)
+            .map_err(|_| HomeError::NoSuchLetter)?
+            .letter;
+        Ok(OpenedLetter {
+            summary: self.summary(*envelope, &record),
+            body: letter.body,
+            attachments: letter
+                .attachments
+                .iter()
+                .map(|a| AttachmentSummary {
+                    // Shown to people: no path, no invisible controls.
+                    name: estafette_spec::text::display_file_name(&a.name),
+                    media_type: a.media_type.clone(),
+                    size_bytes: a.content.len(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The signed evidence of one of the session's letters, from the
+    /// gateway, in chain order.
+    pub(crate) async fn letter_evidence(
+        &self,
+        session: &Session,
+        envelope: &str,
+    ) -> Result<(estafette_spec::MessageId, Vec<Vec<u8>>), Problem> {
+        let inbox = self.inbox_of(session)?;
+        let envelope = envelope_id(envelope)?;
+        let record = self
+            .node
+            .store()
+            .inbox_get(&inbox, &envelope)?
+            .ok_or(HomeError::NoSuchLetter)?;
+        let action = CitizenAction::LetterEvidence {
+            message: record.message_id,
+        };
+        match self.ask(session, action).await? {
+            CitizenReply::Evidence(list) => Ok((
+                record.message_id,
+                list.into_iter().map(|b| b.into_vec()).collect(),
+            )),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// An attachment (name, content) of one of the session's letters that
+    /// was opened (the opening is the handover).
+    pub(crate) fn attachment(
+        &self,
+        session: &Session,
+        envelope: &str,
+        index: usize,
+    ) -> Result<(String, Vec<u8>), Problem> {
+        let inbox = self.inbox_of(session)?;
+        let envelope: EnvelopeId = envelope.parse().map_err(|_| HomeError::NoSuchLetter)?;
+        let record = self
+            .node
+            .store()
+            .inbox_get(&inbox, &envelope)?
+            .ok_or(HomeError::NoSuchLetter)?;
+        if record.opened_at.is_none() {
+            return Err(Problem::from(HomeError::NoSuchLetter));
+        }
+        let message = self
+            .node
+            .store()
+            .letter(&envelope)?
+            .ok_or(HomeError::NoSuchLetter)?;
+        let letter = SignedMessage::read_stored(&message)
+            .map_err(|_| HomeError::NoSuchLetter)?
+            .letter;
+        let a = letter
+            .attachments
+            .into_iter()
+            .nth(index)
+            .ok_or(HomeError::NoSuchLetter)?;
+        Ok((a.name, a.content))
+    }
+
+    /// The session's inbox's access log.
+    pub(crate) fn access_entries(
+        &self,
+        session: &Session,
+    ) -> Result<Vec<crate::store::AccessEntry>, Problem> {
+        let inbox = self.inbox_of(session)?;
+        Ok(self
+            .node
+            .store()
+            .access_log(&inbox, MAX_ACCESS_LOG_ENTRIES)?)
+    }
+
+    /// A letter in a list: from the small record the relay wrote at
+    /// delivery (no letter read, nothing hashed).
+    pub(crate) fn summary(
+        &self,
+        envelope_id: EnvelopeId,
+        record: &crate::store::InboxRecord,
+    ) -> LetterSummary {
+        let sender_name = self
+            .node
+            .trust()
+            .agency(&record.sender)
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| record.sender.to_string());
+        LetterSummary {
+            envelope_id,
+            message_id: record.message_id,
+            sender: record.sender.clone(),
+            sender_name,
+            subject: record.subject.clone(),
+            nature: record.nature,
+            legal_effect: record.legal_effect,
+            expected_action: record.expected_action.clone(),
+            response_deadline: record.response_deadline,
+            received_at: record.received_at,
+            opened: record.opened_at.is_some(),
+        }
+    }
+}

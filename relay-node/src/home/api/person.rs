@@ -1,0 +1,227 @@
+//! The person's own side of the citizen API: sessions, the person's view,
+//! registration, e-mail and its verification link, activation, consent
+//! per sender, all on paper, linking a second identity, the history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use estafette_spec::citizen::{CitizenAction, CitizenReply, PersonView, PostalAddress};
+use estafette_spec::{Oin, ReasonCode};
+use serde::{Deserialize, Serialize};
+
+use super::{CitizenApi, Problem, json_body, preferred_language, unexpected};
+use crate::home::session::Session;
+
+/// The answer to a login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionStarted {
+    /// Bearer token (64 hex characters) for `Authorization: Bearer …`.
+    pub session: String,
+    pub person: PersonView,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    language: String,
+    postal_address: Option<PostalAddress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailBody {
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentBody {
+    digital: bool,
+}
+
+pub(super) async fn start_session(
+    State(api): State<Arc<CitizenApi>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    let (session, person) = api.log_in(&body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionStarted {
+            session: session.token().to_string(),
+            person,
+        }),
+    ))
+}
+
+pub(super) async fn renew_session(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    Ok(Json(api.renew(&session, &body).await?))
+}
+
+/// Logging out of a session that already ended is fine too.
+pub(super) async fn end_session(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+) -> StatusCode {
+    if let Some(session) = api.bearer_session(&headers) {
+        api.log_out(&session);
+    }
+    StatusCode::NO_CONTENT
+}
+
+pub(super) async fn me(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+) -> Result<Json<PersonView>, Problem> {
+    api.person_of(&session)
+        .map(Json)
+        .ok_or_else(Problem::unauthenticated)
+}
+
+pub(super) async fn register(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let b: RegisterBody = json_body(&body)?;
+    let action = CitizenAction::Register {
+        language: b.language,
+        postal_address: b.postal_address,
+    };
+    Ok(Json(api.change(&session, action).await?))
+}
+
+pub(super) async fn add_email(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let b: EmailBody = json_body(&body)?;
+    let action = CitizenAction::AddEmail { address: b.address };
+    Ok(Json(api.change(&session, action).await?))
+}
+
+impl CitizenApi {
+    /// Follows an e-mail's verification link (no session: the link is the proof).
+    pub(crate) async fn verify_token(&self, token: &str) -> Result<PersonView, Problem> {
+        let token = estafette_spec::bytes::from_hex(token.trim())
+            .filter(|t| t.len() == estafette_spec::citizen::VERIFICATION_TOKEN_BYTES)
+            .ok_or_else(|| {
+                Problem::refused(
+                    ReasonCode::InvalidToken,
+                    "the link is incomplete; copy the whole link from the e-mail".into(),
+                )
+            })?;
+        match self
+            .ask_gateway(None, CitizenAction::VerifyEmail { token })
+            .await?
+        {
+            CitizenReply::Person(view) => Ok(view),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+pub(super) async fn verify_email(
+    State(api): State<Arc<CitizenApi>>,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let b: TokenBody = json_body(&body)?;
+    Ok(Json(api.verify_token(&b.token).await?))
+}
+
+pub(super) async fn verify_email_link(
+    State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<String, Problem> {
+    let token = q.get("token").map(String::as_str).unwrap_or("");
+    api.verify_token(token).await?;
+    // The link may be opened anywhere: the browser's language, and English.
+    let language = preferred_language(&headers).unwrap_or("nl");
+    let theirs = crate::texts::catalogue_or(language, crate::texts::FALLBACK);
+    let english = crate::texts::catalogue_or(crate::texts::FALLBACK, "nl");
+    let (a, b) = (
+        theirs.text("web.email-confirmed"),
+        english.text("web.email-confirmed"),
+    );
+    Ok(if a == b {
+        format!("{a}\n")
+    } else {
+        format!("{a} / {b}\n")
+    })
+}
+
+pub(super) async fn activate(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+) -> Result<Json<PersonView>, Problem> {
+    Ok(Json(api.change(&session, CitizenAction::Activate).await?))
+}
+
+pub(super) async fn set_consent(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+    Path(sender): Path<String>,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let sender: Oin = sender
+        .parse()
+        .map_err(|e: estafette_spec::ids::OinError| Problem::malformed(e.to_string()))?;
+    let b: ConsentBody = json_body(&body)?;
+    let action = CitizenAction::SetConsent {
+        sender,
+        digital: b.digital,
+    };
+    Ok(Json(api.change(&session, action).await?))
+}
+
+/// Links a second identity of the session's holder (its assertion is the body).
+pub(super) async fn link(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    api.accept_assertion(&body).await?;
+    let action = CitizenAction::Link {
+        other: serde_bytes::ByteBuf::from(body.to_vec()),
+    };
+    Ok(Json(api.change(&session, action).await?))
+}
+
+pub(super) async fn all_paper(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+) -> Result<Json<PersonView>, Problem> {
+    Ok(Json(api.change(&session, CitizenAction::AllPaper).await?))
+}
+
+pub(super) async fn history(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+) -> Result<Json<Vec<estafette_spec::citizen::ChangeEntry>>, Problem> {
+    match api.ask(&session, CitizenAction::History).await {
+        Ok(CitizenReply::History(h)) => Ok(Json(h)),
+        Ok(_) => Err(unexpected()),
+        Err(p) if p.code == "expired" => Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "reauthentication-required",
+            "the history needs a login of at most five minutes ago: log in again",
+        )),
+        Err(p) => Err(p),
+    }
+}

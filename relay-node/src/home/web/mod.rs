@@ -1,0 +1,392 @@
+//! The web inbox: server-rendered HTML (maud, checked at compile time) on
+//! top of the citizen API, in Dutch and English, without JavaScript.
+//!
+//! Security: the session is an HttpOnly, Secure, SameSite=Strict cookie
+//! (the JSON API takes bearer tokens only, so cookies never authorise it);
+//! every form carries a CSRF token derived from the session (or, for the
+//! login form, a double-submit cookie), and a POST without the right token
+//! gets 403 and changes nothing; the Content-Security-Policy allows no
+//! script at all; URLs carry only opaque ids; logins are rate-limited.
+//!
+//! Logging in: a production identity provider's login page hands the
+//! browser an assertion for this node, which it posts to `/login/assertion`.
+//! In a test federation a test identity provider can be configured
+//! (`[citizen.test_idp]`): the login page then asks for the identifier and
+//! this node mints the assertion with the test provider's key, after which
+//! it is checked like any other.
+
+mod letters;
+mod login;
+mod representation;
+mod settings;
+
+pub use letters::content_disposition;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Path;
+
+use crate::throttle::KeyedRateLimit;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use ed25519_dalek::SigningKey;
+use estafette_spec::citizen::PersonView;
+use estafette_spec::{NodeId, Recipient, Timestamp};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::home::api::{CitizenApi, Problem};
+use crate::home::session::{Session, SessionToken};
+
+const SESSION_COOKIE: &str = "estafette_session";
+const LANG_COOKIE: &str = "estafette_lang";
+const LOGIN_COOKIE: &str = "estafette_login";
+/// Most login attempts per minute from one source address.
+pub const MAX_LOGINS_PER_SOURCE_PER_MINUTE: u32 = 30;
+/// Most login attempts per minute for one person (identifier).
+pub const MAX_LOGINS_PER_PERSON_PER_MINUTE: u32 = 10;
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A test identity provider whose key this node holds (test federations only).
+pub struct TestIdp {
+    pub id: NodeId,
+    pub key: SigningKey,
+}
+
+/// The web inbox's state.
+pub struct Web {
+    api: Arc<CitizenApi>,
+    test_idp: Option<TestIdp>,
+    /// Login attempts per source address and per person: one client's
+    /// flood of bad logins does not lock anyone else out.
+    logins_by_source: KeyedRateLimit,
+    logins_by_person: KeyedRateLimit,
+}
+
+impl Web {
+    /// The live session of the cookie, and its token as text (for the
+    /// CSRF token of its forms).
+    fn session_of(&self, headers: &HeaderMap) -> Option<(Session, String)> {
+        let token: SessionToken = cookie(headers, SESSION_COOKIE)?.parse().ok()?;
+        let session = self.api.session(token)?;
+        Some((session, token.to_string()))
+    }
+
+    /// The session of a form post, if its CSRF token is right.
+    fn checked(&self, headers: &HeaderMap, csrf: &str) -> Option<(Session, String)> {
+        let (session, token) = self.session_of(headers)?;
+        (csrf_for(&token) == csrf).then_some((session, token))
+    }
+
+    pub fn new(api: Arc<CitizenApi>, test_idp: Option<TestIdp>) -> Arc<Web> {
+        Arc::new(Web {
+            api,
+            test_idp,
+            logins_by_source: KeyedRateLimit::new(
+                MAX_LOGINS_PER_SOURCE_PER_MINUTE,
+                Duration::from_secs(60),
+            ),
+            logins_by_person: KeyedRateLimit::new(
+                MAX_LOGINS_PER_PERSON_PER_MINUTE,
+                Duration::from_secs(60),
+            ),
+        })
+    }
+
+    /// One more login attempt from `source` for `person`; false past
+    /// either limit of this minute.
+    fn login_allowed(&self, source: std::net::IpAddr, person: &str) -> bool {
+        let by_source = self.logins_by_source.allow(&source.to_string());
+        let by_person = self.logins_by_person.allow(person);
+        if !(by_source && by_person) {
+            let key = if by_source { "person" } else { "source" };
+            if let Some(held_back) = self
+                .api
+                .node
+                .core()
+                .log_throttle
+                .allow(&format!("login {key}"))
+            {
+                // The address is not personal data of a citizen here; the
+                // identifier is, and stays out.
+                tracing::warn!(%source, limit = key, refused_since_last_line = held_back, "login attempts over the limit");
+            }
+        }
+        by_source && by_person
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lang {
+    Nl,
+    En,
+}
+
+impl Lang {
+    fn code(self) -> &'static str {
+        match self {
+            Lang::Nl => "nl",
+            Lang::En => "en",
+        }
+    }
+    fn texts(self) -> &'static crate::texts::Catalogue {
+        crate::texts::catalogue_or(self.code(), crate::texts::FALLBACK)
+    }
+
+    /// The text of `key` in this language (the catalogue's).
+    fn t(self, key: &'static str) -> &'static str {
+        self.texts().text(key)
+    }
+
+    /// The text of `key` with its placeholders filled in.
+    fn fill(self, key: &'static str, values: &[(&str, &str)]) -> String {
+        self.texts().fill(key, values)
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+}
+
+fn lang_of(headers: &HeaderMap) -> Lang {
+    match cookie(headers, LANG_COOKIE).as_deref() {
+        Some("en") => Lang::En,
+        Some("nl") => Lang::Nl,
+        _ => match crate::home::api::preferred_language(headers) {
+            Some("en") => Lang::En,
+            _ => Lang::Nl,
+        },
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    estafette_spec::bytes::Hex(bytes).to_string()
+}
+
+/// The CSRF token of a session: bound to it, unguessable without it.
+fn csrf_for(session: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"estafette/1 csrf");
+    h.update(session.as_bytes());
+    hex(&h.finalize()[..16])
+}
+
+fn secure_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A whole page: skip link, header with the language switch, main content.
+fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " – " (lang.t("web.my-message-box")) }
+                link rel="stylesheet" href="/static/style.css";
+            }
+            body {
+                a class="skip" href="#main" { (lang.t("web.skip-to-content")) }
+                header {
+                    p class="brand" { (lang.t("web.my-message-box")) }
+                    nav aria-label=(lang.t("web.main-menu")) {
+                        ul {
+                            @if session.is_some() {
+                                li { a href="/" { (lang.t("web.letters")) } }
+                                li { a href="/settings" { (lang.t("web.settings")) } }
+                                li { a href="/representatives" { (lang.t("web.who-helps-me")) } }
+                                li { a href="/access-log" { (lang.t("web.who-read-my-mail")) } }
+                                li { a href="/clients" { (lang.t("web.my-clients")) } }
+                            }
+                            li {
+                                @if lang == Lang::Nl {
+                                    a href="/language/en" lang="en" { "English" }
+                                } @else {
+                                    a href="/language/nl" lang="nl" { "Nederlands" }
+                                }
+                            }
+                        }
+                    }
+                    @if let Some(s) = session {
+                        form method="post" action="/logout" class="inline" {
+                            input type="hidden" name="csrf" value=(csrf_for(s));
+                            button type="submit" { (lang.t("web.log-out")) }
+                        }
+                    }
+                }
+                main id="main" tabindex="-1" {
+                    h1 { (title) }
+                    (main)
+                }
+            }
+        }
+    };
+    secure_headers((StatusCode::OK, markup).into_response())
+}
+
+fn problem_page(lang: Lang, session: Option<&str>, p: &Problem) -> Response {
+    let text = crate::home::api::localized(&p.code, lang.code())
+        .unwrap_or(&p.detail)
+        .to_owned();
+    let mut r = page(
+        lang,
+        lang.t("web.that-did-not-work"),
+        session,
+        html! {
+            p role="alert" { (text) }
+            p { a href="/" { (lang.t("web.back-to-your-letters")) } }
+        },
+    );
+    *r.status_mut() = p.status;
+    r
+}
+
+fn forbidden(lang: Lang) -> Response {
+    let mut r = page(
+        lang,
+        lang.t("web.not-allowed"),
+        None,
+        html! {
+            p role="alert" { (lang.t("web.this-form-has-expired-or-did")) }
+            p { a href="/" { (lang.t("web.start-again")) } }
+        },
+    );
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r
+}
+
+fn to_login() -> Response {
+    Redirect::to("/login").into_response()
+}
+
+fn date(lang: Lang, t: Timestamp) -> String {
+    let (y, m, d) = t.ymd();
+    match lang {
+        Lang::Nl => format!("{d}-{m}-{y}"),
+        Lang::En => format!("{d}/{m}/{y}"),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct CsrfForm {
+    /// Missing counts as wrong: 403, not a form error.
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("assets/style.css"),
+    )
+        .into_response()
+}
+
+async fn language(Path(code): Path<String>) -> Response {
+    let value = if code == "en" { "en" } else { "nl" };
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LANG_COOKIE}={value}; Path=/; Secure; SameSite=Strict; Max-Age=31536000"
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Whether `who` is the session's person.
+fn person_is(web: &Web, session: &Session, who: &Recipient) -> bool {
+    web.api
+        .person_of(session)
+        .is_some_and(|p| &p.recipient == who)
+}
+
+/// The session's person, fresh from the gateway (falling back to the
+/// session's copy when the gateway cannot be asked).
+async fn person(web: &Web, session: &Session) -> Option<PersonView> {
+    match web.api.refresh(session).await {
+        Ok(view) => Some(view),
+        Err(_) => web.api.person_of(session),
+    }
+}
+
+/// The web inbox's routes (merged into the citizen API's router).
+pub fn router(web: Arc<Web>) -> axum::Router {
+    use letters as l;
+    use login as i;
+    use representation as r;
+    use settings as s;
+    axum::Router::new()
+        .route("/", get(l::inbox))
+        .route("/login", get(i::login_page).post(i::login))
+        .route("/logout", post(i::logout))
+        .route("/register", post(l::register))
+        .route("/letters/{envelope}", get(l::letter))
+        .route("/letters/{envelope}/evidence", get(l::evidence))
+        .route(
+            "/letters/{envelope}/attachments/{index}",
+            get(l::attachment),
+        )
+        .route(
+            "/letters/{envelope}/evidence.cbor",
+            get(l::evidence_download),
+        )
+        .route("/settings", get(s::settings))
+        .route("/settings/email", post(s::set_email))
+        .route("/settings/activate", post(s::activate))
+        .route("/settings/consent", post(s::consent))
+        .route("/settings/all-paper", post(s::all_paper))
+        .route("/access-log", get(s::access_log))
+        .route("/clients", get(r::clients))
+        .route("/clients/accept", post(r::accept))
+        .route("/representatives", get(r::representatives).post(r::grant))
+        .route("/representatives/revoke", post(r::revoke))
+        .route("/clients/{mandate}", get(r::client))
+        .route(
+            "/clients/{mandate}/letters/{envelope}",
+            get(r::client_letter),
+        )
+        .route("/language/{code}", get(language))
+        .route("/static/style.css", get(style))
+        .with_state(web)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_tokens_are_bound_to_the_session() {
+        let a = csrf_for(&"a".repeat(64));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, csrf_for(&"b".repeat(64)));
+        assert_eq!(a, csrf_for(&"a".repeat(64)));
+    }
+}

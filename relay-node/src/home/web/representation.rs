@@ -1,0 +1,278 @@
+//! Helpers and clients: who helps me (mandates given, granting,
+//! revoking, accepting), and for a representative the clients and their
+//! letters (each access checked with the gateway at that moment).
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use estafette_spec::Recipient;
+use estafette_spec::citizen::{CitizenAction, CitizenReply};
+use maud::html;
+use serde::Deserialize;
+
+use super::*;
+use crate::home::api::Problem;
+
+pub(super) async fn representatives(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = web.session_of(&headers) else {
+        return to_login();
+    };
+    let mandates = match web.api.ask(&h, CitizenAction::Mandates).await {
+        Ok(CitizenReply::Mandates(m)) => m,
+        Ok(_) => vec![],
+        Err(p) => return problem_page(lang, Some(&s), &p),
+    };
+    let Some(me) = person(&web, &h).await else {
+        return to_login();
+    };
+    let given: Vec<_> = mandates
+        .iter()
+        .filter(|m| m.holder == me.recipient)
+        .collect();
+    let csrf = csrf_for(&s);
+    let now = estafette_pki::now();
+    page(
+        lang,
+        lang.t("web.who-helps-me"),
+        Some(&s),
+        html! {
+            p { (lang.t("web.someone-who-helps-you-can-read")) }
+            @if given.is_empty() {
+                p { (lang.t("web.nobody-helps-you-now")) }
+            } @else {
+                ul class="letters" {
+                    @for m in &given {
+                        li class="letter" {
+                            strong { (m.representative.label()) }
+                            p { (lang.t(match (m.is_legal(), m.stands(now), m.accepted) {
+                                (true, _, _) => "web.mandate.legal",
+                                (false, true, _) => "web.mandate.helps",
+                                (false, false, false) => "web.mandate.to-accept",
+                                (false, false, true) => "web.mandate.stopped",
+                            })) }
+                            @if !m.is_legal() && m.revoked_at.is_none() {
+                                form method="post" action="/representatives/revoke" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    input type="hidden" name="id" value=(m.id.to_string());
+                                    button type="submit" { (lang.t("web.stop-this-help")) " " span class="visually-hidden" { (m.representative.label()) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { (lang.t("web.ask-someone-to-help-you")) }
+            form method="post" action="/representatives" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="rep-name" { (lang.t("web.name-of-your-helper")) }
+                input type="text" id="rep-name" name="name" autocomplete="off" required;
+                label for="rep-id" { (lang.t("web.that-person-s-citizen-service-number")) }
+                p class="hint" id="rep-id-hint" { (lang.t("web.for-example-bsn-123456782")) }
+                input type="text" id="rep-id" name="person" autocomplete="off" aria-describedby="rep-id-hint" required;
+                button type="submit" { (lang.t("web.ask-this-person-to-read-my")) }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct GrantForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    person: String,
+}
+
+pub(super) async fn grant(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<GrantForm>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = web.checked(&headers, &f.csrf) else {
+        return forbidden(lang);
+    };
+    let Ok(person) = f.person.trim().parse::<Recipient>() else {
+        return problem_page(
+            lang,
+            Some(&s),
+            &Problem {
+                status: StatusCode::BAD_REQUEST,
+                code: "malformed".into(),
+                detail: "not a valid identifier".into(),
+            },
+        );
+    };
+    let grant = estafette_spec::citizen::MandateGrant {
+        representative: estafette_spec::mandate::Representative {
+            person,
+            name: f.name.trim().to_owned(),
+            organisation: None,
+        },
+        scope: estafette_spec::mandate::SenderScope::All,
+        rights: estafette_spec::mandate::Rights {
+            read: true,
+            manage: false,
+        },
+        valid_from: None,
+        valid_until: None,
+        correspondence: false,
+        office_address: None,
+    };
+    match web
+        .api
+        .mandate_change(&h, CitizenAction::GrantMandate { grant })
+        .await
+    {
+        Ok(_) => Redirect::to("/representatives").into_response(),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
+}
+
+/// A form that names a mandate.
+#[derive(Deserialize)]
+pub(super) struct MandateForm {
+    #[serde(default)]
+    csrf: String,
+    id: String,
+}
+
+/// A mandate change from a form, then back to `after`.
+pub(super) async fn mandate_form(
+    web: &Web,
+    headers: &HeaderMap,
+    f: &MandateForm,
+    action: fn(estafette_spec::mandate::MandateId) -> CitizenAction,
+    after: &str,
+) -> Response {
+    let lang = lang_of(headers);
+    let Some((h, s)) = web.checked(headers, &f.csrf) else {
+        return forbidden(lang);
+    };
+    let Ok(id) = f.id.parse() else {
+        return forbidden(lang);
+    };
+    match web.api.mandate_change(&h, action(id)).await {
+        Ok(_) => Redirect::to(after).into_response(),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
+}
+
+pub(super) async fn revoke(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<MandateForm>,
+) -> Response {
+    let revoke = |id| CitizenAction::RevokeMandate { id };
+    mandate_form(&web, &headers, &f, revoke, "/representatives").await
+}
+
+pub(super) async fn accept(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<MandateForm>,
+) -> Response {
+    let accept = |id| CitizenAction::AcceptMandate { id };
+    mandate_form(&web, &headers, &f, accept, "/clients").await
+}
+
+pub(super) async fn clients(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = web.session_of(&headers) else {
+        return to_login();
+    };
+    let list = match web.api.ask(&h, CitizenAction::Clients).await {
+        Ok(CitizenReply::Clients(c)) => c,
+        Ok(_) => vec![],
+        Err(p) => return problem_page(lang, Some(&s), &p),
+    };
+    // Mandates granted to me that I have not accepted yet.
+    let pending: Vec<estafette_spec::mandate::Mandate> =
+        match web.api.ask(&h, CitizenAction::Mandates).await {
+            Ok(CitizenReply::Mandates(m)) => m
+                .into_iter()
+                .filter(|m| !m.accepted && m.revoked_at.is_none() && !m.is_legal())
+                .filter(|m| person_is(&web, &h, &m.representative.person))
+                .collect(),
+            _ => vec![],
+        };
+    let csrf = csrf_for(&s);
+    page(
+        lang,
+        lang.t("web.my-clients"),
+        Some(&s),
+        html! {
+            @for m in &pending {
+                form method="post" action="/clients/accept" class="notice" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="id" value=(m.id.to_string());
+                    p { (lang.t("web.someone-asks-you-to-help-with")) }
+                    button type="submit" { (lang.t("web.yes-i-will-help")) }
+                }
+            }
+            @if list.is_empty() {
+                p { (lang.t("web.you-do-not-represent-anyone")) }
+            } @else {
+                ul {
+                    @for c in &list {
+                        li { a href=(format!("/clients/{}", c.mandate)) {
+                            (c.client_name.clone().unwrap_or_else(|| lang.t("web.client").to_owned()))
+                        } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub(super) async fn client(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path(mandate): Path<String>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = web.session_of(&headers) else {
+        return to_login();
+    };
+    let letters = match web.api.client_letters_of(&h, &mandate).await {
+        Ok(l) => l,
+        Err(p) => return problem_page(lang, Some(&s), &p),
+    };
+    page(
+        lang,
+        lang.t("web.your-client-s-letters"),
+        Some(&s),
+        html! {
+            @if letters.is_empty() {
+                p { (lang.t("web.no-letters-you-may-see")) }
+            }
+            ul class="letters" {
+                @for l in &letters {
+                    li class=(if l.opened { "letter" } else { "letter unread" }) {
+                        a href=(format!("/clients/{mandate}/letters/{}", l.envelope_id)) { (l.subject) }
+                        p { (lang.t("web.from")) ": " (l.sender_name) }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub(super) async fn client_letter(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path((mandate, envelope)): Path<(String, String)>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = web.session_of(&headers) else {
+        return to_login();
+    };
+    match web.api.open_client(&h, &mandate, &envelope).await {
+        Ok((l, client)) => super::letters::letter_page(lang, &s, &l, Some(&client)),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
+}

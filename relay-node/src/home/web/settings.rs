@@ -1,0 +1,243 @@
+//! The settings: e-mail address, activation, consent per sender, all on
+//! paper; and the access log (who read my mail).
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use estafette_spec::Oin;
+use estafette_spec::citizen::CitizenAction;
+use estafette_spec::citizen::PersonView;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::*;
+
+pub(super) async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = web.session_of(&headers) else {
+        return to_login();
+    };
+    let Some(me) = person(&web, &h).await else {
+        return to_login();
+    };
+    let csrf = csrf_for(&s);
+    let trust = web.api.node.trust();
+    let agencies: Vec<(Oin, String)> = trust
+        .content()
+        .agencies
+        .iter()
+        .map(|a| (a.oin.clone(), a.name.clone()))
+        .collect();
+    let main = if me.inbox.is_none() {
+        html! { p { a href="/" { (lang.t("web.create-your-message-box-first")) } } }
+    } else {
+        html! {
+            (email_section(lang, &me, &csrf))
+            (activate_section(lang, &me, &csrf))
+            (senders_section(lang, &me, &agencies, &csrf))
+            section aria-labelledby="paper-h" {
+                h2 id="paper-h" { (lang.t("web.everything-on-paper")) }
+                form method="post" action="/settings/all-paper" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" { (lang.t("web.send-me-everything-on-paper")) }
+                }
+            }
+        }
+    };
+    page(lang, lang.t("web.settings"), Some(&s), main)
+}
+
+/// Step 1: the e-mail address that tells of new letters.
+fn email_section(lang: Lang, me: &PersonView, csrf: &str) -> Markup {
+    let email = me.channels.first();
+    html! {
+        section aria-labelledby="email-h" {
+            h2 id="email-h" { (lang.t("web.1-your-e-mail-address")) }
+            p { (lang.t("web.this-address-tells-you-when-a")) }
+            @if let Some(c) = email {
+                p { (lang.t("web.your-address")) ": " strong { (c.address) } " – " (lang.t(match c.state {
+                    estafette_spec::citizen::ChannelState::Verified => "web.email.confirmed",
+                    estafette_spec::citizen::ChannelState::Pending => "web.email.pending",
+                    _ => "web.email.failed",
+                })) }
+            }
+            form method="post" action="/settings/email" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="address" { (lang.t("web.e-mail-address")) }
+                input type="email" id="address" name="address" autocomplete="email" required;
+                button type="submit" { (lang.t("web.send-me-a-confirmation-link")) }
+            }
+        }
+    }
+}
+
+/// Step 2: switching digital mail on (once an address is confirmed).
+fn activate_section(lang: Lang, me: &PersonView, csrf: &str) -> Markup {
+    let verified = me
+        .channels
+        .iter()
+        .any(|c| c.state == estafette_spec::citizen::ChannelState::Verified);
+    html! {
+        section aria-labelledby="activate-h" {
+            h2 id="activate-h" { (lang.t("web.2-switch-on-digital-mail")) }
+            @if me.active {
+                p id="active-state" { strong { (lang.t("web.your-digital-message-box-is-on")) } }
+            } @else {
+                p { (lang.t("web.if-you-switch-this-on-senders")) }
+                @if verified {
+                    form method="post" action="/settings/activate" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" { (lang.t("web.yes-switch-on-my-digital-message")) }
+                    }
+                } @else {
+                    p class="notice" { (lang.t("web.confirm-your-e-mail-address-first")) }
+                }
+            }
+        }
+    }
+}
+
+/// Step 3: digital or paper, per sender.
+fn senders_section(lang: Lang, me: &PersonView, agencies: &[(Oin, String)], csrf: &str) -> Markup {
+    html! {
+        section aria-labelledby="senders-h" {
+            h2 id="senders-h" { (lang.t("web.3-choose-per-sender")) }
+            p { (lang.t("web.anything-you-do-not-choose-comes")) }
+            ul class="senders" {
+                @for (oin, name) in agencies {
+                    @let digital = me.digital_senders.contains(oin);
+                    li {
+                        form method="post" action="/settings/consent" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            input type="hidden" name="sender" value=(oin.as_str());
+                            fieldset {
+                                legend { (name) }
+                                input type="radio" id=(format!("d-{oin}")) name="digital" value="true" checked[digital];
+                                label for=(format!("d-{oin}")) { (lang.t("web.digital")) }
+                                input type="radio" id=(format!("p-{oin}")) name="digital" value="false" checked[!digital];
+                                label for=(format!("p-{oin}")) { (lang.t("web.on-paper")) }
+                                button type="submit" { (lang.t("web.save")) " " span class="visually-hidden" { (name) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct EmailForm {
+    #[serde(default)]
+    csrf: String,
+    address: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ConsentForm {
+    #[serde(default)]
+    csrf: String,
+    sender: String,
+    digital: String,
+}
+
+pub(super) async fn do_change(
+    web: &Web,
+    headers: &HeaderMap,
+    csrf: &str,
+    action: CitizenAction,
+) -> Response {
+    let lang = lang_of(headers);
+    let Some((h, s)) = web.checked(headers, csrf) else {
+        return forbidden(lang);
+    };
+    match web.api.change(&h, action).await {
+        Ok(_) => Redirect::to("/settings").into_response(),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
+}
+
+pub(super) async fn set_email(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<EmailForm>,
+) -> Response {
+    let action = CitizenAction::AddEmail {
+        address: f.address.trim().to_owned(),
+    };
+    do_change(&web, &headers, &f.csrf, action).await
+}
+
+pub(super) async fn activate(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    do_change(&web, &headers, &f.csrf, CitizenAction::Activate).await
+}
+
+pub(super) async fn all_paper(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    do_change(&web, &headers, &f.csrf, CitizenAction::AllPaper).await
+}
+
+pub(super) async fn consent(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<ConsentForm>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Ok(sender) = f.sender.parse::<Oin>() else {
+        return forbidden(lang);
+    };
+    let action = CitizenAction::SetConsent {
+        sender,
+        digital: f.digital == "true",
+    };
+    do_change(&web, &headers, &f.csrf, action).await
+}
+
+pub(super) async fn access_log(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = web.session_of(&headers) else {
+        return to_login();
+    };
+    let entries = match web.api.access_entries(&h) {
+        Ok(e) => e,
+        Err(p) => return problem_page(lang, Some(&s), &p),
+    };
+    page(
+        lang,
+        lang.t("web.who-read-my-mail"),
+        Some(&s),
+        html! {
+            @if entries.is_empty() {
+                p { (lang.t("web.nobody-has-opened-a-letter-yet")) }
+            } @else {
+                table {
+                    caption { (lang.t("web.every-time-a-letter-was-opened")) }
+                    thead { tr {
+                        th scope="col" { (lang.t("web.when")) }
+                        th scope="col" { (lang.t("web.by-2")) }
+                        th scope="col" { (lang.t("web.mandate")) }
+                    } }
+                    tbody {
+                        @for e in &entries {
+                            tr {
+                                td { (date(lang, e.at)) }
+                                td { (e.actor.representative.as_deref().unwrap_or(lang.t("web.yourself"))) }
+                                td { (e.actor.mandate.as_deref().unwrap_or("–")) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
