@@ -34,13 +34,7 @@ impl GatewayNode {
     /// answers exists.
     pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<GatewayNode>, NodeError> {
         let core = NodeCore::start(config, clock)?;
-        let limits = &core.config.limits;
-        let store = Arc::new(Store::open(
-            &core.config.db_path(),
-            limits.max_queue_len,
-            limits.max_commit_batch,
-            core.metrics.clone(),
-        )?);
+        let store = Arc::new(core.open_store()?);
         let notes = EvidenceNotes::default();
         let queue = Arc::new(OriginQueue {
             store: store.clone(),

@@ -100,6 +100,17 @@ impl NodeCore {
         self.endpoint.local_addr()
     }
 
+    /// Opens this node's store with its configured limits.
+    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        let limits = &self.config.limits;
+        crate::store::Store::open(
+            &self.config.db_path(),
+            limits.max_queue_len,
+            limits.max_commit_batch,
+            self.metrics.clone(),
+        )
+    }
+
     /// Closes the endpoint and stops every loop waiting on [`Self::stopped`]
     /// (after the server has stopped taking requests).
     pub fn stop(&self) {

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub failed: Family<ReasonLabel, Counter>,
     pub evidence_sent: Counter,
     pub evidence_stored: Counter,
+    /// Signed letters read from the store (opening a letter, an attachment).
+    pub letters_read: Counter,
     pub queue_depth: Family<DestinationLabel, Gauge>,
     pub outbox_depth: Gauge,
     pub connections: Gauge,
@@ -73,6 +75,7 @@ impl Metrics {
             failed: Family::default(),
             evidence_sent: Counter::default(),
             evidence_stored: Counter::default(),
+            letters_read: Counter::default(),
             queue_depth: Family::default(),
             outbox_depth: Gauge::default(),
             connections: Gauge::default(),
@@ -110,6 +113,8 @@ impl Metrics {
                 "Evidence objects delivered to the gateway";
             evidence_stored => "evidence_stored",
                 "Evidence objects stored (gateway role)";
+            letters_read => "letters_read",
+                "Signed letters read from the store (opening a letter or an attachment; listing reads none)";
             queue_depth => "queue_depth",
                 "Envelopes waiting to be forwarded, by destination";
             outbox_depth => "outbox_depth",

@@ -68,13 +68,7 @@ impl Node {
     /// and starts every task of a relay node.
     pub fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Node>, NodeError> {
         let core = NodeCore::start(config, clock)?;
-        let limits = &core.config.limits;
-        let store = Arc::new(Store::open(
-            &core.config.db_path(),
-            limits.max_queue_len,
-            limits.max_commit_batch,
-            core.metrics.clone(),
-        )?);
+        let store = Arc::new(core.open_store()?);
         let outbox = Outbox::start(core.clone(), store.clone())?;
         let queue = Arc::new(RelayQueue {
             store: store.clone(),

@@ -56,12 +56,7 @@ pub struct OriginQueue {
 
 impl ForwardQueue for OriginQueue {
     fn waiting(&self) -> Result<Vec<(u64, EnvelopeId, NodeId)>, StoreError> {
-        Ok(self
-            .store
-            .queue_snapshot()?
-            .into_iter()
-            .map(|(id, r)| (r.next_attempt_ms, id, r.destination))
-            .collect())
+        self.store.queue_schedule()
     }
 
     fn get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
@@ -99,17 +94,7 @@ impl ForwardQueue for OriginQueue {
         next_attempt_ms: u64,
         error: String,
     ) -> QueueWrite<'_> {
-        Box::pin(async move {
-            self.store
-                .write(Op::Reschedule {
-                    envelope_id: id,
-                    attempts,
-                    next_attempt_ms,
-                    last_error: error,
-                })
-                .await
-                .map(|_| ())
-        })
+        Box::pin(self.store.reschedule(id, attempts, next_attempt_ms, error))
     }
 
     fn give_up(&self, id: EnvelopeId, evidence: Vec<NewEvidence>) -> QueueWrite<'_> {

@@ -129,7 +129,7 @@ impl RedbRecords {
                 if let Ok(mut slot) = failed.lock() {
                     *slot = Some(e);
                 }
-                StoreError::Database(shown)
+                StoreError::Aborted(shown)
             })
         })
     }

@@ -239,3 +239,101 @@ impl CitizenApi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{InboxRecord, Op, Placement};
+    use crate::testkit::{TestFederation, random_inbox};
+    use estafette_pki::NodeKind;
+    use estafette_spec::citizen::PersonView;
+    use estafette_spec::{Digest, Letter};
+
+    /// Listing comes from the small records written at delivery: an inbox
+    /// of 10,000 letters is listed without reading one letter (the store
+    /// counts every letter it reads), so nothing is parsed or hashed;
+    /// opening reads exactly one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listing_ten_thousand_letters_reads_no_letter() {
+        const LETTERS: usize = 10_000;
+        let fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
+        let node = crate::node::Node::start(fed.relay("home.test").config.clone())
+            .await
+            .unwrap();
+        let inbox = random_inbox();
+        let (_, message, header) = fed.envelope("home.test", inbox, &"x".repeat(4096));
+        let letter: Letter = SignedMessage::read_stored(&message).unwrap().letter;
+        let now = node.core().clock.now();
+        // Written as a delivery writes them, many per commit.
+        let mut writes = tokio::task::JoinSet::new();
+        for _ in 0..LETTERS {
+            let mut header = header.clone();
+            header.envelope_id = EnvelopeId::random(&mut rand_core::OsRng);
+            let record = InboxRecord::delivered(&header, &letter, now, Digest::of(b"ours"));
+            let (node, message) = (node.clone(), message.clone());
+            writes.spawn(async move {
+                node.store()
+                    .write(Op::Accept {
+                        envelope_id: header.envelope_id,
+                        evidence: None,
+                        placement: Placement::Inbox {
+                            inbox_id: inbox,
+                            record,
+                            message,
+                        },
+                        now,
+                        extra: None,
+                        evidence_to: None,
+                    })
+                    .await
+            });
+        }
+        while let Some(outcome) = writes.join_next().await {
+            outcome.unwrap().unwrap();
+        }
+        let api = CitizenApi::new(node.clone(), "https://home.test/".into());
+        let person = PersonView {
+            recipient: letter.recipient.clone(),
+            inbox: Some(inbox),
+            home_node: Some(node.id.clone()),
+            active: true,
+            digital_senders: vec![letter.sender.clone()],
+            channels: vec![],
+            language: "nl".into(),
+            merged_inboxes: vec![],
+            linked: vec![],
+        };
+        let session = api
+            .sessions
+            .start(letter.recipient.clone(), vec![], now.plus_s(300), person)
+            .unwrap();
+        let read_before = node.metrics.letters_read.get();
+        let list = api.letters_of(&session).unwrap();
+        assert_eq!(list.len(), LETTERS);
+        assert!(
+            list.iter()
+                .all(|l| l.subject == letter.subject && !l.opened)
+        );
+        assert_eq!(
+            node.metrics.letters_read.get(),
+            read_before,
+            "listing read no letter"
+        );
+        let actor = Actor {
+            role: ActorRole::Holder,
+            representative: None,
+            mandate: None,
+        };
+        let opened = api
+            .open_in(&inbox, &list[0].envelope_id, actor)
+            .await
+            .unwrap();
+        assert_eq!(opened.body, letter.body);
+        assert_eq!(
+            node.metrics.letters_read.get(),
+            read_before + 1,
+            "opening read the letter once"
+        );
+        node.shutdown().await;
+    }
+}

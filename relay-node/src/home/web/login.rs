@@ -21,7 +21,7 @@ pub(super) async fn login_page(State(web): State<Arc<Web>>, headers: HeaderMap) 
     let lang = lang_of(&headers);
     let mut nonce = [0u8; 16];
     OsRng.fill_bytes(&mut nonce);
-    let token = hex(&nonce);
+    let token = Hex(&nonce).to_string();
     let mut r = page(
         lang,
         lang.t("web.log-in"),

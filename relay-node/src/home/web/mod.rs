@@ -40,6 +40,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::home::api::{CitizenApi, Problem};
 use crate::home::session::{Session, SessionToken};
+use estafette_spec::bytes::Hex;
 
 const SESSION_COOKIE: &str = "estafette_session";
 const LANG_COOKIE: &str = "estafette_lang";
@@ -171,16 +172,12 @@ fn lang_of(headers: &HeaderMap) -> Lang {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    estafette_spec::bytes::Hex(bytes).to_string()
-}
-
 /// The CSRF token of a session: bound to it, unguessable without it.
 fn csrf_for(session: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"estafette/1 csrf");
     h.update(session.as_bytes());
-    hex(&h.finalize()[..16])
+    Hex(&h.finalize()[..16]).to_string()
 }
 
 fn secure_headers(mut response: Response) -> Response {
