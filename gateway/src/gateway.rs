@@ -305,44 +305,9 @@ impl Gateway {
         Ok(to.address)
     }
 
-    /// Signed PaperFailure evidence: the letter cannot go on paper.
-    pub(crate) fn paper_failure_evidence(
-        &self,
-        message_id: MessageId,
-        message_digest: Digest,
-        reason: ReasonCode,
-        previous: Digest,
-        now: Timestamp,
-    ) -> NewEvidence {
-        self.paper_record(
-            EvidenceEvent::PaperFailure,
-            (message_id, message_digest),
-            reason,
-            previous,
-            now,
-        )
-    }
-
-    /// Signed PaperFallback evidence for a message.
-    pub(crate) fn paper_evidence(
-        &self,
-        message_id: MessageId,
-        message_digest: Digest,
-        reason: ReasonCode,
-        previous: Digest,
-        now: Timestamp,
-    ) -> NewEvidence {
-        self.paper_record(
-            EvidenceEvent::PaperFallback,
-            (message_id, message_digest),
-            reason,
-            previous,
-            now,
-        )
-    }
-
-    /// The gateway's signed record of a paper `event` about a message.
-    fn paper_record(
+    /// The gateway's signed record of a paper `event` (PaperFallback,
+    /// PaperFailure) about a message.
+    pub(crate) fn paper_record(
         &self,
         event: EvidenceEvent,
         (message_id, message_digest): (MessageId, Digest),

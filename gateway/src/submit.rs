@@ -295,9 +295,9 @@ impl Gateway {
         };
         let plan = escalation::plan_digital(&activity, accepted.now, &self.policy);
         let copy = plan.also_paper.map(|reason| {
-            let evidence = self.paper_evidence(
-                accepted.message_id(),
-                accepted.verified.digest,
+            let evidence = self.paper_record(
+                EvidenceEvent::PaperFallback,
+                (accepted.message_id(), accepted.verified.digest),
                 reason,
                 accepted.acceptance_digest(),
                 accepted.now,
@@ -356,9 +356,9 @@ impl Gateway {
         let message_id = letter.message_id;
         let mut evidence = vec![
             accepted.acceptance.clone(),
-            self.paper_evidence(
-                message_id,
-                accepted.verified.digest,
+            self.paper_record(
+                EvidenceEvent::PaperFallback,
+                (message_id, accepted.verified.digest),
                 reason,
                 accepted.acceptance_digest(),
                 accepted.now,
@@ -378,9 +378,9 @@ impl Gateway {
             self.postal_address(&letter.recipient, &letter.sender, accepted.now)?;
         if postal_address.is_none() {
             let failure = ReasonCode::NoPostalAddress;
-            evidence.push(self.paper_failure_evidence(
-                message_id,
-                accepted.verified.digest,
+            evidence.push(self.paper_record(
+                EvidenceEvent::PaperFailure,
+                (message_id, accepted.verified.digest),
                 failure,
                 Digest::of(&evidence[1].bytes),
                 accepted.now,

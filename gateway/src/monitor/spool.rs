@@ -4,7 +4,9 @@
 //! nowhere to go is marked so, with PaperFailure evidence for an agency's
 //! letter.
 
-use estafette_spec::{Digest, Evidence, Letter, MessageId, ReasonCode, SignedMessage, Timestamp};
+use estafette_spec::{
+    Digest, Evidence, EvidenceEvent, Letter, MessageId, ReasonCode, SignedMessage, Timestamp,
+};
 
 use super::CycleReport;
 use crate::gateway::{Gateway, PaperItem, PaperKind};
@@ -224,9 +226,9 @@ impl Gateway {
                 let chain = Evidence::order_chain(stored, &self.node.trust());
                 let previous = chain.last().map(|b| Digest::of(b));
                 previous.map(|previous| {
-                    self.paper_failure_evidence(
-                        message_id,
-                        Digest::of(&item.message),
+                    self.paper_record(
+                        EvidenceEvent::PaperFailure,
+                        (message_id, Digest::of(&item.message)),
                         reason,
                         previous,
                         now,
