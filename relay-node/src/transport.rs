@@ -20,6 +20,10 @@ use crate::config::Limits;
 pub enum TransportError {
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("binding the QUIC socket at {addr}: {detail}")]
+    Bind { addr: SocketAddr, detail: String },
+    #[error("no async runtime for QUIC")]
+    NoRuntime,
     #[error("no address for {0} in the trust list, or it does not resolve")]
     NoAddress(NodeId),
     #[error("connecting to {peer}: {detail}")]
@@ -157,17 +161,19 @@ pub fn endpoint(
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     client.transport_config(transport_config(limits));
 
-    let socket = std::net::UdpSocket::bind(listen)
-        .map_err(|e| TransportError::Tls(format!("binding {listen}: {e}")))?;
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| TransportError::Tls("no async runtime for QUIC".into()))?;
+    let bind_err = |e: std::io::Error| TransportError::Bind {
+        addr: listen,
+        detail: e.to_string(),
+    };
+    let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
+    let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
     let mut endpoint = quinn::Endpoint::new(
         endpoint_config(&material.key),
         Some(server),
         socket,
         runtime,
     )
-    .map_err(|e| TransportError::Tls(format!("binding {listen}: {e}")))?;
+    .map_err(bind_err)?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
