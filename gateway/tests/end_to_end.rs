@@ -59,6 +59,9 @@ fn agency(fed: &TestFederation, https: std::net::SocketAddr, args: &[&str]) -> O
         .arg("--trust-list")
         .arg(fed.fed.trust_list_path())
         .args(args)
+        // `send` keeps the sealed letter in the working directory: the
+        // test's temp dir, never the source tree.
+        .current_dir(fed.tmp.path())
         .output()
         .unwrap()
 }

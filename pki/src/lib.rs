@@ -506,16 +506,16 @@ impl Federation {
 /// Removes the member `subject` from the trust list's entries; its key ids.
 fn take_member_keys(list: &mut TrustListContent, subject: &str) -> Result<Vec<KeyId>, PkiError> {
     let key = if let Some(i) = list.agencies.iter().position(|a| a.oin.as_str() == subject) {
-        list.agencies.remove(i).seal_key
+        Some(list.agencies.remove(i).seal_key)
     } else if let Some(i) = list.nodes.iter().position(|n| n.id.as_str() == subject) {
-        list.nodes.remove(i).signing_key
+        Some(list.nodes.remove(i).signing_key)
     } else if list
         .gateway
         .as_ref()
         .is_some_and(|g| g.id.as_str() == subject)
     {
         match list.gateway.take() {
-            Some(g) => g.signing_key,
+            Some(g) => Some(g.signing_key),
             None => return Err(PkiError::NoSuchMember(subject.to_owned())),
         }
     } else if let Some(i) = list
@@ -529,11 +529,13 @@ fn take_member_keys(list: &mut TrustListContent, subject: &str) -> Result<Vec<Ke
         .iter()
         .position(|c| c.id.as_str() == subject)
     {
-        list.court_registries.remove(i).key
+        Some(list.court_registries.remove(i).key)
     } else {
         return Err(PkiError::NoSuchMember(subject.to_owned()));
     };
-    Ok(key.key_id().into_iter().collect())
+    // An OpenID-only provider has no key of ours: removing its entry is
+    // enough, its ID tokens name an issuer no longer in the list.
+    Ok(key.and_then(|k| k.key_id()).into_iter().collect())
 }
 
 fn rcgen_key(key: &SigningKey) -> Result<KeyPair, PkiError> {

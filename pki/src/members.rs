@@ -174,7 +174,8 @@ impl Federation {
                 id: id.clone(),
                 country,
                 max_loa,
-                key: Ed25519PublicKey::from_key(&key.verifying_key()),
+                key: Some(Ed25519PublicKey::from_key(&key.verifying_key())),
+                oidc: None,
             });
         self.publish()?;
         Ok(dir)

@@ -10,7 +10,7 @@ use crate::cose::{self, Digest, ObjectKind};
 use crate::ids::{CountryCode, NodeId, Recipient};
 use crate::limits::*;
 use crate::text::{FieldError, Timestamp, check_date, check_line};
-use crate::trust::{LevelOfAssurance, Signer, TrustList, VerifyError};
+use crate::trust::{IdentityProviderEntry, LevelOfAssurance, Signer, TrustList, VerifyError};
 
 /// The content of an identity assertion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +93,8 @@ pub enum AssertionError {
         expected: CountryCode,
         found: CountryCode,
     },
+    #[error("{0}")]
+    IdToken(#[from] crate::oidc::IdTokenError),
     #[error(
         "identity provider {issuer} vouches for {provider_country}; only a provider of {home} may assert a BSN"
     )]
@@ -110,6 +112,7 @@ impl AssertionError {
         match self {
             AssertionError::Verify(e) => e.reason(),
             AssertionError::Content(e) => e.reason(),
+            AssertionError::IdToken(e) => e.reason(),
             AssertionError::Expired(_) => ReasonCode::Expired,
             AssertionError::NotYetValid(_) => ReasonCode::NotYetValid,
             AssertionError::WrongAudience { .. } => ReasonCode::WrongAudience,
@@ -127,15 +130,21 @@ impl AssertionError {
 
 impl IdentityClaims {
     pub fn validate(&self) -> Result<(), AssertionError> {
+        self.validate_person()?;
+        let lifetime = self.expires_at.0.saturating_sub(self.issued_at.0);
+        if lifetime > MAX_ASSERTION_LIFETIME_S || self.expires_at <= self.issued_at {
+            return Err(AssertionError::LifetimeTooLong(lifetime));
+        }
+        Ok(())
+    }
+
+    /// The checks of the person's fields and the nonce, whatever the proof.
+    pub fn validate_person(&self) -> Result<(), AssertionError> {
         check_line("family name", &self.family_name, MAX_SHORT_TEXT_CHARS)?;
         check_line("given names", &self.given_names, MAX_SHORT_TEXT_CHARS)?;
         check_date("birth date", &self.birth_date)?;
         if !(MIN_NONCE_BYTES..=MAX_NONCE_BYTES).contains(&self.nonce.len()) {
             return Err(AssertionError::Nonce(self.nonce.len()));
-        }
-        let lifetime = self.expires_at.0.saturating_sub(self.issued_at.0);
-        if lifetime > MAX_ASSERTION_LIFETIME_S || self.expires_at <= self.issued_at {
-            return Err(AssertionError::LifetimeTooLong(lifetime));
         }
         Ok(())
     }
@@ -148,6 +157,11 @@ pub struct VerifiedAssertion {
     pub claims: IdentityClaims,
     /// SHA-256 of the assertion bytes: recorded with consent changes.
     pub digest: Digest,
+    /// When the person logged in: an assertion's `issued_at`, an ID
+    /// token's `auth_time` (a provider's session may be older than the
+    /// token). A change needs a login of at most
+    /// [`MAX_ASSERTION_LIFETIME_S`] ago.
+    pub authenticated_at: Timestamp,
 }
 
 /// Signs and checks identity assertions.
@@ -183,40 +197,7 @@ impl IdentityAssertion {
                 signer: idp.id.to_string(),
             });
         }
-        // eIDAS: a provider vouches only for people of its own country, with
-        // identifiers issued for use here; the identifier stays opaque.
-        match &claims.subject {
-            Recipient::Eidas(id) => {
-                if id.issuing_country() != idp.country {
-                    return Err(AssertionError::CountryMismatch {
-                        issuer: idp.id.clone(),
-                        provider_country: idp.country,
-                        id_country: id.issuing_country(),
-                    });
-                }
-                if id.destination_country() != HOME_COUNTRY {
-                    return Err(AssertionError::WrongDestination {
-                        expected: HOME_COUNTRY,
-                        found: id.destination_country(),
-                    });
-                }
-            }
-            Recipient::Bsn(_) if idp.country != HOME_COUNTRY => {
-                return Err(AssertionError::ForeignBsn {
-                    issuer: idp.id.clone(),
-                    provider_country: idp.country,
-                    home: HOME_COUNTRY,
-                });
-            }
-            Recipient::Bsn(_) => {}
-        }
-        if claims.level_of_assurance > idp.max_loa {
-            return Err(AssertionError::LevelAboveProvider {
-                issuer: idp.id.clone(),
-                max: idp.max_loa,
-                claimed: claims.level_of_assurance,
-            });
-        }
+        check_provider_vouches(idp, &claims.subject, claims.level_of_assurance)?;
         if claims.audience != policy.audience {
             return Err(AssertionError::WrongAudience {
                 expected: policy.audience.clone(),
@@ -236,8 +217,88 @@ impl IdentityAssertion {
             });
         }
         Ok(VerifiedAssertion {
+            authenticated_at: claims.issued_at,
             claims,
             digest: Digest::of(bytes),
         })
+    }
+}
+
+/// What a provider may vouch for, whatever the proof: eIDAS identifiers of
+/// its own country issued for use here, a BSN only from a provider of the
+/// home country, a level up to its highest. The identifier stays opaque.
+pub(crate) fn check_provider_vouches(
+    idp: &IdentityProviderEntry,
+    subject: &Recipient,
+    level: LevelOfAssurance,
+) -> Result<(), AssertionError> {
+    match subject {
+        Recipient::Eidas(id) => {
+            if id.issuing_country() != idp.country {
+                return Err(AssertionError::CountryMismatch {
+                    issuer: idp.id.clone(),
+                    provider_country: idp.country,
+                    id_country: id.issuing_country(),
+                });
+            }
+            if id.destination_country() != HOME_COUNTRY {
+                return Err(AssertionError::WrongDestination {
+                    expected: HOME_COUNTRY,
+                    found: id.destination_country(),
+                });
+            }
+        }
+        Recipient::Bsn(_) if idp.country != HOME_COUNTRY => {
+            return Err(AssertionError::ForeignBsn {
+                issuer: idp.id.clone(),
+                provider_country: idp.country,
+                home: HOME_COUNTRY,
+            });
+        }
+        Recipient::Bsn(_) => {}
+    }
+    if level > idp.max_loa {
+        return Err(AssertionError::LevelAboveProvider {
+            issuer: idp.id.clone(),
+            max: idp.max_loa,
+            claimed: level,
+        });
+    }
+    Ok(())
+}
+
+/// A person's proof of a login, as a citizen request carries it: our own
+/// COSE assertion (test federations, the demo), or an OpenID Connect ID
+/// token of a trust-list provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityProof {
+    Assertion(serde_bytes::ByteBuf),
+    IdToken(String),
+}
+
+impl IdentityProof {
+    /// Verifies the proof for `policy.audience`, whichever kind it is.
+    pub fn verify(
+        &self,
+        trust: &TrustList,
+        policy: &AssertionPolicy,
+    ) -> Result<VerifiedAssertion, AssertionError> {
+        match self {
+            IdentityProof::Assertion(bytes) => IdentityAssertion::verify(bytes, trust, policy),
+            IdentityProof::IdToken(token) => crate::oidc::IdToken::verify(token, trust, policy),
+        }
+    }
+
+    /// Its size on the wire, for limits.
+    pub fn len(&self) -> usize {
+        match self {
+            IdentityProof::Assertion(bytes) => bytes.len(),
+            IdentityProof::IdToken(token) => token.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

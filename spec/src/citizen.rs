@@ -114,11 +114,11 @@ pub enum CitizenAction {
     AllPaper,
     /// The history of changes, for export.
     History,
-    /// Link a second identity of the same person (both assertions in one
+    /// Link a second identity of the same person (both logins in one
     /// session): the two registry entries become one inbox.
     Link {
-        /// The second identity's assertion (same audience, fresh).
-        other: serde_bytes::ByteBuf,
+        /// The second identity's proof (same audience, fresh).
+        other: crate::assertion::IdentityProof,
     },
     /// The holder grants a representative a voluntary mandate.
     GrantMandate { grant: MandateGrant },
@@ -265,9 +265,10 @@ impl CitizenAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CitizenRequest {
-    /// The person's identity assertion, with the forwarding home node as
-    /// audience. Required for every action but `verify_email`.
-    pub assertion: Option<serde_bytes::ByteBuf>,
+    /// The person's proof of their login (a COSE assertion or an OpenID
+    /// Connect ID token), with the forwarding home node as audience.
+    /// Required for every action but `verify_email`.
+    pub identity: Option<crate::assertion::IdentityProof>,
     pub action: CitizenAction,
     /// The web address of the person's inbox at the home node (`https://…`),
     /// for links in notifications and verification e-mails.

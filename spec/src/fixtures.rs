@@ -10,6 +10,7 @@ use crate::bytes::Ed25519PublicKey;
 use crate::cose::Digest;
 use crate::envelope::HpkeKeyPair;
 use crate::ids::{NodeId, Oin};
+use crate::oidc::{IdentifierKind, JwsAlgorithm, OidcKey, OidcProvider, OidcPublicKey};
 use crate::text::Timestamp;
 use crate::trust::*;
 
@@ -162,13 +163,25 @@ pub fn trust_list_content() -> TrustListContent {
                 id: id(NATIONAL_IDP),
                 country: crate::ids::CountryCode::NL,
                 max_loa: LevelOfAssurance::High,
-                key: Ed25519PublicKey::from_key(&key(NATIONAL_IDP).verifying_key()),
+                key: Some(Ed25519PublicKey::from_key(
+                    &key(NATIONAL_IDP).verifying_key(),
+                )),
+                oidc: Some(oidc_provider(
+                    NATIONAL_OIDC_ISSUER,
+                    NATIONAL_IDP,
+                    ("bsn", IdentifierKind::Bsn),
+                )),
             },
             IdentityProviderEntry {
                 id: id(GERMAN_EID),
                 country: "DE".parse().unwrap_or(crate::ids::CountryCode::NL),
                 max_loa: LevelOfAssurance::Substantial,
-                key: Ed25519PublicKey::from_key(&key(GERMAN_EID).verifying_key()),
+                key: Some(Ed25519PublicKey::from_key(&key(GERMAN_EID).verifying_key())),
+                oidc: Some(oidc_provider(
+                    GERMAN_OIDC_ISSUER,
+                    GERMAN_EID,
+                    ("person_identifier", IdentifierKind::EidasPersonId),
+                )),
             },
         ],
         court_registries: vec![CourtRegistryEntry {
@@ -185,6 +198,88 @@ pub fn trust_list_content() -> TrustListContent {
             reason: "key compromise".into(),
         }],
     }
+}
+
+/// The `iss` of the national provider's ID tokens.
+pub const NATIONAL_OIDC_ISSUER: &str = "https://login.nl.test";
+/// The `iss` of the German provider's ID tokens.
+pub const GERMAN_OIDC_ISSUER: &str = "https://eid.de.test";
+/// The home node's client id at every test provider.
+pub const HOME_CLIENT_ID: &str = "estafette-home-1";
+/// The `acr` values of the test providers.
+pub const ACR_SUBSTANTIAL: &str = "urn:test:loa:substantial";
+pub const ACR_HIGH: &str = "urn:test:loa:high";
+pub const ACR_LOW: &str = "urn:test:loa:low";
+
+/// The key an OpenID provider of the fixtures signs ID tokens with
+/// (EdDSA, so that signed vectors are reproducible), and its `kid`.
+pub fn oidc_key(provider: &str) -> (SigningKey, String) {
+    (key(&format!("oidc:{provider}")), format!("{provider}-1"))
+}
+
+fn oidc_provider(
+    issuer: &str,
+    provider: &str,
+    (claim, kind): (&str, IdentifierKind),
+) -> OidcProvider {
+    let (signing, kid) = oidc_key(provider);
+    OidcProvider {
+        issuer: issuer.into(),
+        identifier_claim: claim.into(),
+        identifier_kind: kind,
+        acr_levels: [
+            (ACR_LOW.to_owned(), LevelOfAssurance::Low),
+            (ACR_SUBSTANTIAL.to_owned(), LevelOfAssurance::Substantial),
+            (ACR_HIGH.to_owned(), LevelOfAssurance::High),
+        ]
+        .into(),
+        clients: [(home_id(), HOME_CLIENT_ID.to_owned())].into(),
+        keys: vec![OidcKey {
+            kid: Some(kid),
+            alg: Some(JwsAlgorithm::EdDSA),
+            key: OidcPublicKey::Ed25519 {
+                x: serde_bytes::ByteBuf::from(signing.verifying_key().to_bytes().to_vec()),
+            },
+        }],
+    }
+}
+
+/// A compact JWS (EdDSA) over `claims`, as an OpenID provider signs an ID
+/// token. For tests and vectors; the verifier is [`crate::oidc::IdToken`].
+pub fn sign_jws(claims: &serde_json::Value, signer: &SigningKey, kid: Option<&str>) -> String {
+    use base64::Engine as _;
+    use ed25519_dalek::Signer as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let mut header = serde_json::json!({"alg": "EdDSA", "typ": "JWT"});
+    if let Some(kid) = kid {
+        header["kid"] = kid.into();
+    }
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = signer.sign(input.as_bytes());
+    format!("{input}.{}", b64(&signature.to_bytes()))
+}
+
+/// The claims of an ID token of the national provider for the home node,
+/// issued at `now`, a login at `now`, valid for an hour.
+pub fn id_token_claims(subject_bsn: &str, nonce: &str, now: Timestamp) -> serde_json::Value {
+    serde_json::json!({
+        "iss": NATIONAL_OIDC_ISSUER,
+        "sub": "pairwise-subject-1",
+        "aud": HOME_CLIENT_ID,
+        "exp": now.0 + 3600,
+        "iat": now.0,
+        "auth_time": now.0,
+        "nonce": nonce,
+        "acr": ACR_SUBSTANTIAL,
+        "bsn": subject_bsn,
+        "family_name": "Jansen",
+        "given_name": "Anna",
+        "birthdate": "1980-04-01",
+    })
 }
 
 /// The test federation's trust list, checked and indexed.

@@ -29,12 +29,14 @@ pub mod ids;
 pub mod limits;
 pub mod mandate;
 pub mod message;
+pub mod oidc;
 pub mod relay;
 pub mod text;
 pub mod trust;
 
 pub use assertion::{
-    AssertionError, AssertionPolicy, IdentityAssertion, IdentityClaims, VerifiedAssertion,
+    AssertionError, AssertionPolicy, IdentityAssertion, IdentityClaims, IdentityProof,
+    VerifiedAssertion,
 };
 pub use bytes::{Ed25519PublicKey, X25519PublicKey};
 pub use clock::{Clock, ManualClock};

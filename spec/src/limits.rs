@@ -64,3 +64,24 @@ pub const MAX_ROUTES_PER_NODE: usize = 1_000;
 pub const MAX_ADDRESS_CHARS: usize = 255;
 /// Longest line of a postal address.
 pub const MAX_POSTAL_LINE_CHARS: usize = 100;
+
+/// Largest OpenID Connect ID token accepted, in bytes (compact JWS).
+pub const MAX_ID_TOKEN_BYTES: usize = 16 * 1024;
+/// Longest validity of an ID token (`exp - iat`). Changes still need a
+/// login (`auth_time`) of at most [`MAX_ASSERTION_LIFETIME_S`] ago.
+pub const MAX_ID_TOKEN_LIFETIME_S: u64 = 60 * 60;
+/// Most audiences an ID token may name.
+pub const MAX_ID_TOKEN_AUDIENCES: usize = 16;
+/// Most signing keys of one OpenID provider in the trust list.
+pub const MAX_OIDC_KEYS: usize = 16;
+/// Most `acr` values mapped for one OpenID provider.
+pub const MAX_OIDC_ACR_VALUES: usize = 32;
+/// Longest issuer URL or `acr` value, in characters.
+pub const MAX_OIDC_URL_CHARS: usize = 255;
+/// Longest claim name, client id or key id, in characters.
+pub const MAX_OIDC_NAME_CHARS: usize = 255;
+/// RSA signing keys: ring's range.
+pub const MIN_RSA_MODULUS_BITS: usize = 2048;
+pub const MAX_RSA_MODULUS_BITS: usize = 8192;
+/// Largest JWKS document read into the trust list, in bytes.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;

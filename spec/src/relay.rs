@@ -476,7 +476,7 @@ mod tests {
         assert!(Request::Evidence(vec![]).is_repeatable());
         let citizen = |action| {
             Request::Citizen(Box::new(crate::citizen::CitizenRequest {
-                assertion: None,
+                identity: None,
                 action,
                 inbox_url: None,
             }))

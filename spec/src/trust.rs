@@ -14,6 +14,7 @@ use crate::cbor::{self, CborError};
 use crate::cose::{self, CoseError, Digest, KeyId, ObjectKind, UnverifiedSign1};
 use crate::ids::{CountryCode, NodeId, Oin, OinError};
 use crate::limits::*;
+use crate::oidc::OidcProvider;
 use crate::text::{FieldError, Timestamp, check_count, check_line};
 
 /// What a node does in the federation.
@@ -100,15 +101,23 @@ impl std::str::FromStr for LevelOfAssurance {
     }
 }
 
-/// A national identity provider or a foreign eID node.
+/// A national identity provider, a foreign eID node, or an eIDAS bridge.
+/// It proves logins with COSE assertions signed by `key` (test
+/// federations, the demo), with OpenID Connect ID tokens (`oidc`), or both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityProviderEntry {
     pub id: NodeId,
+    /// The country whose people it vouches for.
     pub country: CountryCode,
     /// Highest level of assurance this provider may assert.
     pub max_loa: LevelOfAssurance,
-    pub key: Ed25519PublicKey,
+    /// The key of its COSE assertions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Ed25519PublicKey>,
+    /// Its OpenID Connect side: issuer, claims, clients, keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcProvider>,
 }
 
 /// A court registry that signs attestations of legal representation.
@@ -293,6 +302,17 @@ pub enum TrustListError {
     Duplicate(String),
     #[error("trust list agency {oin}: {error}")]
     Agency { oin: Oin, error: OinError },
+    #[error("trust list identity provider {0} has neither an assertion key nor an OpenID side")]
+    ProviderWithoutProof(NodeId),
+    #[error(
+        "trust list identity provider {0} is not of the home country, but its ID tokens carry a BSN"
+    )]
+    ForeignBsnProvider(NodeId),
+    #[error("trust list identity provider {id}: {error}")]
+    OidcProvider {
+        id: NodeId,
+        error: crate::oidc::OidcProviderError,
+    },
     #[error("trust list node {0} has no role")]
     NodeWithoutRole(NodeId),
     #[error("trust list gateway entry must have exactly the role 'gateway'")]
@@ -325,6 +345,38 @@ fn check_counts(content: &TrustListContent) -> Result<(), TrustListError> {
     Ok(())
 }
 
+/// Each provider proves logins some way, and each OpenID issuer is one
+/// provider's.
+fn check_identity_providers(providers: &[IdentityProviderEntry]) -> Result<(), TrustListError> {
+    let mut issuers = BTreeSet::new();
+    for idp in providers {
+        if idp.key.is_none() && idp.oidc.is_none() {
+            return Err(TrustListError::ProviderWithoutProof(idp.id.clone()));
+        }
+        if let Some(oidc) = &idp.oidc {
+            oidc.validate()
+                .map_err(|error| TrustListError::OidcProvider {
+                    id: idp.id.clone(),
+                    error,
+                })?;
+            // A BSN only from a provider of the home country (see
+            // `assertion::check_provider_vouches`): refused here already.
+            if oidc.identifier_kind == crate::oidc::IdentifierKind::Bsn
+                && idp.country != crate::assertion::HOME_COUNTRY
+            {
+                return Err(TrustListError::ForeignBsnProvider(idp.id.clone()));
+            }
+            if !issuers.insert(oidc.issuer.as_str()) {
+                return Err(TrustListError::Duplicate(format!(
+                    "OpenID issuer {}",
+                    oidc.issuer
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The keys of a trust list being checked: each key and each holder once.
 #[derive(Default)]
 struct KeyIndex {
@@ -352,6 +404,11 @@ impl KeyIndex {
         {
             return Err(TrustListError::Duplicate(format!("key {key_id}")));
         }
+        self.add_id(id, role)
+    }
+
+    /// A holder's id, once.
+    fn add_id(&mut self, id: String, role: SignerRole) -> Result<(), TrustListError> {
         if !self.ids.insert((role == SignerRole::Agency, id.clone())) {
             return Err(TrustListError::Duplicate(id));
         }
@@ -476,13 +533,12 @@ impl TrustList {
                 i,
             )?;
         }
+        check_identity_providers(&content.identity_providers)?;
         for (i, idp) in content.identity_providers.iter().enumerate() {
-            index.add(
-                &idp.key,
-                idp.id.to_string(),
-                SignerRole::IdentityProvider,
-                i,
-            )?;
+            match &idp.key {
+                Some(key) => index.add(key, idp.id.to_string(), SignerRole::IdentityProvider, i)?,
+                None => index.add_id(idp.id.to_string(), SignerRole::IdentityProvider)?,
+            }
         }
         for (i, court) in content.court_registries.iter().enumerate() {
             index.add(

@@ -259,9 +259,9 @@ const VECTORS: &[Vector] = &[
 
 /// The citizen request frame of the vectors: a consent change carried by
 /// the home node, with the person's assertion.
-fn citizen_request(assertion: Vec<u8>) -> relay::Request {
+fn citizen_request(identity: IdentityProof) -> relay::Request {
     relay::Request::Citizen(Box::new(citizen::CitizenRequest {
-        assertion: Some(serde_bytes::ByteBuf::from(assertion)),
+        identity: Some(identity),
         action: citizen::CitizenAction::SetConsent {
             sender: fixtures::AGENCY_OIN.parse().unwrap(),
             digital: true,
@@ -384,8 +384,11 @@ fn generate() -> Files {
     );
     files.insert(
         "frame-citizen-request.cbor".into(),
-        relay::encode(&citizen_request(assertion)),
+        relay::encode(&citizen_request(IdentityProof::Assertion(
+            serde_bytes::ByteBuf::from(assertion),
+        ))),
     );
+    id_token_vectors(&mut files);
 
     let mut bad = message.clone();
     let last = bad.len() - 1;
@@ -495,10 +498,30 @@ fn keys_json() -> serde_json::Value {
             }),
         );
     }
+    let b64 = |b: &[u8]| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    };
+    let mut jwks = serde_json::Map::new();
+    for (provider, issuer) in [
+        (fixtures::NATIONAL_IDP, fixtures::NATIONAL_OIDC_ISSUER),
+        (fixtures::GERMAN_EID, fixtures::GERMAN_OIDC_ISSUER),
+    ] {
+        let (key, kid) = fixtures::oidc_key(provider);
+        jwks.insert(
+            issuer.into(),
+            json!({"keys": [{
+                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid,
+                "x": b64(key.verifying_key().as_bytes()),
+                "d": b64(&key.to_bytes()),
+            }]}),
+        );
+    }
     json!({
         "warning": "Test keys only. Every private key here is public.",
         "ed25519": signers,
         "hpke_x25519": hpke_keys,
+        "oidc_jwks": jwks,
     })
 }
 
@@ -513,6 +536,12 @@ fn manifest() -> serde_json::Value {
             "kind": v.kind.content_type(),
             "expected": v.expected,
             "description": v.description,
+        })).collect::<Vec<_>>(),
+        "id_token_audience": fixtures::HOME_CLIENT_ID,
+        "id_tokens": ID_TOKEN_VECTORS.iter().map(|(file, expected)| json!({
+            "file": file,
+            "kind": "application/jwt",
+            "expected": expected,
         })).collect::<Vec<_>>(),
     })
 }
@@ -606,7 +635,95 @@ fn vectors_are_current_and_verify() {
     // The citizen request frame decodes to the request, and carries the
     // assertion of the vectors.
     let frame: relay::Request = relay::decode(&read("frame-citizen-request.cbor")).unwrap();
-    assert_eq!(frame, citizen_request(read("assertion.cose")));
+    assert_eq!(
+        frame,
+        citizen_request(IdentityProof::Assertion(serde_bytes::ByteBuf::from(read(
+            "assertion.cose"
+        ))))
+    );
+    let frame: relay::Request =
+        relay::decode(&read("frame-citizen-request-id-token.cbor")).unwrap();
+    let token = String::from_utf8(read("id-token.jwt")).unwrap();
+    assert_eq!(frame, citizen_request(IdentityProof::IdToken(token)));
+
+    for (file, expected) in ID_TOKEN_VECTORS {
+        let token = String::from_utf8(read(file)).unwrap();
+        let got = match oidc::IdToken::verify(&token, &trust, &id_token_policy()) {
+            Ok(_) => "valid".to_owned(),
+            Err(e) => e.reason().code().to_owned(),
+        };
+        assert_eq!(&got, expected, "{file}");
+    }
+}
+
+/// The ID token vectors and what a verifier at the home node concludes.
+const ID_TOKEN_VECTORS: &[(&str, &str)] = &[
+    ("id-token.jwt", "valid"),
+    ("id-token-eidas.jwt", "valid"),
+    ("invalid-id-token-wrong-audience.jwt", "wrong_audience"),
+    ("invalid-id-token-unknown-key.jwt", "unknown_signer"),
+    ("invalid-id-token-country-mismatch.jwt", "country_mismatch"),
+    ("invalid-id-token-low-acr.jwt", "assurance_too_low"),
+];
+
+fn id_token_policy() -> AssertionPolicy {
+    AssertionPolicy {
+        audience: fixtures::home_id(),
+        min_level: LevelOfAssurance::Substantial,
+        now: T0,
+    }
+}
+
+/// ID tokens of the fixtures' OpenID providers (EdDSA: reproducible).
+fn id_token_vectors(files: &mut Files) {
+    let nonce = "vector-nonce-0123456789";
+    let national = fixtures::id_token_claims("999999990", nonce, T0.minus_s(10));
+    let (nl_key, nl_kid) = fixtures::oidc_key(fixtures::NATIONAL_IDP);
+    let (de_key, de_kid) = fixtures::oidc_key(fixtures::GERMAN_EID);
+    let stranger = fixtures::key("stranger");
+    let sign = |claims: &serde_json::Value, key: &ed25519_dalek::SigningKey, kid: &str| {
+        fixtures::sign_jws(claims, key, Some(kid)).into_bytes()
+    };
+    let token = sign(&national, &nl_key, &nl_kid);
+    files.insert(
+        "frame-citizen-request-id-token.cbor".into(),
+        relay::encode(&citizen_request(IdentityProof::IdToken(
+            String::from_utf8(token.clone()).unwrap(),
+        ))),
+    );
+    files.insert("id-token.jwt".into(), token);
+    let german = |identifier: &str| {
+        let mut claims = national.clone();
+        let map = claims.as_object_mut().unwrap();
+        map.remove("bsn");
+        map.insert("iss".into(), fixtures::GERMAN_OIDC_ISSUER.into());
+        map.insert("person_identifier".into(), identifier.into());
+        claims
+    };
+    files.insert(
+        "id-token-eidas.jwt".into(),
+        sign(&german("DE/NL/DE-4711-0815"), &de_key, &de_kid),
+    );
+    files.insert(
+        "invalid-id-token-country-mismatch.jwt".into(),
+        sign(&german("FR/NL/FR-1234"), &de_key, &de_kid),
+    );
+    let mut other_audience = national.clone();
+    other_audience["aud"] = "another-client".into();
+    files.insert(
+        "invalid-id-token-wrong-audience.jwt".into(),
+        sign(&other_audience, &nl_key, &nl_kid),
+    );
+    files.insert(
+        "invalid-id-token-unknown-key.jwt".into(),
+        sign(&national, &stranger, "nl-new-unlisted"),
+    );
+    let mut low = national.clone();
+    low["acr"] = fixtures::ACR_LOW.into();
+    files.insert(
+        "invalid-id-token-low-acr.jwt".into(),
+        sign(&low, &nl_key, &nl_kid),
+    );
 }
 
 /// Our COSE objects are plain RFC 9052: the Sig_structure can be rebuilt

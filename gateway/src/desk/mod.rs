@@ -16,10 +16,11 @@ mod representation;
 use estafette_spec::citizen::{
     CitizenAction, CitizenReply, CitizenRequest, VERIFICATION_TOKEN_BYTES,
 };
+use estafette_spec::limits::MAX_ASSERTION_LIFETIME_S;
 use estafette_spec::mandate::{Attestation, VerifiedAttestation};
 use estafette_spec::trust::LevelOfAssurance;
 use estafette_spec::{
-    AssertionError, AssertionPolicy, Digest, IdentityAssertion, IdentityClaims, NodeId, ReasonCode,
+    AssertionError, AssertionPolicy, Digest, IdentityClaims, IdentityProof, NodeId, ReasonCode,
     Recipient, Timestamp, TrustList,
 };
 use rand_core::{OsRng, RngCore};
@@ -153,17 +154,17 @@ impl Gateway {
         self.change(asking, request, proofs, trust).await
     }
 
-    /// The person's identity assertion: the claims and the digest.
+    /// The person's proof of their login: the claims and the digest.
     fn verify_login(
         &self,
         home: &NodeId,
         request: &CitizenRequest,
         trust: &TrustList,
     ) -> Result<(IdentityClaims, Digest), Refusal> {
-        let Some(assertion) = &request.assertion else {
+        let Some(proof) = &request.identity else {
             return Err(Refusal::new(
                 ReasonCode::Malformed,
-                "this request needs the person's identity assertion",
+                "this request needs the person's proof of their login",
             ));
         };
         let policy = self.assertion_policy(home);
@@ -171,7 +172,7 @@ impl Gateway {
         // access check) may come during a session of up to
         // READ_SESSION_MAX_S after its login; changes need a fresh login.
         let read_only = !request.action.is_change();
-        let verified = match IdentityAssertion::verify(assertion, trust, &policy) {
+        let verified = match proof.verify(trust, &policy) {
             Err(AssertionError::Expired(expired_at))
                 if read_only && policy.now < expired_at.plus_s(READ_SESSION_MAX_S) =>
             {
@@ -179,13 +180,23 @@ impl Gateway {
                     now: expired_at.minus_s(1),
                     ..policy.clone()
                 };
-                IdentityAssertion::verify(assertion, trust, &at_expiry)
+                proof.verify(trust, &at_expiry)
             }
             other => other,
-        };
-        verified
-            .map(|v| (v.claims, v.digest))
-            .map_err(|e| Refusal::new(e.reason(), e.to_string()))
+        }
+        .map_err(|e| Refusal::new(e.reason(), e.to_string()))?;
+        // An ID token may live an hour and a provider's session longer:
+        // what counts for a change is when the person last logged in.
+        let login_age = policy.now.0.saturating_sub(verified.authenticated_at.0);
+        if !read_only && login_age > MAX_ASSERTION_LIFETIME_S {
+            return Err(Refusal::new(
+                ReasonCode::Expired,
+                format!(
+                    "a change needs a login of at most {MAX_ASSERTION_LIFETIME_S} s ago; this one is {login_age} s old: log in again"
+                ),
+            ));
+        }
+        Ok((verified.claims, verified.digest))
     }
 
     /// What an assertion for `home` must meet. Freshness is against the
@@ -230,16 +241,16 @@ impl Gateway {
         }
     }
 
-    /// Linking: the second identity's assertion, checked as the first, and
+    /// Linking: the second identity's proof, checked as the first, and
     /// for the same person.
     fn second_identity(
         &self,
         asking: &Asking,
-        other: &[u8],
+        other: &IdentityProof,
         trust: &TrustList,
     ) -> Result<(IdentityClaims, Digest), Refusal> {
         let policy = self.assertion_policy(&asking.home);
-        match IdentityAssertion::verify(other, trust, &policy) {
+        match other.verify(trust, &policy) {
             Ok(v) if v.claims.subject == asking.claims.subject => Err(Refusal::new(
                 ReasonCode::Malformed,
                 "both assertions are for the same identity; log in with the other one",

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use estafette_spec::citizen::PersonView;
-use estafette_spec::{Recipient, Timestamp};
+use estafette_spec::{IdentityProof, Recipient, Timestamp};
 use rand_core::{OsRng, RngCore};
 
 /// A session ends after this long without a request.
@@ -78,9 +78,11 @@ impl Session {
 /// What the node keeps of a session.
 pub(crate) struct SessionState {
     pub(crate) recipient: Recipient,
-    /// The newest assertion: it authorises changes while it is fresh.
-    pub(crate) assertion: Vec<u8>,
-    pub(crate) assertion_expires_at: Timestamp,
+    /// The newest login's proof: it authorises changes while it is fresh.
+    pub(crate) identity: IdentityProof,
+    /// Until when that login may authorise a change: the proof's expiry, at
+    /// most five minutes after the person logged in.
+    pub(crate) changes_until: Timestamp,
     pub(crate) person: PersonView,
     started: Instant,
     last_seen: Instant,
@@ -131,8 +133,7 @@ impl Sessions {
     pub(crate) fn start(
         &self,
         recipient: Recipient,
-        assertion: Vec<u8>,
-        assertion_expires_at: Timestamp,
+        (identity, changes_until): (IdentityProof, Timestamp),
         person: PersonView,
     ) -> Result<Session, TooManySessions> {
         let now = Instant::now();
@@ -148,8 +149,8 @@ impl Sessions {
             token,
             SessionState {
                 recipient,
-                assertion,
-                assertion_expires_at,
+                identity,
+                changes_until,
                 person,
                 started: now,
                 last_seen: now,

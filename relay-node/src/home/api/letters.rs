@@ -249,6 +249,30 @@ mod tests {
     use estafette_spec::citizen::PersonView;
     use estafette_spec::{Digest, Letter};
 
+    /// A session of the letter's recipient, without a real login.
+    fn session_of(
+        api: &CitizenApi,
+        letter: &Letter,
+        inbox: InboxId,
+        now: estafette_spec::Timestamp,
+    ) -> Session {
+        let person = PersonView {
+            recipient: letter.recipient.clone(),
+            inbox: Some(inbox),
+            home_node: Some(api.node.id.clone()),
+            active: true,
+            digital_senders: vec![letter.sender.clone()],
+            channels: vec![],
+            language: "nl".into(),
+            merged_inboxes: vec![],
+            linked: vec![],
+        };
+        let unused = estafette_spec::IdentityProof::Assertion(serde_bytes::ByteBuf::new());
+        api.sessions
+            .start(letter.recipient.clone(), (unused, now.plus_s(300)), person)
+            .unwrap()
+    }
+
     /// Listing comes from the small records written at delivery: an inbox
     /// of 10,000 letters is listed without reading one letter (the store
     /// counts every letter it reads), so nothing is parsed or hashed;
@@ -292,21 +316,7 @@ mod tests {
             outcome.unwrap().unwrap();
         }
         let api = CitizenApi::new(node.clone(), "https://home.test/".into());
-        let person = PersonView {
-            recipient: letter.recipient.clone(),
-            inbox: Some(inbox),
-            home_node: Some(node.id.clone()),
-            active: true,
-            digital_senders: vec![letter.sender.clone()],
-            channels: vec![],
-            language: "nl".into(),
-            merged_inboxes: vec![],
-            linked: vec![],
-        };
-        let session = api
-            .sessions
-            .start(letter.recipient.clone(), vec![], now.plus_s(300), person)
-            .unwrap();
+        let session = session_of(&api, &letter, inbox, now);
         let read_before = node.metrics.letters_read.get();
         let list = api.letters_of(&session).unwrap();
         assert_eq!(list.len(), LETTERS);

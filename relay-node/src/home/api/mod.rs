@@ -34,7 +34,7 @@ use axum::routing::{get, post, put};
 use estafette_spec::citizen::{CitizenAction, CitizenReply, CitizenRequest, PersonView};
 use estafette_spec::mandate::MandateId;
 use estafette_spec::trust::LevelOfAssurance;
-use estafette_spec::{AssertionPolicy, EnvelopeId, IdentityAssertion, InboxId, ReasonCode};
+use estafette_spec::{AssertionPolicy, EnvelopeId, IdentityProof, InboxId, ReasonCode, Timestamp};
 use redb::{ReadableTable, TableDefinition};
 
 use crate::home::HomeError;
@@ -222,17 +222,18 @@ impl CitizenApi {
             .ok_or_else(Problem::unauthenticated)
     }
 
-    /// Verifies an assertion for this node and uses up its nonce.
-    async fn accept_assertion(
+    /// Verifies a login's proof for this node and uses up its nonce.
+    pub(crate) async fn accept_login(
         &self,
-        bytes: &[u8],
+        proof: &IdentityProof,
     ) -> Result<estafette_spec::VerifiedAssertion, Problem> {
         let policy = AssertionPolicy {
             audience: self.node.id.clone(),
             min_level: MIN_LEVEL,
             now: self.node.core().clock.now(),
         };
-        let verified = IdentityAssertion::verify(bytes, &self.node.trust(), &policy)
+        let verified = proof
+            .verify(&self.node.trust(), &policy)
             .map_err(|e| Problem::refused(e.reason(), e.to_string()))?;
         if !self
             .use_nonce(verified.claims.nonce.clone(), verified.claims.expires_at.0)
@@ -277,11 +278,11 @@ impl CitizenApi {
     /// Carries a request to the gateway; refusals become problems.
     async fn ask_gateway(
         &self,
-        assertion: Option<Vec<u8>>,
+        identity: Option<IdentityProof>,
         action: CitizenAction,
     ) -> Result<CitizenReply, Problem> {
         let request = CitizenRequest {
-            assertion: assertion.map(serde_bytes::ByteBuf::from),
+            identity,
             action,
             inbox_url: Some(self.public_url.clone()),
         };
@@ -300,8 +301,8 @@ impl CitizenApi {
         session: &Session,
         action: CitizenAction,
     ) -> Result<PersonView, Problem> {
-        let assertion = self.fresh_assertion(session)?;
-        match self.ask_gateway(Some(assertion), action).await? {
+        let identity = self.fresh_login(session)?;
+        match self.ask_gateway(Some(identity), action).await? {
             CitizenReply::Person(view) => self.keep_person(session, view).await,
             _ => Err(unexpected()),
         }
@@ -346,23 +347,23 @@ impl CitizenApi {
         session: &Session,
         action: CitizenAction,
     ) -> Result<CitizenReply, Problem> {
-        let assertion = self.kept(session, |s| s.assertion.clone())?;
-        self.ask_gateway(Some(assertion), action).await
+        let identity = self.kept(session, |s| s.identity.clone())?;
+        self.ask_gateway(Some(identity), action).await
     }
 
-    /// The session's assertion, if it is fresh enough for a change.
-    fn fresh_assertion(&self, session: &Session) -> Result<Vec<u8>, Problem> {
+    /// The session's login proof, if it is fresh enough for a change.
+    fn fresh_login(&self, session: &Session) -> Result<IdentityProof, Problem> {
         let now = self.node.core().clock.now();
-        let (assertion, expires_at) =
-            self.kept(session, |s| (s.assertion.clone(), s.assertion_expires_at))?;
-        if expires_at <= now {
+        let (identity, changes_until) =
+            self.kept(session, |s| (s.identity.clone(), s.changes_until))?;
+        if changes_until <= now {
             return Err(Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "reauthentication-required",
                 "changes need a login of at most five minutes ago: log in again to confirm",
             ));
         }
-        Ok(assertion)
+        Ok(identity)
     }
 
     /// A change about mandates, with a fresh assertion; gives the mandate id.
@@ -371,8 +372,8 @@ impl CitizenApi {
         session: &Session,
         action: CitizenAction,
     ) -> Result<MandateId, Problem> {
-        let assertion = self.fresh_assertion(session)?;
-        match self.ask_gateway(Some(assertion), action).await? {
+        let identity = self.fresh_login(session)?;
+        match self.ask_gateway(Some(identity), action).await? {
             CitizenReply::Mandate(id) => Ok(id),
             _ => Err(unexpected()),
         }
@@ -388,12 +389,15 @@ impl CitizenApi {
         })
     }
 
-    /// Starts a session from an assertion: verified here (nonce used up),
-    /// announced to the gateway; gives the session and the person.
-    pub(crate) async fn log_in(&self, assertion: &[u8]) -> Result<(Session, PersonView), Problem> {
-        let verified = self.accept_assertion(assertion).await?;
+    /// Starts a session from a login's proof: verified here (nonce used
+    /// up), announced to the gateway; gives the session and the person.
+    pub(crate) async fn log_in(
+        &self,
+        proof: IdentityProof,
+    ) -> Result<(Session, PersonView), Problem> {
+        let verified = self.accept_login(&proof).await?;
         let reply = self
-            .ask_gateway(Some(assertion.to_vec()), CitizenAction::SessionStarted)
+            .ask_gateway(Some(proof.clone()), CitizenAction::SessionStarted)
             .await?;
         let CitizenReply::Person(person) = reply else {
             return Err(unexpected());
@@ -401,8 +405,7 @@ impl CitizenApi {
         self.merge_inboxes(&person).await?;
         let session = self.sessions.start(
             verified.claims.subject.clone(),
-            assertion.to_vec(),
-            verified.claims.expires_at,
+            (proof, changes_until(&verified)),
             person.clone(),
         )?;
         Ok((session, person))
@@ -413,9 +416,9 @@ impl CitizenApi {
     pub(crate) async fn renew(
         &self,
         session: &Session,
-        assertion: &[u8],
+        proof: IdentityProof,
     ) -> Result<PersonView, Problem> {
-        let verified = self.accept_assertion(assertion).await?;
+        let verified = self.accept_login(&proof).await?;
         self.kept(session, |s| {
             if s.recipient != verified.claims.subject {
                 return Err(Problem::new(
@@ -424,8 +427,8 @@ impl CitizenApi {
                     "this login is for another person than the session's",
                 ));
             }
-            s.assertion = assertion.to_vec();
-            s.assertion_expires_at = verified.claims.expires_at;
+            s.identity = proof;
+            s.changes_until = changes_until(&verified);
             Ok(s.person.clone())
         })?
     }
@@ -580,6 +583,16 @@ pub async fn serve(
     let app_for = move |_: &rustls::ServerConnection| Some(app.clone());
     let admission = crate::https::Admission::new(crate::https::HttpsLimits::citizen());
     crate::https::serve_tls(listener, tls, admission, "citizen", metrics, None, app_for).await;
+}
+
+/// Until when a login may authorise changes: while its proof is valid, and
+/// at most [`MAX_ASSERTION_LIFETIME_S`] after the person logged in (the
+/// gateway refuses a change with an older login anyway).
+fn changes_until(verified: &estafette_spec::VerifiedAssertion) -> Timestamp {
+    let login_limit = verified
+        .authenticated_at
+        .plus_s(estafette_spec::limits::MAX_ASSERTION_LIFETIME_S);
+    verified.claims.expires_at.min(login_limit)
 }
 
 /// Starts the citizen API of `node` as configured (server TLS only: people

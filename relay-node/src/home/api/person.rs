@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use estafette_spec::citizen::{CitizenAction, CitizenReply, PersonView, PostalAddress};
-use estafette_spec::{Oin, ReasonCode};
+use estafette_spec::{IdentityProof, Oin, ReasonCode};
 use serde::{Deserialize, Serialize};
 
 use super::{CitizenApi, Problem, json_body, preferred_language, unexpected};
@@ -50,11 +50,32 @@ struct ConsentBody {
     digital: bool,
 }
 
+/// A login's proof from a request body: a COSE assertion
+/// (`application/cose`, the default) or an OpenID Connect ID token
+/// (`application/jwt`) for this node's client id.
+fn proof_of(headers: &HeaderMap, body: &Bytes) -> Result<IdentityProof, Problem> {
+    let media_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/cose");
+    if media_type.starts_with("application/jwt") {
+        let token = std::str::from_utf8(body).map_err(|_| {
+            Problem::refused(ReasonCode::Malformed, "an ID token is ASCII text".into())
+        })?;
+        Ok(IdentityProof::IdToken(token.trim().to_owned()))
+    } else {
+        Ok(IdentityProof::Assertion(serde_bytes::ByteBuf::from(
+            body.to_vec(),
+        )))
+    }
+}
+
 pub(super) async fn start_session(
     State(api): State<Arc<CitizenApi>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    let (session, person) = api.log_in(&body).await?;
+    let (session, person) = api.log_in(proof_of(&headers, &body)?).await?;
     Ok((
         StatusCode::CREATED,
         Json(SessionStarted {
@@ -67,9 +88,10 @@ pub(super) async fn start_session(
 pub(super) async fn renew_session(
     State(api): State<Arc<CitizenApi>>,
     session: Session,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<PersonView>, Problem> {
-    Ok(Json(api.renew(&session, &body).await?))
+    Ok(Json(api.renew(&session, proof_of(&headers, &body)?).await?))
 }
 
 /// Logging out of a session that already ended is fine too.
@@ -194,12 +216,12 @@ pub(super) async fn set_consent(
 pub(super) async fn link(
     State(api): State<Arc<CitizenApi>>,
     session: Session,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<PersonView>, Problem> {
-    api.accept_assertion(&body).await?;
-    let action = CitizenAction::Link {
-        other: serde_bytes::ByteBuf::from(body.to_vec()),
-    };
+    let other = proof_of(&headers, &body)?;
+    api.accept_login(&other).await?;
+    let action = CitizenAction::Link { other };
     Ok(Json(api.change(&session, action).await?))
 }
 

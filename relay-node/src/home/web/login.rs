@@ -8,7 +8,9 @@ use axum::Form;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use estafette_spec::{IdentityAssertion, IdentityClaims, LevelOfAssurance, Recipient};
+use estafette_spec::{
+    IdentityAssertion, IdentityClaims, IdentityProof, LevelOfAssurance, Recipient,
+};
 use maud::html;
 use rand_core::{OsRng, RngCore};
 use serde::Deserialize;
@@ -121,7 +123,8 @@ pub(super) async fn login(
     let Ok(assertion) = IdentityAssertion::sign(&claims, &idp.key) else {
         return forbidden(lang);
     };
-    match web.api.log_in(&assertion).await {
+    let proof = IdentityProof::Assertion(serde_bytes::ByteBuf::from(assertion));
+    match web.api.log_in(proof).await {
         Ok((token, _)) => {
             let mut r = Redirect::to("/").into_response();
             if let Some(c) = session_cookie(&token) {
