@@ -24,6 +24,7 @@
 pub mod explain;
 pub mod keys;
 mod members;
+pub mod oidc;
 pub mod report;
 pub mod tls;
 

@@ -3,6 +3,8 @@
 // No function over about 80 lines (clippy.toml): a long one reads as named steps.
 #![warn(clippy::too_many_lines)]
 
+mod oidc_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,6 +81,12 @@ enum Command {
         /// The transit node to hand envelopes for --to to.
         #[arg(long)]
         via: Option<NodeId>,
+    },
+    /// OpenID providers: add one with its JWKS, record a home node's client
+    /// id, roll its keys over.
+    Oidc {
+        #[command(subcommand)]
+        what: oidc_cli::Oidc,
     },
     /// Sign and write a fresh trust list (and CRL) with a new version and validity.
     TrustList {
@@ -262,6 +270,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("  trust list version {}", fed.state().trust_list.version);
         }
+        Command::Oidc { what } => oidc_cli::run(what)?,
         Command::TrustList { fed } => {
             let mut fed = Federation::open(&fed.path)?;
             let trust = fed.publish()?;

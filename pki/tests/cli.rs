@@ -365,3 +365,192 @@ fn signed_objects_are_explained() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT VALID"));
     let _ = fed;
 }
+
+/// A JWKS with one Ed25519 signing key made from `seed`.
+fn jwks_file(dir: &Path, name: &str, kid: &str, seed: u8) -> String {
+    use base64::Engine as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+    let path = dir.join(name);
+    let jwks = serde_json::json!({"keys": [
+        {"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": x},
+        // An encryption key the provider also publishes: not for the trust list.
+        {"kty": "OKP", "crv": "X25519", "use": "enc", "kid": "enc-1", "x": x},
+    ]});
+    std::fs::write(&path, jwks.to_string()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn trust_version(dir: &Path) -> u64 {
+    Federation::open(dir).unwrap().state().trust_list.version
+}
+
+#[test]
+fn openid_providers_are_added_registered_and_rolled_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fed");
+    build_federation(&dir);
+    let d = dir.to_str().unwrap();
+    let first = jwks_file(tmp.path(), "first.jwks", "nl-2027-1", 1);
+    let provider = |id: &str, country: &str, kind: &str, jwks: &str| {
+        pki(&[
+            "oidc",
+            "provider",
+            "--dir",
+            d,
+            "--id",
+            id,
+            "--country",
+            country,
+            "--max-loa",
+            "high",
+            "--issuer",
+            "https://login.nl.example",
+            "--identifier-claim",
+            "bsn",
+            "--identifier-kind",
+            kind,
+            "--acr",
+            "urn:nl:loa:substantial=substantial",
+            "--acr",
+            "urn:nl:loa:high=high",
+            "--jwks",
+            jwks,
+        ])
+    };
+    let out = provider("login.nl.example", "NL", "bsn", &first);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&[
+        "oidc",
+        "client",
+        "--dir",
+        d,
+        "--provider",
+        "login.nl.example",
+        "--node",
+        "home1.test",
+        "--client-id",
+        "estafette-home1",
+    ]);
+    let fed = Federation::open(&dir).unwrap();
+    let trust = fed.trust_list(estafette_pki::now()).unwrap();
+    let entry = trust
+        .content()
+        .identity_providers
+        .iter()
+        .find(|p| p.id.as_str() == "login.nl.example")
+        .unwrap();
+    assert!(
+        entry.key.is_none(),
+        "an OpenID-only provider has no key of ours"
+    );
+    let oidc = entry.oidc.as_ref().unwrap();
+    assert_eq!(oidc.keys.len(), 1, "the encryption key is left out");
+    assert_eq!(oidc.keys[0].kid.as_deref(), Some("nl-2027-1"));
+    assert_eq!(
+        oidc.client_of(&"home1.test".parse().unwrap()),
+        Some("estafette-home1")
+    );
+
+    // Refusals change nothing: a foreign provider with BSNs, a client for a
+    // transit node, an unknown provider, a JWKS without signing keys.
+    let before = trust_version(&dir);
+    let out = provider("eid.other.example", "DE", "bsn", &first);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("BSN"), "{stderr}");
+    let out = pki(&[
+        "oidc",
+        "client",
+        "--dir",
+        d,
+        "--provider",
+        "login.nl.example",
+        "--node",
+        "relay1.test",
+        "--client-id",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a home node"));
+    let out = pki(&[
+        "oidc",
+        "keys",
+        "--dir",
+        d,
+        "--provider",
+        "nobody.example",
+        "--jwks",
+        &first,
+    ]);
+    assert!(!out.status.success());
+    let empty = tmp.path().join("empty.jwks");
+    std::fs::write(&empty, r#"{"keys": []}"#).unwrap();
+    let out = pki(&[
+        "oidc",
+        "keys",
+        "--dir",
+        d,
+        "--provider",
+        "login.nl.example",
+        "--jwks",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        trust_version(&dir),
+        before,
+        "no refused change was published"
+    );
+
+    // Rollover: a snapshot with both keys, then one with the new key only.
+    let second = jwks_file(tmp.path(), "second.jwks", "nl-2027-2", 2);
+    let both: serde_json::Value = {
+        let a: serde_json::Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&second).unwrap()).unwrap();
+        serde_json::json!({"keys": [a["keys"][0], b["keys"][0]]})
+    };
+    let both_path = tmp.path().join("both.jwks");
+    std::fs::write(&both_path, both.to_string()).unwrap();
+    let stdout = ok(&[
+        "oidc",
+        "keys",
+        "--dir",
+        d,
+        "--provider",
+        "login.nl.example",
+        "--jwks",
+        both_path.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("nl-2027-1, nl-2027-2"), "{stdout}");
+    ok(&[
+        "oidc",
+        "keys",
+        "--dir",
+        d,
+        "--provider",
+        "login.nl.example",
+        "--jwks",
+        &second,
+    ]);
+    let fed = Federation::open(&dir).unwrap();
+    let trust = fed.trust_list(estafette_pki::now()).unwrap();
+    let oidc = trust
+        .content()
+        .identity_providers
+        .iter()
+        .find(|p| p.id.as_str() == "login.nl.example")
+        .unwrap()
+        .oidc
+        .clone()
+        .unwrap();
+    assert_eq!(oidc.keys.len(), 1);
+    assert_eq!(oidc.keys[0].kid.as_deref(), Some("nl-2027-2"));
+    assert_eq!(oidc.clients.len(), 1, "clients survive a rollover");
+    assert_eq!(trust_version(&dir), before + 2);
+}
