@@ -82,6 +82,34 @@ pub struct CitizenApiConfig {
     /// holds, so that the web login page can log test people in.
     #[serde(default)]
     pub test_idp: Option<TestIdpConfig>,
+    /// OpenID providers people log in with (`[[citizen.oidc]]`): national
+    /// logins, foreign providers, eIDAS bridges. Each must be in the trust
+    /// list with a client id for this node.
+    #[serde(default)]
+    pub oidc: Vec<OidcClientConfig>,
+}
+
+/// This node as a client of one OpenID provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcClientConfig {
+    /// The identity provider's id in the trust list.
+    pub provider: NodeId,
+    /// The file holding this node's client secret there (mode 0600).
+    pub client_secret_file: PathBuf,
+    /// The login button's text, e.g. "DigiD"; default the provider's id.
+    pub label: Option<String>,
+    /// The scopes asked for (the claims the trust list names must come with them).
+    #[serde(default = "default_oidc_scope")]
+    pub scope: String,
+    /// `acr_values` to ask for, e.g. the provider's value for "substantial".
+    pub acr_values: Option<String>,
+    /// Roots for the provider's TLS certificate (PEM); default the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_oidc_scope() -> String {
+    "openid profile".into()
 }
 
 /// A test identity provider's id and signing key.
@@ -197,6 +225,12 @@ impl Config {
             }
             if let Some(idp) = &mut c.test_idp {
                 resolve(base, &mut idp.key);
+            }
+            for o in &mut c.oidc {
+                resolve(base, &mut o.client_secret_file);
+                if let Some(ca) = &mut o.ca_file {
+                    resolve(base, ca);
+                }
             }
         }
     }

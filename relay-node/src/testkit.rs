@@ -116,6 +116,7 @@ fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) ->
                         .identity_provider_dir(&NATIONAL_IDP.parse().unwrap())
                         .join("signing.key.pem"),
                 }),
+                oidc: vec![],
             }
         }),
         retry: RetryPolicy {

@@ -445,6 +445,7 @@ fn home_config(fed: &Federation, home_id: &NodeId, listen: SocketAddr) -> Result
                 .identity_provider_dir(&"idp.nl.demo".parse()?)
                 .join("signing.key.pem"),
         }),
+        oidc: vec![],
     });
     Ok(config)
 }

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod client;
 pub mod inbox;
+pub mod oidc;
 pub mod session;
 pub mod web;
 
@@ -49,6 +50,8 @@ pub enum HomeError {
     },
     #[error("test_idp is allowed only in a test federation")]
     TestIdpOutsideTestFederation,
+    #[error("OpenID login: {0}")]
+    Oidc(#[from] crate::home::oidc::OidcError),
 }
 
 /// Why the gateway did not answer a person's request.

@@ -222,10 +222,12 @@ impl CitizenApi {
             .ok_or_else(Problem::unauthenticated)
     }
 
-    /// Verifies a login's proof for this node and uses up its nonce.
+    /// Verifies a login's proof for this node and uses up its nonce; an ID
+    /// token from this node's own login flow must carry the nonce it sent.
     pub(crate) async fn accept_login(
         &self,
         proof: &IdentityProof,
+        expected_nonce: Option<&[u8]>,
     ) -> Result<estafette_spec::VerifiedAssertion, Problem> {
         let policy = AssertionPolicy {
             audience: self.node.id.clone(),
@@ -235,6 +237,12 @@ impl CitizenApi {
         let verified = proof
             .verify(&self.node.trust(), &policy)
             .map_err(|e| Problem::refused(e.reason(), e.to_string()))?;
+        if expected_nonce.is_some_and(|n| n != verified.claims.nonce.as_slice()) {
+            return Err(Problem::refused(
+                ReasonCode::Replayed,
+                "this login's nonce is not the one this node asked for; log in again".into(),
+            ));
+        }
         if !self
             .use_nonce(verified.claims.nonce.clone(), verified.claims.expires_at.0)
             .await?
@@ -394,8 +402,9 @@ impl CitizenApi {
     pub(crate) async fn log_in(
         &self,
         proof: IdentityProof,
+        expected_nonce: Option<&[u8]>,
     ) -> Result<(Session, PersonView), Problem> {
-        let verified = self.accept_login(&proof).await?;
+        let verified = self.accept_login(&proof, expected_nonce).await?;
         let reply = self
             .ask_gateway(Some(proof.clone()), CitizenAction::SessionStarted)
             .await?;
@@ -417,8 +426,9 @@ impl CitizenApi {
         &self,
         session: &Session,
         proof: IdentityProof,
+        expected_nonce: Option<&[u8]>,
     ) -> Result<PersonView, Problem> {
-        let verified = self.accept_login(&proof).await?;
+        let verified = self.accept_login(&proof, expected_nonce).await?;
         self.kept(session, |s| {
             if s.recipient != verified.claims.subject {
                 return Err(Problem::new(
@@ -633,9 +643,21 @@ pub async fn start(
         Some(_) => return Err(HomeError::TestIdpOutsideTestFederation),
         None => None,
     };
+    let oidc = if config.oidc.is_empty() {
+        None
+    } else {
+        let for_trust = node.clone();
+        let logins = crate::home::oidc::OidcLogins::new(
+            node.id.clone(),
+            &public_url,
+            Arc::new(move || for_trust.trust()),
+            &config.oidc,
+        )?;
+        Some(Arc::new(logins))
+    };
     let metrics = node.metrics.clone();
     let api = CitizenApi::new(node, public_url);
-    let web = crate::home::web::Web::new(api.clone(), test_idp);
+    let web = crate::home::web::Web::new(api.clone(), test_idp, oidc);
     tracing::info!(%addr, "citizen API and web inbox listening");
     Ok((addr, tokio::spawn(serve(listener, tls, api, web, metrics))))
 }

@@ -75,7 +75,7 @@ pub(super) async fn start_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    let (session, person) = api.log_in(proof_of(&headers, &body)?).await?;
+    let (session, person) = api.log_in(proof_of(&headers, &body)?, None).await?;
     Ok((
         StatusCode::CREATED,
         Json(SessionStarted {
@@ -91,7 +91,10 @@ pub(super) async fn renew_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<PersonView>, Problem> {
-    Ok(Json(api.renew(&session, proof_of(&headers, &body)?).await?))
+    Ok(Json(
+        api.renew(&session, proof_of(&headers, &body)?, None)
+            .await?,
+    ))
 }
 
 /// Logging out of a session that already ended is fine too.
@@ -220,7 +223,7 @@ pub(super) async fn link(
     body: Bytes,
 ) -> Result<Json<PersonView>, Problem> {
     let other = proof_of(&headers, &body)?;
-    api.accept_login(&other).await?;
+    api.accept_login(&other, None).await?;
     let action = CitizenAction::Link { other };
     Ok(Json(api.change(&session, action).await?))
 }

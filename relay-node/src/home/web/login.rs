@@ -39,7 +39,18 @@ pub(super) async fn login_page(State(web): State<Arc<Web>>, headers: HeaderMap) 
                         aria-describedby="subject-hint" required;
                     button type="submit" { (lang.t("web.log-in-with-the-test-login")) }
                 }
-            } @else {
+            }
+            @if let Some(oidc) = &web.oidc {
+                ul class="login-services" {
+                    @for (id, label) in oidc.providers() {
+                        li {
+                            a class="button" href={ "/login/oidc/start?provider=" (id) } {
+                                (lang.fill("web.log-in-with", &[("service", label)]))
+                            }
+                        }
+                    }
+                }
+            } @else if web.test_idp.is_none() {
                 p { (lang.t("web.log-in-with-your-login-service")) }
             }
         },
@@ -59,7 +70,7 @@ pub(super) struct LoginForm {
     subject: String,
 }
 
-fn session_cookie(session: &Session) -> Option<HeaderValue> {
+pub(super) fn session_cookie(session: &Session) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict",
         session.token()
@@ -77,19 +88,8 @@ pub(super) async fn login(
     if cookie(&headers, LOGIN_COOKIE).as_deref() != Some(f.csrf.as_str()) {
         return forbidden(lang);
     }
-    if !web.login_allowed(peer.ip(), f.subject.trim()) {
-        let mut r = problem_page(
-            lang,
-            None,
-            &Problem {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: "too-many-sessions".into(),
-                detail: "too many logins; try again in a minute".into(),
-            },
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
+    if !web.login_allowed(peer.ip(), Some(f.subject.trim())) {
+        return too_many_logins(lang);
     }
     let Some(idp) = &web.test_idp else {
         return forbidden(lang);
@@ -124,7 +124,7 @@ pub(super) async fn login(
         return forbidden(lang);
     };
     let proof = IdentityProof::Assertion(serde_bytes::ByteBuf::from(assertion));
-    match web.api.log_in(proof).await {
+    match web.api.log_in(proof, None).await {
         Ok((token, _)) => {
             let mut r = Redirect::to("/").into_response();
             if let Some(c) = session_cookie(&token) {

@@ -17,6 +17,7 @@
 
 mod letters;
 mod login;
+mod oidc;
 mod representation;
 mod settings;
 
@@ -62,6 +63,8 @@ pub struct TestIdp {
 pub struct Web {
     api: Arc<CitizenApi>,
     test_idp: Option<TestIdp>,
+    /// The OpenID providers people log in with, if any are configured.
+    oidc: Option<Arc<crate::home::oidc::OidcLogins>>,
     /// Login attempts per source address and per person: one client's
     /// flood of bad logins does not lock anyone else out.
     logins_by_source: KeyedRateLimit,
@@ -83,10 +86,15 @@ impl Web {
         (csrf_for(&token) == csrf).then_some((session, token))
     }
 
-    pub fn new(api: Arc<CitizenApi>, test_idp: Option<TestIdp>) -> Arc<Web> {
+    pub fn new(
+        api: Arc<CitizenApi>,
+        test_idp: Option<TestIdp>,
+        oidc: Option<Arc<crate::home::oidc::OidcLogins>>,
+    ) -> Arc<Web> {
         Arc::new(Web {
             api,
             test_idp,
+            oidc,
             logins_by_source: KeyedRateLimit::new(
                 MAX_LOGINS_PER_SOURCE_PER_MINUTE,
                 Duration::from_secs(60),
@@ -100,9 +108,10 @@ impl Web {
 
     /// One more login attempt from `source` for `person`; false past
     /// either limit of this minute.
-    fn login_allowed(&self, source: std::net::IpAddr, person: &str) -> bool {
+    fn login_allowed(&self, source: std::net::IpAddr, person: Option<&str>) -> bool {
         let by_source = self.logins_by_source.allow(&source.to_string());
-        let by_person = self.logins_by_person.allow(person);
+        // A login at a provider names the person only when it comes back.
+        let by_person = person.is_none_or(|p| self.logins_by_person.allow(p));
         if !(by_source && by_person) {
             let key = if by_source { "person" } else { "source" };
             if let Some(held_back) = self
@@ -280,6 +289,22 @@ fn forbidden(lang: Lang) -> Response {
     r
 }
 
+/// Over a login rate limit: try again in a minute.
+fn too_many_logins(lang: Lang) -> Response {
+    let mut r = problem_page(
+        lang,
+        None,
+        &Problem {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too-many-sessions".into(),
+            detail: "too many logins; try again in a minute".into(),
+        },
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    r
+}
+
 fn to_login() -> Response {
     Redirect::to("/login").into_response()
 }
@@ -343,6 +368,8 @@ pub fn router(web: Arc<Web>) -> axum::Router {
     axum::Router::new()
         .route("/", get(l::inbox))
         .route("/login", get(i::login_page).post(i::login))
+        .route("/login/oidc/start", get(oidc::start))
+        .route("/login/oidc/callback", get(oidc::callback))
         .route("/logout", post(i::logout))
         .route("/register", post(l::register))
         .route("/letters/{envelope}", get(l::letter))

@@ -1,0 +1,154 @@
+//! Logging in through an OpenID provider: the login page's button sends the
+//! browser to the provider (`/login/oidc/start`), the provider sends it back
+//! (`/login/oidc/callback`), and the ID token it gives is verified here and
+//! by the gateway. A fresh login for a change asks the provider to log the
+//! person in again (`prompt=login`, `max_age=0`) and renews the session.
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+
+use super::*;
+use crate::home::api::Problem;
+use crate::home::oidc::{Callback, OidcError, Purpose};
+
+/// The cookie that binds a login in progress to the browser that started
+/// it. SameSite=Lax: it must come back on the provider's redirect, a
+/// top-level navigation from another site.
+const OIDC_BROWSER_COOKIE: &str = "estafette_oidc";
+
+#[derive(Deserialize)]
+pub(super) struct StartQuery {
+    provider: String,
+    /// A fresh login for the current session (before a change).
+    #[serde(default)]
+    renew: bool,
+}
+
+pub(super) async fn start(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<StartQuery>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some(oidc) = &web.oidc else {
+        return to_login();
+    };
+    if !web.login_allowed(peer.ip(), None) {
+        return too_many_logins(lang);
+    }
+    let purpose = if q.renew {
+        match web.session_of(&headers) {
+            Some((session, _)) => Purpose::Renew(session.token()),
+            None => return to_login(),
+        }
+    } else {
+        Purpose::Login
+    };
+    match oidc.start(&q.provider, purpose).await {
+        Ok((to, browser)) => {
+            let mut r = Redirect::to(&to).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{OIDC_BROWSER_COOKIE}={browser}; Path=/login/oidc; HttpOnly; Secure; SameSite=Lax; Max-Age=600"
+            )) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(e) => failed(lang, &e),
+    }
+}
+
+pub(super) async fn callback(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Query(answer): Query<Callback>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some(oidc) = &web.oidc else {
+        return to_login();
+    };
+    let browser = cookie(&headers, OIDC_BROWSER_COOKIE);
+    let finished = match oidc.finish(&answer, browser.as_deref()).await {
+        Ok(f) => f,
+        Err(e) => return failed(lang, &e),
+    };
+    let nonce = Some(finished.nonce.as_bytes());
+    let outcome = match finished.purpose {
+        Purpose::Login => web
+            .api
+            .log_in(finished.proof, nonce)
+            .await
+            .map(|(session, _)| Some(session)),
+        Purpose::Renew(token) => match web.session_of(&headers) {
+            Some((session, _)) if session.token() == token => web
+                .api
+                .renew(&session, finished.proof, nonce)
+                .await
+                .map(|_| None),
+            _ => return to_login(),
+        },
+    };
+    match outcome {
+        Ok(new_session) => {
+            tracing::info!(provider = %finished.provider, "a person logged in through an OpenID provider");
+            landing(lang, new_session.as_ref())
+        }
+        Err(p) => problem_page(lang, None, &p),
+    }
+}
+
+/// Logged in: a page of our own that goes on to the inbox. Not a redirect:
+/// the browser arrived from the provider's site, and a strict session
+/// cookie set now is sent only on a navigation that starts here.
+fn landing(lang: Lang, session: Option<&crate::home::session::Session>) -> Response {
+    let mut r = page(
+        lang,
+        lang.t("web.you-are-logged-in"),
+        None,
+        html! {
+            meta http-equiv="refresh" content="0;url=/";
+            p { a href="/" { (lang.t("web.go-to-your-letters")) } }
+        },
+    );
+    let headers = r.headers_mut();
+    if let Some(c) = session.and_then(login::session_cookie) {
+        headers.append(header::SET_COOKIE, c);
+    }
+    headers.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "estafette_oidc=; Path=/login/oidc; HttpOnly; Secure; SameSite=Lax; Max-Age=0",
+        ),
+    );
+    r
+}
+
+/// A login that did not work, said in the person's language; nothing changed.
+fn failed(lang: Lang, e: &OidcError) -> Response {
+    let (status, code) = match e {
+        OidcError::UnknownState | OidcError::OtherBrowser => {
+            (StatusCode::BAD_REQUEST, "login-not-started-here")
+        }
+        OidcError::Refused(_) | OidcError::MixUp { .. } | OidcError::NoIdToken => {
+            (StatusCode::BAD_GATEWAY, "login-service-refused")
+        }
+        OidcError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "too-many-sessions"),
+        _ => (StatusCode::BAD_GATEWAY, "login-service-unreachable"),
+    };
+    tracing::warn!(error = %e, "an OpenID login failed");
+    problem_page(
+        lang,
+        None,
+        &Problem {
+            status,
+            code: code.into(),
+            detail: e.to_string(),
+        },
+    )
+}
