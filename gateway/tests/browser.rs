@@ -9,147 +9,19 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use common::chromium::*;
 use common::*;
 use estafette_gateway::registry;
-use estafette_relay::testkit::{AGENCY, NATIONAL_IDP, free_tcp};
+use estafette_relay::testkit::{AGENCY, NATIONAL_IDP};
 use estafette_spec::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 
 const ANNA: &str = "bsn:999999990";
 const PIET: &str = "bsn:123456782";
-const AXE: &str = include_str!("assets/axe-4.10.3.min.js");
-
-/// chromedriver on a free loopback port; stopped on drop. Chromium's profile
-/// and scratch files live in `scratch` (its TMPDIR), removed with the driver,
-/// so no run leaves anything in /tmp.
-struct Driver {
-    child: Child,
-    port: u16,
-    scratch: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chromedriver() -> Driver {
-    let port = free_tcp().port();
-    let binary = [
-        "chromedriver",
-        "/usr/bin/chromedriver",
-        "/usr/lib/chromium/chromedriver",
-    ]
-    .into_iter()
-    .find(|b| Command::new(b).arg("--version").output().is_ok())
-    .expect("chromedriver (Debian package chromium-driver, installed by scripts/test)");
-    let scratch = tempfile::tempdir().unwrap();
-    let child = Command::new(binary)
-        .arg(format!("--port={port}"))
-        .env("TMPDIR", scratch.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "chromedriver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Driver {
-        child,
-        port,
-        scratch,
-    }
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1400", "--lang=nl",
-                     format!("--user-data-dir={}", driver.scratch.path().join("profile").display()),
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync"]
-        }),
-    );
-    // The test federation's certificate names the node, not 127.0.0.1.
-    caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a Chromium session")
-}
-
-fn screenshots() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// axe-core on the current page: the WCAG 2.1 A/AA violations, as text.
-async fn axe(c: &Client) -> Vec<String> {
-    c.execute(AXE, vec![]).await.unwrap();
-    let result = c
-        .execute_async(
-            "const done = arguments[arguments.length - 1];
-             axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
-                .then(r => done(r.violations.map(v => v.id + ' (' + v.nodes.length + '): ' + v.help)));",
-            vec![],
-        )
-        .await
-        .unwrap();
-    serde_json::from_value(result).unwrap()
-}
-
-/// Checks the page with axe and saves a screenshot named `name`.
-async fn check(c: &Client, name: &str) {
-    let violations = axe(c).await;
-    assert!(violations.is_empty(), "{name}: {violations:?}");
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
-}
 
 /// Waits (bounded) until Anna's registry entry satisfies `done`.
 async fn until(w: &World, what: &str, done: impl Fn(&registry::PersonRecord) -> bool) {
-    estafette_relay::testkit::wait_until(what, WAIT, || {
-        registry::lookup(w.gateway.gateway.records(), &ANNA.parse().unwrap())
-            .unwrap()
-            .is_some_and(|p| done(&p))
-    })
-    .await;
-}
-
-/// Waits (bounded) until the page shows an element matching `css`.
-async fn wait_css(c: &Client, css: &str) {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap();
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    until_person(w, ANNA, what, done).await;
 }
 
 async fn login(c: &Client, base: &str, who: &str) {

@@ -132,7 +132,11 @@ impl TestFederation {
     /// A federation with the gateway and the given relays; `path` lists the
     /// relays an envelope takes from the gateway to the last (home) one.
     pub fn new(relays: &[(&str, NodeKind)], path: &[&str]) -> TestFederation {
-        let tmp = tempfile::tempdir().unwrap();
+        // KEEP_TMP=1 keeps the federation's files (logs, stores) for a reader.
+        let tmp = tempfile::Builder::new()
+            .disable_cleanup(std::env::var_os("KEEP_TMP").is_some())
+            .tempdir()
+            .unwrap();
         let mut fed = Federation::init(&tmp.path().join("fed"), "test", true).unwrap();
         fed.issue_agency(&AGENCY.parse().unwrap(), "Belastingdienst", vec![])
             .unwrap();

@@ -2,6 +2,9 @@
 //! the test moves: shared by the citizen tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod chromium;
+pub mod oidc;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +45,14 @@ impl World {
 
     /// As [`Self::start`], with more members added to the federation first.
     pub async fn start_with(prepare: impl FnOnce(&mut estafette_pki::Federation)) -> World {
+        Self::start_custom(|f| prepare(&mut f.fed)).await
+    }
+
+    /// As [`Self::start`], with the federation and its nodes' configuration
+    /// changed first (the home node is `home.test`).
+    pub async fn start_custom(prepare: impl FnOnce(&mut TestFederation)) -> World {
         let mut fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
-        prepare(&mut fed.fed);
+        prepare(&mut fed);
         let sink = SmtpSink::start().await.unwrap();
         let clock = Arc::new(ManualClock::new(estafette_pki::now()));
         let home = RunningNode::start(fed.relay("home.test").config.clone())

@@ -135,7 +135,10 @@ fn failed(lang: Lang, e: &OidcError) -> Response {
         OidcError::UnknownState | OidcError::OtherBrowser => {
             (StatusCode::BAD_REQUEST, "login-not-started-here")
         }
-        OidcError::Refused(_) | OidcError::MixUp { .. } | OidcError::NoIdToken => {
+        OidcError::Refused(_)
+        | OidcError::MixUp { .. }
+        | OidcError::NoIdToken
+        | OidcError::Http(crate::home::oidc::ProviderHttpError::Status { .. }) => {
             (StatusCode::BAD_GATEWAY, "login-service-refused")
         }
         OidcError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "too-many-sessions"),

@@ -1,0 +1,228 @@
+//! Real OpenID providers for the login tests: `oidc-provider` (npm, in
+//! `tests/idp`, installed by `scripts/test` with `npm ci`) started as a
+//! process over HTTPS with a certificate of the federation's web test CA,
+//! and entered in the trust list the way an operator does it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use estafette_pki::Federation;
+use estafette_pki::oidc::{OidcProviderSpec, read_jwks};
+use estafette_relay::config::OidcClientConfig;
+use estafette_relay::testkit::TestFederation;
+use estafette_spec::oidc::IdentifierKind;
+use estafette_spec::{LevelOfAssurance, NodeId};
+use serde_json::{Value, json};
+
+/// The acr values of the test providers, and what they stand for.
+pub const ACR_SUBSTANTIAL: &str = "urn:test:loa:substantial";
+pub const ACR_LOW: &str = "urn:test:loa:low";
+/// The home node's client id at every test provider.
+pub const CLIENT_ID: &str = "estafette-home";
+const CLIENT_SECRET: &str = "a-client-secret-of-the-home-node";
+
+/// One provider process; stopped on drop.
+pub struct TestProvider {
+    child: Child,
+    pub id: NodeId,
+    pub issuer: String,
+    pub port: u16,
+    dir: PathBuf,
+    config: Value,
+}
+
+impl Drop for TestProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a test provider is.
+pub struct ProviderSetup<'a> {
+    pub id: &'a str,
+    /// The issuer's host: `localhost` or `127.0.0.1` (cookies are per host).
+    pub host: &'a str,
+    pub country: &'a str,
+    pub alg: &'a str,
+    pub identifier_claim: &'a str,
+    pub identifier_kind: IdentifierKind,
+    /// login → (acr, claims).
+    pub accounts: Vec<(&'a str, &'a str, Value)>,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+impl TestProvider {
+    /// Starts the provider for the home node whose web inbox is at
+    /// `home_url`, with a TLS certificate of the federation's web test CA.
+    pub fn start(fed: &Federation, tmp: &Path, setup: &ProviderSetup, home_url: &str) -> Self {
+        let modules = repo().join("tests/idp/node_modules/oidc-provider");
+        assert!(
+            modules.exists(),
+            "{} is missing: scripts/test installs it (npm ci in tests/idp)",
+            modules.display()
+        );
+        let dir = tmp.join(format!("idp-{}", setup.id));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, cert, key) = fed
+            .issue_web_certificate(
+                &format!("{}-tls", setup.id),
+                &["localhost".into(), "127.0.0.1".into()],
+            )
+            .unwrap();
+        let accounts: serde_json::Map<String, Value> = setup
+            .accounts
+            .iter()
+            .map(|(login, acr, claims)| {
+                (
+                    (*login).to_owned(),
+                    json!({"password": "secret", "acr": acr, "claims": claims}),
+                )
+            })
+            .collect();
+        let config = json!({
+            "host": setup.host,
+            "tls_key": key, "tls_cert": cert,
+            "signing": {
+                "alg": setup.alg, "kid": format!("{}-1", setup.id),
+                "key_file": dir.join("signing.jwk"),
+                "public_jwks_file": dir.join("jwks.json"),
+            },
+            "clients": [{
+                "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                "redirect_uris": [format!("{home_url}/login/oidc/callback")],
+            }],
+            "claims": {
+                "profile": ["family_name", "given_name", "birthdate"],
+                "person": [setup.identifier_claim],
+            },
+            "acr_values": [ACR_SUBSTANTIAL, ACR_LOW],
+            "accounts": accounts,
+        });
+        let (child, issuer, port) = spawn(&dir, &config);
+        TestProvider {
+            child,
+            id: setup.id.parse().unwrap(),
+            issuer,
+            port,
+            dir,
+            config,
+        }
+    }
+
+    /// The provider's published signing keys (what an operator snapshots).
+    pub fn jwks(&self) -> PathBuf {
+        self.dir.join("jwks.json")
+    }
+
+    /// Its private signing key, as a JWK (to mint tokens in tests).
+    pub fn private_jwk(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.join("signing.jwk")).unwrap()).unwrap()
+    }
+
+    /// Restarts it on the same address with a new signing key `kid`: a
+    /// provider rolling its key over.
+    pub fn roll_key_over(&mut self, kid: &str) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::remove_file(self.dir.join("signing.jwk")).unwrap();
+        self.config["signing"]["kid"] = kid.into();
+        self.config["port"] = self.port.into();
+        let (child, issuer, _) = spawn(&self.dir, &self.config);
+        assert_eq!(issuer, self.issuer);
+        self.child = child;
+    }
+
+    /// The home node's configuration for this provider.
+    pub fn client_config(&self, fed: &Federation, tmp: &Path, label: &str) -> OidcClientConfig {
+        let secret = tmp.join(format!("{}.secret", self.id));
+        estafette_pki::keys::write_secret(&secret, CLIENT_SECRET.as_bytes()).unwrap();
+        OidcClientConfig {
+            provider: self.id.clone(),
+            client_secret_file: secret,
+            label: Some(label.into()),
+            scope: "openid profile person".into(),
+            acr_values: Some(ACR_SUBSTANTIAL.into()),
+            ca_file: Some(fed.web_ca_path()),
+        }
+    }
+}
+
+fn spawn(dir: &Path, config: &Value) -> (Child, String, u16) {
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut child = Command::new("node")
+        .arg(repo().join("tests/idp/provider.mjs"))
+        .arg(&path)
+        .stdout(Stdio::piped())
+        // Its log stays with the test's files, for a failure's reader.
+        .stderr(std::fs::File::create(dir.join("provider.log")).unwrap())
+        .spawn()
+        .expect("node (Node.js) to run the test OpenID provider");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep reading: a provider that writes to a closed pipe dies of it.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the OpenID provider did not start within 30 s");
+    let ready: Value = serde_json::from_str(&line).expect("the provider's ready line");
+    let issuer = ready["issuer"].as_str().unwrap().to_owned();
+    let port = ready["port"].as_u64().unwrap() as u16;
+    (child, issuer, port)
+}
+
+/// Enters `provider` in the trust list as an operator does: the provider
+/// with a snapshot of its JWKS, then the home node's client id there.
+pub fn enter_in_trust_list(fed: &mut Federation, provider: &TestProvider, setup: &ProviderSetup) {
+    let spec = OidcProviderSpec {
+        id: provider.id.clone(),
+        country: setup.country.parse().unwrap(),
+        max_loa: LevelOfAssurance::High,
+        issuer: provider.issuer.clone(),
+        identifier_claim: setup.identifier_claim.into(),
+        identifier_kind: setup.identifier_kind,
+        acr_levels: [
+            (ACR_SUBSTANTIAL.to_owned(), LevelOfAssurance::Substantial),
+            (ACR_LOW.to_owned(), LevelOfAssurance::Low),
+        ]
+        .into(),
+    };
+    fed.set_oidc_provider(spec, read_jwks(&provider.jwks()).unwrap())
+        .unwrap();
+    fed.set_oidc_client(&provider.id, &"home.test".parse().unwrap(), CLIENT_ID)
+        .unwrap();
+}
+
+fn home_citizen(fed: &mut TestFederation) -> &mut estafette_relay::config::CitizenApiConfig {
+    let home = fed
+        .relays
+        .iter_mut()
+        .find(|n| n.id.as_str() == "home.test")
+        .unwrap();
+    home.config.citizen.as_mut().unwrap()
+}
+
+/// Fixes the home node's web address (the providers must know it before
+/// the node starts); gives it.
+pub fn fix_home_address(fed: &mut TestFederation) -> String {
+    let listen = estafette_relay::testkit::free_tcp();
+    home_citizen(fed).listen = listen;
+    format!("https://{listen}")
+}
+
+/// The home node logs people in with these providers.
+pub fn set_home_clients(fed: &mut TestFederation, clients: Vec<OidcClientConfig>) {
+    home_citizen(fed).oidc = clients;
+}
