@@ -205,3 +205,340 @@ async fn national_and_german_logins_in_chromium() {
     drop(o.providers);
     o.w.stop().await;
 }
+
+/// ID tokens signed with the German provider's own key, so that each claim
+/// can be made wrong in one way.
+struct Minter {
+    key: ring::signature::EcdsaKeyPair,
+    kid: String,
+    issuer: String,
+}
+
+impl Minter {
+    fn of(provider: &TestProvider) -> Minter {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwk = provider.private_jwk();
+        let part = |name: &str| b64.decode(jwk[name].as_str().unwrap()).unwrap();
+        let mut public = vec![0x04];
+        public.extend(part("x"));
+        public.extend(part("y"));
+        let key = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &part("d"),
+            &public,
+            &ring::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        Minter {
+            key,
+            kid: format!("{}-1", provider.id),
+            issuer: provider.issuer.clone(),
+        }
+    }
+
+    /// Good claims for Jonas and the home node, a fresh nonce, a login now.
+    fn claims(&self) -> serde_json::Value {
+        let now = estafette_pki::now().0;
+        let mut nonce = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        json!({
+            "iss": self.issuer, "sub": "jonas", "aud": CLIENT_ID,
+            "iat": now, "exp": now + 600, "auth_time": now,
+            "nonce": bytes::Hex(&nonce).to_string(), "acr": ACR_SUBSTANTIAL,
+            "person_identifier": "DE/NL/DE-4711-0815",
+            "family_name": "Müller", "given_name": "Jonas", "birthdate": "1985-07-14",
+        })
+    }
+
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
+        let input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let signature = self
+            .key
+            .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", b64.encode(signature.as_ref()))
+    }
+
+    /// The good claims with `change` applied, signed.
+    fn token(
+        &self,
+        change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) -> String {
+        let mut claims = self.claims();
+        change(claims.as_object_mut().unwrap());
+        self.sign(&claims)
+    }
+}
+
+/// Logs in at the citizen API with an ID token; the problem's code and its
+/// (German) text, or None when the login worked.
+async fn api_login(o: &OidcWorld, token: &str) -> Option<(String, String)> {
+    let mut client = o.w.citizen();
+    client.set_language("de");
+    let (status, body) = client
+        .send(
+            axum::http::Method::POST,
+            "/v1/session",
+            Some(("application/jwt", token.as_bytes().to_vec())),
+        )
+        .await
+        .unwrap();
+    if status.is_success() {
+        return None;
+    }
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let code = problem["type"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    Some((
+        code.to_owned(),
+        problem["detail"].as_str().unwrap().to_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_logins_say_why_and_change_nothing() {
+    let o = start().await;
+    let minter = Minter::of(&o.providers[1]);
+    assert_eq!(
+        api_login(&o, &minter.token(|_| {})).await,
+        None,
+        "a good token"
+    );
+
+    let replayed = minter.token(|_| {});
+    assert_eq!(api_login(&o, &replayed).await, None);
+    let mut forged = minter.token(|_| {});
+    let tail = forged.pop().unwrap();
+    forged.push(if tail == 'A' { 'B' } else { 'A' });
+    let now = estafette_pki::now().0;
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "another audience",
+            minter.token(|c| {
+                c.insert("aud".into(), "another-client".into());
+            }),
+            "wrong_audience",
+            "anderen Dienst",
+        ),
+        (
+            "expired",
+            minter.token(|c| {
+                c.insert("iat".into(), (now - 700).into());
+                c.insert("auth_time".into(), (now - 700).into());
+                c.insert("exp".into(), (now - 100).into());
+            }),
+            "expired",
+            "abgelaufen",
+        ),
+        ("a bad signature", forged, "bad_signature", "anerkannten"),
+        (
+            "an issuer not in the trust list",
+            minter.token(|c| {
+                c.insert("iss".into(), "https://login.elsewhere.test".into());
+            }),
+            "unknown_signer",
+            "anerkannten",
+        ),
+        ("a replayed nonce", replayed, "replayed", "schon benutzt"),
+        (
+            "acr below substantial",
+            minter.token(|c| {
+                c.insert("acr".into(), ACR_LOW.into());
+            }),
+            "assurance_too_low",
+            "substanziell",
+        ),
+        (
+            "a German provider asserting a French identifier",
+            minter.token(|c| {
+                c.insert("person_identifier".into(), "FR/NL/FR-1234".into());
+            }),
+            "country_mismatch",
+            "Land",
+        ),
+        (
+            "a German provider asserting a BSN",
+            minter.token(|c| {
+                c.insert("person_identifier".into(), "999999990".into());
+            }),
+            "malformed",
+            "stimmt nicht",
+        ),
+    ];
+    for (what, token, code, text) in cases {
+        let (got, detail) = api_login(&o, &token)
+            .await
+            .unwrap_or_else(|| panic!("{what} was accepted"));
+        assert_eq!(got, code, "{what}: {detail}");
+        assert!(
+            detail.contains(text),
+            "{what}: the German text, got {detail:?}"
+        );
+    }
+    // Nobody was registered by any of it.
+    for who in [JONAS, "eidas:FR/NL/FR-1234", ANNA] {
+        assert!(
+            estafette_gateway::registry::lookup(
+                o.w.gateway.gateway.records(),
+                &who.parse().unwrap()
+            )
+            .unwrap()
+            .is_none(),
+            "{who}"
+        );
+    }
+    drop(o.providers);
+    o.w.stop().await;
+}
+
+/// The gateway checks the login's age itself: a change carried with an ID
+/// token whose `auth_time` is ten minutes old is refused even though the
+/// token is unexpired and the home node carried it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_a_change_with_an_old_login() {
+    let o = start().await;
+    let minter = Minter::of(&o.providers[1]);
+    let now = estafette_pki::now().0;
+    let register = |token: String| estafette_spec::citizen::CitizenRequest {
+        identity: Some(IdentityProof::IdToken(token)),
+        action: estafette_spec::citizen::CitizenAction::Register {
+            language: "de".into(),
+            postal_address: None,
+        },
+        inbox_url: Some(format!("{}/", o.base)),
+    };
+    let old = minter.token(|c| {
+        c.insert("auth_time".into(), (now - 600).into());
+    });
+    let reply = estafette_relay::home::carry(&o.w.home, register(old))
+        .await
+        .unwrap();
+    match reply {
+        estafette_spec::citizen::CitizenReply::Refused { reason, detail } => {
+            assert_eq!(reason, ReasonCode::Expired, "{detail}");
+            assert!(detail.contains("log in again"), "{detail}");
+        }
+        other => panic!("an old login was accepted: {other:?}"),
+    }
+    assert!(
+        estafette_gateway::registry::lookup(o.w.gateway.gateway.records(), &JONAS.parse().unwrap())
+            .unwrap()
+            .is_none()
+    );
+    // The same change with a login of now is taken.
+    let fresh = minter.token(|_| {});
+    let reply = estafette_relay::home::carry(&o.w.home, register(fresh))
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, estafette_spec::citizen::CitizenReply::Person(ref p) if p.inbox.is_some()),
+        "{reply:?}"
+    );
+    drop(o.providers);
+    o.w.stop().await;
+}
+
+/// The page's visible text.
+async fn page_text(c: &Client) -> String {
+    c.find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_key_rollover_and_foreign_keys() {
+    let mut o = start().await;
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/language/nl", o.base)).await.unwrap();
+    log_in_at(&c, &o.base, "login.nl.test", "anna").await;
+    wait_css(&c, "form[action='/register']").await;
+    click(&c, "form[action='/logout'] button").await;
+
+    // The provider starts signing with a new key the trust list does not
+    // list yet: its logins are refused, in Dutch, and nobody is logged in.
+    o.providers[0].roll_key_over("login.nl.test-2");
+    log_in_at(&c, &o.base, "login.nl.test", "anna").await;
+    wait_css(&c, "p[role=alert]").await;
+    let text = page_text(&c).await;
+    assert!(text.contains("niet van een erkende inlogdienst"), "{text}");
+    c.goto(&format!("{}/", o.base)).await.unwrap();
+    wait_css(&c, "a[href='/login/oidc/start?provider=login.nl.test']").await;
+
+    // The operator takes a snapshot of the new JWKS into the trust list;
+    // once the home node has read it, the same login works again.
+    let jwks = estafette_pki::oidc::read_jwks(&o.providers[0].jwks()).unwrap();
+    let provider = o.providers[0].id.clone();
+    o.w.fed.fed.set_oidc_keys(&provider, jwks).unwrap();
+    estafette_relay::testkit::wait_until("the home node reads the new trust list", WAIT, || {
+        o.w.home
+            .trust()
+            .content()
+            .identity_providers
+            .iter()
+            .any(|p| {
+                p.oidc.as_ref().is_some_and(|x| {
+                    x.keys
+                        .iter()
+                        .any(|k| k.kid.as_deref() == Some("login.nl.test-2"))
+                })
+            })
+    })
+    .await;
+    estafette_relay::testkit::wait_until("the gateway reads the new trust list", WAIT, || {
+        o.w.gateway.gateway.node.trust().content().version == o.w.home.trust().content().version
+    })
+    .await;
+    // The person is still logged in at the provider (single sign-on): the
+    // button alone brings her back, logged in.
+    c.goto(&format!("{}/login", o.base)).await.unwrap();
+    click(&c, "a[href='/login/oidc/start?provider=login.nl.test']").await;
+    wait_css(&c, "form[action='/register']").await;
+
+    // A token signed with a key that was never listed, under any kid.
+    let stranger = Minter {
+        key: {
+            let rng = ring::rand::SystemRandom::new();
+            let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+            let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+            ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap()
+        },
+        kid: "login.de.test-1".into(),
+        issuer: o.providers[1].issuer.clone(),
+    };
+    let (code, _) = api_login(&o, &stranger.token(|_| {})).await.unwrap();
+    assert_eq!(code, "bad_signature", "a listed kid, another key");
+    let unlisted = Minter {
+        kid: "never-listed".into(),
+        ..stranger
+    };
+    let (code, detail) = api_login(&o, &unlisted.token(|_| {})).await.unwrap();
+    assert_eq!(code, "unknown_signer", "{detail}");
+
+    // A callback this node did not start is refused and changes nothing.
+    c.goto(&format!(
+        "{}/login/oidc/callback?code=stolen&state=not-from-here",
+        o.base
+    ))
+    .await
+    .unwrap();
+    let text = page_text(&c).await;
+    assert!(text.contains("hier niet begonnen"), "{text}");
+    drop(o.providers);
+    o.w.stop().await;
+}

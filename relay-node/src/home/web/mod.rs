@@ -335,8 +335,11 @@ async fn style() -> Response {
 async fn language(Path(code): Path<String>) -> Response {
     let value = if code == "en" { "en" } else { "nl" };
     let mut r = Redirect::to("/").into_response();
+    // Lax, not Strict: the language must hold on the page a login
+    // provider's redirect lands on (a navigation from another site). It is
+    // a preference, not a credential.
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{LANG_COOKIE}={value}; Path=/; Secure; SameSite=Strict; Max-Age=31536000"
+        "{LANG_COOKIE}={value}; Path=/; Secure; SameSite=Lax; Max-Age=31536000"
     )) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
