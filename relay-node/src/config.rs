@@ -361,6 +361,19 @@ pub fn listen_for(address: &str) -> String {
 }
 
 /// The commented configuration `estafette-relay init` writes.
+/// The commented `[[citizen.oidc]]` of `init`: one per login provider.
+const OIDC_EXAMPLE: &str = "\
+# Login providers (OpenID Connect), one section each. Each must be in the
+# trust list with this node's client id (estafette-pki oidc provider|client).
+# [[citizen.oidc]]
+# provider = \"login.nl.example\"          # its id in the trust list
+# client_secret_file = \"oidc-nl.secret\"  # mode 0600
+# label = \"DigiD\"                        # the button: Inloggen met DigiD
+# scope = \"openid profile bsn\"
+# acr_values = \"urn:nl:loa:substantial\"
+# ca_file = \"provider-ca.pem\"           # default: the system's roots
+";
+
 pub fn example(v: &InitValues) -> String {
     let hpke = if v.home {
         format!("hpke_key = \"{}/hpke.key.pem\"", v.node_dir)
@@ -376,7 +389,7 @@ pub fn example(v: &InitValues) -> String {
     );
     let citizen = if v.home {
         format!(
-            "# The citizen API and web inbox (HTTPS, server TLS): people log in with\n# an identity assertion, register, choose digital mail per sender, read.\n[citizen]\n{citizen}\n"
+            "# The citizen API and web inbox (HTTPS, server TLS): people log in with\n# an identity assertion, register, choose digital mail per sender, read.\n[citizen]\n{citizen}\n{OIDC_EXAMPLE}"
         )
     } else {
         let commented: String = citizen.lines().map(|l| format!("# {l}\n")).collect();
