@@ -416,6 +416,29 @@ fn claims_that_do_not_fit_are_refused_with_their_reason() {
     }
 }
 
+/// A SAML bridge (SATOSA) passes attributes on as lists: one value in a
+/// list counts as that value; two are refused.
+#[test]
+fn single_values_may_come_as_lists_of_one() {
+    let trust = fixtures::trust_list();
+    let listed = national_token(|c| {
+        for name in ["bsn", "acr", "family_name", "auth_time"] {
+            let value = c[name].clone();
+            c.insert(name.into(), json!([value]));
+        }
+    });
+    let verified = verify(&listed, &trust).unwrap();
+    assert_eq!(verified.claims.family_name, "Jansen");
+    assert_eq!(verified.authenticated_at, T0.minus_s(10));
+    let two = national_token(|c| {
+        c.insert("bsn".into(), json!(["999999990", "111222333"]));
+    });
+    assert_eq!(
+        verify(&two, &trust).unwrap_err().reason(),
+        ReasonCode::Malformed
+    );
+}
+
 #[test]
 fn a_refusal_never_carries_the_identifier() {
     let trust = fixtures::trust_list();

@@ -290,7 +290,7 @@ fn identifier(
     oidc: &OidcProvider,
 ) -> Result<Recipient, IdTokenError> {
     let claim = oidc.identifier_claim.as_str();
-    let (value, kind) = match claims.get(claim) {
+    let (value, kind) = match single(claims, claim) {
         Some(Value::String(value)) => (value.as_str(), oidc.identifier_kind),
         _ => {
             return Err(IdTokenError::Claim {
@@ -313,6 +313,16 @@ fn identifier(
     }
 }
 
+/// A single-valued claim. A SAML bridge passes attributes on as lists, so a
+/// list of exactly one value counts as that value; a list of several is
+/// not a single value (the caller then finds the wrong type).
+fn single<'a>(claims: &'a Map<String, Value>, claim: &str) -> Option<&'a Value> {
+    match claims.get(claim)? {
+        Value::Array(values) if values.len() == 1 => values.first(),
+        value => Some(value),
+    }
+}
+
 fn missing(claim: &'static str) -> IdTokenError {
     IdTokenError::Claim {
         claim,
@@ -324,7 +334,7 @@ fn text_claim<'a>(
     claims: &'a Map<String, Value>,
     claim: &'static str,
 ) -> Result<&'a str, IdTokenError> {
-    match claims.get(claim) {
+    match single(claims, claim) {
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(IdTokenError::Claim {
             claim,
@@ -347,7 +357,7 @@ fn numeric_date(
     claims: &Map<String, Value>,
     claim: &'static str,
 ) -> Result<Option<Timestamp>, IdTokenError> {
-    let Some(value) = claims.get(claim) else {
+    let Some(value) = single(claims, claim) else {
         return Ok(None);
     };
     let bad = IdTokenError::Claim {
