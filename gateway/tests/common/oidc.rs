@@ -164,6 +164,15 @@ fn spawn(dir: &Path, config: &Value) -> (Child, String, u16) {
         .stderr(std::fs::File::create(dir.join("provider.log")).unwrap())
         .spawn()
         .expect("node (Node.js) to run the test OpenID provider");
+    let ready = first_line(&mut child, "the OpenID provider");
+    let issuer = ready["issuer"].as_str().unwrap().to_owned();
+    let port = ready["port"].as_u64().unwrap() as u16;
+    (child, issuer, port)
+}
+
+/// The JSON line a test server prints when it listens (waited for, bounded);
+/// its output is read on so that it never writes to a closed pipe.
+fn first_line(child: &mut Child, what: &str) -> Value {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -171,16 +180,12 @@ fn spawn(dir: &Path, config: &Value) -> (Child, String, u16) {
         let mut line = String::new();
         let _ = reader.read_line(&mut line);
         let _ = tx.send(line);
-        // Keep reading: a provider that writes to a closed pipe dies of it.
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
     });
     let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the OpenID provider did not start within 30 s");
-    let ready: Value = serde_json::from_str(&line).expect("the provider's ready line");
-    let issuer = ready["issuer"].as_str().unwrap().to_owned();
-    let port = ready["port"].as_u64().unwrap() as u16;
-    (child, issuer, port)
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what} did not start within 60 s"));
+    serde_json::from_str(&line).unwrap_or_else(|_| panic!("{what}'s ready line: {line:?}"))
 }
 
 /// Enters `provider` in the trust list as an operator does: the provider
@@ -225,4 +230,121 @@ pub fn fix_home_address(fed: &mut TestFederation) -> String {
 /// The home node logs people in with these providers.
 pub fn set_home_clients(fed: &mut TestFederation, clients: Vec<OidcClientConfig>) {
     home_citizen(fed).oidc = clients;
+}
+
+/// The eIDAS levels as SAML authentication contexts.
+pub const EIDAS_SUBSTANTIAL: &str = "http://eidas.europa.eu/LoA/substantial";
+pub const EIDAS_HIGH: &str = "http://eidas.europa.eu/LoA/high";
+pub const EIDAS_LOW: &str = "http://eidas.europa.eu/LoA/low";
+
+/// An eIDAS login: a pysaml2 identity provider sending eIDAS attributes,
+/// behind SATOSA's OpenID Connect frontend (`tests/eidas/bridge.py`, in the
+/// venv `scripts/test` makes under `target/`); stopped on drop.
+pub struct EidasBridge {
+    child: Child,
+    pub id: NodeId,
+    pub issuer: String,
+    jwks: PathBuf,
+}
+
+impl Drop for EidasBridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl EidasBridge {
+    /// `accounts`: login → (level, PersonIdentifier, FamilyName, FirstName, DateOfBirth).
+    pub fn start(
+        fed: &Federation,
+        tmp: &Path,
+        home_url: &str,
+        accounts: &[(&str, &str, &str, &str, &str, &str)],
+    ) -> EidasBridge {
+        let python = repo().join("target/eidas-venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/test makes it (SATOSA and pysaml2 from tests/eidas/requirements.txt)",
+            python.display()
+        );
+        let dir = tmp.join("eidas-bridge");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, cert, key) = fed
+            .issue_web_certificate(
+                "eidas-bridge-tls",
+                &["localhost".into(), "127.0.0.1".into()],
+            )
+            .unwrap();
+        let accounts: serde_json::Map<String, Value> = accounts
+            .iter()
+            .map(|(login, loa, id, family, first, born)| {
+                (
+                    (*login).to_owned(),
+                    json!({"password": "secret", "loa": loa,
+                    "PersonIdentifier": id, "FamilyName": family, "FirstName": first,
+                    "DateOfBirth": born}),
+                )
+            })
+            .collect();
+        let config = json!({
+            "dir": dir, "host": "localhost", "tls_cert": cert, "tls_key": key,
+            "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "redirect_uri": format!("{home_url}/login/oidc/callback"),
+            "accounts": accounts,
+        });
+        let path = dir.join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let mut child = Command::new(&python)
+            .arg(repo().join("tests/eidas/bridge.py"))
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("bridge.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let ready = first_line(&mut child, "the eIDAS bridge");
+        EidasBridge {
+            child,
+            id: "eidas-bridge.de.test".parse().unwrap(),
+            issuer: ready["issuer"].as_str().unwrap().to_owned(),
+            jwks: ready["jwks"].as_str().unwrap().into(),
+        }
+    }
+
+    /// Enters the bridge in the trust list: a provider for German
+    /// identifiers whose acr values are the eIDAS levels.
+    pub fn enter_in_trust_list(&self, fed: &mut Federation) {
+        let spec = OidcProviderSpec {
+            id: self.id.clone(),
+            country: "DE".parse().unwrap(),
+            max_loa: LevelOfAssurance::High,
+            issuer: self.issuer.clone(),
+            identifier_claim: "person_identifier".into(),
+            identifier_kind: IdentifierKind::EidasPersonId,
+            acr_levels: [
+                (EIDAS_LOW.to_owned(), LevelOfAssurance::Low),
+                (EIDAS_SUBSTANTIAL.to_owned(), LevelOfAssurance::Substantial),
+                (EIDAS_HIGH.to_owned(), LevelOfAssurance::High),
+            ]
+            .into(),
+        };
+        fed.set_oidc_provider(spec, read_jwks(&self.jwks).unwrap())
+            .unwrap();
+        fed.set_oidc_client(&self.id, &"home.test".parse().unwrap(), CLIENT_ID)
+            .unwrap();
+    }
+
+    /// The home node's configuration for the bridge.
+    pub fn client_config(&self, fed: &Federation, tmp: &Path) -> OidcClientConfig {
+        let secret = tmp.join("eidas-bridge.secret");
+        estafette_pki::keys::write_secret(&secret, CLIENT_SECRET.as_bytes()).unwrap();
+        OidcClientConfig {
+            provider: self.id.clone(),
+            client_secret_file: secret,
+            label: Some("eIDAS".into()),
+            scope: "openid profile".into(),
+            acr_values: None,
+            ca_file: Some(fed.web_ca_path()),
+        }
+    }
 }

@@ -126,7 +126,7 @@ impl ProviderHttp {
             detail,
         };
         let value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| answer(e.to_string()))?;
+            serde_json::from_slice(&body).map_err(|e| answer(format!("status {status}, {e}")))?;
         if !(200..300).contains(&status) {
             // An OAuth error answer names its error; never echo more.
             let detail = value["error"]
