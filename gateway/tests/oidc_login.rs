@@ -107,6 +107,11 @@ async fn log_in_at(c: &Client, base: &str, provider: &str, login: &str) {
         &format!("a[href='/login/oidc/start?provider={provider}']"),
     )
     .await;
+    fill_provider_login(c, login).await;
+}
+
+/// The provider's login page: user name, password, submit.
+async fn fill_provider_login(c: &Client, login: &str) {
     wait_css(c, "#login").await;
     c.find(Locator::Id("login"))
         .await
@@ -121,6 +126,14 @@ async fn log_in_at(c: &Client, base: &str, provider: &str, login: &str) {
         .await
         .unwrap();
     click(c, "#submit").await;
+}
+
+async fn session_cookie(c: &Client) -> String {
+    c.get_named_cookie("estafette_session")
+        .await
+        .unwrap()
+        .value()
+        .to_owned()
 }
 
 /// Registers, verifies an e-mail address, activates and chooses digital
@@ -195,6 +208,24 @@ async fn national_and_german_logins_in_chromium() {
         anna.name.as_deref(),
         Some("Anna Jansen"),
         "the name on paper comes from the ID token"
+    );
+
+    // A fresh login renews the session (a change needs one of minutes
+    // ago): the provider asks again (prompt=login) though Anna is still
+    // logged in there, and she comes back in the same session.
+    let before = session_cookie(&c).await;
+    c.goto(&format!("{}/login", o.base)).await.unwrap();
+    click(
+        &c,
+        "a[href='/login/oidc/start?provider=login.nl.test&renew=true']",
+    )
+    .await;
+    fill_provider_login(&c, "anna").await;
+    wait_css(&c, "a[href='/settings']").await;
+    assert_eq!(
+        session_cookie(&c).await,
+        before,
+        "the same session, renewed"
     );
 
     // Jonas, abroad, logs in with the German provider: no BSN anywhere.

@@ -138,3 +138,37 @@ async fn inbox_api_duplicates_and_metrics() {
     home.shutdown().await;
     gateway.shutdown().await;
 }
+
+/// The test login (a provider key on the node's disk) is for test
+/// federations only: a home node of a real federation refuses to start
+/// with one, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_federation_refuses_the_test_login() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = estafette_pki::Federation::init(&tmp.path().join("fed"), "real", false).unwrap();
+    let listen = estafette_relay::testkit::free_udp();
+    fed.issue_gateway(&"gateway.example".parse().unwrap(), "127.0.0.1:1")
+        .unwrap();
+    let home: NodeId = "home.example".parse().unwrap();
+    fed.issue_node(&home, &listen.to_string(), NodeKind::Home)
+        .unwrap();
+    let idp: NodeId = "idp.example".parse().unwrap();
+    fed.issue_identity_provider(&idp, CountryCode::NL, LevelOfAssurance::High)
+        .unwrap();
+    let mut config = estafette_relay::Config::for_federation_node(&fed, &home, listen, true);
+    config.data_dir = tmp.path().join("data");
+    config.citizen = Some(estafette_relay::config::CitizenApiConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        cert: None,
+        key: None,
+        test_idp: Some(estafette_relay::config::TestIdpConfig {
+            id: idp.clone(),
+            key: fed.identity_provider_dir(&idp).join("signing.key.pem"),
+        }),
+        oidc: vec![],
+    });
+    let refused = estafette_relay::RunningNode::start(config).await;
+    let message = refused.err().expect("refused").to_string();
+    assert!(message.contains("only in a test federation"), "{message}");
+}

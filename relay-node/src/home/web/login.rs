@@ -21,6 +21,13 @@ use crate::home::session::Session;
 
 pub(super) async fn login_page(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
     let lang = lang_of(&headers);
+    // Logged in already: the buttons ask the provider for a fresh login
+    // that renews this session (a change needs one of minutes ago).
+    let renew = if web.session_of(&headers).is_some() {
+        "&renew=true"
+    } else {
+        ""
+    };
     let mut nonce = [0u8; 16];
     OsRng.fill_bytes(&mut nonce);
     let token = Hex(&nonce).to_string();
@@ -44,7 +51,7 @@ pub(super) async fn login_page(State(web): State<Arc<Web>>, headers: HeaderMap) 
                 ul class="login-services" {
                     @for (id, label) in oidc.providers() {
                         li {
-                            a class="button" href={ "/login/oidc/start?provider=" (id) } {
+                            a class="button" href={ "/login/oidc/start?provider=" (id) (renew) } {
                                 (lang.fill("web.log-in-with", &[("service", label)]))
                             }
                         }

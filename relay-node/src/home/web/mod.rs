@@ -268,6 +268,9 @@ fn problem_page(lang: Lang, session: Option<&str>, p: &Problem) -> Response {
         session,
         html! {
             p role="alert" { (text) }
+            @if p.code == "reauthentication-required" {
+                p { a href="/login" { (lang.t("web.log-in-again")) } }
+            }
             p { a href="/" { (lang.t("web.back-to-your-letters")) } }
         },
     );

@@ -85,13 +85,16 @@ pub(super) async fn callback(
             .log_in(finished.proof, nonce)
             .await
             .map(|(session, _)| Some(session)),
-        Purpose::Renew(token) => match web.session_of(&headers) {
-            Some((session, _)) if session.token() == token => web
+        // The strict session cookie does not come along on the provider's
+        // redirect; the session is the one that started this login, which
+        // the browser-binding cookie ties to this browser.
+        Purpose::Renew(token) => match web.api.session(token) {
+            Some(session) => web
                 .api
                 .renew(&session, finished.proof, nonce)
                 .await
                 .map(|_| None),
-            _ => return to_login(),
+            None => return to_login(),
         },
     };
     match outcome {
