@@ -118,6 +118,41 @@ pub fn member_client_config(
     )
 }
 
+/// A TLS client of web servers (no client certificate; TLS 1.2 and 1.3)
+/// that trusts the certificates in `ca_file` (PEM) or, without one, the
+/// system's roots: the citizen API's clients, and a home node towards its
+/// OpenID providers.
+pub fn web_client_config(
+    ca_file: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let bad = |e: &dyn std::fmt::Display| PkiError::Certificate(format!("client TLS: {e}"));
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in load_certs(path)? {
+                roots.add(cert).map_err(|e| bad(&e))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A system root rustls cannot use is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(bad(&"the system has no usable root certificates"));
+            }
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
 /// Who a TLS server asks for a certificate.
 pub enum ClientAuth {
     /// Every client presents a federation certificate (agencies, nodes);

@@ -67,21 +67,12 @@ impl CitizenClient {
         root_cert: &Path,
     ) -> Result<CitizenClient, CitizenClientError> {
         let bad = |e: &dyn std::fmt::Display| CitizenClientError::Transport(e.to_string());
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in estafette_pki::tls::load_certs(root_cert).map_err(|e| bad(&e))? {
-            roots.add(cert).map_err(|e| bad(&e))?;
-        }
-        let mut tls =
-            rustls::ClientConfig::builder_with_provider(estafette_pki::tls::crypto_provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| bad(&e))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = estafette_pki::tls::web_client_config(Some(root_cert), &[b"http/1.1"])
+            .map_err(|e| bad(&e))?;
         Ok(CitizenClient {
             addr,
             server_name: ServerName::try_from(server_name.to_owned()).map_err(|e| bad(&e))?,
-            tls: Arc::new(tls),
+            tls,
             session: None,
             language: None,
             source: None,

@@ -48,33 +48,9 @@ pub struct ProviderHttp {
 impl ProviderHttp {
     /// Roots from `ca_file` (PEM) if given, else the system's.
     pub fn new(ca_file: Option<&Path>) -> Result<ProviderHttp, ProviderHttpError> {
-        let bad = |e: &dyn std::fmt::Display| ProviderHttpError::Roots(e.to_string());
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                for cert in estafette_pki::tls::load_certs(path).map_err(|e| bad(&e))? {
-                    roots.add(cert).map_err(|e| bad(&e))?;
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                for cert in found.certs {
-                    // A system root rustls cannot use is skipped, as browsers do.
-                    let _ = roots.add(cert);
-                }
-                if roots.is_empty() {
-                    return Err(bad(&"the system has no usable root certificates"));
-                }
-            }
-        }
-        let mut tls =
-            rustls::ClientConfig::builder_with_provider(estafette_pki::tls::crypto_provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| bad(&e))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(ProviderHttp { tls: Arc::new(tls) })
+        let tls = estafette_pki::tls::web_client_config(ca_file, &[b"http/1.1"])
+            .map_err(|e| ProviderHttpError::Roots(e.to_string()))?;
+        Ok(ProviderHttp { tls })
     }
 
     /// `GET url`, a JSON object back.
