@@ -31,6 +31,7 @@ pub mod mandate;
 pub mod message;
 pub mod oidc;
 pub mod relay;
+pub mod sd_jwt;
 pub mod text;
 pub mod trust;
 

@@ -85,3 +85,8 @@ pub const MIN_RSA_MODULUS_BITS: usize = 2048;
 pub const MAX_RSA_MODULUS_BITS: usize = 8192;
 /// Largest JWKS document read into the trust list, in bytes.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// Largest SD-JWT presentation (a PID with its disclosures), in bytes.
+pub const MAX_SD_JWT_BYTES: usize = 64 * 1024;
+/// Most disclosures in one SD-JWT presentation.
+pub const MAX_SD_JWT_DISCLOSURES: usize = 64;

@@ -27,8 +27,29 @@ pub enum JwsError {
     Algorithm(String),
     #[error("the JWS header has crit: extensions are not understood here")]
     Critical,
-    #[error("the JWS header's typ is {0:?}; an ID token has typ JWT or none")]
-    Type(String),
+    #[error("the JWS header's typ is {found:?}; expected {expected}")]
+    Type {
+        found: String,
+        expected: &'static str,
+    },
+}
+
+/// What a JWS's `typ` header must be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Typ {
+    /// An ID token: `JWT`, or no `typ`.
+    JwtOrNone,
+    /// Exactly this media type (`dc+sd-jwt`, `kb+jwt`).
+    Exactly(&'static str),
+}
+
+impl Typ {
+    fn describe(self) -> &'static str {
+        match self {
+            Typ::JwtOrNone => "JWT or none",
+            Typ::Exactly(t) => t,
+        }
+    }
 }
 
 /// A compact JWS split and decoded, its signature not yet checked.
@@ -41,7 +62,13 @@ pub(crate) struct UnverifiedJws<'a> {
 }
 
 impl<'a> UnverifiedJws<'a> {
+    /// An ID token: `typ` is `JWT` or absent.
     pub fn parse(token: &'a str) -> Result<UnverifiedJws<'a>, JwsError> {
+        Self::parse_typed(token, Typ::JwtOrNone)
+    }
+
+    /// A JWS whose `typ` must be as given.
+    pub fn parse_typed(token: &'a str, typ: Typ) -> Result<UnverifiedJws<'a>, JwsError> {
         let parts: Vec<&str> = token.split('.').collect();
         match parts.len() {
             3 => {}
@@ -59,11 +86,18 @@ impl<'a> UnverifiedJws<'a> {
         if header.contains_key("crit") {
             return Err(JwsError::Critical);
         }
-        if let Some(typ) = header.get("typ") {
-            let typ = typ.as_str().unwrap_or_default();
-            if !typ.eq_ignore_ascii_case("JWT") {
-                return Err(JwsError::Type(typ.to_owned()));
-            }
+        let found = header.get("typ").map(|t| t.as_str().unwrap_or_default());
+        let fits = match (typ, found) {
+            (Typ::JwtOrNone, None) => true,
+            (Typ::JwtOrNone, Some(t)) => t.eq_ignore_ascii_case("JWT"),
+            (Typ::Exactly(expected), Some(t)) => t == expected,
+            (Typ::Exactly(_), None) => false,
+        };
+        if !fits {
+            return Err(JwsError::Type {
+                found: found.unwrap_or("(none)").to_owned(),
+                expected: typ.describe(),
+            });
         }
         let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
         let payload = object("payload", &decode("payload", parts[1])?)?;
@@ -159,7 +193,7 @@ impl<'de> serde::Deserialize<'de> for UniqueObject {
 
 /// One JWK as a signing key of ours; `None` for a key this verifier does
 /// not use (an encryption key, or a kind it does not accept).
-pub(super) fn key_from_jwk(jwk: &Value) -> Result<Option<OidcKey>, String> {
+pub(crate) fn key_from_jwk(jwk: &Value) -> Result<Option<OidcKey>, String> {
     let text = |name: &str| jwk.get(name).and_then(Value::as_str);
     if text("use").is_some_and(|u| u != "sig") {
         return Ok(None);

@@ -15,7 +15,7 @@
 //! [`IdentityAssertion`]: crate::assertion::IdentityAssertion
 
 mod id_token;
-mod jws;
+pub(crate) mod jws;
 
 use std::collections::BTreeMap;
 
