@@ -176,6 +176,7 @@ impl Federation {
                 max_loa,
                 key: Some(Ed25519PublicKey::from_key(&key.verifying_key())),
                 oidc: None,
+                pid: None,
             });
         self.publish()?;
         Ok(dir)

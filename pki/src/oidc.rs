@@ -64,6 +64,7 @@ impl Federation {
                     max_loa: spec.max_loa,
                     key: None,
                     oidc: Some(oidc(BTreeMap::new())),
+                    pid: None,
                 }),
             }
             Ok(())

@@ -95,6 +95,8 @@ pub enum AssertionError {
     },
     #[error("{0}")]
     IdToken(#[from] crate::oidc::IdTokenError),
+    #[error("{0}")]
+    Pid(#[from] crate::pid::PidError),
     #[error(
         "identity provider {issuer} vouches for {provider_country}; only a provider of {home} may assert a BSN"
     )]
@@ -113,6 +115,7 @@ impl AssertionError {
             AssertionError::Verify(e) => e.reason(),
             AssertionError::Content(e) => e.reason(),
             AssertionError::IdToken(e) => e.reason(),
+            AssertionError::Pid(e) => e.reason(),
             AssertionError::Expired(_) => ReasonCode::Expired,
             AssertionError::NotYetValid(_) => ReasonCode::NotYetValid,
             AssertionError::WrongAudience { .. } => ReasonCode::WrongAudience,
@@ -268,13 +271,26 @@ pub(crate) fn check_provider_vouches(
 }
 
 /// A person's proof of a login, as a citizen request carries it: our own
-/// COSE assertion (test federations, the demo), or an OpenID Connect ID
-/// token of a trust-list provider.
+/// COSE assertion (test federations, the demo), an OpenID Connect ID token
+/// of a trust-list provider, or a wallet's PID presentation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityProof {
     Assertion(serde_bytes::ByteBuf),
     IdToken(String),
+    Pid(PidProof),
+}
+
+/// A PID presented over OpenID4VP, with the status list token the home
+/// node fetched for it (if the credential names one), so that every
+/// verifier checks the same status without fetching it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PidProof {
+    /// The SD-JWT presentation with its key binding JWT.
+    pub presentation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_list: Option<String>,
 }
 
 impl IdentityProof {
@@ -287,6 +303,12 @@ impl IdentityProof {
         match self {
             IdentityProof::Assertion(bytes) => IdentityAssertion::verify(bytes, trust, policy),
             IdentityProof::IdToken(token) => crate::oidc::IdToken::verify(token, trust, policy),
+            IdentityProof::Pid(pid) => crate::pid::PidPresentation::verify(
+                &pid.presentation,
+                pid.status_list.as_deref(),
+                trust,
+                policy,
+            ),
         }
     }
 
@@ -295,6 +317,9 @@ impl IdentityProof {
         match self {
             IdentityProof::Assertion(bytes) => bytes.len(),
             IdentityProof::IdToken(token) => token.len(),
+            IdentityProof::Pid(pid) => {
+                pid.presentation.len() + pid.status_list.as_ref().map_or(0, String::len)
+            }
         }
     }
 

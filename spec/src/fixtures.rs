@@ -101,6 +101,8 @@ pub const AGENCY2_OIN: &str = "00000003273318220000";
 pub const REVOKED_AGENCY_OIN: &str = "00000001823288444000";
 pub const NATIONAL_IDP: &str = "idp.nl.test";
 pub const GERMAN_EID: &str = "eid.de.test";
+/// The German PID provider (EU Digital Identity Wallet PIDs).
+pub const GERMAN_PID: &str = "pid.de.test";
 pub const COURT: &str = "court.test";
 
 pub fn gateway_id() -> NodeId {
@@ -158,32 +160,7 @@ pub fn trust_list_content() -> TrustListContent {
                 sectors: vec![],
             },
         ],
-        identity_providers: vec![
-            IdentityProviderEntry {
-                id: id(NATIONAL_IDP),
-                country: crate::ids::CountryCode::NL,
-                max_loa: LevelOfAssurance::High,
-                key: Some(Ed25519PublicKey::from_key(
-                    &key(NATIONAL_IDP).verifying_key(),
-                )),
-                oidc: Some(oidc_provider(
-                    NATIONAL_OIDC_ISSUER,
-                    NATIONAL_IDP,
-                    ("bsn", IdentifierKind::Bsn),
-                )),
-            },
-            IdentityProviderEntry {
-                id: id(GERMAN_EID),
-                country: "DE".parse().unwrap_or(crate::ids::CountryCode::NL),
-                max_loa: LevelOfAssurance::Substantial,
-                key: Some(Ed25519PublicKey::from_key(&key(GERMAN_EID).verifying_key())),
-                oidc: Some(oidc_provider(
-                    GERMAN_OIDC_ISSUER,
-                    GERMAN_EID,
-                    ("person_identifier", IdentifierKind::EidasPersonId),
-                )),
-            },
-        ],
+        identity_providers: identity_providers(),
         court_registries: vec![CourtRegistryEntry {
             id: id(COURT),
             key: Ed25519PublicKey::from_key(&key(COURT).verifying_key()),
@@ -200,10 +177,56 @@ pub fn trust_list_content() -> TrustListContent {
     }
 }
 
+/// The test federation's identity providers: the national login, the
+/// German eID and the German PID provider.
+fn identity_providers() -> Vec<IdentityProviderEntry> {
+    vec![
+        IdentityProviderEntry {
+            id: id(NATIONAL_IDP),
+            country: crate::ids::CountryCode::NL,
+            max_loa: LevelOfAssurance::High,
+            key: Some(Ed25519PublicKey::from_key(
+                &key(NATIONAL_IDP).verifying_key(),
+            )),
+            oidc: Some(oidc_provider(
+                NATIONAL_OIDC_ISSUER,
+                NATIONAL_IDP,
+                ("bsn", IdentifierKind::Bsn),
+            )),
+            pid: None,
+        },
+        IdentityProviderEntry {
+            id: id(GERMAN_EID),
+            country: "DE".parse().unwrap_or(crate::ids::CountryCode::NL),
+            max_loa: LevelOfAssurance::Substantial,
+            key: Some(Ed25519PublicKey::from_key(&key(GERMAN_EID).verifying_key())),
+            oidc: Some(oidc_provider(
+                GERMAN_OIDC_ISSUER,
+                GERMAN_EID,
+                ("person_identifier", IdentifierKind::EidasPersonId),
+            )),
+            pid: None,
+        },
+        IdentityProviderEntry {
+            id: id(GERMAN_PID),
+            country: "DE".parse().unwrap_or(crate::ids::CountryCode::NL),
+            max_loa: LevelOfAssurance::High,
+            key: None,
+            oidc: None,
+            pid: Some(crate::pid::PidProvider {
+                issuer: GERMAN_PID_ISSUER.into(),
+                keys: vec![oidc_public_key(GERMAN_PID)],
+            }),
+        },
+    ]
+}
+
 /// The `iss` of the national provider's ID tokens.
 pub const NATIONAL_OIDC_ISSUER: &str = "https://login.nl.test";
 /// The `iss` of the German provider's ID tokens.
 pub const GERMAN_OIDC_ISSUER: &str = "https://eid.de.test";
+/// The German PID provider: the `iss` of its PIDs.
+pub const GERMAN_PID_ISSUER: &str = "https://pid.de.test";
 /// The home node's client id at every test provider.
 pub const HOME_CLIENT_ID: &str = "estafette-home-1";
 /// The `acr` values of the test providers.
@@ -222,7 +245,6 @@ fn oidc_provider(
     provider: &str,
     (claim, kind): (&str, IdentifierKind),
 ) -> OidcProvider {
-    let (signing, kid) = oidc_key(provider);
     OidcProvider {
         issuer: issuer.into(),
         identifier_claim: claim.into(),
@@ -234,23 +256,37 @@ fn oidc_provider(
         ]
         .into(),
         clients: [(home_id(), HOME_CLIENT_ID.to_owned())].into(),
-        keys: vec![OidcKey {
-            kid: Some(kid),
-            alg: Some(JwsAlgorithm::EdDSA),
-            key: OidcPublicKey::Ed25519 {
-                x: serde_bytes::ByteBuf::from(signing.verifying_key().to_bytes().to_vec()),
-            },
-        }],
+        keys: vec![oidc_public_key(provider)],
+    }
+}
+
+/// The public key of [`oidc_key`], as the trust list lists it.
+pub fn oidc_public_key(provider: &str) -> OidcKey {
+    let (signing, kid) = oidc_key(provider);
+    OidcKey {
+        kid: Some(kid),
+        alg: Some(JwsAlgorithm::EdDSA),
+        key: OidcPublicKey::Ed25519 {
+            x: serde_bytes::ByteBuf::from(signing.verifying_key().to_bytes().to_vec()),
+        },
     }
 }
 
 /// A compact JWS (EdDSA) over `claims`, as an OpenID provider signs an ID
 /// token. For tests and vectors; the verifier is [`crate::oidc::IdToken`].
 pub fn sign_jws(claims: &serde_json::Value, signer: &SigningKey, kid: Option<&str>) -> String {
-    use base64::Engine as _;
+    sign_typed_jws(claims, signer, kid, "JWT")
+}
+
+/// A compact JWS (EdDSA) over `claims` with header `typ`.
+pub fn sign_typed_jws(
+    claims: &serde_json::Value,
+    signer: &SigningKey,
+    kid: Option<&str>,
+    typ: &str,
+) -> String {
     use ed25519_dalek::Signer as _;
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let mut header = serde_json::json!({"alg": "EdDSA", "typ": "JWT"});
+    let mut header = serde_json::json!({"alg": "EdDSA", "typ": typ});
     if let Some(kid) = kid {
         header["kid"] = kid.into();
     }
@@ -261,6 +297,163 @@ pub fn sign_jws(claims: &serde_json::Value, signer: &SigningKey, kid: Option<&st
     );
     let signature = signer.sign(input.as_bytes());
     format!("{input}.{}", b64(&signature.to_bytes()))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A PID presentation of the fixtures' German PID provider, as a wallet
+/// makes one (SD-JWT VC, EdDSA, fixed salts): for tests and vectors; the
+/// verifier is [`crate::pid::PidPresentation`].
+#[derive(Debug, Clone)]
+pub struct TestPid {
+    /// The credential's plain claims (`iss`, `vct`, times, `cnf`…).
+    pub payload: serde_json::Value,
+    /// (salt, claim, value) of each selectively disclosable claim.
+    pub claims: Vec<(String, String, serde_json::Value)>,
+    /// The key the PID is signed with, and its `kid`.
+    pub issuer_key: SigningKey,
+    pub issuer_kid: String,
+    pub holder: SigningKey,
+}
+
+impl TestPid {
+    /// Jonas Müller's German PID, issued a day before `now`, for a year,
+    /// held by the key labelled `holder`, with personal administrative
+    /// number `number`.
+    pub fn german(number: &str, holder: &str, now: Timestamp) -> TestPid {
+        let holder = key(&format!("holder:{holder}"));
+        let (issuer_key, issuer_kid) = oidc_key(GERMAN_PID);
+        let x = b64(&holder.verifying_key().to_bytes());
+        TestPid {
+            payload: serde_json::json!({
+                "iss": GERMAN_PID_ISSUER,
+                "vct": crate::pid::PID_VCT,
+                "iat": now.0.saturating_sub(86_400),
+                "exp": now.0 + 365 * 86_400,
+                "_sd_alg": "sha-256",
+                "cnf": {"jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}},
+            }),
+            claims: [
+                ("family_name", serde_json::json!("Müller")),
+                ("given_name", serde_json::json!("Jonas")),
+                ("birthdate", serde_json::json!("1985-07-14")),
+                ("issuing_country", serde_json::json!("DE")),
+                ("personal_administrative_number", serde_json::json!(number)),
+                ("nationalities", serde_json::json!(["DE"])),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, value))| (format!("salt-{i}-{number}"), name.to_owned(), value))
+            .collect(),
+            issuer_key,
+            issuer_kid,
+            holder,
+        }
+    }
+
+    /// The disclosure of each claim, in order.
+    pub fn disclosures(&self) -> Vec<String> {
+        self.claims
+            .iter()
+            .map(|(salt, name, value)| {
+                b64(serde_json::json!([salt, name, value])
+                    .to_string()
+                    .as_bytes())
+            })
+            .collect()
+    }
+
+    /// The issuer-signed JWT, with a digest for each claim (and a decoy).
+    pub fn issuer_jwt(&self) -> String {
+        let mut digests: Vec<String> = self
+            .disclosures()
+            .iter()
+            .map(|d| b64(&Sha256::digest(d.as_bytes())))
+            .collect();
+        digests.push(b64(&Sha256::digest(b"decoy")));
+        digests.sort();
+        let mut payload = self.payload.clone();
+        payload["_sd"] = digests.into();
+        sign_typed_jws(
+            &payload,
+            &self.issuer_key,
+            Some(&self.issuer_kid),
+            crate::pid::PID_FORMAT,
+        )
+    }
+
+    /// The presentation of `disclosures`, bound for verifier `aud` with
+    /// `nonce` at `iat` by `holder` (or with no key binding).
+    pub fn present_with(
+        &self,
+        disclosures: &[String],
+        holder: Option<&SigningKey>,
+        aud: &str,
+        nonce: &str,
+        iat: Timestamp,
+    ) -> String {
+        let mut bound = self.issuer_jwt() + "~";
+        for d in disclosures {
+            bound += d;
+            bound += "~";
+        }
+        let Some(holder) = holder else {
+            return bound;
+        };
+        let kb = serde_json::json!({
+            "iat": iat.0, "aud": aud, "nonce": nonce,
+            "sd_hash": b64(&Sha256::digest(bound.as_bytes())),
+        });
+        let kb_jwt = sign_typed_jws(&kb, holder, None, "kb+jwt");
+        bound + &kb_jwt
+    }
+
+    /// Everything disclosed, bound by its holder for the fixtures' home
+    /// node at `iat`.
+    pub fn present(&self, nonce: &str, iat: Timestamp) -> String {
+        self.present_with(
+            &self.disclosures(),
+            Some(&self.holder),
+            &home_client_id(),
+            nonce,
+            iat,
+        )
+    }
+}
+
+/// The verifier client id of the fixtures' home node (OpenID4VP).
+pub fn home_client_id() -> String {
+    match crate::pid::verifier_client_id(&trust_list(), &home_id()) {
+        Ok(id) => id,
+        Err(e) => unreachable!("the fixtures' home node is a home node: {e}"),
+    }
+}
+
+/// A Token Status List token of the German PID provider: `statuses` of
+/// `bits` each, issued at `iat`, for list `uri`.
+pub fn status_list_token(uri: &str, bits: u8, statuses: &[u8], iat: Timestamp) -> String {
+    let per_byte = 8 / usize::from(bits.max(1));
+    let mut bytes = vec![0u8; statuses.len().div_ceil(per_byte)];
+    for (i, status) in statuses.iter().enumerate() {
+        let bit = i * usize::from(bits);
+        if let Some(b) = bytes.get_mut(bit / 8) {
+            *b |= status << (bit % 8);
+        }
+    }
+    let lst = b64(&miniz_oxide::deflate::compress_to_vec_zlib(&bytes, 9));
+    let (key, kid) = oidc_key(GERMAN_PID);
+    sign_typed_jws(
+        &serde_json::json!({
+            "sub": uri, "iat": iat.0, "exp": iat.0 + 86_400,
+            "status_list": {"bits": bits, "lst": lst},
+        }),
+        &key,
+        Some(&kid),
+        "statuslist+jwt",
+    )
 }
 
 /// The claims of an ID token of the national provider for the home node,

@@ -30,6 +30,7 @@ pub mod limits;
 pub mod mandate;
 pub mod message;
 pub mod oidc;
+pub mod pid;
 pub mod relay;
 pub mod sd_jwt;
 pub mod text;

@@ -90,3 +90,11 @@ pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 pub const MAX_SD_JWT_BYTES: usize = 64 * 1024;
 /// Most disclosures in one SD-JWT presentation.
 pub const MAX_SD_JWT_DISCLOSURES: usize = 64;
+/// Largest Token Status List token (a JWT) carried with a PID presentation.
+pub const MAX_STATUS_LIST_TOKEN_BYTES: usize = 256 * 1024;
+/// Largest status list once decompressed: 8 million one-bit entries.
+pub const MAX_STATUS_LIST_BYTES: usize = 1024 * 1024;
+/// Oldest status list accepted (its `iat`): a revocation counts within a day.
+pub const MAX_STATUS_LIST_AGE_S: u64 = 24 * 60 * 60;
+/// Longest personal administrative number of a PID.
+pub const MAX_PID_ADMINISTRATIVE_NUMBER_CHARS: usize = 255;

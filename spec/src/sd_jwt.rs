@@ -94,8 +94,10 @@ impl SdJwtError {
 pub struct KeyBindingPolicy<'a> {
     /// The verifier's client id: the KB-JWT's `aud`.
     pub audience: &'a str,
-    /// The nonce of the verifier's request.
-    pub nonce: &'a str,
+    /// The nonce of the verifier's request; `None` when the caller checks
+    /// it itself (the gateway, which never saw the request, checks that
+    /// the nonce is used once).
+    pub nonce: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -116,6 +118,8 @@ pub struct VerifiedSdJwt {
     /// The issuer JWS's `kid`, if any.
     pub issuer_kid: Option<String>,
     pub presented_at: Timestamp,
+    /// The key binding's `nonce`: the verifier's request it answers.
+    pub nonce: String,
 }
 
 impl<'a> SdJwtPresentation<'a> {
@@ -152,6 +156,11 @@ impl<'a> SdJwtPresentation<'a> {
             .get("iss")
             .and_then(Value::as_str)
             .map(str::to_owned))
+    }
+
+    /// The issuer JWS's claims before verification (where its status list is).
+    pub fn unverified_claims(&self) -> Result<Map<String, Value>, SdJwtError> {
+        Ok(self.issuer()?.payload)
     }
 
     fn issuer(&self) -> Result<UnverifiedJws<'a>, SdJwtError> {
@@ -191,11 +200,12 @@ impl<'a> SdJwtPresentation<'a> {
         }
         claims.remove("_sd_alg");
         check_validity(&claims, policy.now)?;
-        let presented_at = self.check_key_binding(&claims, policy)?;
+        let (presented_at, nonce) = self.check_key_binding(&claims, policy)?;
         Ok(VerifiedSdJwt {
             claims,
             issuer_kid: jws.kid.clone(),
             presented_at,
+            nonce,
         })
     }
 
@@ -203,7 +213,7 @@ impl<'a> SdJwtPresentation<'a> {
         &self,
         claims: &Map<String, Value>,
         policy: &KeyBindingPolicy<'_>,
-    ) -> Result<Timestamp, SdJwtError> {
+    ) -> Result<(Timestamp, String), SdJwtError> {
         let kb = self.key_binding.ok_or(SdJwtError::NoKeyBinding)?;
         let holder = claims
             .get("cnf")
@@ -224,7 +234,8 @@ impl<'a> SdJwtPresentation<'a> {
         if text("aud") != Some(policy.audience) {
             return Err(bad("aud", "not this verifier"));
         }
-        if text("nonce") != Some(policy.nonce) {
+        let nonce = text("nonce").ok_or(bad("nonce", "missing"))?;
+        if policy.nonce.is_some_and(|expected| expected != nonce) {
             return Err(bad("nonce", "not the nonce of this request"));
         }
         let sd_hash = URL_SAFE_NO_PAD.encode(Sha256::digest(self.bound_part.as_bytes()));
@@ -243,7 +254,7 @@ impl<'a> SdJwtPresentation<'a> {
         if policy.now.0.saturating_sub(iat.0) > MAX_KEY_BINDING_AGE_S {
             return Err(bad("iat", "too old"));
         }
-        Ok(iat)
+        Ok((iat, nonce.to_owned()))
     }
 }
 

@@ -101,9 +101,10 @@ impl std::str::FromStr for LevelOfAssurance {
     }
 }
 
-/// A national identity provider, a foreign eID node, or an eIDAS bridge.
-/// It proves logins with COSE assertions signed by `key` (test
-/// federations, the demo), with OpenID Connect ID tokens (`oidc`), or both.
+/// A national identity provider, a foreign eID node, an eIDAS bridge, or a
+/// country's PID provider. It proves logins with COSE assertions signed by
+/// `key` (test federations, the demo), with OpenID Connect ID tokens
+/// (`oidc`), with wallet PIDs (`pid`), or several of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityProviderEntry {
@@ -118,6 +119,10 @@ pub struct IdentityProviderEntry {
     /// Its OpenID Connect side: issuer, claims, clients, keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcProvider>,
+    /// Its PID side: the issuer of its country's EU Digital Identity Wallet
+    /// PIDs and their keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<crate::pid::PidProvider>,
 }
 
 /// A court registry that signs attestations of legal representation.
@@ -302,7 +307,9 @@ pub enum TrustListError {
     Duplicate(String),
     #[error("trust list agency {oin}: {error}")]
     Agency { oin: Oin, error: OinError },
-    #[error("trust list identity provider {0} has neither an assertion key nor an OpenID side")]
+    #[error(
+        "trust list identity provider {0} has no assertion key, no OpenID side and no PID side"
+    )]
     ProviderWithoutProof(NodeId),
     #[error(
         "trust list identity provider {0} is not of the home country, but its ID tokens carry a BSN"
@@ -350,7 +357,7 @@ fn check_counts(content: &TrustListContent) -> Result<(), TrustListError> {
 fn check_identity_providers(providers: &[IdentityProviderEntry]) -> Result<(), TrustListError> {
     let mut issuers = BTreeSet::new();
     for idp in providers {
-        if idp.key.is_none() && idp.oidc.is_none() {
+        if idp.key.is_none() && idp.oidc.is_none() && idp.pid.is_none() {
             return Err(TrustListError::ProviderWithoutProof(idp.id.clone()));
         }
         if let Some(oidc) = &idp.oidc {
@@ -370,6 +377,19 @@ fn check_identity_providers(providers: &[IdentityProviderEntry]) -> Result<(), T
                 return Err(TrustListError::Duplicate(format!(
                     "OpenID issuer {}",
                     oidc.issuer
+                )));
+            }
+        }
+        if let Some(pid) = &idp.pid {
+            pid.validate()
+                .map_err(|error| TrustListError::OidcProvider {
+                    id: idp.id.clone(),
+                    error,
+                })?;
+            if !issuers.insert(pid.issuer.as_str()) {
+                return Err(TrustListError::Duplicate(format!(
+                    "PID issuer {}",
+                    pid.issuer
                 )));
             }
         }

@@ -134,7 +134,7 @@ impl Pid {
 fn policy() -> KeyBindingPolicy<'static> {
     KeyBindingPolicy {
         audience: AUD,
-        nonce: NONCE,
+        nonce: Some(NONCE),
         now: T0,
     }
 }

@@ -389,6 +389,7 @@ fn generate() -> Files {
         ))),
     );
     id_token_vectors(&mut files);
+    pid_vectors(&mut files);
 
     let mut bad = message.clone();
     let last = bad.len() - 1;
@@ -474,6 +475,7 @@ fn keys_json() -> serde_json::Value {
         fixtures::GERMAN_EID,
         fixtures::COURT,
         "stranger",
+        "holder:jonas-phone",
     ] {
         let key = fixtures::key(label);
         signers.insert(
@@ -506,6 +508,7 @@ fn keys_json() -> serde_json::Value {
     for (provider, issuer) in [
         (fixtures::NATIONAL_IDP, fixtures::NATIONAL_OIDC_ISSUER),
         (fixtures::GERMAN_EID, fixtures::GERMAN_OIDC_ISSUER),
+        (fixtures::GERMAN_PID, fixtures::GERMAN_PID_ISSUER),
     ] {
         let (key, kid) = fixtures::oidc_key(provider);
         jwks.insert(
@@ -542,6 +545,15 @@ fn manifest() -> serde_json::Value {
             "file": file,
             "kind": "application/jwt",
             "expected": expected,
+        })).collect::<Vec<_>>(),
+        "pid_audience": fixtures::home_client_id(),
+        "pid_nonce": PID_NONCE,
+        "pid_status_list": PID_STATUS_LIST,
+        "pids": PID_VECTORS.iter().map(|(file, expected, description)| json!({
+            "file": file,
+            "kind": "application/dc+sd-jwt",
+            "expected": expected,
+            "description": description,
         })).collect::<Vec<_>>(),
     })
 }
@@ -654,6 +666,22 @@ fn vectors_are_current_and_verify() {
         };
         assert_eq!(&got, expected, "{file}");
     }
+
+    let status_list = String::from_utf8(read(PID_STATUS_LIST)).unwrap();
+    for (file, expected, _) in PID_VECTORS {
+        let proof = IdentityProof::Pid(estafette_spec::assertion::PidProof {
+            presentation: String::from_utf8(read(file)).unwrap(),
+            status_list: Some(status_list.clone()),
+        });
+        let got = match proof.verify(&trust, &id_token_policy()) {
+            Ok(v) => {
+                assert_eq!(v.claims.nonce, PID_NONCE.as_bytes());
+                "valid".to_owned()
+            }
+            Err(e) => e.reason().code().to_owned(),
+        };
+        assert_eq!(&got, expected, "{file}");
+    }
 }
 
 /// The ID token vectors and what a verifier at the home node concludes.
@@ -672,6 +700,112 @@ fn id_token_policy() -> AssertionPolicy {
         min_level: LevelOfAssurance::Substantial,
         now: T0,
     }
+}
+
+const PID_NONCE: &str = "vector-wallet-nonce-0123";
+const PID_STATUS_LIST: &str = "pid-status-list.jwt";
+const PID_STATUS_URI: &str = "https://pid.de.test/status/1";
+
+/// The PID vectors, what a home node concludes with the status list
+/// `pid-status-list.jwt` (entry 0 valid, 1 revoked), and why.
+const PID_VECTORS: &[(&str, &str, &str)] = &[
+    (
+        "pid-presentation.sd-jwt",
+        "valid",
+        "Jonas Müller's German PID, all claims disclosed, key bound to the home node",
+    ),
+    (
+        "invalid-pid-wrong-audience.sd-jwt",
+        "wrong_audience",
+        "the key binding names another verifier",
+    ),
+    (
+        "invalid-pid-no-key-binding.sd-jwt",
+        "malformed",
+        "no key binding JWT",
+    ),
+    (
+        "invalid-pid-other-holder.sd-jwt",
+        "bad_signature",
+        "the key binding is signed by a key other than cnf.jwk",
+    ),
+    (
+        "invalid-pid-tampered-disclosure.sd-jwt",
+        "malformed",
+        "a disclosure changed (given_name), so it matches no digest",
+    ),
+    (
+        "invalid-pid-country-mismatch.sd-jwt",
+        "country_mismatch",
+        "the German PID provider issues for FR",
+    ),
+    (
+        "invalid-pid-expired.sd-jwt",
+        "expired",
+        "the credential's exp is past",
+    ),
+    (
+        "invalid-pid-revoked.sd-jwt",
+        "revoked",
+        "status list entry 1, which the list marks revoked",
+    ),
+];
+
+fn pid_vectors(files: &mut Files) {
+    let pid = |change: &dyn Fn(&mut fixtures::TestPid)| {
+        let mut p = fixtures::TestPid::german("DE-PAN-4711-0815", "jonas-phone", T0);
+        p.payload["status"] = json!({"status_list": {"idx": 0, "uri": PID_STATUS_URI}});
+        change(&mut p);
+        p
+    };
+    let good = pid(&|_| {});
+    let all = good.disclosures();
+    let aud = fixtures::home_client_id();
+    let iat = T0.minus_s(5);
+    let mut put = |name: &str, presentation: String| {
+        files.insert(name.into(), presentation.into_bytes());
+    };
+    put("pid-presentation.sd-jwt", good.present(PID_NONCE, iat));
+    put(
+        "invalid-pid-wrong-audience.sd-jwt",
+        good.present_with(
+            &all,
+            Some(&good.holder),
+            "x509_hash:another-verifier",
+            PID_NONCE,
+            iat,
+        ),
+    );
+    put(
+        "invalid-pid-no-key-binding.sd-jwt",
+        good.present_with(&all, None, &aud, PID_NONCE, iat),
+    );
+    put(
+        "invalid-pid-other-holder.sd-jwt",
+        good.present_with(&all, Some(&fixtures::key("stranger")), &aud, PID_NONCE, iat),
+    );
+    let mut tampered = all.clone();
+    tampered[1] = pid(&|p| p.claims[1].2 = json!("Johanna")).disclosures()[1].clone();
+    put(
+        "invalid-pid-tampered-disclosure.sd-jwt",
+        good.present_with(&tampered, Some(&good.holder), &aud, PID_NONCE, iat),
+    );
+    put(
+        "invalid-pid-country-mismatch.sd-jwt",
+        pid(&|p| p.claims[3].2 = json!("FR")).present(PID_NONCE, iat),
+    );
+    put(
+        "invalid-pid-expired.sd-jwt",
+        pid(&|p| p.payload["exp"] = (T0.0 - 60).into()).present(PID_NONCE, iat),
+    );
+    put(
+        "invalid-pid-revoked.sd-jwt",
+        pid(&|p| p.payload["status"]["status_list"]["idx"] = 1.into()).present(PID_NONCE, iat),
+    );
+    put(
+        PID_STATUS_LIST,
+        fixtures::status_list_token(PID_STATUS_URI, 1, &[0, 1], T0.minus_s(3600)),
+    );
 }
 
 /// ID tokens of the fixtures' OpenID providers (EdDSA: reproducible).

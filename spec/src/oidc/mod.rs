@@ -201,14 +201,7 @@ pub enum OidcProviderError {
 impl OidcProvider {
     /// The checks the trust list makes of each provider entry.
     pub fn validate(&self) -> Result<(), OidcProviderError> {
-        check_line("issuer", &self.issuer, MAX_OIDC_URL_CHARS)?;
-        let rest = self
-            .issuer
-            .strip_prefix("https://")
-            .ok_or(OidcProviderError::Issuer)?;
-        if rest.is_empty() || rest.contains(['?', '#']) || rest.contains(char::is_whitespace) {
-            return Err(OidcProviderError::Issuer);
-        }
+        check_issuer(&self.issuer)?;
         check_line(
             "identifier claim",
             &self.identifier_claim,
@@ -222,26 +215,43 @@ impl OidcProvider {
         for client in self.clients.values() {
             check_line("client id", client, MAX_OIDC_NAME_CHARS)?;
         }
-        if self.keys.is_empty() {
-            return Err(OidcProviderError::Missing("signing key"));
-        }
-        check_many("signing keys", self.keys.len(), MAX_OIDC_KEYS)?;
-        let mut kids = std::collections::BTreeSet::new();
-        for key in &self.keys {
-            key.validate()?;
-            if let Some(kid) = &key.kid
-                && !kids.insert(kid.as_str())
-            {
-                return Err(OidcProviderError::DuplicateKid(kid.clone()));
-            }
-        }
-        Ok(())
+        check_keys(&self.keys)
     }
 
     /// The client id of home node `node` at this provider.
     pub fn client_of(&self, node: &NodeId) -> Option<&str> {
         self.clients.get(node).map(String::as_str)
     }
+}
+
+/// An issuer identifier: an `https://` URL without query or fragment.
+pub(crate) fn check_issuer(issuer: &str) -> Result<(), OidcProviderError> {
+    check_line("issuer", issuer, MAX_OIDC_URL_CHARS)?;
+    let rest = issuer
+        .strip_prefix("https://")
+        .ok_or(OidcProviderError::Issuer)?;
+    if rest.is_empty() || rest.contains(['?', '#']) || rest.contains(char::is_whitespace) {
+        return Err(OidcProviderError::Issuer);
+    }
+    Ok(())
+}
+
+/// A provider's signing keys: at least one, each valid, each `kid` once.
+pub(crate) fn check_keys(keys: &[OidcKey]) -> Result<(), OidcProviderError> {
+    if keys.is_empty() {
+        return Err(OidcProviderError::Missing("signing key"));
+    }
+    check_many("signing keys", keys.len(), MAX_OIDC_KEYS)?;
+    let mut kids = std::collections::BTreeSet::new();
+    for key in keys {
+        key.validate()?;
+        if let Some(kid) = &key.kid
+            && !kids.insert(kid.as_str())
+        {
+            return Err(OidcProviderError::DuplicateKid(kid.clone()));
+        }
+    }
+    Ok(())
 }
 
 fn check_many(what: &'static str, found: usize, limit: usize) -> Result<(), OidcProviderError> {
