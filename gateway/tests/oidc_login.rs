@@ -11,7 +11,6 @@ mod common;
 use common::chromium::*;
 use common::oidc::*;
 use common::*;
-use estafette_relay::testkit::AGENCY;
 use estafette_spec::oidc::IdentifierKind;
 use estafette_spec::*;
 use fantoccini::{Client, Locator};
@@ -136,57 +135,6 @@ async fn session_cookie(c: &Client) -> String {
         .to_owned()
 }
 
-/// Registers, verifies an e-mail address, activates and chooses digital
-/// mail from the agency, all on the web pages.
-async fn go_digital_on_the_web(c: &Client, o: &OidcWorld, who: &str, email: &str) {
-    let base = &o.base;
-    wait_css(c, "form[action='/register']").await;
-    click(c, "form[action='/register'] button[type=submit]").await;
-    until_person(&o.w, who, "an inbox", |p| p.inbox.is_some()).await;
-    c.goto(&format!("{base}/settings")).await.unwrap();
-    c.find(Locator::Id("address"))
-        .await
-        .unwrap()
-        .send_keys(email)
-        .await
-        .unwrap();
-    click(c, "form[action='/settings/email'] button").await;
-    let token = o.w.verification_token(email).await;
-    c.goto(&format!("{base}/verify-email?token={token}"))
-        .await
-        .unwrap();
-    c.goto(&format!("{base}/settings")).await.unwrap();
-    click(c, "form[action='/settings/activate'] button").await;
-    until_person(&o.w, who, "activated", |p| p.active).await;
-    wait_css(c, "#active-state").await;
-    click(c, &format!("input[id='d-{AGENCY}']")).await;
-    click(c, &format!("input[value='{AGENCY}'] ~ fieldset button")).await;
-    until_person(&o.w, who, "digital mail from the agency", |p| {
-        !p.digital_senders.is_empty()
-    })
-    .await;
-}
-
-/// A letter to `who` arrives, is opened on the web, and its
-/// ContentHandover names the holder.
-async fn letter_arrives_and_is_opened(c: &Client, o: &OidcWorld, who: &str) {
-    let (m, channel) = o.w.send(who, None).await;
-    assert_eq!(channel, "digital", "{who}");
-    o.w.wait_for_event(&m, EvidenceEvent::ContentConsignment)
-        .await;
-    c.goto(&format!("{}/", o.base)).await.unwrap();
-    click(c, ".letter.unread a").await;
-    wait_css(c, "div.body").await;
-    o.w.wait_for_event(&m, EvidenceEvent::ContentHandover).await;
-    let handover =
-        o.w.records(&m)
-            .into_iter()
-            .find(|r| r.event == EvidenceEvent::ContentHandover)
-            .unwrap();
-    let actor = handover.actor.expect("ContentHandover names who opened it");
-    assert_eq!(actor.role, ActorRole::Holder, "{who}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn national_and_german_logins_in_chromium() {
     let o = start().await;
@@ -198,8 +146,8 @@ async fn national_and_german_logins_in_chromium() {
 
     // Anna logs in with the national login, goes digital, reads a letter.
     log_in_at(&c, &o.base, "login.nl.test", "anna").await;
-    go_digital_on_the_web(&c, &o, ANNA, "anna@example.nl").await;
-    letter_arrives_and_is_opened(&c, &o, ANNA).await;
+    go_digital_on_the_web(&c, &o.w, &o.base, ANNA, "anna@example.nl").await;
+    letter_arrives_and_is_opened(&c, &o.w, &o.base, ANNA).await;
     let anna =
         estafette_gateway::registry::lookup(o.w.gateway.gateway.records(), &ANNA.parse().unwrap())
             .unwrap()
@@ -231,8 +179,8 @@ async fn national_and_german_logins_in_chromium() {
     // Jonas, abroad, logs in with the German provider: no BSN anywhere.
     click(&c, "form[action='/logout'] button").await;
     log_in_at(&c, &o.base, "login.de.test", "jonas").await;
-    go_digital_on_the_web(&c, &o, JONAS, "jonas@example.de").await;
-    letter_arrives_and_is_opened(&c, &o, JONAS).await;
+    go_digital_on_the_web(&c, &o.w, &o.base, JONAS, "jonas@example.de").await;
+    letter_arrives_and_is_opened(&c, &o.w, &o.base, JONAS).await;
     drop(o.providers);
     o.w.stop().await;
 }
@@ -635,8 +583,8 @@ async fn an_eidas_login_through_satosa() {
 
     // Jonas at level substantial: registers, goes digital, reads a letter.
     log_in_at(&c, &o.base, "eidas-bridge.de.test", "jonas").await;
-    go_digital_on_the_web(&c, &o, JONAS, "jonas@example.de").await;
-    letter_arrives_and_is_opened(&c, &o, JONAS).await;
+    go_digital_on_the_web(&c, &o.w, &o.base, JONAS, "jonas@example.de").await;
+    letter_arrives_and_is_opened(&c, &o.w, &o.base, JONAS).await;
     drop(bridge);
     o.w.stop().await;
 }

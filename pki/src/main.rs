@@ -88,6 +88,12 @@ enum Command {
         #[command(subcommand)]
         what: oidc_cli::Oidc,
     },
+    /// PID providers of EU Digital Identity Wallets: add one with its JWKS,
+    /// roll its keys over.
+    Pid {
+        #[command(subcommand)]
+        what: oidc_cli::Pid,
+    },
     /// Sign and write a fresh trust list (and CRL) with a new version and validity.
     TrustList {
         #[command(flatten)]
@@ -271,6 +277,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("  trust list version {}", fed.state().trust_list.version);
         }
         Command::Oidc { what } => oidc_cli::run(what)?,
+        Command::Pid { what } => oidc_cli::run_pid(what)?,
         Command::TrustList { fed } => {
             let mut fed = Federation::open(&fed.path)?;
             let trust = fed.publish()?;

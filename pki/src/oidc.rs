@@ -1,6 +1,7 @@
 //! OpenID providers in the trust list: adding a provider (a national login,
 //! a foreign provider or an eIDAS bridge) with a snapshot of its JWKS,
-//! registering a home node's client id with it, and rolling its keys over.
+//! registering a home node's client id with it, and rolling its keys over;
+//! and PID providers of EU Digital Identity Wallets, with their keys.
 //! Each change publishes a new trust list version; a change that would make
 //! the list invalid is refused and nothing is written.
 
@@ -102,6 +103,42 @@ impl Federation {
     pub fn set_oidc_keys(&mut self, provider: &NodeId, keys: Vec<OidcKey>) -> Result<(), PkiError> {
         self.change_trust_list(|list| {
             oidc_of(list, provider)?.keys = keys;
+            Ok(())
+        })
+    }
+
+    /// Adds a PID provider (the issuer of a country's EU Digital Identity
+    /// Wallet PIDs) with its signing keys, or gives an identity provider
+    /// already in the list its PID side; run again with a new JWKS
+    /// snapshot to roll its keys over.
+    pub fn set_pid_provider(
+        &mut self,
+        id: &NodeId,
+        country: CountryCode,
+        max_loa: LevelOfAssurance,
+        issuer: &str,
+        keys: Vec<OidcKey>,
+    ) -> Result<(), PkiError> {
+        self.change_trust_list(|list| {
+            let pid = Some(estafette_spec::pid::PidProvider {
+                issuer: issuer.to_owned(),
+                keys,
+            });
+            match list.identity_providers.iter_mut().find(|p| &p.id == id) {
+                Some(entry) => {
+                    entry.country = country;
+                    entry.max_loa = max_loa;
+                    entry.pid = pid;
+                }
+                None => list.identity_providers.push(IdentityProviderEntry {
+                    id: id.clone(),
+                    country,
+                    max_loa,
+                    key: None,
+                    oidc: None,
+                    pid,
+                }),
+            }
             Ok(())
         })
     }

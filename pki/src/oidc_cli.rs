@@ -83,6 +83,60 @@ pub enum Oidc {
     },
 }
 
+#[derive(Subcommand)]
+pub enum Pid {
+    /// Add a PID provider: the issuer of a country's EU Digital Identity
+    /// Wallet PIDs (SD-JWT VC), with its signing keys from a JWKS file (its
+    /// issuer metadata's jwks). Run again with a new snapshot to roll its
+    /// keys over. It vouches only for people of its country, at most at
+    /// --max-loa.
+    ///
+    ///   estafette-pki pid provider --dir fed --id pid.bund.example --country DE \
+    ///     --max-loa high --issuer https://pid.bund.example --jwks de-pid.jwks
+    #[command(verbatim_doc_comment)]
+    Provider {
+        #[command(flatten)]
+        fed: FederationDir,
+        /// The provider's id in the trust list, a DNS-style name. It never
+        /// changes: people's registry identifiers are made with it.
+        #[arg(long)]
+        id: NodeId,
+        /// ISO 3166-1 alpha-2 country whose PIDs it issues.
+        #[arg(long)]
+        country: CountryCode,
+        /// Highest level of assurance its PIDs give: low, substantial or high.
+        #[arg(long)]
+        max_loa: LevelOfAssurance,
+        /// Its issuer (`iss` of its PIDs), exactly.
+        #[arg(long)]
+        issuer: String,
+        /// A JWKS file: the keys its PIDs and status lists are signed with.
+        #[arg(long)]
+        jwks: PathBuf,
+    },
+}
+
+pub fn run_pid(command: Pid) -> Result<()> {
+    match command {
+        Pid::Provider {
+            fed,
+            id,
+            country,
+            max_loa,
+            issuer,
+            jwks,
+        } => {
+            let keys = read_jwks(&jwks)?;
+            let count = keys.len();
+            let mut fed = Federation::open(&fed.path)?;
+            fed.set_pid_provider(&id, country, max_loa, &issuer, keys)?;
+            println!("PID provider {id} ({issuer}) of {country} with {count} signing key(s)");
+            print_version(&fed);
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum KindArg {
     Bsn,

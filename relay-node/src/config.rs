@@ -87,6 +87,20 @@ pub struct CitizenApiConfig {
     /// list with a client id for this node.
     #[serde(default)]
     pub oidc: Vec<OidcClientConfig>,
+    /// Logins with an EU Digital Identity Wallet's PID (`[citizen.wallet]`),
+    /// offered while the trust list has a PID provider. Requests are signed
+    /// with the node's TLS key (Ed25519 or ECDSA P-256).
+    #[serde(default)]
+    pub wallet: Option<WalletConfig>,
+}
+
+/// This node as an OpenID4VP verifier.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletConfig {
+    /// Roots for the PID providers' status list servers (PEM); default the
+    /// system's.
+    pub status_ca_file: Option<PathBuf>,
 }
 
 /// This node as a client of one OpenID provider.
@@ -220,6 +234,9 @@ impl Config {
             resolve(base, hpke);
         }
         if let Some(c) = &mut self.citizen {
+            if let Some(ca) = c.wallet.as_mut().and_then(|w| w.status_ca_file.as_mut()) {
+                resolve(base, ca);
+            }
             for path in [&mut c.cert, &mut c.key].into_iter().flatten() {
                 resolve(base, path);
             }

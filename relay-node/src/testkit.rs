@@ -117,6 +117,7 @@ fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) ->
                         .join("signing.key.pem"),
                 }),
                 oidc: vec![],
+                wallet: None,
             }
         }),
         retry: RetryPolicy {

@@ -167,6 +167,7 @@ async fn a_real_federation_refuses_the_test_login() {
             key: fed.identity_provider_dir(&idp).join("signing.key.pem"),
         }),
         oidc: vec![],
+        wallet: None,
     });
     let refused = estafette_relay::RunningNode::start(config).await;
     let message = refused.err().expect("refused").to_string();

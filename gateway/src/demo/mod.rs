@@ -446,6 +446,7 @@ fn home_config(fed: &Federation, home_id: &NodeId, listen: SocketAddr) -> Result
                 .join("signing.key.pem"),
         }),
         oidc: vec![],
+        wallet: None,
     });
     Ok(config)
 }

@@ -10,6 +10,8 @@ use estafette_relay::testkit::free_tcp;
 use fantoccini::{Client, ClientBuilder, Locator};
 
 use super::{WAIT, World};
+use estafette_relay::testkit::AGENCY;
+use estafette_spec::{ActorRole, EvidenceEvent};
 
 const AXE: &str = include_str!("../assets/axe-4.10.3.min.js");
 
@@ -156,4 +158,54 @@ pub async fn click(c: &Client, css: &str) {
         .click()
         .await
         .unwrap();
+}
+
+/// Registers, verifies an e-mail address, activates and chooses digital
+/// mail from the agency, all on the web pages.
+pub async fn go_digital_on_the_web(c: &Client, w: &World, base: &str, who: &str, email: &str) {
+    wait_css(c, "form[action='/register']").await;
+    click(c, "form[action='/register'] button[type=submit]").await;
+    until_person(w, who, "an inbox", |p| p.inbox.is_some()).await;
+    c.goto(&format!("{base}/settings")).await.unwrap();
+    c.find(Locator::Id("address"))
+        .await
+        .unwrap()
+        .send_keys(email)
+        .await
+        .unwrap();
+    click(c, "form[action='/settings/email'] button").await;
+    let token = w.verification_token(email).await;
+    c.goto(&format!("{base}/verify-email?token={token}"))
+        .await
+        .unwrap();
+    c.goto(&format!("{base}/settings")).await.unwrap();
+    click(c, "form[action='/settings/activate'] button").await;
+    until_person(w, who, "activated", |p| p.active).await;
+    wait_css(c, "#active-state").await;
+    click(c, &format!("input[id='d-{AGENCY}']")).await;
+    click(c, &format!("input[value='{AGENCY}'] ~ fieldset button")).await;
+    until_person(w, who, "digital mail from the agency", |p| {
+        !p.digital_senders.is_empty()
+    })
+    .await;
+}
+
+/// A letter to `who` arrives, is opened on the web, and its
+/// ContentHandover names the holder.
+pub async fn letter_arrives_and_is_opened(c: &Client, w: &World, base: &str, who: &str) {
+    let (m, channel) = w.send(who, None).await;
+    assert_eq!(channel, "digital", "{who}");
+    w.wait_for_event(&m, EvidenceEvent::ContentConsignment)
+        .await;
+    c.goto(&format!("{}/", base)).await.unwrap();
+    click(c, ".letter.unread a").await;
+    wait_css(c, "div.body").await;
+    w.wait_for_event(&m, EvidenceEvent::ContentHandover).await;
+    let handover = w
+        .records(&m)
+        .into_iter()
+        .find(|r| r.event == EvidenceEvent::ContentHandover)
+        .unwrap();
+    let actor = handover.actor.expect("ContentHandover names who opened it");
+    assert_eq!(actor.role, ActorRole::Holder, "{who}");
 }

@@ -4,6 +4,7 @@
 
 pub mod chromium;
 pub mod oidc;
+pub mod wallet;
 
 use std::sync::Arc;
 use std::time::Duration;

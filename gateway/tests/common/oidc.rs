@@ -53,7 +53,7 @@ pub struct ProviderSetup<'a> {
     pub accounts: Vec<(&'a str, &'a str, Value)>,
 }
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -172,7 +172,7 @@ fn spawn(dir: &Path, config: &Value) -> (Child, String, u16) {
 
 /// The JSON line a test server prints when it listens (waited for, bounded);
 /// its output is read on so that it never writes to a closed pipe.
-fn first_line(child: &mut Child, what: &str) -> Value {
+pub fn first_line(child: &mut Child, what: &str) -> Value {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -210,7 +210,7 @@ pub fn enter_in_trust_list(fed: &mut Federation, provider: &TestProvider, setup:
         .unwrap();
 }
 
-fn home_citizen(fed: &mut TestFederation) -> &mut estafette_relay::config::CitizenApiConfig {
+pub fn home_citizen(fed: &mut TestFederation) -> &mut estafette_relay::config::CitizenApiConfig {
     let home = fed
         .relays
         .iter_mut()

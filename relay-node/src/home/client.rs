@@ -95,6 +95,11 @@ impl CitizenClient {
         self.session.is_some()
     }
 
+    /// The session's token (the web inbox's session cookie holds the same).
+    pub fn session_token(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
     /// One request; gives status and body.
     pub async fn send(
         &self,

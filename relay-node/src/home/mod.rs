@@ -16,6 +16,7 @@ pub mod client;
 pub mod inbox;
 pub mod oidc;
 pub mod session;
+pub mod wallet;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -52,6 +53,8 @@ pub enum HomeError {
     TestIdpOutsideTestFederation,
     #[error("OpenID login: {0}")]
     Oidc(#[from] crate::home::oidc::OidcError),
+    #[error("wallet login: {0}")]
+    Wallet(#[from] crate::home::wallet::WalletError),
 }
 
 /// Why the gateway did not answer a person's request.

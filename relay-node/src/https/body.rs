@@ -250,7 +250,9 @@ fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
 }
 
 /// An error answer that is not already a problem (axum's own rejections
-/// are plain text) becomes one, with the same status and its text.
+/// are plain text) becomes one, with the same status and its text. An
+/// answer a handler made in a format of its own stays as it is: a problem,
+/// a web page, or JSON (an OAuth error answer to a wallet, RFC 6749 §5.2).
 async fn as_problem(response: Response<axum::body::Body>) -> Response<axum::body::Body> {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -262,8 +264,8 @@ async fn as_problem(response: Response<axum::body::Body>) -> Response<axum::body
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    if content_type.starts_with("application/problem+json") || content_type.starts_with("text/html")
-    {
+    let own_format = ["application/problem+json", "text/html", "application/json"];
+    if own_format.iter().any(|f| content_type.starts_with(f)) {
         return response;
     }
     let text = axum::body::to_bytes(response.into_body(), 4096)
@@ -366,4 +368,49 @@ pub(super) async fn serve_request(
     // bytes live that long.
     drop(permits);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response<axum::body::Body>) -> (String, String) {
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap_or_default();
+        (content_type, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn answer(status: StatusCode, content_type: &str, body: &str) -> Response<axum::body::Body> {
+        let mut r = Response::new(axum::body::Body::from(body.to_owned()));
+        *r.status_mut() = status;
+        if let Ok(v) = header::HeaderValue::from_str(content_type) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn plain_text_errors_become_problems_and_json_errors_stay() {
+        let plain = answer(StatusCode::BAD_REQUEST, "text/plain", "Failed to parse");
+        let (content_type, body) = body_of(as_problem(plain).await).await;
+        assert_eq!(content_type, "application/problem+json");
+        assert!(body.contains("Failed to parse"), "{body}");
+        // An OAuth error answer keeps its own shape for the wallet.
+        let oauth = r#"{"error":"access_denied","error_description":"why"}"#;
+        let json = answer(StatusCode::BAD_REQUEST, "application/json", oauth);
+        assert_eq!(body_of(as_problem(json).await).await.1, oauth);
+        let page = answer(
+            StatusCode::FORBIDDEN,
+            "text/html; charset=utf-8",
+            "<p>no</p>",
+        );
+        assert_eq!(body_of(as_problem(page).await).await.1, "<p>no</p>");
+    }
 }

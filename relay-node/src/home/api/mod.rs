@@ -605,6 +605,32 @@ fn changes_until(verified: &estafette_spec::VerifiedAssertion) -> Timestamp {
     verified.claims.expires_at.min(login_limit)
 }
 
+/// The node's wallet verifier, signing with its TLS key and certificate.
+fn wallet_logins(
+    node: &Arc<Node>,
+    public_url: &str,
+    config: &crate::config::WalletConfig,
+) -> Result<crate::home::wallet::WalletLogins, HomeError> {
+    let pki = &node.core().config.pki;
+    let cert = estafette_pki::tls::load_certs(&pki.cert)?;
+    let key = estafette_pki::tls::load_private_key(&pki.key)?;
+    let leaf = cert
+        .first()
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default();
+    let for_trust = node.clone();
+    let for_clock = node.clone();
+    Ok(crate::home::wallet::WalletLogins::new(
+        node.id.clone(),
+        public_url,
+        Arc::new(move || for_trust.trust()),
+        Arc::new(move || for_clock.core().clock.now()),
+        key.secret_der(),
+        &leaf,
+        config.status_ca_file.as_deref(),
+    )?)
+}
+
 /// Starts the citizen API of `node` as configured (server TLS only: people
 /// log in with identity assertions, not certificates); gives its address.
 pub async fn start(
@@ -655,9 +681,13 @@ pub async fn start(
         )?;
         Some(Arc::new(logins))
     };
+    let wallet = match &config.wallet {
+        Some(w) => Some(Arc::new(wallet_logins(&node, &public_url, w)?)),
+        None => None,
+    };
     let metrics = node.metrics.clone();
     let api = CitizenApi::new(node, public_url);
-    let web = crate::home::web::Web::new(api.clone(), test_idp, oidc);
+    let web = crate::home::web::Web::new(api.clone(), test_idp, oidc, wallet);
     tracing::info!(%addr, "citizen API and web inbox listening");
     Ok((addr, tokio::spawn(serve(listener, tls, api, web, metrics))))
 }

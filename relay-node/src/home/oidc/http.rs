@@ -1,5 +1,6 @@
-//! The home node's HTTPS client of an OpenID provider: its discovery
-//! document and its token endpoint. Bounded: one request at a time per
+//! The home node's HTTPS client of an OpenID provider (its discovery
+//! document and its token endpoint) and of a PID provider (its status
+//! lists). Bounded: one request at a time per
 //! call, a deadline, and a size limit on every answer.
 
 use std::path::Path;
@@ -58,6 +59,28 @@ impl ProviderHttp {
         self.json(url, Method::GET, None, None).await
     }
 
+    /// `GET url` accepting `accept`, the body of a 2xx answer as text (a
+    /// JWT, say).
+    pub async fn get_text(&self, url: &Url, accept: &str) -> Result<String, ProviderHttpError> {
+        let exchange = self.exchange(url, Method::GET, None, None, accept);
+        let (status, body) = tokio::time::timeout(PROVIDER_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ProviderHttpError::Timeout {
+                url: url.to_string(),
+            })??;
+        if !(200..300).contains(&status) {
+            return Err(ProviderHttpError::Status {
+                url: url.to_string(),
+                status,
+                detail: "not a success".into(),
+            });
+        }
+        String::from_utf8(body).map_err(|_| ProviderHttpError::Answer {
+            url: url.to_string(),
+            detail: "not UTF-8 text".into(),
+        })
+    }
+
     /// `POST url` with a form body and HTTP Basic client authentication.
     pub async fn post_form(
         &self,
@@ -91,7 +114,7 @@ impl ProviderHttp {
         authorization: Option<String>,
         form: Option<Vec<u8>>,
     ) -> Result<serde_json::Value, ProviderHttpError> {
-        let exchange = self.exchange(url, method, authorization, form);
+        let exchange = self.exchange(url, method, authorization, form, "application/json");
         let (status, body) = tokio::time::timeout(PROVIDER_TIMEOUT, exchange)
             .await
             .map_err(|_| ProviderHttpError::Timeout {
@@ -127,6 +150,7 @@ impl ProviderHttp {
         method: Method,
         authorization: Option<String>,
         form: Option<Vec<u8>>,
+        accept: &str,
     ) -> Result<(u16, Vec<u8>), ProviderHttpError> {
         let transport = |e: &dyn std::fmt::Display| ProviderHttpError::Transport {
             url: url.to_string(),
@@ -168,7 +192,7 @@ impl ProviderHttp {
             .method(method)
             .uri(target)
             .header(header::HOST, host_header)
-            .header(header::ACCEPT, "application/json");
+            .header(header::ACCEPT, accept);
         if let Some(value) = authorization {
             builder = builder.header(header::AUTHORIZATION, value);
         }

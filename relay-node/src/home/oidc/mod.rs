@@ -73,6 +73,8 @@ pub enum Purpose {
     Login,
     /// A fresh login for this session (a change needs one of minutes ago).
     Renew(SessionToken),
+    /// A second identity for this session's person (a wallet, say).
+    Link(SessionToken),
 }
 
 /// The outcome of a callback: the proof, what it is for, and the nonce the

@@ -28,6 +28,7 @@ pub(super) async fn login_page(State(web): State<Arc<Web>>, headers: HeaderMap) 
     } else {
         ""
     };
+    let wallet = web.wallet.as_ref().is_some_and(|w| w.available());
     let mut nonce = [0u8; 16];
     OsRng.fill_bytes(&mut nonce);
     let token = Hex(&nonce).to_string();
@@ -57,8 +58,15 @@ pub(super) async fn login_page(State(web): State<Arc<Web>>, headers: HeaderMap) 
                         }
                     }
                 }
-            } @else if web.test_idp.is_none() {
+            } @else if web.test_idp.is_none() && !wallet {
                 p { (lang.t("web.log-in-with-your-login-service")) }
+            }
+            @if wallet {
+                p {
+                    a class="button" href={ "/login/wallet/start" (renew.replace('&', "?")) } {
+                        (lang.t("web.log-in-with-your-eu-digital-identity-wallet"))
+                    }
+                }
             }
         },
     );

@@ -20,6 +20,7 @@ mod login;
 mod oidc;
 mod representation;
 mod settings;
+mod wallet;
 
 pub use letters::content_disposition;
 
@@ -65,6 +66,8 @@ pub struct Web {
     test_idp: Option<TestIdp>,
     /// The OpenID providers people log in with, if any are configured.
     oidc: Option<Arc<crate::home::oidc::OidcLogins>>,
+    /// Logins with an EU Digital Identity Wallet, if configured.
+    wallet: Option<Arc<crate::home::wallet::WalletLogins>>,
     /// Login attempts per source address and per person: one client's
     /// flood of bad logins does not lock anyone else out.
     logins_by_source: KeyedRateLimit,
@@ -90,11 +93,13 @@ impl Web {
         api: Arc<CitizenApi>,
         test_idp: Option<TestIdp>,
         oidc: Option<Arc<crate::home::oidc::OidcLogins>>,
+        wallet: Option<Arc<crate::home::wallet::WalletLogins>>,
     ) -> Arc<Web> {
         Arc::new(Web {
             api,
             test_idp,
             oidc,
+            wallet,
             logins_by_source: KeyedRateLimit::new(
                 MAX_LOGINS_PER_SOURCE_PER_MINUTE,
                 Duration::from_secs(60),
@@ -376,6 +381,15 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/login", get(i::login_page).post(i::login))
         .route("/login/oidc/start", get(oidc::start))
         .route("/login/oidc/callback", get(oidc::callback))
+        .route("/login/wallet/start", get(wallet::start))
+        .route("/login/wallet/{id}", get(wallet::progress))
+        .route("/wallet/request/{id}", get(wallet::request_object))
+        .route(
+            "/wallet/response",
+            post(wallet::response).layer(axum::extract::DefaultBodyLimit::max(
+                crate::home::wallet::MAX_WALLET_RESPONSE_BYTES,
+            )),
+        )
         .route("/logout", post(i::logout))
         .route("/register", post(l::register))
         .route("/letters/{envelope}", get(l::letter))

@@ -78,38 +78,59 @@ pub(super) async fn callback(
         Ok(f) => f,
         Err(e) => return failed(lang, &e),
     };
-    let nonce = Some(finished.nonce.as_bytes());
-    let outcome = match finished.purpose {
-        Purpose::Login => web
-            .api
-            .log_in(finished.proof, nonce)
-            .await
-            .map(|(session, _)| Some(session)),
-        // The strict session cookie does not come along on the provider's
-        // redirect; the session is the one that started this login, which
-        // the browser-binding cookie ties to this browser.
-        Purpose::Renew(token) => match web.api.session(token) {
-            Some(session) => web
-                .api
-                .renew(&session, finished.proof, nonce)
-                .await
-                .map(|_| None),
-            None => return to_login(),
-        },
-    };
-    match outcome {
-        Ok(new_session) => {
+    let nonce = finished.nonce.as_bytes();
+    match finish_login(&web, finished.purpose, finished.proof, nonce).await {
+        Some(Ok(new_session)) => {
             tracing::info!(provider = %finished.provider, "a person logged in through an OpenID provider");
             landing(lang, new_session.as_ref())
         }
-        Err(p) => problem_page(lang, None, &p),
+        Some(Err(p)) => problem_page(lang, None, &p),
+        None => to_login(),
     }
+}
+
+/// What a verified login is for, done: a new session (given back), a
+/// renewed one, or a second identity linked to it. `None` when the
+/// session that started a renewal or a link has ended since. The strict
+/// session cookie does not come along on a redirect from a provider or a
+/// wallet; the session is the one that started the login, which the
+/// browser-binding cookie ties to this browser.
+pub(super) async fn finish_login(
+    web: &Web,
+    purpose: Purpose,
+    proof: estafette_spec::IdentityProof,
+    nonce: &[u8],
+) -> Option<Result<Option<crate::home::session::Session>, Problem>> {
+    Some(match purpose {
+        Purpose::Login => web
+            .api
+            .log_in(proof, Some(nonce))
+            .await
+            .map(|(session, _)| Some(session)),
+        Purpose::Renew(token) => {
+            let session = web.api.session(token)?;
+            web.api
+                .renew(&session, proof, Some(nonce))
+                .await
+                .map(|_| None)
+        }
+        Purpose::Link(token) => {
+            let session = web.api.session(token)?;
+            match web.api.accept_login(&proof, Some(nonce)).await {
+                Ok(_) => {
+                    let action = estafette_spec::citizen::CitizenAction::Link { other: proof };
+                    web.api.change(&session, action).await.map(|_| None)
+                }
+                Err(p) => Err(p),
+            }
+        }
+    })
 }
 
 /// Logged in: a page of our own that goes on to the inbox. Not a redirect:
 /// the browser arrived from the provider's site, and a strict session
 /// cookie set now is sent only on a navigation that starts here.
-fn landing(lang: Lang, session: Option<&crate::home::session::Session>) -> Response {
+pub(super) fn landing(lang: Lang, session: Option<&crate::home::session::Session>) -> Response {
     let mut r = page(
         lang,
         lang.t("web.you-are-logged-in"),

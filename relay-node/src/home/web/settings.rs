@@ -38,6 +38,13 @@ pub(super) async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) ->
             (email_section(lang, &me, &csrf))
             (activate_section(lang, &me, &csrf))
             (senders_section(lang, &me, &agencies, &csrf))
+            @if web.wallet.as_ref().is_some_and(|w| w.available()) {
+                section aria-labelledby="wallet-h" {
+                    h2 id="wallet-h" { (lang.t("web.your-eu-digital-identity-wallet")) }
+                    p { (lang.t("web.link-your-wallet-to-log-in-with-it")) }
+                    p { a class="button" href="/login/wallet/start?link=true" { (lang.t("web.link-my-wallet")) } }
+                }
+            }
             section aria-labelledby="paper-h" {
                 h2 id="paper-h" { (lang.t("web.everything-on-paper")) }
                 form method="post" action="/settings/all-paper" {
