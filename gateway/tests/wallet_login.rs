@@ -277,6 +277,14 @@ async fn refused_presentations_say_why_and_change_nothing() {
             r.case
         );
     }
+    // The person says no in the wallet: the page says nothing was shared.
+    let request = start_wallet_login(&c, &o.base).await;
+    let answer = present(&o.holder("good"), &request, o.roots(), &["--decline"]).await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    click(&c, "#continue").await;
+    wait_css(&c, "p[role=alert]").await;
+    let text = page_text(&c).await;
+    assert!(text.contains("nothing was shared"), "{text}");
     let nobody =
         registry::lookup(o.w.gateway.gateway.records(), &jonas().parse().unwrap()).unwrap();
     assert!(nobody.is_none(), "nothing was registered");

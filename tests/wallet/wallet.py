@@ -208,6 +208,12 @@ def present(holder_dir, url, root, web_ca, options):
     if failure:
         print(json.dumps(failure), flush=True)
         return
+    if "decline" in options:
+        # The person says no in the wallet (OpenID4VP error response).
+        form = urllib.parse.urlencode({"error": "access_denied", "state": request["state"]})
+        status_code, body = fetch(request["response_uri"], web_ca, data=form.encode())
+        print(json.dumps({"status": status_code, "body": json.loads(body or "{}")}), flush=True)
+        return
     if "replay" in options:
         with open(options["replay"]) as f:
             presentation = f.read()

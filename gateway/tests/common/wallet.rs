@@ -124,7 +124,8 @@ fn run(args: &[String]) -> String {
 /// HTTPS checked against `web_ca`), checks the signed request against the
 /// federation root `root`, and posts its
 /// presentation (`options`: `--nonce=…`, `--aud=…`, `--no-kb`,
-/// `--other-key`, `--tamper`, `--save=FILE`, `--replay=FILE`). Gives the
+/// `--other-key`, `--tamper`, `--save=FILE`, `--replay=FILE`; or
+/// `--decline`: the person says no). Gives the
 /// home node's answer: `{status, body}`.
 pub async fn present(
     holder: &Path,

@@ -80,8 +80,9 @@ enum Answer {
     Refused(String),
 }
 
+/// A wallet login in progress, kept under its id, which is also the
+/// request's `state` (the wallet learns both from the request anyway).
 struct Transaction {
-    state: String,
     nonce: String,
     browser: [u8; 32],
     purpose: Purpose,
@@ -230,7 +231,6 @@ impl WalletLogins {
         let id = random_text(16);
         let browser = random_text(32);
         let transaction = Transaction {
-            state: random_text(16),
             nonce: random_text(16),
             browser: hash(&browser),
             purpose,
@@ -267,7 +267,7 @@ impl WalletLogins {
     /// The signed request object of transaction `id`, fetched once by the
     /// wallet.
     pub fn request_object(&self, id: &str) -> Result<String, WalletError> {
-        let (state, nonce) = {
+        let nonce = {
             let mut pending = self.pending();
             let t = pending
                 .get_mut(id)
@@ -277,7 +277,7 @@ impl WalletLogins {
                 return Err(WalletError::UnknownTransaction);
             }
             t.request_fetched = true;
-            (t.state.clone(), t.nonce.clone())
+            t.nonce.clone()
         };
         let now = (self.now)().0;
         let claims: Vec<_> = PID_REQUESTED_CLAIMS
@@ -293,7 +293,7 @@ impl WalletLogins {
             "response_mode": "direct_post",
             "response_uri": format!("{}/wallet/response", self.public_url),
             "nonce": nonce,
-            "state": state,
+            "state": id,
             "iat": now,
             "exp": now + WALLET_LOGIN_TTL.as_secs(),
             "dcql_query": {"credentials": [{
@@ -322,23 +322,11 @@ impl WalletLogins {
     /// outcome, and the transaction keeps it for the browser. Gives the
     /// address the wallet sends the browser to (same-device).
     pub async fn respond(&self, vp_token: &str, state: &str) -> Result<String, WalletError> {
-        let (id, nonce) = {
-            let pending = self.pending();
-            let (id, t) = pending
-                .iter()
-                .find(|(_, t)| t.state == state)
-                .filter(|(_, t)| t.started.elapsed() < WALLET_LOGIN_TTL)
-                .ok_or(WalletError::UnknownTransaction)?;
-            if !matches!(t.answer, Answer::Waiting) {
-                return Err(WalletError::UnknownTransaction);
-            }
-            (id.clone(), t.nonce.clone())
-        };
+        let nonce = self.waiting_nonce(state)?;
         let outcome = self.check(vp_token, &nonce).await;
+        let id = state;
         let mut pending = self.pending();
-        let t = pending
-            .get_mut(&id)
-            .ok_or(WalletError::UnknownTransaction)?;
+        let t = pending.get_mut(id).ok_or(WalletError::UnknownTransaction)?;
         match outcome {
             Ok(proof) => {
                 t.answer = Answer::Presented(proof);
@@ -352,6 +340,34 @@ impl WalletLogins {
                 Err(e)
             }
         }
+    }
+
+    /// The nonce of transaction `state` while it waits for its wallet.
+    fn waiting_nonce(&self, state: &str) -> Result<String, WalletError> {
+        let pending = self.pending();
+        let t = pending
+            .get(state)
+            .filter(|t| t.started.elapsed() < WALLET_LOGIN_TTL)
+            .ok_or(WalletError::UnknownTransaction)?;
+        if !matches!(t.answer, Answer::Waiting) {
+            return Err(WalletError::UnknownTransaction);
+        }
+        Ok(t.nonce.clone())
+    }
+
+    /// The wallet answered with an error (the person declined, say): the
+    /// transaction ends, and its page says so.
+    pub fn decline(&self, state: &str, error: &str) -> Result<(), WalletError> {
+        self.waiting_nonce(state)?;
+        if let Some(t) = self.pending().get_mut(state) {
+            let error: String = error
+                .chars()
+                .filter(char::is_ascii_graphic)
+                .take(64)
+                .collect();
+            t.answer = Answer::Refused(format!("the wallet answered {error}: nothing was shared"));
+        }
+        Ok(())
     }
 
     /// The presentation in `vp_token`, with its status list, verified for

@@ -209,12 +209,20 @@ pub(super) async fn response(
     let Some(wallet) = &web.wallet else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let (Some(vp_token), Some(state)) = (answer.vp_token, answer.state) else {
-        let e = WalletError::Response(match answer.error {
-            Some(_) => "the wallet declined",
-            None => "no vp_token and state",
-        });
-        return wallet_error(StatusCode::BAD_REQUEST, "invalid_request", &e);
+    let (vp_token, state) = match (answer.vp_token, answer.state, answer.error) {
+        (Some(vp_token), Some(state), None) => (vp_token, state),
+        // The wallet's error answer (OpenID4VP §8.5): the person declined,
+        // or the wallet has no PID.
+        (_, Some(state), Some(error)) => {
+            return match wallet.decline(&state, &error) {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => wallet_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+            };
+        }
+        _ => {
+            let e = WalletError::Response("no vp_token and state");
+            return wallet_error(StatusCode::BAD_REQUEST, "invalid_request", &e);
+        }
     };
     match wallet.respond(&vp_token, &state).await {
         Ok(redirect_uri) => (
