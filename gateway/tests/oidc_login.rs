@@ -433,15 +433,6 @@ async fn the_gateway_refuses_a_change_with_an_old_login() {
 }
 
 /// The page's visible text.
-async fn page_text(c: &Client) -> String {
-    c.find(Locator::Css("main"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_key_rollover_and_foreign_keys() {
     let mut o = start().await;

@@ -16,7 +16,7 @@ use common::wallet::*;
 use common::*;
 use estafette_gateway::registry;
 use estafette_relay::config::WalletConfig;
-use fantoccini::{Client, Locator};
+use fantoccini::Client;
 
 /// Jonas's personal administrative number, and the status list entries.
 const PAN: &str = "DE-PAN-4711-0815";
@@ -92,26 +92,10 @@ async fn start_wallet_login(c: &Client, base: &str) -> String {
     c.goto(&format!("{base}/login")).await.unwrap();
     click(c, "a[href='/login/wallet/start']").await;
     wait_css(c, "figure.qr svg").await;
-    let link = c
-        .find(Locator::Css("a[href^='openid4vp://']"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let link = href(c, "a[href^='openid4vp://']").await;
     let source = c.source().await.unwrap();
     assert_eq!(decode_qr(&source), link, "the QR code is the link");
     link
-}
-
-async fn page_text(c: &Client) -> String {
-    c.find(Locator::Css("main"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,14 +379,7 @@ async fn a_person_registered_through_eidas_links_the_wallet() {
     c.goto(&format!("{}/settings", o.base)).await.unwrap();
     click(&c, "a[href='/login/wallet/start?link=true']").await;
     wait_css(&c, "figure.qr svg").await;
-    let request = c
-        .find(Locator::Css("a[href^='openid4vp://']"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let request = href(&c, "a[href^='openid4vp://']").await;
     let answer = present(&holder, &request, o.roots(), &[]).await;
     assert_eq!(answer["status"], 200, "{answer}");
     click(&c, "#continue").await;

@@ -41,6 +41,19 @@ pub struct AssertionPolicy {
     pub now: Timestamp,
 }
 
+impl AssertionPolicy {
+    /// A login at `level` is enough for this verifier.
+    pub fn require_level(&self, level: LevelOfAssurance) -> Result<(), AssertionError> {
+        if level < self.min_level {
+            return Err(AssertionError::LevelTooLow {
+                found: level,
+                required: self.min_level,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The country whose people the federation serves: eIDAS person
 /// identifiers must be issued for it (`CC/NL/…`), and only its own identity
 /// providers may assert a BSN.
@@ -213,12 +226,7 @@ impl IdentityAssertion {
         if claims.issued_at > policy.now.plus_s(MAX_CLOCK_SKEW_S) {
             return Err(AssertionError::NotYetValid(claims.issued_at));
         }
-        if claims.level_of_assurance < policy.min_level {
-            return Err(AssertionError::LevelTooLow {
-                found: claims.level_of_assurance,
-                required: policy.min_level,
-            });
-        }
+        policy.require_level(claims.level_of_assurance)?;
         Ok(VerifiedAssertion {
             authenticated_at: claims.issued_at,
             claims,

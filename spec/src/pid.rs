@@ -265,12 +265,7 @@ impl PidPresentation {
             expires_at,
         };
         identity.validate_person()?;
-        if level < policy.min_level {
-            return Err(AssertionError::LevelTooLow {
-                found: level,
-                required: policy.min_level,
-            });
-        }
+        policy.require_level(level)?;
         Ok(VerifiedAssertion {
             claims: identity,
             digest: Digest::of(presentation.as_bytes()),

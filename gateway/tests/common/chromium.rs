@@ -209,3 +209,24 @@ pub async fn letter_arrives_and_is_opened(c: &Client, w: &World, base: &str, who
     let actor = handover.actor.expect("ContentHandover names who opened it");
     assert_eq!(actor.role, ActorRole::Holder, "{who}");
 }
+
+/// The text of the page's main part.
+pub async fn page_text(c: &Client) -> String {
+    c.find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The `href` of the first element matching `css`.
+pub async fn href(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{css} has no href"))
+}

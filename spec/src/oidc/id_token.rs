@@ -114,12 +114,7 @@ impl IdToken {
         };
         identity.validate_person()?;
         times.check(policy.now)?;
-        if level < policy.min_level {
-            return Err(AssertionError::LevelTooLow {
-                found: level,
-                required: policy.min_level,
-            });
-        }
+        policy.require_level(level)?;
         Ok(VerifiedAssertion {
             claims: identity,
             digest: Digest::of(token.as_bytes()),

@@ -42,26 +42,46 @@ pub(super) async fn start(
     if !web.login_allowed(peer.ip(), None) {
         return too_many_logins(lang);
     }
-    let purpose = if q.renew {
-        match web.session_of(&headers) {
-            Some((session, _)) => Purpose::Renew(session.token()),
-            None => return to_login(),
-        }
-    } else {
-        Purpose::Login
+    let Some(purpose) = purpose_of(&web, &headers, q.renew, false) else {
+        return to_login();
     };
     match oidc.start(&q.provider, purpose).await {
-        Ok((to, browser)) => {
-            let mut r = Redirect::to(&to).into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{OIDC_BROWSER_COOKIE}={browser}; Path=/login/oidc; HttpOnly; Secure; SameSite=Lax; Max-Age=600"
-            )) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            r
-        }
+        Ok((to, browser)) => binding_redirect(&to, OIDC_BROWSER_COOKIE, "/login/oidc", &browser),
         Err(e) => failed(lang, &e),
     }
+}
+
+/// What a login being started is for: a new session, or for the live
+/// session a fresh login (`renew`) or a second identity (`link`); `None`
+/// when that needs a session and there is none.
+pub(super) fn purpose_of(
+    web: &Web,
+    headers: &HeaderMap,
+    renew: bool,
+    link: bool,
+) -> Option<Purpose> {
+    if !(renew || link) {
+        return Some(Purpose::Login);
+    }
+    let (session, _) = web.session_of(headers)?;
+    Some(if link {
+        Purpose::Link(session.token())
+    } else {
+        Purpose::Renew(session.token())
+    })
+}
+
+/// A redirect to `to` that binds the login it starts to this browser:
+/// cookie `name` (under `path`, ten minutes) holds `browser`. SameSite=Lax:
+/// it must come back on a top-level navigation from another site.
+pub(super) fn binding_redirect(to: &str, name: &str, path: &str, browser: &str) -> Response {
+    let mut r = Redirect::to(to).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{name}={browser}; Path={path}; HttpOnly; Secure; SameSite=Lax; Max-Age=600"
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }
 
 pub(super) async fn callback(

@@ -13,13 +13,12 @@ use std::sync::Arc;
 use axum::Form;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use super::*;
 use crate::home::api::Problem;
-use crate::home::oidc::Purpose;
 use crate::home::wallet::{Progress, WalletError};
 
 /// The cookie that binds a wallet login to the browser that started it.
@@ -50,22 +49,16 @@ pub(super) async fn start(
     if !web.login_allowed(peer.ip(), None) {
         return too_many_logins(lang);
     }
-    let purpose = match (q.renew || q.link, web.session_of(&headers)) {
-        (false, _) => Purpose::Login,
-        (true, None) => return to_login(),
-        (true, Some((session, _))) if q.link => Purpose::Link(session.token()),
-        (true, Some((session, _))) => Purpose::Renew(session.token()),
+    let Some(purpose) = oidc::purpose_of(&web, &headers, q.renew, q.link) else {
+        return to_login();
     };
     match wallet.start(purpose) {
-        Ok((id, browser)) => {
-            let mut r = Redirect::to(&format!("/login/wallet/{id}")).into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{WALLET_BROWSER_COOKIE}={browser}; Path=/login/wallet; HttpOnly; Secure; SameSite=Lax; Max-Age=600"
-            )) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            r
-        }
+        Ok((id, browser)) => oidc::binding_redirect(
+            &format!("/login/wallet/{id}"),
+            WALLET_BROWSER_COOKIE,
+            "/login/wallet",
+            &browser,
+        ),
         Err(e) => failed(lang, &e),
     }
 }
