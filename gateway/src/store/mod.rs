@@ -17,8 +17,13 @@
 //! commit in one transaction. The signatures carry no storage types, so
 //! another database can implement the same traits.
 
+#[cfg(test)]
+mod contract;
+mod postgres;
 mod redb;
+pub mod test_postgres;
 
+pub use self::postgres::PgRecords;
 pub use self::redb::RedbRecords;
 
 use estafette_relay::origin::QueueError;

@@ -1,0 +1,261 @@
+//! The contract of [`Records`], one suite run against every backend: redb
+//! (the node's database) and PostgreSQL (a server of the test's own).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use estafette_relay::store::NewEvidence;
+use estafette_spec::citizen::{Change as Changed, ChangeEntry};
+use estafette_spec::{Digest, EvidenceId, MessageId, Recipient, Timestamp};
+
+use super::test_postgres::TestPostgres;
+use super::*;
+use crate::registry::{MAX_HISTORY_PER_PERSON, PersonRecord};
+
+const ANNA: &str = "bsn:999999990";
+const JONAS: &str = "eidas:DE/NL/DE-4711-0815";
+const JONAS_BSN: &str = "bsn:123456782";
+
+fn who(text: &str) -> Recipient {
+    text.parse().unwrap()
+}
+
+fn entry(i: u64) -> ChangeEntry {
+    ChangeEntry {
+        at: Timestamp(1_800_000_000 + i),
+        change: Changed::EmailAdded {
+            address: format!("a{i}@example.nl"),
+        },
+        assertion_digest: None,
+    }
+}
+
+/// Writes and reads everything the gateway keeps, as the desk and the
+/// monitor do, and checks each answer.
+async fn the_contract(records: Arc<dyn Records>) {
+    let r: &dyn Records = records.as_ref();
+    people(r).await;
+    history(r).await;
+    nonces_and_tokens(r).await;
+    evidence_and_snapshots(r).await;
+}
+
+/// People, links, key order, and a change that fails.
+async fn people(r: &dyn Records) {
+    // People, a linked identity, every entry in key order.
+    r.transact(|w| {
+        w.put_person(&who(JONAS), &PersonRecord::new("de"))?;
+        w.put_person(&who(JONAS_BSN), &PersonRecord::link_to(&who(JONAS), "nl"))?;
+        w.put_person(&who(ANNA), &PersonRecord::new("nl"))
+    })
+    .await
+    .unwrap();
+    {
+        let read = r.read().unwrap();
+        assert_eq!(
+            read.person(&who(ANNA)).unwrap(),
+            Some(PersonRecord::new("nl"))
+        );
+        let (key, _) = read.person_entry(&who(JONAS_BSN)).unwrap().unwrap();
+        assert_eq!(key, who(JONAS), "a link is followed one step");
+        let mut keys = Vec::new();
+        read.each_person(&mut |k, _| {
+            keys.push(k.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(keys, [JONAS_BSN, ANNA, JONAS], "key order");
+    }
+
+    // A change that fails leaves nothing behind.
+    let failed = r
+        .transact(|w| {
+            w.put_person(&who("bsn:111222333"), &PersonRecord::new("nl"))?;
+            Err::<(), _>(RecordsError::Corrupt {
+                what: "test",
+                detail: "a change that fails".into(),
+            })
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(
+        r.read().unwrap().person(&who("bsn:111222333")).unwrap(),
+        None
+    );
+}
+
+/// The change history of a person.
+async fn history(r: &dyn Records) {
+    // History: the newest entries, oldest first, bounded per person.
+    let total = MAX_HISTORY_PER_PERSON + 3;
+    r.transact(move |w| {
+        for i in 0..total {
+            w.record_change(&who(ANNA), &entry(i))?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let history = r.read().unwrap().history(&who(ANNA), usize::MAX).unwrap();
+    assert_eq!(history.len() as u64, MAX_HISTORY_PER_PERSON);
+    assert_eq!(history.first(), Some(&entry(3)));
+    assert_eq!(history.last(), Some(&entry(total - 1)));
+    let newest = r.read().unwrap().history(&who(ANNA), 2).unwrap();
+    assert_eq!(newest, [entry(total - 2), entry(total - 1)]);
+}
+
+/// Login nonces and e-mail tokens.
+async fn nonces_and_tokens(r: &dyn Records) {
+    // Nonces: single use per proof; the expired ones found and forgotten.
+    let (one, other) = (Digest::of(b"proof one"), Digest::of(b"proof two"));
+    let used = r
+        .transact(move |w| {
+            Ok([
+                w.use_nonce(b"nonce-1", one, Timestamp(100))?,
+                w.use_nonce(b"nonce-1", one, Timestamp(100))?,
+                w.use_nonce(b"nonce-1", other, Timestamp(100))?,
+                w.use_nonce(b"nonce-2", other, Timestamp(500))?,
+            ])
+        })
+        .await
+        .unwrap();
+    assert_eq!(used, [true, true, false, true]);
+    let expired = r
+        .read()
+        .unwrap()
+        .expired_nonces(Timestamp(200), 10)
+        .unwrap();
+    assert_eq!(expired, [b"nonce-1".to_vec()]);
+    r.transact(move |w| w.forget_nonces(&expired))
+        .await
+        .unwrap();
+    assert!(
+        r.read()
+            .unwrap()
+            .expired_nonces(Timestamp(1000), 10)
+            .unwrap()
+            == [b"nonce-2".to_vec()]
+    );
+
+    // An e-mail token is taken once.
+    let token = [7u8; 32];
+    let taken = r
+        .transact(move |w| {
+            w.put_email_token(&token, &who(ANNA), Timestamp(900))?;
+            Ok([w.take_email_token(&token)?, w.take_email_token(&token)?])
+        })
+        .await
+        .unwrap();
+    assert_eq!(taken, [Some((who(ANNA), Timestamp(900))), None]);
+}
+
+/// Evidence, and what a snapshot sees.
+async fn evidence_and_snapshots(r: &dyn Records) {
+    // Evidence is kept for good and found by message.
+    let message = MessageId::from_bytes(*b"contract-letter1");
+    let evidence = NewEvidence {
+        evidence_id: EvidenceId::from_bytes(*b"contract-evid-01"),
+        message_id: Some(message),
+        bytes: b"signed evidence".to_vec(),
+    };
+    r.transact(move |w| w.archive_evidence(&evidence))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.read().unwrap().evidence_for(&message).unwrap(),
+        [b"signed evidence".to_vec()]
+    );
+
+    // A snapshot does not see what is written after it began.
+    let before = r.read().unwrap();
+    r.transact(|w| w.put_person(&who("bsn:111222333"), &PersonRecord::new("nl")))
+        .await
+        .unwrap();
+    assert_eq!(before.person(&who("bsn:111222333")).unwrap(), None);
+    drop(before);
+    assert!(
+        r.read()
+            .unwrap()
+            .person(&who("bsn:111222333"))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let records = RedbRecords::open_offline(&dir.path().join("gateway.redb")).unwrap();
+    the_contract(Arc::new(records)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_the_contract() {
+    let server = TestPostgres::start("");
+    let records = PgRecords::connect(&server.url(), 4).await.unwrap();
+    the_contract(Arc::new(records)).await;
+    // The schema is migrated once: a second instance finds it current.
+    PgRecords::connect(&server.url(), 1).await.unwrap();
+}
+
+/// A submission is queued with its evidence and its change in one
+/// transaction, once: the same envelope again is a duplicate with the
+/// evidence of the first time, and its change is not applied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_queues_a_submission_once() {
+    let server = TestPostgres::start("");
+    let records = PgRecords::connect(&server.url(), 2).await.unwrap();
+    let message = MessageId::from_bytes(*b"queued-letter-01");
+    let sealed = || SealedEnvelope {
+        envelope: b"sealed envelope".to_vec(),
+        header: estafette_spec::RoutingHeader {
+            envelope_id: estafette_spec::EnvelopeId::from_bytes(*b"queued-envelope1"),
+            home_node: "home.test".parse().unwrap(),
+            inbox_id: estafette_spec::InboxId::from_bytes(*b"queued-inbox-001"),
+            message_id: message,
+            message_digest: Digest::of(b"letter"),
+            hop_limit: 8,
+            created_at: Timestamp(1_800_000_000),
+            expires_at: Timestamp(1_800_604_800),
+        },
+        previous: None,
+        evidence: Some(NewEvidence {
+            evidence_id: EvidenceId::from_bytes(*b"queued-evidence1"),
+            message_id: Some(message),
+            bytes: b"SubmissionAcceptance".to_vec(),
+        }),
+    };
+    let change = || -> Change {
+        Box::new(|w: &mut dyn WriteRecords| {
+            let history = w.history(&who(ANNA), usize::MAX)?.len() as u64;
+            w.record_change(&who(ANNA), &entry(history))
+        })
+    };
+    let first = records.queue_submission(sealed(), change()).await.unwrap();
+    assert!(
+        matches!(first, estafette_relay::store::Outcome::Stored),
+        "{first:?}"
+    );
+    let again = records.queue_submission(sealed(), change()).await.unwrap();
+    match again {
+        estafette_relay::store::Outcome::Duplicate { evidence } => {
+            assert_eq!(evidence, b"SubmissionAcceptance");
+        }
+        other => panic!("{other:?}"),
+    }
+    let read = records.read().unwrap();
+    assert_eq!(
+        read.history(&who(ANNA), 10).unwrap().len(),
+        1,
+        "the change once"
+    );
+    assert_eq!(
+        read.evidence_for(&message).unwrap(),
+        [b"SubmissionAcceptance".to_vec()]
+    );
+}

@@ -1,0 +1,828 @@
+//! The gateway's records on PostgreSQL: the tables of
+//! `gateway/migrations/` (applied at start with refinery), the same
+//! deterministic CBOR values as in redb, keys and what is looked up by as
+//! columns.
+//!
+//! The client is the blocking `postgres` crate, run on worker threads of
+//! our own, one connection each: a change ([`Records::write`]) runs on a
+//! worker inside one transaction while its caller awaits; a read
+//! ([`Records::read`]) reserves a worker for a REPEATABLE READ READ ONLY
+//! transaction and asks it query by query, so that it sees one consistent
+//! state. A connection that fails is made again for the next job.
+//!
+//! Not yet here (the PostgreSQL backend cannot be chosen in the
+//! configuration until it is): the forwarding of the queued envelopes from
+//! `outbox`, leases between instances.
+
+use std::cell::RefCell;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use estafette_relay::origin::QueueError;
+use estafette_relay::store::{NewEvidence, Outcome, StoreError};
+use estafette_spec::citizen::ChangeEntry;
+use estafette_spec::mandate::{Mandate, MandateId};
+use estafette_spec::{Digest, MessageId, Recipient, Timestamp};
+use futures_util::future::BoxFuture;
+use postgres::{GenericClient, IsolationLevel, NoTls};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Change, PaperId, ReadRecords, Records, RecordsError, SealedEnvelope, WriteRecords};
+use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
+use crate::mandates::MAX_MANDATES_PER_PERSON;
+use crate::registry::{MAX_HISTORY_PER_PERSON, PersonRecord};
+
+mod migrations {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Most connections (worker threads) of one gateway instance.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Most jobs waiting for a worker; a caller past it waits.
+pub const MAX_WAITING_JOBS: usize = 1024;
+/// People read per round trip when visiting all of them.
+pub const PEOPLE_PAGE: i64 = 1000;
+
+/// Largest stored record of a person, a mandate, a history entry or a submission.
+const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Largest stored paper item (it holds the signed letter).
+const MAX_PAPER_ITEM_BYTES: usize = estafette_spec::limits::MAX_MESSAGE_BYTES + 4096;
+
+fn db<E: std::error::Error + Send + Sync + 'static>(e: E) -> RecordsError {
+    RecordsError::Database(Box::new(e))
+}
+
+fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, RecordsError> {
+    estafette_spec::cbor::from_slice(bytes, limit).map_err(|e| RecordsError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    estafette_spec::cbor::to_vec(value)
+}
+
+fn recipient(text: &str) -> Result<Recipient, RecordsError> {
+    text.parse().map_err(|e| RecordsError::Corrupt {
+        what: "recipient",
+        detail: format!("{e}"),
+    })
+}
+
+fn id16(what: &'static str, bytes: &[u8]) -> Result<[u8; 16], RecordsError> {
+    bytes.try_into().map_err(|_| RecordsError::Corrupt {
+        what,
+        detail: format!("{} bytes, not 16", bytes.len()),
+    })
+}
+
+fn closed() -> RecordsError {
+    RecordsError::Node(StoreError::Closed)
+}
+
+type Job = Box<dyn FnOnce(&mut postgres::Client) + Send>;
+type Query = Box<dyn for<'t> FnOnce(&mut postgres::Transaction<'t>) + Send>;
+
+/// The gateway's records in a PostgreSQL database.
+pub struct PgRecords {
+    jobs: SyncSender<Job>,
+}
+
+impl PgRecords {
+    /// Connects `connections` workers to the database at `url` (libpq
+    /// style: `host=… port=… user=… dbname=…`, several hosts and
+    /// `target_session_attrs=read-write` included) and brings its schema
+    /// up to date.
+    pub async fn connect(url: &str, connections: usize) -> Result<PgRecords, RecordsError> {
+        let config: postgres::Config = url.parse().map_err(db)?;
+        let (jobs, queue) = sync_channel::<Job>(MAX_WAITING_JOBS);
+        let queue = Arc::new(Mutex::new(queue));
+        let mut ready = Vec::new();
+        for index in 0..connections.clamp(1, MAX_CONNECTIONS) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (config, queue) = (config.clone(), queue.clone());
+            std::thread::Builder::new()
+                .name(format!("gateway-pg-{index}"))
+                .spawn(move || worker(config, queue, index == 0, tx))
+                .map_err(db)?;
+            ready.push(rx);
+            // The first one migrates the schema before the others connect.
+            if index == 0
+                && let Some(first) = ready.pop()
+            {
+                first.await.map_err(|_| closed())??;
+            }
+        }
+        for rx in ready {
+            rx.await.map_err(|_| closed())??;
+        }
+        Ok(PgRecords { jobs })
+    }
+
+    /// Runs `job` on a worker's connection; gives what it returned.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut postgres::Client) -> Result<T, RecordsError> + Send + 'static,
+    ) -> Result<T, RecordsError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let jobs = self.jobs.clone();
+        // The queue is bounded: waiting for room must not hold up the
+        // runtime's thread.
+        tokio::task::spawn_blocking(move || {
+            jobs.send(Box::new(move |client| {
+                let _ = tx.send(job(client));
+            }))
+        })
+        .await
+        .map_err(|_| closed())?
+        .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+/// One worker: its connection, then jobs until the records are dropped.
+fn worker(
+    config: postgres::Config,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    migrate: bool,
+    ready: tokio::sync::oneshot::Sender<Result<(), RecordsError>>,
+) {
+    let connect = || -> Result<postgres::Client, RecordsError> {
+        let mut client = config.connect(NoTls).map_err(db)?;
+        if migrate {
+            migrations::migrations::runner()
+                .run(&mut client)
+                .map_err(db)?;
+        }
+        Ok(client)
+    };
+    let mut client = match connect() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    loop {
+        let job = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else {
+            return;
+        };
+        if client.is_closed() {
+            match config.connect(NoTls) {
+                Ok(c) => client = c,
+                Err(e) => tracing::warn!(error = %e, "the gateway's database cannot be reached"),
+            }
+        }
+        job(&mut client);
+    }
+}
+
+impl Records for PgRecords {
+    fn read(&self) -> Result<Box<dyn ReadRecords + '_>, RecordsError> {
+        let (queries, asked) = sync_channel::<Query>(0);
+        let (started, start) = sync_channel::<Result<(), RecordsError>>(1);
+        self.jobs
+            .send(Box::new(move |client: &mut postgres::Client| {
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start();
+                // The snapshot is taken at the first statement: now, so that
+                // the view is of the records as they are when read() returns.
+                let mut tx = match tx.and_then(|mut tx| tx.batch_execute("SELECT 1").map(|()| tx)) {
+                    Ok(tx) => tx,
+                    Err(e) => {
+                        let _ = started.send(Err(db(e)));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(()));
+                while let Ok(query) = asked.recv() {
+                    query(&mut tx);
+                }
+                let _ = tx.commit();
+            }))
+            .map_err(|_| closed())?;
+        start.recv().map_err(|_| closed())??;
+        Ok(Box::new(Snapshot { queries }))
+    }
+
+    fn write(&self, change: Change) -> BoxFuture<'_, Result<(), RecordsError>> {
+        Box::pin(self.run(move |client| {
+            let mut tx = client.transaction().map_err(db)?;
+            change(&mut Writing {
+                tx: RefCell::new(&mut tx),
+            })?;
+            tx.commit().map_err(db)
+        }))
+    }
+
+    fn queue_submission(
+        &self,
+        sealed: SealedEnvelope,
+        change: Change,
+    ) -> BoxFuture<'_, Result<Outcome, QueueError>> {
+        Box::pin(async move {
+            self.run(move |client| {
+                let mut tx = client.transaction().map_err(db)?;
+                let header = &sealed.header;
+                let known = tx
+                    .query_opt(
+                        "SELECT evidence_id FROM outbox WHERE envelope_id = $1",
+                        &[&header.envelope_id.as_bytes().as_slice()],
+                    )
+                    .map_err(db)?;
+                if let Some(row) = known {
+                    let id: Option<Vec<u8>> = row.get(0);
+                    let evidence = match id {
+                        Some(id) => tx
+                            .query_opt(
+                                "SELECT evidence FROM evidence WHERE evidence_id = $1",
+                                &[&id],
+                            )
+                            .map_err(db)?
+                            .map(|r| r.get::<_, Vec<u8>>(0))
+                            .unwrap_or_default(),
+                        None => vec![],
+                    };
+                    return Ok(Outcome::Duplicate { evidence });
+                }
+                let mut writing = Writing {
+                    tx: RefCell::new(&mut tx),
+                };
+                if let Some(evidence) = &sealed.evidence {
+                    writing.archive_evidence(evidence)?;
+                }
+                change(&mut writing)?;
+                let evidence_id = sealed
+                    .evidence
+                    .as_ref()
+                    .map(|e| e.evidence_id.as_bytes().to_vec());
+                let previous = sealed.previous.map(|d| d.0.to_vec());
+                tx.execute(
+                    "INSERT INTO outbox (envelope_id, message_id, next_hop, envelope, previous, \
+                     evidence_id, queued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        &header.envelope_id.as_bytes().as_slice(),
+                        &header.message_id.as_bytes().as_slice(),
+                        &header.home_node.as_str(),
+                        &sealed.envelope,
+                        &previous,
+                        &evidence_id,
+                        &(header.created_at.0 as i64),
+                        &(header.expires_at.0 as i64),
+                    ],
+                )
+                .map_err(db)?;
+                tx.commit().map_err(db)?;
+                Ok(Outcome::Stored)
+            })
+            .await
+            .map_err(|e| QueueError::Store(StoreError::Aborted(e.to_string())))
+        })
+    }
+}
+
+/// A read: queries go to the worker that holds the snapshot's transaction.
+struct Snapshot {
+    queries: SyncSender<Query>,
+}
+
+impl Snapshot {
+    fn ask<T: Send + 'static>(
+        &self,
+        query: impl for<'t> FnOnce(&mut postgres::Transaction<'t>) -> Result<T, RecordsError>
+        + Send
+        + 'static,
+    ) -> Result<T, RecordsError> {
+        let (tx, rx) = sync_channel(1);
+        self.queries
+            .send(Box::new(move |t: &mut postgres::Transaction<'_>| {
+                let _ = tx.send(query(t));
+            }))
+            .map_err(|_| closed())?;
+        rx.recv().map_err(|_| closed())?
+    }
+}
+
+/// Inside a change: the worker's transaction.
+struct Writing<'a, 't> {
+    tx: RefCell<&'a mut postgres::Transaction<'t>>,
+}
+
+/// The queries of the read side, on any client or transaction.
+mod read {
+    use super::*;
+
+    pub fn person(
+        c: &mut impl GenericClient,
+        key: &str,
+    ) -> Result<Option<PersonRecord>, RecordsError> {
+        c.query_opt("SELECT record FROM people WHERE recipient = $1", &[&key])
+            .map_err(db)?
+            .map(|r| decode("person", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
+            .transpose()
+    }
+
+    /// Up to [`PEOPLE_PAGE`] people after `after`, in key order.
+    pub fn people_after(
+        c: &mut impl GenericClient,
+        after: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, RecordsError> {
+        Ok(c.query(
+            "SELECT recipient, record FROM people WHERE recipient > $1 ORDER BY recipient LIMIT $2",
+            &[&after, &PEOPLE_PAGE],
+        )
+        .map_err(db)?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+    }
+
+    pub fn history(
+        c: &mut impl GenericClient,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<ChangeEntry>, RecordsError> {
+        let rows = c
+            .query(
+                "SELECT entry FROM (SELECT seq, entry FROM history WHERE recipient = $1 \
+                 ORDER BY seq DESC LIMIT $2) newest ORDER BY seq",
+                &[&key, &(limit.min(i64::MAX as usize) as i64)],
+            )
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| decode("history entry", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
+            .collect()
+    }
+
+    pub fn mandate(c: &mut impl GenericClient, id: &[u8]) -> Result<Option<Mandate>, RecordsError> {
+        c.query_opt("SELECT mandate FROM mandates WHERE id = $1", &[&id])
+            .map_err(db)?
+            .map(|r| decode("mandate", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
+            .transpose()
+    }
+
+    pub fn mandates_by(
+        c: &mut impl GenericClient,
+        column: &str,
+        who: &str,
+    ) -> Result<Vec<Mandate>, RecordsError> {
+        // `column` is one of two names written here, never input.
+        let sql = format!("SELECT mandate FROM mandates WHERE {column} = $1 ORDER BY id LIMIT $2");
+        let rows = c
+            .query(&sql, &[&who, &(MAX_MANDATES_PER_PERSON as i64)])
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| decode("mandate", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
+            .collect()
+    }
+
+    pub fn by_message<T: DeserializeOwned>(
+        c: &mut impl GenericClient,
+        sql: &str,
+        message: &[u8],
+        (what, limit): (&'static str, usize),
+    ) -> Result<Option<T>, RecordsError> {
+        c.query_opt(sql, &[&message])
+            .map_err(db)?
+            .map(|r| decode(what, r.get::<_, &[u8]>(0), limit))
+            .transpose()
+    }
+
+    pub fn tracked_letters(
+        c: &mut impl GenericClient,
+        limit: usize,
+    ) -> Result<Vec<(MessageId, TrackedLetter)>, RecordsError> {
+        let rows = c
+            .query(
+                "SELECT message_id, letter FROM tracking ORDER BY message_id LIMIT $1",
+                &[&(limit.min(i64::MAX as usize) as i64)],
+            )
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    MessageId::from_bytes(id16("message id", r.get::<_, &[u8]>(0))?),
+                    decode("followed letter", r.get::<_, &[u8]>(1), MAX_RECORD_BYTES)?,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn count(
+        c: &mut impl GenericClient,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<usize, RecordsError> {
+        let n: i64 = c.query_one(sql, params).map_err(db)?.get(0);
+        Ok(n.max(0) as usize)
+    }
+
+    pub fn paper_copy(
+        c: &mut impl GenericClient,
+        message: &[u8],
+    ) -> Result<Option<Vec<u8>>, RecordsError> {
+        Ok(c.query_opt(
+            "SELECT signed_letter FROM paper_copies WHERE message_id = $1",
+            &[&message],
+        )
+        .map_err(db)?
+        .map(|r| r.get(0)))
+    }
+
+    pub fn paper_queue(
+        c: &mut impl GenericClient,
+    ) -> Result<Vec<(PaperId, PaperItem)>, RecordsError> {
+        let rows = c
+            .query("SELECT id, item FROM paper_queue ORDER BY id", &[])
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    PaperId(id16("paper id", r.get::<_, &[u8]>(0))?),
+                    decode("paper item", r.get::<_, &[u8]>(1), MAX_PAPER_ITEM_BYTES)?,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn expired_nonces(
+        c: &mut impl GenericClient,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, RecordsError> {
+        Ok(c.query(
+            "SELECT nonce FROM nonces WHERE expires_at < $1 ORDER BY expires_at LIMIT $2",
+            &[&(before.0 as i64), &(limit.min(i64::MAX as usize) as i64)],
+        )
+        .map_err(db)?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    pub fn evidence_for(
+        c: &mut impl GenericClient,
+        message: &[u8],
+    ) -> Result<Vec<Vec<u8>>, RecordsError> {
+        Ok(c.query(
+            "SELECT evidence FROM evidence WHERE message_id = $1",
+            &[&message],
+        )
+        .map_err(db)?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+}
+
+const SUBMISSION: &str = "SELECT record FROM submissions WHERE message_id = $1";
+const TRACKED: &str = "SELECT letter FROM tracking WHERE message_id = $1";
+const UNREAD: &str =
+    "SELECT count(*) FROM (SELECT 1 FROM tracking WHERE recipient = $1 LIMIT $2) unread";
+const TRACKED_COUNT: &str = "SELECT count(*) FROM tracking";
+
+/// The read side, once for a snapshot (through its worker) and once for a
+/// change (on its transaction).
+macro_rules! read_records {
+    ($self:ident, $c:ident) => {
+        fn person(&$self, key: &Recipient) -> Result<Option<PersonRecord>, RecordsError> {
+            let key = key.to_string();
+            $self.with(move |$c| read::person($c, &key))
+        }
+
+        fn each_person(
+            &$self,
+            visit: &mut dyn FnMut(&Recipient, PersonRecord) -> Result<(), RecordsError>,
+        ) -> Result<(), RecordsError> {
+            let mut after = String::new();
+            loop {
+                let from = after.clone();
+                let page = $self.with(move |$c| read::people_after($c, &from))?;
+                let Some((last, _)) = page.last() else {
+                    return Ok(());
+                };
+                after = last.clone();
+                for (key, record) in &page {
+                    visit(&recipient(key)?, decode("person", record, MAX_RECORD_BYTES)?)?;
+                }
+            }
+        }
+
+        fn history(&$self, key: &Recipient, limit: usize) -> Result<Vec<ChangeEntry>, RecordsError> {
+            let key = key.to_string();
+            $self.with(move |$c| read::history($c, &key, limit))
+        }
+
+        fn mandate(&$self, id: &MandateId) -> Result<Option<Mandate>, RecordsError> {
+            let id = *id.as_bytes();
+            $self.with(move |$c| read::mandate($c, &id))
+        }
+
+        fn mandates_of_holder(&$self, holder: &Recipient) -> Result<Vec<Mandate>, RecordsError> {
+            let who = holder.to_string();
+            $self.with(move |$c| read::mandates_by($c, "holder", &who))
+        }
+
+        fn mandates_of_representative(
+            &$self,
+            representative: &Recipient,
+        ) -> Result<Vec<Mandate>, RecordsError> {
+            let who = representative.to_string();
+            $self.with(move |$c| read::mandates_by($c, "representative", &who))
+        }
+
+        fn submission(&$self, message: &MessageId) -> Result<Option<SubmissionRecord>, RecordsError> {
+            let m = *message.as_bytes();
+            $self.with(move |$c| read::by_message($c, SUBMISSION, &m, ("submission", MAX_RECORD_BYTES)))
+        }
+
+        fn tracked(&$self, message: &MessageId) -> Result<Option<TrackedLetter>, RecordsError> {
+            let m = *message.as_bytes();
+            $self.with(move |$c| read::by_message($c, TRACKED, &m, ("followed letter", MAX_RECORD_BYTES)))
+        }
+
+        fn tracked_letters(
+            &$self,
+            limit: usize,
+        ) -> Result<Vec<(MessageId, TrackedLetter)>, RecordsError> {
+            $self.with(move |$c| read::tracked_letters($c, limit))
+        }
+
+        fn tracked_count(&$self) -> Result<usize, RecordsError> {
+            $self.with(move |$c| read::count($c, TRACKED_COUNT, &[]))
+        }
+
+        fn paper_copy(&$self, message: &MessageId) -> Result<Option<Vec<u8>>, RecordsError> {
+            let m = *message.as_bytes();
+            $self.with(move |$c| read::paper_copy($c, &m))
+        }
+
+        fn unread_count(&$self, key: &Recipient, limit: usize) -> Result<usize, RecordsError> {
+            let key = key.to_string();
+            let limit = limit.min(i64::MAX as usize) as i64;
+            $self.with(move |$c| read::count($c, UNREAD, &[&key, &limit]))
+        }
+
+        fn paper_queue(&$self) -> Result<Vec<(PaperId, PaperItem)>, RecordsError> {
+            $self.with(move |$c| read::paper_queue($c))
+        }
+
+        fn expired_nonces(
+            &$self,
+            before: Timestamp,
+            limit: usize,
+        ) -> Result<Vec<Vec<u8>>, RecordsError> {
+            $self.with(move |$c| read::expired_nonces($c, before, limit))
+        }
+
+        fn evidence_for(&$self, message: &MessageId) -> Result<Vec<Vec<u8>>, RecordsError> {
+            let m = *message.as_bytes();
+            $self.with(move |$c| read::evidence_for($c, &m))
+        }
+    };
+}
+
+impl Snapshot {
+    fn with<T: Send + 'static>(
+        &self,
+        query: impl for<'t> FnOnce(&mut postgres::Transaction<'t>) -> Result<T, RecordsError>
+        + Send
+        + 'static,
+    ) -> Result<T, RecordsError> {
+        self.ask(query)
+    }
+}
+
+impl ReadRecords for Snapshot {
+    read_records!(self, c);
+}
+
+impl Writing<'_, '_> {
+    fn with<T>(
+        &self,
+        query: impl for<'t> FnOnce(&mut postgres::Transaction<'t>) -> Result<T, RecordsError>,
+    ) -> Result<T, RecordsError> {
+        let mut tx = self.tx.borrow_mut();
+        query(&mut tx)
+    }
+
+    fn exec(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, RecordsError> {
+        self.tx.borrow_mut().execute(sql, params).map_err(db)
+    }
+}
+
+impl ReadRecords for Writing<'_, '_> {
+    read_records!(self, c);
+}
+
+impl WriteRecords for Writing<'_, '_> {
+    fn put_person(&mut self, key: &Recipient, record: &PersonRecord) -> Result<(), RecordsError> {
+        self.exec(
+            "INSERT INTO people (recipient, record) VALUES ($1, $2) \
+             ON CONFLICT (recipient) DO UPDATE SET record = EXCLUDED.record",
+            &[&key.to_string(), &encode(record)],
+        )?;
+        Ok(())
+    }
+
+    fn record_change(&mut self, key: &Recipient, entry: &ChangeEntry) -> Result<(), RecordsError> {
+        let key = key.to_string();
+        let bounds = self.with(|c| {
+            c.query_one(
+                "SELECT min(seq), max(seq) FROM history WHERE recipient = $1",
+                &[&key],
+            )
+            .map_err(db)
+        })?;
+        let (first, last): (Option<i64>, Option<i64>) = (bounds.get(0), bounds.get(1));
+        let next = last.map_or(0, |l| l + 1);
+        if let Some(first) = first
+            && next - first >= MAX_HISTORY_PER_PERSON as i64
+        {
+            self.exec(
+                "DELETE FROM history WHERE recipient = $1 AND seq = $2",
+                &[&key, &first],
+            )?;
+        }
+        self.exec(
+            "INSERT INTO history (recipient, seq, entry) VALUES ($1, $2, $3)",
+            &[&key, &next, &encode(entry)],
+        )?;
+        Ok(())
+    }
+
+    fn use_nonce(
+        &mut self,
+        nonce: &[u8],
+        digest: Digest,
+        expires_at: Timestamp,
+    ) -> Result<bool, RecordsError> {
+        let inserted = self.exec(
+            "INSERT INTO nonces (nonce, digest, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (nonce) DO NOTHING",
+            &[&nonce, &digest.0.as_slice(), &(expires_at.0 as i64)],
+        )?;
+        if inserted == 1 {
+            return Ok(true);
+        }
+        let first: Vec<u8> = self.with(|c| {
+            c.query_one("SELECT digest FROM nonces WHERE nonce = $1", &[&nonce])
+                .map_err(db)
+                .map(|r| r.get(0))
+        })?;
+        Ok(first == digest.0)
+    }
+
+    fn forget_nonces(&mut self, nonces: &[Vec<u8>]) -> Result<(), RecordsError> {
+        self.exec("DELETE FROM nonces WHERE nonce = ANY($1)", &[&nonces])?;
+        Ok(())
+    }
+
+    fn put_email_token(
+        &mut self,
+        token_digest: &[u8; 32],
+        key: &Recipient,
+        expires_at: Timestamp,
+    ) -> Result<(), RecordsError> {
+        self.exec(
+            "INSERT INTO email_tokens (token_digest, recipient, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (token_digest) DO UPDATE SET recipient = EXCLUDED.recipient, \
+             expires_at = EXCLUDED.expires_at",
+            &[
+                &token_digest.as_slice(),
+                &key.to_string(),
+                &(expires_at.0 as i64),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn take_email_token(
+        &mut self,
+        token_digest: &[u8; 32],
+    ) -> Result<Option<(Recipient, Timestamp)>, RecordsError> {
+        let row = self.with(|c| {
+            c.query_opt(
+                "DELETE FROM email_tokens WHERE token_digest = $1 RETURNING recipient, expires_at",
+                &[&token_digest.as_slice()],
+            )
+            .map_err(db)
+        })?;
+        row.map(|r| {
+            let key: String = r.get(0);
+            let expires: i64 = r.get(1);
+            Ok((recipient(&key)?, Timestamp(expires.max(0) as u64)))
+        })
+        .transpose()
+    }
+
+    fn put_mandate(&mut self, m: &Mandate) -> Result<(), RecordsError> {
+        self.exec(
+            "INSERT INTO mandates (id, holder, representative, mandate) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, \
+             representative = EXCLUDED.representative, mandate = EXCLUDED.mandate",
+            &[
+                &m.id.as_bytes().as_slice(),
+                &m.holder.to_string(),
+                &m.representative.person.to_string(),
+                &encode(m),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn put_submission(
+        &mut self,
+        message: &MessageId,
+        record: &SubmissionRecord,
+    ) -> Result<bool, RecordsError> {
+        let inserted = self.exec(
+            "INSERT INTO submissions (message_id, record) VALUES ($1, $2) \
+             ON CONFLICT (message_id) DO NOTHING",
+            &[&message.as_bytes().as_slice(), &encode(record)],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    fn follow(
+        &mut self,
+        message: &MessageId,
+        letter: &TrackedLetter,
+        signed_letter: &[u8],
+    ) -> Result<(), RecordsError> {
+        self.update_tracked(message, letter)?;
+        self.exec(
+            "INSERT INTO paper_copies (message_id, signed_letter) VALUES ($1, $2) \
+             ON CONFLICT (message_id) DO UPDATE SET signed_letter = EXCLUDED.signed_letter",
+            &[&message.as_bytes().as_slice(), &signed_letter],
+        )?;
+        Ok(())
+    }
+
+    fn update_tracked(
+        &mut self,
+        message: &MessageId,
+        letter: &TrackedLetter,
+    ) -> Result<(), RecordsError> {
+        self.exec(
+            "INSERT INTO tracking (message_id, recipient, letter) VALUES ($1, $2, $3) \
+             ON CONFLICT (message_id) DO UPDATE SET recipient = EXCLUDED.recipient, \
+             letter = EXCLUDED.letter",
+            &[
+                &message.as_bytes().as_slice(),
+                &letter.recipient.to_string(),
+                &encode(letter),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn forget(&mut self, _recipient: &Recipient, message: &MessageId) -> Result<(), RecordsError> {
+        let m = message.as_bytes().as_slice();
+        self.exec("DELETE FROM tracking WHERE message_id = $1", &[&m])?;
+        self.exec("DELETE FROM paper_copies WHERE message_id = $1", &[&m])?;
+        Ok(())
+    }
+
+    fn put_paper(&mut self, id: PaperId, item: &PaperItem) -> Result<(), RecordsError> {
+        self.exec(
+            "INSERT INTO paper_queue (id, item) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET item = EXCLUDED.item",
+            &[&id.0.as_slice(), &encode(item)],
+        )?;
+        Ok(())
+    }
+
+    fn archive_evidence(&mut self, evidence: &NewEvidence) -> Result<(), RecordsError> {
+        let message = evidence.message_id.map(|m| m.as_bytes().to_vec());
+        // Append-only: evidence once kept is never replaced.
+        self.exec(
+            "INSERT INTO evidence (evidence_id, message_id, evidence) VALUES ($1, $2, $3) \
+             ON CONFLICT (evidence_id) DO NOTHING",
+            &[
+                &evidence.evidence_id.as_bytes().as_slice(),
+                &message,
+                &evidence.bytes,
+            ],
+        )?;
+        Ok(())
+    }
+}

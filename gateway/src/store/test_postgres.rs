@@ -1,0 +1,178 @@
+//! A PostgreSQL server of its own for a test: `initdb` into a temporary
+//! directory, `pg_ctl start` on a free loopback port, stopped and removed
+//! on drop. Run as root, the cluster belongs to `nobody` (PostgreSQL
+//! refuses to run as root). Needs PostgreSQL's server binaries (Debian's
+//! `postgresql`, installed by `scripts/test`); a test that needs them fails
+//! loudly without them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Longest wait for the server to accept connections.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The uid and gid the cluster runs as when the test runs as root.
+const NOBODY: u32 = 65534;
+
+/// One running cluster; stopped (immediate shutdown) and deleted on drop.
+pub struct TestPostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+/// The directory of PostgreSQL's server programs.
+fn bin_dir() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .max();
+    found.unwrap_or_else(|| {
+        panic!("PostgreSQL's server binaries (initdb, pg_ctl) are missing: scripts/test installs Debian's postgresql")
+    })
+}
+
+fn is_root() -> bool {
+    // The owner of /proc/self is the effective user.
+    std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata("/proc/self").unwrap_or_else(|e| panic!("reading /proc/self: {e}")),
+    ) == 0
+}
+
+impl TestPostgres {
+    /// Starts a fresh cluster with `settings` appended to its
+    /// postgresql.conf (`fsync` stays on).
+    pub fn start(settings: &str) -> TestPostgres {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("estafette-pg-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("a temp dir for PostgreSQL: {e}"));
+        let root = is_root();
+        if root {
+            chown_all(dir.path());
+        }
+        let data = dir.path().join("data");
+        let port = free_port();
+        let pg = TestPostgres { dir, bin, port };
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+        );
+        let conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nmax_connections = 100\n{settings}\n",
+            pg.dir.path().display()
+        );
+        append(&data.join("postgresql.conf"), &conf);
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-l",
+                &pg.dir.path().join("server.log").display().to_string(),
+                "-w",
+                "-t",
+                &START_TIMEOUT.as_secs().to_string(),
+                "start",
+            ],
+        );
+        pg.wait_ready();
+        pg
+    }
+
+    /// A libpq-style connection string for database `postgres`.
+    pub fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// The server's log, for a failure's reader.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let mut command = Command::new(self.bin.join(program));
+        command.args(args).current_dir(self.dir.path());
+        if is_root() {
+            std::os::unix::process::CommandExt::uid(&mut command, NOBODY);
+            std::os::unix::process::CommandExt::gid(&mut command, NOBODY);
+        }
+        let out = command
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out
+    }
+
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "PostgreSQL did not listen on {} within {START_TIMEOUT:?}:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let mut command = Command::new(self.bin.join("pg_ctl"));
+        command
+            .args(["-D", &data.display().to_string(), "-m", "immediate", "stop"])
+            .current_dir(self.dir.path());
+        if is_root() {
+            std::os::unix::process::CommandExt::uid(&mut command, NOBODY);
+            std::os::unix::process::CommandExt::gid(&mut command, NOBODY);
+        }
+        let _ = command.output();
+    }
+}
+
+fn chown_all(dir: &Path) {
+    std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", dir.display()));
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("a free port: {e}"))
+}
