@@ -403,3 +403,69 @@ async fn a_person_registered_through_eidas_links_the_wallet() {
     wait_css(&c, ".letter.unread a").await;
     o.w.stop().await;
 }
+
+/// The gateway verifies a PID itself, whatever the home node that carries
+/// it says: the status list must come with a credential that names one,
+/// and a revoked PID is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_checks_a_pid_itself() {
+    let o = start().await;
+    o.provider.issue(&o.holder("good"), PAN, VALID, "DE", YEAR);
+    o.provider
+        .issue(&o.holder("revoked"), PAN, REVOKED, "DE", YEAR);
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    // Presentations made for this node's requests, never posted to it.
+    let mut made = Vec::new();
+    for holder in ["good", "revoked", "good"] {
+        let request = start_wallet_login(&c, &o.base).await;
+        let file = o.w.fed.tmp.path().join(format!("made-{}.txt", made.len()));
+        let save = format!("--save={}", file.display());
+        present(
+            &o.holder(holder),
+            &request,
+            o.roots(),
+            &[&save, "--no-post"],
+        )
+        .await;
+        made.push(std::fs::read_to_string(file).unwrap());
+    }
+    let status_list = std::fs::read_to_string(o.provider.dir.join("status.jwt")).unwrap();
+    let register =
+        |presentation: &str, status_list: Option<String>| estafette_spec::citizen::CitizenRequest {
+            identity: Some(estafette_spec::IdentityProof::Pid(
+                estafette_spec::assertion::PidProof {
+                    presentation: presentation.to_owned(),
+                    status_list,
+                },
+            )),
+            action: estafette_spec::citizen::CitizenAction::Register {
+                language: "de".into(),
+                postal_address: None,
+            },
+            inbox_url: Some(format!("{}/", o.base)),
+        };
+    let refused = |reply: estafette_spec::citizen::CitizenReply| match reply {
+        estafette_spec::citizen::CitizenReply::Refused { reason, detail } => (reason, detail),
+        other => panic!("accepted: {other:?}"),
+    };
+    let carry = |request| estafette_relay::home::carry(&o.w.home, request);
+    let (_, detail) = refused(carry(register(&made[0], None)).await.unwrap());
+    assert!(detail.contains("no status list came with it"), "{detail}");
+    let (reason, detail) = refused(
+        carry(register(&made[1], Some(status_list.clone())))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(reason, estafette_spec::ReasonCode::Revoked, "{detail}");
+    let nobody =
+        registry::lookup(o.w.gateway.gateway.records(), &jonas().parse().unwrap()).unwrap();
+    assert!(nobody.is_none(), "nothing was registered");
+    // With its status list, a good PID registers Jonas.
+    let reply = carry(register(&made[2], Some(status_list))).await.unwrap();
+    assert!(
+        matches!(reply, estafette_spec::citizen::CitizenReply::Person(ref p) if p.inbox.is_some()),
+        "{reply:?}"
+    );
+    o.w.stop().await;
+}

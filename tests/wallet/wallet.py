@@ -246,6 +246,9 @@ def present(holder_dir, url, root, web_ca, options):
     if "save" in options:
         with open(options["save"], "w") as f:
             f.write(presentation)
+    if "no_post" in options:
+        print(json.dumps({"status": None, "body": {}}), flush=True)
+        return
     form = urllib.parse.urlencode({
         "vp_token": json.dumps({"pid": [presentation]}),
         "state": request["state"],

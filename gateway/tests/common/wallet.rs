@@ -125,7 +125,8 @@ fn run(args: &[String]) -> String {
 /// federation root `root`, and posts its
 /// presentation (`options`: `--nonce=…`, `--aud=…`, `--no-kb`,
 /// `--other-key`, `--tamper`, `--save=FILE`, `--replay=FILE`; or
-/// `--decline`: the person says no). Gives the
+/// `--decline`: the person says no; `--no-post` with `--save`: the
+/// presentation is only made). Gives the
 /// home node's answer: `{status, body}`.
 pub async fn present(
     holder: &Path,
