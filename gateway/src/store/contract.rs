@@ -259,3 +259,83 @@ async fn postgres_queues_a_submission_once() {
         [b"SubmissionAcceptance".to_vec()]
     );
 }
+
+/// Instances claim envelopes with a lease: never the same one twice at
+/// once; a dead instance's envelopes are taken over when its lease runs
+/// out; only the holder of the lease finishes one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outbox_claims_are_leases() {
+    let server = TestPostgres::start("");
+    let records = PgRecords::connect(&server.url(), 4).await.unwrap();
+    for i in 0..10u8 {
+        let mut id = *b"lease-envelope-0";
+        id[15] = b'0' + i;
+        let mut message = *b"lease-message-00";
+        message[15] = b'0' + i;
+        let sealed = SealedEnvelope {
+            envelope: vec![i; 8],
+            header: estafette_spec::RoutingHeader {
+                envelope_id: estafette_spec::EnvelopeId::from_bytes(id),
+                home_node: "home.test".parse().unwrap(),
+                inbox_id: estafette_spec::InboxId::from_bytes(*b"lease-inbox-0001"),
+                message_id: MessageId::from_bytes(message),
+                message_digest: Digest::of(&[i]),
+                hop_limit: 8,
+                created_at: Timestamp(1_800_000_000 + u64::from(i)),
+                expires_at: Timestamp(1_800_604_800),
+            },
+            previous: None,
+            evidence: None,
+        };
+        records
+            .queue_submission(sealed, Box::new(|_| Ok(())))
+            .await
+            .unwrap();
+    }
+    let now = Timestamp(1_800_000_100);
+    let (a, b) = tokio::join!(
+        records.claim_outbox("gateway-a", 6, 30, now),
+        records.claim_outbox("gateway-b", 6, 30, now),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 10, "all claimed, none twice");
+    assert!(a.iter().all(|x| !b.contains(x)));
+    // While the leases live, nobody else gets them.
+    assert!(
+        records
+            .claim_outbox("gateway-c", 10, 30, now.plus_s(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // a finishes one; b dies, and c takes b's over after the lease.
+    let done = NewEvidence {
+        evidence_id: EvidenceId::from_bytes(*b"lease-evidence-1"),
+        message_id: Some(a[0].message_id),
+        bytes: b"RelayAcceptance".to_vec(),
+    };
+    assert!(
+        !records
+            .forwarded("gateway-c", a[0].envelope_id, done.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        records
+            .forwarded("gateway-a", a[0].envelope_id, done)
+            .await
+            .unwrap()
+    );
+    let later = now.plus_s(31);
+    let renewed = records
+        .claim_outbox("gateway-a", 10, 30, now.plus_s(20))
+        .await
+        .unwrap();
+    assert_eq!(renewed.len(), a.len() - 1, "a renews its own");
+    let taken = records
+        .claim_outbox("gateway-c", 10, 30, later)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), b.len(), "b's envelopes, after its lease");
+    assert!(taken.iter().all(|x| b.contains(x)));
+}

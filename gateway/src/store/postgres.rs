@@ -10,9 +10,10 @@
 //! transaction and asks it query by query, so that it sees one consistent
 //! state. A connection that fails is made again for the next job.
 //!
-//! Not yet here (the PostgreSQL backend cannot be chosen in the
-//! configuration until it is): the forwarding of the queued envelopes from
-//! `outbox`, leases between instances.
+//! Instances share the outbox through leases ([`PgRecords::claim_outbox`],
+//! [`PgRecords::forwarded`]). Not yet here (the PostgreSQL backend cannot
+//! be chosen in the configuration until it is): the forwarder that sends
+//! what an instance claimed.
 
 use std::cell::RefCell;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -292,6 +293,107 @@ impl Records for PgRecords {
             .await
             .map_err(|e| QueueError::Store(StoreError::Aborted(e.to_string())))
         })
+    }
+}
+
+/// An envelope an instance claimed from the outbox, to forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub envelope_id: estafette_spec::EnvelopeId,
+    pub message_id: MessageId,
+    pub next_hop: String,
+    pub envelope: Vec<u8>,
+    pub previous: Option<Digest>,
+}
+
+/// Most envelopes one claim takes.
+pub const MAX_CLAIM: usize = 1024;
+
+impl PgRecords {
+    /// Claims up to `limit` envelopes nobody holds a live lease on, oldest
+    /// first, for `instance` until `now + lease_s`. Two instances never
+    /// claim the same envelope at once (FOR UPDATE SKIP LOCKED); an
+    /// instance's own envelopes are given again (after a restart).
+    pub async fn claim_outbox(
+        &self,
+        instance: &str,
+        limit: usize,
+        lease_s: u64,
+        now: Timestamp,
+    ) -> Result<Vec<OutboxItem>, RecordsError> {
+        let instance = instance.to_owned();
+        let limit = limit.min(MAX_CLAIM) as i64;
+        let (now, until) = (now.0 as i64, now.0.saturating_add(lease_s) as i64);
+        self.run(move |client| {
+            let rows = client
+                .query(
+                    "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
+                     (SELECT envelope_id FROM outbox WHERE lease_until IS NULL OR lease_until < $3 \
+                      OR claimed_by = $1 ORDER BY queued_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                     RETURNING envelope_id, message_id, next_hop, envelope, previous",
+                    &[&instance, &until, &now, &limit],
+                )
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    let previous: Option<Vec<u8>> = r.get(4);
+                    Ok(OutboxItem {
+                        envelope_id: estafette_spec::EnvelopeId::from_bytes(id16(
+                            "envelope id",
+                            r.get::<_, &[u8]>(0),
+                        )?),
+                        message_id: MessageId::from_bytes(id16(
+                            "message id",
+                            r.get::<_, &[u8]>(1),
+                        )?),
+                        next_hop: r.get(2),
+                        envelope: r.get(3),
+                        previous: previous
+                            .map(|p| {
+                                <[u8; 32]>::try_from(p.as_slice()).map(Digest).map_err(|_| {
+                                    RecordsError::Corrupt {
+                                        what: "previous evidence digest",
+                                        detail: format!("{} bytes", p.len()),
+                                    }
+                                })
+                            })
+                            .transpose()?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The next hop took envelope `envelope_id`: it leaves the outbox and
+    /// the evidence of the hop is kept, in one transaction; false (and
+    /// nothing changed) when `instance` no longer holds its lease.
+    pub async fn forwarded(
+        &self,
+        instance: &str,
+        envelope_id: estafette_spec::EnvelopeId,
+        evidence: NewEvidence,
+    ) -> Result<bool, RecordsError> {
+        let instance = instance.to_owned();
+        self.run(move |client| {
+            let mut tx = client.transaction().map_err(db)?;
+            let taken = tx
+                .execute(
+                    "DELETE FROM outbox WHERE envelope_id = $1 AND claimed_by = $2",
+                    &[&envelope_id.as_bytes().as_slice(), &instance],
+                )
+                .map_err(db)?;
+            if taken == 0 {
+                return Ok(false);
+            }
+            Writing {
+                tx: RefCell::new(&mut tx),
+            }
+            .archive_evidence(&evidence)?;
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
     }
 }
 
