@@ -316,13 +316,13 @@ async fn postgres_outbox_claims_are_leases() {
     };
     assert!(
         !records
-            .forwarded("gateway-c", a[0].envelope_id, done.clone())
+            .forwarded("gateway-c", a[0].envelope_id, vec![done.clone()])
             .await
             .unwrap()
     );
     assert!(
         records
-            .forwarded("gateway-a", a[0].envelope_id, done)
+            .forwarded("gateway-a", a[0].envelope_id, vec![done])
             .await
             .unwrap()
     );
@@ -338,4 +338,92 @@ async fn postgres_outbox_claims_are_leases() {
         .unwrap();
     assert_eq!(taken.len(), b.len(), "b's envelopes, after its lease");
     assert!(taken.iter().all(|x| b.contains(x)));
+}
+
+/// Two instances' forward queues over one outbox: each forwards only what
+/// it claimed, and one that lost its lease (it stalled, another took the
+/// envelope over) can change nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_forward_queues_share_the_outbox() {
+    use estafette_relay::forwarder::ForwardQueue;
+    let server = TestPostgres::start("");
+    let records = Arc::new(PgRecords::connect(&server.url(), 4).await.unwrap());
+    for i in 0..3u8 {
+        let mut id = *b"queue-envelope-0";
+        id[15] = b'0' + i;
+        let sealed = SealedEnvelope {
+            envelope: vec![i; 8],
+            header: estafette_spec::RoutingHeader {
+                envelope_id: estafette_spec::EnvelopeId::from_bytes(id),
+                home_node: "home.test".parse().unwrap(),
+                inbox_id: estafette_spec::InboxId::from_bytes(*b"queue-inbox-0001"),
+                message_id: MessageId::from_bytes(id),
+                message_digest: Digest::of(&[i]),
+                hop_limit: 8,
+                created_at: Timestamp(1_800_000_000 + u64::from(i)),
+                expires_at: Timestamp(1_800_604_800),
+            },
+            previous: Some(Digest::of(b"acceptance")),
+            evidence: None,
+        };
+        records
+            .queue_submission(sealed, Box::new(|_| Ok(())))
+            .await
+            .unwrap();
+    }
+    let clock = Arc::new(std::sync::Mutex::new(Timestamp(1_800_000_100)));
+    let queue = |instance: &str| {
+        let clock = clock.clone();
+        PgForwardQueue {
+            records: records.clone(),
+            instance: instance.into(),
+            notes: Default::default(),
+            now: Arc::new(move || *clock.lock().unwrap()),
+        }
+    };
+    let (a, b) = (queue("gateway-a"), queue("gateway-b"));
+    let mine = a.waiting().unwrap();
+    assert_eq!(mine.len(), 3);
+    assert!(b.waiting().unwrap().is_empty(), "claimed by a");
+    let (_, first, hop) = mine[0].clone();
+    assert_eq!(hop.as_str(), "home.test");
+    let record = a.get(&first).unwrap().unwrap();
+    assert_eq!(record.our_evidence, Some(Digest::of(b"acceptance")));
+    assert!(b.get(&first).unwrap().is_none(), "not b's");
+    a.reschedule(first, 1, 5_000, "unreachable".into())
+        .await
+        .unwrap();
+    let record = a.get(&first).unwrap().unwrap();
+    assert_eq!((record.attempts, record.next_attempt_ms), (1, 5_000));
+    // Given up: gone, with its failure evidence kept.
+    let (_, second, _) = mine[1].clone();
+    let failure = NewEvidence {
+        evidence_id: EvidenceId::from_bytes(*b"queue-failure-01"),
+        message_id: Some(MessageId::from_bytes(*second.as_bytes())),
+        bytes: b"RelayFailure".to_vec(),
+    };
+    a.give_up(second, vec![failure]).await.unwrap();
+    assert!(a.get(&second).unwrap().is_none());
+    let kept = records
+        .read()
+        .unwrap()
+        .evidence_for(&MessageId::from_bytes(*second.as_bytes()))
+        .unwrap();
+    assert_eq!(kept, [b"RelayFailure".to_vec()]);
+    // a stalls past its lease; b takes the rest over, with their retry state.
+    *clock.lock().unwrap() = Timestamp(1_800_000_100 + super::pg_queue::LEASE_S + 1);
+    let taken = b.waiting().unwrap();
+    assert_eq!(taken.len(), 2);
+    assert!(
+        taken
+            .iter()
+            .any(|(due, id, _)| *id == first && *due == 5_000)
+    );
+    a.reschedule(first, 9, 9_000, "late".into()).await.unwrap();
+    assert_eq!(
+        b.get(&first).unwrap().unwrap().attempts,
+        1,
+        "a's late write changed nothing"
+    );
+    assert!(a.get(&first).unwrap().is_none());
 }

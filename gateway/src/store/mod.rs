@@ -19,11 +19,13 @@
 
 #[cfg(test)]
 mod contract;
+mod pg_queue;
 mod postgres;
 mod redb;
 pub mod test_postgres;
 
-pub use self::postgres::PgRecords;
+pub use self::pg_queue::PgForwardQueue;
+pub use self::postgres::{OutboxItem, PgRecords};
 pub use self::redb::RedbRecords;
 
 use estafette_relay::origin::QueueError;

@@ -50,7 +50,7 @@ const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// Largest stored paper item (it holds the signed letter).
 const MAX_PAPER_ITEM_BYTES: usize = estafette_spec::limits::MAX_MESSAGE_BYTES + 4096;
 
-fn db<E: std::error::Error + Send + Sync + 'static>(e: E) -> RecordsError {
+pub(super) fn db<E: std::error::Error + Send + Sync + 'static>(e: E) -> RecordsError {
     RecordsError::Database(Box::new(e))
 }
 
@@ -76,7 +76,7 @@ fn recipient(text: &str) -> Result<Recipient, RecordsError> {
     })
 }
 
-fn id16(what: &'static str, bytes: &[u8]) -> Result<[u8; 16], RecordsError> {
+pub(super) fn id16(what: &'static str, bytes: &[u8]) -> Result<[u8; 16], RecordsError> {
     bytes.try_into().map_err(|_| RecordsError::Corrupt {
         what,
         detail: format!("{} bytes, not 16", bytes.len()),
@@ -126,8 +126,23 @@ impl PgRecords {
         Ok(PgRecords { jobs })
     }
 
+    /// Runs `job` on a worker's connection and waits for it, blocking the
+    /// calling thread (for the sync parts of the forward queue).
+    pub(super) fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut postgres::Client) -> Result<T, RecordsError> + Send + 'static,
+    ) -> Result<T, RecordsError> {
+        let (tx, rx) = sync_channel(1);
+        self.jobs
+            .send(Box::new(move |client| {
+                let _ = tx.send(job(client));
+            }))
+            .map_err(|_| closed())?;
+        rx.recv().map_err(|_| closed())?
+    }
+
     /// Runs `job` on a worker's connection; gives what it returned.
-    async fn run<T: Send + 'static>(
+    pub(super) async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut postgres::Client) -> Result<T, RecordsError> + Send + 'static,
     ) -> Result<T, RecordsError> {
@@ -304,6 +319,8 @@ pub struct OutboxItem {
     pub next_hop: String,
     pub envelope: Vec<u8>,
     pub previous: Option<Digest>,
+    /// When the forwarder tries it next (milliseconds since 1970).
+    pub next_attempt_ms: u64,
 }
 
 /// Most envelopes one claim takes.
@@ -322,57 +339,31 @@ impl PgRecords {
         now: Timestamp,
     ) -> Result<Vec<OutboxItem>, RecordsError> {
         let instance = instance.to_owned();
-        let limit = limit.min(MAX_CLAIM) as i64;
-        let (now, until) = (now.0 as i64, now.0.saturating_add(lease_s) as i64);
-        self.run(move |client| {
-            let rows = client
-                .query(
-                    "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
-                     (SELECT envelope_id FROM outbox WHERE lease_until IS NULL OR lease_until < $3 \
-                      OR claimed_by = $1 ORDER BY queued_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                     RETURNING envelope_id, message_id, next_hop, envelope, previous",
-                    &[&instance, &until, &now, &limit],
-                )
-                .map_err(db)?;
-            rows.iter()
-                .map(|r| {
-                    let previous: Option<Vec<u8>> = r.get(4);
-                    Ok(OutboxItem {
-                        envelope_id: estafette_spec::EnvelopeId::from_bytes(id16(
-                            "envelope id",
-                            r.get::<_, &[u8]>(0),
-                        )?),
-                        message_id: MessageId::from_bytes(id16(
-                            "message id",
-                            r.get::<_, &[u8]>(1),
-                        )?),
-                        next_hop: r.get(2),
-                        envelope: r.get(3),
-                        previous: previous
-                            .map(|p| {
-                                <[u8; 32]>::try_from(p.as_slice()).map(Digest).map_err(|_| {
-                                    RecordsError::Corrupt {
-                                        what: "previous evidence digest",
-                                        detail: format!("{} bytes", p.len()),
-                                    }
-                                })
-                            })
-                            .transpose()?,
-                    })
-                })
-                .collect()
-        })
-        .await
+        self.run(move |client| claim(client, &instance, limit, lease_s, now))
+            .await
     }
 
-    /// The next hop took envelope `envelope_id`: it leaves the outbox and
-    /// the evidence of the hop is kept, in one transaction; false (and
-    /// nothing changed) when `instance` no longer holds its lease.
+    /// [`Self::claim_outbox`], blocking the calling thread.
+    pub fn claim_outbox_blocking(
+        &self,
+        instance: &str,
+        limit: usize,
+        lease_s: u64,
+        now: Timestamp,
+    ) -> Result<Vec<OutboxItem>, RecordsError> {
+        let instance = instance.to_owned();
+        self.blocking(move |client| claim(client, &instance, limit, lease_s, now))
+    }
+
+    /// Envelope `envelope_id` is done with (the next hop took it, or it was
+    /// given up): it leaves the outbox and `evidence` (the hop's acceptance,
+    /// or the failure) is kept, in one transaction; false (and nothing
+    /// changed) when `instance` no longer holds its lease.
     pub async fn forwarded(
         &self,
         instance: &str,
         envelope_id: estafette_spec::EnvelopeId,
-        evidence: NewEvidence,
+        evidence: Vec<NewEvidence>,
     ) -> Result<bool, RecordsError> {
         let instance = instance.to_owned();
         self.run(move |client| {
@@ -386,15 +377,64 @@ impl PgRecords {
             if taken == 0 {
                 return Ok(false);
             }
-            Writing {
+            let mut writing = Writing {
                 tx: RefCell::new(&mut tx),
+            };
+            for e in &evidence {
+                writing.archive_evidence(e)?;
             }
-            .archive_evidence(&evidence)?;
             tx.commit().map_err(db)?;
             Ok(true)
         })
         .await
     }
+}
+
+/// The claim of [`PgRecords::claim_outbox`], on one connection.
+fn claim(
+    client: &mut postgres::Client,
+    instance: &str,
+    limit: usize,
+    lease_s: u64,
+    now: Timestamp,
+) -> Result<Vec<OutboxItem>, RecordsError> {
+    let limit = limit.min(MAX_CLAIM) as i64;
+    let (now, until) = (now.0 as i64, now.0.saturating_add(lease_s) as i64);
+    let rows = client
+        .query(
+            "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
+             (SELECT envelope_id FROM outbox WHERE lease_until IS NULL OR lease_until < $3 \
+              OR claimed_by = $1 ORDER BY queued_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms",
+            &[&instance, &until, &now, &limit],
+        )
+        .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            let previous: Option<Vec<u8>> = r.get(4);
+            let next: i64 = r.get(5);
+            Ok(OutboxItem {
+                envelope_id: estafette_spec::EnvelopeId::from_bytes(id16(
+                    "envelope id",
+                    r.get::<_, &[u8]>(0),
+                )?),
+                message_id: MessageId::from_bytes(id16("message id", r.get::<_, &[u8]>(1))?),
+                next_hop: r.get(2),
+                envelope: r.get(3),
+                previous: previous
+                    .map(|p| {
+                        <[u8; 32]>::try_from(p.as_slice()).map(Digest).map_err(|_| {
+                            RecordsError::Corrupt {
+                                what: "previous evidence digest",
+                                detail: format!("{} bytes", p.len()),
+                            }
+                        })
+                    })
+                    .transpose()?,
+                next_attempt_ms: next.max(0) as u64,
+            })
+        })
+        .collect()
 }
 
 /// A read: queries go to the worker that holds the snapshot's transaction.

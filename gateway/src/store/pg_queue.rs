@@ -1,0 +1,173 @@
+//! The forward queue of a gateway instance on PostgreSQL: the forwarder
+//! (`estafette_relay::forwarder`) sends what this instance claimed from the
+//! shared outbox, under its lease; every write is made only while the
+//! lease is this instance's, so that an envelope another instance took
+//! over is left to it.
+
+use std::sync::Arc;
+
+use estafette_relay::forwarder::{Acceptance, ForwardQueue, QueueWrite};
+use estafette_relay::origin::{EvidenceNotes, StoredEvidence};
+use estafette_relay::store::{NewEvidence, QueueRecord, StoreError};
+use estafette_spec::{Digest, EnvelopeId, NodeId, Timestamp};
+
+use super::RecordsError;
+use super::postgres::{PgRecords, db};
+
+/// How long a claim lasts without renewal, in seconds.
+pub const LEASE_S: u64 = 30;
+/// Most envelopes an instance holds claimed at once.
+pub const MAX_CLAIMED: usize = 1024;
+
+fn store_error(e: RecordsError) -> StoreError {
+    StoreError::Aborted(e.to_string())
+}
+
+/// One instance's view of the outbox.
+pub struct PgForwardQueue {
+    pub records: Arc<PgRecords>,
+    /// This instance's name (unique among the gateway's instances).
+    pub instance: String,
+    pub notes: EvidenceNotes,
+    pub now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+impl PgForwardQueue {
+    fn write<'a>(
+        &'a self,
+        job: impl FnOnce(&mut postgres::Client, &str) -> Result<(), RecordsError> + Send + 'static,
+    ) -> QueueWrite<'a> {
+        let instance = self.instance.clone();
+        Box::pin(async move {
+            self.records
+                .run(move |client| job(client, &instance))
+                .await
+                .map_err(store_error)
+        })
+    }
+}
+
+impl ForwardQueue for PgForwardQueue {
+    fn waiting(&self) -> Result<Vec<(u64, EnvelopeId, NodeId)>, StoreError> {
+        let claimed = self
+            .records
+            .claim_outbox_blocking(&self.instance, MAX_CLAIMED, LEASE_S, (self.now)())
+            .map_err(store_error)?;
+        claimed
+            .into_iter()
+            .map(|item| {
+                let hop = item
+                    .next_hop
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("next hop: {e}")))?;
+                Ok((item.next_attempt_ms, item.envelope_id, hop))
+            })
+            .collect()
+    }
+
+    fn get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
+        let (id, instance) = (*id.as_bytes(), self.instance.clone());
+        self.records
+            .blocking(move |client| {
+                let row = client
+                    .query_opt(
+                        "SELECT next_hop, previous, expires_at, queued_at, attempts, \
+                         next_attempt_ms, last_error, envelope FROM outbox \
+                         WHERE envelope_id = $1 AND claimed_by = $2",
+                        &[&id.as_slice(), &instance],
+                    )
+                    .map_err(db)?;
+                row.map(|r| {
+                    let previous: Option<Vec<u8>> = r.get(1);
+                    let attempts: i32 = r.get(4);
+                    let next: i64 = r.get(5);
+                    let (expires, queued): (i64, i64) = (r.get(2), r.get(3));
+                    Ok(QueueRecord {
+                        destination: r.get::<_, String>(0).parse().map_err(|e| {
+                            RecordsError::Corrupt {
+                                what: "next hop",
+                                detail: format!("{e}"),
+                            }
+                        })?,
+                        hops_taken: 0,
+                        our_evidence: previous.map(|p| id32(&p).map(Digest)).transpose()?,
+                        expires_at: Timestamp(expires.max(0) as u64),
+                        accepted_at: Timestamp(queued.max(0) as u64),
+                        attempts: attempts.max(0) as u32,
+                        next_attempt_ms: next.max(0) as u64,
+                        last_error: r.get(6),
+                        envelope: r.get(7),
+                    })
+                })
+                .transpose()
+            })
+            .map_err(store_error)
+    }
+
+    fn forwarded(&self, id: EnvelopeId, acceptance: Acceptance) -> QueueWrite<'_> {
+        Box::pin(async move {
+            let r = &acceptance.record;
+            let note = StoredEvidence {
+                message_id: r.message_id,
+                event: r.event,
+                issuer: r.issuer.clone(),
+            };
+            let evidence = NewEvidence {
+                evidence_id: r.evidence_id,
+                message_id: r.message_id,
+                bytes: acceptance.bytes,
+            };
+            let ours = self
+                .records
+                .forwarded(&self.instance, id, vec![evidence])
+                .await
+                .map_err(store_error)?;
+            if ours {
+                self.notes.note(note);
+            }
+            Ok(())
+        })
+    }
+
+    fn reschedule(
+        &self,
+        id: EnvelopeId,
+        attempts: u32,
+        next_attempt_ms: u64,
+        error: String,
+    ) -> QueueWrite<'_> {
+        self.write(move |client, instance| {
+            client
+                .execute(
+                    "UPDATE outbox SET attempts = $1, next_attempt_ms = $2, last_error = $3 \
+                     WHERE envelope_id = $4 AND claimed_by = $5",
+                    &[
+                        &(attempts.min(i32::MAX as u32) as i32),
+                        &(next_attempt_ms.min(i64::MAX as u64) as i64),
+                        &error,
+                        &id.as_bytes().as_slice(),
+                        &instance,
+                    ],
+                )
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn give_up(&self, id: EnvelopeId, evidence: Vec<NewEvidence>) -> QueueWrite<'_> {
+        Box::pin(async move {
+            self.records
+                .forwarded(&self.instance, id, evidence)
+                .await
+                .map(|_| ())
+                .map_err(store_error)
+        })
+    }
+}
+
+fn id32(bytes: &[u8]) -> Result<[u8; 32], RecordsError> {
+    bytes.try_into().map_err(|_| RecordsError::Corrupt {
+        what: "evidence digest",
+        detail: format!("{} bytes, not 32", bytes.len()),
+    })
+}
