@@ -16,6 +16,9 @@ use estafette_spec::oidc::IdentifierKind;
 use estafette_spec::{LevelOfAssurance, NodeId};
 use serde_json::{Value, json};
 
+/// Longest wait for a test server (provider, bridge, wallet) to listen.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// The acr values of the test providers, and what they stand for.
 pub const ACR_SUBSTANTIAL: &str = "urn:test:loa:substantial";
 pub const ACR_LOW: &str = "urn:test:loa:low";
@@ -182,9 +185,11 @@ pub fn first_line(child: &mut Child, what: &str) -> Value {
         let _ = tx.send(line);
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
     });
+    // Generous: Node.js loading oidc-provider, or Python loading SATOSA, on
+    // a machine whose two cores run the rest of the suite too.
     let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("{what} did not start within 60 s"));
+        .recv_timeout(SERVER_START_TIMEOUT)
+        .unwrap_or_else(|_| panic!("{what} did not start within {SERVER_START_TIMEOUT:?}"));
     serde_json::from_str(&line).unwrap_or_else(|_| panic!("{what}'s ready line: {line:?}"))
 }
 
