@@ -30,6 +30,32 @@ fn entry(i: u64) -> ChangeEntry {
     }
 }
 
+/// A sealed envelope `id` of letter `message` for the home node, queued
+/// at second `at`, that links to `previous`.
+fn sealed(
+    id: [u8; 16],
+    message: [u8; 16],
+    at: u64,
+    previous: Option<Digest>,
+    evidence: Option<NewEvidence>,
+) -> SealedEnvelope {
+    SealedEnvelope {
+        envelope: id.to_vec(),
+        header: estafette_spec::RoutingHeader {
+            envelope_id: estafette_spec::EnvelopeId::from_bytes(id),
+            home_node: "home.test".parse().unwrap(),
+            inbox_id: estafette_spec::InboxId::from_bytes(*b"contract-inbox-1"),
+            message_id: MessageId::from_bytes(message),
+            message_digest: Digest::of(&message),
+            hop_limit: 8,
+            created_at: Timestamp(1_800_000_000 + at),
+            expires_at: Timestamp(1_800_604_800),
+        },
+        previous,
+        evidence,
+    }
+}
+
 /// Writes and reads everything the gateway keeps, as the desk and the
 /// monitor do, and checks each answer.
 async fn the_contract(records: Arc<dyn Records>) {
@@ -211,24 +237,19 @@ async fn postgres_queues_a_submission_once() {
     let server = TestPostgres::start("");
     let records = PgRecords::connect(&server.url(), 2).await.unwrap();
     let message = MessageId::from_bytes(*b"queued-letter-01");
-    let sealed = || SealedEnvelope {
-        envelope: b"sealed envelope".to_vec(),
-        header: estafette_spec::RoutingHeader {
-            envelope_id: estafette_spec::EnvelopeId::from_bytes(*b"queued-envelope1"),
-            home_node: "home.test".parse().unwrap(),
-            inbox_id: estafette_spec::InboxId::from_bytes(*b"queued-inbox-001"),
-            message_id: message,
-            message_digest: Digest::of(b"letter"),
-            hop_limit: 8,
-            created_at: Timestamp(1_800_000_000),
-            expires_at: Timestamp(1_800_604_800),
-        },
-        previous: None,
-        evidence: Some(NewEvidence {
+    let sealed = || {
+        let acceptance = NewEvidence {
             evidence_id: EvidenceId::from_bytes(*b"queued-evidence1"),
             message_id: Some(message),
             bytes: b"SubmissionAcceptance".to_vec(),
-        }),
+        };
+        sealed(
+            *b"queued-envelope1",
+            *message.as_bytes(),
+            0,
+            None,
+            Some(acceptance),
+        )
     };
     let change = || -> Change {
         Box::new(|w: &mut dyn WriteRecords| {
@@ -272,21 +293,7 @@ async fn postgres_outbox_claims_are_leases() {
         id[15] = b'0' + i;
         let mut message = *b"lease-message-00";
         message[15] = b'0' + i;
-        let sealed = SealedEnvelope {
-            envelope: vec![i; 8],
-            header: estafette_spec::RoutingHeader {
-                envelope_id: estafette_spec::EnvelopeId::from_bytes(id),
-                home_node: "home.test".parse().unwrap(),
-                inbox_id: estafette_spec::InboxId::from_bytes(*b"lease-inbox-0001"),
-                message_id: MessageId::from_bytes(message),
-                message_digest: Digest::of(&[i]),
-                hop_limit: 8,
-                created_at: Timestamp(1_800_000_000 + u64::from(i)),
-                expires_at: Timestamp(1_800_604_800),
-            },
-            previous: None,
-            evidence: None,
-        };
+        let sealed = sealed(id, message, u64::from(i), None, None);
         records
             .queue_submission(sealed, Box::new(|_| Ok(())))
             .await
@@ -351,21 +358,7 @@ async fn postgres_forward_queues_share_the_outbox() {
     for i in 0..3u8 {
         let mut id = *b"queue-envelope-0";
         id[15] = b'0' + i;
-        let sealed = SealedEnvelope {
-            envelope: vec![i; 8],
-            header: estafette_spec::RoutingHeader {
-                envelope_id: estafette_spec::EnvelopeId::from_bytes(id),
-                home_node: "home.test".parse().unwrap(),
-                inbox_id: estafette_spec::InboxId::from_bytes(*b"queue-inbox-0001"),
-                message_id: MessageId::from_bytes(id),
-                message_digest: Digest::of(&[i]),
-                hop_limit: 8,
-                created_at: Timestamp(1_800_000_000 + u64::from(i)),
-                expires_at: Timestamp(1_800_604_800),
-            },
-            previous: Some(Digest::of(b"acceptance")),
-            evidence: None,
-        };
+        let sealed = sealed(id, id, u64::from(i), Some(Digest::of(b"acceptance")), None);
         records
             .queue_submission(sealed, Box::new(|_| Ok(())))
             .await

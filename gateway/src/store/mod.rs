@@ -38,6 +38,33 @@ use futures_util::future::BoxFuture;
 use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
 use crate::registry::PersonRecord;
 
+/// Largest stored record of a person, a mandate, a history entry or a submission.
+const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Largest stored paper item (it holds the signed letter).
+const MAX_PAPER_ITEM_BYTES: usize = estafette_spec::limits::MAX_MESSAGE_BYTES + 4096;
+
+/// A database's own error, as the records' error.
+fn db<E: std::error::Error + Send + Sync + 'static>(e: E) -> RecordsError {
+    RecordsError::Database(Box::new(e))
+}
+
+/// A stored value (deterministic CBOR, read back with a size limit per
+/// kind of record): the same in every backend.
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, RecordsError> {
+    estafette_spec::cbor::from_slice(bytes, limit).map_err(|e| RecordsError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    estafette_spec::cbor::to_vec(value)
+}
+
 /// Most letters of one person counted as unread (the count stops there).
 pub const MAX_UNREAD_COUNTED: usize = 10_000;
 

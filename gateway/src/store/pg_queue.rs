@@ -12,7 +12,8 @@ use estafette_relay::store::{NewEvidence, QueueRecord, StoreError};
 use estafette_spec::{Digest, EnvelopeId, NodeId, Timestamp};
 
 use super::RecordsError;
-use super::postgres::{PgRecords, db};
+use super::db;
+use super::postgres::PgRecords;
 
 /// How long a claim lasts without renewal, in seconds.
 pub const LEASE_S: u64 = 30;

@@ -26,10 +26,12 @@ use estafette_spec::mandate::{Mandate, MandateId};
 use estafette_spec::{Digest, MessageId, Recipient, Timestamp};
 use futures_util::future::BoxFuture;
 use postgres::{GenericClient, IsolationLevel, NoTls};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Change, PaperId, ReadRecords, Records, RecordsError, SealedEnvelope, WriteRecords};
+use super::{
+    Change, MAX_PAPER_ITEM_BYTES, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError,
+    SealedEnvelope, WriteRecords, db, decode, encode,
+};
 use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
 use crate::mandates::MAX_MANDATES_PER_PERSON;
 use crate::registry::{MAX_HISTORY_PER_PERSON, PersonRecord};
@@ -44,30 +46,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_WAITING_JOBS: usize = 1024;
 /// People read per round trip when visiting all of them.
 pub const PEOPLE_PAGE: i64 = 1000;
-
-/// Largest stored record of a person, a mandate, a history entry or a submission.
-const MAX_RECORD_BYTES: usize = 64 * 1024;
-/// Largest stored paper item (it holds the signed letter).
-const MAX_PAPER_ITEM_BYTES: usize = estafette_spec::limits::MAX_MESSAGE_BYTES + 4096;
-
-pub(super) fn db<E: std::error::Error + Send + Sync + 'static>(e: E) -> RecordsError {
-    RecordsError::Database(Box::new(e))
-}
-
-fn decode<T: DeserializeOwned>(
-    what: &'static str,
-    bytes: &[u8],
-    limit: usize,
-) -> Result<T, RecordsError> {
-    estafette_spec::cbor::from_slice(bytes, limit).map_err(|e| RecordsError::Corrupt {
-        what,
-        detail: e.to_string(),
-    })
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    estafette_spec::cbor::to_vec(value)
-}
 
 fn recipient(text: &str) -> Result<Recipient, RecordsError> {
     text.parse().map_err(|e| RecordsError::Corrupt {

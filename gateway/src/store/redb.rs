@@ -14,14 +14,15 @@ use estafette_relay::forwarder::Forwarder;
 use estafette_relay::origin::QueueError;
 use estafette_relay::store::{Extra, NewEvidence, Op, Outcome, Store, StoreError, Tables};
 use estafette_spec::citizen::ChangeEntry;
-use estafette_spec::limits::MAX_MESSAGE_BYTES;
 use estafette_spec::mandate::{Mandate, MandateId};
 use estafette_spec::{Digest, MessageId, Recipient, Timestamp};
 use futures_util::future::BoxFuture;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Change, PaperId, ReadRecords, Records, RecordsError, SealedEnvelope, WriteRecords};
+use super::{
+    Change, MAX_PAPER_ITEM_BYTES, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError,
+    SealedEnvelope, WriteRecords, db, decode, encode,
+};
 use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
 use crate::mandates::MAX_MANDATES_PER_PERSON;
 use crate::registry::{MAX_HISTORY_PER_PERSON, PersonRecord};
@@ -55,31 +56,8 @@ const PAPER_COPIES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("gat
 /// The followed letters by recipient: (recipient, message id) → ().
 const UNREAD: TableDefinition<(&str, [u8; 16]), ()> = TableDefinition::new("gateway_unread");
 
-/// Largest stored record of a person, a mandate, a history entry or a submission.
-const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// Largest stored nonce or token record.
 const MAX_SMALL_RECORD_BYTES: usize = 4096;
-/// Largest stored paper item (it holds the signed letter).
-const MAX_PAPER_ITEM_BYTES: usize = MAX_MESSAGE_BYTES + 4096;
-
-fn db<E: std::error::Error + Send + Sync + 'static>(e: E) -> RecordsError {
-    RecordsError::Database(Box::new(e))
-}
-
-fn decode<T: DeserializeOwned>(
-    what: &'static str,
-    bytes: &[u8],
-    limit: usize,
-) -> Result<T, RecordsError> {
-    estafette_spec::cbor::from_slice(bytes, limit).map_err(|e| RecordsError::Corrupt {
-        what,
-        detail: e.to_string(),
-    })
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    estafette_spec::cbor::to_vec(value)
-}
 
 /// The full key range of one person in a (recipient, …) table.
 fn of<T: Copy>(key: &str, min: T, max: T) -> std::ops::RangeInclusive<(&str, T)> {
