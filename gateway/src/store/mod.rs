@@ -24,8 +24,8 @@ mod postgres;
 mod redb;
 pub mod test_postgres;
 
-pub use self::pg_queue::PgForwardQueue;
-pub use self::postgres::{OutboxItem, PgRecords};
+pub use self::pg_queue::{OutboxItem, PgForwardQueue};
+pub use self::postgres::PgRecords;
 pub use self::redb::RedbRecords;
 
 use estafette_relay::origin::QueueError;

@@ -10,8 +10,7 @@
 //! transaction and asks it query by query, so that it sees one consistent
 //! state. A connection that fails is made again for the next job.
 //!
-//! Instances share the outbox through leases ([`PgRecords::claim_outbox`],
-//! [`PgRecords::forwarded`]). Not yet here (the PostgreSQL backend cannot
+//! Instances share the outbox through leases (`pg_queue.rs`). Not yet here (the PostgreSQL backend cannot
 //! be chosen in the configuration until it is): the forwarder that sends
 //! what an instance claimed.
 
@@ -289,132 +288,6 @@ impl Records for PgRecords {
     }
 }
 
-/// An envelope an instance claimed from the outbox, to forward.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxItem {
-    pub envelope_id: estafette_spec::EnvelopeId,
-    pub message_id: MessageId,
-    pub next_hop: String,
-    pub envelope: Vec<u8>,
-    pub previous: Option<Digest>,
-    /// When the forwarder tries it next (milliseconds since 1970).
-    pub next_attempt_ms: u64,
-}
-
-/// Most envelopes one claim takes.
-pub const MAX_CLAIM: usize = 1024;
-
-impl PgRecords {
-    /// Claims up to `limit` envelopes nobody holds a live lease on, oldest
-    /// first, for `instance` until `now + lease_s`. Two instances never
-    /// claim the same envelope at once (FOR UPDATE SKIP LOCKED); an
-    /// instance's own envelopes are given again (after a restart).
-    pub async fn claim_outbox(
-        &self,
-        instance: &str,
-        limit: usize,
-        lease_s: u64,
-        now: Timestamp,
-    ) -> Result<Vec<OutboxItem>, RecordsError> {
-        let instance = instance.to_owned();
-        self.run(move |client| claim(client, &instance, limit, lease_s, now))
-            .await
-    }
-
-    /// [`Self::claim_outbox`], blocking the calling thread.
-    pub fn claim_outbox_blocking(
-        &self,
-        instance: &str,
-        limit: usize,
-        lease_s: u64,
-        now: Timestamp,
-    ) -> Result<Vec<OutboxItem>, RecordsError> {
-        let instance = instance.to_owned();
-        self.blocking(move |client| claim(client, &instance, limit, lease_s, now))
-    }
-
-    /// Envelope `envelope_id` is done with (the next hop took it, or it was
-    /// given up): it leaves the outbox and `evidence` (the hop's acceptance,
-    /// or the failure) is kept, in one transaction; false (and nothing
-    /// changed) when `instance` no longer holds its lease.
-    pub async fn forwarded(
-        &self,
-        instance: &str,
-        envelope_id: estafette_spec::EnvelopeId,
-        evidence: Vec<NewEvidence>,
-    ) -> Result<bool, RecordsError> {
-        let instance = instance.to_owned();
-        self.run(move |client| {
-            let mut tx = client.transaction().map_err(db)?;
-            let taken = tx
-                .execute(
-                    "DELETE FROM outbox WHERE envelope_id = $1 AND claimed_by = $2",
-                    &[&envelope_id.as_bytes().as_slice(), &instance],
-                )
-                .map_err(db)?;
-            if taken == 0 {
-                return Ok(false);
-            }
-            let mut writing = Writing {
-                tx: RefCell::new(&mut tx),
-            };
-            for e in &evidence {
-                writing.archive_evidence(e)?;
-            }
-            tx.commit().map_err(db)?;
-            Ok(true)
-        })
-        .await
-    }
-}
-
-/// The claim of [`PgRecords::claim_outbox`], on one connection.
-fn claim(
-    client: &mut postgres::Client,
-    instance: &str,
-    limit: usize,
-    lease_s: u64,
-    now: Timestamp,
-) -> Result<Vec<OutboxItem>, RecordsError> {
-    let limit = limit.min(MAX_CLAIM) as i64;
-    let (now, until) = (now.0 as i64, now.0.saturating_add(lease_s) as i64);
-    let rows = client
-        .query(
-            "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
-             (SELECT envelope_id FROM outbox WHERE lease_until IS NULL OR lease_until < $3 \
-              OR claimed_by = $1 ORDER BY queued_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms",
-            &[&instance, &until, &now, &limit],
-        )
-        .map_err(db)?;
-    rows.iter()
-        .map(|r| {
-            let previous: Option<Vec<u8>> = r.get(4);
-            let next: i64 = r.get(5);
-            Ok(OutboxItem {
-                envelope_id: estafette_spec::EnvelopeId::from_bytes(id16(
-                    "envelope id",
-                    r.get::<_, &[u8]>(0),
-                )?),
-                message_id: MessageId::from_bytes(id16("message id", r.get::<_, &[u8]>(1))?),
-                next_hop: r.get(2),
-                envelope: r.get(3),
-                previous: previous
-                    .map(|p| {
-                        <[u8; 32]>::try_from(p.as_slice()).map(Digest).map_err(|_| {
-                            RecordsError::Corrupt {
-                                what: "previous evidence digest",
-                                detail: format!("{} bytes", p.len()),
-                            }
-                        })
-                    })
-                    .transpose()?,
-                next_attempt_ms: next.max(0) as u64,
-            })
-        })
-        .collect()
-}
-
 /// A read: queries go to the worker that holds the snapshot's transaction.
 struct Snapshot {
     queries: SyncSender<Query>,
@@ -438,8 +311,8 @@ impl Snapshot {
 }
 
 /// Inside a change: the worker's transaction.
-struct Writing<'a, 't> {
-    tx: RefCell<&'a mut postgres::Transaction<'t>>,
+pub(super) struct Writing<'a, 't> {
+    pub(super) tx: RefCell<&'a mut postgres::Transaction<'t>>,
 }
 
 /// The queries of the read side, on any client or transaction.
