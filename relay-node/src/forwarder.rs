@@ -55,6 +55,17 @@ pub trait ForwardQueue: Send + Sync + 'static {
     fn give_up(&self, id: EnvelopeId, evidence: Vec<NewEvidence>) -> QueueWrite<'_>;
 }
 
+impl Acceptance {
+    /// The acceptance as evidence to keep.
+    pub fn evidence(&self) -> NewEvidence {
+        NewEvidence {
+            evidence_id: self.record.evidence_id,
+            message_id: self.record.message_id,
+            bytes: self.bytes.clone(),
+        }
+    }
+}
+
 fn jitter() -> f64 {
     (OsRng.next_u32() as f64) / (u32::MAX as f64 + 1.0)
 }

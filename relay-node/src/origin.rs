@@ -23,6 +23,17 @@ pub struct StoredEvidence {
     pub issuer: NodeId,
 }
 
+impl StoredEvidence {
+    /// The note of evidence `record`, once stored.
+    pub fn of(record: &estafette_spec::evidence::EvidenceRecord) -> StoredEvidence {
+        StoredEvidence {
+            message_id: record.message_id,
+            event: record.event,
+            issuer: record.issuer.clone(),
+        }
+    }
+}
+
 /// How many notes an observer may fall behind before it misses some.
 pub const EVIDENCE_NOTES_CAPACITY: usize = 65_536;
 
@@ -65,17 +76,8 @@ impl ForwardQueue for OriginQueue {
 
     fn forwarded(&self, id: EnvelopeId, acceptance: Acceptance) -> QueueWrite<'_> {
         Box::pin(async move {
-            let r = &acceptance.record;
-            let note = StoredEvidence {
-                message_id: r.message_id,
-                event: r.event,
-                issuer: r.issuer.clone(),
-            };
-            let evidence = NewEvidence {
-                evidence_id: r.evidence_id,
-                message_id: r.message_id,
-                bytes: acceptance.bytes,
-            };
+            let note = StoredEvidence::of(&acceptance.record);
+            let evidence = acceptance.evidence();
             self.store
                 .write(Op::Forwarded {
                     envelope_id: id,

@@ -239,17 +239,8 @@ impl ForwardQueue for PgForwardQueue {
 
     fn forwarded(&self, id: EnvelopeId, acceptance: Acceptance) -> QueueWrite<'_> {
         Box::pin(async move {
-            let r = &acceptance.record;
-            let note = StoredEvidence {
-                message_id: r.message_id,
-                event: r.event,
-                issuer: r.issuer.clone(),
-            };
-            let evidence = NewEvidence {
-                evidence_id: r.evidence_id,
-                message_id: r.message_id,
-                bytes: acceptance.bytes,
-            };
+            let note = StoredEvidence::of(&acceptance.record);
+            let evidence = acceptance.evidence();
             let ours = self
                 .records
                 .forwarded(&self.instance, id, vec![evidence])
