@@ -35,12 +35,79 @@ pub struct GatewayConfig {
     /// The print spool directory; default `<node.data_dir>/paper-spool`.
     #[serde(default)]
     pub paper_spool: Option<PathBuf>,
+    /// Where the gateway keeps its records and its forward queue.
+    #[serde(default)]
+    pub store: StoreSettings,
     /// The gateway's node: QUIC towards the relays, the durable store, keys.
     pub node: estafette_relay::Config,
     /// How the agency API admits connections and bodies (not in the file:
     /// the defaults of `HttpsLimits::agency`, documented in ARCHITECTURE.md).
     #[serde(skip, default = "estafette_relay::https::HttpsLimits::agency")]
     pub agency_api: estafette_relay::https::HttpsLimits,
+}
+
+/// The database that holds the gateway's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// The node's own embedded database in `node.data_dir`: one instance.
+    #[default]
+    Redb,
+    /// A PostgreSQL database shared by any number of instances.
+    Postgres,
+}
+
+/// Most connections one instance opens to PostgreSQL.
+pub const MAX_STORE_CONNECTIONS: usize = crate::store::MAX_PG_CONNECTIONS;
+
+/// `[store]`: which database, and for PostgreSQL how to reach it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// libpq-style connection string, for example `host=db1,db2 port=5432
+    /// user=estafette dbname=estafette target_session_attrs=read-write`
+    /// (several hosts: the one that takes writes is used, so a promoted
+    /// standby needs no change here). No password here: see `password_file`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file (mode 0600) holding the database password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// This instance's name, unique among the gateway's instances. With
+    /// the same name after a restart, an instance takes back its own
+    /// envelopes at once; without one, a random name is chosen at each
+    /// start, and what it held is taken over when its lease runs out.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Connections to PostgreSQL (default 8, at most 64).
+    #[serde(default)]
+    pub connections: Option<usize>,
+}
+
+impl StoreSettings {
+    /// The PostgreSQL connection settings, password included.
+    pub fn postgres_url(&self) -> Result<String, String> {
+        let url = self
+            .url
+            .clone()
+            .ok_or("store.url must be set for backend = \"postgres\"")?;
+        if url.split_whitespace().any(|kv| kv.starts_with("password")) {
+            return Err("store.url must not hold the password: use store.password_file".into());
+        }
+        match &self.password_file {
+            None => Ok(url),
+            Some(path) => {
+                let password = std::fs::read_to_string(path)
+                    .map_err(|e| format!("store.password_file {}: {e}", path.display()))?;
+                let password = password.trim_end_matches(['\r', '\n']);
+                // libpq quoting: single quotes, with \ and ' escaped.
+                let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+                Ok(format!("{url} password='{quoted}'"))
+            }
+        }
+    }
 }
 
 impl GatewayConfig {
@@ -52,6 +119,7 @@ impl GatewayConfig {
             escalation: EscalationPolicy::default(),
             notifications: None,
             paper_spool: None,
+            store: StoreSettings::default(),
             node,
             agency_api: estafette_relay::https::HttpsLimits::agency(),
         }
@@ -77,6 +145,21 @@ impl GatewayConfig {
         config.node.resolve_paths(&base);
         if let Some(spool) = &mut config.paper_spool {
             estafette_relay::config::resolve(&base, spool);
+        }
+        if let Some(file) = &mut config.store.password_file {
+            estafette_relay::config::resolve(&base, file);
+        }
+        if config.store.backend == StoreBackend::Postgres {
+            config.store.postgres_url().map_err(invalid)?;
+        }
+        if config
+            .store
+            .connections
+            .is_some_and(|n| n == 0 || n > MAX_STORE_CONNECTIONS)
+        {
+            return Err(invalid(format!(
+                "store.connections must be 1..={MAX_STORE_CONNECTIONS}"
+            )));
         }
         if config.envelope.hop_limit == 0
             || config.envelope.hop_limit > estafette_spec::limits::MAX_HOP_LIMIT
@@ -161,6 +244,16 @@ https_listen = "{https_listen}"
 # Paper letters (PDF) and their manifest, for the print house.
 # Default: <node.data_dir>/paper-spool
 # paper_spool = "/var/spool/estafette/paper"
+
+# Where the gateway keeps its records and forward queue: "redb" (the node's
+# own database in node.data_dir; one instance) or "postgres" (one database
+# for any number of instances; migrations run at start).
+[store]
+backend = "redb"
+# url = "host=db1.example,db2.example port=5432 user=estafette dbname=estafette target_session_attrs=read-write"
+# password_file = "/etc/estafette/db-password"
+# instance = "gateway-1"       # unique per instance
+# connections = 8
 
 # Envelopes the gateway seals and signs.
 [envelope]

@@ -74,14 +74,29 @@ impl estafette_relay::admin::AdminSource for GatewayAdmin {
             .upgrade()
             .ok_or(estafette_relay::store::StoreError::Closed)?;
         let now = gateway.node.core.clock.now_ms();
-        estafette_relay::admin::queue_report(&gateway.node.id, gateway.node.store(), now)
+        match gateway.node.shared() {
+            Some(shared) => {
+                let entries = shared
+                    .outbox_snapshot(estafette_relay::admin::MAX_QUEUE_REPORTED)
+                    .map_err(|e| estafette_relay::store::StoreError::Aborted(e.to_string()))?;
+                Ok(estafette_relay::admin::queue_report_of(
+                    &gateway.node.id,
+                    entries,
+                    0,
+                    now,
+                ))
+            }
+            None => {
+                estafette_relay::admin::queue_report(&gateway.node.id, gateway.node.store(), now)
+            }
+        }
     }
 
     fn status(&self) -> estafette_relay::admin::StatusReport {
         match self.0.upgrade() {
             Some(gateway) => estafette_relay::admin::StatusReport::of(
                 &gateway.node.core,
-                gateway.node.store().queue_len(),
+                gateway.node.queue_len(),
                 0,
                 None,
             ),
@@ -120,7 +135,12 @@ impl RunningGateway {
     ) -> anyhow::Result<RunningGateway> {
         let p = &config.node.pki;
         let (cert_chain, key) = (tls::load_certs(&p.cert)?, tls::load_private_key(&p.key)?);
-        let node = GatewayNode::start(config.node.clone(), Arc::new(estafette_pki::SystemClock))?;
+        let node = GatewayNode::start(
+            config.node.clone(),
+            &config.store,
+            Arc::new(estafette_pki::SystemClock),
+        )
+        .await?;
         anyhow::ensure!(
             node.trust().gateway().is_some_and(|g| g.id == node.id),
             "{} is not the gateway in the trust list",

@@ -205,7 +205,9 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `registry import`: people into the registry of a stopped gateway.
+/// `registry import`: people into the registry; on PostgreSQL while the
+/// gateway's instances run (one transaction, like any change), on redb
+/// into the database of a stopped gateway.
 fn registry_import(config: &std::path::Path, file: &std::path::Path) -> Result<()> {
     let config = GatewayConfig::load(config)?;
     let json =
@@ -213,10 +215,23 @@ fn registry_import(config: &std::path::Path, file: &std::path::Path) -> Result<(
     let p = &config.node.pki;
     let trust =
         estafette_pki::tls::read_trust_list(&p.root_cert, &p.trust_list, estafette_pki::now())?;
-    let records = estafette_gateway::store::RedbRecords::open_offline(&config.node.db_path())
-        .with_context(|| "opening the gateway's database (stop the gateway first)")?;
-    let count = runtime()?
-        .block_on(registry::import(&records, &trust, &json))
+    let runtime = runtime()?;
+    let records: Box<dyn estafette_gateway::store::Records> = match config.store.backend {
+        estafette_gateway::config::StoreBackend::Redb => Box::new(
+            estafette_gateway::store::RedbRecords::open_offline(&config.node.db_path())
+                .with_context(|| "opening the gateway's database (stop the gateway first)")?,
+        ),
+        estafette_gateway::config::StoreBackend::Postgres => {
+            let url = config.store.postgres_url().map_err(anyhow::Error::msg)?;
+            Box::new(
+                runtime
+                    .block_on(estafette_gateway::store::PgRecords::connect(&url, 1))
+                    .with_context(|| "connecting to the gateway's database")?,
+            )
+        }
+    };
+    let count = runtime
+        .block_on(registry::import(&*records, &trust, &json))
         .with_context(|| {
             format!(
                 "{} was not imported (nothing was written); its format is \

@@ -16,38 +16,106 @@ use estafette_spec::evidence::EvidenceRecord;
 use estafette_spec::relay::{Receiver, Request};
 use estafette_spec::{Clock, NodeId, ReasonCode, TrustList};
 
+use crate::config::{StoreBackend, StoreSettings};
 use crate::gateway::Gateway;
-use crate::store::{Records, RedbRecords};
+use crate::store::{FirstHop, PgForwardQueue, PgRecords, Records, RecordsError, RedbRecords};
+
+/// Connections to PostgreSQL when `[store] connections` is not set.
+pub const DEFAULT_PG_CONNECTIONS: usize = 8;
 
 /// The gateway's node.
 pub struct GatewayNode {
     pub id: NodeId,
     pub core: Arc<NodeCore>,
+    /// The node's own database: the records and the forward queue with
+    /// redb; with PostgreSQL only what every node keeps for itself.
     store: Arc<Store>,
     records: Arc<dyn Records>,
+    /// With PostgreSQL: the shared records and outbox.
+    shared: Option<Arc<PgRecords>>,
     notes: EvidenceNotes,
+    /// This instance's name among the gateway's instances.
+    pub instance: String,
+}
+
+/// Why the gateway's node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Store(#[from] estafette_relay::store::StoreError),
+    #[error("the gateway's database: {0}")]
+    Records(#[from] RecordsError),
+    #[error("[store]: {0}")]
+    Settings(String),
 }
 
 impl GatewayNode {
-    /// Loads keys and the federation, opens the store and starts the
-    /// forwarder. The server starts with [`serve`], once the gateway that
-    /// answers exists.
-    pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<GatewayNode>, NodeError> {
+    /// Loads keys and the federation, opens the store (and with PostgreSQL
+    /// connects and migrates it) and starts the forwarder. The server
+    /// starts with [`serve`], once the gateway that answers exists.
+    pub async fn start(
+        config: Config,
+        settings: &StoreSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<GatewayNode>, StartError> {
         let core = NodeCore::start(config, clock)?;
         let store = Arc::new(core.open_store()?);
         let notes = EvidenceNotes::default();
-        let queue = Arc::new(OriginQueue {
-            store: store.clone(),
-            notes: notes.clone(),
+        let instance = settings.instance.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                core.id,
+                estafette_spec::bytes::Hex(
+                    &rand_core::RngCore::next_u64(&mut rand_core::OsRng).to_be_bytes()
+                )
+            )
         });
-        let forwarder = Forwarder::start(core.clone(), queue)?;
-        let records = Arc::new(RedbRecords::new(core.clone(), store.clone(), forwarder));
+        let (records, shared): (Arc<dyn Records>, _) = match settings.backend {
+            StoreBackend::Redb => {
+                let queue = Arc::new(OriginQueue {
+                    store: store.clone(),
+                    notes: notes.clone(),
+                });
+                let forwarder = Forwarder::start(core.clone(), queue)?;
+                let records = RedbRecords::new(core.clone(), store.clone(), forwarder);
+                (Arc::new(records), None)
+            }
+            StoreBackend::Postgres => {
+                let url = settings.postgres_url().map_err(StartError::Settings)?;
+                let connections = settings.connections.unwrap_or(DEFAULT_PG_CONNECTIONS);
+                let records = Arc::new(PgRecords::connect(&url, connections).await?);
+                let wall: Arc<dyn Fn() -> estafette_spec::Timestamp + Send + Sync> =
+                    Arc::new(|| estafette_pki::SystemClock.now());
+                let queue = Arc::new(PgForwardQueue {
+                    records: records.clone(),
+                    instance: instance.clone(),
+                    notes: notes.clone(),
+                    now: wall.clone(),
+                });
+                // What this instance held before a restart is claimed again
+                // (`waiting`), then kept and added to by `keep_leases`.
+                let forwarder = Forwarder::start(core.clone(), queue)?;
+                let first_hop = FirstHop {
+                    core: core.clone(),
+                    instance: instance.clone(),
+                    forwarder,
+                    now: wall,
+                };
+                records.attach(first_hop, core.stopped.clone())?;
+                (records.clone() as Arc<dyn Records>, Some(records))
+            }
+        };
+        tracing::info!(node = %core.id, %instance, backend = ?settings.backend, "gateway node started");
         Ok(Arc::new(GatewayNode {
             id: core.id.clone(),
             core,
             store,
             records,
+            shared,
             notes,
+            instance,
         }))
     }
 
@@ -55,9 +123,22 @@ impl GatewayNode {
         self.core.trust()
     }
 
-    /// The node's store: its forward queue and the evidence it keeps.
+    /// The node's own database (with redb also the records and the queue).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The shared PostgreSQL records, when the gateway runs on them.
+    pub fn shared(&self) -> Option<&Arc<PgRecords>> {
+        self.shared.as_ref()
+    }
+
+    /// How many envelopes wait to be forwarded (by any instance).
+    pub fn queue_len(&self) -> u64 {
+        self.records.outbox_len().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "counting the outbox failed");
+            0
+        })
     }
 
     /// The gateway's records (registry, mandates, letters, paper).
@@ -87,6 +168,44 @@ impl GatewayNode {
     }
 }
 
+impl GatewayNode {
+    /// A delivery of evidence from `peer`: what verifies is kept with the
+    /// gateway's records (on whichever backend) and noted.
+    async fn take_evidence(
+        &self,
+        peer: &NodeId,
+        list: Vec<serde_bytes::ByteBuf>,
+    ) -> estafette_spec::relay::Response {
+        let (keep, notes) = match estafette_relay::origin::check_delivery(&self.core, peer, list) {
+            Ok(checked) => checked,
+            Err(refusal) => return refusal,
+        };
+        let count = keep.len() as u32;
+        let written = self
+            .records
+            .write(Box::new(move |records| {
+                keep.iter().try_for_each(|e| records.archive_evidence(e))
+            }))
+            .await;
+        match written {
+            Ok(()) => {
+                self.core.metrics.evidence_stored.inc_by(u64::from(count));
+                for note in notes {
+                    self.notes.note(note);
+                }
+                estafette_spec::relay::Response::EvidenceStored(count)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing evidence failed");
+                refused(
+                    ReasonCode::StorageFailure,
+                    "could not store evidence; try again",
+                )
+            }
+        }
+    }
+}
+
 /// What the gateway answers over QUIC: evidence deliveries (kept, and the
 /// monitor hears of them) and citizen requests (the desk). Offers are a
 /// relay's.
@@ -102,16 +221,7 @@ impl RequestHandler for GatewayHandler {
             };
             let node = &gateway.node;
             match request {
-                Request::Evidence(list) => {
-                    estafette_relay::origin::take_evidence(
-                        &node.core,
-                        &node.store,
-                        &node.notes,
-                        peer,
-                        list,
-                    )
-                    .await
-                }
+                Request::Evidence(list) => node.take_evidence(peer, list).await,
                 Request::Citizen(request) => {
                     let trust = node.trust();
                     let receiver = Receiver {

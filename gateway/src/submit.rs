@@ -21,7 +21,7 @@ use crate::gateway::{
     Gateway, PaperItem, PaperKind, SubmissionRecord, SubmitError, Submitted, TrackedLetter,
 };
 use crate::registry::{self, Channel, InboxLocation, PersonRecord};
-use crate::store::{PaperId, SealedEnvelope, WriteRecords};
+use crate::store::{PaperId, RecordsError, SealedEnvelope, WriteRecords};
 
 /// A submission the gateway accepts, before it is recorded.
 struct Accepted<'a> {
@@ -215,20 +215,30 @@ impl Gateway {
         let record = accepted.record.clone();
         let signed_letter = accepted.bytes.to_vec();
         let change = Box::new(move |records: &mut dyn WriteRecords| {
-            records.put_submission(&message_id, &record)?;
+            // Checked again inside the transaction: a twin submission (on
+            // another instance) recorded first; nothing of this one is kept.
+            if !records.put_submission(&message_id, &record)? {
+                return Err(RecordsError::AlreadyRecorded);
+            }
             if !tracked.progress.on_paper {
                 records.follow(&message_id, &tracked, &signed_letter)?;
             }
             record_dormant_paper(records, &message_id, dormant)
         });
-        let outcome = self
-            .records()
-            .queue_submission(sealed, change)
-            .await
-            .map_err(|e| match e {
-                QueueError::NoRoute(home) => SubmitError::NoRoute(format!("no route to {home}")),
-                other => SubmitError::Unavailable(other.to_string()),
-            })?;
+        let queued = self.records().queue_submission(sealed, change).await;
+        let outcome = match queued {
+            Ok(outcome) => outcome,
+            Err(QueueError::NoRoute(home)) => {
+                return Err(SubmitError::NoRoute(format!("no route to {home}")));
+            }
+            // A twin that won the race answers, as if it had come first.
+            Err(other) => match self.records().read()?.submission(&message_id)? {
+                Some(stored) => {
+                    return Self::repeated(&stored, accepted.caller, &accepted.verified);
+                }
+                None => return Err(SubmitError::Unavailable(other.to_string())),
+            },
+        };
         match outcome {
             Outcome::Stored => Ok(Self::answer(&accepted.record, message_id, false)),
             // The same envelope id: this message was queued before a crash

@@ -259,7 +259,7 @@ async fn linking_a_bsn_makes_one_inbox_with_every_letter_once() {
                 && *matched == estafette_spec::identity::IdentityMatch::GivenNamesShortened
     )));
     wait_until("nothing left in flight", WAIT, || {
-        w.gateway.gateway.node.store().queue_len() == 0
+        w.gateway.gateway.node.queue_len() == 0
     })
     .await;
     w.stop().await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use estafette_gateway::client::{AgencyClient, ClientError};
 use estafette_gateway::config::GatewayConfig;
+use estafette_gateway::store::test_postgres::TestStore;
 use estafette_gateway::{RunningGateway, registry};
 use estafette_pki::{Federation, NodeKind, RevokeTarget, keys, tls};
 use estafette_relay::RunningNode;
@@ -50,6 +51,8 @@ struct Setup {
     gateway: RunningGateway,
     home: Arc<RunningNode>,
     inbox: InboxId,
+    /// The gateway's database: kept running as long as the setup.
+    _db: TestStore,
 }
 
 impl Setup {
@@ -87,12 +90,10 @@ async fn setup() -> Setup {
     let home = RunningNode::start(fed.relay("home.test").config.clone())
         .await
         .unwrap();
-    let gateway = RunningGateway::start(GatewayConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        fed.gateway.config.clone(),
-    ))
-    .await
-    .unwrap();
+    let db = TestStore::from_env();
+    let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), fed.gateway.config.clone());
+    config.store = db.settings.clone();
+    let gateway = RunningGateway::start(config).await.unwrap();
     let inbox = random_inbox();
     let people = serde_json::json!([
         { "recipient": RESIDENT, "home_node": "home.test", "inbox_id": inbox.to_string(), "active": true, "digital_senders": [A], "contact_channels": [{ "kind": "email", "address": "resident@example.nl", "state": "verified" }], "postal_address": { "street_lines": ["Stationsweg 3"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } }
@@ -106,6 +107,7 @@ async fn setup() -> Setup {
         gateway,
         home,
         inbox,
+        _db: db,
     }
 }
 
@@ -321,8 +323,9 @@ async fn who_may_send_as_whom_and_idempotency() {
     wait_until("consignment evidence", Duration::from_secs(60), || {
         s.gateway
             .gateway
-            .node
-            .store()
+            .records()
+            .read()
+            .unwrap()
             .evidence_for(&good.message_id)
             .unwrap()
             .len()

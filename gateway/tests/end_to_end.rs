@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use estafette_gateway::config::GatewayConfig;
+use estafette_gateway::store::test_postgres::TestStore;
 use estafette_pki::NodeKind;
 use estafette_relay::testkit::{AGENCY, RelayProcess, TestFederation, free_tcp, wait_for};
 
@@ -97,7 +98,9 @@ fn a_letter_through_real_processes_with_verified_evidence_and_nothing_leaked_in_
         &["relay-a.test", "home.test"],
     );
     let https = free_tcp();
-    let config = GatewayConfig::new(https, fed.gateway.config.clone());
+    let mut config = GatewayConfig::new(https, fed.gateway.config.clone());
+    let db = TestStore::from_env();
+    config.store = db.settings.clone();
     let config_path = fed.tmp.path().join("gateway.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
 

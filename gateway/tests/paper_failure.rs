@@ -23,7 +23,13 @@ async fn a_letter_without_a_postal_address_fails_visibly() {
     assert_eq!(summary.failure.as_deref(), Some("no_postal_address"));
     let trust = w.gateway.gateway.node.trust();
     let chain: Vec<Vec<u8>> = Evidence::order_chain(
-        w.gateway.gateway.node.store().evidence_for(&m0).unwrap(),
+        w.gateway
+            .gateway
+            .records()
+            .read()
+            .unwrap()
+            .evidence_for(&m0)
+            .unwrap(),
         &trust,
     );
     let events: Vec<_> = chain
@@ -79,7 +85,13 @@ async fn a_letter_without_a_postal_address_fails_visibly() {
         "{events:?}"
     );
     let chain: Vec<Vec<u8>> = Evidence::order_chain(
-        w.gateway.gateway.node.store().evidence_for(&m1).unwrap(),
+        w.gateway
+            .gateway
+            .records()
+            .read()
+            .unwrap()
+            .evidence_for(&m1)
+            .unwrap(),
         &w.gateway.gateway.node.trust(),
     );
     Evidence::verify_chain(&chain, &w.gateway.gateway.node.trust()).unwrap();

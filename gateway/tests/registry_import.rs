@@ -9,6 +9,7 @@ use std::path::Path;
 
 use estafette_gateway::config::GatewayConfig;
 use estafette_gateway::registry;
+use estafette_gateway::store::test_postgres::TestStore;
 use estafette_pki::NodeKind;
 use estafette_relay::testkit::TestFederation;
 
@@ -112,7 +113,9 @@ fn the_schema_and_the_example_say_what_the_importer_takes() {
 #[test]
 fn a_bad_import_file_gets_one_clear_error() {
     let fed = TestFederation::new(&[("home1.demo", NodeKind::Home)], &["home1.demo"]);
-    let config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), fed.gateway.config.clone());
+    let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), fed.gateway.config.clone());
+    let db = TestStore::from_env();
+    config.store = db.settings.clone();
     let config_path = fed.tmp.path().join("gateway.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
     let bad = fed.tmp.path().join("people.json");

@@ -12,11 +12,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use estafette_spec::NodeId;
+use estafette_spec::{EnvelopeId, NodeId};
 
 use crate::core::NodeCore;
 use crate::node::NodeError;
-use crate::store::{Store, StoreError};
+use crate::store::{QueueRecord, Store, StoreError};
 
 /// Most entries listed per destination by `/queue`.
 pub const MAX_LISTED_PER_DESTINATION: usize = 100;
@@ -48,11 +48,24 @@ pub struct QueueEntryReport {
 
 /// What a node's queue holds now.
 pub fn queue_report(node: &NodeId, store: &Store, now_ms: u64) -> Result<QueueReport, StoreError> {
+    let snapshot = store.queue_snapshot()?;
+    Ok(queue_report_of(node, snapshot, store.outbox_len(), now_ms))
+}
+
+/// Most queued envelopes a queue report of a shared queue reads.
+pub const MAX_QUEUE_REPORTED: usize = 100_000;
+
+/// The queue report of `snapshot`, whatever holds the queue.
+pub fn queue_report_of(
+    node: &NodeId,
+    snapshot: impl IntoIterator<Item = (EnvelopeId, QueueRecord)>,
+    outbox: u64,
+    now_ms: u64,
+) -> QueueReport {
     let now = now_ms;
     let mut by_destination: BTreeMap<String, Vec<QueueEntryReport>> = BTreeMap::new();
-    let snapshot = store.queue_snapshot()?;
-    let total = snapshot.len();
     let mut entries: Vec<_> = snapshot.into_iter().collect();
+    let total = entries.len();
     entries.sort_by_key(|(_, r)| r.next_attempt_ms);
     for (id, record) in entries {
         by_destination
@@ -65,10 +78,10 @@ pub fn queue_report(node: &NodeId, store: &Store, now_ms: u64) -> Result<QueueRe
                 last_error: record.last_error,
             });
     }
-    Ok(QueueReport {
+    QueueReport {
         node: node.to_string(),
         total,
-        outbox: store.outbox_len(),
+        outbox,
         destinations: by_destination
             .into_iter()
             .map(|(destination, mut entries)| {
@@ -81,7 +94,7 @@ pub fn queue_report(node: &NodeId, store: &Store, now_ms: u64) -> Result<QueueRe
                 }
             })
             .collect(),
-    })
+    }
 }
 
 /// What `estafette-relay status` shows: is the node up, where, and can

@@ -9,11 +9,22 @@ use anyhow::{Context, Result};
 use crate::admin::{QueueReport, StatusReport};
 use crate::config::{Config, InitValues, listen_for};
 
+/// Targets never logged below info: they would log personal data.
+pub const QUIET_TARGETS: &[&str] = &["tokio_postgres", "postgres"];
+
 /// Logs to standard error through `tracing`: JSON lines when `json`, text
 /// otherwise; `RUST_LOG` overrides the `default` filter.
 pub fn init_logging(json: bool, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Libraries that log what they carry at their debug level (the
+    // PostgreSQL client logs every statement's parameters: BSNs, letters)
+    // stay at info whatever RUST_LOG asks.
+    for quiet in QUIET_TARGETS {
+        if let Ok(directive) = format!("{quiet}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     // Colours only for a person at a terminal, not in a log file or journal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -121,8 +121,15 @@ impl Forwarder {
 
     /// A new envelope for `next_hop` is durably queued: forward it now.
     pub async fn enqueued(&self, id: EnvelopeId, next_hop: NodeId) {
+        self.scheduled(0, id, next_hop).await;
+    }
+
+    /// An envelope for `next_hop` came into this node's queue other than by
+    /// its own acceptance (taken over from another instance of the node):
+    /// forward it at `due_ms` (milliseconds since 1970) or now, if later.
+    pub async fn scheduled(&self, due_ms: u64, id: EnvelopeId, next_hop: NodeId) {
         self.queue_gauge(&next_hop).inc();
-        let _ = self.schedule.send((0, id, next_hop)).await;
+        let _ = self.schedule.send((due_ms, id, next_hop)).await;
     }
 
     /// The queue-depth gauge of one destination.

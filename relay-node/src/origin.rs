@@ -175,8 +175,51 @@ pub async fn queue_envelope(
     Ok(outcome)
 }
 
-/// Takes a delivery of evidence from `peer`: keeps what verifies, notes
-/// it, and says how many it stored.
+/// Checks a delivery of evidence from `peer`: whether it may deliver, and
+/// which objects verify (the others are dropped: worth nothing, and not to
+/// be retried forever). Gives what to keep with its notes, or the refusal.
+#[allow(clippy::result_large_err)]
+pub fn check_delivery(
+    core: &NodeCore,
+    peer: &NodeId,
+    list: Vec<serde_bytes::ByteBuf>,
+) -> Result<(Vec<NewEvidence>, Vec<StoredEvidence>), Response> {
+    let trust = core.trust();
+    let receiver = Receiver {
+        trust: &trust,
+        me: &core.id,
+    };
+    if let Err(r) = receiver.authorize_evidence_delivery(peer) {
+        return Err(refused(r.reason, r.detail));
+    }
+    if list.len() > MAX_EVIDENCE_PER_DELIVERY {
+        return Err(refused(
+            ReasonCode::TooLarge,
+            format!("more than {MAX_EVIDENCE_PER_DELIVERY} evidence objects"),
+        ));
+    }
+    let mut keep = Vec::with_capacity(list.len());
+    let mut stored = Vec::with_capacity(list.len());
+    for bytes in list {
+        match Evidence::verify(&bytes, &trust) {
+            Ok(v) => {
+                stored.push(StoredEvidence::of(&v.record));
+                keep.push(NewEvidence {
+                    evidence_id: v.record.evidence_id,
+                    message_id: v.record.message_id,
+                    bytes: bytes.into_vec(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer, reason = e.reason().code(), "dropping evidence that does not verify")
+            }
+        }
+    }
+    Ok((keep, stored))
+}
+
+/// Takes a delivery of evidence from `peer` into `store`: keeps what
+/// verifies, notes it, and says how many it stored.
 pub async fn take_evidence(
     core: &NodeCore,
     store: &Store,
@@ -184,43 +227,10 @@ pub async fn take_evidence(
     peer: &NodeId,
     list: Vec<serde_bytes::ByteBuf>,
 ) -> Response {
-    let trust = core.trust();
-    let receiver = Receiver {
-        trust: &trust,
-        me: &core.id,
+    let (keep, stored) = match check_delivery(core, peer, list) {
+        Ok(checked) => checked,
+        Err(refusal) => return refusal,
     };
-    if let Err(r) = receiver.authorize_evidence_delivery(peer) {
-        return refused(r.reason, r.detail);
-    }
-    if list.len() > MAX_EVIDENCE_PER_DELIVERY {
-        return refused(
-            ReasonCode::TooLarge,
-            format!("more than {MAX_EVIDENCE_PER_DELIVERY} evidence objects"),
-        );
-    }
-    let mut keep = Vec::with_capacity(list.len());
-    let mut stored = Vec::with_capacity(list.len());
-    for bytes in list {
-        match Evidence::verify(&bytes, &trust) {
-            Ok(v) => {
-                stored.push(StoredEvidence {
-                    message_id: v.record.message_id,
-                    event: v.record.event,
-                    issuer: v.record.issuer.clone(),
-                });
-                keep.push(NewEvidence {
-                    evidence_id: v.record.evidence_id,
-                    message_id: v.record.message_id,
-                    bytes: bytes.into_vec(),
-                })
-            }
-            // Evidence that does not verify is worth nothing; the sender
-            // must not retry it forever either.
-            Err(e) => {
-                tracing::warn!(peer = %peer, reason = e.reason().code(), "dropping evidence that does not verify")
-            }
-        }
-    }
     let count = keep.len() as u32;
     match store.write(Op::StoreEvidence { evidence: keep }).await {
         Ok(_) => {

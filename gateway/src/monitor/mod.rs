@@ -23,7 +23,7 @@ use rand_core::OsRng;
 
 use crate::gateway::{Gateway, TrackedLetter};
 use crate::registry::PersonRecord;
-use crate::store::RecordsError;
+use crate::store::{RecordsError, StepKey};
 
 /// Where notifications point when the home node gave no inbox address.
 pub const DEFAULT_INBOX_URL: &str = "https://mijn.estafette.example/";
@@ -71,7 +71,7 @@ impl CycleReport {
 
 /// What a letter's stored evidence says.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     consigned_at: Option<Timestamp>,
     opened: bool,
     failed: bool,
@@ -135,6 +135,24 @@ impl Gateway {
             message_id: Some(message_id),
             bytes: self.node.sign_evidence(&record),
         }
+    }
+
+    /// Does `work` under this instance's claim of `step`, and nothing when
+    /// another instance holds it (that one is doing the same work).
+    async fn claimed(
+        &self,
+        step: StepKey,
+        work: impl std::future::Future<Output = Result<(), RecordsError>>,
+    ) -> Result<(), RecordsError> {
+        let instance = &self.node.instance;
+        if !self.records().claim_step(instance, step).await? {
+            return Ok(());
+        }
+        let done = work.await;
+        if let Err(e) = self.records().release_step(instance, step).await {
+            tracing::warn!(error = %e, "releasing a step's claim failed; it runs out by itself");
+        }
+        done
     }
 
     /// Wakes the monitor before its next cycle is due.

@@ -12,7 +12,7 @@ use super::CycleReport;
 use crate::gateway::{Gateway, PaperItem, PaperKind};
 use crate::mandates::{self, Correspondent};
 use crate::paper::{ManifestEntry, PaperLetter};
-use crate::store::{PaperId, RecordsError};
+use crate::store::{PaperId, RecordsError, StepKey};
 use crate::texts;
 
 /// Whether an item was printed.
@@ -31,26 +31,47 @@ impl Gateway {
         now: Timestamp,
         report: &mut CycleReport,
     ) -> Result<(), RecordsError> {
-        let pending: Vec<(PaperId, PaperItem)> = self
+        let pending: Vec<PaperId> = self
             .paper_queue()?
             .into_iter()
             .filter(|(_, item)| item.spooled_at.is_none() && item.failure.is_none())
+            .map(|(id, _)| id)
             .collect();
-        for (id, item) in pending {
-            match self.print(id, &item, now).await? {
-                Printed::Yes => {
-                    let mut item = item;
-                    item.spooled_at = Some(now);
-                    self.records()
-                        .write(Box::new(move |records| records.put_paper(id, &item)))
-                        .await?;
-                    report.spooled += 1;
-                }
-                Printed::Later => {}
-                Printed::Nowhere => {
-                    report.no_address += 1;
-                    self.cannot_print(id, item, now).await?;
-                }
+        for id in pending {
+            // One instance prints an item, once: under its claim, and only
+            // if it is still waiting when read again.
+            self.claimed(StepKey::Paper(id), self.spool_claimed(id, now, report))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Prints one item under this instance's claim, if it still waits.
+    async fn spool_claimed(
+        &self,
+        id: PaperId,
+        now: Timestamp,
+        report: &mut CycleReport,
+    ) -> Result<(), RecordsError> {
+        let Some(item) = self.records().read()?.paper(id)? else {
+            return Ok(());
+        };
+        if item.spooled_at.is_some() || item.failure.is_some() {
+            return Ok(());
+        }
+        match self.print(id, &item, now).await? {
+            Printed::Yes => {
+                let mut item = item;
+                item.spooled_at = Some(now);
+                self.records()
+                    .write(Box::new(move |records| records.put_paper(id, &item)))
+                    .await?;
+                report.spooled += 1;
+            }
+            Printed::Later => {}
+            Printed::Nowhere => {
+                report.no_address += 1;
+                self.cannot_print(id, item, now).await?;
             }
         }
         Ok(())

@@ -17,7 +17,7 @@ use crate::gateway::{Gateway, PaperItem, PaperKind, TrackedLetter};
 use crate::mandates::{self, Correspondent};
 use crate::notify::NotifyError;
 use crate::registry::PersonRecord;
-use crate::store::{PaperId, RecordsError, WriteRecords};
+use crate::store::{PaperId, RecordsError, StepKey, WriteRecords};
 use crate::texts::{self, LetterFacts};
 
 /// Most steps taken for one letter in one pass (a bounce, then paper).
@@ -50,14 +50,55 @@ enum Then {
 }
 
 impl Gateway {
-    /// Takes the steps due for one letter and records them in one transaction.
+    /// Takes the steps due for one letter, if any are, under this
+    /// instance's claim of the letter: with several instances, each step is
+    /// taken once. `letter` is what the cycle read; under the claim the
+    /// letter is read again, so that a step another instance took in the
+    /// meantime is seen.
     pub(super) async fn advance(
         &self,
         message_id: MessageId,
-        mut letter: TrackedLetter,
+        letter: TrackedLetter,
         now: Timestamp,
         report: &mut CycleReport,
     ) -> Result<(), RecordsError> {
+        let seen = self.seen(&message_id)?;
+        if !self.has_work(&letter, &seen, now) {
+            return Ok(());
+        }
+        self.claimed(
+            StepKey::Letter(message_id),
+            self.advance_claimed(message_id, now, report),
+        )
+        .await
+    }
+
+    /// Whether anything would happen to `letter` now (read before a claim).
+    fn has_work(&self, letter: &TrackedLetter, seen: &super::Seen, now: Timestamp) -> bool {
+        let mut progress = letter.progress;
+        if progress.consigned_at.is_none() && seen.consigned_at.is_some() {
+            return true;
+        }
+        if (seen.opened && !progress.opened) || (seen.failed && !progress.failed) {
+            return true;
+        }
+        progress.opened |= seen.opened;
+        [true, false]
+            .into_iter()
+            .any(|working| escalation::next_step(&progress, working, now, &self.policy).is_some())
+    }
+
+    /// [`Self::advance`] under the claim: records them in one transaction.
+    async fn advance_claimed(
+        &self,
+        message_id: MessageId,
+        now: Timestamp,
+        report: &mut CycleReport,
+    ) -> Result<(), RecordsError> {
+        let Some(mut letter) = self.records().read()?.tracked(&message_id)? else {
+            // Opened or on paper meanwhile.
+            return Ok(());
+        };
         let seen = self.seen(&message_id)?;
         let before = letter.progress;
         // The gateway's clock, when it first saw the consignment: escalation

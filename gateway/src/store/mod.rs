@@ -24,8 +24,8 @@ mod postgres;
 mod redb;
 pub mod test_postgres;
 
-pub use self::pg_queue::{OutboxItem, PgForwardQueue};
-pub use self::postgres::PgRecords;
+pub use self::pg_queue::{FirstHop, OutboxItem, PgForwardQueue};
+pub use self::postgres::{MAX_CONNECTIONS as MAX_PG_CONNECTIONS, PgRecords};
 pub use self::redb::RedbRecords;
 
 use estafette_relay::origin::QueueError;
@@ -77,6 +77,9 @@ pub enum RecordsError {
     Corrupt { what: &'static str, detail: String },
     #[error(transparent)]
     Node(#[from] StoreError),
+    /// The submission was recorded by a twin first (a retry that raced).
+    #[error("the submission is already recorded")]
+    AlreadyRecorded,
 }
 
 /// The key of an item in the paper queue: the message id of an agency's
@@ -172,6 +175,9 @@ pub trait ReadRecords {
     /// Everything in the paper queue, spooled or not.
     fn paper_queue(&self) -> Result<Vec<(PaperId, PaperItem)>, RecordsError>;
 
+    /// One item of the paper queue.
+    fn paper(&self, id: PaperId) -> Result<Option<PaperItem>, RecordsError>;
+
     /// Assertion nonces whose assertions expired before `before`, at most `limit`.
     fn expired_nonces(&self, before: Timestamp, limit: usize)
     -> Result<Vec<Vec<u8>>, RecordsError>;
@@ -263,6 +269,33 @@ pub struct SealedEnvelope {
     pub evidence: Option<NewEvidence>,
 }
 
+/// A step only one instance of the gateway may take at a time: the next
+/// steps of a followed letter (a notification, a reminder, its paper copy),
+/// or the printing of a paper item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepKey {
+    Letter(MessageId),
+    Paper(PaperId),
+}
+
+impl StepKey {
+    /// The key's bytes: a kind byte, then the id.
+    pub fn to_bytes(self) -> [u8; 17] {
+        let (kind, id) = match self {
+            StepKey::Letter(m) => (b'L', *m.as_bytes()),
+            StepKey::Paper(p) => (b'P', p.0),
+        };
+        let mut out = [0u8; 17];
+        out[0] = kind;
+        out[1..].copy_from_slice(&id);
+        out
+    }
+}
+
+/// How long a step claim holds when its instance neither finishes nor
+/// renews it (the instance died): then another instance may take the step.
+pub const STEP_CLAIM_S: u64 = 120;
+
 /// The gateway's records.
 pub trait Records: Send + Sync {
     /// A consistent view of the records as they are now.
@@ -278,6 +311,32 @@ pub trait Records: Send + Sync {
         sealed: SealedEnvelope,
         change: Change,
     ) -> BoxFuture<'_, Result<Outcome, QueueError>>;
+
+    /// Claims `step` for `instance` until it is released or
+    /// [`STEP_CLAIM_S`] pass; false when another instance holds it. A
+    /// backend with one writing process (redb) has nobody to share with:
+    /// the claim is always granted there.
+    fn claim_step(
+        &self,
+        instance: &str,
+        step: StepKey,
+    ) -> BoxFuture<'_, Result<bool, RecordsError>> {
+        let _ = (instance, step);
+        Box::pin(async { Ok(true) })
+    }
+
+    /// Ends `instance`'s claim of `step`.
+    fn release_step(
+        &self,
+        instance: &str,
+        step: StepKey,
+    ) -> BoxFuture<'_, Result<(), RecordsError>> {
+        let _ = (instance, step);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// How many envelopes wait to be forwarded.
+    fn outbox_len(&self) -> Result<u64, RecordsError>;
 }
 
 impl<'r> dyn Records + 'r {

@@ -124,32 +124,33 @@ fn claim(
             &[&instance, &until, &now, &limit],
         )
         .map_err(db)?;
-    rows.iter()
-        .map(|r| {
-            let previous: Option<Vec<u8>> = r.get(4);
-            let next: i64 = r.get(5);
-            Ok(OutboxItem {
-                envelope_id: estafette_spec::EnvelopeId::from_bytes(id16(
-                    "envelope id",
-                    r.get::<_, &[u8]>(0),
-                )?),
-                message_id: MessageId::from_bytes(id16("message id", r.get::<_, &[u8]>(1))?),
-                next_hop: r.get(2),
-                envelope: r.get(3),
-                previous: previous
-                    .map(|p| {
-                        <[u8; 32]>::try_from(p.as_slice()).map(Digest).map_err(|_| {
-                            RecordsError::Corrupt {
-                                what: "previous evidence digest",
-                                detail: format!("{} bytes", p.len()),
-                            }
-                        })
+    rows.iter().map(outbox_item).collect()
+}
+
+/// An outbox row of (envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms).
+fn outbox_item(r: &postgres::Row) -> Result<OutboxItem, RecordsError> {
+    let previous: Option<Vec<u8>> = r.get(4);
+    let next: i64 = r.get(5);
+    Ok(OutboxItem {
+        envelope_id: estafette_spec::EnvelopeId::from_bytes(id16(
+            "envelope id",
+            r.get::<_, &[u8]>(0),
+        )?),
+        message_id: MessageId::from_bytes(id16("message id", r.get::<_, &[u8]>(1))?),
+        next_hop: r.get(2),
+        envelope: r.get(3),
+        previous: previous
+            .map(|p| {
+                <[u8; 32]>::try_from(p.as_slice())
+                    .map(Digest)
+                    .map_err(|_| RecordsError::Corrupt {
+                        what: "previous evidence digest",
+                        detail: format!("{} bytes", p.len()),
                     })
-                    .transpose()?,
-                next_attempt_ms: next.max(0) as u64,
             })
-        })
-        .collect()
+            .transpose()?,
+        next_attempt_ms: next.max(0) as u64,
+    })
 }
 
 fn store_error(e: RecordsError) -> StoreError {
@@ -204,35 +205,11 @@ impl ForwardQueue for PgForwardQueue {
             .blocking(move |client| {
                 let row = client
                     .query_opt(
-                        "SELECT next_hop, previous, expires_at, queued_at, attempts, \
-                         next_attempt_ms, last_error, envelope FROM outbox \
-                         WHERE envelope_id = $1 AND claimed_by = $2",
+                        &format!("SELECT {QUEUE_RECORD} FROM outbox WHERE envelope_id = $1 AND claimed_by = $2"),
                         &[&id.as_slice(), &instance],
                     )
                     .map_err(db)?;
-                row.map(|r| {
-                    let previous: Option<Vec<u8>> = r.get(1);
-                    let attempts: i32 = r.get(4);
-                    let next: i64 = r.get(5);
-                    let (expires, queued): (i64, i64) = (r.get(2), r.get(3));
-                    Ok(QueueRecord {
-                        destination: r.get::<_, String>(0).parse().map_err(|e| {
-                            RecordsError::Corrupt {
-                                what: "next hop",
-                                detail: format!("{e}"),
-                            }
-                        })?,
-                        hops_taken: 0,
-                        our_evidence: previous.map(|p| id32(&p).map(Digest)).transpose()?,
-                        expires_at: Timestamp(expires.max(0) as u64),
-                        accepted_at: Timestamp(queued.max(0) as u64),
-                        attempts: attempts.max(0) as u32,
-                        next_attempt_ms: next.max(0) as u64,
-                        last_error: r.get(6),
-                        envelope: r.get(7),
-                    })
-                })
-                .transpose()
+                row.map(|r| queue_record(&r)).transpose()
             })
             .map_err(store_error)
     }
@@ -294,4 +271,188 @@ fn id32(bytes: &[u8]) -> Result<[u8; 32], RecordsError> {
         what: "evidence digest",
         detail: format!("{} bytes, not 32", bytes.len()),
     })
+}
+
+/// What a running instance adds to the shared records: its name, its
+/// forwarder (what the instance queues, it forwards) and its wall clock
+/// for leases (instances' clocks must agree to well within [`LEASE_S`]).
+pub struct FirstHop {
+    pub core: Arc<estafette_relay::core::NodeCore>,
+    pub instance: String,
+    pub forwarder: Arc<estafette_relay::forwarder::Forwarder>,
+    pub now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+impl FirstHop {
+    /// The first hop towards `home`, as the trust list routes it.
+    pub(super) fn next_hop(
+        &self,
+        home: &NodeId,
+    ) -> Result<NodeId, estafette_relay::origin::QueueError> {
+        self.core
+            .trust()
+            .next_hop(&self.core.id, home)
+            .map(|n| n.id.clone())
+            .ok_or_else(|| estafette_relay::origin::QueueError::NoRoute(home.clone()))
+    }
+
+    /// The claim a newly queued envelope starts with: (instance, lease until).
+    pub(super) fn claim(&self) -> (String, i64) {
+        let until = (self.now)().0.saturating_add(LEASE_S);
+        (self.instance.clone(), until.min(i64::MAX as u64) as i64)
+    }
+}
+
+/// How often an instance renews its leases and looks for envelopes whose
+/// lease ran out: three times per lease.
+pub const LEASE_RENEW_S: u64 = LEASE_S / 3;
+
+impl PgRecords {
+    /// Attaches the running instance's forwarder (what it queues from now
+    /// on is claimed for it and forwarded by it), then keeps its leases
+    /// alive and takes over, for it, the envelopes of instances whose leases
+    /// ran out, until the node stops.
+    pub fn attach(
+        self: &Arc<Self>,
+        first_hop: FirstHop,
+        stopped: Arc<tokio::sync::Notify>,
+    ) -> Result<(), RecordsError> {
+        let (instance, forwarder, now) = (
+            first_hop.instance.clone(),
+            first_hop.forwarder.clone(),
+            first_hop.now.clone(),
+        );
+        self.first_hop
+            .set(first_hop)
+            .map_err(|_| RecordsError::Corrupt {
+                what: "instance",
+                detail: "the records already belong to a running instance".into(),
+            })?;
+        tokio::spawn(self.clone().keep_leases(instance, forwarder, now, stopped));
+        Ok(())
+    }
+
+    async fn keep_leases(
+        self: Arc<Self>,
+        instance: String,
+        forwarder: Arc<estafette_relay::forwarder::Forwarder>,
+        now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+        stopped: Arc<tokio::sync::Notify>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(LEASE_RENEW_S)) => {}
+                _ = stopped.notified() => return,
+            }
+            match self.renew_and_take_over(&instance, now()).await {
+                Ok(taken) => {
+                    if !taken.is_empty() {
+                        tracing::info!(
+                            envelopes = taken.len(),
+                            "took over envelopes whose lease ran out"
+                        );
+                    }
+                    for item in taken {
+                        match item.next_hop.parse() {
+                            Ok(hop) => {
+                                forwarder
+                                    .scheduled(item.next_attempt_ms, item.envelope_id, hop)
+                                    .await
+                            }
+                            Err(e) => {
+                                tracing::error!(envelope = %item.envelope_id, error = %e, "an outbox row names no node")
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing the outbox leases failed; trying again")
+                }
+            }
+        }
+    }
+
+    /// Renews `instance`'s leases, then claims for it up to [`MAX_CLAIM`]
+    /// envelopes of other instances whose leases ran out (oldest first).
+    pub async fn renew_and_take_over(
+        &self,
+        instance: &str,
+        now: Timestamp,
+    ) -> Result<Vec<OutboxItem>, RecordsError> {
+        let instance = instance.to_owned();
+        self.run(move |client| {
+            let until = now.0.saturating_add(LEASE_S) as i64;
+            client
+                .execute(
+                    "UPDATE outbox SET lease_until = $2 WHERE claimed_by = $1",
+                    &[&instance, &until],
+                )
+                .map_err(db)?;
+            let rows = client
+                .query(
+                    "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
+                     (SELECT envelope_id FROM outbox WHERE (lease_until IS NULL OR lease_until < $3) \
+                      AND claimed_by IS DISTINCT FROM $1 ORDER BY queued_at LIMIT $4 \
+                      FOR UPDATE SKIP LOCKED) \
+                     RETURNING envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms",
+                    &[&instance, &until, &(now.0 as i64), &(MAX_CLAIM as i64)],
+                )
+                .map_err(db)?;
+            rows.iter().map(outbox_item).collect()
+        })
+        .await
+    }
+}
+
+/// The columns [`queue_record`] reads.
+const QUEUE_RECORD: &str = "next_hop, previous, expires_at, queued_at, attempts, \
+     next_attempt_ms, last_error, envelope, envelope_id";
+
+/// An outbox row as the forwarder's queue record.
+fn queue_record(r: &postgres::Row) -> Result<QueueRecord, RecordsError> {
+    let previous: Option<Vec<u8>> = r.get(1);
+    let attempts: i32 = r.get(4);
+    let next: i64 = r.get(5);
+    let (expires, queued): (i64, i64) = (r.get(2), r.get(3));
+    Ok(QueueRecord {
+        destination: r
+            .get::<_, String>(0)
+            .parse()
+            .map_err(|e| RecordsError::Corrupt {
+                what: "next hop",
+                detail: format!("{e}"),
+            })?,
+        hops_taken: 0,
+        our_evidence: previous.map(|p| id32(&p).map(Digest)).transpose()?,
+        expires_at: Timestamp(expires.max(0) as u64),
+        accepted_at: Timestamp(queued.max(0) as u64),
+        attempts: attempts.max(0) as u32,
+        next_attempt_ms: next.max(0) as u64,
+        last_error: r.get(6),
+        envelope: r.get(7),
+    })
+}
+
+impl PgRecords {
+    /// Up to `limit` envelopes of the outbox (whoever holds them), for the
+    /// operator's queue report.
+    pub fn outbox_snapshot(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(EnvelopeId, QueueRecord)>, RecordsError> {
+        self.blocking(move |client| {
+            let rows = client
+                .query(
+                    &format!("SELECT {QUEUE_RECORD} FROM outbox ORDER BY next_attempt_ms LIMIT $1"),
+                    &[&(limit as i64)],
+                )
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    let id = EnvelopeId::from_bytes(id16("envelope id", r.get::<_, &[u8]>(8))?);
+                    Ok((id, queue_record(r)?))
+                })
+                .collect()
+        })
+    }
 }

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     Change, MAX_PAPER_ITEM_BYTES, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError,
-    SealedEnvelope, WriteRecords, db, decode, encode,
+    STEP_CLAIM_S, SealedEnvelope, StepKey, WriteRecords, db, decode, encode,
 };
 use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
 use crate::mandates::MAX_MANDATES_PER_PERSON;
@@ -70,6 +70,9 @@ type Query = Box<dyn for<'t> FnOnce(&mut postgres::Transaction<'t>) + Send>;
 /// The gateway's records in a PostgreSQL database.
 pub struct PgRecords {
     jobs: SyncSender<Job>,
+    /// The running instance's forwarder, once it has one: what it queues is
+    /// claimed for it and handed to its forwarder (an offline tool has none).
+    pub(super) first_hop: std::sync::OnceLock<super::pg_queue::FirstHop>,
 }
 
 impl PgRecords {
@@ -100,7 +103,10 @@ impl PgRecords {
         for rx in ready {
             rx.await.map_err(|_| closed())??;
         }
-        Ok(PgRecords { jobs })
+        Ok(PgRecords {
+            jobs,
+            first_hop: std::sync::OnceLock::new(),
+        })
     }
 
     /// Runs `job` on a worker's connection and waits for it, blocking the
@@ -228,62 +234,135 @@ impl Records for PgRecords {
         change: Change,
     ) -> BoxFuture<'_, Result<Outcome, QueueError>> {
         Box::pin(async move {
-            self.run(move |client| {
-                let mut tx = client.transaction().map_err(db)?;
-                let header = &sealed.header;
-                let known = tx
-                    .query_opt(
-                        "SELECT evidence_id FROM outbox WHERE envelope_id = $1",
-                        &[&header.envelope_id.as_bytes().as_slice()],
-                    )
-                    .map_err(db)?;
-                if let Some(row) = known {
-                    let id: Option<Vec<u8>> = row.get(0);
-                    let evidence = match id {
-                        Some(id) => tx
-                            .query_opt(
-                                "SELECT evidence FROM evidence WHERE evidence_id = $1",
-                                &[&id],
-                            )
-                            .map_err(db)?
-                            .map(|r| r.get::<_, Vec<u8>>(0))
-                            .unwrap_or_default(),
-                        None => vec![],
+            let envelope_id = sealed.header.envelope_id;
+            // The first hop on the way to the home node, as the trust list
+            // routes it (without a running instance: the home node).
+            let next_hop = match self.first_hop.get() {
+                Some(first_hop) => first_hop.next_hop(&sealed.header.home_node)?,
+                None => sealed.header.home_node.clone(),
+            };
+            let hop = next_hop.clone();
+            let claim = self.first_hop.get().map(|f| f.claim());
+            let outcome = self
+                .run(move |client| {
+                    let mut tx = client.transaction().map_err(db)?;
+                    let header = &sealed.header;
+                    let known = tx
+                        .query_opt(
+                            "SELECT evidence_id FROM outbox WHERE envelope_id = $1",
+                            &[&header.envelope_id.as_bytes().as_slice()],
+                        )
+                        .map_err(db)?;
+                    if let Some(row) = known {
+                        let id: Option<Vec<u8>> = row.get(0);
+                        let evidence = match id {
+                            Some(id) => tx
+                                .query_opt(
+                                    "SELECT evidence FROM evidence WHERE evidence_id = $1",
+                                    &[&id],
+                                )
+                                .map_err(db)?
+                                .map(|r| r.get::<_, Vec<u8>>(0))
+                                .unwrap_or_default(),
+                            None => vec![],
+                        };
+                        return Ok(Outcome::Duplicate { evidence });
+                    }
+                    let mut writing = Writing {
+                        tx: RefCell::new(&mut tx),
                     };
-                    return Ok(Outcome::Duplicate { evidence });
-                }
-                let mut writing = Writing {
-                    tx: RefCell::new(&mut tx),
-                };
-                if let Some(evidence) = &sealed.evidence {
-                    writing.archive_evidence(evidence)?;
-                }
-                change(&mut writing)?;
-                let evidence_id = sealed
-                    .evidence
-                    .as_ref()
-                    .map(|e| e.evidence_id.as_bytes().to_vec());
-                let previous = sealed.previous.map(|d| d.0.to_vec());
-                tx.execute(
+                    if let Some(evidence) = &sealed.evidence {
+                        writing.archive_evidence(evidence)?;
+                    }
+                    change(&mut writing)?;
+                    let evidence_id = sealed
+                        .evidence
+                        .as_ref()
+                        .map(|e| e.evidence_id.as_bytes().to_vec());
+                    let previous = sealed.previous.map(|d| d.0.to_vec());
+                    // The instance that queues an envelope forwards it: claimed
+                    // for it from the start.
+                    let (claimed_by, lease_until) = match &claim {
+                        Some((instance, until)) => (Some(instance.as_str()), Some(*until)),
+                        None => (None, None),
+                    };
+                    tx.execute(
                     "INSERT INTO outbox (envelope_id, message_id, next_hop, envelope, previous, \
-                     evidence_id, queued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     evidence_id, queued_at, expires_at, claimed_by, lease_until) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     &[
                         &header.envelope_id.as_bytes().as_slice(),
                         &header.message_id.as_bytes().as_slice(),
-                        &header.home_node.as_str(),
+                        &hop.as_str(),
                         &sealed.envelope,
                         &previous,
                         &evidence_id,
                         &(header.created_at.0 as i64),
                         &(header.expires_at.0 as i64),
+                        &claimed_by,
+                        &lease_until,
                     ],
                 )
                 .map_err(db)?;
-                tx.commit().map_err(db)?;
-                Ok(Outcome::Stored)
-            })
-            .await
-            .map_err(|e| QueueError::Store(StoreError::Aborted(e.to_string())))
+                    tx.commit().map_err(db)?;
+                    Ok(Outcome::Stored)
+                })
+                .await
+                .map_err(|e| QueueError::Store(StoreError::Aborted(e.to_string())))?;
+            if let (Outcome::Stored, Some(first_hop)) = (&outcome, self.first_hop.get()) {
+                first_hop.forwarder.enqueued(envelope_id, next_hop).await;
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn claim_step(
+        &self,
+        instance: &str,
+        step: StepKey,
+    ) -> BoxFuture<'_, Result<bool, RecordsError>> {
+        let instance = instance.to_owned();
+        Box::pin(self.run(move |client| {
+            // On the server's clock, so that instances need not agree on time.
+            let claimed = client
+                .query_opt(
+                    "INSERT INTO step_claims (step, instance, until) \
+                     VALUES ($1, $2, extract(epoch FROM now())::bigint + $3) \
+                     ON CONFLICT (step) DO UPDATE SET instance = EXCLUDED.instance, until = EXCLUDED.until \
+                     WHERE step_claims.instance = EXCLUDED.instance \
+                     OR step_claims.until < extract(epoch FROM now())::bigint \
+                     RETURNING step",
+                    &[&step.to_bytes().as_slice(), &instance, &(STEP_CLAIM_S as i64)],
+                )
+                .map_err(db)?;
+            Ok(claimed.is_some())
+        }))
+    }
+
+    fn release_step(
+        &self,
+        instance: &str,
+        step: StepKey,
+    ) -> BoxFuture<'_, Result<(), RecordsError>> {
+        let instance = instance.to_owned();
+        Box::pin(self.run(move |client| {
+            client
+                .execute(
+                    "DELETE FROM step_claims WHERE step = $1 AND instance = $2",
+                    &[&step.to_bytes().as_slice(), &instance],
+                )
+                .map_err(db)?;
+            Ok(())
+        }))
+    }
+
+    fn outbox_len(&self) -> Result<u64, RecordsError> {
+        self.blocking(|client| {
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM outbox", &[])
+                .map_err(db)?
+                .get(0);
+            Ok(n.max(0) as u64)
         })
     }
 }
@@ -452,6 +531,13 @@ mod read {
             .collect()
     }
 
+    pub fn paper(c: &mut impl GenericClient, id: &[u8]) -> Result<Option<PaperItem>, RecordsError> {
+        c.query_opt("SELECT item FROM paper_queue WHERE id = $1", &[&id])
+            .map_err(db)?
+            .map(|r| decode("paper item", r.get::<_, &[u8]>(0), MAX_PAPER_ITEM_BYTES))
+            .transpose()
+    }
+
     pub fn expired_nonces(
         c: &mut impl GenericClient,
         before: Timestamp,
@@ -572,6 +658,10 @@ macro_rules! read_records {
 
         fn paper_queue(&$self) -> Result<Vec<(PaperId, PaperItem)>, RecordsError> {
             $self.with(move |$c| read::paper_queue($c))
+        }
+
+        fn paper(&$self, id: PaperId) -> Result<Option<PaperItem>, RecordsError> {
+            $self.with(move |$c| read::paper($c, &id.0))
         }
 
         fn expired_nonces(

@@ -168,6 +168,10 @@ impl Records for RedbRecords {
             .await
         })
     }
+
+    fn outbox_len(&self) -> Result<u64, RecordsError> {
+        Ok(self.store.queue_len())
+    }
 }
 
 /// Where the read side finds its tables: a read transaction (a table never
@@ -410,6 +414,17 @@ impl<S: Source> ReadRecords for S {
             ));
         }
         Ok(out)
+    }
+
+    fn paper(&self, id: PaperId) -> Result<Option<PaperItem>, RecordsError> {
+        let Some(table) = self.open(PAPER)? else {
+            return Ok(None);
+        };
+        table
+            .get(id.0)
+            .map_err(db)?
+            .map(|v| decode("paper item", v.value(), MAX_PAPER_ITEM_BYTES))
+            .transpose()
     }
 
     fn expired_nonces(

@@ -176,3 +176,55 @@ fn free_port() -> u16 {
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("a free port: {e}"))
 }
+
+/// The environment variable that chooses the backend the gateway's test
+/// suites run on: `redb` (the default) or `postgres`. `scripts/test` runs
+/// the suites once with each.
+pub const TEST_STORE_VAR: &str = "ESTAFETTE_TEST_STORE";
+
+/// The store of a test's gateway: the settings to put in its
+/// configuration and, for PostgreSQL, the server of the test's own (kept
+/// running as long as this value lives).
+pub struct TestStore {
+    pub settings: crate::config::StoreSettings,
+    pub server: Option<TestPostgres>,
+}
+
+impl TestStore {
+    /// The backend [`TEST_STORE_VAR`] names; a value it does not know
+    /// fails the test rather than quietly testing redb.
+    pub fn from_env() -> TestStore {
+        match std::env::var(TEST_STORE_VAR).as_deref() {
+            Err(_) | Ok("") | Ok("redb") => TestStore {
+                settings: crate::config::StoreSettings::default(),
+                server: None,
+            },
+            Ok("postgres") => Self::postgres(),
+            Ok(other) => panic!("{TEST_STORE_VAR}={other}: it must be redb or postgres"),
+        }
+    }
+
+    /// A PostgreSQL server of the test's own.
+    pub fn postgres() -> TestStore {
+        let server = TestPostgres::start("");
+        TestStore {
+            settings: crate::config::StoreSettings {
+                backend: crate::config::StoreBackend::Postgres,
+                url: Some(server.url()),
+                connections: Some(4),
+                ..Default::default()
+            },
+            server: Some(server),
+        }
+    }
+
+    /// The `[store]` section of a configuration file with these settings.
+    pub fn toml_section(&self) -> String {
+        match &self.settings.url {
+            Some(url) => {
+                format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nconnections = 4\n")
+            }
+            None => String::new(),
+        }
+    }
+}

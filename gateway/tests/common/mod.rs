@@ -15,6 +15,7 @@ use estafette_gateway::config::GatewayConfig;
 use estafette_gateway::gateway::ManualClock;
 use estafette_gateway::notify::SmtpSettings;
 use estafette_gateway::smtp_sink::SmtpSink;
+use estafette_gateway::store::test_postgres::TestStore;
 use estafette_pki::{AssertedPerson, NodeKind, keys};
 use estafette_relay::RunningNode;
 use estafette_relay::home::client::CitizenClient;
@@ -37,6 +38,10 @@ pub struct World {
     pub gateway: RunningGateway,
     pub home: Arc<RunningNode>,
     pub spool: std::path::PathBuf,
+    /// The gateway's database (PostgreSQL when the suite runs on it).
+    pub db: TestStore,
+    /// The gateway's configuration.
+    pub config: GatewayConfig,
 }
 
 impl World {
@@ -52,6 +57,11 @@ impl World {
     /// As [`Self::start`], with the federation and its nodes' configuration
     /// changed first (the home node is `home.test`).
     pub async fn start_custom(prepare: impl FnOnce(&mut TestFederation)) -> World {
+        Self::start_on(TestStore::from_env(), prepare).await
+    }
+
+    /// As [`Self::start_custom`] on the given database.
+    pub async fn start_on(db: TestStore, prepare: impl FnOnce(&mut TestFederation)) -> World {
         let mut fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
         prepare(&mut fed);
         let sink = SmtpSink::start().await.unwrap();
@@ -68,7 +78,8 @@ impl World {
             "Berichtenbox <noreply@gateway.test>",
         ));
         config.paper_spool = Some(spool.clone());
-        let gateway = RunningGateway::start_with_clock(config, clock.clone())
+        config.store = db.settings.clone();
+        let gateway = RunningGateway::start_with_clock(config.clone(), clock.clone())
             .await
             .unwrap();
         World {
@@ -78,7 +89,61 @@ impl World {
             gateway,
             home,
             spool,
+            db,
+            config,
         }
+    }
+
+    /// Another instance of the gateway on the same database (PostgreSQL),
+    /// named `name`: its own node address, data directory and print spool
+    /// (`<spool>-<name>`), the same keys, clock and SMTP server.
+    pub async fn start_instance(&self, name: &str) -> RunningGateway {
+        let mut config = self.config.clone();
+        config.https_listen = "127.0.0.1:0".parse().unwrap();
+        config.node.listen = "127.0.0.1:0".parse().unwrap();
+        config.node.admin_listen = None;
+        config.node.data_dir = self.fed.tmp.path().join(format!("gateway-{name}"));
+        config.paper_spool = Some(self.instance_spool(name));
+        config.store.instance = Some(name.into());
+        RunningGateway::start_with_clock(config, self.clock.clone())
+            .await
+            .unwrap()
+    }
+
+    /// The print spool of instance `name`.
+    pub fn instance_spool(&self, name: &str) -> std::path::PathBuf {
+        self.fed.tmp.path().join(format!("spool-{name}"))
+    }
+
+    /// An agency client of `sender` for the gateway instance at `addr`.
+    pub fn agency_client(&self, sender: &str, addr: std::net::SocketAddr) -> AgencyClient {
+        AgencyClient::for_agency_dir(
+            addr,
+            "gateway.test",
+            &self.fed.fed.root_cert_path(),
+            &self.fed.fed.agency_dir(&sender.parse().unwrap()),
+        )
+        .unwrap()
+    }
+
+    /// A letter from `sender` to `to`, sealed: its id and the SignedMessage.
+    pub fn sealed_letter(&self, sender: &str, to: &str) -> (MessageId, Vec<u8>) {
+        let letter = Letter {
+            message_id: MessageId::random(&mut OsRng),
+            sender: sender.parse().unwrap(),
+            recipient: to.parse().unwrap(),
+            created_at: estafette_pki::now(),
+            subject: "Aanslag".into(),
+            body: "Tekst".into(),
+            attachments: vec![],
+            nature: Nature::Decision,
+            legal_effect: true,
+            expected_action: "Betaal het bedrag".into(),
+            response_deadline: None,
+            language: "nl".into(),
+            sender_reference: "AANSLAG-3".into(),
+        };
+        (letter.message_id, self.sealed(&letter).0)
     }
 
     /// The token of the newest verification link e-mailed to `email`.
@@ -271,8 +336,9 @@ impl World {
         let trust = self.gateway.gateway.node.trust();
         self.gateway
             .gateway
-            .node
-            .store()
+            .records()
+            .read()
+            .unwrap()
             .evidence_for(message)
             .unwrap()
             .iter()

@@ -1,0 +1,169 @@
+//! Several gateway instances on one PostgreSQL database: agencies submit to
+//! any of them, each forwards what it queued, and the monitors of all of
+//! them together take each letter's next step exactly once. These tests run
+//! on PostgreSQL whatever `ESTAFETTE_TEST_STORE` says (their names start
+//! with `cluster_`, which the PostgreSQL pass of `scripts/test` skips, since
+//! it would only run them again).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use estafette_gateway::registry;
+use estafette_gateway::store::test_postgres::TestStore;
+use estafette_relay::testkit::{AGENCY, wait_until};
+use estafette_spec::*;
+use futures_util::stream::{self, StreamExt};
+
+/// People the letters go to.
+const PEOPLE: usize = 10;
+/// Unread letters the two monitors escalate.
+const LETTERS: usize = 1000;
+/// Submissions in flight at once.
+const IN_FLIGHT: usize = 16;
+
+fn valid_bsns(n: usize) -> Vec<Bsn> {
+    (100_000_000u32..)
+        .filter_map(|i| i.to_string().parse::<Bsn>().ok())
+        .take(n)
+        .collect()
+}
+
+/// How often each event occurs in each letter's evidence.
+fn event_counts(w: &World, ids: &[MessageId]) -> Vec<HashMap<EvidenceEvent, usize>> {
+    ids.iter()
+        .map(|id| {
+            let mut counts = HashMap::new();
+            for (event, _) in w.events(id) {
+                *counts.entry(event).or_insert(0) += 1;
+            }
+            counts
+        })
+        .collect()
+}
+
+/// Letters with exactly `n` records of `event`, of all of them.
+fn with_exactly(counts: &[HashMap<EvidenceEvent, usize>], event: EvidenceEvent, n: usize) -> usize {
+    counts
+        .iter()
+        .filter(|c| c.get(&event).copied().unwrap_or(0) == n)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_two_monitors_take_each_step_once() {
+    let w = World::start_on(TestStore::postgres(), |_| {}).await;
+    let b = w.start_instance("b").await;
+    let instances = [&w.gateway, &b];
+
+    // The registry, imported through instance b while both run.
+    let bsns = valid_bsns(PEOPLE);
+    let people: Vec<serde_json::Value> = bsns
+        .iter()
+        .map(|bsn| serde_json::json!({ "recipient": format!("bsn:{bsn}"), "home_node": "home.test", "active": true, "digital_senders": [AGENCY],
+            "contact_channels": [{ "kind": "email", "address": format!("p{bsn}@example.nl"), "state": "verified" }],
+            "postal_address": { "street_lines": ["Stationsweg 3"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } }))
+        .collect();
+    registry::import(
+        b.gateway.records(),
+        &w.fed.trust(),
+        &serde_json::Value::Array(people).to_string(),
+    )
+    .await
+    .unwrap();
+
+    // Letters to both instances: IN_FLIGHT kept-alive connections, half
+    // to each.
+    let letters: Vec<(MessageId, Vec<u8>)> = (0..LETTERS)
+        .map(|i| w.sealed_letter(AGENCY, &format!("bsn:{}", bsns[i % PEOPLE])))
+        .collect();
+    let ids: Vec<MessageId> = stream::iter(0..IN_FLIGHT)
+        .map(|c| {
+            let client = w.agency_client(AGENCY, instances[c % instances.len()].https_addr);
+            let mine: Vec<_> = letters.iter().skip(c).step_by(IN_FLIGHT).cloned().collect();
+            async move {
+                let mut connection = client.connect().await.unwrap();
+                let mut ids = Vec::new();
+                for (id, signed) in mine {
+                    connection.submit(signed).await.unwrap();
+                    ids.push(id);
+                }
+                ids
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .concat()
+        .await;
+    assert_eq!(ids.len(), LETTERS);
+    println!("submitted {LETTERS} letters to two instances");
+
+    // Each letter reaches the inbox and gets its first notification.
+    wait_until("every letter consigned and notified", WAIT * 5, || {
+        let counts = event_counts(&w, &ids);
+        with_exactly(&counts, EvidenceEvent::ContentConsignment, 1) == LETTERS
+            && with_exactly(&counts, EvidenceEvent::ConsignmentNotification, 1) == LETTERS
+    })
+    .await;
+    let mails_before = w.sink.mails().len();
+
+    // A week later both monitors run at once: one reminder per letter.
+    w.clock.advance_s(7 * DAY + 60);
+    let (ra, rb) = tokio::join!(w.gateway.gateway.monitor_cycle(), b.gateway.monitor_cycle());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    println!(
+        "reminders: instance a {}, instance b {}",
+        ra.reminded, rb.reminded
+    );
+    assert_eq!(ra.reminded + rb.reminded, LETTERS, "{ra:?} {rb:?}");
+    let counts = event_counts(&w, &ids);
+    assert_eq!(
+        with_exactly(&counts, EvidenceEvent::ConsignmentNotification, 2),
+        LETTERS,
+        "a notification and one reminder each"
+    );
+    assert_eq!(
+        w.sink.mails().len() - mails_before,
+        LETTERS,
+        "one reminder e-mail per letter"
+    );
+
+    // A week more, two cycles each at once: one paper copy per letter.
+    w.clock.advance_s(7 * DAY + 60);
+    for _ in 0..2 {
+        let (ra, rb) = tokio::join!(w.gateway.gateway.monitor_cycle(), b.gateway.monitor_cycle());
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        println!(
+            "paper: instance a {:?} spooled {}, instance b {:?} spooled {}",
+            ra.papered, ra.spooled, rb.papered, rb.spooled
+        );
+    }
+    let counts = event_counts(&w, &ids);
+    assert_eq!(
+        with_exactly(&counts, EvidenceEvent::PaperFallback, 1),
+        LETTERS,
+        "one PaperFallback each"
+    );
+    assert_eq!(
+        with_exactly(&counts, EvidenceEvent::ConsignmentNotification, 2),
+        LETTERS,
+        "no reminder twice"
+    );
+    let mut printed: HashMap<String, usize> = HashMap::new();
+    for spool in [w.spool.clone(), w.instance_spool("b")] {
+        for entry in estafette_gateway::paper::Spool::new(&spool)
+            .manifest()
+            .unwrap()
+        {
+            *printed
+                .entry(entry.message_id.unwrap_or_default())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(printed.len(), LETTERS, "every letter printed");
+    assert!(printed.values().all(|n| *n == 1), "no letter printed twice");
+    println!("{LETTERS} letters: 1 reminder, 1 PaperFallback and 1 PDF each");
+    b.shutdown().await;
+    w.stop().await;
+}
