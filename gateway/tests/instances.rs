@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use common::*;
 use estafette_gateway::registry;
 use estafette_gateway::store::test_postgres::TestStore;
-use estafette_relay::testkit::{AGENCY, wait_until};
+use estafette_relay::RunningNode;
+use estafette_relay::testkit::{AGENCY, free_udp, wait_until};
 use estafette_spec::*;
 use futures_util::stream::{self, StreamExt};
 
@@ -165,5 +166,89 @@ async fn cluster_two_monitors_take_each_step_once() {
     assert!(printed.values().all(|n| *n == 1), "no letter printed twice");
     println!("{LETTERS} letters: 1 reminder, 1 PaperFallback and 1 PDF each");
     b.shutdown().await;
+    w.stop().await;
+}
+
+/// Letters queued at an instance that dies.
+const STRANDED: usize = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_dead_instances_envelopes_are_taken_over_and_relays_try_the_next_address() {
+    // The trust list gives the gateway two addresses: instance a's first
+    // (the one that will die), then the World's own instance. The letters
+    // go to a home node that is not running yet.
+    let a_addr = free_udp();
+    let later: NodeId = "later.test".parse().unwrap();
+    let later_config = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let w = World::start_on(TestStore::postgres(), {
+        let (later, later_config) = (later.clone(), later_config.clone());
+        move |f| {
+            let own = f.gateway.config.listen.to_string();
+            f.fed
+                .set_gateway_addresses(&[a_addr.to_string(), own])
+                .unwrap();
+            let addr = free_udp();
+            f.fed
+                .issue_node(&later, &addr.to_string(), estafette_pki::NodeKind::Home)
+                .unwrap();
+            *later_config.lock().unwrap() = Some(estafette_relay::Config::for_federation_node(
+                &f.fed, &later, addr, true,
+            ));
+        }
+    })
+    .await;
+    let bsn = valid_bsns(1)[0];
+    let people = serde_json::json!([{ "recipient": format!("bsn:{bsn}"), "home_node": "later.test", "active": true, "digital_senders": [AGENCY],
+        "contact_channels": [{ "kind": "email", "address": "p@example.nl", "state": "verified" }] }]);
+    registry::import(
+        w.gateway.gateway.records(),
+        &w.fed.trust(),
+        &people.to_string(),
+    )
+    .await
+    .unwrap();
+    let a = w.start_instance_at("a", a_addr).await;
+
+    // Instance a takes letters it cannot forward yet.
+    let client = w.agency_client(AGENCY, a.https_addr);
+    let mut connection = client.connect().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..STRANDED {
+        let (id, signed) = w.sealed_letter(AGENCY, &format!("bsn:{bsn}"));
+        connection.submit(signed).await.unwrap();
+        ids.push(id);
+    }
+    assert_eq!(a.gateway.node.queue_len(), STRANDED as u64);
+
+    // Instance a dies with them; the home node starts.
+    a.shutdown().await;
+    let died = std::time::Instant::now();
+    let config = later_config.lock().unwrap().take().unwrap();
+    let home = RunningNode::start(config).await.unwrap();
+
+    // The surviving instance takes them over once a's lease runs out, and
+    // the home node's evidence reaches it at the trust list's second
+    // address, the first being dead.
+    wait_until("every stranded letter consigned", WAIT * 3, || {
+        let counts = event_counts(&w, &ids);
+        with_exactly(&counts, EvidenceEvent::ContentConsignment, 1) == STRANDED
+    })
+    .await;
+    let took = died.elapsed();
+    println!(
+        "{STRANDED} envelopes of a dead instance delivered by the other {:.1} s after it died (lease {} s)",
+        took.as_secs_f64(),
+        estafette_gateway::store::LEASE_S
+    );
+    assert_eq!(
+        home.store().inbox_all().unwrap().len(),
+        STRANDED,
+        "each delivered once"
+    );
+    wait_until("the outbox empty", WAIT, || {
+        w.gateway.gateway.node.queue_len() == 0
+    })
+    .await;
+    home.shutdown().await;
     w.stop().await;
 }

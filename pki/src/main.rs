@@ -203,9 +203,11 @@ enum Issue {
         /// nodes reach its QUIC node (evidence, citizen requests). The
         /// gateway's [node] listen must be this address (`estafette-gateway
         /// init --fed … --node-id …` writes it so). Not the agency API: that
-        /// is https_listen, which agencies are told separately.
-        #[arg(long)]
-        addr: String,
+        /// is https_listen, which agencies are told separately. Give it
+        /// once per instance when the gateway runs as several (on
+        /// PostgreSQL): relays try them in order; at most 8.
+        #[arg(long, required = true)]
+        addr: Vec<String>,
     },
     /// An identity provider: a national login or a foreign eID node.
     Idp {
@@ -421,7 +423,10 @@ fn issue(what: Issue) -> Result<()> {
         }
         Issue::Gateway { fed, id, addr } => {
             let mut fed = Federation::open(&fed.path)?;
-            let path = fed.issue_gateway(&id, &addr)?;
+            let path = fed.issue_gateway(&id, &addr[0])?;
+            if addr.len() > 1 {
+                fed.set_gateway_addresses(&addr)?;
+            }
             print_node_files(&id, &path);
         }
         Issue::Idp {

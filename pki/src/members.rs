@@ -93,6 +93,7 @@ impl Federation {
         Ok(NodeEntry {
             id: id.clone(),
             address: address.to_owned(),
+            other_addresses: vec![],
             roles,
             tls_cert_sha256: cert.sha256,
             signing_key: Ed25519PublicKey::from_key(&signing_key.verifying_key()),
@@ -123,6 +124,30 @@ impl Federation {
         self.state.trust_list.gateway = Some(entry);
         self.publish()?;
         Ok(self.node_dir(id))
+    }
+
+    /// Sets where the gateway answers: its instances' node addresses, the
+    /// first one its `address`, the others its `other_addresses` (relays
+    /// try them in order). Publishes a new trust list.
+    pub fn set_gateway_addresses(&mut self, addresses: &[String]) -> Result<(), PkiError> {
+        let Some((first, others)) = addresses.split_first() else {
+            return Err(PkiError::Invalid("the gateway needs an address".into()));
+        };
+        if addresses.len() > estafette_spec::limits::MAX_NODE_ADDRESSES {
+            return Err(PkiError::Invalid(format!(
+                "at most {} gateway addresses",
+                estafette_spec::limits::MAX_NODE_ADDRESSES
+            )));
+        }
+        let gateway = self
+            .state
+            .trust_list
+            .gateway
+            .as_mut()
+            .ok_or_else(|| PkiError::Invalid("the federation has no gateway yet".into()))?;
+        gateway.address = first.clone();
+        gateway.other_addresses = others.to_vec();
+        self.publish().map(|_| ())
     }
 
     /// Sets (or, with `via = None`, removes) `node`'s route to home node

@@ -226,7 +226,7 @@ impl Forwarder {
         let answer = self
             .core
             .peers
-            .request(&dest, &entry.address, &Request::Offer(offer))
+            .request_node(entry, &Request::Offer(offer))
             .await;
         self.settle(id, &dest, &record, &trust, answer).await;
     }

@@ -149,12 +149,7 @@ impl Outbox {
                 .map(|(_, b)| serde_bytes::ByteBuf::from(b.clone()))
                 .collect(),
         );
-        match self
-            .core
-            .peers
-            .request(&gateway.id, &gateway.address, &request)
-            .await
-        {
+        match self.core.peers.request_node(gateway, &request).await {
             Ok(Response::EvidenceStored(_)) => {
                 let ids: Vec<EvidenceId> = items.iter().map(|(id, _)| *id).collect();
                 let n = ids.len() as u64;

@@ -197,10 +197,14 @@ struct PeerSlot {
     last_failure: Option<(std::time::Instant, TransportError)>,
 }
 
-/// One connection per peer, opened on demand and replaced when closed.
+/// A peer at one of its addresses.
+type PeerAddress = (NodeId, String);
+
+/// One connection per peer and address (a node may answer at several:
+/// the gateway's instances), opened on demand and replaced when closed.
 pub struct Peers {
     endpoint: quinn::Endpoint,
-    connections: std::sync::Mutex<HashMap<NodeId, Arc<Mutex<PeerSlot>>>>,
+    connections: std::sync::Mutex<HashMap<PeerAddress, Arc<Mutex<PeerSlot>>>>,
     timeout: Duration,
 }
 
@@ -221,7 +225,9 @@ impl Peers {
     ) -> Result<(quinn::Connection, bool), TransportError> {
         let slot = {
             let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(peer.clone()).or_default().clone()
+            map.entry((peer.clone(), address.to_owned()))
+                .or_default()
+                .clone()
         };
         // Holding the slot while connecting means one connect per peer at a time.
         let mut slot = slot.lock().await;
@@ -302,6 +308,36 @@ impl Peers {
             }
         }
         closed
+    }
+
+    /// Sends one request to the node of `entry`, at each of its addresses
+    /// in turn until one answers: the next is tried when the connection
+    /// cannot be made (the request never left), or, for a repeatable
+    /// request, when it failed in any way. Gives the last failure when none
+    /// answers.
+    pub async fn request_node(
+        &self,
+        entry: &estafette_spec::trust::NodeEntry,
+        request: &Request,
+    ) -> Result<Response, TransportError> {
+        let mut last = TransportError::NoAddress(entry.id.clone());
+        for address in entry.addresses() {
+            match self.request(&entry.id, address, request).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    let unsent = matches!(
+                        e,
+                        TransportError::Connect { .. } | TransportError::NoAddress(_)
+                    );
+                    if !unsent && !request.is_repeatable() {
+                        return Err(e);
+                    }
+                    tracing::debug!(peer = %entry.id, %address, error = %e, "trying the node's next address");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
     }
 
     /// Sends one request to `peer` (at `address`) and waits for its answer.

@@ -119,6 +119,7 @@ fn node(name: &str, roles: Vec<NodeRole>, routes: Vec<Route>) -> NodeEntry {
     NodeEntry {
         id: id(name),
         address: format!("{name}:4433"),
+        other_addresses: vec![],
         roles,
         tls_cert_sha256: Digest::of(name.as_bytes()),
         signing_key: Ed25519PublicKey::from_key(&key(name).verifying_key()),

@@ -60,6 +60,9 @@ pub const MAX_NONCE_BYTES: usize = 64;
 pub const MAX_TRUST_LIST_ENTRIES: usize = 10_000;
 /// Most routes on one node entry.
 pub const MAX_ROUTES_PER_NODE: usize = 1_000;
+/// Most addresses of one node (its `address` and `other_addresses`): the
+/// gateway's instances.
+pub const MAX_NODE_ADDRESSES: usize = 8;
 /// Longest node address (`host:port`), in characters.
 pub const MAX_ADDRESS_CHARS: usize = 255;
 /// Longest line of a postal address.

@@ -36,6 +36,12 @@ pub struct NodeEntry {
     pub id: NodeId,
     /// `host:port` where the node listens (QUIC for nodes, HTTPS for the gateway's agency API).
     pub address: String,
+    /// More places the same node answers (the gateway's other instances),
+    /// tried in order after `address` fails; at most
+    /// [`MAX_NODE_ADDRESSES`](crate::limits::MAX_NODE_ADDRESSES) in all.
+    /// Absent from the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_addresses: Vec<String>,
     pub roles: Vec<NodeRole>,
     /// SHA-256 of the DER of the node's current TLS certificate.
     pub tls_cert_sha256: Digest,
@@ -47,6 +53,14 @@ pub struct NodeEntry {
     /// envelope to `via`. Without a route a node sends straight to the
     /// destination (see [`TrustList::next_hop`]).
     pub routes: Vec<Route>,
+}
+
+impl NodeEntry {
+    /// Every address of the node, in the order to try them.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.address.as_str())
+            .chain(self.other_addresses.iter().map(String::as_str))
+    }
 }
 
 /// One entry of a node's routing table.
@@ -733,6 +747,14 @@ impl TrustList {
 
 fn check_node(node: &NodeEntry) -> Result<(), TrustListError> {
     check_line("node address", &node.address, MAX_ADDRESS_CHARS)?;
+    check_count(
+        "node addresses",
+        1 + node.other_addresses.len(),
+        crate::limits::MAX_NODE_ADDRESSES,
+    )?;
+    for address in &node.other_addresses {
+        check_line("node address", address, MAX_ADDRESS_CHARS)?;
+    }
     check_count("node routes", node.routes.len(), MAX_ROUTES_PER_NODE)?;
     check_count("node roles", node.roles.len(), 3)?;
     Ok(())

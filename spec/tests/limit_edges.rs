@@ -272,6 +272,33 @@ fn trust_list_rules() {
         TrustList::new(c),
         Err(TrustListError::Duplicate(_))
     ));
+    // A node at several addresses (the gateway's instances): up to
+    // MAX_NODE_ADDRESSES, tried in order; none more, and an entry without
+    // them encodes as before (the field is absent).
+    let mut c = content.clone();
+    let gateway = c.gateway.as_mut().unwrap();
+    let others: Vec<String> = (2..=limits::MAX_NODE_ADDRESSES)
+        .map(|i| format!("gateway-{i}.example:4430"))
+        .collect();
+    gateway.other_addresses = others.clone();
+    let trust = TrustList::new(c.clone()).unwrap();
+    let addresses: Vec<&str> = trust.gateway().unwrap().addresses().collect();
+    assert_eq!(addresses.len(), limits::MAX_NODE_ADDRESSES);
+    assert_eq!(addresses[1], others[0]);
+    let signed = TrustList::sign(&c, &root);
+    let read = TrustList::verify(&signed, &root.verifying_key(), T0).unwrap();
+    assert_eq!(read.gateway().unwrap().other_addresses, others);
+    c.gateway
+        .as_mut()
+        .unwrap()
+        .other_addresses
+        .push("one-too-many.example:4430".into());
+    assert!(TrustList::new(c).is_err(), "more than MAX_NODE_ADDRESSES");
+    let plain = estafette_spec::cbor::to_vec(&content.gateway);
+    assert!(
+        !plain.windows(15).any(|w| w == b"other_addresses"),
+        "absent when empty"
+    );
     // A route to a node that is not a home node.
     let mut c = content.clone();
     c.nodes[0].routes = vec![Route {

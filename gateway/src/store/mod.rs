@@ -24,7 +24,7 @@ mod postgres;
 mod redb;
 pub mod test_postgres;
 
-pub use self::pg_queue::{FirstHop, OutboxItem, PgForwardQueue};
+pub use self::pg_queue::{FirstHop, LEASE_S, OutboxItem, PgForwardQueue};
 pub use self::postgres::{MAX_CONNECTIONS as MAX_PG_CONNECTIONS, PgRecords};
 pub use self::redb::RedbRecords;
 

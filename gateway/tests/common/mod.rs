@@ -98,9 +98,19 @@ impl World {
     /// named `name`: its own node address, data directory and print spool
     /// (`<spool>-<name>`), the same keys, clock and SMTP server.
     pub async fn start_instance(&self, name: &str) -> RunningGateway {
+        self.start_instance_at(name, "127.0.0.1:0".parse().unwrap())
+            .await
+    }
+
+    /// As [`Self::start_instance`], its node listening at `listen`.
+    pub async fn start_instance_at(
+        &self,
+        name: &str,
+        listen: std::net::SocketAddr,
+    ) -> RunningGateway {
         let mut config = self.config.clone();
         config.https_listen = "127.0.0.1:0".parse().unwrap();
-        config.node.listen = "127.0.0.1:0".parse().unwrap();
+        config.node.listen = listen;
         config.node.admin_listen = None;
         config.node.data_dir = self.fed.tmp.path().join(format!("gateway-{name}"));
         config.paper_spool = Some(self.instance_spool(name));

@@ -80,11 +80,7 @@ pub async fn carry(node: &Node, request: CitizenRequest) -> Result<CitizenReply,
     let gateway = trust.gateway().ok_or(GatewayError::NoGateway)?;
     let answer = core
         .peers
-        .request(
-            &gateway.id,
-            &gateway.address,
-            &Request::Citizen(Box::new(request)),
-        )
+        .request_node(gateway, &Request::Citizen(Box::new(request)))
         .await;
     match answer {
         Ok(Response::Citizen(reply)) => Ok(reply),
