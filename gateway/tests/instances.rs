@@ -252,3 +252,124 @@ async fn cluster_a_dead_instances_envelopes_are_taken_over_and_relays_try_the_ne
     home.shutdown().await;
     w.stop().await;
 }
+
+/// Letters submitted across a database failover.
+const ACROSS_FAILOVER: usize = 300;
+/// Acknowledged letters before the primary is killed.
+const BEFORE_FAILOVER: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_database_failover_loses_no_acknowledged_letter() {
+    use estafette_gateway::config::{StoreBackend, StoreSettings};
+    use estafette_gateway::store::test_postgres::{REPLICATED_PRIMARY, TestPostgres};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // A primary whose commits wait for a synchronous standby; the gateway
+    // knows both and wants the one that takes writes.
+    let primary = TestPostgres::start(REPLICATED_PRIMARY);
+    let standby = primary.standby("standby");
+    primary.wait_for_sync_standby();
+    let url = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres \
+         target_session_attrs=read-write connect_timeout=5",
+        primary.port, standby.port
+    );
+    let db = TestStore {
+        settings: StoreSettings {
+            backend: StoreBackend::Postgres,
+            url: Some(url),
+            connections: Some(4),
+            ..Default::default()
+        },
+        server: None,
+    };
+    let w = World::start_on(db, |_| {}).await;
+    let bsns = valid_bsns(PEOPLE);
+    let people: Vec<serde_json::Value> = bsns
+        .iter()
+        .map(|bsn| serde_json::json!({ "recipient": format!("bsn:{bsn}"), "home_node": "home.test", "active": true, "digital_senders": [AGENCY],
+            "contact_channels": [{ "kind": "email", "address": format!("p{bsn}@example.nl"), "state": "verified" }] }))
+        .collect();
+    registry::import(
+        w.gateway.gateway.records(),
+        &w.fed.trust(),
+        &serde_json::Value::Array(people).to_string(),
+    )
+    .await
+    .unwrap();
+
+    // The agency submits each letter until it is acknowledged (the same
+    // signed message again after a failure), on a new connection after one.
+    let letters: Vec<(MessageId, Vec<u8>)> = (0..ACROSS_FAILOVER)
+        .map(|i| w.sealed_letter(AGENCY, &format!("bsn:{}", bsns[i % PEOPLE])))
+        .collect();
+    let acknowledged = std::sync::Arc::new(AtomicUsize::new(0));
+    let client = w.agency_client(AGENCY, w.gateway.https_addr);
+    let submitter = tokio::spawn({
+        let acknowledged = acknowledged.clone();
+        async move {
+            let mut failures = 0usize;
+            let mut connection = client.connect().await.unwrap();
+            for (_, signed) in &letters {
+                let started = std::time::Instant::now();
+                while connection.submit(signed.clone()).await.is_err() {
+                    failures += 1;
+                    assert!(
+                        started.elapsed() < WAIT,
+                        "a letter not acknowledged for {WAIT:?}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if let Ok(c) = client.connect().await {
+                        connection = c;
+                    }
+                }
+                acknowledged.fetch_add(1, Ordering::SeqCst);
+            }
+            (
+                letters.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                failures,
+            )
+        }
+    });
+    wait_until("the first letters acknowledged", WAIT, || {
+        acknowledged.load(Ordering::SeqCst) >= BEFORE_FAILOVER
+    })
+    .await;
+
+    // The primary dies mid-run; the standby is promoted.
+    primary.kill();
+    let failed_at = std::time::Instant::now();
+    standby.promote();
+    println!(
+        "primary killed after {} acknowledged letters; standby promoted in {:.1} s",
+        acknowledged.load(Ordering::SeqCst),
+        failed_at.elapsed().as_secs_f64()
+    );
+    let (ids, failures) = submitter.await.unwrap();
+    println!(
+        "all {ACROSS_FAILOVER} letters acknowledged, {failures} failed attempts retried, {:.1} s after the kill",
+        failed_at.elapsed().as_secs_f64()
+    );
+
+    // Every acknowledged letter is in the promoted standby and reaches the
+    // inbox once.
+    wait_until("every acknowledged letter consigned", WAIT * 3, || {
+        let counts = event_counts(&w, &ids);
+        with_exactly(&counts, EvidenceEvent::ContentConsignment, 1) == ACROSS_FAILOVER
+    })
+    .await;
+    let counts = event_counts(&w, &ids);
+    let lost = ids.len() - with_exactly(&counts, EvidenceEvent::SubmissionAcceptance, 1);
+    println!(
+        "acknowledged {ACROSS_FAILOVER}, consigned {ACROSS_FAILOVER}, lost {lost}, {:.1} s after the kill",
+        failed_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(
+        w.home.store().inbox_all().unwrap().len(),
+        ACROSS_FAILOVER,
+        "each delivered once"
+    );
+    w.stop().await;
+    drop(standby);
+}

@@ -121,14 +121,17 @@ impl Forwarder {
 
     /// A new envelope for `next_hop` is durably queued: forward it now.
     pub async fn enqueued(&self, id: EnvelopeId, next_hop: NodeId) {
-        self.scheduled(0, id, next_hop).await;
+        self.scheduled(0, id, next_hop, true).await;
     }
 
-    /// An envelope for `next_hop` came into this node's queue other than by
-    /// its own acceptance (taken over from another instance of the node):
-    /// forward it at `due_ms` (milliseconds since 1970) or now, if later.
-    pub async fn scheduled(&self, due_ms: u64, id: EnvelopeId, next_hop: NodeId) {
-        self.queue_gauge(&next_hop).inc();
+    /// Forward envelope `id` for `next_hop` at `due_ms` (milliseconds since
+    /// 1970) or now, if later: one that came into this node's queue other
+    /// than by its own acceptance (`new`: taken over from another instance
+    /// of the node), or one of its own to offer again.
+    pub async fn scheduled(&self, due_ms: u64, id: EnvelopeId, next_hop: NodeId, new: bool) {
+        if new {
+            self.queue_gauge(&next_hop).inc();
+        }
         let _ = self.schedule.send((due_ms, id, next_hop)).await;
     }
 

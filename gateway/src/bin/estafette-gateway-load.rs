@@ -11,6 +11,12 @@
 //!
 //!     cargo build --release -p estafette-relay -p estafette-gateway
 //!     target/release/estafette-gateway-load
+//!     target/release/estafette-gateway-load --store postgres --gateways 3
+//!
+//! With `--store postgres` the tool starts a PostgreSQL server of its own
+//! (initdb in a temp dir, fsync and synchronous_commit on) and prints its
+//! CPU per letter too; `--gateways N` runs N instances on it, the agency
+//! connections spread over them.
 #![forbid(unsafe_code)]
 // No function over about 80 lines (clippy.toml): a long one reads as named steps.
 #![warn(clippy::too_many_lines)]
@@ -28,9 +34,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use estafette_gateway::client::AgencyClient;
-use estafette_gateway::config::GatewayConfig;
+use estafette_gateway::config::{GatewayConfig, StoreBackend, StoreSettings};
 use estafette_gateway::notify::SmtpSettings;
 use estafette_gateway::smtp_sink::SmtpSink;
+use estafette_gateway::store::test_postgres::TestPostgres;
 use estafette_gateway::{RunningGateway, registry};
 use estafette_pki::{NodeKind, keys};
 use estafette_relay::testkit::{AGENCY, RelayProcess, TestFederation};
@@ -57,6 +64,21 @@ struct Args {
     /// Longest wait for the last delivery.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
+    /// Where the gateway keeps its records: `redb` (its embedded database)
+    /// or `postgres` (a PostgreSQL server this tool starts, initdb in a
+    /// temp dir; needs PostgreSQL's server binaries).
+    #[arg(long, value_enum, default_value_t = StoreChoice::Redb)]
+    store: StoreChoice,
+    /// Gateway instances (more than one needs `--store postgres`); the
+    /// agency connections are spread over them.
+    #[arg(long, default_value_t = 1)]
+    gateways: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreChoice {
+    Redb,
+    Postgres,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -113,17 +135,19 @@ fn valid_bsns(n: usize) -> Vec<Bsn> {
 }
 
 /// The federation under load: two relay processes, an SMTP server and the
-/// gateway in this process, with `recipients` digital people.
+/// gateway's instances in this process, with `recipients` digital people.
 struct Rig {
     fed: TestFederation,
     relay: RelayProcess,
     home: RelayProcess,
     sink: SmtpSink,
-    gateway: RunningGateway,
+    gateways: Vec<RunningGateway>,
     bsns: Vec<Bsn>,
+    /// The PostgreSQL server, with `--store postgres`.
+    postgres: Option<TestPostgres>,
 }
 
-async fn start_rig(recipients: usize) -> Result<Rig> {
+async fn start_rig(args: &Args) -> Result<Rig> {
     let relay_binary = std::env::current_exe()?
         .parent()
         .context("no directory")?
@@ -134,34 +158,63 @@ async fn start_rig(recipients: usize) -> Result<Rig> {
             relay_binary.display()
         );
     }
-    let fed = TestFederation::new(
+    if args.gateways == 0 || (args.gateways > 1 && args.store != StoreChoice::Postgres) {
+        bail!("--gateways must be 1, or more with --store postgres");
+    }
+    let mut fed = TestFederation::new(
         &[
             ("load-relay.test", NodeKind::Transit),
             ("load-home.test", NodeKind::Home),
         ],
         &["load-relay.test", "load-home.test"],
     );
+    // Each instance at its own node address, all in the trust list.
+    let listens: Vec<std::net::SocketAddr> = std::iter::once(fed.gateway.config.listen)
+        .chain((1..args.gateways).map(|_| estafette_relay::testkit::free_udp()))
+        .collect();
+    if args.gateways > 1 {
+        let addresses: Vec<String> = listens.iter().map(|a| a.to_string()).collect();
+        fed.fed.set_gateway_addresses(&addresses)?;
+    }
     let relay = RelayProcess::start(&relay_binary, fed.relay("load-relay.test"));
     let home = RelayProcess::start(&relay_binary, fed.relay("load-home.test"));
     // Notifications go to an SMTP server in this process, as they would to
     // the operator's relay host.
     let sink = SmtpSink::start().await?;
-    let mut config = GatewayConfig::new("127.0.0.1:0".parse()?, fed.gateway.config.clone());
-    config.notifications = Some(SmtpSettings::plain(
-        "127.0.0.1",
-        sink.addr.port(),
-        "Berichtenbox <noreply@gateway.test>",
-    ));
-    let gateway = RunningGateway::start(config).await?;
+    let postgres = (args.store == StoreChoice::Postgres).then(|| TestPostgres::start(""));
+    let mut gateways = Vec::with_capacity(args.gateways);
+    for (i, listen) in listens.iter().enumerate() {
+        let mut config = GatewayConfig::new("127.0.0.1:0".parse()?, fed.gateway.config.clone());
+        config.notifications = Some(SmtpSettings::plain(
+            "127.0.0.1",
+            sink.addr.port(),
+            "Berichtenbox <noreply@gateway.test>",
+        ));
+        if let Some(pg) = &postgres {
+            config.store = StoreSettings {
+                backend: StoreBackend::Postgres,
+                url: Some(pg.url()),
+                instance: Some(format!("load-{i}")),
+                ..Default::default()
+            };
+        }
+        if i > 0 {
+            config.node.listen = *listen;
+            config.node.admin_listen = None;
+            config.node.data_dir = fed.tmp.path().join(format!("gateway-{i}"));
+        }
+        config.paper_spool = Some(fed.tmp.path().join(format!("spool-{i}")));
+        gateways.push(RunningGateway::start(config).await?);
+    }
     // Recipients, all digital for the agency.
-    let bsns = valid_bsns(recipients);
+    let bsns = valid_bsns(args.recipients);
     let people: Vec<serde_json::Value> = bsns
         .iter()
         .map(|b| serde_json::json!({ "recipient": format!("bsn:{b}"), "home_node": "load-home.test", "active": true, "digital_senders": [AGENCY],
             "contact_channels": [{ "kind": "email", "address": format!("p{b}@example.nl"), "state": "verified" }] }))
         .collect();
     registry::import(
-        gateway.gateway.records(),
+        gateways[0].gateway.records(),
         &fed.trust(),
         &serde_json::Value::Array(people).to_string(),
     )
@@ -171,8 +224,9 @@ async fn start_rig(recipients: usize) -> Result<Rig> {
         relay,
         home,
         sink,
-        gateway,
+        gateways,
         bsns,
+        postgres,
     })
 }
 
@@ -211,27 +265,43 @@ fn seal_letters(rig: &Rig, args: &Args) -> Result<Vec<(MessageId, Vec<u8>)>> {
     Ok(letters)
 }
 
-/// When each letter's ContentConsignment came back to the gateway.
+/// When each letter's ContentConsignment came back to the gateway (to
+/// whichever instance the home node delivered it).
 fn watch_deliveries(
-    gateway: &RunningGateway,
+    gateways: &[RunningGateway],
     total: usize,
 ) -> tokio::task::JoinHandle<HashMap<MessageId, Instant>> {
-    let mut notes = gateway.gateway.node.subscribe_evidence();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for gateway in gateways {
+        let mut notes = gateway.gateway.node.subscribe_evidence();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match notes.recv().await {
+                    Ok(note) if note.event == EvidenceEvent::ContentConsignment => {
+                        if let Some(m) = note.message_id
+                            && tx.send((m, Instant::now())).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        eprintln!("watcher lagged by {n} notes")
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    drop(tx);
     tokio::spawn(async move {
         let mut delivered: HashMap<MessageId, Instant> = HashMap::with_capacity(total);
         while delivered.len() < total {
-            match notes.recv().await {
-                Ok(note) if note.event == EvidenceEvent::ContentConsignment => {
-                    if let Some(m) = note.message_id {
-                        delivered.entry(m).or_insert_with(Instant::now);
-                    }
-                }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    eprintln!("watcher lagged by {n} notes")
-                }
-                Err(_) => break,
-            }
+            let Some((m, at)) = rx.recv().await else {
+                break;
+            };
+            delivered.entry(m).or_insert(at);
         }
         delivered
     })
@@ -239,9 +309,11 @@ fn watch_deliveries(
 
 type SentAt = Arc<Mutex<HashMap<MessageId, Instant>>>;
 
-/// Submits every letter over `connections` kept-alive connections; how many were accepted.
+/// Submits every letter over `connections` kept-alive connections, spread
+/// over the gateway's instances (`clients`, one per instance); how many
+/// were accepted.
 async fn submit_all(
-    client: Arc<AgencyClient>,
+    clients: Vec<Arc<AgencyClient>>,
     letters: Vec<(MessageId, Vec<u8>)>,
     connections: usize,
     sent_at: SentAt,
@@ -249,9 +321,9 @@ async fn submit_all(
     let letters = Arc::new(letters);
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..connections {
+    for c in 0..connections {
         let (client, letters, next, sent_at) = (
-            client.clone(),
+            clients[c % clients.len()].clone(),
             letters.clone(),
             next.clone(),
             sent_at.clone(),
@@ -278,7 +350,7 @@ async fn submit_all(
     Ok(accepted)
 }
 
-/// The gateway store's group commit, from its metrics.
+/// The gateway store's group commit, from its metrics (redb).
 fn print_commits(gateway: &RunningGateway) {
     let metrics = gateway.gateway.node.core.metrics.encode();
     let value = |name: &str| -> f64 {
@@ -327,7 +399,12 @@ fn print_throughput(
         .filter_map(|(m, at)| sent_at.get(m).map(|s| at.saturating_duration_since(*s)))
         .collect();
     latencies.sort();
-    println!("gateway + transit relay + home relay on one machine, fsync at every hop");
+    let store = match (args.store, args.gateways) {
+        (StoreChoice::Redb, _) => "redb".to_owned(),
+        (StoreChoice::Postgres, 1) => "PostgreSQL, one instance".to_owned(),
+        (StoreChoice::Postgres, n) => format!("PostgreSQL, {n} instances"),
+    };
+    println!("gateway ({store}) + transit relay + home relay on one machine, fsync at every hop");
     println!(
         "{accepted} letters of {letter_bytes} bytes (body {} bytes) from {} agency connections",
         args.body_bytes, args.connections
@@ -351,28 +428,87 @@ fn print_throughput(
     );
 }
 
+/// The processes whose CPU the run measures: this one, the relays, and
+/// with PostgreSQL its server (the postmaster and its backends).
+fn measured_pids(rig: &Rig) -> Vec<(&'static str, Vec<u32>)> {
+    let mut pids = vec![
+        ("gateway (+ agencies, SMTP)", vec![std::process::id()]),
+        ("transit relay", vec![rig.relay.child.id()]),
+        ("home relay", vec![rig.home.child.id()]),
+    ];
+    if let Some(pg) = &rig.postgres
+        && let Some(postmaster) = pg.pid()
+    {
+        let mut all = vec![postmaster];
+        all.extend(children(postmaster));
+        pids.push(("PostgreSQL server", all));
+    }
+    pids
+}
+
+/// The processes whose parent is `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let fields: Vec<String> = s
+                        .rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect();
+                    fields.get(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// The summed usage of `pids`.
+fn usage_of(pids: &[u32]) -> Option<Usage> {
+    let mut total = Usage {
+        cpu_s: 0.0,
+        written: 0,
+    };
+    for pid in pids {
+        let u = usage(*pid)?;
+        total.cpu_s += u.cpu_s;
+        total.written += u.written;
+    }
+    Some(total)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let rig = start_rig(args.recipients).await?;
+    let rig = start_rig(&args).await?;
     let letters = seal_letters(&rig, &args)?;
     let letter_bytes = letters.first().map(|(_, b)| b.len()).unwrap_or(0);
-    let client = Arc::new(AgencyClient::for_agency_dir(
-        rig.gateway.https_addr,
-        "gateway.test",
-        &rig.fed.fed.root_cert_path(),
-        &rig.fed.fed.agency_dir(&AGENCY.parse()?),
-    )?);
+    let clients = rig
+        .gateways
+        .iter()
+        .map(|g| {
+            AgencyClient::for_agency_dir(
+                g.https_addr,
+                "gateway.test",
+                &rig.fed.fed.root_cert_path(),
+                &rig.fed.fed.agency_dir(&AGENCY.parse()?),
+            )
+            .map(Arc::new)
+            .map_err(anyhow::Error::from)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let sent_at: SentAt = Arc::new(Mutex::new(HashMap::with_capacity(args.letters)));
-    let watcher = watch_deliveries(&rig.gateway, args.letters);
-    let pids = [
-        ("gateway (+ agencies, SMTP)", std::process::id()),
-        ("transit relay", rig.relay.child.id()),
-        ("home relay", rig.home.child.id()),
-    ];
-    let usage_before: Vec<Option<Usage>> = pids.iter().map(|(_, pid)| usage(*pid)).collect();
+    let watcher = watch_deliveries(&rig.gateways, args.letters);
+    let pids = measured_pids(&rig);
+    let usage_before: Vec<Option<Usage>> = pids.iter().map(|(_, p)| usage_of(p)).collect();
     let started = Instant::now();
-    let accepted = submit_all(client, letters, args.connections, sent_at.clone()).await?;
+    let accepted = submit_all(clients, letters, args.connections, sent_at.clone()).await?;
     let accept_time = started.elapsed();
     let delivered = tokio::time::timeout(Duration::from_secs(args.timeout_s), watcher)
         .await
@@ -385,7 +521,9 @@ async fn main() -> Result<()> {
         deliver_time,
     };
     print_throughput(&args, &run, &delivered, &*sent_at.lock().await);
-    print_commits(&rig.gateway);
+    if args.store == StoreChoice::Redb {
+        print_commits(&rig.gateways[0]);
+    }
     // The notifications of the run (they trail the deliveries).
     let notified = rig
         .sink
@@ -398,7 +536,7 @@ async fn main() -> Result<()> {
         notified as f64 / started.elapsed().as_secs_f64()
     );
     // Everything each letter cost, its notification included.
-    let usage_after: Vec<Option<Usage>> = pids.iter().map(|(_, pid)| usage(*pid)).collect();
+    let usage_after: Vec<Option<Usage>> = pids.iter().map(|(_, p)| usage_of(p)).collect();
     println!("cost per letter, notification included (Linux /proc):");
     for (((name, _), before), after) in pids.iter().zip(usage_before).zip(usage_after) {
         per_letter(name, before, after, accepted);
@@ -406,10 +544,14 @@ async fn main() -> Result<()> {
     let Rig {
         mut relay,
         mut home,
-        gateway,
+        gateways,
+        postgres,
         ..
     } = rig;
-    gateway.shutdown().await;
+    for gateway in gateways {
+        gateway.shutdown().await;
+    }
+    drop(postgres);
     if !relay.terminate().success() || !home.terminate().success() {
         bail!("a relay did not stop cleanly");
     }

@@ -296,10 +296,13 @@ impl FirstHop {
             .ok_or_else(|| estafette_relay::origin::QueueError::NoRoute(home.clone()))
     }
 
-    /// The claim a newly queued envelope starts with: (instance, lease until).
-    pub(super) fn claim(&self) -> (String, i64) {
-        let until = (self.now)().0.saturating_add(LEASE_S);
-        (self.instance.clone(), until.min(i64::MAX as u64) as i64)
+    /// The claim a newly queued envelope starts with: (instance, lease
+    /// until, now in milliseconds: its first attempt is due now).
+    pub(super) fn claim(&self) -> (String, i64, i64) {
+        let now = (self.now)().0;
+        let until = now.saturating_add(LEASE_S).min(i64::MAX as u64) as i64;
+        let now_ms = now.saturating_mul(1000).min(i64::MAX as u64) as i64;
+        (self.instance.clone(), until, now_ms)
     }
 }
 
@@ -345,18 +348,19 @@ impl PgRecords {
                 _ = stopped.notified() => return,
             }
             match self.renew_and_take_over(&instance, now()).await {
-                Ok(taken) => {
+                Ok(Leases { taken, overdue }) => {
                     if !taken.is_empty() {
                         tracing::info!(
                             envelopes = taken.len(),
                             "took over envelopes whose lease ran out"
                         );
                     }
-                    for item in taken {
+                    let again = overdue.into_iter().map(|item| (item, false));
+                    for (item, new) in taken.into_iter().map(|item| (item, true)).chain(again) {
                         match item.next_hop.parse() {
                             Ok(hop) => {
                                 forwarder
-                                    .scheduled(item.next_attempt_ms, item.envelope_id, hop)
+                                    .scheduled(item.next_attempt_ms, item.envelope_id, hop, new)
                                     .await
                             }
                             Err(e) => {
@@ -373,12 +377,13 @@ impl PgRecords {
     }
 
     /// Renews `instance`'s leases, then claims for it up to [`MAX_CLAIM`]
-    /// envelopes of other instances whose leases ran out (oldest first).
+    /// envelopes of other instances whose leases ran out (oldest first),
+    /// and finds its own that are [`OVERDUE_MS`] past their next attempt.
     pub async fn renew_and_take_over(
         &self,
         instance: &str,
         now: Timestamp,
-    ) -> Result<Vec<OutboxItem>, RecordsError> {
+    ) -> Result<Leases, RecordsError> {
         let instance = instance.to_owned();
         self.run(move |client| {
             let until = now.0.saturating_add(LEASE_S) as i64;
@@ -398,11 +403,39 @@ impl PgRecords {
                     &[&instance, &until, &(now.0 as i64), &(MAX_CLAIM as i64)],
                 )
                 .map_err(db)?;
-            rows.iter().map(outbox_item).collect()
+            let taken: Vec<OutboxItem> = rows.iter().map(outbox_item).collect::<Result<_, _>>()?;
+            // This instance's own envelopes long overdue: their write after
+            // an attempt failed (the database was away), so the forwarder
+            // no longer has them in mind. Offered again (a node that has
+            // one already answers with its first evidence).
+            let overdue_ms = (now.0.saturating_mul(1000)).saturating_sub(OVERDUE_MS) as i64;
+            let rows = client
+                .query(
+                    "SELECT envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms \
+                     FROM outbox WHERE claimed_by = $1 AND next_attempt_ms < $2 \
+                     ORDER BY next_attempt_ms LIMIT $3",
+                    &[&instance, &overdue_ms, &(MAX_CLAIM as i64)],
+                )
+                .map_err(db)?;
+            let overdue = rows.iter().map(outbox_item).collect::<Result<_, _>>()?;
+            Ok(Leases { taken, overdue })
         })
         .await
     }
 }
+
+/// What one round of the lease loop found.
+pub struct Leases {
+    /// Envelopes of dead instances, now this one's.
+    pub taken: Vec<OutboxItem>,
+    /// This instance's own, long overdue.
+    pub overdue: Vec<OutboxItem>,
+}
+
+/// How long past its next attempt an envelope of this instance's may be
+/// before the lease loop hands it to the forwarder again (milliseconds):
+/// far longer than an attempt can take.
+pub const OVERDUE_MS: u64 = 120_000;
 
 /// The columns [`queue_record`] reads.
 const QUEUE_RECORD: &str = "next_hop, previous, expires_at, queued_at, attempts, \

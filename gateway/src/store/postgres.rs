@@ -282,14 +282,16 @@ impl Records for PgRecords {
                     let previous = sealed.previous.map(|d| d.0.to_vec());
                     // The instance that queues an envelope forwards it: claimed
                     // for it from the start.
-                    let (claimed_by, lease_until) = match &claim {
-                        Some((instance, until)) => (Some(instance.as_str()), Some(*until)),
-                        None => (None, None),
+                    let (claimed_by, lease_until, now_ms) = match &claim {
+                        Some((instance, until, now_ms)) => {
+                            (Some(instance.as_str()), Some(*until), *now_ms)
+                        }
+                        None => (None, None, 0),
                     };
                     tx.execute(
                     "INSERT INTO outbox (envelope_id, message_id, next_hop, envelope, previous, \
-                     evidence_id, queued_at, expires_at, claimed_by, lease_until) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     evidence_id, queued_at, expires_at, claimed_by, lease_until, next_attempt_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     &[
                         &header.envelope_id.as_bytes().as_slice(),
                         &header.message_id.as_bytes().as_slice(),
@@ -301,6 +303,7 @@ impl Records for PgRecords {
                         &(header.expires_at.0 as i64),
                         &claimed_by,
                         &lease_until,
+                        &now_ms,
                     ],
                 )
                 .map_err(db)?;

@@ -14,6 +14,10 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The uid and gid the cluster runs as when the test runs as root.
 const NOBODY: u32 = 65534;
 
+/// Settings of a primary whose commits wait for a synchronous standby named
+/// `standby` (an acknowledged commit is on two servers).
+pub const REPLICATED_PRIMARY: &str = "wal_level = replica\nmax_wal_senders = 4\nsynchronous_commit = on\nsynchronous_standby_names = 'standby'\n";
+
 /// One running cluster; stopped (immediate shutdown) and deleted on drop.
 pub struct TestPostgres {
     dir: tempfile::TempDir,
@@ -76,21 +80,118 @@ impl TestPostgres {
             pg.dir.path().display()
         );
         append(&data.join("postgresql.conf"), &conf);
-        pg.run(
+        pg.pg_ctl_start();
+        pg.wait_ready();
+        pg
+    }
+
+    fn pg_ctl_start(&self) {
+        let data = self.dir.path().join("data");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
                 &data.display().to_string(),
                 "-l",
-                &pg.dir.path().join("server.log").display().to_string(),
+                &self.dir.path().join("server.log").display().to_string(),
                 "-w",
                 "-t",
                 &START_TIMEOUT.as_secs().to_string(),
                 "start",
             ],
         );
+    }
+
+    /// A standby of this server named `name`, streaming from it
+    /// (`pg_basebackup -R` into a temp dir of its own, on a free port):
+    /// with [`REPLICATED_PRIMARY`] settings on this one, a synchronous one.
+    pub fn standby(&self, name: &str) -> TestPostgres {
+        let dir = tempfile::Builder::new()
+            .prefix("estafette-pg-standby-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("a temp dir for PostgreSQL: {e}"));
+        if is_root() {
+            chown_all(dir.path());
+        }
+        let data = dir.path().join("data");
+        let port = free_port();
+        let pg = TestPostgres {
+            dir,
+            bin: self.bin.clone(),
+            port,
+        };
+        pg.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &data.display().to_string(),
+                "-X",
+                "stream",
+                "-R",
+            ],
+        );
+        // postgresql.auto.conf is read last: what is appended there wins.
+        // Promoted, it stands alone: its commits wait for no standby.
+        let conf = format!(
+            "\nport = {port}\nunix_socket_directories = '{}'\nprimary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name={name}'\n\
+             synchronous_standby_names = ''\n",
+            pg.dir.path().display(),
+            self.port
+        );
+        append(&data.join("postgresql.auto.conf"), &conf);
+        pg.pg_ctl_start();
         pg.wait_ready();
         pg
+    }
+
+    /// Waits until a synchronous standby streams from this server.
+    pub fn wait_for_sync_standby(&self) {
+        let started = Instant::now();
+        loop {
+            // On a thread of its own: the blocking client must not run
+            // inside the test's async runtime.
+            let url = self.url();
+            let streaming = std::thread::spawn(move || {
+                postgres::Client::connect(&url, postgres::NoTls)
+                    .and_then(|mut c| {
+                        c.query_one(
+                            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+                            &[],
+                        )
+                    })
+                    .map(|row| row.get::<_, i64>(0) > 0)
+                    .unwrap_or(false)
+            })
+            .join()
+            .unwrap_or(false);
+            if streaming {
+                return;
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "no synchronous standby within {START_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server as a crash would (immediate shutdown).
+    pub fn kill(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
+    }
+
+    /// Promotes a standby to primary, waiting until it takes writes.
+    pub fn promote(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-w", "promote"]);
     }
 
     /// A libpq-style connection string for database `postgres`.
@@ -99,6 +200,17 @@ impl TestPostgres {
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
             self.port
         )
+    }
+
+    /// The postmaster's process id, from its pid file.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The server's log, for a failure's reader.
