@@ -32,6 +32,27 @@ fn valid_bsns(n: usize) -> Vec<Bsn> {
         .collect()
 }
 
+/// PEOPLE digital readers of the agency at `home.test`, with an e-mail
+/// address and a postal address, imported through `records` (any
+/// instance's, while all run); their BSNs.
+async fn import_people(w: &World, records: &dyn estafette_gateway::store::Records) -> Vec<Bsn> {
+    let bsns = valid_bsns(PEOPLE);
+    let people: Vec<serde_json::Value> = bsns
+        .iter()
+        .map(|bsn| serde_json::json!({ "recipient": format!("bsn:{bsn}"), "home_node": "home.test", "active": true, "digital_senders": [AGENCY],
+            "contact_channels": [{ "kind": "email", "address": format!("p{bsn}@example.nl"), "state": "verified" }],
+            "postal_address": { "street_lines": ["Stationsweg 3"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } }))
+        .collect();
+    registry::import(
+        records,
+        &w.fed.trust(),
+        &serde_json::Value::Array(people).to_string(),
+    )
+    .await
+    .unwrap();
+    bsns
+}
+
 /// How often each event occurs in each letter's evidence.
 fn event_counts(w: &World, ids: &[MessageId]) -> Vec<HashMap<EvidenceEvent, usize>> {
     ids.iter()
@@ -60,20 +81,7 @@ async fn cluster_two_monitors_take_each_step_once() {
     let instances = [&w.gateway, &b];
 
     // The registry, imported through instance b while both run.
-    let bsns = valid_bsns(PEOPLE);
-    let people: Vec<serde_json::Value> = bsns
-        .iter()
-        .map(|bsn| serde_json::json!({ "recipient": format!("bsn:{bsn}"), "home_node": "home.test", "active": true, "digital_senders": [AGENCY],
-            "contact_channels": [{ "kind": "email", "address": format!("p{bsn}@example.nl"), "state": "verified" }],
-            "postal_address": { "street_lines": ["Stationsweg 3"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" } }))
-        .collect();
-    registry::import(
-        b.gateway.records(),
-        &w.fed.trust(),
-        &serde_json::Value::Array(people).to_string(),
-    )
-    .await
-    .unwrap();
+    let bsns = import_people(&w, b.gateway.records()).await;
 
     // Letters to both instances: IN_FLIGHT kept-alive connections, half
     // to each.
@@ -284,19 +292,7 @@ async fn cluster_a_database_failover_loses_no_acknowledged_letter() {
         server: None,
     };
     let w = World::start_on(db, |_| {}).await;
-    let bsns = valid_bsns(PEOPLE);
-    let people: Vec<serde_json::Value> = bsns
-        .iter()
-        .map(|bsn| serde_json::json!({ "recipient": format!("bsn:{bsn}"), "home_node": "home.test", "active": true, "digital_senders": [AGENCY],
-            "contact_channels": [{ "kind": "email", "address": format!("p{bsn}@example.nl"), "state": "verified" }] }))
-        .collect();
-    registry::import(
-        w.gateway.gateway.records(),
-        &w.fed.trust(),
-        &serde_json::Value::Array(people).to_string(),
-    )
-    .await
-    .unwrap();
+    let bsns = import_people(&w, w.gateway.gateway.records()).await;
 
     // The agency submits each letter until it is acknowledged (the same
     // signed message again after a failure), on a new connection after one.

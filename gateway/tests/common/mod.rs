@@ -31,6 +31,25 @@ pub const EMAIL: &str = "a.jansen@example.nl";
 pub const DAY: u64 = 24 * 3600;
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// A short decision letter from `sender` to `to`.
+pub fn short_letter(sender: &str, to: &str, reference: &str) -> Letter {
+    Letter {
+        message_id: MessageId::random(&mut OsRng),
+        sender: sender.parse().unwrap(),
+        recipient: to.parse().unwrap(),
+        created_at: estafette_pki::now(),
+        subject: "Aanslag".into(),
+        body: "Tekst".into(),
+        attachments: vec![],
+        nature: Nature::Decision,
+        legal_effect: true,
+        expected_action: "Betaal het bedrag".into(),
+        response_deadline: None,
+        language: "nl".into(),
+        sender_reference: reference.into(),
+    }
+}
+
 pub struct World {
     pub fed: TestFederation,
     pub sink: SmtpSink,
@@ -138,21 +157,7 @@ impl World {
 
     /// A letter from `sender` to `to`, sealed: its id and the SignedMessage.
     pub fn sealed_letter(&self, sender: &str, to: &str) -> (MessageId, Vec<u8>) {
-        let letter = Letter {
-            message_id: MessageId::random(&mut OsRng),
-            sender: sender.parse().unwrap(),
-            recipient: to.parse().unwrap(),
-            created_at: estafette_pki::now(),
-            subject: "Aanslag".into(),
-            body: "Tekst".into(),
-            attachments: vec![],
-            nature: Nature::Decision,
-            legal_effect: true,
-            expected_action: "Betaal het bedrag".into(),
-            response_deadline: None,
-            language: "nl".into(),
-            sender_reference: "AANSLAG-3".into(),
-        };
+        let letter = short_letter(sender, to, "AANSLAG-3");
         (letter.message_id, self.sealed(&letter).0)
     }
 
@@ -284,21 +289,7 @@ impl World {
         &self,
         to: &str,
     ) -> (MessageId, estafette_gateway::http::SubmissionSummary) {
-        let letter = Letter {
-            message_id: MessageId::random(&mut OsRng),
-            sender: AGENCY.parse().unwrap(),
-            recipient: to.parse().unwrap(),
-            created_at: estafette_pki::now(),
-            subject: "Aanslag".into(),
-            body: "Tekst".into(),
-            attachments: vec![],
-            nature: Nature::Decision,
-            legal_effect: true,
-            expected_action: "Betaal het bedrag".into(),
-            response_deadline: None,
-            language: "nl".into(),
-            sender_reference: "AANSLAG-2".into(),
-        };
+        let letter = short_letter(AGENCY, to, "AANSLAG-2");
         let (signed, client) = self.sealed(&letter);
         let summary = client.submit_summary(signed).await.unwrap();
         (letter.message_id, summary)
