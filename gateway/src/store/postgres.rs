@@ -60,6 +60,19 @@ pub(super) fn id16(what: &'static str, bytes: &[u8]) -> Result<[u8; 16], Records
     })
 }
 
+/// Runs `wait`, which blocks the thread until the database answers: on a
+/// worker of a multi-threaded tokio runtime through `block_in_place`, so
+/// that the runtime moves its other tasks elsewhere meanwhile (the reads
+/// of [`ReadRecords`] are synchronous); anywhere else directly.
+fn waiting_for_database<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
 fn closed() -> RecordsError {
     RecordsError::Node(StoreError::Closed)
 }
@@ -116,12 +129,14 @@ impl PgRecords {
         job: impl FnOnce(&mut postgres::Client) -> Result<T, RecordsError> + Send + 'static,
     ) -> Result<T, RecordsError> {
         let (tx, rx) = sync_channel(1);
-        self.jobs
-            .send(Box::new(move |client| {
-                let _ = tx.send(job(client));
-            }))
-            .map_err(|_| closed())?;
-        rx.recv().map_err(|_| closed())?
+        waiting_for_database(|| {
+            self.jobs
+                .send(Box::new(move |client| {
+                    let _ = tx.send(job(client));
+                }))
+                .map_err(|_| closed())?;
+            rx.recv().map_err(|_| closed())?
+        })
     }
 
     /// Runs `job` on a worker's connection; gives what it returned.
@@ -191,30 +206,31 @@ impl Records for PgRecords {
     fn read(&self) -> Result<Box<dyn ReadRecords + '_>, RecordsError> {
         let (queries, asked) = sync_channel::<Query>(0);
         let (started, start) = sync_channel::<Result<(), RecordsError>>(1);
-        self.jobs
-            .send(Box::new(move |client: &mut postgres::Client| {
-                let tx = client
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start();
-                // The snapshot is taken at the first statement: now, so that
-                // the view is of the records as they are when read() returns.
-                let mut tx = match tx.and_then(|mut tx| tx.batch_execute("SELECT 1").map(|()| tx)) {
-                    Ok(tx) => tx,
-                    Err(e) => {
-                        let _ = started.send(Err(db(e)));
-                        return;
-                    }
-                };
-                let _ = started.send(Ok(()));
-                while let Ok(query) = asked.recv() {
-                    query(&mut tx);
+        let job: Job = Box::new(move |client: &mut postgres::Client| {
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start();
+            // The snapshot is taken at the first statement: now, so that
+            // the view is of the records as they are when read() returns.
+            let mut tx = match tx.and_then(|mut tx| tx.batch_execute("SELECT 1").map(|()| tx)) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let _ = started.send(Err(db(e)));
+                    return;
                 }
-                let _ = tx.commit();
-            }))
-            .map_err(|_| closed())?;
-        start.recv().map_err(|_| closed())??;
+            };
+            let _ = started.send(Ok(()));
+            while let Ok(query) = asked.recv() {
+                query(&mut tx);
+            }
+            let _ = tx.commit();
+        });
+        waiting_for_database(|| {
+            self.jobs.send(job).map_err(|_| closed())?;
+            start.recv().map_err(|_| closed())?
+        })?;
         Ok(Box::new(Snapshot { queries }))
     }
 
@@ -383,12 +399,14 @@ impl Snapshot {
         + 'static,
     ) -> Result<T, RecordsError> {
         let (tx, rx) = sync_channel(1);
-        self.queries
-            .send(Box::new(move |t: &mut postgres::Transaction<'_>| {
-                let _ = tx.send(query(t));
-            }))
-            .map_err(|_| closed())?;
-        rx.recv().map_err(|_| closed())?
+        waiting_for_database(|| {
+            self.queries
+                .send(Box::new(move |t: &mut postgres::Transaction<'_>| {
+                    let _ = tx.send(query(t));
+                }))
+                .map_err(|_| closed())?;
+            rx.recv().map_err(|_| closed())?
+        })
     }
 }
 
