@@ -20,6 +20,7 @@
 #[cfg(test)]
 mod contract;
 mod pg_queue;
+mod pg_read;
 mod postgres;
 mod redb;
 pub mod test_postgres;

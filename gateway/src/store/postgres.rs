@@ -24,15 +24,13 @@ use estafette_spec::citizen::ChangeEntry;
 use estafette_spec::mandate::{Mandate, MandateId};
 use estafette_spec::{Digest, MessageId, Recipient, Timestamp};
 use futures_util::future::BoxFuture;
-use postgres::{GenericClient, IsolationLevel, NoTls};
-use serde::de::DeserializeOwned;
+use postgres::{IsolationLevel, NoTls};
 
 use super::{
-    Change, MAX_PAPER_ITEM_BYTES, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError,
-    STEP_CLAIM_S, SealedEnvelope, StepKey, WriteRecords, db, decode, encode,
+    Change, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError, STEP_CLAIM_S,
+    SealedEnvelope, StepKey, WriteRecords, db, decode, encode,
 };
 use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
-use crate::mandates::MAX_MANDATES_PER_PERSON;
 use crate::registry::{MAX_HISTORY_PER_PERSON, PersonRecord};
 
 mod migrations {
@@ -253,35 +251,18 @@ impl Records for PgRecords {
             let envelope_id = sealed.header.envelope_id;
             // The first hop on the way to the home node, as the trust list
             // routes it (without a running instance: the home node).
-            let next_hop = match self.first_hop.get() {
-                Some(first_hop) => first_hop.next_hop(&sealed.header.home_node)?,
+            let first_hop = self.first_hop.get();
+            let next_hop = match first_hop {
+                Some(f) => f.next_hop(&sealed.header.home_node)?,
                 None => sealed.header.home_node.clone(),
             };
             let hop = next_hop.clone();
-            let claim = self.first_hop.get().map(|f| f.claim());
+            let claim = first_hop.map(|f| f.claim());
             let outcome = self
                 .run(move |client| {
                     let mut tx = client.transaction().map_err(db)?;
                     let header = &sealed.header;
-                    let known = tx
-                        .query_opt(
-                            "SELECT evidence_id FROM outbox WHERE envelope_id = $1",
-                            &[&header.envelope_id.as_bytes().as_slice()],
-                        )
-                        .map_err(db)?;
-                    if let Some(row) = known {
-                        let id: Option<Vec<u8>> = row.get(0);
-                        let evidence = match id {
-                            Some(id) => tx
-                                .query_opt(
-                                    "SELECT evidence FROM evidence WHERE evidence_id = $1",
-                                    &[&id],
-                                )
-                                .map_err(db)?
-                                .map(|r| r.get::<_, Vec<u8>>(0))
-                                .unwrap_or_default(),
-                            None => vec![],
-                        };
+                    if let Some(evidence) = queued_evidence(&mut tx, &header.envelope_id)? {
                         return Ok(Outcome::Duplicate { evidence });
                     }
                     let mut writing = Writing {
@@ -328,7 +309,7 @@ impl Records for PgRecords {
                 })
                 .await
                 .map_err(|e| QueueError::Store(StoreError::Aborted(e.to_string())))?;
-            if let (Outcome::Stored, Some(first_hop)) = (&outcome, self.first_hop.get()) {
+            if let (Outcome::Stored, Some(first_hop)) = (&outcome, first_hop) {
                 first_hop.forwarder.enqueued(envelope_id, next_hop).await;
             }
             Ok(outcome)
@@ -386,6 +367,35 @@ impl Records for PgRecords {
     }
 }
 
+/// The evidence kept with envelope `id` when it is queued already (empty
+/// when it has none); `None` when it is not queued.
+fn queued_evidence(
+    tx: &mut postgres::Transaction<'_>,
+    id: &estafette_spec::EnvelopeId,
+) -> Result<Option<Vec<u8>>, RecordsError> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT evidence_id FROM outbox WHERE envelope_id = $1",
+            &[&id.as_bytes().as_slice()],
+        )
+        .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    let Some(evidence_id) = row.get::<_, Option<Vec<u8>>>(0) else {
+        return Ok(Some(vec![]));
+    };
+    Ok(Some(
+        tx.query_opt(
+            "SELECT evidence FROM evidence WHERE evidence_id = $1",
+            &[&evidence_id],
+        )
+        .map_err(db)?
+        .map(|r| r.get::<_, Vec<u8>>(0))
+        .unwrap_or_default(),
+    ))
+}
+
 /// A read: queries go to the worker that holds the snapshot's transaction.
 struct Snapshot {
     queries: SyncSender<Query>,
@@ -415,179 +425,7 @@ pub(super) struct Writing<'a, 't> {
     pub(super) tx: RefCell<&'a mut postgres::Transaction<'t>>,
 }
 
-/// The queries of the read side, on any client or transaction.
-mod read {
-    use super::*;
-
-    pub fn person(
-        c: &mut impl GenericClient,
-        key: &str,
-    ) -> Result<Option<PersonRecord>, RecordsError> {
-        c.query_opt("SELECT record FROM people WHERE recipient = $1", &[&key])
-            .map_err(db)?
-            .map(|r| decode("person", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
-            .transpose()
-    }
-
-    /// Up to [`PEOPLE_PAGE`] people after `after`, in key order.
-    pub fn people_after(
-        c: &mut impl GenericClient,
-        after: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, RecordsError> {
-        Ok(c.query(
-            "SELECT recipient, record FROM people WHERE recipient > $1 ORDER BY recipient LIMIT $2",
-            &[&after, &PEOPLE_PAGE],
-        )
-        .map_err(db)?
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
-    }
-
-    pub fn history(
-        c: &mut impl GenericClient,
-        key: &str,
-        limit: usize,
-    ) -> Result<Vec<ChangeEntry>, RecordsError> {
-        let rows = c
-            .query(
-                "SELECT entry FROM (SELECT seq, entry FROM history WHERE recipient = $1 \
-                 ORDER BY seq DESC LIMIT $2) newest ORDER BY seq",
-                &[&key, &(limit.min(i64::MAX as usize) as i64)],
-            )
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| decode("history entry", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
-            .collect()
-    }
-
-    pub fn mandate(c: &mut impl GenericClient, id: &[u8]) -> Result<Option<Mandate>, RecordsError> {
-        c.query_opt("SELECT mandate FROM mandates WHERE id = $1", &[&id])
-            .map_err(db)?
-            .map(|r| decode("mandate", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
-            .transpose()
-    }
-
-    pub fn mandates_by(
-        c: &mut impl GenericClient,
-        column: &str,
-        who: &str,
-    ) -> Result<Vec<Mandate>, RecordsError> {
-        // `column` is one of two names written here, never input.
-        let sql = format!("SELECT mandate FROM mandates WHERE {column} = $1 ORDER BY id LIMIT $2");
-        let rows = c
-            .query(&sql, &[&who, &(MAX_MANDATES_PER_PERSON as i64)])
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| decode("mandate", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
-            .collect()
-    }
-
-    pub fn by_message<T: DeserializeOwned>(
-        c: &mut impl GenericClient,
-        sql: &str,
-        message: &[u8],
-        (what, limit): (&'static str, usize),
-    ) -> Result<Option<T>, RecordsError> {
-        c.query_opt(sql, &[&message])
-            .map_err(db)?
-            .map(|r| decode(what, r.get::<_, &[u8]>(0), limit))
-            .transpose()
-    }
-
-    pub fn tracked_letters(
-        c: &mut impl GenericClient,
-        limit: usize,
-    ) -> Result<Vec<(MessageId, TrackedLetter)>, RecordsError> {
-        let rows = c
-            .query(
-                "SELECT message_id, letter FROM tracking ORDER BY message_id LIMIT $1",
-                &[&(limit.min(i64::MAX as usize) as i64)],
-            )
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    MessageId::from_bytes(id16("message id", r.get::<_, &[u8]>(0))?),
-                    decode("followed letter", r.get::<_, &[u8]>(1), MAX_RECORD_BYTES)?,
-                ))
-            })
-            .collect()
-    }
-
-    pub fn count(
-        c: &mut impl GenericClient,
-        sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<usize, RecordsError> {
-        let n: i64 = c.query_one(sql, params).map_err(db)?.get(0);
-        Ok(n.max(0) as usize)
-    }
-
-    pub fn paper_copy(
-        c: &mut impl GenericClient,
-        message: &[u8],
-    ) -> Result<Option<Vec<u8>>, RecordsError> {
-        Ok(c.query_opt(
-            "SELECT signed_letter FROM paper_copies WHERE message_id = $1",
-            &[&message],
-        )
-        .map_err(db)?
-        .map(|r| r.get(0)))
-    }
-
-    pub fn paper_queue(
-        c: &mut impl GenericClient,
-    ) -> Result<Vec<(PaperId, PaperItem)>, RecordsError> {
-        let rows = c
-            .query("SELECT id, item FROM paper_queue ORDER BY id", &[])
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    PaperId(id16("paper id", r.get::<_, &[u8]>(0))?),
-                    decode("paper item", r.get::<_, &[u8]>(1), MAX_PAPER_ITEM_BYTES)?,
-                ))
-            })
-            .collect()
-    }
-
-    pub fn paper(c: &mut impl GenericClient, id: &[u8]) -> Result<Option<PaperItem>, RecordsError> {
-        c.query_opt("SELECT item FROM paper_queue WHERE id = $1", &[&id])
-            .map_err(db)?
-            .map(|r| decode("paper item", r.get::<_, &[u8]>(0), MAX_PAPER_ITEM_BYTES))
-            .transpose()
-    }
-
-    pub fn expired_nonces(
-        c: &mut impl GenericClient,
-        before: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>, RecordsError> {
-        Ok(c.query(
-            "SELECT nonce FROM nonces WHERE expires_at < $1 ORDER BY expires_at LIMIT $2",
-            &[&(before.0 as i64), &(limit.min(i64::MAX as usize) as i64)],
-        )
-        .map_err(db)?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect())
-    }
-
-    pub fn evidence_for(
-        c: &mut impl GenericClient,
-        message: &[u8],
-    ) -> Result<Vec<Vec<u8>>, RecordsError> {
-        Ok(c.query(
-            "SELECT evidence FROM evidence WHERE message_id = $1",
-            &[&message],
-        )
-        .map_err(db)?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect())
-    }
-}
+use super::pg_read as read;
 
 const SUBMISSION: &str = "SELECT record FROM submissions WHERE message_id = $1";
 const TRACKED: &str = "SELECT letter FROM tracking WHERE message_id = $1";
