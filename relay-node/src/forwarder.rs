@@ -25,6 +25,12 @@ use crate::store::{NewEvidence, QueueRecord, StoreError};
 /// beyond it.
 pub const SCHEDULE_CAPACITY: usize = 65_536;
 
+/// How long an envelope waits to be tried again after the forwarder's own
+/// store failed on it (a database failing over, a full disk): short, since
+/// nothing is wrong with the envelope or the next hop, and each try is one
+/// read. The retry horizon still ends it.
+pub const STORE_RETRY_MS: u64 = 1_000;
+
 /// A store write the queue makes.
 pub type QueueWrite<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
@@ -205,7 +211,7 @@ impl Forwarder {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
-                tracing::error!(error = %e, envelope = %id, "reading the queue failed");
+                self.store_failed(id, &dest, "reading the queue", &e).await;
                 return;
             }
         };
@@ -256,9 +262,9 @@ impl Forwarder {
                                 self.core.metrics.forwarded.inc();
                                 self.queue_gauge(dest).dec();
                             }
-                            Err(e) => {
-                                tracing::error!(error = %e, envelope = %id, "recording a forward failed")
-                            }
+                            // Offered again, the next hop answers with the
+                            // same acceptance (it keeps duplicates apart).
+                            Err(e) => self.store_failed(id, dest, "recording a forward", &e).await,
                         }
                     }
                     Err(problem) => self.retry(id, dest, record, problem).await,
@@ -297,7 +303,12 @@ impl Forwarder {
             .reschedule(id, record.attempts + 1, next, error)
             .await
         {
-            tracing::error!(error = %e, "rescheduling failed");
+            // The envelope is tried again all the same (below); only its
+            // attempt count and error text are not kept.
+            self.core.metrics.forward_store_failures.inc();
+            if let Some(held_back) = self.core.log_throttle.allow("forward store") {
+                tracing::error!(error = %e, failures_since_last_line = held_back, "recording a retry failed");
+            }
         }
         let _ = self.schedule.send((next, id, dest.clone())).await;
     }
@@ -343,8 +354,20 @@ impl Forwarder {
                 self.queue_gauge(dest).dec();
                 tracing::warn!(envelope = %id, peer = %dest, reason = reason.code(), "envelope given up");
             }
-            Err(e) => tracing::error!(error = %e, "recording a failure failed"),
+            Err(e) => self.store_failed(id, dest, "recording a failure", &e).await,
         }
+    }
+
+    /// The store failed on envelope `id` while it was being forwarded: it
+    /// is still queued, so it is tried again in [`STORE_RETRY_MS`], with one
+    /// log line per throttle interval however many envelopes fail.
+    async fn store_failed(&self, id: EnvelopeId, dest: &NodeId, doing: &str, error: &StoreError) {
+        self.core.metrics.forward_store_failures.inc();
+        if let Some(held_back) = self.core.log_throttle.allow("forward store") {
+            tracing::error!(error = %error, failures_since_last_line = held_back, "{doing} failed; the envelope is tried again");
+        }
+        let next = self.core.clock.now_ms() + STORE_RETRY_MS;
+        let _ = self.schedule.send((next, id, dest.clone())).await;
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub refused: Family<ReasonLabel, Counter>,
     pub forwarded: Counter,
     pub forward_retries: Counter,
+    /// Store reads and writes of the forwarder that failed (the envelope
+    /// stays queued and is tried again).
+    pub forward_store_failures: Counter,
     pub failed: Family<ReasonLabel, Counter>,
     pub evidence_sent: Counter,
     pub evidence_stored: Counter,
@@ -72,6 +75,7 @@ impl Metrics {
             refused: Family::default(),
             forwarded: Counter::default(),
             forward_retries: Counter::default(),
+            forward_store_failures: Counter::default(),
             failed: Family::default(),
             evidence_sent: Counter::default(),
             evidence_stored: Counter::default(),
@@ -107,6 +111,8 @@ impl Metrics {
                 "Envelopes handed to the next hop and accepted there";
             forward_retries => "forward_retries",
                 "Forwarding attempts that will be retried";
+            forward_store_failures => "forward_store_failures",
+                "Queue reads and writes of the forwarder that failed; the envelope is tried again";
             failed => "failed",
                 "Envelopes given up with RelayFailure evidence, by reason";
             evidence_sent => "evidence_sent",

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::core::NodeCore;
-use crate::forwarder::Forwarder;
+use crate::forwarder::{Acceptance, ForwardQueue, Forwarder, QueueWrite};
 use crate::origin::{EvidenceNotes, OriginQueue};
 use crate::server::{Handled, RequestHandler, Server, refused};
-use crate::store::{Outcome, Store};
+use crate::store::{NewEvidence, Outcome, QueueRecord, Store, StoreError};
 use estafette_pki::{Federation, NodeKind, keys};
 use estafette_spec::relay::RetryPolicy;
 use estafette_spec::*;
@@ -212,6 +212,12 @@ impl TestFederation {
     /// origin of envelopes and the keeper of evidence.
     pub async fn start_gateway(&self) -> Arc<TestGateway> {
         TestGateway::start(self.gateway.config.clone())
+    }
+
+    /// As [`Self::start_gateway`], its forward queue failing as `faults`
+    /// says.
+    pub async fn start_gateway_with_faults(&self, faults: Arc<QueueFaults>) -> Arc<TestGateway> {
+        TestGateway::start_with_faults(self.gateway.config.clone(), faults)
     }
 
     /// A letter from the test agency, sealed to `home` for a new inbox id.
@@ -418,8 +424,71 @@ impl RequestHandler for TakesEvidence {
     }
 }
 
+/// Store failures to make the test gateway's forward queue suffer: each
+/// counter is how many of the next calls of its kind fail (as a database
+/// that fails over or a full disk would), before the queue works again.
+#[derive(Debug, Default)]
+pub struct QueueFaults {
+    pub failing_reads: std::sync::atomic::AtomicU32,
+    pub failing_forwards: std::sync::atomic::AtomicU32,
+}
+
+impl QueueFaults {
+    fn strike(counter: &std::sync::atomic::AtomicU32, what: &str) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        match counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => Err(StoreError::Aborted(format!("injected failure of {what}"))),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// A forward queue whose calls fail as [`QueueFaults`] says.
+struct FaultyQueue {
+    inner: OriginQueue,
+    faults: Arc<QueueFaults>,
+}
+
+impl ForwardQueue for FaultyQueue {
+    fn waiting(&self) -> Result<Vec<(u64, EnvelopeId, NodeId)>, StoreError> {
+        self.inner.waiting()
+    }
+
+    fn get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
+        QueueFaults::strike(&self.faults.failing_reads, "a queue read")?;
+        self.inner.get(id)
+    }
+
+    fn forwarded(&self, id: EnvelopeId, acceptance: Acceptance) -> QueueWrite<'_> {
+        match QueueFaults::strike(&self.faults.failing_forwards, "recording a forward") {
+            Ok(()) => self.inner.forwarded(id, acceptance),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    fn reschedule(
+        &self,
+        id: EnvelopeId,
+        attempts: u32,
+        next_attempt_ms: u64,
+        error: String,
+    ) -> QueueWrite<'_> {
+        self.inner.reschedule(id, attempts, next_attempt_ms, error)
+    }
+
+    fn give_up(&self, id: EnvelopeId, evidence: Vec<NewEvidence>) -> QueueWrite<'_> {
+        self.inner.give_up(id, evidence)
+    }
+}
+
 impl TestGateway {
     pub fn start(config: Config) -> Arc<TestGateway> {
+        Self::start_with_faults(config, Arc::new(QueueFaults::default()))
+    }
+
+    /// As [`Self::start`], with a forward queue that fails as `faults`
+    /// says, meanwhile.
+    pub fn start_with_faults(config: Config, faults: Arc<QueueFaults>) -> Arc<TestGateway> {
         let core = NodeCore::start(config, Arc::new(estafette_pki::SystemClock)).unwrap();
         let store = Arc::new(
             Store::open(
@@ -431,9 +500,12 @@ impl TestGateway {
             .unwrap(),
         );
         let notes = EvidenceNotes::default();
-        let queue = Arc::new(OriginQueue {
-            store: store.clone(),
-            notes: notes.clone(),
+        let queue = Arc::new(FaultyQueue {
+            inner: OriginQueue {
+                store: store.clone(),
+                notes: notes.clone(),
+            },
+            faults,
         });
         let forwarder = Forwarder::start(core.clone(), queue).unwrap();
         let handler = Arc::new(TakesEvidence {

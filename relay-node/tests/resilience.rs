@@ -234,3 +234,47 @@ async fn a_keeps_envelopes_while_b_is_down_and_delivers_after_it_returns() {
     assert_eq!(a_store.queue_len(), 0);
     gateway.shutdown().await;
 }
+
+/// The forwarder's own store fails on some envelopes (a read of the queue,
+/// the write that records a forward), as during a database failover: they
+/// stay queued and go out a moment later, once each, not at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_the_forwarders_store_failed_on_go_out_a_moment_later() {
+    use std::sync::atomic::Ordering;
+    let n = 20;
+    let fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
+    let mut home = start(fed.relay("home.test"));
+    let faults = std::sync::Arc::new(estafette_relay::testkit::QueueFaults::default());
+    faults.failing_reads.store(5, Ordering::SeqCst);
+    faults.failing_forwards.store(5, Ordering::SeqCst);
+    let gateway = fed.start_gateway_with_faults(faults.clone()).await;
+
+    let sent = submit_all(&fed, &gateway, n).await;
+    wait_until(
+        "every envelope forwarded despite the store failures",
+        Duration::from_secs(30),
+        || gateway.store().queue_len() == 0,
+    )
+    .await;
+    assert_eq!(
+        faults.failing_reads.load(Ordering::SeqCst),
+        0,
+        "reads failed"
+    );
+    assert_eq!(
+        faults.failing_forwards.load(Ordering::SeqCst),
+        0,
+        "forwards failed"
+    );
+    assert!(home.terminate().success());
+    let arrived = delivered(fed.relay("home.test"));
+    let unique: HashSet<MessageId> = arrived.iter().copied().collect();
+    println!(
+        "offered {n}, delivered {}, duplicates {}",
+        arrived.len(),
+        arrived.len() - unique.len()
+    );
+    assert_eq!(arrived.len(), n, "each delivered once");
+    assert_eq!(unique, sent);
+    gateway.shutdown().await;
+}

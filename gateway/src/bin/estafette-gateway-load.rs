@@ -73,6 +73,10 @@ struct Args {
     /// agency connections are spread over them.
     #[arg(long, default_value_t = 1)]
     gateways: usize,
+    /// With `--store postgres`: print the statements that took the server's
+    /// time during the run, with calls per letter (pg_stat_statements).
+    #[arg(long)]
+    statements: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -147,6 +151,41 @@ struct Rig {
     postgres: Option<TestPostgres>,
 }
 
+/// One gateway instance per node address in `listens`, on `postgres` when
+/// given (each its own instance name), the first one the federation's.
+async fn start_gateways(
+    fed: &TestFederation,
+    listens: &[std::net::SocketAddr],
+    sink: &SmtpSink,
+    postgres: Option<&TestPostgres>,
+) -> Result<Vec<RunningGateway>> {
+    let mut gateways = Vec::with_capacity(listens.len());
+    for (i, listen) in listens.iter().enumerate() {
+        let mut config = GatewayConfig::new("127.0.0.1:0".parse()?, fed.gateway.config.clone());
+        config.notifications = Some(SmtpSettings::plain(
+            "127.0.0.1",
+            sink.addr.port(),
+            "Berichtenbox <noreply@gateway.test>",
+        ));
+        if let Some(pg) = postgres {
+            config.store = StoreSettings {
+                backend: StoreBackend::Postgres,
+                url: Some(pg.url()),
+                instance: Some(format!("load-{i}")),
+                ..Default::default()
+            };
+        }
+        if i > 0 {
+            config.node.listen = *listen;
+            config.node.admin_listen = None;
+            config.node.data_dir = fed.tmp.path().join(format!("gateway-{i}"));
+        }
+        config.paper_spool = Some(fed.tmp.path().join(format!("spool-{i}")));
+        gateways.push(RunningGateway::start(config).await?);
+    }
+    Ok(gateways)
+}
+
 async fn start_rig(args: &Args) -> Result<Rig> {
     let relay_binary = std::env::current_exe()?
         .parent()
@@ -160,6 +199,9 @@ async fn start_rig(args: &Args) -> Result<Rig> {
     }
     if args.gateways == 0 || (args.gateways > 1 && args.store != StoreChoice::Postgres) {
         bail!("--gateways must be 1, or more with --store postgres");
+    }
+    if args.statements && args.store != StoreChoice::Postgres {
+        bail!("--statements needs --store postgres");
     }
     let mut fed = TestFederation::new(
         &[
@@ -181,31 +223,14 @@ async fn start_rig(args: &Args) -> Result<Rig> {
     // Notifications go to an SMTP server in this process, as they would to
     // the operator's relay host.
     let sink = SmtpSink::start().await?;
-    let postgres = (args.store == StoreChoice::Postgres).then(|| TestPostgres::start(""));
-    let mut gateways = Vec::with_capacity(args.gateways);
-    for (i, listen) in listens.iter().enumerate() {
-        let mut config = GatewayConfig::new("127.0.0.1:0".parse()?, fed.gateway.config.clone());
-        config.notifications = Some(SmtpSettings::plain(
-            "127.0.0.1",
-            sink.addr.port(),
-            "Berichtenbox <noreply@gateway.test>",
-        ));
-        if let Some(pg) = &postgres {
-            config.store = StoreSettings {
-                backend: StoreBackend::Postgres,
-                url: Some(pg.url()),
-                instance: Some(format!("load-{i}")),
-                ..Default::default()
-            };
-        }
-        if i > 0 {
-            config.node.listen = *listen;
-            config.node.admin_listen = None;
-            config.node.data_dir = fed.tmp.path().join(format!("gateway-{i}"));
-        }
-        config.paper_spool = Some(fed.tmp.path().join(format!("spool-{i}")));
-        gateways.push(RunningGateway::start(config).await?);
-    }
+    let postgres = (args.store == StoreChoice::Postgres).then(|| {
+        TestPostgres::start(if args.statements {
+            STATEMENT_STATISTICS
+        } else {
+            ""
+        })
+    });
+    let gateways = start_gateways(&fed, &listens, &sink, postgres.as_ref()).await?;
     // Recipients, all digital for the agency.
     let bsns = valid_bsns(args.recipients);
     let people: Vec<serde_json::Value> = bsns
@@ -228,6 +253,54 @@ async fn start_rig(args: &Args) -> Result<Rig> {
         bsns,
         postgres,
     })
+}
+
+/// The server settings of `--statements`.
+const STATEMENT_STATISTICS: &str = "shared_preload_libraries = 'pg_stat_statements'\n\
+    pg_stat_statements.track_planning = on\n";
+
+/// Runs `sql` against the load tool's PostgreSQL server, on a thread of its
+/// own (the blocking client must not run on the async runtime's threads).
+fn pg_query(pg: &TestPostgres, sql: &'static str) -> Result<Vec<postgres::Row>> {
+    let url = pg.url();
+    std::thread::spawn(move || -> Result<Vec<postgres::Row>> {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+        Ok(client.query(sql, &[])?)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the statistics thread panicked"))?
+}
+
+/// Starts counting statements afresh (`--statements`).
+fn reset_statements(pg: &TestPostgres) -> Result<()> {
+    pg_query(pg, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")?;
+    pg_query(pg, "SELECT pg_stat_statements_reset()::text")?;
+    Ok(())
+}
+
+/// The statements that took the server's time since [`reset_statements`]:
+/// calls and milliseconds (planning and execution) per letter.
+fn print_statements(pg: &TestPostgres, letters: usize) -> Result<()> {
+    let rows = pg_query(
+        pg,
+        "SELECT query, calls, total_plan_time + total_exec_time, plans \
+         FROM pg_stat_statements ORDER BY total_plan_time + total_exec_time DESC LIMIT 25",
+    )?;
+    let per = letters.max(1) as f64;
+    println!("PostgreSQL statements by server time (per letter: calls, plans, ms):");
+    for row in rows {
+        let query: String = row.get(0);
+        let (calls, ms, plans): (i64, f64, i64) = (row.get(1), row.get(2), row.get(3));
+        let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+        println!(
+            "  {:6.2} {:6.2} {:7.3}  {}",
+            calls as f64 / per,
+            plans as f64 / per,
+            ms / per,
+            query.chars().take(110).collect::<String>()
+        );
+    }
+    Ok(())
 }
 
 /// The letters to send, sealed: (message id, SignedMessage).
@@ -483,6 +556,25 @@ fn usage_of(pids: &[u32]) -> Option<Usage> {
     Some(total)
 }
 
+/// Stops the gateways, the PostgreSQL server and the relays.
+async fn stop_rig(rig: Rig) -> Result<()> {
+    let Rig {
+        mut relay,
+        mut home,
+        gateways,
+        postgres,
+        ..
+    } = rig;
+    for gateway in gateways {
+        gateway.shutdown().await;
+    }
+    drop(postgres);
+    if !relay.terminate().success() || !home.terminate().success() {
+        bail!("a relay did not stop cleanly");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -507,6 +599,11 @@ async fn main() -> Result<()> {
     let watcher = watch_deliveries(&rig.gateways, args.letters);
     let pids = measured_pids(&rig);
     let usage_before: Vec<Option<Usage>> = pids.iter().map(|(_, p)| usage_of(p)).collect();
+    if args.statements
+        && let Some(pg) = &rig.postgres
+    {
+        reset_statements(pg)?;
+    }
     let started = Instant::now();
     let accepted = submit_all(clients, letters, args.connections, sent_at.clone()).await?;
     let accept_time = started.elapsed();
@@ -541,20 +638,12 @@ async fn main() -> Result<()> {
     for (((name, _), before), after) in pids.iter().zip(usage_before).zip(usage_after) {
         per_letter(name, before, after, accepted);
     }
-    let Rig {
-        mut relay,
-        mut home,
-        gateways,
-        postgres,
-        ..
-    } = rig;
-    for gateway in gateways {
-        gateway.shutdown().await;
+    if args.statements
+        && let Some(pg) = &rig.postgres
+    {
+        print_statements(pg, accepted)?;
     }
-    drop(postgres);
-    if !relay.terminate().success() || !home.terminate().success() {
-        bail!("a relay did not stop cleanly");
-    }
+    stop_rig(rig).await?;
     if delivered.len() != accepted {
         bail!(
             "{} letters accepted but not delivered",
