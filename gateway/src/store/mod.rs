@@ -21,6 +21,7 @@
 mod contract;
 mod pg_queue;
 mod pg_read;
+mod pg_statements;
 mod postgres;
 mod redb;
 pub mod test_postgres;

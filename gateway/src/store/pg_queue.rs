@@ -18,6 +18,15 @@ use std::cell::RefCell;
 
 use estafette_spec::MessageId;
 
+use super::pg_statements::Prepared;
+
+/// The columns of [`queue_record`], as a literal for `concat!`.
+macro_rules! queue_record_columns {
+    () => {
+        "next_hop, previous, expires_at, queued_at, attempts, \
+         next_attempt_ms, last_error, envelope, envelope_id"
+    };
+}
 use super::postgres::{PgRecords, Writing, id16};
 use super::{WriteRecords, db};
 
@@ -84,7 +93,7 @@ impl PgRecords {
         self.run(move |client| {
             let mut tx = client.transaction().map_err(db)?;
             let taken = tx
-                .execute(
+                .execute_prepared(
                     "DELETE FROM outbox WHERE envelope_id = $1 AND claimed_by = $2",
                     &[&envelope_id.as_bytes().as_slice(), &instance],
                 )
@@ -116,7 +125,7 @@ fn claim(
     let limit = limit.min(MAX_CLAIM) as i64;
     let (now, until) = (now.0 as i64, now.0.saturating_add(lease_s) as i64);
     let rows = client
-        .query(
+        .query_prepared(
             "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
              (SELECT envelope_id FROM outbox WHERE lease_until IS NULL OR lease_until < $3 \
               OR claimed_by = $1 ORDER BY queued_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
@@ -204,8 +213,12 @@ impl ForwardQueue for PgForwardQueue {
         self.records
             .blocking(move |client| {
                 let row = client
-                    .query_opt(
-                        &format!("SELECT {QUEUE_RECORD} FROM outbox WHERE envelope_id = $1 AND claimed_by = $2"),
+                    .query_opt_prepared(
+                        concat!(
+                            "SELECT ",
+                            queue_record_columns!(),
+                            " FROM outbox WHERE envelope_id = $1 AND claimed_by = $2"
+                        ),
                         &[&id.as_slice(), &instance],
                     )
                     .map_err(db)?;
@@ -239,7 +252,7 @@ impl ForwardQueue for PgForwardQueue {
     ) -> QueueWrite<'_> {
         self.write(move |client, instance| {
             client
-                .execute(
+                .execute_prepared(
                     "UPDATE outbox SET attempts = $1, next_attempt_ms = $2, last_error = $3 \
                      WHERE envelope_id = $4 AND claimed_by = $5",
                     &[
@@ -388,13 +401,13 @@ impl PgRecords {
         self.run(move |client| {
             let until = now.0.saturating_add(LEASE_S) as i64;
             client
-                .execute(
+                .execute_prepared(
                     "UPDATE outbox SET lease_until = $2 WHERE claimed_by = $1",
                     &[&instance, &until],
                 )
                 .map_err(db)?;
             let rows = client
-                .query(
+                .query_prepared(
                     "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
                      (SELECT envelope_id FROM outbox WHERE (lease_until IS NULL OR lease_until < $3) \
                       AND claimed_by IS DISTINCT FROM $1 ORDER BY queued_at LIMIT $4 \
@@ -410,7 +423,7 @@ impl PgRecords {
             // one already answers with its first evidence).
             let overdue_ms = (now.0.saturating_mul(1000)).saturating_sub(OVERDUE_MS) as i64;
             let rows = client
-                .query(
+                .query_prepared(
                     "SELECT envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms \
                      FROM outbox WHERE claimed_by = $1 AND next_attempt_ms < $2 \
                      ORDER BY next_attempt_ms LIMIT $3",
@@ -436,10 +449,6 @@ pub struct Leases {
 /// before the lease loop hands it to the forwarder again (milliseconds):
 /// far longer than an attempt can take.
 pub const OVERDUE_MS: u64 = 120_000;
-
-/// The columns [`queue_record`] reads.
-const QUEUE_RECORD: &str = "next_hop, previous, expires_at, queued_at, attempts, \
-     next_attempt_ms, last_error, envelope, envelope_id";
 
 /// An outbox row as the forwarder's queue record.
 fn queue_record(r: &postgres::Row) -> Result<QueueRecord, RecordsError> {
@@ -475,8 +484,12 @@ impl PgRecords {
     ) -> Result<Vec<(EnvelopeId, QueueRecord)>, RecordsError> {
         self.blocking(move |client| {
             let rows = client
-                .query(
-                    &format!("SELECT {QUEUE_RECORD} FROM outbox ORDER BY next_attempt_ms LIMIT $1"),
+                .query_prepared(
+                    concat!(
+                        "SELECT ",
+                        queue_record_columns!(),
+                        " FROM outbox ORDER BY next_attempt_ms LIMIT $1"
+                    ),
                     &[&(limit as i64)],
                 )
                 .map_err(db)?;

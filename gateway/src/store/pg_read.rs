@@ -2,6 +2,8 @@
 //! transaction: a snapshot's, or a change's own (see `postgres.rs`).
 
 use postgres::GenericClient;
+
+use super::pg_statements::Prepared;
 use serde::de::DeserializeOwned;
 
 use super::postgres::{PEOPLE_PAGE, id16};
@@ -15,7 +17,7 @@ use crate::mandates::MAX_MANDATES_PER_PERSON;
 use crate::registry::PersonRecord;
 
 pub fn person(c: &mut impl GenericClient, key: &str) -> Result<Option<PersonRecord>, RecordsError> {
-    c.query_opt("SELECT record FROM people WHERE recipient = $1", &[&key])
+    c.query_opt_prepared("SELECT record FROM people WHERE recipient = $1", &[&key])
         .map_err(db)?
         .map(|r| decode("person", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
         .transpose()
@@ -26,7 +28,7 @@ pub fn people_after(
     c: &mut impl GenericClient,
     after: &str,
 ) -> Result<Vec<(String, Vec<u8>)>, RecordsError> {
-    Ok(c.query(
+    Ok(c.query_prepared(
         "SELECT recipient, record FROM people WHERE recipient > $1 ORDER BY recipient LIMIT $2",
         &[&after, &PEOPLE_PAGE],
     )
@@ -42,7 +44,7 @@ pub fn history(
     limit: usize,
 ) -> Result<Vec<ChangeEntry>, RecordsError> {
     let rows = c
-        .query(
+        .query_prepared(
             "SELECT entry FROM (SELECT seq, entry FROM history WHERE recipient = $1 \
              ORDER BY seq DESC LIMIT $2) newest ORDER BY seq",
             &[&key, &(limit.min(i64::MAX as usize) as i64)],
@@ -54,7 +56,7 @@ pub fn history(
 }
 
 pub fn mandate(c: &mut impl GenericClient, id: &[u8]) -> Result<Option<Mandate>, RecordsError> {
-    c.query_opt("SELECT mandate FROM mandates WHERE id = $1", &[&id])
+    c.query_opt_prepared("SELECT mandate FROM mandates WHERE id = $1", &[&id])
         .map_err(db)?
         .map(|r| decode("mandate", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
         .transpose()
@@ -62,13 +64,11 @@ pub fn mandate(c: &mut impl GenericClient, id: &[u8]) -> Result<Option<Mandate>,
 
 pub fn mandates_by(
     c: &mut impl GenericClient,
-    column: &str,
+    sql: &'static str,
     who: &str,
 ) -> Result<Vec<Mandate>, RecordsError> {
-    // `column` is one of two names written here, never input.
-    let sql = format!("SELECT mandate FROM mandates WHERE {column} = $1 ORDER BY id LIMIT $2");
     let rows = c
-        .query(&sql, &[&who, &(MAX_MANDATES_PER_PERSON as i64)])
+        .query_prepared(sql, &[&who, &(MAX_MANDATES_PER_PERSON as i64)])
         .map_err(db)?;
     rows.iter()
         .map(|r| decode("mandate", r.get::<_, &[u8]>(0), MAX_RECORD_BYTES))
@@ -77,11 +77,11 @@ pub fn mandates_by(
 
 pub fn by_message<T: DeserializeOwned>(
     c: &mut impl GenericClient,
-    sql: &str,
+    sql: &'static str,
     message: &[u8],
     (what, limit): (&'static str, usize),
 ) -> Result<Option<T>, RecordsError> {
-    c.query_opt(sql, &[&message])
+    c.query_opt_prepared(sql, &[&message])
         .map_err(db)?
         .map(|r| decode(what, r.get::<_, &[u8]>(0), limit))
         .transpose()
@@ -92,7 +92,7 @@ pub fn tracked_letters(
     limit: usize,
 ) -> Result<Vec<(MessageId, TrackedLetter)>, RecordsError> {
     let rows = c
-        .query(
+        .query_prepared(
             "SELECT message_id, letter FROM tracking ORDER BY message_id LIMIT $1",
             &[&(limit.min(i64::MAX as usize) as i64)],
         )
@@ -109,10 +109,10 @@ pub fn tracked_letters(
 
 pub fn count(
     c: &mut impl GenericClient,
-    sql: &str,
+    sql: &'static str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
 ) -> Result<usize, RecordsError> {
-    let n: i64 = c.query_one(sql, params).map_err(db)?.get(0);
+    let n: i64 = c.query_one_prepared(sql, params).map_err(db)?.get(0);
     Ok(n.max(0) as usize)
 }
 
@@ -120,7 +120,7 @@ pub fn paper_copy(
     c: &mut impl GenericClient,
     message: &[u8],
 ) -> Result<Option<Vec<u8>>, RecordsError> {
-    Ok(c.query_opt(
+    Ok(c.query_opt_prepared(
         "SELECT signed_letter FROM paper_copies WHERE message_id = $1",
         &[&message],
     )
@@ -130,7 +130,7 @@ pub fn paper_copy(
 
 pub fn paper_queue(c: &mut impl GenericClient) -> Result<Vec<(PaperId, PaperItem)>, RecordsError> {
     let rows = c
-        .query("SELECT id, item FROM paper_queue ORDER BY id", &[])
+        .query_prepared("SELECT id, item FROM paper_queue ORDER BY id", &[])
         .map_err(db)?;
     rows.iter()
         .map(|r| {
@@ -143,7 +143,7 @@ pub fn paper_queue(c: &mut impl GenericClient) -> Result<Vec<(PaperId, PaperItem
 }
 
 pub fn paper(c: &mut impl GenericClient, id: &[u8]) -> Result<Option<PaperItem>, RecordsError> {
-    c.query_opt("SELECT item FROM paper_queue WHERE id = $1", &[&id])
+    c.query_opt_prepared("SELECT item FROM paper_queue WHERE id = $1", &[&id])
         .map_err(db)?
         .map(|r| decode("paper item", r.get::<_, &[u8]>(0), MAX_PAPER_ITEM_BYTES))
         .transpose()
@@ -154,7 +154,7 @@ pub fn expired_nonces(
     before: Timestamp,
     limit: usize,
 ) -> Result<Vec<Vec<u8>>, RecordsError> {
-    Ok(c.query(
+    Ok(c.query_prepared(
         "SELECT nonce FROM nonces WHERE expires_at < $1 ORDER BY expires_at LIMIT $2",
         &[&(before.0 as i64), &(limit.min(i64::MAX as usize) as i64)],
     )
@@ -168,7 +168,7 @@ pub fn evidence_for(
     c: &mut impl GenericClient,
     message: &[u8],
 ) -> Result<Vec<Vec<u8>>, RecordsError> {
-    Ok(c.query(
+    Ok(c.query_prepared(
         "SELECT evidence FROM evidence WHERE message_id = $1",
         &[&message],
     )

@@ -26,6 +26,8 @@ use estafette_spec::{Digest, MessageId, Recipient, Timestamp};
 use futures_util::future::BoxFuture;
 use postgres::{IsolationLevel, NoTls};
 
+use super::pg_statements::{Prepared, forget_prepared};
+
 use super::{
     Change, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError, STEP_CLAIM_S,
     SealedEnvelope, StepKey, WriteRecords, db, decode, encode,
@@ -143,17 +145,22 @@ impl PgRecords {
         job: impl FnOnce(&mut postgres::Client) -> Result<T, RecordsError> + Send + 'static,
     ) -> Result<T, RecordsError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let jobs = self.jobs.clone();
-        // The queue is bounded: waiting for room must not hold up the
-        // runtime's thread.
-        tokio::task::spawn_blocking(move || {
-            jobs.send(Box::new(move |client| {
-                let _ = tx.send(job(client));
-            }))
-        })
-        .await
-        .map_err(|_| closed())?
-        .map_err(|_| closed())?;
+        let job: Job = Box::new(move |client| {
+            let _ = tx.send(job(client));
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            // The queue is bounded: waiting for room must not hold up the
+            // runtime's thread, so only then does a blocking thread wait.
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                let jobs = self.jobs.clone();
+                tokio::task::spawn_blocking(move || jobs.send(job))
+                    .await
+                    .map_err(|_| closed())?
+                    .map_err(|_| closed())?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(closed()),
+        }
         rx.await.map_err(|_| closed())?
     }
 }
@@ -192,7 +199,10 @@ fn worker(
         };
         if client.is_closed() {
             match config.connect(NoTls) {
-                Ok(c) => client = c,
+                Ok(c) => {
+                    client = c;
+                    forget_prepared();
+                }
                 Err(e) => tracing::warn!(error = %e, "the gateway's database cannot be reached"),
             }
         }
@@ -325,7 +335,7 @@ impl Records for PgRecords {
         Box::pin(self.run(move |client| {
             // On the server's clock, so that instances need not agree on time.
             let claimed = client
-                .query_opt(
+                .query_opt_prepared(
                     "INSERT INTO step_claims (step, instance, until) \
                      VALUES ($1, $2, extract(epoch FROM now())::bigint + $3) \
                      ON CONFLICT (step) DO UPDATE SET instance = EXCLUDED.instance, until = EXCLUDED.until \
@@ -347,7 +357,7 @@ impl Records for PgRecords {
         let instance = instance.to_owned();
         Box::pin(self.run(move |client| {
             client
-                .execute(
+                .execute_prepared(
                     "DELETE FROM step_claims WHERE step = $1 AND instance = $2",
                     &[&step.to_bytes().as_slice(), &instance],
                 )
@@ -359,7 +369,7 @@ impl Records for PgRecords {
     fn outbox_len(&self) -> Result<u64, RecordsError> {
         self.blocking(|client| {
             let n: i64 = client
-                .query_one("SELECT count(*) FROM outbox", &[])
+                .query_one_prepared("SELECT count(*) FROM outbox", &[])
                 .map_err(db)?
                 .get(0);
             Ok(n.max(0) as u64)
@@ -374,7 +384,7 @@ fn queued_evidence(
     id: &estafette_spec::EnvelopeId,
 ) -> Result<Option<Vec<u8>>, RecordsError> {
     let Some(row) = tx
-        .query_opt(
+        .query_opt_prepared(
             "SELECT evidence_id FROM outbox WHERE envelope_id = $1",
             &[&id.as_bytes().as_slice()],
         )
@@ -386,7 +396,7 @@ fn queued_evidence(
         return Ok(Some(vec![]));
     };
     Ok(Some(
-        tx.query_opt(
+        tx.query_opt_prepared(
             "SELECT evidence FROM evidence WHERE evidence_id = $1",
             &[&evidence_id],
         )
@@ -431,6 +441,10 @@ const SUBMISSION: &str = "SELECT record FROM submissions WHERE message_id = $1";
 const TRACKED: &str = "SELECT letter FROM tracking WHERE message_id = $1";
 const UNREAD: &str =
     "SELECT count(*) FROM (SELECT 1 FROM tracking WHERE recipient = $1 LIMIT $2) unread";
+const MANDATES_OF_HOLDER: &str =
+    "SELECT mandate FROM mandates WHERE holder = $1 ORDER BY id LIMIT $2";
+const MANDATES_OF_REPRESENTATIVE: &str =
+    "SELECT mandate FROM mandates WHERE representative = $1 ORDER BY id LIMIT $2";
 const TRACKED_COUNT: &str = "SELECT count(*) FROM tracking";
 
 /// The read side, once for a snapshot (through its worker) and once for a
@@ -472,7 +486,7 @@ macro_rules! read_records {
 
         fn mandates_of_holder(&$self, holder: &Recipient) -> Result<Vec<Mandate>, RecordsError> {
             let who = holder.to_string();
-            $self.with(move |$c| read::mandates_by($c, "holder", &who))
+            $self.with(move |$c| read::mandates_by($c, MANDATES_OF_HOLDER, &who))
         }
 
         fn mandates_of_representative(
@@ -480,7 +494,7 @@ macro_rules! read_records {
             representative: &Recipient,
         ) -> Result<Vec<Mandate>, RecordsError> {
             let who = representative.to_string();
-            $self.with(move |$c| read::mandates_by($c, "representative", &who))
+            $self.with(move |$c| read::mandates_by($c, MANDATES_OF_REPRESENTATIVE, &who))
         }
 
         fn submission(&$self, message: &MessageId) -> Result<Option<SubmissionRecord>, RecordsError> {
@@ -564,10 +578,13 @@ impl Writing<'_, '_> {
 
     fn exec(
         &self,
-        sql: &str,
+        sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<u64, RecordsError> {
-        self.tx.borrow_mut().execute(sql, params).map_err(db)
+        self.tx
+            .borrow_mut()
+            .execute_prepared(sql, params)
+            .map_err(db)
     }
 }
 
@@ -588,7 +605,7 @@ impl WriteRecords for Writing<'_, '_> {
     fn record_change(&mut self, key: &Recipient, entry: &ChangeEntry) -> Result<(), RecordsError> {
         let key = key.to_string();
         let bounds = self.with(|c| {
-            c.query_one(
+            c.query_one_prepared(
                 "SELECT min(seq), max(seq) FROM history WHERE recipient = $1",
                 &[&key],
             )
@@ -626,7 +643,7 @@ impl WriteRecords for Writing<'_, '_> {
             return Ok(true);
         }
         let first: Vec<u8> = self.with(|c| {
-            c.query_one("SELECT digest FROM nonces WHERE nonce = $1", &[&nonce])
+            c.query_one_prepared("SELECT digest FROM nonces WHERE nonce = $1", &[&nonce])
                 .map_err(db)
                 .map(|r| r.get(0))
         })?;
@@ -662,7 +679,7 @@ impl WriteRecords for Writing<'_, '_> {
         token_digest: &[u8; 32],
     ) -> Result<Option<(Recipient, Timestamp)>, RecordsError> {
         let row = self.with(|c| {
-            c.query_opt(
+            c.query_opt_prepared(
                 "DELETE FROM email_tokens WHERE token_digest = $1 RETURNING recipient, expires_at",
                 &[&token_digest.as_slice()],
             )
