@@ -53,6 +53,42 @@ async fn import_people(w: &World, records: &dyn estafette_gateway::store::Record
     bsns
 }
 
+/// A World on PostgreSQL whose trust list gives the gateway the addresses
+/// `addresses` makes of the World's own one, with a home node `later.test`
+/// issued that the test starts later; its configuration.
+async fn world_with_later_home(
+    addresses: impl FnOnce(String) -> Vec<String>,
+) -> (World, estafette_relay::Config) {
+    let later: NodeId = "later.test".parse().unwrap();
+    let mut later_config = None;
+    let w = World::start_on(TestStore::postgres(), |f| {
+        let own = f.gateway.config.listen.to_string();
+        f.fed.set_gateway_addresses(&addresses(own)).unwrap();
+        let addr = free_udp();
+        f.fed
+            .issue_node(&later, &addr.to_string(), estafette_pki::NodeKind::Home)
+            .unwrap();
+        later_config = Some(estafette_relay::Config::for_federation_node(
+            &f.fed, &later, addr, true,
+        ));
+    })
+    .await;
+    (w, later_config.unwrap())
+}
+
+/// One digital reader of the agency at home node `later.test`.
+async fn import_later_person(w: &World, bsn: Bsn) {
+    let people = serde_json::json!([{ "recipient": format!("bsn:{bsn}"), "home_node": "later.test", "active": true, "digital_senders": [AGENCY],
+        "contact_channels": [{ "kind": "email", "address": format!("p{bsn}@example.nl"), "state": "verified" }] }]);
+    registry::import(
+        w.gateway.gateway.records(),
+        &w.fed.trust(),
+        &people.to_string(),
+    )
+    .await
+    .unwrap();
+}
+
 /// How often each event occurs in each letter's evidence.
 fn event_counts(w: &World, ids: &[MessageId]) -> Vec<HashMap<EvidenceEvent, usize>> {
     ids.iter()
@@ -186,35 +222,9 @@ async fn cluster_a_dead_instances_envelopes_are_taken_over_and_relays_try_the_ne
     // (the one that will die), then the World's own instance. The letters
     // go to a home node that is not running yet.
     let a_addr = free_udp();
-    let later: NodeId = "later.test".parse().unwrap();
-    let later_config = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let w = World::start_on(TestStore::postgres(), {
-        let (later, later_config) = (later.clone(), later_config.clone());
-        move |f| {
-            let own = f.gateway.config.listen.to_string();
-            f.fed
-                .set_gateway_addresses(&[a_addr.to_string(), own])
-                .unwrap();
-            let addr = free_udp();
-            f.fed
-                .issue_node(&later, &addr.to_string(), estafette_pki::NodeKind::Home)
-                .unwrap();
-            *later_config.lock().unwrap() = Some(estafette_relay::Config::for_federation_node(
-                &f.fed, &later, addr, true,
-            ));
-        }
-    })
-    .await;
+    let (w, later_config) = world_with_later_home(move |own| vec![a_addr.to_string(), own]).await;
     let bsn = valid_bsns(1)[0];
-    let people = serde_json::json!([{ "recipient": format!("bsn:{bsn}"), "home_node": "later.test", "active": true, "digital_senders": [AGENCY],
-        "contact_channels": [{ "kind": "email", "address": "p@example.nl", "state": "verified" }] }]);
-    registry::import(
-        w.gateway.gateway.records(),
-        &w.fed.trust(),
-        &people.to_string(),
-    )
-    .await
-    .unwrap();
+    import_later_person(&w, bsn).await;
     let a = w.start_instance_at("a", a_addr).await;
 
     // Instance a takes letters it cannot forward yet.
@@ -231,7 +241,7 @@ async fn cluster_a_dead_instances_envelopes_are_taken_over_and_relays_try_the_ne
     // Instance a dies with them; the home node starts.
     a.shutdown().await;
     let died = std::time::Instant::now();
-    let config = later_config.lock().unwrap().take().unwrap();
+    let config = later_config.clone();
     let home = RunningNode::start(config).await.unwrap();
 
     // The surviving instance takes them over once a's lease runs out, and
@@ -545,36 +555,11 @@ async fn cluster_an_instance_killed_five_times_under_load_loses_and_duplicates_n
         .and_then(|n| n.parse().ok())
         .unwrap_or(INSTANCE_LOSS_LETTERS);
     let (b_addr, k_addr) = (free_udp(), free_udp());
-    let later: NodeId = "later.test".parse().unwrap();
-    let later_config = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let w = World::start_on(TestStore::postgres(), {
-        let (later, later_config) = (later.clone(), later_config.clone());
-        move |f| {
-            let own = f.gateway.config.listen.to_string();
-            f.fed
-                .set_gateway_addresses(&[own, b_addr.to_string(), k_addr.to_string()])
-                .unwrap();
-            let addr = free_udp();
-            f.fed
-                .issue_node(&later, &addr.to_string(), estafette_pki::NodeKind::Home)
-                .unwrap();
-            *later_config.lock().unwrap() = Some(estafette_relay::Config::for_federation_node(
-                &f.fed, &later, addr, true,
-            ));
-        }
-    })
-    .await;
+    let (w, later_config) =
+        world_with_later_home(move |own| vec![own, b_addr.to_string(), k_addr.to_string()]).await;
     let bsns = import_people(&w, w.gateway.gateway.records()).await;
     let later_bsn = valid_bsns(PEOPLE + 1)[PEOPLE];
-    let person = serde_json::json!([{ "recipient": format!("bsn:{later_bsn}"), "home_node": "later.test", "active": true, "digital_senders": [AGENCY],
-        "contact_channels": [{ "kind": "email", "address": "later@example.nl", "state": "verified" }] }]);
-    registry::import(
-        w.gateway.gateway.records(),
-        &w.fed.trust(),
-        &person.to_string(),
-    )
-    .await
-    .unwrap();
+    import_later_person(&w, later_bsn).await;
     let b = w.start_instance_at("b", b_addr).await;
     let mut k = InstanceProcess::new(&w, "k", k_addr);
     k.start().await;
@@ -615,7 +600,7 @@ async fn cluster_an_instance_killed_five_times_under_load_loses_and_duplicates_n
         let killed = std::time::Instant::now();
         let held = claimed_by(&w, "k").await;
         if kill == KILLS {
-            let config = later_config.lock().unwrap().take().unwrap();
+            let config = later_config.clone();
             later_home = Some(RunningNode::start(config).await.unwrap());
             while claimed_by(&w, "k").await > 0 {
                 assert!(
