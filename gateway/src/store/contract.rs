@@ -192,8 +192,10 @@ async fn evidence_and_snapshots(r: &dyn Records) {
         [b"signed evidence".to_vec()]
     );
 
-    // A snapshot does not see what is written after it began.
+    // A snapshot does not see what is written after it began (at its
+    // first query on PostgreSQL, at read() on redb).
     let before = r.read().unwrap();
+    assert_eq!(before.person(&who("bsn:111222333")).unwrap(), None);
     r.transact(|w| w.put_person(&who("bsn:111222333"), &PersonRecord::new("nl")))
         .await
         .unwrap();

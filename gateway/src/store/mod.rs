@@ -300,7 +300,8 @@ pub const STEP_CLAIM_S: u64 = 120;
 
 /// The gateway's records.
 pub trait Records: Send + Sync {
-    /// A consistent view of the records as they are now.
+    /// A consistent view of the records: as they are now (redb), or as
+    /// they are at its first query (PostgreSQL), never changing after.
     fn read(&self) -> Result<Box<dyn ReadRecords + '_>, RecordsError>;
 
     /// Applies `change` in one transaction.

@@ -212,34 +212,12 @@ fn worker(
 
 impl Records for PgRecords {
     fn read(&self) -> Result<Box<dyn ReadRecords + '_>, RecordsError> {
-        let (queries, asked) = sync_channel::<Query>(0);
-        let (started, start) = sync_channel::<Result<(), RecordsError>>(1);
-        let job: Job = Box::new(move |client: &mut postgres::Client| {
-            let tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start();
-            // The snapshot is taken at the first statement: now, so that
-            // the view is of the records as they are when read() returns.
-            let mut tx = match tx.and_then(|mut tx| tx.batch_execute("SELECT 1").map(|()| tx)) {
-                Ok(tx) => tx,
-                Err(e) => {
-                    let _ = started.send(Err(db(e)));
-                    return;
-                }
-            };
-            let _ = started.send(Ok(()));
-            while let Ok(query) = asked.recv() {
-                query(&mut tx);
-            }
-            let _ = tx.commit();
-        });
-        waiting_for_database(|| {
-            self.jobs.send(job).map_err(|_| closed())?;
-            start.recv().map_err(|_| closed())?
-        })?;
-        Ok(Box::new(Snapshot { queries }))
+        // The transaction starts with the snapshot's first query, in the
+        // same hand-over to the worker: most snapshots ask one thing.
+        Ok(Box::new(Snapshot {
+            jobs: self.jobs.clone(),
+            queries: std::cell::OnceCell::new(),
+        }))
     }
 
     fn write(&self, change: Change) -> BoxFuture<'_, Result<(), RecordsError>> {
@@ -406,9 +384,12 @@ fn queued_evidence(
     ))
 }
 
-/// A read: queries go to the worker that holds the snapshot's transaction.
+/// A read: its first query reserves a worker, which starts a REPEATABLE
+/// READ READ ONLY transaction (the snapshot is taken at that query) and
+/// holds it for the later queries until the snapshot is dropped.
 struct Snapshot {
-    queries: SyncSender<Query>,
+    jobs: SyncSender<Job>,
+    queries: std::cell::OnceCell<SyncSender<Query>>,
 }
 
 impl Snapshot {
@@ -419,12 +400,43 @@ impl Snapshot {
         + 'static,
     ) -> Result<T, RecordsError> {
         let (tx, rx) = sync_channel(1);
+        let query: Query = Box::new(move |t: &mut postgres::Transaction<'_>| {
+            let _ = tx.send(query(t));
+        });
         waiting_for_database(|| {
-            self.queries
-                .send(Box::new(move |t: &mut postgres::Transaction<'_>| {
-                    let _ = tx.send(query(t));
-                }))
-                .map_err(|_| closed())?;
+            match self.queries.get() {
+                Some(queries) => queries.send(query).map_err(|_| closed())?,
+                None => {
+                    let (queries, asked) = sync_channel::<Query>(0);
+                    let (failed, failure) = sync_channel::<RecordsError>(1);
+                    self.jobs
+                        .send(Box::new(move |client: &mut postgres::Client| {
+                            let tx = client
+                                .build_transaction()
+                                .isolation_level(IsolationLevel::RepeatableRead)
+                                .read_only(true)
+                                .start();
+                            let mut tx = match tx {
+                                Ok(tx) => tx,
+                                Err(e) => {
+                                    let _ = failed.send(db(e));
+                                    return;
+                                }
+                            };
+                            query(&mut tx);
+                            while let Ok(query) = asked.recv() {
+                                query(&mut tx);
+                            }
+                            let _ = tx.commit();
+                        }))
+                        .map_err(|_| closed())?;
+                    let _ = self.queries.set(queries);
+                    return match rx.recv() {
+                        Ok(answer) => answer,
+                        Err(_) => Err(failure.recv().unwrap_or_else(|_| closed())),
+                    };
+                }
+            }
             rx.recv().map_err(|_| closed())?
         })
     }
