@@ -305,10 +305,7 @@ impl Forwarder {
         {
             // The envelope is tried again all the same (below); only its
             // attempt count and error text are not kept.
-            self.core.metrics.forward_store_failures.inc();
-            if let Some(held_back) = self.core.log_throttle.allow("forward store") {
-                tracing::error!(error = %e, failures_since_last_line = held_back, "recording a retry failed");
-            }
+            self.note_store_failure("recording a retry", &e);
         }
         let _ = self.schedule.send((next, id, dest.clone())).await;
     }
@@ -362,12 +359,18 @@ impl Forwarder {
     /// is still queued, so it is tried again in [`STORE_RETRY_MS`], with one
     /// log line per throttle interval however many envelopes fail.
     async fn store_failed(&self, id: EnvelopeId, dest: &NodeId, doing: &str, error: &StoreError) {
+        self.note_store_failure(doing, error);
+        let next = self.core.clock.now_ms() + STORE_RETRY_MS;
+        let _ = self.schedule.send((next, id, dest.clone())).await;
+    }
+
+    /// Counts a failure of the forwarder's store; one log line per throttle
+    /// interval, with how many were held back since the last.
+    fn note_store_failure(&self, doing: &str, error: &StoreError) {
         self.core.metrics.forward_store_failures.inc();
         if let Some(held_back) = self.core.log_throttle.allow("forward store") {
             tracing::error!(error = %error, failures_since_last_line = held_back, "{doing} failed; the envelope is tried again");
         }
-        let next = self.core.clock.now_ms() + STORE_RETRY_MS;
-        let _ = self.schedule.send((next, id, dest.clone())).await;
     }
 }
 
