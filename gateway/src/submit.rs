@@ -21,7 +21,7 @@ use crate::gateway::{
     Gateway, PaperItem, PaperKind, SubmissionRecord, SubmitError, Submitted, TrackedLetter,
 };
 use crate::registry::{self, Channel, InboxLocation, PersonRecord};
-use crate::store::{PaperId, RecordsError, SealedEnvelope, WriteRecords};
+use crate::store::{MAX_UNREAD_COUNTED, PaperId, RecordsError, SealedEnvelope, WriteRecords};
 
 /// A submission the gateway accepts, before it is recorded.
 struct Accepted<'a> {
@@ -65,18 +65,25 @@ impl Gateway {
 
     async fn submit_counted(&self, caller: &Oin, bytes: &[u8]) -> Result<Submitted, SubmitError> {
         let verified = self.verify_submission(caller, bytes)?;
-        let known = self
-            .records()
-            .read()?
-            .submission(&verified.letter.message_id)?;
-        if let Some(known) = known {
-            return Self::repeated(&known, caller, &verified);
-        }
-        let person = registry::lookup(self.records(), &verified.letter.recipient)?;
-        let channel = registry::channel(person.as_ref(), &verified.letter.sender);
+        // What the submission needs to know, in one snapshot (on
+        // PostgreSQL each snapshot is a transaction of its own).
+        let (person, channel, unread) = {
+            let records = self.records().read()?;
+            if let Some(known) = records.submission(&verified.letter.message_id)? {
+                return Self::repeated(&known, caller, &verified);
+            }
+            let recipient = &verified.letter.recipient;
+            let person = records.person_entry(recipient)?.map(|(_, p)| p);
+            let channel = registry::channel(person.as_ref(), &verified.letter.sender);
+            let unread = match channel {
+                Channel::Digital(_) => records.unread_count(recipient, MAX_UNREAD_COUNTED)? as u32,
+                Channel::Paper(_) => 0,
+            };
+            (person, channel, unread)
+        };
         let accepted = self.accept(caller, bytes, verified, &channel);
         match channel {
-            Channel::Digital(inbox) => self.submit_digital(accepted, inbox, person).await,
+            Channel::Digital(inbox) => self.submit_digital(accepted, inbox, person, unread).await,
             Channel::Paper(reason) => self.submit_paper(accepted, reason).await,
         }
     }
@@ -200,10 +207,11 @@ impl Gateway {
         mut accepted: Accepted<'_>,
         inbox: InboxLocation,
         person: Option<PersonRecord>,
+        unread: u32,
     ) -> Result<Submitted, SubmitError> {
         let (envelope, header) = self.seal_envelope(&accepted, &inbox)?;
         accepted.record.envelope_id = Some(accepted.envelope_id);
-        let dormant = self.dormant_paper(&accepted, person.as_ref())?;
+        let dormant = self.dormant_paper(&accepted, person.as_ref(), unread);
         let tracked = self.tracked_letter(&accepted, dormant.copy.is_some());
         let sealed = SealedEnvelope {
             envelope,
@@ -297,10 +305,11 @@ impl Gateway {
         &self,
         accepted: &Accepted<'_>,
         person: Option<&PersonRecord>,
-    ) -> Result<DormantPaper, SubmitError> {
+        unread: u32,
+    ) -> DormantPaper {
         let recipient = &accepted.verified.letter.recipient;
         let activity = Activity {
-            unread: self.unread(recipient)?,
+            unread,
             ..person.map(|p| p.activity).unwrap_or_default()
         };
         let plan = escalation::plan_digital(&activity, accepted.now, &self.policy);
@@ -331,7 +340,7 @@ impl Gateway {
             spooled_at: None,
             failure: None,
         });
-        Ok(DormantPaper { copy, confirm })
+        DormantPaper { copy, confirm }
     }
 
     /// What the monitor keeps of a digital letter.

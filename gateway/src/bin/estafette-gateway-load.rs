@@ -77,6 +77,18 @@ struct Args {
     /// time during the run, with calls per letter (pg_stat_statements).
     #[arg(long)]
     statements: bool,
+    /// With `--store postgres`: how the gateways reach the server, over
+    /// TCP (as from another machine) or over its Unix socket (as a server
+    /// on the same machine is best reached).
+    #[arg(long, value_enum, default_value_t = PostgresTransport::Tcp)]
+    postgres_via: PostgresTransport,
+}
+
+/// How the gateways reach the load tool's PostgreSQL server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum PostgresTransport {
+    Tcp,
+    Socket,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -157,7 +169,7 @@ async fn start_gateways(
     fed: &TestFederation,
     listens: &[std::net::SocketAddr],
     sink: &SmtpSink,
-    postgres: Option<&TestPostgres>,
+    postgres: Option<(&TestPostgres, PostgresTransport)>,
 ) -> Result<Vec<RunningGateway>> {
     let mut gateways = Vec::with_capacity(listens.len());
     for (i, listen) in listens.iter().enumerate() {
@@ -167,10 +179,13 @@ async fn start_gateways(
             sink.addr.port(),
             "Berichtenbox <noreply@gateway.test>",
         ));
-        if let Some(pg) = postgres {
+        if let Some((pg, via)) = postgres {
             config.store = StoreSettings {
                 backend: StoreBackend::Postgres,
-                url: Some(pg.url()),
+                url: Some(match via {
+                    PostgresTransport::Tcp => pg.url(),
+                    PostgresTransport::Socket => pg.socket_url(),
+                }),
                 instance: Some(format!("load-{i}")),
                 ..Default::default()
             };
@@ -230,7 +245,13 @@ async fn start_rig(args: &Args) -> Result<Rig> {
             ""
         })
     });
-    let gateways = start_gateways(&fed, &listens, &sink, postgres.as_ref()).await?;
+    let gateways = start_gateways(
+        &fed,
+        &listens,
+        &sink,
+        postgres.as_ref().map(|pg| (pg, args.postgres_via)),
+    )
+    .await?;
     // Recipients, all digital for the agency.
     let bsns = valid_bsns(args.recipients);
     let people: Vec<serde_json::Value> = bsns
@@ -275,6 +296,8 @@ fn pg_query(pg: &TestPostgres, sql: &'static str) -> Result<Vec<postgres::Row>> 
 fn reset_statements(pg: &TestPostgres) -> Result<()> {
     pg_query(pg, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")?;
     pg_query(pg, "SELECT pg_stat_statements_reset()::text")?;
+    pg_query(pg, "SELECT pg_stat_reset_shared('wal')::text")?;
+    pg_query(pg, "SELECT pg_stat_reset_shared('bgwriter')::text")?;
     Ok(())
 }
 
@@ -298,6 +321,27 @@ fn print_statements(pg: &TestPostgres, letters: usize) -> Result<()> {
             plans as f64 / per,
             ms / per,
             query.chars().take(110).collect::<String>()
+        );
+    }
+    let wal = pg_query(
+        pg,
+        "SELECT wal_records, wal_fpi, wal_bytes::bigint FROM pg_stat_wal",
+    )?;
+    let checkpoints = pg_query(
+        pg,
+        "SELECT checkpoints_timed + checkpoints_req, buffers_checkpoint + buffers_clean + buffers_backend \
+         FROM pg_stat_bgwriter",
+    )?;
+    if let (Some(wal), Some(checkpoints)) = (wal.first(), checkpoints.first()) {
+        let (records, full_pages, bytes): (i64, i64, i64) = (wal.get(0), wal.get(1), wal.get(2));
+        let (count, buffers): (i64, i64) = (checkpoints.get(0), checkpoints.get(1));
+        println!(
+            "PostgreSQL WAL per letter: {:.1} records, {:.2} full-page images, {:.1} KiB; \
+             {count} checkpoints, {:.2} buffers written per letter",
+            records as f64 / per,
+            full_pages as f64 / per,
+            bytes as f64 / per / 1024.0,
+            buffers as f64 / per,
         );
     }
     Ok(())
@@ -474,8 +518,17 @@ fn print_throughput(
     latencies.sort();
     let store = match (args.store, args.gateways) {
         (StoreChoice::Redb, _) => "redb".to_owned(),
-        (StoreChoice::Postgres, 1) => "PostgreSQL, one instance".to_owned(),
-        (StoreChoice::Postgres, n) => format!("PostgreSQL, {n} instances"),
+        (StoreChoice::Postgres, n) => {
+            let instances = match n {
+                1 => "one instance".to_owned(),
+                n => format!("{n} instances"),
+            };
+            let via = match args.postgres_via {
+                PostgresTransport::Tcp => "TCP",
+                PostgresTransport::Socket => "Unix socket",
+            };
+            format!("PostgreSQL over {via}, {instances}")
+        }
     };
     println!("gateway ({store}) + transit relay + home relay on one machine, fsync at every hop");
     println!(

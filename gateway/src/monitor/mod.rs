@@ -23,7 +23,7 @@ use rand_core::OsRng;
 
 use crate::gateway::{Gateway, TrackedLetter};
 use crate::registry::PersonRecord;
-use crate::store::{RecordsError, StepKey};
+use crate::store::{Change, ReadRecords, RecordsError, StepKey};
 
 /// Where notifications point when the home node gave no inbox address.
 pub const DEFAULT_INBOX_URL: &str = "https://mijn.estafette.example/";
@@ -79,10 +79,19 @@ pub(crate) struct Seen {
     last: Option<((Timestamp, u8), Digest)>,
 }
 
+/// A followed letter, with what its evidence says when that was read
+/// with it.
+type Followed = (MessageId, TrackedLetter, Option<Seen>);
+
 impl Gateway {
     fn seen(&self, message: &MessageId) -> Result<Seen, RecordsError> {
+        Self::seen_in(&*self.records().read()?, message)
+    }
+
+    /// What the evidence in `records` says of `message`.
+    fn seen_in(records: &dyn ReadRecords, message: &MessageId) -> Result<Seen, RecordsError> {
         let mut seen = Seen::default();
-        for bytes in self.records().read()?.evidence_for(message)? {
+        for bytes in records.evidence_for(message)? {
             let Ok(v) = Evidence::read_stored(&bytes) else {
                 continue;
             };
@@ -139,17 +148,34 @@ impl Gateway {
 
     /// Does `work` under this instance's claim of `step`, and nothing when
     /// another instance holds it (that one is doing the same work).
+    ///
+    /// The change `work` gives, if any, commits together with the end of
+    /// the claim: one transaction, not two.
     async fn claimed(
         &self,
         step: StepKey,
-        work: impl std::future::Future<Output = Result<(), RecordsError>>,
+        work: impl std::future::Future<Output = Result<Option<Change>, RecordsError>>,
     ) -> Result<(), RecordsError> {
-        let instance = &self.node.instance;
-        if !self.records().claim_step(instance, step).await? {
+        let instance = self.node.instance.clone();
+        if !self.records().claim_step(&instance, step).await? {
             return Ok(());
         }
-        let done = work.await;
-        if let Err(e) = self.records().release_step(instance, step).await {
+        let (done, released) = match work.await {
+            Ok(Some(change)) => {
+                let releasing = instance.clone();
+                let written = self
+                    .records()
+                    .write(Box::new(move |records| {
+                        change(records)?;
+                        records.release_step(&releasing, step)
+                    }))
+                    .await;
+                let released = written.is_ok();
+                (written, released)
+            }
+            other => (other.map(|_| ()), false),
+        };
+        if !released && let Err(e) = self.records().release_step(&instance, step).await {
             tracing::warn!(error = %e, "releasing a step's claim failed; it runs out by itself");
         }
         done
@@ -213,7 +239,10 @@ impl Gateway {
         let letters = self
             .records()
             .read()?
-            .tracked_letters(MAX_LETTERS_PER_CYCLE)?;
+            .tracked_letters(MAX_LETTERS_PER_CYCLE)?
+            .into_iter()
+            .map(|(id, letter)| (id, letter, None))
+            .collect();
         let mut report = self.advance_all(letters, now).await?;
         self.spool_pending(now, &mut report).await?;
         self.prune_nonces(now).await?;
@@ -233,12 +262,14 @@ impl Gateway {
     pub async fn monitor_letters(&self, ids: &[MessageId]) -> Result<CycleReport, RecordsError> {
         let _one_at_a_time = self.monitor_lock.lock().await;
         let now = self.clock.now();
-        let mut found: Vec<(MessageId, TrackedLetter)> = Vec::new();
+        let mut found: Vec<Followed> = Vec::new();
         {
+            // Each letter with what its evidence says, in one snapshot.
             let records = self.records().read()?;
             for id in ids {
                 if let Some(letter) = records.tracked(id)? {
-                    found.push((*id, letter));
+                    let seen = Self::seen_in(&*records, id)?;
+                    found.push((*id, letter, Some(seen)));
                 }
             }
         }
@@ -250,12 +281,12 @@ impl Gateway {
     /// a bounce is seen by their next letter).
     async fn advance_all(
         &self,
-        mut letters: Vec<(MessageId, TrackedLetter)>,
+        mut letters: Vec<Followed>,
         now: Timestamp,
     ) -> Result<CycleReport, RecordsError> {
         use futures_util::stream::{self, StreamExt};
-        letters.sort_by_key(|(_, l)| l.recipient.to_string());
-        let mut groups: Vec<Vec<(MessageId, TrackedLetter)>> = Vec::new();
+        letters.sort_by_key(|(_, l, _)| l.recipient.to_string());
+        let mut groups: Vec<Vec<Followed>> = Vec::new();
         for item in letters {
             match groups.last_mut() {
                 Some(g) if g[0].1.recipient == item.1.recipient => g.push(item),
@@ -265,9 +296,9 @@ impl Gateway {
         let reports: Vec<Result<CycleReport, RecordsError>> = stream::iter(groups)
             .map(|group| async move {
                 let mut report = CycleReport::default();
-                for (id, letter) in group {
+                for (id, letter, seen) in group {
                     report.letters_checked += 1;
-                    self.advance(id, letter, now, &mut report).await?;
+                    self.advance(id, letter, seen, now, &mut report).await?;
                 }
                 Ok(report)
             })

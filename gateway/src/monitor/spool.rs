@@ -40,8 +40,10 @@ impl Gateway {
         for id in pending {
             // One instance prints an item, once: under its claim, and only
             // if it is still waiting when read again.
-            self.claimed(StepKey::Paper(id), self.spool_claimed(id, now, report))
-                .await?;
+            // The item's records are written as it goes (before and after
+            // printing), so the claim ends on its own.
+            let printing = async { self.spool_claimed(id, now, report).await.map(|()| None) };
+            self.claimed(StepKey::Paper(id), printing).await?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 
 use estafette_relay::store::NewEvidence;
 use estafette_spec::citizen::{Change, ChangeEntry, ChannelKind, ChannelState};
-use estafette_spec::escalation::{self, MAX_NOTIFY_ATTEMPTS, Step};
+use estafette_spec::escalation::{self, LetterProgress, MAX_NOTIFY_ATTEMPTS, Step};
 use estafette_spec::{Digest, EvidenceEvent, MessageId, ReasonCode, Recipient, Timestamp};
 
 use super::{CHANNEL_NOTICE_INTERVAL_S, CycleReport, DEFAULT_INBOX_URL};
@@ -17,7 +17,7 @@ use crate::gateway::{Gateway, PaperItem, PaperKind, TrackedLetter};
 use crate::mandates::{self, Correspondent};
 use crate::notify::NotifyError;
 use crate::registry::PersonRecord;
-use crate::store::{PaperId, RecordsError, StepKey, WriteRecords};
+use crate::store::{self, PaperId, ReadRecords, RecordsError, StepKey, WriteRecords};
 use crate::texts::{self, LetterFacts};
 
 /// Most steps taken for one letter in one pass (a bounce, then paper).
@@ -43,6 +43,13 @@ struct Steps {
     channel_notice: Option<PaperItem>,
 }
 
+/// A letter's progress after what its evidence says.
+enum Progressed {
+    Opened(store::Change),
+    Gone,
+    Steps(Box<Steps>, LetterProgress),
+}
+
 /// Whether to take another step now.
 enum Then {
     Continue,
@@ -59,10 +66,14 @@ impl Gateway {
         &self,
         message_id: MessageId,
         letter: TrackedLetter,
+        seen: Option<super::Seen>,
         now: Timestamp,
         report: &mut CycleReport,
     ) -> Result<(), RecordsError> {
-        let seen = self.seen(&message_id)?;
+        let seen = match seen {
+            Some(seen) => seen,
+            None => self.seen(&message_id)?,
+        };
         if !self.has_work(&letter, &seen, now) {
             return Ok(());
         }
@@ -88,40 +99,28 @@ impl Gateway {
             .any(|working| escalation::next_step(&progress, working, now, &self.policy).is_some())
     }
 
-    /// [`Self::advance`] under the claim: records them in one transaction.
+    /// [`Self::advance`] under the claim: gives the change that records
+    /// them, to commit in one transaction with the end of the claim.
     async fn advance_claimed(
         &self,
         message_id: MessageId,
         now: Timestamp,
         report: &mut CycleReport,
-    ) -> Result<(), RecordsError> {
-        let Some(mut letter) = self.records().read()?.tracked(&message_id)? else {
-            // Opened or on paper meanwhile.
-            return Ok(());
-        };
-        let seen = self.seen(&message_id)?;
-        let before = letter.progress;
-        // The gateway's clock, when it first saw the consignment: escalation
-        // times stay in one clock (at most a cycle late, never early).
-        if letter.progress.consigned_at.is_none() && seen.consigned_at.is_some() {
-            letter.progress.consigned_at = Some(now);
-        }
-        letter.progress.opened |= seen.opened;
-        letter.progress.failed |= seen.failed;
-        if letter.progress.opened {
-            report.opened += 1;
-            let recipient = letter.recipient;
-            return self
-                .records()
-                .write(Box::new(move |records| {
-                    records.forget(&recipient, &message_id)
-                }))
-                .await;
-        }
-        let Some(mut steps) = self.steps_for(message_id, letter, seen.last.map(|(_, d)| d), now)?
-        else {
-            // Registry entry gone: nothing to notify; paper has no address either.
-            return Ok(());
+    ) -> Result<Option<store::Change>, RecordsError> {
+        // The letter, its evidence, its person and correspondent: one snapshot.
+        let (mut steps, before) = {
+            let records = self.records().read()?;
+            let Some(letter) = records.tracked(&message_id)? else {
+                // Opened or on paper meanwhile.
+                return Ok(None);
+            };
+            let seen = Self::seen_in(&*records, &message_id)?;
+            match self.progressed(message_id, letter, &seen, now, report, &*records)? {
+                Progressed::Opened(change) => return Ok(Some(change)),
+                // Registry entry gone: nothing to notify; paper has no address either.
+                Progressed::Gone => return Ok(None),
+                Progressed::Steps(steps, before) => (*steps, before),
+            }
         };
         for _ in 0..MAX_STEPS_AT_ONCE {
             let step = escalation::next_step(
@@ -141,35 +140,66 @@ impl Gateway {
             }
         }
         if steps.letter.progress == before && steps.evidence.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        self.records()
-            .write(Box::new(move |records| record_steps(records, steps, now)))
-            .await
+        Ok(Some(Box::new(move |records| {
+            record_steps(records, steps, now)
+        })))
+    }
+
+    /// What the evidence `seen` changes in `letter`'s progress: it was
+    /// opened (the change that stops following it), or the steps to take
+    /// from here with the progress before them; `Gone` when its registry
+    /// entry is.
+    fn progressed(
+        &self,
+        message_id: MessageId,
+        mut letter: TrackedLetter,
+        seen: &super::Seen,
+        now: Timestamp,
+        report: &mut CycleReport,
+        records: &dyn ReadRecords,
+    ) -> Result<Progressed, RecordsError> {
+        let before = letter.progress;
+        // The gateway's clock, when it first saw the consignment: escalation
+        // times stay in one clock (at most a cycle late, never early).
+        if letter.progress.consigned_at.is_none() && seen.consigned_at.is_some() {
+            letter.progress.consigned_at = Some(now);
+        }
+        letter.progress.opened |= seen.opened;
+        letter.progress.failed |= seen.failed;
+        if letter.progress.opened {
+            report.opened += 1;
+            let recipient = letter.recipient;
+            return Ok(Progressed::Opened(Box::new(move |records| {
+                records.forget(&recipient, &message_id)
+            })));
+        }
+        let previous = seen.last.map(|(_, d)| d);
+        Ok(
+            match self.steps_for(records, message_id, letter, previous, now)? {
+                Some(steps) => Progressed::Steps(Box::new(steps), before),
+                None => Progressed::Gone,
+            },
+        )
     }
 
     /// The letter's person and correspondent; `None` when its registry entry is gone.
     fn steps_for(
         &self,
+        records: &dyn ReadRecords,
         message_id: MessageId,
         letter: TrackedLetter,
         previous: Option<Digest>,
         now: Timestamp,
     ) -> Result<Option<Steps>, RecordsError> {
-        let records = self.records().read()?;
         let Some((holder, person)) = records.person_entry(&letter.recipient)? else {
             return Ok(None);
         };
         // The holder, or the representative whose mandate takes the correspondence.
         let trust = self.node.trust();
-        let to = mandates::correspondent(
-            &*records,
-            &holder,
-            &person,
-            Some(&letter.sender),
-            now,
-            &trust,
-        )?;
+        let to =
+            mandates::correspondent(records, &holder, &person, Some(&letter.sender), now, &trust)?;
         let sender_name = trust
             .agency(&letter.sender)
             .map(|a| a.name.clone())

@@ -255,6 +255,14 @@ pub trait WriteRecords: ReadRecords {
 
     /// Keeps evidence the gateway signed, for good.
     fn archive_evidence(&mut self, evidence: &NewEvidence) -> Result<(), RecordsError>;
+
+    /// Ends `instance`'s claim of `step` with this change (see
+    /// [`Records::release_step`]), so that the step's records and the end
+    /// of its claim commit together.
+    fn release_step(&mut self, instance: &str, step: StepKey) -> Result<(), RecordsError> {
+        let _ = (instance, step);
+        Ok(())
+    }
 }
 
 /// A change to the records: runs inside one transaction.

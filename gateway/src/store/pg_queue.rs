@@ -50,6 +50,57 @@ pub struct OutboxItem {
 /// Most envelopes one claim takes.
 pub const MAX_CLAIM: usize = 1024;
 
+/// Most bytes of envelopes kept in memory between queuing them and
+/// handing them to the forwarder (see [`FreshEnvelopes`]).
+pub const MAX_FRESH_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Envelopes this instance just queued, kept in memory until its forwarder
+/// asks for them, so that the first attempt reads nothing back from the
+/// database. One is given out only while the lease it was queued with is
+/// good for another [`LEASE_RENEW_S`] (until then no other instance can
+/// have taken it over); otherwise, and past [`MAX_FRESH_ENVELOPE_BYTES`],
+/// the forwarder reads the outbox as before.
+#[derive(Default)]
+pub(super) struct FreshEnvelopes {
+    /// Each with the end of the lease it was queued with (seconds).
+    entries: std::collections::HashMap<EnvelopeId, (QueueRecord, i64)>,
+    bytes: usize,
+}
+
+impl FreshEnvelopes {
+    /// Keeps `record` (queued under a lease until `lease_until`), if there
+    /// is room once envelopes whose lease ran out are dropped.
+    pub(super) fn keep(
+        &mut self,
+        id: EnvelopeId,
+        record: QueueRecord,
+        lease_until: i64,
+        now: Timestamp,
+    ) {
+        let size = record.envelope.len();
+        if self.bytes + size > MAX_FRESH_ENVELOPE_BYTES {
+            let live = |until: i64| until > now.0.min(i64::MAX as u64) as i64;
+            self.entries.retain(|_, (_, until)| live(*until));
+            self.bytes = self.entries.values().map(|(r, _)| r.envelope.len()).sum();
+        }
+        if self.bytes + size > MAX_FRESH_ENVELOPE_BYTES {
+            return;
+        }
+        if let Some((old, _)) = self.entries.insert(id, (record, lease_until)) {
+            self.bytes -= old.envelope.len();
+        }
+        self.bytes += size;
+    }
+
+    /// The record of `id`, once, if its lease is still safely this instance's.
+    pub(super) fn take(&mut self, id: &EnvelopeId, now: Timestamp) -> Option<QueueRecord> {
+        let (record, until) = self.entries.remove(id)?;
+        self.bytes -= record.envelope.len();
+        let safe_until = now.0.saturating_add(LEASE_RENEW_S).min(i64::MAX as u64) as i64;
+        (until > safe_until).then_some(record)
+    }
+}
+
 impl PgRecords {
     /// Claims up to `limit` envelopes nobody holds a live lease on, oldest
     /// first, for `instance` until `now + lease_s`. Two instances never
@@ -209,6 +260,9 @@ impl ForwardQueue for PgForwardQueue {
     }
 
     fn get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
+        if let Some(record) = self.records.take_fresh(id, (self.now)()) {
+            return Ok(Some(record));
+        }
         let (id, instance) = (*id.as_bytes(), self.instance.clone());
         self.records
             .blocking(move |client| {
@@ -500,5 +554,68 @@ impl PgRecords {
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(bytes: usize) -> QueueRecord {
+        QueueRecord {
+            destination: "relay.test".parse().unwrap(),
+            hops_taken: 0,
+            our_evidence: None,
+            expires_at: Timestamp(2_000_000_000),
+            accepted_at: Timestamp(1_000_000_000),
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: None,
+            envelope: vec![7; bytes],
+        }
+    }
+
+    fn id(n: u8) -> EnvelopeId {
+        EnvelopeId::from_bytes([n; 16])
+    }
+
+    const NOW: Timestamp = Timestamp(1_000_000_000);
+    const LEASE_END: i64 = 1_000_000_000 + LEASE_S as i64;
+
+    #[test]
+    fn a_fresh_envelope_is_given_once_and_only_while_its_lease_is_safe() {
+        let mut fresh = FreshEnvelopes::default();
+        fresh.keep(id(1), record(100), LEASE_END, NOW);
+        let given = fresh.take(&id(1), NOW).map(|r| r.envelope);
+        assert_eq!(given, Some(vec![7; 100]));
+        assert!(fresh.take(&id(1), NOW).is_none(), "given out twice");
+        // Too near the end of the lease: another instance may take it over
+        // soon, so the forwarder reads the outbox instead.
+        fresh.keep(id(2), record(100), LEASE_END, NOW);
+        let late = Timestamp(LEASE_END as u64 - LEASE_RENEW_S);
+        assert!(fresh.take(&id(2), late).is_none());
+        assert_eq!(fresh.bytes, 0);
+    }
+
+    #[test]
+    fn fresh_envelopes_stay_within_their_byte_limit() {
+        let mut fresh = FreshEnvelopes::default();
+        let half = MAX_FRESH_ENVELOPE_BYTES / 2;
+        fresh.keep(id(1), record(half), LEASE_END, NOW);
+        fresh.keep(id(2), record(half), LEASE_END, NOW);
+        assert_eq!(
+            fresh.bytes, MAX_FRESH_ENVELOPE_BYTES,
+            "exactly at the limit is kept"
+        );
+        fresh.keep(id(3), record(1), LEASE_END, NOW);
+        assert!(
+            fresh.take(&id(3), NOW).is_none(),
+            "past the limit nothing more is kept"
+        );
+        // Once the kept ones' leases ran out, they make room.
+        let later = Timestamp(LEASE_END as u64 + 1);
+        fresh.keep(id(4), record(1), LEASE_END + 100, later);
+        assert_eq!(fresh.bytes, 1);
+        assert!(fresh.take(&id(4), later).is_some());
     }
 }

@@ -19,13 +19,14 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use estafette_relay::origin::QueueError;
-use estafette_relay::store::{NewEvidence, Outcome, StoreError};
+use estafette_relay::store::{NewEvidence, Outcome, QueueRecord, StoreError};
 use estafette_spec::citizen::ChangeEntry;
 use estafette_spec::mandate::{Mandate, MandateId};
-use estafette_spec::{Digest, MessageId, Recipient, Timestamp};
+use estafette_spec::{Digest, EnvelopeId, MessageId, Recipient, Timestamp};
 use futures_util::future::BoxFuture;
 use postgres::{IsolationLevel, NoTls};
 
+use super::pg_queue::FreshEnvelopes;
 use super::pg_statements::{Prepared, forget_prepared};
 
 use super::{
@@ -86,6 +87,8 @@ pub struct PgRecords {
     /// The running instance's forwarder, once it has one: what it queues is
     /// claimed for it and handed to its forwarder (an offline tool has none).
     pub(super) first_hop: std::sync::OnceLock<super::pg_queue::FirstHop>,
+    /// What this instance queued, until its forwarder takes it.
+    fresh: Mutex<FreshEnvelopes>,
 }
 
 impl PgRecords {
@@ -119,7 +122,14 @@ impl PgRecords {
         Ok(PgRecords {
             jobs,
             first_hop: std::sync::OnceLock::new(),
+            fresh: Mutex::new(FreshEnvelopes::default()),
         })
+    }
+
+    /// The envelope `id` as this instance queued it, if it still holds it
+    /// in memory and safely under its lease (see [`FreshEnvelopes`]).
+    pub(super) fn take_fresh(&self, id: &EnvelopeId, now: Timestamp) -> Option<QueueRecord> {
+        self.fresh.lock().ok()?.take(id, now)
     }
 
     /// Runs `job` on a worker's connection and waits for it, blocking the
@@ -250,8 +260,16 @@ impl Records for PgRecords {
                 .run(move |client| {
                     let mut tx = client.transaction().map_err(db)?;
                     let header = &sealed.header;
-                    if let Some(evidence) = queued_evidence(&mut tx, &header.envelope_id)? {
-                        return Ok(Outcome::Duplicate { evidence });
+                    // The envelope first: a twin queued before (or racing,
+                    // which waits for it) makes this a duplicate, and then
+                    // nothing of this one is kept.
+                    let queued = insert_outbox(&mut tx, &sealed, &hop, claim.as_ref())?;
+                    let lease_until = claim.as_ref().map(|(_, until, _)| *until);
+                    let now_ms = claim.as_ref().map_or(0, |(_, _, now_ms)| *now_ms);
+                    if queued == 0 {
+                        let evidence = queued_evidence(&mut tx, &header.envelope_id)?;
+                        let evidence = evidence.unwrap_or_default();
+                        return Ok((Outcome::Duplicate { evidence }, None));
                     }
                     let mut writing = Writing {
                         tx: RefCell::new(&mut tx),
@@ -260,44 +278,31 @@ impl Records for PgRecords {
                         writing.archive_evidence(evidence)?;
                     }
                     change(&mut writing)?;
-                    let evidence_id = sealed
-                        .evidence
-                        .as_ref()
-                        .map(|e| e.evidence_id.as_bytes().to_vec());
-                    let previous = sealed.previous.map(|d| d.0.to_vec());
-                    // The instance that queues an envelope forwards it: claimed
-                    // for it from the start.
-                    let (claimed_by, lease_until, now_ms) = match &claim {
-                        Some((instance, until, now_ms)) => {
-                            (Some(instance.as_str()), Some(*until), *now_ms)
-                        }
-                        None => (None, None, 0),
-                    };
-                    tx.execute(
-                    "INSERT INTO outbox (envelope_id, message_id, next_hop, envelope, previous, \
-                     evidence_id, queued_at, expires_at, claimed_by, lease_until, next_attempt_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    &[
-                        &header.envelope_id.as_bytes().as_slice(),
-                        &header.message_id.as_bytes().as_slice(),
-                        &hop.as_str(),
-                        &sealed.envelope,
-                        &previous,
-                        &evidence_id,
-                        &(header.created_at.0 as i64),
-                        &(header.expires_at.0 as i64),
-                        &claimed_by,
-                        &lease_until,
-                        &now_ms,
-                    ],
-                )
-                .map_err(db)?;
                     tx.commit().map_err(db)?;
-                    Ok(Outcome::Stored)
+                    // As the outbox row reads, for this instance's forwarder.
+                    let fresh = lease_until.map(|until| {
+                        let record = QueueRecord {
+                            destination: hop,
+                            hops_taken: 0,
+                            our_evidence: sealed.previous,
+                            expires_at: header.expires_at,
+                            accepted_at: header.created_at,
+                            attempts: 0,
+                            next_attempt_ms: now_ms.max(0) as u64,
+                            last_error: None,
+                            envelope: sealed.envelope,
+                        };
+                        (record, until)
+                    });
+                    Ok((Outcome::Stored, fresh))
                 })
                 .await
                 .map_err(|e| QueueError::Store(StoreError::Aborted(e.to_string())))?;
+            let (outcome, fresh) = outcome;
             if let (Outcome::Stored, Some(first_hop)) = (&outcome, first_hop) {
+                if let (Some((record, until)), Ok(mut kept)) = (fresh, self.fresh.lock()) {
+                    kept.keep(envelope_id, record, until, (first_hop.now)());
+                }
                 first_hop.forwarder.enqueued(envelope_id, next_hop).await;
             }
             Ok(outcome)
@@ -335,10 +340,7 @@ impl Records for PgRecords {
         let instance = instance.to_owned();
         Box::pin(self.run(move |client| {
             client
-                .execute_prepared(
-                    "DELETE FROM step_claims WHERE step = $1 AND instance = $2",
-                    &[&step.to_bytes().as_slice(), &instance],
-                )
+                .execute_prepared(RELEASE_STEP, &[&step.to_bytes().as_slice(), &instance])
                 .map_err(db)?;
             Ok(())
         }))
@@ -357,6 +359,49 @@ impl Records for PgRecords {
 
 /// The evidence kept with envelope `id` when it is queued already (empty
 /// when it has none); `None` when it is not queued.
+/// Puts `sealed` in the outbox for `hop`, claimed under `claim` (instance,
+/// lease until, now in milliseconds) when an instance forwards it; 0 rows
+/// when the envelope is there already.
+fn insert_outbox(
+    tx: &mut postgres::Transaction<'_>,
+    sealed: &SealedEnvelope,
+    hop: &estafette_spec::NodeId,
+    claim: Option<&(String, i64, i64)>,
+) -> Result<u64, RecordsError> {
+    let header = &sealed.header;
+    let evidence_id = sealed
+        .evidence
+        .as_ref()
+        .map(|e| e.evidence_id.as_bytes().to_vec());
+    let previous = sealed.previous.map(|d| d.0.to_vec());
+    // The instance that queues an envelope forwards it: claimed for it
+    // from the start.
+    let (claimed_by, lease_until, now_ms) = match claim {
+        Some((instance, until, now_ms)) => (Some(instance.as_str()), Some(*until), *now_ms),
+        None => (None, None, 0),
+    };
+    tx.execute_prepared(
+        "INSERT INTO outbox (envelope_id, message_id, next_hop, envelope, previous, \
+         evidence_id, queued_at, expires_at, claimed_by, lease_until, next_attempt_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (envelope_id) DO NOTHING",
+        &[
+            &header.envelope_id.as_bytes().as_slice(),
+            &header.message_id.as_bytes().as_slice(),
+            &hop.as_str(),
+            &sealed.envelope,
+            &previous,
+            &evidence_id,
+            &(header.created_at.0 as i64),
+            &(header.expires_at.0 as i64),
+            &claimed_by,
+            &lease_until,
+            &now_ms,
+        ],
+    )
+    .map_err(db)
+}
+
 fn queued_evidence(
     tx: &mut postgres::Transaction<'_>,
     id: &estafette_spec::EnvelopeId,
@@ -604,7 +649,14 @@ impl ReadRecords for Writing<'_, '_> {
     read_records!(self, c);
 }
 
+const RELEASE_STEP: &str = "DELETE FROM step_claims WHERE step = $1 AND instance = $2";
+
 impl WriteRecords for Writing<'_, '_> {
+    fn release_step(&mut self, instance: &str, step: StepKey) -> Result<(), RecordsError> {
+        self.exec(RELEASE_STEP, &[&step.to_bytes().as_slice(), &instance])?;
+        Ok(())
+    }
+
     fn put_person(&mut self, key: &Recipient, record: &PersonRecord) -> Result<(), RecordsError> {
         self.exec(
             "INSERT INTO people (recipient, record) VALUES ($1, $2) \

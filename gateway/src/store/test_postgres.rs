@@ -202,6 +202,16 @@ impl TestPostgres {
         )
     }
 
+    /// The connection string to this server over its Unix socket (for a
+    /// client on the same machine).
+    pub fn socket_url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.path().display(),
+            self.port
+        )
+    }
+
     /// The postmaster's process id, from its pid file.
     pub fn pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
