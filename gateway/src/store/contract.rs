@@ -323,17 +323,30 @@ async fn postgres_outbox_claims_are_leases() {
         message_id: Some(a[0].message_id),
         bytes: b"RelayAcceptance".to_vec(),
     };
+    let kept = |records: &PgRecords| {
+        records
+            .read()
+            .unwrap()
+            .evidence_for(&a[0].message_id)
+            .unwrap()
+            .contains(&b"RelayAcceptance".to_vec())
+    };
     assert!(
         !records
             .forwarded("gateway-c", a[0].envelope_id, vec![done.clone()])
             .await
             .unwrap()
     );
+    assert!(!kept(&records), "evidence kept for an envelope not held");
     assert!(
         records
             .forwarded("gateway-a", a[0].envelope_id, vec![done])
             .await
             .unwrap()
+    );
+    assert!(
+        kept(&records),
+        "the hop's evidence is kept with the envelope's end"
     );
     let later = now.plus_s(31);
     let renewed = records

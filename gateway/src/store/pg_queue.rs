@@ -142,6 +142,24 @@ impl PgRecords {
     ) -> Result<bool, RecordsError> {
         let instance = instance.to_owned();
         self.run(move |client| {
+            if let [evidence] = evidence.as_slice() {
+                // The usual case, one statement (one round trip, not four).
+                let message = evidence.message_id.map(|m| m.as_bytes().to_vec());
+                let taken: i64 = client
+                    .query_one_prepared(
+                        FORWARDED_WITH_EVIDENCE,
+                        &[
+                            &envelope_id.as_bytes().as_slice(),
+                            &instance,
+                            &evidence.evidence_id.as_bytes().as_slice(),
+                            &message,
+                            &evidence.bytes,
+                        ],
+                    )
+                    .map_err(db)?
+                    .get(0);
+                return Ok(taken > 0);
+            }
             let mut tx = client.transaction().map_err(db)?;
             let taken = tx
                 .execute_prepared(
@@ -218,6 +236,14 @@ fn store_error(e: RecordsError) -> StoreError {
 }
 
 /// One instance's view of the outbox.
+/// [`PgRecords::forwarded`] with one piece of evidence, in one statement:
+/// the evidence is kept only if the envelope was still this instance's.
+const FORWARDED_WITH_EVIDENCE: &str = "WITH gone AS \
+     (DELETE FROM outbox WHERE envelope_id = $1 AND claimed_by = $2 RETURNING envelope_id), \
+     kept AS (INSERT INTO evidence (evidence_id, message_id, evidence) SELECT $3::bytea, $4::bytea, $5::bytea FROM gone \
+     ON CONFLICT (evidence_id) DO NOTHING) \
+     SELECT count(*) FROM gone";
+
 pub struct PgForwardQueue {
     pub records: Arc<PgRecords>,
     /// This instance's name (unique among the gateway's instances).
