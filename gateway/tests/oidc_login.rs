@@ -177,7 +177,7 @@ async fn national_and_german_logins_in_chromium() {
     );
 
     // Jonas, abroad, logs in with the German provider: no BSN anywhere.
-    click(&c, "form[action='/logout'] button").await;
+    log_out(&c).await;
     log_in_at(&c, &o.base, "login.de.test", "jonas").await;
     go_digital_on_the_web(&c, &o.w, &o.base, JONAS, "jonas@example.de").await;
     letter_arrives_and_is_opened(&c, &o.w, &o.base, JONAS).await;
@@ -441,7 +441,7 @@ async fn a_provider_key_rollover_and_foreign_keys() {
     c.goto(&format!("{}/language/nl", o.base)).await.unwrap();
     log_in_at(&c, &o.base, "login.nl.test", "anna").await;
     wait_css(&c, "form[action='/register']").await;
-    click(&c, "form[action='/logout'] button").await;
+    log_out(&c).await;
 
     // The provider starts signing with a new key the trust list does not
     // list yet: its logins are refused, in Dutch, and nobody is logged in.

@@ -135,7 +135,7 @@ async fn jonas_opens_an_inbox_with_his_german_pid() {
     // The same PID, reissued to a new phone, opens the same inbox.
     let new_phone = o.holder("jonas-new-phone");
     o.provider.issue(&new_phone, PAN, VALID, "DE", YEAR);
-    click(&c, "form[action='/logout'] button").await;
+    log_out(&c).await;
     let request = start_wallet_login(&c, &o.base).await;
     // Pressing "continue" before the wallet answered says so.
     click(&c, "#continue").await;
@@ -282,7 +282,7 @@ async fn refused_presentations_say_why_and_change_nothing() {
     assert_eq!(answer["status"], 200, "{answer}");
     click(&c, "#continue").await;
     wait_css(&c, "form[action='/register']").await;
-    click(&c, "form[action='/logout'] button").await;
+    log_out(&c).await;
     let request = start_wallet_login(&c, &o.base).await;
     let replay = format!("--replay={}", saved.display());
     let answer = present(&o.holder("good"), &request, o.roots(), &[&replay]).await;
@@ -395,7 +395,7 @@ async fn a_person_registered_through_eidas_links_the_wallet() {
     );
 
     // From now on his wallet alone opens the same inbox with the letter.
-    click(&c, "form[action='/logout'] button").await;
+    log_out(&c).await;
     let request = start_wallet_login(&c, &o.base).await;
     let answer = present(&holder, &request, o.roots(), &[]).await;
     assert_eq!(answer["status"], 200, "{answer}");

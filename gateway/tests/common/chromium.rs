@@ -151,13 +151,34 @@ pub async fn wait_css(c: &Client, css: &str) {
     }
 }
 
+/// Clicks the element matching `css`, once the page shows it (bounded;
+/// past the bound the panic says where the browser is and what it shows).
 pub async fn click(c: &Client, css: &str) {
+    wait_css(c, css).await;
     c.find(Locator::Css(css))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+}
+
+/// Logs out with the page's button and waits (bounded) until the browser is
+/// at the login page the logout leads to: a page asked for before then
+/// could still be the logged-in session's, or cancel the logout.
+pub async fn log_out(c: &Client) {
+    let mut login = c.current_url().await.unwrap();
+    login.set_path("/login");
+    login.set_query(None);
+    click(c, "form[action='/logout'] button").await;
+    if c.wait().at_most(WAIT).for_url(&login).await.is_err() {
+        let at = c
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        panic!("not at {login} within {WAIT:?} of logging out, but at {at}");
+    }
 }
 
 /// Registers, verifies an e-mail address, activates and chooses digital
