@@ -29,6 +29,9 @@ async fn login(c: &Client, base: &str, who: &str) {
     let field = c.find(Locator::Id("subject")).await.unwrap();
     field.send_keys(who).await.unwrap();
     click(c, "main form button[type=submit]").await;
+    // The login lands on the inbox: wait for it, or the next page asked
+    // for races the login's answer.
+    wait_path(c, "/").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +225,7 @@ async fn the_web_inbox_in_chromium() {
     click(&c, "form[action='/representatives'] button").await;
     wait_css(&c, "form[action='/representatives/revoke']").await;
     check(&c, "representatives-nl").await;
-    click(&c, "header form button").await; // log out
+    log_out(&c).await;
     wait_css(&c, "#subject").await;
     login(&c, &base, PIET).await;
     wait_css(&c, "main h1").await;
@@ -259,7 +262,7 @@ async fn the_web_inbox_in_chromium() {
         c.goto(&url).await.unwrap();
         check(&c, name).await;
     }
-    click(&c, "header form button").await; // log out
+    log_out(&c).await;
     wait_css(&c, "#subject").await;
     check(&c, "login-en").await;
     let log = anna.access_log().await.unwrap();

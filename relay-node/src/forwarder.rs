@@ -5,7 +5,7 @@
 //! lives, and where evidence goes, is the [`ForwardQueue`]'s: a relay's
 //! own store, or the gateway's.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use estafette_spec::evidence::EvidenceRecord;
 use estafette_spec::relay::{self, Offer, Request, Response};
 use estafette_spec::{Digest, EnvelopeId, Evidence, EvidenceEvent, NodeId, ReasonCode, TrustList};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::core::NodeCore;
 use crate::metrics::{DestinationLabel, ReasonLabel};
@@ -152,9 +152,28 @@ impl Forwarder {
             .clone()
     }
 
+    /// The in-flight gauge of one destination.
+    fn in_flight_gauge(&self, destination: &NodeId) -> prometheus_client::metrics::gauge::Gauge {
+        self.core
+            .metrics
+            .forwards_in_flight
+            .get_or_create(&DestinationLabel {
+                destination: destination.to_string(),
+            })
+            .clone()
+    }
+
+    /// Keeps the schedule: envelopes by due time; once due, each waits in
+    /// its next hop's line (an id, 16 bytes) until one of that hop's
+    /// `forward_concurrency_per_peer` slots is free, and only then gets a
+    /// task. A hop that is down for a day thus costs its line, not a task
+    /// per waiting envelope, and its envelopes go out in the order they
+    /// fell due.
     async fn schedule_loop(self: Arc<Self>, mut rx: mpsc::Receiver<(u64, EnvelopeId, NodeId)>) {
         let mut due: BTreeSet<(u64, EnvelopeId)> = BTreeSet::new();
         let mut destinations: HashMap<EnvelopeId, NodeId> = HashMap::new();
+        let mut lines: HashMap<NodeId, VecDeque<EnvelopeId>> = HashMap::new();
+        let slot_freed = Arc::new(Notify::new());
         loop {
             let now = self.core.clock.now_ms();
             while let Some(&(at, id)) = due.first() {
@@ -163,9 +182,10 @@ impl Forwarder {
                 }
                 due.pop_first();
                 if let Some(dest) = destinations.remove(&id) {
-                    tokio::spawn(self.clone().forward_one(id, dest));
+                    lines.entry(dest).or_default().push_back(id);
                 }
             }
+            self.start_waiting(&mut lines, &slot_freed);
             let sleep_ms = due
                 .first()
                 .map(|(at, _)| at.saturating_sub(now))
@@ -185,10 +205,41 @@ impl Forwarder {
                     }
                     None => return,
                 },
+                _ = slot_freed.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
                 _ = self.core.stopped.notified() => return,
             }
         }
+    }
+
+    /// Gives a task to as many waiting envelopes as their hops have free
+    /// slots; each task frees its slot when done and says so.
+    fn start_waiting(
+        self: &Arc<Self>,
+        lines: &mut HashMap<NodeId, VecDeque<EnvelopeId>>,
+        slot_freed: &Arc<Notify>,
+    ) {
+        lines.retain(|dest, waiting| {
+            let slots = self.peer_slot(dest);
+            while !waiting.is_empty() {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some(id) = waiting.pop_front() else {
+                    break;
+                };
+                let (forwarder, dest, freed) = (self.clone(), dest.clone(), slot_freed.clone());
+                let in_flight = self.in_flight_gauge(&dest);
+                in_flight.inc();
+                tokio::spawn(async move {
+                    forwarder.forward_one(id, dest).await;
+                    in_flight.dec();
+                    drop(slot);
+                    freed.notify_one();
+                });
+            }
+            !waiting.is_empty()
+        });
     }
 
     fn peer_slot(&self, peer: &NodeId) -> Arc<Semaphore> {
@@ -203,10 +254,8 @@ impl Forwarder {
             .clone()
     }
 
+    /// One attempt at `id`, in a slot of `dest` the caller holds.
     async fn forward_one(self: Arc<Self>, id: EnvelopeId, dest: NodeId) {
-        let Ok(_permit) = self.peer_slot(&dest).acquire_owned().await else {
-            return;
-        };
         let record = match self.queue.get(&id) {
             Ok(Some(r)) => r,
             Ok(None) => return,

@@ -47,6 +47,9 @@ pub struct Metrics {
     /// Signed letters read from the store (opening a letter, an attachment).
     pub letters_read: Counter,
     pub queue_depth: Family<DestinationLabel, Gauge>,
+    /// Forward attempts under way (each a task holding one of its next
+    /// hop's slots), by destination.
+    pub forwards_in_flight: Family<DestinationLabel, Gauge>,
     pub outbox_depth: Gauge,
     pub connections: Gauge,
     pub commit_batch_size: Histogram,
@@ -81,6 +84,7 @@ impl Metrics {
             evidence_stored: Counter::default(),
             letters_read: Counter::default(),
             queue_depth: Family::default(),
+            forwards_in_flight: Family::default(),
             outbox_depth: Gauge::default(),
             connections: Gauge::default(),
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
@@ -123,6 +127,8 @@ impl Metrics {
                 "Signed letters read from the store (opening a letter or an attachment; listing reads none)";
             queue_depth => "queue_depth",
                 "Envelopes waiting to be forwarded, by destination";
+            forwards_in_flight => "forwards_in_flight",
+                "Forward attempts under way, by destination (at most forward_concurrency_per_peer each)";
             outbox_depth => "outbox_depth",
                 "Evidence objects waiting to be delivered to the gateway";
             connections => "connections",

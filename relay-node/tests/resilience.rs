@@ -48,6 +48,17 @@ async fn submit_all(
     sent
 }
 
+/// The node's forward attempts under way towards `destination` (its metric).
+fn in_flight(node: &TestNode, destination: &str) -> f64 {
+    let admin = node.config.admin_listen.unwrap();
+    let metrics = estafette_relay::admin::local_get(admin, "/metrics").unwrap();
+    let series = format!("estafette_relay_forwards_in_flight{{destination=\"{destination}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
 fn delivered(node: &TestNode) -> Vec<MessageId> {
     open_store(node)
         .inbox_all()
@@ -178,7 +189,18 @@ fn assert_each_delivered_once(fed: &TestFederation, sent: &HashSet<MessageId>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keeps_envelopes_while_b_is_down_and_delivers_after_it_returns() {
     let n = 200;
-    let fed = three_hops();
+    let mut fed = three_hops();
+    // Far fewer slots towards B than envelopes waiting for it: each waits
+    // in B's line, not in a task of its own.
+    const SLOTS: u32 = 4;
+    if let Some(a) = fed
+        .relays
+        .iter_mut()
+        .find(|r| r.id.as_str() == "relay-a.test")
+    {
+        a.config.limits.forward_concurrency_per_peer = SLOTS;
+        a.save();
+    }
     let mut a = start(fed.relay("relay-a.test"));
     let mut b = start(fed.relay("relay-b.test"));
     let mut home = start(fed.relay("home.test"));
@@ -191,7 +213,9 @@ async fn a_keeps_envelopes_while_b_is_down_and_delivers_after_it_returns() {
     // Wait until every envelope has been tried at least twice and the
     // backoff shows: an entry whose next try lies in the future.
     let began = std::time::Instant::now();
+    let mut most_in_flight = 0.0f64;
     loop {
+        most_in_flight = most_in_flight.max(in_flight(a_node, "relay-b.test"));
         let report: serde_json::Value = serde_json::from_str(&queue_json(a_node)).unwrap();
         let destinations = report["destinations"]
             .as_array()
@@ -217,6 +241,10 @@ async fn a_keeps_envelopes_while_b_is_down_and_delivers_after_it_returns() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        most_in_flight > 0.0 && most_in_flight <= f64::from(SLOTS),
+        "attempts in flight towards B: at most {most_in_flight}, slots {SLOTS}"
+    );
     let report = queue(a_node);
     println!("{}", report.lines().take(8).collect::<Vec<_>>().join("\n"));
     assert!(report.contains("to relay-b.test: 200 queued"), "{report}");

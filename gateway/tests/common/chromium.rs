@@ -167,17 +167,26 @@ pub async fn click(c: &Client, css: &str) {
 /// at the login page the logout leads to: a page asked for before then
 /// could still be the logged-in session's, or cancel the logout.
 pub async fn log_out(c: &Client) {
-    let mut login = c.current_url().await.unwrap();
-    login.set_path("/login");
-    login.set_query(None);
     click(c, "form[action='/logout'] button").await;
-    if c.wait().at_most(WAIT).for_url(&login).await.is_err() {
+    wait_path(c, "/login").await;
+}
+
+/// Waits (bounded) until the browser is at `path` of the site it is on:
+/// after a form is sent, the page it leads to has arrived, so the next
+/// page asked for does not race it.
+pub async fn wait_path(c: &Client, path: &str) {
+    let mut url = c.current_url().await.unwrap();
+    url.set_path(path);
+    url.set_query(None);
+    url.set_fragment(None);
+    if c.wait().at_most(WAIT).for_url(&url).await.is_err() {
         let at = c
             .current_url()
             .await
             .map(|u| u.to_string())
             .unwrap_or_default();
-        panic!("not at {login} within {WAIT:?} of logging out, but at {at}");
+        let text = c.source().await.unwrap_or_default();
+        panic!("not at {url} within {WAIT:?}, but at {at}:\n{text}");
     }
 }
 

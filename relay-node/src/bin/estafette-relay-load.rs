@@ -150,6 +150,19 @@ async fn offer_all(
     Ok((accepted, latencies))
 }
 
+/// A process's resident memory (VmRSS, KiB) from Linux's /proc; `None` elsewhere.
+fn resident_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The relay's group commit over the run, from its metrics before and after.
 fn print_commits(before: &str, after: &str) {
     let delta = |name: &str| metric(after, name) - metric(before, name);
@@ -212,6 +225,14 @@ async fn main() -> Result<()> {
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
     print_commits(&metrics_before, &metrics_after);
+    // Nothing leaves: the home node is not running, so all of it waits.
+    if let Some(kib) = resident_kib(target.process.child.id()) {
+        println!(
+            "relay resident memory with {accepted} envelopes queued: {:.0} MiB ({:.0} bytes per queued envelope over all)",
+            kib as f64 / 1024.0,
+            kib as f64 * 1024.0 / accepted.max(1) as f64
+        );
+    }
     let status = target.process.terminate();
     if !status.success() {
         bail!("relay exited with {status}");
