@@ -160,7 +160,7 @@ impl Gateway {
         if !self.records().claim_step(&instance, step).await? {
             return Ok(());
         }
-        let (done, released) = match work.await {
+        let done = match work.await {
             Ok(Some(change)) => {
                 let releasing = instance.clone();
                 let written = self
@@ -170,12 +170,15 @@ impl Gateway {
                         records.release_step(&releasing, step)
                     }))
                     .await;
-                let released = written.is_ok();
-                (written, released)
+                if written.is_ok() {
+                    return Ok(());
+                }
+                written
             }
-            other => (other.map(|_| ()), false),
+            other => other.map(|_| ()),
         };
-        if !released && let Err(e) = self.records().release_step(&instance, step).await {
+        // No change, or it failed: the claim ends on its own.
+        if let Err(e) = self.records().release_step(&instance, step).await {
             tracing::warn!(error = %e, "releasing a step's claim failed; it runs out by itself");
         }
         done

@@ -65,6 +65,9 @@ pub(super) struct FreshEnvelopes {
     /// Each with the end of the lease it was queued with (seconds).
     entries: std::collections::HashMap<EnvelopeId, (QueueRecord, i64)>,
     bytes: usize,
+    /// No kept lease ends before this (seconds): while full, the entries
+    /// are swept only once one may have ended, not at every envelope.
+    sweep_at: i64,
 }
 
 impl FreshEnvelopes {
@@ -78,13 +81,22 @@ impl FreshEnvelopes {
         now: Timestamp,
     ) {
         let size = record.envelope.len();
-        if self.bytes + size > MAX_FRESH_ENVELOPE_BYTES {
-            let live = |until: i64| until > now.0.min(i64::MAX as u64) as i64;
-            self.entries.retain(|_, (_, until)| live(*until));
+        let now = now.0.min(i64::MAX as u64) as i64;
+        if self.bytes + size > MAX_FRESH_ENVELOPE_BYTES && now >= self.sweep_at {
+            self.entries.retain(|_, (_, until)| *until > now);
             self.bytes = self.entries.values().map(|(r, _)| r.envelope.len()).sum();
+            self.sweep_at = self
+                .entries
+                .values()
+                .map(|(_, until)| *until)
+                .min()
+                .unwrap_or(0);
         }
         if self.bytes + size > MAX_FRESH_ENVELOPE_BYTES {
             return;
+        }
+        if self.entries.is_empty() || lease_until < self.sweep_at {
+            self.sweep_at = lease_until;
         }
         if let Some((old, _)) = self.entries.insert(id, (record, lease_until)) {
             self.bytes -= old.envelope.len();

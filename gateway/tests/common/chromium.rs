@@ -140,15 +140,19 @@ pub async fn wait_css(c: &Client, css: &str) {
         .await
         .is_err()
     {
-        // Say where the browser is and what it shows: the page is the clue.
-        let url = c
-            .current_url()
-            .await
-            .map(|u| u.to_string())
-            .unwrap_or_default();
-        let text = c.source().await.unwrap_or_default();
+        let (url, text) = where_and_what(c).await;
         panic!("no {css} within {WAIT:?} at {url}:\n{text}");
     }
+}
+
+/// Where the browser is and what it shows: the clue when a wait runs out.
+async fn where_and_what(c: &Client) -> (String, String) {
+    let url = c
+        .current_url()
+        .await
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    (url, c.source().await.unwrap_or_default())
 }
 
 /// Clicks the element matching `css`, once the page shows it (bounded;
@@ -180,12 +184,7 @@ pub async fn wait_path(c: &Client, path: &str) {
     url.set_query(None);
     url.set_fragment(None);
     if c.wait().at_most(WAIT).for_url(&url).await.is_err() {
-        let at = c
-            .current_url()
-            .await
-            .map(|u| u.to_string())
-            .unwrap_or_default();
-        let text = c.source().await.unwrap_or_default();
+        let (at, text) = where_and_what(c).await;
         panic!("not at {url} within {WAIT:?}, but at {at}:\n{text}");
     }
 }
