@@ -7,11 +7,13 @@
 use std::sync::Arc;
 
 use estafette_spec::relay::{MAX_EVIDENCE_PER_DELIVERY, Receiver, Response};
-use estafette_spec::{EnvelopeId, Evidence, EvidenceEvent, MessageId, NodeId, ReasonCode};
+use estafette_spec::{
+    EnvelopeId, Evidence, EvidenceEvent, MessageId, NodeId, ReasonCode, Timestamp,
+};
 use tokio::sync::broadcast;
 
 use crate::core::NodeCore;
-use crate::forwarder::{Acceptance, ForwardQueue, QueueWrite};
+use crate::forwarder::{Acceptance, ForwardQueue, QueueWrite, Waiting};
 use crate::server::refused;
 use crate::store::{EvidenceTo, NewEvidence, Op, QueueRecord, Store, StoreError};
 
@@ -66,8 +68,20 @@ pub struct OriginQueue {
 }
 
 impl ForwardQueue for OriginQueue {
-    fn waiting(&self) -> Result<Vec<(u64, EnvelopeId, NodeId)>, StoreError> {
-        self.store.queue_schedule()
+    fn lines(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
+        self.store.queue_lines()
+    }
+
+    fn line(&self, next_hop: &NodeId, limit: usize) -> Result<Vec<Waiting>, StoreError> {
+        self.store.queue_line(next_hop, limit)
+    }
+
+    fn expiring(
+        &self,
+        by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(EnvelopeId, NodeId)>, StoreError> {
+        self.store.queue_expiring(by, limit)
     }
 
     fn get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
@@ -161,6 +175,7 @@ pub async fn queue_envelope(
                 next_attempt_ms: 0,
                 last_error: None,
                 envelope,
+                seq: 0,
             }),
             now,
             extra,
@@ -168,7 +183,9 @@ pub async fn queue_envelope(
         })
         .await?;
     match outcome {
-        crate::store::Outcome::Stored => forwarder.enqueued(header.envelope_id, next_hop).await,
+        crate::store::Outcome::Stored => {
+            forwarder.enqueued(header.envelope_id, next_hop, now).await
+        }
         crate::store::Outcome::QueueFull => return Err(QueueError::QueueFull),
         _ => {}
     }

@@ -10,12 +10,14 @@ use std::time::Duration;
 use estafette_spec::relay::{
     MAX_EVIDENCE_PER_DELIVERY, Offer, OfferDecision, Receiver, Request, Response,
 };
-use estafette_spec::{Digest, EnvelopeId, EvidenceEvent, EvidenceId, NodeId, ReasonCode};
+use estafette_spec::{
+    Digest, EnvelopeId, EvidenceEvent, EvidenceId, NodeId, ReasonCode, Timestamp,
+};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::mpsc;
 
 use crate::core::NodeCore;
-use crate::forwarder::{Acceptance, ForwardQueue, Forwarder, QueueWrite};
+use crate::forwarder::{Acceptance, ForwardQueue, Forwarder, QueueWrite, Waiting};
 use crate::metrics::ReasonLabel;
 use crate::server::{Handled, RequestHandler, refused};
 use crate::store::{
@@ -176,8 +178,20 @@ pub struct RelayQueue {
 }
 
 impl ForwardQueue for RelayQueue {
-    fn waiting(&self) -> Result<Vec<(u64, EnvelopeId, NodeId)>, StoreError> {
-        self.store.queue_schedule()
+    fn lines(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
+        self.store.queue_lines()
+    }
+
+    fn line(&self, next_hop: &NodeId, limit: usize) -> Result<Vec<Waiting>, StoreError> {
+        self.store.queue_line(next_hop, limit)
+    }
+
+    fn expiring(
+        &self,
+        by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(EnvelopeId, NodeId)>, StoreError> {
+        self.store.queue_expiring(by, limit)
     }
 
     fn get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
@@ -301,7 +315,7 @@ impl RelayHandler {
         let ours = Digest::of(&evidence.bytes);
         let placement = Self::placement(decision, &offer, now, ours);
         let destination = match &placement {
-            Placement::Queue(q) => Some(q.destination.clone()),
+            Placement::Queue(q) => Some((q.destination.clone(), q.accepted_at)),
             Placement::Inbox { .. } => None,
         };
         // An offer straight from the gateway: the gateway keeps our
@@ -349,6 +363,7 @@ impl RelayHandler {
                 next_attempt_ms: 0,
                 last_error: None,
                 envelope: offer.envelope.clone(),
+                seq: 0,
             }),
             OfferDecision::Deliver {
                 header,
@@ -369,7 +384,7 @@ impl RelayHandler {
         &self,
         outcome: Result<Outcome, crate::store::StoreError>,
         header: &estafette_spec::RoutingHeader,
-        destination: Option<NodeId>,
+        destination: Option<(NodeId, estafette_spec::Timestamp)>,
         from_gateway: bool,
         (evidence_id, bytes): (estafette_spec::EvidenceId, Vec<u8>),
     ) -> Response {
@@ -377,7 +392,11 @@ impl RelayHandler {
             Ok(Outcome::Stored) => {
                 self.core.metrics.accepted.inc();
                 match destination {
-                    Some(dest) => self.forwarder.enqueued(header.envelope_id, dest).await,
+                    Some((dest, accepted_at)) => {
+                        self.forwarder
+                            .enqueued(header.envelope_id, dest, accepted_at)
+                            .await
+                    }
                     None => {
                         self.core.metrics.delivered.inc();
                     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::core::NodeCore;
-use crate::forwarder::{Acceptance, ForwardQueue, Forwarder, QueueWrite};
+use crate::forwarder::{Acceptance, ForwardQueue, Forwarder, QueueWrite, Waiting};
 use crate::origin::{EvidenceNotes, OriginQueue};
 use crate::server::{Handled, RequestHandler, Server, refused};
 use crate::store::{NewEvidence, Outcome, QueueRecord, Store, StoreError};
@@ -227,6 +227,18 @@ impl TestFederation {
         inbox: InboxId,
         body: &str,
     ) -> (Vec<u8>, Vec<u8>, RoutingHeader) {
+        let expires_at = estafette_pki::now().plus_s(7 * 86_400);
+        self.envelope_expiring(home, inbox, body, expires_at)
+    }
+
+    /// As [`Self::envelope`], expiring at `expires_at`.
+    pub fn envelope_expiring(
+        &self,
+        home: &str,
+        inbox: InboxId,
+        body: &str,
+        expires_at: Timestamp,
+    ) -> (Vec<u8>, Vec<u8>, RoutingHeader) {
         let seal = keys::read_ed25519(
             &self
                 .fed
@@ -265,7 +277,7 @@ impl TestFederation {
             message_digest: Digest::of(&message),
             hop_limit: 8,
             created_at: now,
-            expires_at: now.plus_s(7 * 86_400),
+            expires_at,
         };
         let envelope =
             Envelope::seal(header.clone(), &message, &home_key, &gw_key, &mut OsRng).unwrap();
@@ -450,8 +462,20 @@ struct FaultyQueue {
 }
 
 impl ForwardQueue for FaultyQueue {
-    fn waiting(&self) -> Result<Vec<(u64, EnvelopeId, NodeId)>, StoreError> {
-        self.inner.waiting()
+    fn lines(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
+        self.inner.lines()
+    }
+
+    fn line(&self, next_hop: &NodeId, limit: usize) -> Result<Vec<Waiting>, StoreError> {
+        self.inner.line(next_hop, limit)
+    }
+
+    fn expiring(
+        &self,
+        by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(EnvelopeId, NodeId)>, StoreError> {
+        self.inner.expiring(by, limit)
     }
 
     fn get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {

@@ -49,14 +49,22 @@ async fn submit_all(
 }
 
 /// The node's forward attempts under way towards `destination` (its metric).
-fn in_flight(node: &TestNode, destination: &str) -> f64 {
+/// The value of one metric series of `node` (0 when not shown yet).
+fn metric(node: &TestNode, series: &str) -> f64 {
     let admin = node.config.admin_listen.unwrap();
     let metrics = estafette_relay::admin::local_get(admin, "/metrics").unwrap();
-    let series = format!("estafette_relay_forwards_in_flight{{destination=\"{destination}\"}} ");
+    let series = format!("{series} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&series))
         .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+fn in_flight(node: &TestNode, destination: &str) -> f64 {
+    metric(
+        node,
+        &format!("estafette_relay_forwards_in_flight{{destination=\"{destination}\"}}"),
+    )
 }
 
 fn delivered(node: &TestNode) -> Vec<MessageId> {
@@ -208,42 +216,45 @@ async fn a_keeps_envelopes_while_b_is_down_and_delivers_after_it_returns() {
     b.kill();
 
     let sent = submit_all(&fed, &gateway, n).await;
-    // A accepts them all and keeps them, retrying with backoff.
+    // A accepts them all and keeps them: B is backed off as a whole, one
+    // envelope (the front of B's line) probing it per backoff round.
     let a_node = fed.relay("relay-a.test");
-    // Wait until every envelope has been tried at least twice and the
-    // backoff shows: an entry whose next try lies in the future.
+    // Wait until the front has probed B several times and the backoff
+    // shows: its next try lies in the future. (The report lists the line
+    // in the store's order; the probe is the first the forwarder took.)
     let began = std::time::Instant::now();
     let mut most_in_flight = 0.0f64;
-    loop {
+    let front_attempts = loop {
         most_in_flight = most_in_flight.max(in_flight(a_node, "relay-b.test"));
         let report: serde_json::Value = serde_json::from_str(&queue_json(a_node)).unwrap();
-        let destinations = report["destinations"]
+        let entries = report["destinations"][0]["entries"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let entries: Vec<serde_json::Value> = destinations
+        let probe = entries
             .iter()
-            .flat_map(|d| d["entries"].as_array().cloned().unwrap_or_default())
-            .collect();
-        let all_retried = report["total"] == n
-            && entries
-                .iter()
-                .all(|e| e["attempts"].as_u64().unwrap_or(0) >= 2);
-        let waiting = entries
-            .iter()
-            .any(|e| e["next_attempt_in_ms"].as_u64().unwrap_or(0) > 0);
-        if all_retried && waiting {
-            break;
+            .max_by_key(|e| e["attempts"].as_u64().unwrap_or(0));
+        let attempts = probe.map_or(0, |e| e["attempts"].as_u64().unwrap_or(0));
+        let waiting = probe.is_some_and(|e| e["next_attempt_in_ms"].as_u64().unwrap_or(0) > 0);
+        if report["total"] == n && attempts >= 4 && waiting {
+            break attempts;
         }
         assert!(
             began.elapsed() < Duration::from_secs(120),
-            "A never showed retries with backoff; last report:\n{report}"
+            "A never showed its probes of B backed off; last report:\n{report}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     assert!(
         most_in_flight > 0.0 && most_in_flight <= f64::from(SLOTS),
         "attempts in flight towards B: at most {most_in_flight}, slots {SLOTS}"
+    );
+    // Every failed attempt was a probe (after a first round in all
+    // slots): not one per waiting envelope.
+    let failed_attempts = metric(a_node, "estafette_relay_forward_retries_total");
+    assert!(
+        failed_attempts <= (front_attempts + u64::from(SLOTS)) as f64,
+        "{failed_attempts} failed attempts while the front made {front_attempts}"
     );
     let report = queue(a_node);
     println!("{}", report.lines().take(8).collect::<Vec<_>>().join("\n"));
@@ -302,5 +313,51 @@ async fn envelopes_the_forwarders_store_failed_on_go_out_a_moment_later() {
     );
     assert!(home.terminate().success());
     assert_each_delivered_once(&fed, &sent);
+    gateway.shutdown().await;
+}
+
+/// The first relay is down: envelopes behind the front of its line that
+/// expire meanwhile are given up at their expiry, with RelayFailure
+/// evidence, without waiting for their turn; the others keep waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_expiring_behind_a_down_hop_are_given_up_at_expiry() {
+    let fed = three_hops();
+    let gateway = fed.start_gateway().await;
+    let inbox = random_inbox();
+    let later = estafette_pki::now().plus_s(86_400);
+    let soon = estafette_pki::now().plus_s(3);
+    let mut short_lived = Vec::new();
+    // First the long-lived (the front of the line), then the short-lived.
+    for (i, expires_at) in [later, later, later, soon, soon, soon]
+        .into_iter()
+        .enumerate()
+    {
+        let (envelope, _, header) =
+            fed.envelope_expiring("home.test", inbox, &format!("letter {i}"), expires_at);
+        if expires_at == soon {
+            short_lived.push(header.message_id);
+        }
+        gateway.submit(envelope, None).await.unwrap();
+    }
+    wait_until(
+        "the short-lived envelopes given up",
+        Duration::from_secs(30),
+        || gateway.store().queue_len() == 3,
+    )
+    .await;
+    let trust = gateway.trust();
+    for message in &short_lived {
+        let evidence = gateway.store().evidence_for(message).unwrap();
+        let records: Vec<_> = evidence
+            .iter()
+            .map(|e| Evidence::verify(e, &trust).unwrap().record)
+            .collect();
+        let failure = records
+            .iter()
+            .find(|r| r.event == EvidenceEvent::RelayFailure)
+            .unwrap_or_else(|| panic!("no RelayFailure: {records:?}"));
+        assert_eq!(failure.reason, Some(ReasonCode::Expired));
+        assert!(failure.issued_at >= soon, "not before its expiry");
+    }
     gateway.shutdown().await;
 }

@@ -390,11 +390,16 @@ async fn postgres_forward_queues_share_the_outbox() {
         }
     };
     let (a, b) = (queue("gateway-a"), queue("gateway-b"));
-    let mine = a.waiting().unwrap();
+    let lines = a.lines().unwrap();
+    assert_eq!(lines.len(), 1);
+    let (hop, count) = lines[0].clone();
+    assert_eq!((hop.as_str(), count), ("home.test", 3));
+    assert!(b.lines().unwrap().is_empty(), "claimed by a");
+    let mine = a.line(&hop, 10).unwrap();
     assert_eq!(mine.len(), 3);
-    assert!(b.waiting().unwrap().is_empty(), "claimed by a");
-    let (_, first, hop) = mine[0].clone();
-    assert_eq!(hop.as_str(), "home.test");
+    assert!(b.line(&hop, 10).unwrap().is_empty(), "not b's");
+    assert_eq!(a.line(&hop, 2).unwrap(), mine[..2], "the line's front");
+    let first = mine[0].id;
     let record = a.get(&first).unwrap().unwrap();
     assert_eq!(record.our_evidence, Some(Digest::of(b"acceptance")));
     assert!(b.get(&first).unwrap().is_none(), "not b's");
@@ -404,7 +409,7 @@ async fn postgres_forward_queues_share_the_outbox() {
     let record = a.get(&first).unwrap().unwrap();
     assert_eq!((record.attempts, record.next_attempt_ms), (1, 5_000));
     // Given up: gone, with its failure evidence kept.
-    let (_, second, _) = mine[1].clone();
+    let second = mine[1].id;
     let failure = NewEvidence {
         evidence_id: EvidenceId::from_bytes(*b"queue-failure-01"),
         message_id: Some(MessageId::from_bytes(*second.as_bytes())),
@@ -420,13 +425,11 @@ async fn postgres_forward_queues_share_the_outbox() {
     assert_eq!(kept, [b"RelayFailure".to_vec()]);
     // a stalls past its lease; b takes the rest over, with their retry state.
     *clock.lock().unwrap() = Timestamp(1_800_000_100 + super::pg_queue::LEASE_S + 1);
-    let taken = b.waiting().unwrap();
+    assert_eq!(b.lines().unwrap(), [(hop.clone(), 2)]);
+    let taken = b.line(&hop, 10).unwrap();
     assert_eq!(taken.len(), 2);
-    assert!(
-        taken
-            .iter()
-            .any(|(due, id, _)| *id == first && *due == 5_000)
-    );
+    assert_eq!(taken[0].id, first, "in the order they were queued");
+    assert_eq!(b.get(&first).unwrap().unwrap().next_attempt_ms, 5_000);
     a.reschedule(first, 9, 9_000, "late".into()).await.unwrap();
     assert_eq!(
         b.get(&first).unwrap().unwrap().attempts,

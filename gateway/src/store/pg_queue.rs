@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use estafette_relay::forwarder::{Acceptance, ForwardQueue, QueueWrite};
+use estafette_relay::forwarder::{Acceptance, ForwardQueue, QueueWrite, Waiting};
 use estafette_relay::origin::{EvidenceNotes, StoredEvidence};
 use estafette_relay::store::{NewEvidence, QueueRecord, StoreError};
 use estafette_spec::{Digest, EnvelopeId, NodeId, Timestamp};
@@ -19,6 +19,13 @@ use std::cell::RefCell;
 use estafette_spec::MessageId;
 
 use super::pg_statements::Prepared;
+
+/// The columns of [`outbox_item`], as a literal for `concat!`.
+macro_rules! outbox_item_columns {
+    () => {
+        "envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms, queued_at"
+    };
+}
 
 /// The columns of [`queue_record`], as a literal for `concat!`.
 macro_rules! queue_record_columns {
@@ -45,6 +52,8 @@ pub struct OutboxItem {
     pub previous: Option<Digest>,
     /// When the forwarder tries it next (milliseconds since 1970).
     pub next_attempt_ms: u64,
+    /// When it was queued: where the retry horizon starts.
+    pub queued_at: Timestamp,
 }
 
 /// Most envelopes one claim takes.
@@ -207,20 +216,24 @@ fn claim(
     let (now, until) = (now.0 as i64, now.0.saturating_add(lease_s) as i64);
     let rows = client
         .query_prepared(
-            "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
+            concat!(
+                "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
              (SELECT envelope_id FROM outbox WHERE lease_until IS NULL OR lease_until < $3 \
               OR claimed_by = $1 ORDER BY queued_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms",
+             RETURNING ",
+                outbox_item_columns!()
+            ),
             &[&instance, &until, &now, &limit],
         )
         .map_err(db)?;
     rows.iter().map(outbox_item).collect()
 }
 
-/// An outbox row of (envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms).
+/// An outbox row of [`outbox_item_columns`].
 fn outbox_item(r: &postgres::Row) -> Result<OutboxItem, RecordsError> {
     let previous: Option<Vec<u8>> = r.get(4);
     let next: i64 = r.get(5);
+    let queued: i64 = r.get(6);
     Ok(OutboxItem {
         envelope_id: estafette_spec::EnvelopeId::from_bytes(id16(
             "envelope id",
@@ -240,6 +253,14 @@ fn outbox_item(r: &postgres::Row) -> Result<OutboxItem, RecordsError> {
             })
             .transpose()?,
         next_attempt_ms: next.max(0) as u64,
+        queued_at: Timestamp(queued.max(0) as u64),
+    })
+}
+
+fn next_hop(hop: &str) -> Result<NodeId, RecordsError> {
+    hop.parse().map_err(|e| RecordsError::Corrupt {
+        what: "next hop",
+        detail: format!("{e}"),
     })
 }
 
@@ -280,21 +301,81 @@ impl PgForwardQueue {
 }
 
 impl ForwardQueue for PgForwardQueue {
-    fn waiting(&self) -> Result<Vec<(u64, EnvelopeId, NodeId)>, StoreError> {
-        let claimed = self
-            .records
+    /// Claims what this instance held before a restart (and what nobody
+    /// holds, up to [`MAX_CLAIMED`]), then counts this instance's per hop.
+    fn lines(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
+        self.records
             .claim_outbox_blocking(&self.instance, MAX_CLAIMED, LEASE_S, (self.now)())
             .map_err(store_error)?;
-        claimed
-            .into_iter()
-            .map(|item| {
-                let hop = item
-                    .next_hop
-                    .parse()
-                    .map_err(|e| StoreError::Corrupt(format!("next hop: {e}")))?;
-                Ok((item.next_attempt_ms, item.envelope_id, hop))
+        let instance = self.instance.clone();
+        self.records
+            .blocking(move |client| {
+                let rows = client
+                    .query_prepared(
+                        "SELECT next_hop, count(*) FROM outbox WHERE claimed_by = $1                          GROUP BY next_hop",
+                        &[&instance],
+                    )
+                    .map_err(db)?;
+                rows.iter()
+                    .map(|r| {
+                        let n: i64 = r.get(1);
+                        Ok((next_hop(r.get(0))?, n.max(0) as u64))
+                    })
+                    .collect()
             })
-            .collect()
+            .map_err(store_error)
+    }
+
+    fn line(&self, hop: &NodeId, limit: usize) -> Result<Vec<Waiting>, StoreError> {
+        let (hop, instance) = (hop.to_string(), self.instance.clone());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.records
+            .blocking(move |client| {
+                let rows = client
+                    .query_prepared(
+                        "SELECT envelope_id, queued_at FROM outbox                          WHERE next_hop = $1 AND claimed_by = $2 ORDER BY seq LIMIT $3",
+                        &[&hop, &instance, &limit],
+                    )
+                    .map_err(db)?;
+                rows.iter()
+                    .map(|r| {
+                        let queued: i64 = r.get(1);
+                        Ok(Waiting {
+                            id: EnvelopeId::from_bytes(id16("envelope id", r.get::<_, &[u8]>(0))?),
+                            accepted_at: Timestamp(queued.max(0) as u64),
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(store_error)
+    }
+
+    fn expiring(
+        &self,
+        by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(EnvelopeId, NodeId)>, StoreError> {
+        let instance = self.instance.clone();
+        let (by, limit) = (
+            i64::try_from(by.0).unwrap_or(i64::MAX),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        );
+        self.records
+            .blocking(move |client| {
+                let rows = client
+                    .query_prepared(
+                        "SELECT envelope_id, next_hop FROM outbox                          WHERE claimed_by = $1 AND expires_at <= $2 ORDER BY expires_at LIMIT $3",
+                        &[&instance, &by, &limit],
+                    )
+                    .map_err(db)?;
+                rows.iter()
+                    .map(|r| {
+                        let id = EnvelopeId::from_bytes(id16("envelope id", r.get::<_, &[u8]>(0))?);
+                        Ok((id, next_hop(r.get(1))?))
+                    })
+                    .collect()
+            })
+            .map_err(store_error)
     }
 
     fn get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
@@ -453,19 +534,18 @@ impl PgRecords {
                 _ = stopped.notified() => return,
             }
             match self.renew_and_take_over(&instance, now()).await {
-                Ok(Leases { taken, overdue }) => {
+                Ok(taken) => {
                     if !taken.is_empty() {
                         tracing::info!(
                             envelopes = taken.len(),
                             "took over envelopes whose lease ran out"
                         );
                     }
-                    let again = overdue.into_iter().map(|item| (item, false));
-                    for (item, new) in taken.into_iter().map(|item| (item, true)).chain(again) {
+                    for item in taken {
                         match item.next_hop.parse() {
                             Ok(hop) => {
                                 forwarder
-                                    .scheduled(item.next_attempt_ms, item.envelope_id, hop, new)
+                                    .scheduled(item.envelope_id, hop, item.queued_at, true)
                                     .await
                             }
                             Err(e) => {
@@ -482,13 +562,12 @@ impl PgRecords {
     }
 
     /// Renews `instance`'s leases, then claims for it up to [`MAX_CLAIM`]
-    /// envelopes of other instances whose leases ran out (oldest first),
-    /// and finds its own that are [`OVERDUE_MS`] past their next attempt.
+    /// envelopes of other instances whose leases ran out (oldest first).
     pub async fn renew_and_take_over(
         &self,
         instance: &str,
         now: Timestamp,
-    ) -> Result<Leases, RecordsError> {
+    ) -> Result<Vec<OutboxItem>, RecordsError> {
         let instance = instance.to_owned();
         self.run(move |client| {
             let until = now.0.saturating_add(LEASE_S) as i64;
@@ -500,47 +579,21 @@ impl PgRecords {
                 .map_err(db)?;
             let rows = client
                 .query_prepared(
-                    "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
-                     (SELECT envelope_id FROM outbox WHERE (lease_until IS NULL OR lease_until < $3) \
-                      AND claimed_by IS DISTINCT FROM $1 ORDER BY queued_at LIMIT $4 \
-                      FOR UPDATE SKIP LOCKED) \
-                     RETURNING envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms",
+                    concat!(
+                        "UPDATE outbox SET claimed_by = $1, lease_until = $2 WHERE envelope_id IN \
+                         (SELECT envelope_id FROM outbox WHERE (lease_until IS NULL OR lease_until < $3) \
+                          AND claimed_by IS DISTINCT FROM $1 ORDER BY queued_at LIMIT $4 \
+                          FOR UPDATE SKIP LOCKED) RETURNING ",
+                        outbox_item_columns!()
+                    ),
                     &[&instance, &until, &(now.0 as i64), &(MAX_CLAIM as i64)],
                 )
                 .map_err(db)?;
-            let taken: Vec<OutboxItem> = rows.iter().map(outbox_item).collect::<Result<_, _>>()?;
-            // This instance's own envelopes long overdue: their write after
-            // an attempt failed (the database was away), so the forwarder
-            // no longer has them in mind. Offered again (a node that has
-            // one already answers with its first evidence).
-            let overdue_ms = (now.0.saturating_mul(1000)).saturating_sub(OVERDUE_MS) as i64;
-            let rows = client
-                .query_prepared(
-                    "SELECT envelope_id, message_id, next_hop, envelope, previous, next_attempt_ms \
-                     FROM outbox WHERE claimed_by = $1 AND next_attempt_ms < $2 \
-                     ORDER BY next_attempt_ms LIMIT $3",
-                    &[&instance, &overdue_ms, &(MAX_CLAIM as i64)],
-                )
-                .map_err(db)?;
-            let overdue = rows.iter().map(outbox_item).collect::<Result<_, _>>()?;
-            Ok(Leases { taken, overdue })
+            rows.iter().map(outbox_item).collect()
         })
         .await
     }
 }
-
-/// What one round of the lease loop found.
-pub struct Leases {
-    /// Envelopes of dead instances, now this one's.
-    pub taken: Vec<OutboxItem>,
-    /// This instance's own, long overdue.
-    pub overdue: Vec<OutboxItem>,
-}
-
-/// How long past its next attempt an envelope of this instance's may be
-/// before the lease loop hands it to the forwarder again (milliseconds):
-/// far longer than an attempt can take.
-pub const OVERDUE_MS: u64 = 120_000;
 
 /// An outbox row as the forwarder's queue record.
 fn queue_record(r: &postgres::Row) -> Result<QueueRecord, RecordsError> {
@@ -564,6 +617,7 @@ fn queue_record(r: &postgres::Row) -> Result<QueueRecord, RecordsError> {
         next_attempt_ms: next.max(0) as u64,
         last_error: r.get(6),
         envelope: r.get(7),
+        seq: 0,
     })
 }
 
@@ -610,6 +664,7 @@ mod tests {
             next_attempt_ms: 0,
             last_error: None,
             envelope: vec![7; bytes],
+            seq: 0,
         }
     }
 

@@ -247,6 +247,7 @@ impl Records for PgRecords {
     ) -> BoxFuture<'_, Result<Outcome, QueueError>> {
         Box::pin(async move {
             let envelope_id = sealed.header.envelope_id;
+            let accepted_at = sealed.header.created_at;
             // The first hop on the way to the home node, as the trust list
             // routes it (without a running instance: the home node).
             let first_hop = self.first_hop.get();
@@ -291,6 +292,7 @@ impl Records for PgRecords {
                             next_attempt_ms: now_ms.max(0) as u64,
                             last_error: None,
                             envelope: sealed.envelope,
+                            seq: 0,
                         };
                         (record, until)
                     });
@@ -303,7 +305,10 @@ impl Records for PgRecords {
                 if let (Some((record, until)), Ok(mut kept)) = (fresh, self.fresh.lock()) {
                     kept.keep(envelope_id, record, until, (first_hop.now)());
                 }
-                first_hop.forwarder.enqueued(envelope_id, next_hop).await;
+                first_hop
+                    .forwarder
+                    .enqueued(envelope_id, next_hop, accepted_at)
+                    .await;
             }
             Ok(outcome)
         })

@@ -7,6 +7,11 @@
 //! - `dedup`: envelope id → the evidence we signed and the envelope's state;
 //!   remembered for `dedup_retention_s`.
 //! - `queue`: envelope id → an envelope waiting to be forwarded.
+//! - `lines`: (next hop, place) → (envelope id, accepted at): each next
+//!   hop's envelopes in the order they were queued, which the forwarder
+//!   reads a window at a time; `line_lengths`: next hop → how many wait;
+//!   `expiries`: (expires at, envelope id) → next hop, for giving up what
+//!   expired without reading the queue.
 //! - `inbox`: (inbox id, envelope id) → a letter (home role).
 //! - `outbox`: evidence id → evidence waiting to be delivered to the gateway.
 //! - `evidence`: (message id, evidence id) → evidence (gateway role: where
@@ -26,7 +31,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use estafette_spec::{EnvelopeId, EvidenceId, InboxId, MessageId};
+use estafette_spec::{EnvelopeId, EvidenceId, InboxId, MessageId, NodeId, Timestamp};
+
+use crate::forwarder::Waiting;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -46,6 +53,13 @@ const ACCESS_LOG: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new
 /// Inboxes merged into another (a person linked two identities): from → into.
 const INBOX_ALIAS: TableDefinition<[u8; 16], [u8; 16]> = TableDefinition::new("inbox_alias");
 const OUTBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("outbox");
+/// Each next hop's line: (next hop, place) → (envelope id, accepted at in
+/// seconds).
+const LINES: TableDefinition<(&str, u64), ([u8; 16], u64)> = TableDefinition::new("lines");
+/// How many envelopes wait for each next hop.
+const LINE_LENGTHS: TableDefinition<&str, u64> = TableDefinition::new("line_lengths");
+/// Queued envelopes by expiry: (expires at in seconds, envelope id) → next hop.
+const EXPIRIES: TableDefinition<(u64, [u8; 16]), &str> = TableDefinition::new("expiries");
 const EVIDENCE: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("evidence");
 
 /// Most write requests waiting for the writer; senders wait beyond this.
@@ -180,6 +194,11 @@ pub struct Store {
     metrics: Arc<Metrics>,
 }
 
+fn parse_hop(hop: &str) -> Result<NodeId, StoreError> {
+    hop.parse()
+        .map_err(|e| StoreError::Corrupt(format!("next hop {hop:?}: {e}")))
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     estafette_spec::cbor::to_vec(value)
 }
@@ -215,8 +234,13 @@ impl Store {
             txn.open_table(LETTERS)?;
             txn.open_table(OUTBOX)?;
             txn.open_table(EVIDENCE)?;
+            txn.open_table(LINES)?;
+            txn.open_table(LINE_LENGTHS)?;
+            txn.open_table(EXPIRIES)?;
+            writer::index_unnumbered_queue(&txn)?;
             txn.commit()?;
         }
+        let next_seq = writer::next_seq(&db)?;
         let (queue_len, outbox_len) = {
             let txn = db.begin_read()?;
             (
@@ -233,6 +257,7 @@ impl Store {
             max_commit_batch,
             queue_len: queue_len.clone(),
             outbox_len: outbox_len.clone(),
+            next_seq,
             metrics: metrics.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -273,16 +298,51 @@ impl Store {
         self.outbox_len.load(Ordering::Relaxed)
     }
 
-    /// When each queued envelope is due next, and where it goes: (due ms,
-    /// id, next hop), for a forwarder's schedule.
-    pub fn queue_schedule(
+    /// The next hops envelopes wait for, with how many wait for each.
+    pub fn queue_lines(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LINE_LENGTHS)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((parse_hop(k.value())?, v.value()));
+        }
+        Ok(out)
+    }
+
+    /// The first `limit` envelopes waiting for `next_hop`, in the order
+    /// they were queued.
+    pub fn queue_line(&self, next_hop: &NodeId, limit: usize) -> Result<Vec<Waiting>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LINES)?;
+        let hop = next_hop.as_str();
+        let mut out = Vec::new();
+        for item in table.range((hop, 0u64)..=(hop, u64::MAX))?.take(limit) {
+            let (_, v) = item?;
+            let (id, accepted_at) = v.value();
+            out.push(Waiting {
+                id: EnvelopeId::from_bytes(id),
+                accepted_at: Timestamp(accepted_at),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` queued envelopes that expire at or before `by`,
+    /// soonest first, with their next hop.
+    pub fn queue_expiring(
         &self,
-    ) -> Result<Vec<(u64, EnvelopeId, estafette_spec::NodeId)>, StoreError> {
-        Ok(self
-            .queue_snapshot()?
-            .into_iter()
-            .map(|(id, r)| (r.next_attempt_ms, id, r.destination))
-            .collect())
+        by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(EnvelopeId, NodeId)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EXPIRIES)?;
+        let mut out = Vec::new();
+        for item in table.range(..=(by.0, [0xff; 16]))?.take(limit) {
+            let (k, v) = item?;
+            out.push((EnvelopeId::from_bytes(k.value().1), parse_hop(v.value())?));
+        }
+        Ok(out)
     }
 
     /// A queued envelope is tried again at `next_attempt_ms`.
@@ -301,20 +361,6 @@ impl Store {
         })
         .await
         .map(|_| ())
-    }
-
-    /// Every queued envelope, without its bytes.
-    pub fn queue_snapshot(&self) -> Result<Vec<(EnvelopeId, QueueRecord)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(QUEUE)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let mut record: QueueRecord = decode(v.value())?;
-            record.envelope = Vec::new();
-            out.push((EnvelopeId::from_bytes(k.value()), record));
-        }
-        Ok(out)
     }
 
     pub fn queue_get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
@@ -501,7 +547,6 @@ impl Drop for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use estafette_spec::Timestamp;
 
     fn queued(at: Timestamp) -> Placement {
         Placement::Queue(QueueRecord {
@@ -514,6 +559,7 @@ mod tests {
             next_attempt_ms: 0,
             last_error: None,
             envelope: vec![1, 2, 3],
+            seq: 0,
         })
     }
 
@@ -527,6 +573,118 @@ mod tests {
             evidence_to: None,
         };
         assert_eq!(store.write(op).await.unwrap(), Outcome::Stored);
+    }
+
+    fn open_store(dir: &tempfile::TempDir) -> Store {
+        let path = dir.path().join("data").join("store.redb");
+        Store::open(&path, 100, 16, Arc::new(Metrics::new())).unwrap()
+    }
+
+    fn ids(line: &[Waiting]) -> Vec<EnvelopeId> {
+        line.iter().map(|w| w.id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_line_keeps_the_order_of_queuing_and_its_indexes_follow_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir);
+        let hop: NodeId = "home.test".parse().unwrap();
+        let at = Timestamp(1_800_000_000);
+        // Ids in falling byte order: the line's order is the queue's, not
+        // the ids'.
+        let queued: Vec<EnvelopeId> = (0..5u8)
+            .map(|i| EnvelopeId::from_bytes([9 - i; 16]))
+            .collect();
+        for (i, id) in queued.iter().enumerate() {
+            accept(&store, *id, at.plus_s(i as u64)).await;
+        }
+        assert_eq!(store.queue_lines().unwrap(), [(hop.clone(), 5)]);
+        assert_eq!(ids(&store.queue_line(&hop, 10).unwrap()), queued);
+        assert_eq!(ids(&store.queue_line(&hop, 2).unwrap()), queued[..2]);
+        assert_eq!(store.queue_line(&hop, 1).unwrap()[0].accepted_at, at);
+        // Expiring: the first two expire an hour after acceptance (at, at+1).
+        let expiring = store.queue_expiring(at.plus_s(3601), 10).unwrap();
+        assert_eq!(
+            expiring,
+            [(queued[0], hop.clone()), (queued[1], hop.clone())]
+        );
+        assert_eq!(store.queue_expiring(at.plus_s(3601), 1).unwrap().len(), 1);
+        // Off the queue (forwarded, given up): out of the line and the
+        // expiry index too.
+        let op = Op::Forwarded {
+            envelope_id: queued[0],
+            evidence: None,
+        };
+        store.write(op).await.unwrap();
+        let op = Op::Fail {
+            envelope_id: queued[2],
+            evidence: vec![],
+            to: EvidenceTo::Archive,
+        };
+        store.write(op).await.unwrap();
+        assert_eq!(
+            ids(&store.queue_line(&hop, 10).unwrap()),
+            [queued[1], queued[3], queued[4]]
+        );
+        assert_eq!(store.queue_lines().unwrap(), [(hop.clone(), 3)]);
+        assert_eq!(store.queue_expiring(at.plus_s(3601), 10).unwrap().len(), 1);
+        // Reopened: the places go on after the last one taken.
+        drop(store);
+        let store = open_store(&dir);
+        let newest = EnvelopeId::from_bytes([0; 16]);
+        accept(&store, newest, at).await;
+        assert_eq!(
+            ids(&store.queue_line(&hop, 10).unwrap()),
+            [queued[1], queued[3], queued[4], newest]
+        );
+        for id in [queued[1], queued[3], queued[4], newest] {
+            let op = Op::Forwarded {
+                envelope_id: id,
+                evidence: None,
+            };
+            store.write(op).await.unwrap();
+        }
+        assert!(
+            store.queue_lines().unwrap().is_empty(),
+            "an empty line is dropped"
+        );
+        assert!(
+            store
+                .queue_expiring(Timestamp(u64::MAX), 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queue_from_before_lines_is_numbered_in_order_of_acceptance_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir);
+        let hop: NodeId = "home.test".parse().unwrap();
+        let at = Timestamp(1_800_000_000);
+        let (late, early) = (
+            EnvelopeId::from_bytes([1; 16]),
+            EnvelopeId::from_bytes([2; 16]),
+        );
+        accept(&store, late, at.plus_s(5)).await;
+        accept(&store, early, at).await;
+        drop(store);
+        // As an earlier version left it: the queue, no lines.
+        {
+            let db = Database::create(dir.path().join("data").join("store.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(LINES).unwrap();
+            txn.delete_table(LINE_LENGTHS).unwrap();
+            txn.delete_table(EXPIRIES).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = open_store(&dir);
+        assert_eq!(store.queue_lines().unwrap(), [(hop.clone(), 2)]);
+        assert_eq!(ids(&store.queue_line(&hop, 10).unwrap()), [early, late]);
+        assert_eq!(
+            store.queue_expiring(at.plus_s(3600), 10).unwrap(),
+            [(early, hop)]
+        );
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct QueueRecord {
     pub last_error: Option<String>,
     #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
+    /// Its place in its next hop's line: the store numbers queued
+    /// envelopes in the order it takes them (records from before lines
+    /// were kept have none, and are numbered when the store opens).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One opening of a letter: who, when, under which mandate.

@@ -19,11 +19,88 @@ pub(super) struct Writer {
     pub(super) max_commit_batch: usize,
     pub(super) queue_len: Arc<AtomicU64>,
     pub(super) outbox_len: Arc<AtomicU64>,
+    /// The place the next queued envelope takes in its line.
+    pub(super) next_seq: u64,
     pub(super) metrics: Arc<Metrics>,
 }
 
+/// The place after the last one taken in any line.
+pub(super) fn next_seq(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    let (lengths, lines) = (txn.open_table(LINE_LENGTHS)?, txn.open_table(LINES)?);
+    let mut next = 0;
+    for item in lengths.iter()? {
+        let (hop, _) = item?;
+        let hop = hop.value();
+        if let Some(last) = lines.range((hop, 0u64)..=(hop, u64::MAX))?.next_back() {
+            next = next.max(last?.0.value().1 + 1);
+        }
+    }
+    Ok(next)
+}
+
+/// Numbers and indexes queued envelopes written before the store kept
+/// lines (a store from an earlier version), in the order they were
+/// accepted; does nothing when the lines are kept already.
+pub(super) fn index_unnumbered_queue(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut queue = txn.open_table(QUEUE)?;
+    if queue.is_empty()? || !txn.open_table(LINE_LENGTHS)?.is_empty()? {
+        return Ok(());
+    }
+    let mut unnumbered: Vec<([u8; 16], QueueRecord)> = Vec::new();
+    for item in queue.iter()? {
+        let (k, v) = item?;
+        unnumbered.push((k.value(), decode(v.value())?));
+    }
+    unnumbered.sort_by_key(|(id, r)| (r.accepted_at, *id));
+    let mut lines = Lines {
+        lines: txn.open_table(LINES)?,
+        lengths: txn.open_table(LINE_LENGTHS)?,
+        expiries: txn.open_table(EXPIRIES)?,
+    };
+    for (seq, (id, mut record)) in (0u64..).zip(unnumbered) {
+        record.seq = seq;
+        lines.add(&EnvelopeId::from_bytes(id), &record)?;
+        queue.insert(&id, encode(&record).as_slice())?;
+    }
+    Ok(())
+}
+
+/// The tables that say where queued envelopes wait (see the store's doc).
+pub(super) struct Lines<'t> {
+    lines: redb::Table<'t, (&'static str, u64), ([u8; 16], u64)>,
+    lengths: redb::Table<'t, &'static str, u64>,
+    expiries: redb::Table<'t, (u64, [u8; 16]), &'static str>,
+}
+
+impl Lines<'_> {
+    fn add(&mut self, id: &EnvelopeId, r: &QueueRecord) -> Result<(), StoreError> {
+        let hop = r.destination.as_str();
+        self.lines
+            .insert((hop, r.seq), (*id.as_bytes(), r.accepted_at.0))?;
+        self.expiries
+            .insert((r.expires_at.0, *id.as_bytes()), hop)?;
+        let length = self.lengths.get(hop)?.map_or(0, |v| v.value());
+        self.lengths.insert(hop, length + 1)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &EnvelopeId, r: &QueueRecord) -> Result<(), StoreError> {
+        let hop = r.destination.as_str();
+        self.lines.remove((hop, r.seq))?;
+        self.expiries.remove((r.expires_at.0, *id.as_bytes()))?;
+        let length = self.lengths.get(hop)?.map_or(0, |v| v.value());
+        if length <= 1 {
+            self.lengths.remove(hop)?;
+        } else {
+            self.lengths.insert(hop, length - 1)?;
+        }
+        Ok(())
+    }
+}
+
 impl Writer {
-    pub(super) fn run(self, mut rx: mpsc::Receiver<Job>) {
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < self.max_commit_batch {
@@ -39,6 +116,7 @@ impl Writer {
             );
             let mut queue_len = queue_before;
             let mut outbox_len = outbox_before;
+            let mut next_seq = self.next_seq;
             let (ops, replies): (Vec<Op>, Vec<_>) =
                 batch.into_iter().map(|j| (j.op, j.reply)).unzip();
             let count = ops.len();
@@ -52,6 +130,12 @@ impl Writer {
                         inbox: txn.open_table(INBOX)?,
                         outbox: txn.open_table(OUTBOX)?,
                         evidence: txn.open_table(EVIDENCE)?,
+                        lines: Lines {
+                            lines: txn.open_table(LINES)?,
+                            lengths: txn.open_table(LINE_LENGTHS)?,
+                            expiries: txn.open_table(EXPIRIES)?,
+                        },
+                        next_seq: &mut next_seq,
                         queue_len: &mut queue_len,
                         outbox_len: &mut outbox_len,
                         max_queue_len: self.max_queue_len,
@@ -69,6 +153,7 @@ impl Writer {
             self.metrics.commit_batch_size.observe(count as f64);
             match result {
                 Ok(outcomes) => {
+                    self.next_seq = next_seq;
                     self.queue_len.store(queue_len, Ordering::Relaxed);
                     self.outbox_len.store(outbox_len, Ordering::Relaxed);
                     self.metrics.outbox_depth.set(outbox_len as i64);
@@ -94,6 +179,8 @@ pub struct Tables<'t> {
     inbox: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
     outbox: redb::Table<'t, [u8; 16], &'static [u8]>,
     evidence: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
+    lines: Lines<'t>,
+    next_seq: &'t mut u64,
     queue_len: &'t mut u64,
     outbox_len: &'t mut u64,
     max_queue_len: u64,
@@ -172,11 +259,14 @@ impl Tables<'_> {
     }
 
     fn remove_queued(&mut self, id: &EnvelopeId) -> Result<bool, StoreError> {
-        let removed = self.queue.remove(id.as_bytes())?.is_some();
-        if removed {
-            *self.queue_len = self.queue_len.saturating_sub(1);
-        }
-        Ok(removed)
+        let Some(removed) = self.queue.remove(id.as_bytes())? else {
+            return Ok(false);
+        };
+        let record: QueueRecord = decode(removed.value())?;
+        drop(removed);
+        self.lines.remove(id, &record)?;
+        *self.queue_len = self.queue_len.saturating_sub(1);
+        Ok(true)
     }
 
     pub(super) fn apply(
@@ -201,7 +291,7 @@ impl Tables<'_> {
                     txn,
                     &envelope_id,
                     evidence.as_ref(),
-                    &placement,
+                    placement,
                     now,
                     evidence_to,
                 )?;
@@ -265,7 +355,7 @@ impl Tables<'_> {
         txn: &redb::WriteTransaction,
         envelope_id: &EnvelopeId,
         evidence: Option<&NewEvidence>,
-        placement: &Placement,
+        placement: Placement,
         now: Timestamp,
         evidence_to: Option<EvidenceTo>,
     ) -> Result<Outcome, StoreError> {
@@ -276,12 +366,15 @@ impl Tables<'_> {
             });
         }
         let state = match placement {
-            Placement::Queue(record) => {
+            Placement::Queue(mut record) => {
                 if *self.queue_len >= self.max_queue_len {
                     return Ok(Outcome::QueueFull);
                 }
+                record.seq = *self.next_seq;
+                *self.next_seq += 1;
+                self.lines.add(envelope_id, &record)?;
                 self.queue
-                    .insert(envelope_id.as_bytes(), encode(record).as_slice())?;
+                    .insert(envelope_id.as_bytes(), encode(&record).as_slice())?;
                 *self.queue_len += 1;
                 EnvelopeState::Queued
             }
@@ -297,8 +390,10 @@ impl Tables<'_> {
                     .get(inbox_id.as_bytes())?
                     .map(|v| v.value())
                     .unwrap_or(*inbox_id.as_bytes());
-                self.inbox
-                    .insert((target, *envelope_id.as_bytes()), encode(record).as_slice())?;
+                self.inbox.insert(
+                    (target, *envelope_id.as_bytes()),
+                    encode(&record).as_slice(),
+                )?;
                 txn.open_table(LETTERS)?
                     .insert(envelope_id.as_bytes(), message.as_slice())?;
                 EnvelopeState::Delivered
