@@ -258,7 +258,9 @@ impl Gateway {
             Outcome::QueueFull => Err(SubmitError::Unavailable(
                 "the forward queue is full; try again later".into(),
             )),
-            Outcome::Done => Err(SubmitError::Unavailable("unexpected store outcome".into())),
+            Outcome::Done | Outcome::Pruned { .. } => {
+                Err(SubmitError::Unavailable("unexpected store outcome".into()))
+            }
         }
     }
 

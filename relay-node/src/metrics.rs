@@ -43,6 +43,9 @@ pub struct Metrics {
     pub forward_store_failures: Counter,
     pub failed: Family<ReasonLabel, Counter>,
     pub evidence_sent: Counter,
+    /// Deliveries of a batch of evidence to the gateway that failed (the
+    /// outbox waits and tries again).
+    pub evidence_delivery_failures: Counter,
     pub evidence_stored: Counter,
     /// Signed letters read from the store (opening a letter, an attachment).
     pub letters_read: Counter,
@@ -81,6 +84,7 @@ impl Metrics {
             forward_store_failures: Counter::default(),
             failed: Family::default(),
             evidence_sent: Counter::default(),
+            evidence_delivery_failures: Counter::default(),
             evidence_stored: Counter::default(),
             letters_read: Counter::default(),
             queue_depth: Family::default(),
@@ -121,6 +125,8 @@ impl Metrics {
                 "Envelopes given up with RelayFailure evidence, by reason";
             evidence_sent => "evidence_sent",
                 "Evidence objects delivered to the gateway";
+            evidence_delivery_failures => "evidence_delivery_failures",
+                "Batches of evidence the gateway did not take; the outbox backs off as a whole and tries again";
             evidence_stored => "evidence_stored",
                 "Evidence objects stored (gateway role)";
             letters_read => "letters_read",

@@ -16,7 +16,7 @@ use crate::forwarder::Forwarder;
 use crate::metrics::Metrics;
 use crate::relay::{Outbox, RelayHandler, RelayQueue};
 use crate::server::Server;
-use crate::store::{Op, Store, StoreError};
+use crate::store::{Op, Outcome, Store, StoreError};
 
 /// Why a node could not start or act.
 #[derive(Debug, thiserror::Error)]
@@ -142,8 +142,17 @@ impl Node {
             }
             let retention = self.core.config.limits.dedup_retention_s;
             let before = self.core.clock.now().minus_s(retention);
-            if let Err(e) = self.store.write(Op::Prune { before }).await {
-                tracing::error!(error = %e, "pruning the dedup index failed");
+            // One batch per write, so that other writes go in between.
+            let mut from = (0, [0u8; 16]);
+            loop {
+                match self.store.write(Op::Prune { before, from }).await {
+                    Ok(Outcome::Pruned { next: Some(next) }) => from = next,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "pruning the dedup index failed");
+                        break;
+                    }
+                }
             }
         }
     }

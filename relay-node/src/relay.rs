@@ -3,7 +3,6 @@
 //! carries the node's evidence to the gateway. Protocol decisions come
 //! from `estafette_spec::relay`; durability from [`Store`].
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,159 +13,147 @@ use estafette_spec::{
     Digest, EnvelopeId, EvidenceEvent, EvidenceId, NodeId, ReasonCode, Timestamp,
 };
 use rand_core::{OsRng, RngCore};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::core::NodeCore;
 use crate::forwarder::{Acceptance, ForwardQueue, Forwarder, QueueWrite, Waiting};
 use crate::metrics::ReasonLabel;
 use crate::server::{Handled, RequestHandler, refused};
 use crate::store::{
-    EvidenceTo, InboxRecord, NewEvidence, Op, Outcome, Placement, QueueRecord, Store, StoreError,
+    EvidenceTo, InboxRecord, NewEvidence, Op, OutboxEntry, Outcome, Placement, QueueRecord, Store,
+    StoreError,
 };
 
-/// Most evidence ids waiting to be picked up by the outbox loop; senders
-/// wait beyond it.
-pub const OUTBOX_NOTES_CAPACITY: usize = 65_536;
+/// How long the outbox waits before reading its line again after the
+/// store failed to give it.
+const OUTBOX_STORE_RETRY: Duration = Duration::from_secs(1);
 
 fn jitter() -> f64 {
     (OsRng.next_u32() as f64) / (u32::MAX as f64 + 1.0)
 }
 
-/// The outbox: carries this node's evidence to the gateway, in batches,
-/// retrying with the node's backoff; each object leaves the durable outbox
-/// only once the gateway said it stored it.
+/// Why a batch of evidence did not reach the gateway.
+enum DeliveryFailure {
+    /// Not heard (no connection, no answer, no gateway): the batch stays at
+    /// the front and the outbox waits.
+    Unheard(String),
+    /// The gateway answered no: the batch goes to the back of the line so
+    /// that what it refuses does not hold up the rest.
+    Refused(String),
+}
+
+/// The outbox: carries this node's evidence to the gateway in batches from
+/// the front of the store's outbox line, one batch at a time. Each object
+/// leaves the durable outbox only once the gateway said it stored it. It
+/// holds nothing in memory but the batch in flight, and backs off as a
+/// whole while the gateway does not answer (one attempt per backoff step,
+/// however long the line).
 pub struct Outbox {
     core: Arc<NodeCore>,
     store: Arc<Store>,
-    notes: mpsc::Sender<(u64, EvidenceId)>,
+    added: Notify,
 }
 
 impl Outbox {
     /// Starts delivering what the store's outbox holds and what is added.
     pub fn start(core: Arc<NodeCore>, store: Arc<Store>) -> Result<Arc<Outbox>, StoreError> {
-        let (notes, rx) = mpsc::channel(OUTBOX_NOTES_CAPACITY);
-        let outbox = Arc::new(Outbox { core, store, notes });
-        let waiting = outbox.store.outbox_snapshot()?;
-        tokio::spawn(outbox.clone().run(rx));
-        let feeder = outbox.clone();
-        tokio::spawn(async move {
-            for (id, due, _) in waiting {
-                if feeder.notes.send((due, id)).await.is_err() {
-                    return;
-                }
-            }
+        let outbox = Arc::new(Outbox {
+            core,
+            store,
+            added: Notify::new(),
         });
+        tokio::spawn(outbox.clone().run());
         Ok(outbox)
     }
 
     /// New evidence is in the durable outbox: send it soon.
-    pub async fn added(&self, id: EvidenceId) {
-        let _ = self.notes.send((0, id)).await;
+    pub fn added(&self) {
+        self.added.notify_one();
     }
 
-    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<(u64, EvidenceId)>) {
-        let mut due: BTreeSet<(u64, EvidenceId)> = BTreeSet::new();
-        let mut attempts: HashMap<EvidenceId, u32> = HashMap::new();
+    async fn run(self: Arc<Self>) {
+        // Failed attempts in a row: the step of the backoff.
+        let mut failures: u32 = 0;
         loop {
-            let now = self.core.clock.now_ms();
-            let mut batch = Vec::new();
-            while let Some(&(at, id)) = due.first() {
-                if at > now || batch.len() >= MAX_EVIDENCE_PER_DELIVERY {
-                    break;
-                }
-                due.pop_first();
-                batch.push(id);
-            }
-            if !batch.is_empty() {
-                if let Err(error) = self.deliver(&batch).await {
-                    self.retry_later(batch, error, &mut due, &mut attempts)
-                        .await;
-                } else {
-                    for id in &batch {
-                        attempts.remove(id);
+            let wait = match self.store.outbox_front(MAX_EVIDENCE_PER_DELIVERY) {
+                Ok(batch) if batch.is_empty() => None,
+                Ok(batch) => match self.deliver(&batch).await {
+                    Ok(()) => {
+                        failures = 0;
+                        continue;
                     }
-                }
-                continue;
-            }
-            let sleep_ms = due
-                .first()
-                .map(|(at, _)| at.saturating_sub(now))
-                .unwrap_or(60_000);
-            tokio::select! {
-                item = rx.recv() => match item {
-                    Some((at, id)) => {
-                        due.insert((at, id));
-                        while let Ok((at, id)) = rx.try_recv() {
-                            due.insert((at, id));
-                        }
+                    Err(failure) => {
+                        let delay = self.core.config.retry.delay_ms(failures, jitter());
+                        failures = failures.saturating_add(1);
+                        self.failed(batch, failure).await;
+                        Some(Duration::from_millis(delay))
                     }
-                    None => return,
                 },
-                _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
-                _ = self.core.stopped.notified() => return,
+                Err(error) => {
+                    tracing::error!(error = %error, "reading the outbox failed; trying again");
+                    Some(OUTBOX_STORE_RETRY)
+                }
+            };
+            let stopped = self.core.stopped.notified();
+            match wait {
+                None => tokio::select! {
+                    _ = self.added.notified() => {}
+                    _ = stopped => return,
+                },
+                Some(wait) => tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopped => return,
+                },
             }
         }
     }
 
-    async fn retry_later(
-        &self,
-        batch: Vec<EvidenceId>,
-        error: String,
-        due: &mut BTreeSet<(u64, EvidenceId)>,
-        attempts: &mut HashMap<EvidenceId, u32>,
-    ) {
-        let n = batch
-            .iter()
-            .map(|id| attempts.get(id).copied().unwrap_or(0))
-            .max()
-            .unwrap_or(0);
-        let next = self.core.clock.now_ms() + self.core.config.retry.delay_ms(n, jitter());
-        for id in &batch {
-            attempts.insert(*id, n + 1);
-            due.insert((next, *id));
-        }
+    async fn failed(&self, batch: Vec<OutboxEntry>, failure: DeliveryFailure) {
+        self.core.metrics.evidence_delivery_failures.inc();
+        let (error, to_back) = match failure {
+            DeliveryFailure::Unheard(e) => (e, false),
+            DeliveryFailure::Refused(e) => (e, true),
+        };
         if let Some(held_back) = self.core.log_throttle.allow("evidence delivery") {
             tracing::warn!(error = %error, failures_since_last_line = held_back, "evidence cannot be delivered to the gateway; it waits in the outbox");
         }
-        let op = Op::OutboxRetry {
-            ids: batch,
-            next_attempt_ms: next,
-            last_error: error,
-        };
-        if let Err(e) = self.store.write(op).await {
-            tracing::error!(error = %e, "rescheduling evidence failed");
+        if to_back {
+            let entries = batch.into_iter().map(|e| (e.place, e.id)).collect();
+            if let Err(e) = self.store.write(Op::OutboxToBack { entries }).await {
+                tracing::error!(error = %e, "moving refused evidence to the back of the outbox failed");
+            }
         }
     }
 
-    async fn deliver(&self, ids: &[EvidenceId]) -> Result<(), String> {
-        let items = self.store.outbox_get(ids).map_err(|e| e.to_string())?;
-        if items.is_empty() {
-            return Ok(());
-        }
+    async fn deliver(&self, batch: &[OutboxEntry]) -> Result<(), DeliveryFailure> {
         let trust = self.core.trust();
-        let gateway = trust.gateway().ok_or("no gateway in the trust list")?;
+        let gateway = trust
+            .gateway()
+            .ok_or_else(|| DeliveryFailure::Unheard("no gateway in the trust list".into()))?;
         let request = Request::Evidence(
-            items
+            batch
                 .iter()
-                .map(|(_, b)| serde_bytes::ByteBuf::from(b.clone()))
+                .map(|e| serde_bytes::ByteBuf::from(e.evidence.clone()))
                 .collect(),
         );
         match self.core.peers.request_node(gateway, &request).await {
             Ok(Response::EvidenceStored(_)) => {
-                let ids: Vec<EvidenceId> = items.iter().map(|(id, _)| *id).collect();
-                let n = ids.len() as u64;
+                let entries: Vec<(u64, EvidenceId)> =
+                    batch.iter().map(|e| (e.place, e.id)).collect();
+                let n = entries.len() as u64;
                 self.store
-                    .write(Op::OutboxDone { ids })
+                    .write(Op::OutboxDone { entries })
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| DeliveryFailure::Unheard(e.to_string()))?;
                 self.core.metrics.evidence_sent.inc_by(n);
                 Ok(())
             }
-            Ok(Response::Refused { reason, detail }) => {
-                Err(format!("refused ({}): {detail}", reason.code()))
-            }
-            Ok(_) => Err("answer of the wrong kind".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(Response::Refused { reason, detail }) => Err(DeliveryFailure::Refused(format!(
+                "refused ({}): {detail}",
+                reason.code()
+            ))),
+            Ok(_) => Err(DeliveryFailure::Refused("answer of the wrong kind".into())),
+            Err(e) => Err(DeliveryFailure::Unheard(e.to_string())),
         }
     }
 }
@@ -223,7 +210,6 @@ impl ForwardQueue for RelayQueue {
 
     fn give_up(&self, id: EnvelopeId, evidence: Vec<NewEvidence>) -> QueueWrite<'_> {
         Box::pin(async move {
-            let ids: Vec<EvidenceId> = evidence.iter().map(|e| e.evidence_id).collect();
             self.store
                 .write(Op::Fail {
                     envelope_id: id,
@@ -231,9 +217,7 @@ impl ForwardQueue for RelayQueue {
                     to: EvidenceTo::Outbox,
                 })
                 .await?;
-            for id in ids {
-                self.outbox.added(id).await;
-            }
+            self.outbox.added();
             Ok(())
         })
     }
@@ -334,14 +318,8 @@ impl RelayHandler {
                 evidence_to: (!from_gateway).then_some(EvidenceTo::Outbox),
             })
             .await;
-        self.answer_offer(
-            outcome,
-            &header,
-            destination,
-            from_gateway,
-            (record.evidence_id, bytes),
-        )
-        .await
+        self.answer_offer(outcome, &header, destination, from_gateway, bytes)
+            .await
     }
     /// Where an accepted envelope goes: the queue for its next hop, or the inbox.
     fn placement(
@@ -386,7 +364,7 @@ impl RelayHandler {
         header: &estafette_spec::RoutingHeader,
         destination: Option<(NodeId, estafette_spec::Timestamp)>,
         from_gateway: bool,
-        (evidence_id, bytes): (estafette_spec::EvidenceId, Vec<u8>),
+        bytes: Vec<u8>,
     ) -> Response {
         match outcome {
             Ok(Outcome::Stored) => {
@@ -402,7 +380,7 @@ impl RelayHandler {
                     }
                 }
                 if !from_gateway {
-                    self.outbox.added(evidence_id).await;
+                    self.outbox.added();
                 }
                 Response::Accepted(serde_bytes::ByteBuf::from(bytes))
             }
@@ -414,7 +392,9 @@ impl RelayHandler {
                 ReasonCode::StorageFailure,
                 "forward queue is full; try again later",
             ),
-            Ok(Outcome::Done) => refused(ReasonCode::StorageFailure, "unexpected store outcome"),
+            Ok(Outcome::Done | Outcome::Pruned { .. }) => {
+                refused(ReasonCode::StorageFailure, "unexpected store outcome")
+            }
             Err(e) => {
                 tracing::error!(error = %e, "storing an accepted envelope failed");
                 refused(

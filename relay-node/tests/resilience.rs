@@ -361,3 +361,124 @@ async fn envelopes_expiring_behind_a_down_hop_are_given_up_at_expiry() {
     }
     gateway.shutdown().await;
 }
+
+/// The fewest milliseconds `failures` failed deliveries in a row can take
+/// under the test federation's retry policy (each wait at least half its
+/// step): the most failures that fit in a time is bounded by it.
+fn shortest_time_for(failures: u32) -> u64 {
+    let policy = estafette_spec::relay::RetryPolicy {
+        base_ms: 20,
+        cap_ms: 1_000,
+        horizon_s: 3_600,
+    };
+    (0..failures.saturating_sub(1))
+        .map(|step| policy.delay_ms(step, 0.0))
+        .sum()
+}
+
+/// The gateway is down while evidence piles up in the home node's outbox
+/// (more than two batches): the outbox backs off as a whole, one
+/// failed delivery per backoff step however long it is, keeps everything,
+/// and delivers all of it once the gateway is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_waits_in_the_outbox_while_the_gateway_is_down_and_all_of_it_arrives_after() {
+    use estafette_spec::relay::MAX_EVIDENCE_PER_DELIVERY;
+    let n = 2 * MAX_EVIDENCE_PER_DELIVERY + 100;
+    let fed = TestFederation::new(
+        &[
+            ("relay-a.test", NodeKind::Transit),
+            ("home.test", NodeKind::Home),
+        ],
+        &["relay-a.test", "home.test"],
+    );
+    let mut a = start(fed.relay("relay-a.test"));
+    let mut home = start(fed.relay("home.test"));
+    home.kill();
+    let gateway = fed.start_gateway().await;
+    let sent = submit_all(&fed, &gateway, n).await;
+    // Once A holds them all, the gateway goes, and then the home node comes.
+    let a_node = fed.relay("relay-a.test");
+    let queued_at_a = || {
+        metric(
+            a_node,
+            "estafette_relay_queue_depth{destination=\"home.test\"}",
+        )
+    };
+    wait_until("all letters queued at A", Duration::from_secs(60), || {
+        queued_at_a() == n as f64
+    })
+    .await;
+    gateway.shutdown().await;
+    drop(gateway);
+    let gateway_down = std::time::Instant::now();
+    home = start(fed.relay("home.test"));
+    let home_node = fed.relay("home.test");
+    let began = std::time::Instant::now();
+    loop {
+        let seen = [
+            queued_at_a(),
+            metric(home_node, "estafette_relay_outbox_depth"),
+            metric(
+                home_node,
+                "estafette_relay_evidence_delivery_failures_total",
+            ),
+        ];
+        if seen[0] == 0.0 && seen[1] == n as f64 && seen[2] >= 6.0 {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "A's queue, home's outbox and home's failed deliveries: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A's acceptances went back to the gateway in its answers: A's outbox
+    // stays empty; home's holds one record per letter.
+    assert_eq!(metric(a_node, "estafette_relay_outbox_depth"), 0.0);
+    let failures = metric(
+        home_node,
+        "estafette_relay_evidence_delivery_failures_total",
+    ) as u32;
+    let down_ms = gateway_down.elapsed().as_millis() as u64;
+    println!("home: {failures} failed deliveries in {down_ms} ms");
+    assert!(
+        shortest_time_for(failures) <= down_ms,
+        "home: {failures} failed deliveries in {down_ms} ms: more than one per backoff step"
+    );
+
+    // The gateway is back (its store as it left it): everything arrives.
+    wait_until("the gateway's store free", Duration::from_secs(30), || {
+        redb::Database::open(fed.gateway.config.db_path()).is_ok()
+            && std::net::UdpSocket::bind(fed.gateway.config.listen).is_ok()
+    })
+    .await;
+    let gateway = fed.start_gateway().await;
+    let began = std::time::Instant::now();
+    loop {
+        let stored = gateway.store().evidence_all().map(|e| e.len()).unwrap_or(0);
+        // A's acceptance (in its answer) and home's, for each letter.
+        if stored >= 2 * n {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "evidence at the gateway: {stored}, home's outbox {}, failures {}",
+            metric(home_node, "estafette_relay_outbox_depth"),
+            metric(
+                home_node,
+                "estafette_relay_evidence_delivery_failures_total"
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_until("both outboxes empty", Duration::from_secs(30), || {
+        metric(a_node, "estafette_relay_outbox_depth") == 0.0
+            && metric(home_node, "estafette_relay_outbox_depth") == 0.0
+    })
+    .await;
+    for p in [&mut a, &mut home] {
+        assert!(p.terminate().success());
+    }
+    assert_each_delivered_once(&fed, &sent);
+    gateway.shutdown().await;
+}

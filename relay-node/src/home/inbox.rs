@@ -59,7 +59,7 @@ pub async fn open_letter(
             access,
         })
         .await?;
-    node.outbox().added(handover.evidence_id).await;
+    node.outbox().added();
     record.opened_at = Some(record.opened_at.unwrap_or(now));
     Ok((record, message))
 }

@@ -13,7 +13,11 @@
 //!   `expiries`: (expires at, envelope id) → next hop, for giving up what
 //!   expired without reading the queue.
 //! - `inbox`: (inbox id, envelope id) → a letter (home role).
-//! - `outbox`: evidence id → evidence waiting to be delivered to the gateway.
+//! - `outbox`: evidence id → evidence waiting to be delivered to the
+//!   gateway; `outbox_line`: place → evidence id, the order it goes out
+//!   in, read a batch at a time from the front.
+//! - `dedup_by_time`: (accepted at, envelope id), so that pruning reads
+//!   only what is old enough to forget.
 //! - `evidence`: (message id, evidence id) → evidence (gateway role: where
 //!   all evidence ends up).
 //!
@@ -53,6 +57,10 @@ const ACCESS_LOG: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new
 /// Inboxes merged into another (a person linked two identities): from → into.
 const INBOX_ALIAS: TableDefinition<[u8; 16], [u8; 16]> = TableDefinition::new("inbox_alias");
 const OUTBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("outbox");
+/// The outbox's line: place → evidence id.
+const OUTBOX_LINE: TableDefinition<u64, [u8; 16]> = TableDefinition::new("outbox_line");
+/// Dedup entries by the time they were accepted: (seconds, envelope id).
+const DEDUP_BY_TIME: TableDefinition<(u64, [u8; 16]), ()> = TableDefinition::new("dedup_by_time");
 /// Each next hop's line: (next hop, place) → (envelope id, accepted at in
 /// seconds).
 const LINES: TableDefinition<(&str, u64), ([u8; 16], u64)> = TableDefinition::new("lines");
@@ -233,14 +241,19 @@ impl Store {
             txn.open_table(INBOX)?;
             txn.open_table(LETTERS)?;
             txn.open_table(OUTBOX)?;
+            txn.open_table(OUTBOX_LINE)?;
+            txn.open_table(DEDUP_BY_TIME)?;
             txn.open_table(EVIDENCE)?;
             txn.open_table(LINES)?;
             txn.open_table(LINE_LENGTHS)?;
             txn.open_table(EXPIRIES)?;
             writer::index_unnumbered_queue(&txn)?;
+            writer::line_up_outbox(&txn)?;
+            writer::index_dedup_by_time(&txn)?;
             txn.commit()?;
         }
         let next_seq = writer::next_seq(&db)?;
+        let next_outbox_seq = writer::next_outbox_seq(&db)?;
         let (queue_len, outbox_len) = {
             let txn = db.begin_read()?;
             (
@@ -258,6 +271,7 @@ impl Store {
             queue_len: queue_len.clone(),
             outbox_len: outbox_len.clone(),
             next_seq,
+            next_outbox_seq,
             metrics: metrics.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -381,33 +395,29 @@ impl Store {
             .transpose()
     }
 
-    /// Every outbox entry: id, next attempt, attempts.
-    pub fn outbox_snapshot(&self) -> Result<Vec<(EvidenceId, u64, u32)>, StoreError> {
+    /// The first `limit` entries of the outbox's line, in the order they
+    /// go out: place, evidence id and the evidence.
+    pub fn outbox_front(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(OUTBOX)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let record: OutboxRecord = decode(v.value())?;
-            out.push((
-                EvidenceId::from_bytes(k.value()),
-                record.next_attempt_ms,
-                record.attempts,
-            ));
-        }
-        Ok(out)
-    }
-
-    /// The evidence bytes of these outbox entries (missing ones are skipped).
-    pub fn outbox_get(&self, ids: &[EvidenceId]) -> Result<Vec<(EvidenceId, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(OUTBOX)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(v) = table.get(id.as_bytes())? {
-                let record: OutboxRecord = decode(v.value())?;
-                out.push((*id, record.evidence));
-            }
+        let (line, outbox) = (txn.open_table(OUTBOX_LINE)?, txn.open_table(OUTBOX)?);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in line.iter()?.take(limit) {
+            let (place, id) = item?;
+            let id = EvidenceId::from_bytes(id.value());
+            let record: OutboxRecord = match outbox.get(id.as_bytes())? {
+                Some(v) => decode(v.value())?,
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "outbox line place {} names evidence that is not in the outbox",
+                        place.value()
+                    )));
+                }
+            };
+            out.push(OutboxEntry {
+                place: place.value(),
+                id,
+                evidence: record.evidence,
+            });
         }
         Ok(out)
     }
@@ -687,6 +697,176 @@ mod tests {
         );
     }
 
+    fn evidence(n: u8) -> NewEvidence {
+        NewEvidence {
+            evidence_id: EvidenceId::from_bytes([n; 16]),
+            message_id: None,
+            bytes: vec![n; 8],
+        }
+    }
+
+    /// Gives up envelope `n` (queued for it), its failure evidence to the outbox.
+    async fn to_outbox(store: &Store, n: u8, at: Timestamp) {
+        let envelope_id = EnvelopeId::from_bytes([n; 16]);
+        accept(store, envelope_id, at).await;
+        let op = Op::Fail {
+            envelope_id,
+            evidence: vec![evidence(n)],
+            to: EvidenceTo::Outbox,
+        };
+        store.write(op).await.unwrap();
+    }
+
+    fn front(store: &Store) -> Vec<u8> {
+        let front = store.outbox_front(10).unwrap();
+        for entry in &front {
+            assert_eq!(entry.evidence, vec![entry.id.as_bytes()[0]; 8]);
+        }
+        front.iter().map(|e| e.id.as_bytes()[0]).collect()
+    }
+
+    fn places(store: &Store, n: usize) -> Vec<(u64, EvidenceId)> {
+        let front = store.outbox_front(n).unwrap();
+        front.into_iter().map(|e| (e.place, e.id)).collect()
+    }
+
+    #[tokio::test]
+    async fn the_outbox_goes_out_in_order_refused_evidence_goes_to_the_back_and_a_restart_keeps_both()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir);
+        let at = Timestamp(1_800_000_000);
+        for n in 1..=3 {
+            to_outbox(&store, n, at).await;
+        }
+        assert_eq!(front(&store), [1, 2, 3]);
+        assert_eq!(store.outbox_front(2).unwrap().len(), 2, "the limit holds");
+        let first = places(&store, 1);
+        store
+            .write(Op::OutboxToBack { entries: first })
+            .await
+            .unwrap();
+        assert_eq!(front(&store), [2, 3, 1]);
+        assert_eq!(store.outbox_len(), 3, "moving is not adding");
+        let delivered = places(&store, 1);
+        store
+            .write(Op::OutboxDone { entries: delivered })
+            .await
+            .unwrap();
+        assert_eq!((front(&store), store.outbox_len()), (vec![3, 1], 2));
+        drop(store);
+
+        let store = open_store(&dir);
+        assert_eq!(store.outbox_len(), 2);
+        to_outbox(&store, 4, at).await;
+        assert_eq!(front(&store), [3, 1, 4], "new evidence after what waited");
+    }
+
+    #[tokio::test]
+    async fn an_outbox_from_before_its_line_is_lined_up_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("store.redb");
+        drop(open_store(&dir));
+        // As an earlier version left it: records with attempt counts, no line.
+        #[derive(Serialize)]
+        struct EarlierOutboxRecord {
+            attempts: u32,
+            next_attempt_ms: u64,
+            last_error: Option<String>,
+            #[serde(with = "serde_bytes")]
+            evidence: Vec<u8>,
+        }
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(OUTBOX_LINE).unwrap();
+            {
+                let mut outbox = txn.open_table(OUTBOX).unwrap();
+                for n in [7u8, 5] {
+                    let record = EarlierOutboxRecord {
+                        attempts: 3,
+                        next_attempt_ms: 99,
+                        last_error: Some("gateway down".into()),
+                        evidence: vec![n; 8],
+                    };
+                    outbox.insert(&[n; 16], encode(&record).as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = open_store(&dir);
+        assert_eq!(store.outbox_len(), 2);
+        assert_eq!(front(&store), [5, 7]);
+        to_outbox(&store, 9, Timestamp(1_800_000_000)).await;
+        assert_eq!(front(&store), [5, 7, 9]);
+    }
+
+    #[tokio::test]
+    async fn pruning_goes_a_batch_at_a_time_and_a_queued_envelope_does_not_stop_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("store.redb");
+        let store =
+            Arc::new(Store::open(&path, 1_000_000, 4096, Arc::new(Metrics::new())).unwrap());
+        let at = Timestamp(1_800_000_000);
+        let count = PRUNE_BATCH + 2;
+        let id = |i: usize| {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            EnvelopeId::from_bytes(bytes)
+        };
+        // Every envelope accepted and forwarded, but for the first, which
+        // still waits in the queue (the first the index meets).
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..count {
+            let store = store.clone();
+            writes.spawn(async move {
+                accept(&store, id(i), at).await;
+                if i > 0 {
+                    let op = Op::Forwarded {
+                        envelope_id: id(i),
+                        evidence: None,
+                    };
+                    store.write(op).await.unwrap();
+                }
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.unwrap();
+        }
+        let known = |store: &Store| {
+            (0..count)
+                .filter(|&i| store.dedup_get(&id(i)).unwrap().is_some())
+                .count()
+        };
+        let before = at.plus_s(1);
+        let from = (0, [0u8; 16]);
+        let Outcome::Pruned { next: Some(next) } =
+            store.write(Op::Prune { before, from }).await.unwrap()
+        else {
+            panic!("more than one batch is old enough: the first round says where to go on");
+        };
+        assert_eq!(
+            known(&store),
+            count - PRUNE_BATCH + 1,
+            "one batch forgotten, the queued one kept"
+        );
+        assert_eq!(
+            store.write(Op::Prune { before, from: next }).await.unwrap(),
+            Outcome::Pruned { next: None }
+        );
+        assert_eq!(known(&store), 1);
+        assert!(
+            store.dedup_get(&id(0)).unwrap().is_some(),
+            "still queued, still known"
+        );
+        // A later round starts again and finds only the queued one.
+        assert_eq!(
+            store.write(Op::Prune { before, from }).await.unwrap(),
+            Outcome::Pruned { next: None }
+        );
+        assert_eq!(known(&store), 1);
+    }
+
     #[test]
     fn private_data_is_kept_private_and_open_permissions_are_refused() {
         use std::os::unix::fs::PermissionsExt;
@@ -736,12 +916,14 @@ mod tests {
         store.write(op).await.unwrap();
 
         // Too young: both stay.
-        store.write(Op::Prune { before: at }).await.unwrap();
+        let from = (0, [0u8; 16]);
+        store.write(Op::Prune { before: at, from }).await.unwrap();
         assert!(store.dedup_get(&forwarded).unwrap().is_some());
         // Old enough: the forwarded one goes, the queued one stays.
         store
             .write(Op::Prune {
                 before: at.plus_s(1),
+                from,
             })
             .await
             .unwrap();

@@ -101,10 +101,17 @@ impl InboxRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboxRecord {
-    pub attempts: u32,
-    pub next_attempt_ms: u64,
-    pub last_error: Option<String>,
+    /// Written once; records from before the outbox line also carry
+    /// attempt counts, which are ignored (the outbox backs off as a whole).
     #[serde(with = "serde_bytes")]
+    pub evidence: Vec<u8>,
+}
+
+/// One evidence object at its place in the outbox's line.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub place: u64,
+    pub id: EvidenceId,
     pub evidence: Vec<u8>,
 }
 
@@ -177,14 +184,12 @@ pub enum Op {
         evidence: Vec<NewEvidence>,
         to: EvidenceTo,
     },
-    /// Evidence objects the gateway stored: out of the outbox.
-    OutboxDone { ids: Vec<EvidenceId> },
-    /// Evidence delivery failed: try again later.
-    OutboxRetry {
-        ids: Vec<EvidenceId>,
-        next_attempt_ms: u64,
-        last_error: String,
-    },
+    /// Evidence objects the gateway stored: out of the outbox (each by its
+    /// place in the outbox's line and its id).
+    OutboxDone { entries: Vec<(u64, EvidenceId)> },
+    /// The gateway refused these: to the end of the outbox's line, so that
+    /// what it refuses does not hold up the rest.
+    OutboxToBack { entries: Vec<(u64, EvidenceId)> },
     /// Keep evidence in the evidence table (evidence delivered by nodes).
     StoreEvidence { evidence: Vec<NewEvidence> },
     /// A letter was opened: record it with its ContentHandover evidence,
@@ -196,8 +201,11 @@ pub enum Op {
         evidence: NewEvidence,
         access: AccessEntry,
     },
-    /// Forget dedup entries of envelopes no longer queued and older than `before`.
-    Prune { before: Timestamp },
+    /// Forget dedup entries of envelopes no longer queued and older than
+    /// `before`: at most [`PRUNE_BATCH`] of them, from `from` on (where the
+    /// last round's [`Outcome::Pruned`] said to go on; `(0, [0; 16])` to
+    /// start).
+    Prune { before: Timestamp, from: DedupPlace },
 }
 
 impl std::fmt::Debug for Op {
@@ -209,7 +217,7 @@ impl std::fmt::Debug for Op {
             Op::Reschedule { .. } => "Reschedule",
             Op::Fail { .. } => "Fail",
             Op::OutboxDone { .. } => "OutboxDone",
-            Op::OutboxRetry { .. } => "OutboxRetry",
+            Op::OutboxToBack { .. } => "OutboxToBack",
             Op::StoreEvidence { .. } => "StoreEvidence",
             Op::MarkOpened { .. } => "MarkOpened",
             Op::Prune { .. } => "Prune",
@@ -217,6 +225,13 @@ impl std::fmt::Debug for Op {
         f.write_str(name)
     }
 }
+
+/// Where a dedup entry sits in the index by time: (accepted at, envelope id).
+pub type DedupPlace = (u64, [u8; 16]);
+
+/// Most dedup entries one [`Op::Prune`] looks at, so that pruning a large
+/// store never holds the writer long.
+pub const PRUNE_BATCH: usize = 10_000;
 
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,4 +244,7 @@ pub enum Outcome {
     QueueFull,
     /// Done (or nothing to do).
     Done,
+    /// Pruned one batch; `next` is where the next batch starts, if any is
+    /// left before the cut-off.
+    Pruned { next: Option<DedupPlace> },
 }

@@ -21,6 +21,8 @@ pub(super) struct Writer {
     pub(super) outbox_len: Arc<AtomicU64>,
     /// The place the next queued envelope takes in its line.
     pub(super) next_seq: u64,
+    /// The place the next evidence object takes in the outbox's line.
+    pub(super) next_outbox_seq: u64,
     pub(super) metrics: Arc<Metrics>,
 }
 
@@ -37,6 +39,46 @@ pub(super) fn next_seq(db: &Database) -> Result<u64, StoreError> {
         }
     }
     Ok(next)
+}
+
+/// The place after the last one taken in the outbox's line.
+pub(super) fn next_outbox_seq(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    let line = txn.open_table(OUTBOX_LINE)?;
+    Ok(match line.last()? {
+        Some((place, _)) => place.value() + 1,
+        None => 0,
+    })
+}
+
+/// Puts evidence written to the outbox before it kept a line (a store from
+/// an earlier version) into the line; does nothing when the line is kept.
+pub(super) fn line_up_outbox(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let outbox = txn.open_table(OUTBOX)?;
+    let mut line = txn.open_table(OUTBOX_LINE)?;
+    if outbox.is_empty()? || !line.is_empty()? {
+        return Ok(());
+    }
+    for (place, item) in (0u64..).zip(outbox.iter()?) {
+        line.insert(place, item?.0.value())?;
+    }
+    Ok(())
+}
+
+/// Indexes dedup entries written before the store kept them by time (a
+/// store from an earlier version); does nothing when the index is kept.
+pub(super) fn index_dedup_by_time(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let dedup = txn.open_table(DEDUP)?;
+    let mut by_time = txn.open_table(DEDUP_BY_TIME)?;
+    if dedup.is_empty()? || !by_time.is_empty()? {
+        return Ok(());
+    }
+    for item in dedup.iter()? {
+        let (k, v) = item?;
+        let record: DedupRecord = decode(v.value())?;
+        by_time.insert((record.accepted_at.0, k.value()), ())?;
+    }
+    Ok(())
 }
 
 /// Numbers and indexes queued envelopes written before the store kept
@@ -117,6 +159,7 @@ impl Writer {
             let mut queue_len = queue_before;
             let mut outbox_len = outbox_before;
             let mut next_seq = self.next_seq;
+            let mut next_outbox_seq = self.next_outbox_seq;
             let (ops, replies): (Vec<Op>, Vec<_>) =
                 batch.into_iter().map(|j| (j.op, j.reply)).unzip();
             let count = ops.len();
@@ -129,6 +172,8 @@ impl Writer {
                         queue: txn.open_table(QUEUE)?,
                         inbox: txn.open_table(INBOX)?,
                         outbox: txn.open_table(OUTBOX)?,
+                        outbox_line: txn.open_table(OUTBOX_LINE)?,
+                        dedup_by_time: txn.open_table(DEDUP_BY_TIME)?,
                         evidence: txn.open_table(EVIDENCE)?,
                         lines: Lines {
                             lines: txn.open_table(LINES)?,
@@ -136,6 +181,7 @@ impl Writer {
                             expiries: txn.open_table(EXPIRIES)?,
                         },
                         next_seq: &mut next_seq,
+                        next_outbox_seq: &mut next_outbox_seq,
                         queue_len: &mut queue_len,
                         outbox_len: &mut outbox_len,
                         max_queue_len: self.max_queue_len,
@@ -154,6 +200,7 @@ impl Writer {
             match result {
                 Ok(outcomes) => {
                     self.next_seq = next_seq;
+                    self.next_outbox_seq = next_outbox_seq;
                     self.queue_len.store(queue_len, Ordering::Relaxed);
                     self.outbox_len.store(outbox_len, Ordering::Relaxed);
                     self.metrics.outbox_depth.set(outbox_len as i64);
@@ -178,9 +225,12 @@ pub struct Tables<'t> {
     queue: redb::Table<'t, [u8; 16], &'static [u8]>,
     inbox: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
     outbox: redb::Table<'t, [u8; 16], &'static [u8]>,
+    outbox_line: redb::Table<'t, u64, [u8; 16]>,
+    dedup_by_time: redb::Table<'t, (u64, [u8; 16]), ()>,
     evidence: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
     lines: Lines<'t>,
     next_seq: &'t mut u64,
+    next_outbox_seq: &'t mut u64,
     queue_len: &'t mut u64,
     outbox_len: &'t mut u64,
     max_queue_len: u64,
@@ -233,9 +283,6 @@ impl Tables<'_> {
             EvidenceTo::Archive => self.archive(e),
             EvidenceTo::Outbox => {
                 let record = OutboxRecord {
-                    attempts: 0,
-                    next_attempt_ms: 0,
-                    last_error: None,
                     evidence: e.bytes.clone(),
                 };
                 if self
@@ -243,6 +290,9 @@ impl Tables<'_> {
                     .insert(e.evidence_id.as_bytes(), encode(&record).as_slice())?
                     .is_none()
                 {
+                    self.outbox_line
+                        .insert(*self.next_outbox_seq, e.evidence_id.as_bytes())?;
+                    *self.next_outbox_seq += 1;
                     *self.outbox_len += 1;
                 }
                 Ok(())
@@ -321,12 +371,8 @@ impl Tables<'_> {
                 evidence,
                 to,
             } => self.off_the_queue(&envelope_id, &evidence, to),
-            Op::OutboxDone { ids } => self.outbox_done(&ids),
-            Op::OutboxRetry {
-                ids,
-                next_attempt_ms,
-                last_error,
-            } => self.outbox_retry(&ids, next_attempt_ms, &last_error),
+            Op::OutboxDone { entries } => self.outbox_done(&entries),
+            Op::OutboxToBack { entries } => self.outbox_to_back(&entries),
             Op::StoreEvidence { evidence } => {
                 for e in &evidence {
                     self.archive(e)?;
@@ -346,7 +392,7 @@ impl Tables<'_> {
                 &evidence,
                 &access,
             ),
-            Op::Prune { before } => self.prune(before),
+            Op::Prune { before, from } => self.prune(before, from),
         }
     }
 
@@ -406,6 +452,8 @@ impl Tables<'_> {
         };
         self.dedup
             .insert(envelope_id.as_bytes(), encode(&dedup).as_slice())?;
+        self.dedup_by_time
+            .insert((now.0, *envelope_id.as_bytes()), ())?;
         if let (Some(evidence), Some(to)) = (evidence, evidence_to) {
             self.keep(evidence, to)?;
         }
@@ -447,31 +495,23 @@ impl Tables<'_> {
         Ok(Outcome::Done)
     }
 
-    fn outbox_done(&mut self, ids: &[EvidenceId]) -> Result<Outcome, StoreError> {
-        for id in ids {
+    fn outbox_done(&mut self, entries: &[(u64, EvidenceId)]) -> Result<Outcome, StoreError> {
+        for (place, id) in entries {
             if self.outbox.remove(id.as_bytes())?.is_some() {
                 *self.outbox_len = self.outbox_len.saturating_sub(1);
             }
+            self.outbox_line.remove(place)?;
         }
         Ok(Outcome::Done)
     }
 
-    fn outbox_retry(
-        &mut self,
-        ids: &[EvidenceId],
-        next_attempt_ms: u64,
-        last_error: &str,
-    ) -> Result<Outcome, StoreError> {
-        for id in ids {
-            let mut record: OutboxRecord = match self.outbox.get(id.as_bytes())? {
-                Some(v) => decode(v.value())?,
-                None => continue,
-            };
-            record.attempts += 1;
-            record.next_attempt_ms = next_attempt_ms;
-            record.last_error = Some(last_error.to_owned());
-            self.outbox
-                .insert(id.as_bytes(), encode(&record).as_slice())?;
+    fn outbox_to_back(&mut self, entries: &[(u64, EvidenceId)]) -> Result<Outcome, StoreError> {
+        for (place, id) in entries {
+            if self.outbox_line.remove(place)?.is_some() {
+                self.outbox_line
+                    .insert(*self.next_outbox_seq, id.as_bytes())?;
+                *self.next_outbox_seq += 1;
+            }
         }
         Ok(Outcome::Done)
     }
@@ -509,18 +549,25 @@ impl Tables<'_> {
 
     /// Forgets dedup entries older than `before`, except those still
     /// queued (a retried offer must still find them).
-    fn prune(&mut self, before: Timestamp) -> Result<Outcome, StoreError> {
-        let mut stale = Vec::new();
-        for item in self.dedup.iter()? {
-            let (k, v) = item?;
-            let r: DedupRecord = decode(v.value())?;
-            if r.accepted_at < before && self.queue.get(k.value())?.is_none() {
-                stale.push(k.value());
+    fn prune(&mut self, before: Timestamp, from: DedupPlace) -> Result<Outcome, StoreError> {
+        let mut examined = Vec::new();
+        for item in self
+            .dedup_by_time
+            .range(from..(before.0, [0u8; 16]))?
+            .take(PRUNE_BATCH + 1)
+        {
+            examined.push(item?.0.value());
+        }
+        let next = (examined.len() > PRUNE_BATCH).then(|| examined[PRUNE_BATCH]);
+        examined.truncate(PRUNE_BATCH);
+        for place in examined {
+            // Still queued: remembered until it leaves the queue (a later
+            // round finds it again).
+            if self.queue.get(place.1)?.is_none() {
+                self.dedup.remove(place.1)?;
+                self.dedup_by_time.remove(place)?;
             }
         }
-        for k in stale {
-            self.dedup.remove(k)?;
-        }
-        Ok(Outcome::Done)
+        Ok(Outcome::Pruned { next })
     }
 }
