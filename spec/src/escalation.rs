@@ -143,6 +143,43 @@ pub fn next_step(
     None
 }
 
+/// When [`next_step`] first has a step for this letter, if nothing new is
+/// learnt (no evidence, no change of the person's channel): the monitor
+/// keeps followed letters in an index by this time and looks only at those
+/// due, instead of at every letter it follows. `Timestamp(0)`: due now.
+///
+/// Exact, not a bound: `next_step(progress, channel_working, now)` is
+/// `Some` exactly when `now >= due_at(..)`, because each of its conditions
+/// is "now has reached a time" (tested below).
+pub fn due_at(
+    progress: &LetterProgress,
+    channel_working: bool,
+    policy: &EscalationPolicy,
+) -> Option<Timestamp> {
+    const NOW: Timestamp = Timestamp(0);
+    if progress.opened || progress.on_paper {
+        return None;
+    }
+    if progress.failed {
+        return Some(NOW);
+    }
+    // `now + cycle_s >= due`, as next_step asks, saturating as plus_s does.
+    let paper = paper_due(progress, policy).0.minus_s(policy.cycle_s);
+    let Some(consigned_at) = progress.consigned_at else {
+        return Some(paper);
+    };
+    let step = if progress.notify_failed || !channel_working {
+        NOW
+    } else if !progress.notified {
+        progress.next_notify_at
+    } else if !progress.reminded {
+        consigned_at.plus_s(policy.reminder_after_s)
+    } else {
+        paper
+    };
+    Some(step.min(paper))
+}
+
 /// What the gateway knows of a person's use of the inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +276,47 @@ mod tests {
             next_step(&l, true, due, &p),
             Some(Step::Paper(ReasonCode::DeadlineApproaching))
         );
+    }
+
+    proptest::proptest! {
+        /// The monitor may skip a letter until its due time: before it,
+        /// next_step has nothing; from it on, next_step has a step.
+        #[test]
+        fn due_at_is_exactly_when_next_step_has_a_step(
+            submitted in 0u64..4_000_000_000,
+            consigned in proptest::option::of(0u64..2_000_000),
+            deadline in proptest::option::of(0u64..4_000_000_000),
+            flags in 0u8..=255,
+            next_notify in 0u64..3_000_000,
+            working: bool,
+            offsets in proptest::collection::vec(0u64..4_000_000, 1..8),
+        ) {
+            let p = EscalationPolicy::default();
+            let bit = |i: u8| flags & (1 << i) != 0;
+            let start = Timestamp(submitted);
+            let l = LetterProgress {
+                submitted_at: start,
+                consigned_at: consigned.map(|c| start.plus_s(c)),
+                deadline: deadline.map(Timestamp),
+                opened: bit(0) && bit(1),
+                failed: bit(2) && bit(3),
+                notified: bit(4),
+                notify_failed: bit(5) && bit(6),
+                notify_attempts: 0,
+                next_notify_at: start.plus_s(next_notify),
+                reminded: bit(7) && bit(4),
+                on_paper: bit(1) && bit(3),
+            };
+            let due = due_at(&l, working, &p);
+            let mut times: Vec<Timestamp> = offsets.iter().map(|o| start.plus_s(*o)).collect();
+            if let Some(d) = due {
+                times.extend([d, d.minus_s(1), d.plus_s(1)]);
+            }
+            for t in times {
+                let has_step = next_step(&l, working, t, &p).is_some();
+                proptest::prop_assert_eq!(has_step, due.is_some_and(|d| t >= d), "at {:?}, due {:?}", t, due);
+            }
+        }
     }
 
     #[test]
