@@ -62,6 +62,35 @@ pub fn free_tcp() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// The `estafette-relay` executable next to the running one: the load
+/// tools and benches run from one target directory.
+pub fn relay_binary() -> anyhow::Result<PathBuf> {
+    let binary = std::env::current_exe()?
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no directory for this executable"))?
+        .join("estafette-relay");
+    if !binary.exists() {
+        anyhow::bail!(
+            "{} not found: build it first (cargo build --release -p estafette-relay)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// A process's resident memory (VmRSS, KiB) from Linux's /proc; `None` elsewhere.
+pub fn resident_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Waits for `condition` with a bounded timeout, polling.
 pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -202,16 +202,7 @@ async fn start_gateways(
 }
 
 async fn start_rig(args: &Args) -> Result<Rig> {
-    let relay_binary = std::env::current_exe()?
-        .parent()
-        .context("no directory")?
-        .join("estafette-relay");
-    if !relay_binary.exists() {
-        bail!(
-            "{} not found: cargo build --release -p estafette-relay",
-            relay_binary.display()
-        );
-    }
+    let relay_binary = estafette_relay::testkit::relay_binary()?;
     if args.gateways == 0 || (args.gateways > 1 && args.store != StoreChoice::Postgres) {
         bail!("--gateways must be 1, or more with --store postgres");
     }

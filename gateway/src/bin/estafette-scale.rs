@@ -18,7 +18,6 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use estafette_pki::NodeKind;
 use estafette_relay::config::Limits;
-use estafette_relay::testkit::{RelayProcess, TestFederation, random_inbox};
+use estafette_relay::testkit::{
+    RelayProcess, TestFederation, random_inbox, relay_binary, resident_kib,
+};
 use estafette_relay::transport::{Peers, TlsMaterial, endpoint};
 use estafette_spec::relay::{Offer, Request, Response};
 use estafette_spec::{Evidence, InboxId, MessageId, NodeId};
@@ -80,20 +81,6 @@ async fn main() -> Result<()> {
     }
 }
 
-fn relay_binary() -> Result<PathBuf> {
-    let binary = std::env::current_exe()?
-        .parent()
-        .context("no directory for this executable")?
-        .join("estafette-relay");
-    if !binary.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p estafette-relay)",
-            binary.display()
-        );
-    }
-    Ok(binary)
-}
-
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
@@ -102,18 +89,10 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A process's resident memory in MiB (VmRSS from Linux's /proc).
+/// A process's resident memory in MiB.
 fn resident_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("no VmRSS")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kib / 1024.0)
+    let kib = resident_kib(pid).context("no resident memory in /proc")?;
+    Ok(kib as f64 / 1024.0)
 }
 
 /// The letters to queue: signed and sealed envelopes in submission order,
@@ -356,7 +335,12 @@ async fn drain(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let full: Vec<f64> = rates[..rates.len().saturating_sub(1)].to_vec();
+    // The last window is short (it ends when the queue does): left out
+    // unless it is the only one.
+    let full = match rates.len() {
+        0 | 1 => &rates[..],
+        n => &rates[..n - 1],
+    };
     let (min, max) = full
         .iter()
         .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));

@@ -23,7 +23,9 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use estafette_pki::NodeKind;
 use estafette_relay::config::Limits;
-use estafette_relay::testkit::{RelayProcess, TestFederation, random_inbox};
+use estafette_relay::testkit::{
+    RelayProcess, TestFederation, random_inbox, relay_binary, resident_kib,
+};
 use estafette_relay::transport::{Peers, TlsMaterial, endpoint};
 use estafette_spec::NodeId;
 use estafette_spec::relay::{Offer, Request, Response};
@@ -72,16 +74,7 @@ struct Target {
 /// and queues, and tries to forward rarely, measuring acceptance, not the
 /// next hop).
 fn start_relay() -> Result<Target> {
-    let relay_binary = std::env::current_exe()?
-        .parent()
-        .context("no directory for this executable")?
-        .join("estafette-relay");
-    if !relay_binary.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p estafette-relay)",
-            relay_binary.display()
-        );
-    }
+    let relay_binary = relay_binary()?;
     let mut fed = TestFederation::new(
         &[
             ("bench-relay.test", NodeKind::Transit),
@@ -148,19 +141,6 @@ async fn offer_all(
     }
     latencies.sort();
     Ok((accepted, latencies))
-}
-
-/// A process's resident memory (VmRSS, KiB) from Linux's /proc; `None` elsewhere.
-fn resident_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The relay's group commit over the run, from its metrics before and after.
