@@ -78,6 +78,16 @@ pub fn relay_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// The value of one series (name and labels, as written) in Prometheus
+/// text; 0 when it is not there.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A process's resident memory (VmRSS, KiB) from Linux's /proc; `None` elsewhere.
 pub fn resident_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 use estafette_pki::NodeKind;
 use estafette_relay::config::Limits;
 use estafette_relay::testkit::{
-    RelayProcess, TestFederation, random_inbox, relay_binary, resident_kib,
+    RelayProcess, TestFederation, metric, random_inbox, relay_binary, resident_kib,
 };
 use estafette_relay::transport::{Peers, TlsMaterial, endpoint};
 use estafette_spec::relay::{Offer, Request, Response};
@@ -79,14 +79,6 @@ async fn main() -> Result<()> {
             payload_bytes,
         } => relay(queued, baseline.min(queued), concurrency, payload_bytes).await,
     }
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A process's resident memory in MiB.

@@ -24,7 +24,7 @@ use clap::Parser;
 use estafette_pki::NodeKind;
 use estafette_relay::config::Limits;
 use estafette_relay::testkit::{
-    RelayProcess, TestFederation, random_inbox, relay_binary, resident_kib,
+    RelayProcess, TestFederation, metric, random_inbox, relay_binary, resident_kib,
 };
 use estafette_relay::transport::{Peers, TlsMaterial, endpoint};
 use estafette_spec::NodeId;
@@ -51,14 +51,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A relay process under test, and what its offers need.
