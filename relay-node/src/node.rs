@@ -69,7 +69,7 @@ impl Node {
     pub fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Node>, NodeError> {
         let core = NodeCore::start(config, clock)?;
         let store = Arc::new(core.open_store()?);
-        let outbox = Outbox::start(core.clone(), store.clone())?;
+        let outbox = Outbox::start(core.clone(), store.clone());
         let queue = Arc::new(RelayQueue {
             store: store.clone(),
             outbox: outbox.clone(),

@@ -56,14 +56,14 @@ pub struct Outbox {
 
 impl Outbox {
     /// Starts delivering what the store's outbox holds and what is added.
-    pub fn start(core: Arc<NodeCore>, store: Arc<Store>) -> Result<Arc<Outbox>, StoreError> {
+    pub fn start(core: Arc<NodeCore>, store: Arc<Store>) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox {
             core,
             store,
             added: Notify::new(),
         });
         tokio::spawn(outbox.clone().run());
-        Ok(outbox)
+        outbox
     }
 
     /// New evidence is in the durable outbox: send it soon.

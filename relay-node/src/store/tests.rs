@@ -1,0 +1,374 @@
+//! The store's own tests: its tables and operations, fed values.
+
+use super::*;
+
+fn queued(at: Timestamp) -> Placement {
+    Placement::Queue(QueueRecord {
+        destination: "home.test".parse().unwrap(),
+        hops_taken: 0,
+        our_evidence: None,
+        expires_at: at.plus_s(3600),
+        accepted_at: at,
+        attempts: 0,
+        next_attempt_ms: 0,
+        last_error: None,
+        envelope: vec![1, 2, 3],
+        seq: 0,
+    })
+}
+
+async fn accept(store: &Store, id: EnvelopeId, at: Timestamp) {
+    let op = Op::Accept {
+        envelope_id: id,
+        evidence: None,
+        placement: queued(at),
+        now: at,
+        extra: None,
+        evidence_to: None,
+    };
+    assert_eq!(store.write(op).await.unwrap(), Outcome::Stored);
+}
+
+fn open_store(dir: &tempfile::TempDir) -> Store {
+    let path = dir.path().join("data").join("store.redb");
+    Store::open(&path, 100, 16, Arc::new(Metrics::new())).unwrap()
+}
+
+fn ids(line: &[Waiting]) -> Vec<EnvelopeId> {
+    line.iter().map(|w| w.id).collect()
+}
+
+#[tokio::test]
+async fn a_line_keeps_the_order_of_queuing_and_its_indexes_follow_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let hop: NodeId = "home.test".parse().unwrap();
+    let at = Timestamp(1_800_000_000);
+    // Ids in falling byte order: the line's order is the queue's, not
+    // the ids'.
+    let queued: Vec<EnvelopeId> = (0..5u8)
+        .map(|i| EnvelopeId::from_bytes([9 - i; 16]))
+        .collect();
+    for (i, id) in queued.iter().enumerate() {
+        accept(&store, *id, at.plus_s(i as u64)).await;
+    }
+    assert_eq!(store.queue_lines().unwrap(), [(hop.clone(), 5)]);
+    assert_eq!(ids(&store.queue_line(&hop, 10).unwrap()), queued);
+    assert_eq!(ids(&store.queue_line(&hop, 2).unwrap()), queued[..2]);
+    assert_eq!(store.queue_line(&hop, 1).unwrap()[0].accepted_at, at);
+    // Expiring: the first two expire an hour after acceptance (at, at+1).
+    let expiring = store.queue_expiring(at.plus_s(3601), 10).unwrap();
+    assert_eq!(
+        expiring,
+        [(queued[0], hop.clone()), (queued[1], hop.clone())]
+    );
+    assert_eq!(store.queue_expiring(at.plus_s(3601), 1).unwrap().len(), 1);
+    // Off the queue (forwarded, given up): out of the line and the
+    // expiry index too.
+    let op = Op::Forwarded {
+        envelope_id: queued[0],
+        evidence: None,
+    };
+    store.write(op).await.unwrap();
+    let op = Op::Fail {
+        envelope_id: queued[2],
+        evidence: vec![],
+        to: EvidenceTo::Archive,
+    };
+    store.write(op).await.unwrap();
+    assert_eq!(
+        ids(&store.queue_line(&hop, 10).unwrap()),
+        [queued[1], queued[3], queued[4]]
+    );
+    assert_eq!(store.queue_lines().unwrap(), [(hop.clone(), 3)]);
+    assert_eq!(store.queue_expiring(at.plus_s(3601), 10).unwrap().len(), 1);
+    // Reopened: the places go on after the last one taken.
+    drop(store);
+    let store = open_store(&dir);
+    let newest = EnvelopeId::from_bytes([0; 16]);
+    accept(&store, newest, at).await;
+    assert_eq!(
+        ids(&store.queue_line(&hop, 10).unwrap()),
+        [queued[1], queued[3], queued[4], newest]
+    );
+    for id in [queued[1], queued[3], queued[4], newest] {
+        let op = Op::Forwarded {
+            envelope_id: id,
+            evidence: None,
+        };
+        store.write(op).await.unwrap();
+    }
+    assert!(
+        store.queue_lines().unwrap().is_empty(),
+        "an empty line is dropped"
+    );
+    assert!(
+        store
+            .queue_expiring(Timestamp(u64::MAX), 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_queue_from_before_lines_is_numbered_in_order_of_acceptance_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let hop: NodeId = "home.test".parse().unwrap();
+    let at = Timestamp(1_800_000_000);
+    let (late, early) = (
+        EnvelopeId::from_bytes([1; 16]),
+        EnvelopeId::from_bytes([2; 16]),
+    );
+    accept(&store, late, at.plus_s(5)).await;
+    accept(&store, early, at).await;
+    drop(store);
+    // As an earlier version left it: the queue, no lines.
+    {
+        let db = Database::create(dir.path().join("data").join("store.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(LINES).unwrap();
+        txn.delete_table(LINE_LENGTHS).unwrap();
+        txn.delete_table(EXPIRIES).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = open_store(&dir);
+    assert_eq!(store.queue_lines().unwrap(), [(hop.clone(), 2)]);
+    assert_eq!(ids(&store.queue_line(&hop, 10).unwrap()), [early, late]);
+    assert_eq!(
+        store.queue_expiring(at.plus_s(3600), 10).unwrap(),
+        [(early, hop)]
+    );
+}
+
+fn evidence(n: u8) -> NewEvidence {
+    NewEvidence {
+        evidence_id: EvidenceId::from_bytes([n; 16]),
+        message_id: None,
+        bytes: vec![n; 8],
+    }
+}
+
+/// Gives up envelope `n` (queued for it), its failure evidence to the outbox.
+async fn to_outbox(store: &Store, n: u8, at: Timestamp) {
+    let envelope_id = EnvelopeId::from_bytes([n; 16]);
+    accept(store, envelope_id, at).await;
+    let op = Op::Fail {
+        envelope_id,
+        evidence: vec![evidence(n)],
+        to: EvidenceTo::Outbox,
+    };
+    store.write(op).await.unwrap();
+}
+
+fn front(store: &Store) -> Vec<u8> {
+    let front = store.outbox_front(10).unwrap();
+    for entry in &front {
+        assert_eq!(entry.evidence, vec![entry.id.as_bytes()[0]; 8]);
+    }
+    front.iter().map(|e| e.id.as_bytes()[0]).collect()
+}
+
+fn places(store: &Store, n: usize) -> Vec<(u64, EvidenceId)> {
+    let front = store.outbox_front(n).unwrap();
+    front.into_iter().map(|e| (e.place, e.id)).collect()
+}
+
+#[tokio::test]
+async fn the_outbox_goes_out_in_order_refused_evidence_goes_to_the_back_and_a_restart_keeps_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let at = Timestamp(1_800_000_000);
+    for n in 1..=3 {
+        to_outbox(&store, n, at).await;
+    }
+    assert_eq!(front(&store), [1, 2, 3]);
+    assert_eq!(store.outbox_front(2).unwrap().len(), 2, "the limit holds");
+    let first = places(&store, 1);
+    store
+        .write(Op::OutboxToBack { entries: first })
+        .await
+        .unwrap();
+    assert_eq!(front(&store), [2, 3, 1]);
+    assert_eq!(store.outbox_len(), 3, "moving is not adding");
+    let delivered = places(&store, 1);
+    store
+        .write(Op::OutboxDone { entries: delivered })
+        .await
+        .unwrap();
+    assert_eq!((front(&store), store.outbox_len()), (vec![3, 1], 2));
+    drop(store);
+
+    let store = open_store(&dir);
+    assert_eq!(store.outbox_len(), 2);
+    to_outbox(&store, 4, at).await;
+    assert_eq!(front(&store), [3, 1, 4], "new evidence after what waited");
+}
+
+#[tokio::test]
+async fn an_outbox_from_before_its_line_is_lined_up_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("store.redb");
+    drop(open_store(&dir));
+    // As an earlier version left it: records with attempt counts, no line.
+    #[derive(Serialize)]
+    struct EarlierOutboxRecord {
+        attempts: u32,
+        next_attempt_ms: u64,
+        last_error: Option<String>,
+        #[serde(with = "serde_bytes")]
+        evidence: Vec<u8>,
+    }
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(OUTBOX_LINE).unwrap();
+        {
+            let mut outbox = txn.open_table(OUTBOX).unwrap();
+            for n in [7u8, 5] {
+                let record = EarlierOutboxRecord {
+                    attempts: 3,
+                    next_attempt_ms: 99,
+                    last_error: Some("gateway down".into()),
+                    evidence: vec![n; 8],
+                };
+                outbox.insert(&[n; 16], encode(&record).as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let store = open_store(&dir);
+    assert_eq!(store.outbox_len(), 2);
+    assert_eq!(front(&store), [5, 7]);
+    to_outbox(&store, 9, Timestamp(1_800_000_000)).await;
+    assert_eq!(front(&store), [5, 7, 9]);
+}
+
+#[tokio::test]
+async fn pruning_goes_a_batch_at_a_time_and_a_queued_envelope_does_not_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("store.redb");
+    let store = Arc::new(Store::open(&path, 1_000_000, 4096, Arc::new(Metrics::new())).unwrap());
+    let at = Timestamp(1_800_000_000);
+    let count = PRUNE_BATCH + 2;
+    let id = |i: usize| {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        EnvelopeId::from_bytes(bytes)
+    };
+    // Every envelope accepted and forwarded, but for the first, which
+    // still waits in the queue (the first the index meets).
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let store = store.clone();
+        writes.spawn(async move {
+            accept(&store, id(i), at).await;
+            if i > 0 {
+                let op = Op::Forwarded {
+                    envelope_id: id(i),
+                    evidence: None,
+                };
+                store.write(op).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = writes.join_next().await {
+        done.unwrap();
+    }
+    let known = |store: &Store| {
+        (0..count)
+            .filter(|&i| store.dedup_get(&id(i)).unwrap().is_some())
+            .count()
+    };
+    let before = at.plus_s(1);
+    let from = (0, [0u8; 16]);
+    let Outcome::Pruned { next: Some(next) } =
+        store.write(Op::Prune { before, from }).await.unwrap()
+    else {
+        panic!("more than one batch is old enough: the first round says where to go on");
+    };
+    assert_eq!(
+        known(&store),
+        count - PRUNE_BATCH + 1,
+        "one batch forgotten, the queued one kept"
+    );
+    assert_eq!(
+        store.write(Op::Prune { before, from: next }).await.unwrap(),
+        Outcome::Pruned { next: None }
+    );
+    assert_eq!(known(&store), 1);
+    assert!(
+        store.dedup_get(&id(0)).unwrap().is_some(),
+        "still queued, still known"
+    );
+    // A later round starts again and finds only the queued one.
+    assert_eq!(
+        store.write(Op::Prune { before, from }).await.unwrap(),
+        Outcome::Pruned { next: None }
+    );
+    assert_eq!(known(&store), 1);
+}
+
+#[test]
+fn private_data_is_kept_private_and_open_permissions_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = data.join("relay.redb");
+    drop(Store::open(&db, 100, 16, Arc::new(Metrics::new())).unwrap());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory is created 0700");
+    assert_eq!(mode(&db), 0o600, "the database file is created 0600");
+    // Opened up by someone: refused, with what to do, and nothing changed.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused = Store::open(&db, 100, 16, Arc::new(Metrics::new()))
+        .err()
+        .expect("a directory others can enter is refused");
+    assert!(refused.to_string().contains("chmod 700"), "{refused}");
+    assert_eq!(mode(&data), 0o755, "not silently changed");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = Store::open(&db, 100, 16, Arc::new(Metrics::new()))
+        .err()
+        .expect("a database others can read is refused");
+    assert!(refused.to_string().contains("chmod 600"), "{refused}");
+}
+
+#[tokio::test]
+async fn pruning_keeps_what_is_still_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("data").join("store.redb"),
+        100,
+        16,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let at = Timestamp(1_800_000_000);
+    let (forwarded, waiting) = (
+        EnvelopeId::from_bytes([1; 16]),
+        EnvelopeId::from_bytes([2; 16]),
+    );
+    accept(&store, forwarded, at).await;
+    accept(&store, waiting, at).await;
+    let op = Op::Forwarded {
+        envelope_id: forwarded,
+        evidence: None,
+    };
+    store.write(op).await.unwrap();
+
+    // Too young: both stay.
+    let from = (0, [0u8; 16]);
+    store.write(Op::Prune { before: at, from }).await.unwrap();
+    assert!(store.dedup_get(&forwarded).unwrap().is_some());
+    // Old enough: the forwarded one goes, the queued one stays.
+    store
+        .write(Op::Prune {
+            before: at.plus_s(1),
+            from,
+        })
+        .await
+        .unwrap();
+    assert!(store.dedup_get(&forwarded).unwrap().is_none());
+    assert!(store.dedup_get(&waiting).unwrap().is_some());
+}
