@@ -381,6 +381,96 @@ async fn cluster_a_database_failover_loses_no_acknowledged_letter() {
     drop(standby);
 }
 
+/// A commit that reached the database but whose answer never came back
+/// (the connection cut while the commit waited for a standby): the gateway
+/// heard an error, yet the letter is queued. The agency's repeat is
+/// answered from the stored submission, and the letter goes out all the
+/// same, without a second envelope: the forwarder reads its line again
+/// after any failed queuing, since the store may hold what it was not told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_commit_whose_answer_was_lost_is_forwarded_all_the_same() {
+    use estafette_gateway::config::{StoreBackend, StoreSettings};
+    use estafette_gateway::store::test_postgres::TestPostgres;
+
+    let pg = TestPostgres::start("");
+    let db = TestStore {
+        settings: StoreSettings {
+            backend: StoreBackend::Postgres,
+            url: Some(pg.url()),
+            connections: Some(4),
+            ..Default::default()
+        },
+        server: None,
+    };
+    let w = World::start_on(db, |_| {}).await;
+    let bsns = import_people(&w, w.gateway.gateway.records()).await;
+
+    // From now on a commit is written, then waits for a standby that is
+    // not there.
+    pg.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+    pg.execute("SELECT pg_reload_conf()");
+    let (id, signed) = w.sealed_letter(AGENCY, &format!("bsn:{}", bsns[0]));
+    let client = w.agency_client(AGENCY, w.gateway.https_addr);
+    let mut connection = client.connect().await.unwrap();
+    let first = tokio::spawn({
+        let signed = signed.clone();
+        async move { connection.submit(signed).await }
+    });
+    const WAITING_COMMITS: &str =
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'";
+    wait_until(
+        "the submission's commit waiting for the standby",
+        WAIT,
+        || pg.number(WAITING_COMMITS) > 0,
+    )
+    .await;
+    // Cut the waiting connection (its commit stays, its answer is lost),
+    // then let commits through again.
+    let cut = pg.number(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE wait_event = 'SyncRep'",
+    );
+    assert!(cut >= 1, "no waiting commit cut");
+    pg.execute("ALTER SYSTEM RESET synchronous_standby_names");
+    pg.execute("SELECT pg_reload_conf()");
+    let first = first.await.unwrap();
+    println!(
+        "the first submission was answered: {:?}",
+        first.as_ref().map(|_| "accepted")
+    );
+
+    // The agency repeats the same signed letter until it is acknowledged.
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(mut connection) = client.connect().await
+            && connection.submit(signed.clone()).await.is_ok()
+        {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the letter never acknowledged");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    wait_until("the letter consigned", WAIT, || {
+        with_exactly(
+            &event_counts(&w, &[id]),
+            EvidenceEvent::ContentConsignment,
+            1,
+        ) == 1
+    })
+    .await;
+    assert_eq!(
+        w.home.store().inbox_all().unwrap().len(),
+        1,
+        "delivered once"
+    );
+    assert_eq!(
+        pg.number("SELECT count(*) FROM outbox"),
+        0,
+        "nothing left queued"
+    );
+    w.stop().await;
+}
+
 /// Letters of the instance-loss run; `ESTAFETTE_INSTANCE_LOSS_LETTERS` sets
 /// more (the issue's 20,000, with `--release`).
 const INSTANCE_LOSS_LETTERS: usize = 2_000;

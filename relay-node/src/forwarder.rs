@@ -124,6 +124,9 @@ fn jitter() -> f64 {
 enum Event {
     /// Envelope `waiting` is durably queued for `next_hop`.
     Queued { next_hop: NodeId, waiting: Waiting },
+    /// The store may hold envelopes for `next_hop` that the schedule was
+    /// not told of.
+    MayHold { next_hop: NodeId },
     /// A task for envelope `waiting` ended with `attempt`; `slot`: it held
     /// one of the hop's slots (an offer, not a give-up at expiry).
     Finished {
@@ -278,6 +281,15 @@ impl Forwarder {
             .await;
     }
 
+    /// Queuing an envelope for `next_hop` failed, and may have failed
+    /// only to answer: the commit reached the database, but the one who
+    /// queued heard an error (a database failing over during the commit,
+    /// an fsync error after the write). Then it waits in the store without
+    /// the schedule knowing it: the line is read from the store again.
+    pub async fn queuing_failed(&self, next_hop: NodeId) {
+        let _ = self.schedule.send(Event::MayHold { next_hop }).await;
+    }
+
     /// The queue-depth gauge of one destination.
     fn queue_gauge(&self, destination: &NodeId) -> prometheus_client::metrics::gauge::Gauge {
         self.core
@@ -356,6 +368,9 @@ impl Forwarder {
                     line.known.insert(waiting.id);
                     line.push(waiting);
                 }
+            }
+            Event::MayHold { next_hop } => {
+                lines.entry(next_hop).or_default().more_in_store = true;
             }
             Event::Finished {
                 next_hop,

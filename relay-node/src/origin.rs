@@ -161,7 +161,7 @@ pub async fn queue_envelope(
         .ok_or_else(|| QueueError::NoRoute(header.home_node.clone()))?
         .id
         .clone();
-    let outcome = store
+    let written = store
         .write(Op::Accept {
             envelope_id: header.envelope_id,
             evidence,
@@ -181,7 +181,14 @@ pub async fn queue_envelope(
             extra,
             evidence_to: Some(EvidenceTo::Archive),
         })
-        .await?;
+        .await;
+    let outcome = match written {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            forwarder.queuing_failed(next_hop).await;
+            return Err(e.into());
+        }
+    };
     match outcome {
         crate::store::Outcome::Stored => {
             forwarder.enqueued(header.envelope_id, next_hop, now).await

@@ -397,6 +397,9 @@ impl RelayHandler {
             }
             Err(e) => {
                 tracing::error!(error = %e, "storing an accepted envelope failed");
+                if let Some((dest, _)) = destination {
+                    self.forwarder.queuing_failed(dest).await;
+                }
                 refused(
                     ReasonCode::StorageFailure,
                     "could not store the envelope; try again",

@@ -298,9 +298,17 @@ impl Records for PgRecords {
                     });
                     Ok((Outcome::Stored, fresh))
                 })
-                .await
-                .map_err(|e| QueueError::Store(StoreError::Aborted(e.to_string())))?;
-            let (outcome, fresh) = outcome;
+                .await;
+            let (outcome, fresh) = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // The commit may have reached the database all the same.
+                    if let Some(first_hop) = first_hop {
+                        first_hop.forwarder.queuing_failed(next_hop).await;
+                    }
+                    return Err(QueueError::Store(StoreError::Aborted(e.to_string())));
+                }
+            };
             if let (Outcome::Stored, Some(first_hop)) = (&outcome, first_hop) {
                 if let (Some((record, until)), Ok(mut kept)) = (fresh, self.fresh.lock()) {
                     kept.keep(envelope_id, record, until, (first_hop.now)());

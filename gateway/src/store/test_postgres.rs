@@ -182,6 +182,33 @@ impl TestPostgres {
         }
     }
 
+    /// Runs `statements` (one or more, `;`-separated, in one transaction)
+    /// as the superuser.
+    pub fn execute(&self, statements: &str) {
+        let (url, sql) = (self.url(), statements.to_owned());
+        // On a thread of its own: the blocking client must not run inside
+        // the test's async runtime.
+        std::thread::spawn(move || {
+            postgres::Client::connect(&url, postgres::NoTls).and_then(|mut c| c.batch_execute(&sql))
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("the SQL thread panicked"))
+        .unwrap_or_else(|e| panic!("running {statements:?}: {e:?}"));
+    }
+
+    /// The one number `query` gives (a count, say).
+    pub fn number(&self, query: &str) -> i64 {
+        let (url, sql) = (self.url(), query.to_owned());
+        std::thread::spawn(move || {
+            postgres::Client::connect(&url, postgres::NoTls)
+                .and_then(|mut c| c.query_one(&sql, &[]))
+                .map(|row| row.get::<_, i64>(0))
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("the SQL thread panicked"))
+        .unwrap_or_else(|e| panic!("running {query:?}: {e:?}"))
+    }
+
     /// Kills the server as a crash would (immediate shutdown).
     pub fn kill(&self) {
         let data = self.dir.path().join("data").display().to_string();
