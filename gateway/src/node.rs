@@ -77,9 +77,14 @@ impl GatewayNode {
                 let queue = Arc::new(OriginQueue {
                     store: store.clone(),
                     notes: notes.clone(),
+                    on_archive: Some(RedbRecords::archive_hook(store.clone())),
                 });
                 let forwarder = Forwarder::start(core.clone(), queue)?;
                 let records = RedbRecords::new(core.clone(), store.clone(), forwarder);
+                let filed = records.index_due_letters().await?;
+                if filed > 0 {
+                    tracing::info!(letters = filed, "followed letters filed in the due index");
+                }
                 (Arc::new(records), None)
             }
             StoreBackend::Postgres => {
@@ -184,7 +189,15 @@ impl GatewayNode {
         let written = self
             .records
             .write(Box::new(move |records| {
-                keep.iter().try_for_each(|e| records.archive_evidence(e))
+                for evidence in &keep {
+                    records.archive_evidence(evidence)?;
+                    // The monitor's next cycle looks at the letter, even if
+                    // this instance's note of it is lost.
+                    if let Some(message) = &evidence.message_id {
+                        records.look_soon(message)?;
+                    }
+                }
+                Ok(())
             }))
             .await;
         match written {

@@ -213,6 +213,8 @@ impl Gateway {
         accepted.record.envelope_id = Some(accepted.envelope_id);
         let dormant = self.dormant_paper(&accepted, person.as_ref(), unread);
         let tracked = self.tracked_letter(&accepted, dormant.copy.is_some());
+        let channel_working = person.as_ref().is_some_and(|p| p.channel_working());
+        let due = escalation::due_at(&tracked.progress, channel_working, &self.policy);
         let sealed = SealedEnvelope {
             envelope,
             header,
@@ -229,7 +231,7 @@ impl Gateway {
                 return Err(RecordsError::AlreadyRecorded);
             }
             if !tracked.progress.on_paper {
-                records.follow(&message_id, &tracked, &signed_letter)?;
+                records.follow(&message_id, &tracked, &signed_letter, due)?;
             }
             record_dormant_paper(records, &message_id, dormant)
         });

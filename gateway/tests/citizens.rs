@@ -225,10 +225,17 @@ async fn consent_notifications_and_escalation_to_paper() {
         );
     }
 
+    // Notified, and nothing due until the reminder: a cycle looks at no
+    // letter (it finds what is due through an index, not by reading
+    // every letter it follows).
+    let report = w.gateway.gateway.monitor_cycle().await.unwrap();
+    assert_eq!(report.letters_checked, 0, "{report:?}");
+
     // Unread for 7 days: a reminder; for 14: paper, with the reason.
     w.clock.advance_s(7 * DAY);
     let report = w.gateway.gateway.monitor_cycle().await.unwrap();
     assert_eq!(report.reminded, 1, "{report:?}");
+    assert_eq!(report.letters_checked, 1, "{report:?}");
     assert!(
         w.sink
             .mails()

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::core::NodeCore;
 use crate::forwarder::{Acceptance, ForwardQueue, QueueWrite, Waiting};
 use crate::server::refused;
-use crate::store::{EvidenceTo, NewEvidence, Op, QueueRecord, Store, StoreError};
+use crate::store::{EvidenceTo, NewEvidence, Op, QueueRecord, Store, StoreError, Tables};
 
 /// Evidence an origin has just stored durably.
 #[derive(Debug, Clone)]
@@ -60,11 +60,48 @@ impl EvidenceNotes {
     }
 }
 
+/// Runs in the transaction that archives the evidence of an envelope an
+/// origin forwarded or gave up, with the messages that evidence is about
+/// (the gateway files those letters as due to be looked at).
+pub type ArchiveHook = Arc<
+    dyn Fn(&mut Tables<'_>, &redb::WriteTransaction, &[MessageId]) -> Result<(), StoreError>
+        + Send
+        + Sync,
+>;
+
 /// An origin's forward queue: the next hop's acceptance, a failure and a
 /// rejection are archived, and noted.
 pub struct OriginQueue {
     pub store: Arc<Store>,
     pub notes: EvidenceNotes,
+    pub on_archive: Option<ArchiveHook>,
+}
+
+impl OriginQueue {
+    /// Envelope `id` leaves the queue with `evidence` archived, and the
+    /// archive hook run in the same transaction.
+    fn off_the_queue(&self, id: EnvelopeId, evidence: Vec<NewEvidence>, forwarded: bool) -> Op {
+        match self.on_archive.clone() {
+            None if forwarded => Op::Forwarded {
+                envelope_id: id,
+                evidence: evidence
+                    .into_iter()
+                    .next()
+                    .map(|e| (e, EvidenceTo::Archive)),
+            },
+            None => Op::Fail {
+                envelope_id: id,
+                evidence,
+                to: EvidenceTo::Archive,
+            },
+            Some(hook) => Op::Apply(Box::new(move |tables, txn| {
+                tables.off_the_queue(&id, &evidence, EvidenceTo::Archive)?;
+                let messages: Vec<MessageId> =
+                    evidence.iter().filter_map(|e| e.message_id).collect();
+                hook(tables, txn, &messages)
+            })),
+        }
+    }
 }
 
 impl ForwardQueue for OriginQueue {
@@ -93,10 +130,7 @@ impl ForwardQueue for OriginQueue {
             let note = StoredEvidence::of(&acceptance.record);
             let evidence = acceptance.evidence();
             self.store
-                .write(Op::Forwarded {
-                    envelope_id: id,
-                    evidence: Some((evidence, EvidenceTo::Archive)),
-                })
+                .write(self.off_the_queue(id, vec![evidence], true))
                 .await?;
             self.notes.note(note);
             Ok(())
@@ -116,11 +150,7 @@ impl ForwardQueue for OriginQueue {
     fn give_up(&self, id: EnvelopeId, evidence: Vec<NewEvidence>) -> QueueWrite<'_> {
         Box::pin(async move {
             self.store
-                .write(Op::Fail {
-                    envelope_id: id,
-                    evidence,
-                    to: EvidenceTo::Archive,
-                })
+                .write(self.off_the_queue(id, evidence, false))
                 .await
                 .map(|_| ())
         })

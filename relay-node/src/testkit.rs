@@ -567,6 +567,7 @@ impl TestGateway {
             inner: OriginQueue {
                 store: store.clone(),
                 notes: notes.clone(),
+                on_archive: None,
             },
             faults,
         });

@@ -1,5 +1,8 @@
 //! The escalation monitor: every cycle (and early, when evidence arrives)
-//! it looks at each digital letter not yet opened, learns from the stored
+//! it looks at the digital letters not yet opened whose next step is due
+//! (an index by due time, [`crate::store::ReadRecords::due_letters`], which
+//! evidence arriving and changes of a person also put letters in as due
+//! now: the work of a cycle is what is due, not all that is followed), learns from the stored
 //! evidence whether it reached the inbox or was opened, and takes the next
 //! step of [`escalation::next_step`]: a notification, a reminder, or a
 //! paper copy. Each step is signed evidence. Then it prints what waits in
@@ -239,14 +242,16 @@ impl Gateway {
     pub async fn monitor_cycle(&self) -> Result<CycleReport, RecordsError> {
         let _one_at_a_time = self.monitor_lock.lock().await;
         let now = self.clock.now();
+        // The letters whose next step is due, or about which something was
+        // learnt: not every letter followed.
         let letters = self
             .records()
             .read()?
-            .tracked_letters(MAX_LETTERS_PER_CYCLE)?
+            .due_letters(now, MAX_LETTERS_PER_CYCLE)?
             .into_iter()
             .map(|(id, letter)| (id, letter, None))
             .collect();
-        let mut report = self.advance_all(letters, now).await?;
+        let mut report = self.advance_all(letters, true, now).await?;
         self.spool_pending(now, &mut report).await?;
         self.prune_nonces(now).await?;
         let months = (self.policy.dormant_after_s / (30 * 24 * 3600)).max(1);
@@ -276,7 +281,7 @@ impl Gateway {
                 }
             }
         }
-        self.advance_all(found, now).await
+        self.advance_all(found, false, now).await
     }
 
     /// Advances many letters: different people at once (e-mails and
@@ -285,6 +290,7 @@ impl Gateway {
     async fn advance_all(
         &self,
         mut letters: Vec<Followed>,
+        from_due_index: bool,
         now: Timestamp,
     ) -> Result<CycleReport, RecordsError> {
         use futures_util::stream::{self, StreamExt};
@@ -301,7 +307,8 @@ impl Gateway {
                 let mut report = CycleReport::default();
                 for (id, letter, seen) in group {
                     report.letters_checked += 1;
-                    self.advance(id, letter, seen, now, &mut report).await?;
+                    self.advance(id, letter, seen, from_due_index, now, &mut report)
+                        .await?;
                 }
                 Ok(report)
             })

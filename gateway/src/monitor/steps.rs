@@ -41,6 +41,8 @@ struct Steps {
     paper: Option<(ReasonCode, Option<Timestamp>)>,
     person_changes: Vec<ChangeEntry>,
     channel_notice: Option<PaperItem>,
+    /// When the letter's next step is due after these.
+    due: Option<Timestamp>,
 }
 
 /// A letter's progress after what its evidence says.
@@ -61,21 +63,26 @@ impl Gateway {
     /// instance's claim of the letter: with several instances, each step is
     /// taken once. `letter` is what the cycle read; under the claim the
     /// letter is read again, so that a step another instance took in the
-    /// meantime is seen.
+    /// meantime is seen. A letter `from_due_index` is looked at under the
+    /// claim even when nothing seems due, so that its place in the index
+    /// is made right.
     pub(super) async fn advance(
         &self,
         message_id: MessageId,
         letter: TrackedLetter,
         seen: Option<super::Seen>,
+        from_due_index: bool,
         now: Timestamp,
         report: &mut CycleReport,
     ) -> Result<(), RecordsError> {
-        let seen = match seen {
-            Some(seen) => seen,
-            None => self.seen(&message_id)?,
-        };
-        if !self.has_work(&letter, &seen, now) {
-            return Ok(());
+        if !from_due_index {
+            let seen = match seen {
+                Some(seen) => seen,
+                None => self.seen(&message_id)?,
+            };
+            if !self.has_work(&letter, &seen, now) {
+                return Ok(());
+            }
         }
         self.claimed(
             StepKey::Letter(message_id),
@@ -115,10 +122,16 @@ impl Gateway {
                 return Ok(None);
             };
             let seen = Self::seen_in(&*records, &message_id)?;
+            let stored = letter.clone();
             match self.progressed(message_id, letter, &seen, now, report, &*records)? {
                 Progressed::Opened(change) => return Ok(Some(change)),
-                // Registry entry gone: nothing to notify; paper has no address either.
-                Progressed::Gone => return Ok(None),
+                // Registry entry gone: nothing to notify; paper has no
+                // address either. Nothing is due until the entry returns.
+                Progressed::Gone => {
+                    return Ok(Some(Box::new(move |records| {
+                        records.update_tracked(&message_id, &stored, None)
+                    })));
+                }
                 Progressed::Steps(steps, before) => (*steps, before),
             }
         };
@@ -139,8 +152,18 @@ impl Gateway {
                 break;
             }
         }
+        steps.due = escalation::due_at(
+            &steps.letter.progress,
+            steps.person.channel_working(),
+            &self.policy,
+        );
         if steps.letter.progress == before && steps.evidence.is_empty() {
-            return Ok(None);
+            // Nothing done: the letter waits in the due index until its
+            // next step (it may have been there as due now).
+            let (letter, due) = (steps.letter, steps.due);
+            return Ok(Some(Box::new(move |records| {
+                records.update_tracked(&message_id, &letter, due)
+            })));
         }
         Ok(Some(Box::new(move |records| {
             record_steps(records, steps, now)
@@ -216,6 +239,7 @@ impl Gateway {
             paper: None,
             person_changes: vec![],
             channel_notice: None,
+            due: None,
         }))
     }
 
@@ -415,7 +439,7 @@ fn record_steps(
         // Done: nothing more will happen to it.
         records.forget(&letter.recipient, message_id)?;
     } else {
-        records.update_tracked(message_id, letter)?;
+        records.update_tracked(message_id, letter, steps.due)?;
     }
     if let Some(item) = &steps.channel_notice {
         records.put_paper(PaperId::random(), item)?;

@@ -64,6 +64,90 @@ async fn the_contract(records: Arc<dyn Records>) {
     history(r).await;
     nonces_and_tokens(r).await;
     evidence_and_snapshots(r).await;
+    followed_letters(r).await;
+}
+
+/// A followed letter of `recipient` (its envelope id is `id`'s bytes).
+fn letter(recipient: &str, id: u8) -> TrackedLetter {
+    TrackedLetter {
+        recipient: who(recipient),
+        sender: "00000001003214345000".parse().unwrap(),
+        sender_reference: format!("ref-{id}"),
+        nature: estafette_spec::Nature::Decision,
+        legal_effect: false,
+        expected_action: String::new(),
+        envelope_id: estafette_spec::EnvelopeId::from_bytes([id; 16]),
+        message_digest: Digest::of(&[id]),
+        progress: Default::default(),
+    }
+}
+
+/// The ids of the letters due by `by`, soonest first, at most `limit`.
+fn due(r: &dyn Records, by: u64, limit: usize) -> Vec<u8> {
+    r.read()
+        .unwrap()
+        .due_letters(Timestamp(by), limit)
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m.as_bytes()[0])
+        .collect()
+}
+
+/// The due index: letters found by when their next step is due, soonest
+/// first; filed again when their progress is written; due now when
+/// evidence arrives or their person's entry changes; gone when forgotten.
+async fn followed_letters(r: &dyn Records) {
+    let m = |id: u8| MessageId::from_bytes([id; 16]);
+    r.transact(move |w| {
+        w.follow(&m(1), &letter(ANNA, 1), b"one", Some(Timestamp(100)))?;
+        w.follow(&m(2), &letter(ANNA, 2), b"two", Some(Timestamp(50)))?;
+        w.follow(&m(3), &letter(ANNA, 3), b"three", None)?;
+        w.follow(&m(4), &letter(JONAS, 4), b"four", Some(Timestamp(200)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(due(r, 49, 10), Vec::<u8>::new());
+    assert_eq!(due(r, 150, 10), [2, 1]);
+    assert_eq!(due(r, 150, 1), [2], "the limit takes the soonest");
+    assert_eq!(due(r, u64::MAX, 10), [2, 1, 4], "never due is never found");
+    let (found, _) = r.read().unwrap().due_letters(Timestamp(50), 1).unwrap()[0].clone();
+    assert_eq!(found, m(2));
+
+    // A step filed letter 1 later; the old place is gone.
+    r.transact(move |w| w.update_tracked(&m(1), &letter(ANNA, 1), Some(Timestamp(300))))
+        .await
+        .unwrap();
+    assert_eq!(due(r, 299, 10), [2, 4]);
+
+    // Evidence about letter 4 arrived; about a letter not followed: nothing.
+    r.transact(move |w| {
+        w.look_soon(&m(4))?;
+        w.look_soon(&m(9))
+    })
+    .await
+    .unwrap();
+    assert_eq!(due(r, 0, 10), [4]);
+
+    // Anna's entry changed: all her letters are looked at, even the one
+    // with nothing due.
+    r.transact(|w| w.put_person(&who(ANNA), &PersonRecord::new("nl")))
+        .await
+        .unwrap();
+    let mut now = due(r, 0, 10);
+    now.sort_unstable();
+    assert_eq!(now, [1, 2, 3, 4]);
+
+    // Forgotten letters leave the index.
+    r.transact(move |w| {
+        for id in 1..=4 {
+            let recipient = if id == 4 { JONAS } else { ANNA };
+            w.forget(&who(recipient), &m(id))?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(due(r, u64::MAX, 10), Vec::<u8>::new());
 }
 
 /// People, links, key order, and a change that fails.

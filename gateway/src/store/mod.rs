@@ -10,7 +10,10 @@
 //! - [`Records::queue_submission`] commits the queued envelope, the
 //!   gateway's evidence and the change together, so a SubmissionAcceptance
 //!   is only ever given for a submission that is fully recorded;
-//! - a read sees one consistent state.
+//! - a read sees one consistent state;
+//! - every followed letter is in the due index no later than its next
+//!   step ([`ReadRecords::due_letters`] finds it then, without a scan), and
+//!   at once when evidence about it arrives or its person's entry changes.
 //!
 //! Today's implementation, [`redb::RedbRecords`], keeps the tables in the
 //! gateway node's own database, next to its forward queue, so that both
@@ -160,9 +163,12 @@ pub trait ReadRecords {
     /// A digital letter the monitor follows.
     fn tracked(&self, message: &MessageId) -> Result<Option<TrackedLetter>, RecordsError>;
 
-    /// The letters the monitor follows, at most `limit`.
-    fn tracked_letters(
+    /// Followed letters whose next step is due at or before `by` (or
+    /// about which something was learnt since they were last looked at),
+    /// soonest first, at most `limit`: the monitor's work of one cycle.
+    fn due_letters(
         &self,
+        by: Timestamp,
         limit: usize,
     ) -> Result<Vec<(MessageId, TrackedLetter)>, RecordsError>;
 
@@ -190,6 +196,9 @@ pub trait ReadRecords {
 
 /// What the gateway writes, inside one transaction.
 pub trait WriteRecords: ReadRecords {
+    /// Writes a person's entry; their followed letters (under `key` and
+    /// the identities linked into it) are due to be looked at again, since
+    /// a change of their channel changes what is due.
     fn put_person(&mut self, key: &Recipient, record: &PersonRecord) -> Result<(), RecordsError>;
 
     /// Appends to a person's history, dropping the oldest entry beyond
@@ -233,20 +242,27 @@ pub trait WriteRecords: ReadRecords {
     ) -> Result<bool, RecordsError>;
 
     /// Starts following a digital letter: its record, its signed letter (for
-    /// a paper copy) and its place among the recipient's unread letters.
+    /// a paper copy), its place among the recipient's unread letters, and
+    /// when its next step is due ([`estafette_spec::escalation::due_at`]; `None`: never).
     fn follow(
         &mut self,
         message: &MessageId,
         letter: &TrackedLetter,
         signed_letter: &[u8],
+        due: Option<Timestamp>,
     ) -> Result<(), RecordsError>;
 
-    /// The new progress of a followed letter.
+    /// The new progress of a followed letter, and when its next step is due.
     fn update_tracked(
         &mut self,
         message: &MessageId,
         letter: &TrackedLetter,
+        due: Option<Timestamp>,
     ) -> Result<(), RecordsError>;
+
+    /// Something was learnt about a followed letter (evidence arrived): the
+    /// next cycle looks at it. Nothing when the letter is not followed.
+    fn look_soon(&mut self, message: &MessageId) -> Result<(), RecordsError>;
 
     /// A letter leaves the monitor's books (opened, or on paper).
     fn forget(&mut self, recipient: &Recipient, message: &MessageId) -> Result<(), RecordsError>;

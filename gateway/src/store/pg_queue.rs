@@ -196,6 +196,9 @@ impl PgRecords {
             };
             for e in &evidence {
                 writing.archive_evidence(e)?;
+                if let Some(message) = &e.message_id {
+                    writing.look_soon(message)?;
+                }
             }
             tx.commit().map_err(db)?;
             Ok(true)
@@ -268,15 +271,18 @@ fn store_error(e: RecordsError) -> StoreError {
     StoreError::Aborted(e.to_string())
 }
 
-/// One instance's view of the outbox.
 /// [`PgRecords::forwarded`] with one piece of evidence, in one statement:
-/// the evidence is kept only if the envelope was still this instance's.
+/// the evidence is kept only if the envelope was still this instance's,
+/// and then the letter it is about is due to be looked at.
 const FORWARDED_WITH_EVIDENCE: &str = "WITH gone AS \
      (DELETE FROM outbox WHERE envelope_id = $1 AND claimed_by = $2 RETURNING envelope_id), \
      kept AS (INSERT INTO evidence (evidence_id, message_id, evidence) SELECT $3::bytea, $4::bytea, $5::bytea FROM gone \
-     ON CONFLICT (evidence_id) DO NOTHING) \
+     ON CONFLICT (evidence_id) DO NOTHING), \
+     looked AS (UPDATE tracking SET due_at = 0 WHERE message_id = $4::bytea AND due_at <> 0 \
+     AND EXISTS (SELECT 1 FROM gone)) \
      SELECT count(*) FROM gone";
 
+/// One instance's view of the outbox.
 pub struct PgForwardQueue {
     pub records: Arc<PgRecords>,
     /// This instance's name (unique among the gateway's instances).

@@ -87,14 +87,18 @@ pub fn by_message<T: DeserializeOwned>(
         .transpose()
 }
 
-pub fn tracked_letters(
+pub fn due_letters(
     c: &mut impl GenericClient,
+    by: Timestamp,
     limit: usize,
 ) -> Result<Vec<(MessageId, TrackedLetter)>, RecordsError> {
     let rows = c
         .query_prepared(
-            "SELECT message_id, letter FROM tracking ORDER BY message_id LIMIT $1",
-            &[&(limit.min(i64::MAX as usize) as i64)],
+            "SELECT message_id, letter FROM tracking WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+            &[
+                &(by.0.min(i64::MAX as u64 - 1) as i64),
+                &(limit.min(i64::MAX as usize) as i64),
+            ],
         )
         .map_err(db)?;
     rows.iter()

@@ -577,11 +577,12 @@ macro_rules! read_records {
             $self.with(move |$c| read::by_message($c, TRACKED, &m, ("followed letter", MAX_RECORD_BYTES)))
         }
 
-        fn tracked_letters(
+        fn due_letters(
             &$self,
+            by: Timestamp,
             limit: usize,
         ) -> Result<Vec<(MessageId, TrackedLetter)>, RecordsError> {
-            $self.with(move |$c| read::tracked_letters($c, limit))
+            $self.with(move |$c| read::due_letters($c, by, limit))
         }
 
         fn tracked_count(&$self) -> Result<usize, RecordsError> {
@@ -671,10 +672,16 @@ impl WriteRecords for Writing<'_, '_> {
     }
 
     fn put_person(&mut self, key: &Recipient, record: &PersonRecord) -> Result<(), RecordsError> {
+        // One statement: the entry, and its letters due to be looked at.
+        let identities: Vec<String> = std::iter::once(key)
+            .chain(&record.linked)
+            .map(|r| r.to_string())
+            .collect();
         self.exec(
-            "INSERT INTO people (recipient, record) VALUES ($1, $2) \
-             ON CONFLICT (recipient) DO UPDATE SET record = EXCLUDED.record",
-            &[&key.to_string(), &encode(record)],
+            "WITH person AS (INSERT INTO people (recipient, record) VALUES ($1, $2) \
+             ON CONFLICT (recipient) DO UPDATE SET record = EXCLUDED.record RETURNING 1) \
+             UPDATE tracking SET due_at = 0 WHERE recipient = ANY($3) AND due_at <> 0",
+            &[&key.to_string(), &encode(record), &identities],
         )?;
         Ok(())
     }
@@ -803,8 +810,9 @@ impl WriteRecords for Writing<'_, '_> {
         message: &MessageId,
         letter: &TrackedLetter,
         signed_letter: &[u8],
+        due: Option<Timestamp>,
     ) -> Result<(), RecordsError> {
-        self.update_tracked(message, letter)?;
+        self.update_tracked(message, letter, due)?;
         self.exec(
             "INSERT INTO paper_copies (message_id, signed_letter) VALUES ($1, $2) \
              ON CONFLICT (message_id) DO UPDATE SET signed_letter = EXCLUDED.signed_letter",
@@ -817,16 +825,27 @@ impl WriteRecords for Writing<'_, '_> {
         &mut self,
         message: &MessageId,
         letter: &TrackedLetter,
+        due: Option<Timestamp>,
     ) -> Result<(), RecordsError> {
+        let due = due.map_or(i64::MAX, |t| t.0.min(i64::MAX as u64) as i64);
         self.exec(
-            "INSERT INTO tracking (message_id, recipient, letter) VALUES ($1, $2, $3) \
+            "INSERT INTO tracking (message_id, recipient, letter, due_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (message_id) DO UPDATE SET recipient = EXCLUDED.recipient, \
-             letter = EXCLUDED.letter",
+             letter = EXCLUDED.letter, due_at = EXCLUDED.due_at",
             &[
                 &message.as_bytes().as_slice(),
                 &letter.recipient.to_string(),
                 &encode(letter),
+                &due,
             ],
+        )?;
+        Ok(())
+    }
+
+    fn look_soon(&mut self, message: &MessageId) -> Result<(), RecordsError> {
+        self.exec(
+            "UPDATE tracking SET due_at = 0 WHERE message_id = $1 AND due_at <> 0",
+            &[&message.as_bytes().as_slice()],
         )?;
         Ok(())
     }

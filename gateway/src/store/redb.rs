@@ -11,7 +11,7 @@ use ::redb::{
 };
 use estafette_relay::core::NodeCore;
 use estafette_relay::forwarder::Forwarder;
-use estafette_relay::origin::QueueError;
+use estafette_relay::origin::{ArchiveHook, QueueError};
 use estafette_relay::store::{Extra, NewEvidence, Op, Outcome, Store, StoreError, Tables};
 use estafette_spec::citizen::ChangeEntry;
 use estafette_spec::mandate::{Mandate, MandateId};
@@ -55,6 +55,16 @@ const TRACKING: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("gateway
 const PAPER_COPIES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("gateway_paper_copies");
 /// The followed letters by recipient: (recipient, message id) → ().
 const UNREAD: TableDefinition<(&str, [u8; 16]), ()> = TableDefinition::new("gateway_unread");
+/// The followed letters by when their next step is due: (due, message id)
+/// → (); [`LOOK_NOW`] for a letter to look at in the next cycle.
+const DUE: TableDefinition<(u64, [u8; 16]), ()> = TableDefinition::new("gateway_due");
+/// Each followed letter's key in [`DUE`]: message id → due.
+const DUE_OF: TableDefinition<[u8; 16], u64> = TableDefinition::new("gateway_due_of");
+
+/// The due time of a letter to look at in the next cycle.
+const LOOK_NOW: u64 = 0;
+/// The due time of a letter with nothing ever due (until something changes).
+const NEVER: u64 = u64::MAX;
 
 /// Largest stored nonce or token record.
 const MAX_SMALL_RECORD_BYTES: usize = 4096;
@@ -90,6 +100,53 @@ impl RedbRecords {
             store: Arc::new(store),
             first_hop: None,
         })
+    }
+
+    /// What the gateway's forward queue runs where it archives the next
+    /// hop's evidence (the home node's ContentConsignment, a failure): the
+    /// letters it is about are due to be looked at, in the same
+    /// transaction.
+    pub fn archive_hook(store: Arc<Store>) -> ArchiveHook {
+        Arc::new(move |tables, txn, messages| {
+            let mut writing = Writing {
+                tables,
+                txn,
+                store: &store,
+            };
+            for message in messages {
+                writing
+                    .look_soon(message)
+                    .map_err(|e| StoreError::Aborted(e.to_string()))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Files every followed letter that is not in the due index (a store
+    /// from before the index) as due now; how many. Run at start.
+    pub async fn index_due_letters(&self) -> Result<u64, RecordsError> {
+        let filed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = filed.clone();
+        self.store
+            .write(Op::Apply(Box::new(move |_tables, txn| {
+                let tracking = txn.open_table(TRACKING)?;
+                let mut due_of = txn.open_table(DUE_OF)?;
+                if due_of.len()? >= tracking.len()? {
+                    return Ok(());
+                }
+                let mut due = txn.open_table(DUE)?;
+                for item in tracking.iter()? {
+                    let message = item?.0.value();
+                    if due_of.get(message)?.is_none() {
+                        due_of.insert(message, LOOK_NOW)?;
+                        due.insert((LOOK_NOW, message), ())?;
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            })))
+            .await?;
+        Ok(filed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The node store's form of `change`; a failure of the change itself
@@ -357,20 +414,27 @@ impl<S: Source> ReadRecords for S {
         )
     }
 
-    fn tracked_letters(
+    fn due_letters(
         &self,
+        by: Timestamp,
         limit: usize,
     ) -> Result<Vec<(MessageId, TrackedLetter)>, RecordsError> {
-        let Some(table) = self.open(TRACKING)? else {
+        let (Some(due), Some(tracking)) = (self.open(DUE)?, self.open(TRACKING)?) else {
             return Ok(vec![]);
         };
         let mut out = Vec::new();
-        for item in table.iter().map_err(db)?.take(limit) {
-            let (k, v) = item.map_err(db)?;
-            out.push((
-                MessageId::from_bytes(k.value()),
-                decode("followed letter", v.value(), MAX_RECORD_BYTES)?,
-            ));
+        let range = (0, [0u8; 16])..=(by.0.min(NEVER - 1), [0xff; 16]);
+        for item in due.range(range).map_err(db)?.take(limit) {
+            let (key, _) = item.map_err(db)?;
+            let message = key.value().1;
+            // The index and the letters change in one transaction; a key
+            // without its letter would be a bug, and is passed over.
+            if let Some(letter) = tracking.get(message).map_err(db)? {
+                out.push((
+                    MessageId::from_bytes(message),
+                    decode("followed letter", letter.value(), MAX_RECORD_BYTES)?,
+                ));
+            }
         }
         Ok(out)
     }
@@ -453,6 +517,27 @@ impl<S: Source> ReadRecords for S {
 }
 
 impl Writing<'_, '_> {
+    /// Files a followed letter under `due` in the due index, out of its
+    /// earlier place.
+    fn set_due(&mut self, message: [u8; 16], due: u64) -> Result<(), RecordsError> {
+        let earlier = self
+            .txn
+            .open_table(DUE_OF)
+            .map_err(db)?
+            .insert(message, due)
+            .map_err(db)?
+            .map(|d| d.value());
+        if earlier == Some(due) {
+            return Ok(());
+        }
+        let mut index = self.txn.open_table(DUE).map_err(db)?;
+        if let Some(earlier) = earlier {
+            index.remove((earlier, message)).map_err(db)?;
+        }
+        index.insert((due, message), ()).map_err(db)?;
+        Ok(())
+    }
+
     /// The last sequence numbers of a person's history, oldest and newest.
     fn history_bounds(&self, key: &str) -> Result<(Option<u64>, Option<u64>), RecordsError> {
         let table = self.txn.open_table(HISTORY).map_err(db)?;
@@ -474,11 +559,28 @@ impl Writing<'_, '_> {
 
 impl WriteRecords for Writing<'_, '_> {
     fn put_person(&mut self, key: &Recipient, record: &PersonRecord) -> Result<(), RecordsError> {
-        let key = key.to_string();
+        let key_text = key.to_string();
         let mut table = self.txn.open_table(PEOPLE).map_err(db)?;
         table
-            .insert(key.as_str(), encode(record).as_slice())
+            .insert(key_text.as_str(), encode(record).as_slice())
             .map_err(db)?;
+        drop(table);
+        let mut letters = Vec::new();
+        {
+            let unread = self.txn.open_table(UNREAD).map_err(db)?;
+            for identity in std::iter::once(key).chain(&record.linked) {
+                let identity = identity.to_string();
+                let range = unread
+                    .range(of(identity.as_str(), [0u8; 16], [0xff; 16]))
+                    .map_err(db)?;
+                for item in range {
+                    letters.push(item.map_err(db)?.0.value().1);
+                }
+            }
+        }
+        for message in letters {
+            self.set_due(message, LOOK_NOW)?;
+        }
         Ok(())
     }
 
@@ -592,8 +694,9 @@ impl WriteRecords for Writing<'_, '_> {
         message: &MessageId,
         letter: &TrackedLetter,
         signed_letter: &[u8],
+        due: Option<Timestamp>,
     ) -> Result<(), RecordsError> {
-        self.update_tracked(message, letter)?;
+        self.update_tracked(message, letter, due)?;
         self.txn
             .open_table(PAPER_COPIES)
             .map_err(db)?
@@ -612,12 +715,27 @@ impl WriteRecords for Writing<'_, '_> {
         &mut self,
         message: &MessageId,
         letter: &TrackedLetter,
+        due: Option<Timestamp>,
     ) -> Result<(), RecordsError> {
         self.txn
             .open_table(TRACKING)
             .map_err(db)?
             .insert(message.as_bytes(), encode(letter).as_slice())
             .map_err(db)?;
+        self.set_due(*message.as_bytes(), due.map_or(NEVER, |t| t.0))
+    }
+
+    fn look_soon(&mut self, message: &MessageId) -> Result<(), RecordsError> {
+        let followed = self
+            .txn
+            .open_table(DUE_OF)
+            .map_err(db)?
+            .get(message.as_bytes())
+            .map_err(db)?
+            .is_some();
+        if followed {
+            self.set_due(*message.as_bytes(), LOOK_NOW)?;
+        }
         Ok(())
     }
 
@@ -627,6 +745,20 @@ impl WriteRecords for Writing<'_, '_> {
             .map_err(db)?
             .remove(message.as_bytes())
             .map_err(db)?;
+        let due = self
+            .txn
+            .open_table(DUE_OF)
+            .map_err(db)?
+            .remove(message.as_bytes())
+            .map_err(db)?
+            .map(|d| d.value());
+        if let Some(due) = due {
+            self.txn
+                .open_table(DUE)
+                .map_err(db)?
+                .remove((due, *message.as_bytes()))
+                .map_err(db)?;
+        }
         let key = recipient.to_string();
         self.txn
             .open_table(UNREAD)

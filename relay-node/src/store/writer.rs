@@ -462,7 +462,7 @@ impl Tables<'_> {
 
     /// An envelope leaves the queue (forwarded or given up) with the
     /// evidence of that, kept only if it was still queued.
-    fn off_the_queue(
+    pub fn off_the_queue(
         &mut self,
         envelope_id: &EnvelopeId,
         evidence: &[NewEvidence],
