@@ -10,9 +10,17 @@
 //! acceptance rate with 10,000 and with 1,000,000 queued, the time from a
 //! restart to accepting again, then the drain once the home node starts,
 //! its rate, and the order in which the home node received the letters.
+//!
+//! `monitor`: a monitor cycle's reads with a million letters followed, 1%
+//! of them due; `registry`: 17 million people imported, then looked up.
+//! Both take `--store postgres` (a PostgreSQL server of their own).
 #![forbid(unsafe_code)]
 // No function over about 80 lines (clippy.toml): a long one reads as named steps.
 #![warn(clippy::too_many_lines)]
+
+mod backend;
+mod monitor;
+mod registry;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -67,6 +75,28 @@ enum Part {
         #[arg(long, default_value_t = 1024)]
         payload_bytes: usize,
     },
+    /// A monitor cycle's reads with a million letters followed, 1% due.
+    Monitor {
+        /// Letters followed.
+        #[arg(long, default_value_t = 1_000_000)]
+        followed: usize,
+        /// The share of them due.
+        #[arg(long, default_value_t = 0.01)]
+        due_share: f64,
+        #[arg(long, value_enum, default_value_t = backend::Backend::Redb)]
+        store: backend::Backend,
+    },
+    /// A registry of 17 million people: import rate, size, lookups.
+    Registry {
+        /// People to import.
+        #[arg(long, default_value_t = 17_000_000)]
+        people: usize,
+        /// The small registry to compare lookups with.
+        #[arg(long, default_value_t = 10_000)]
+        baseline: usize,
+        #[arg(long, value_enum, default_value_t = backend::Backend::Redb)]
+        store: backend::Backend,
+    },
 }
 
 #[tokio::main]
@@ -78,6 +108,16 @@ async fn main() -> Result<()> {
             concurrency,
             payload_bytes,
         } => relay(queued, baseline.min(queued), concurrency, payload_bytes).await,
+        Part::Monitor {
+            followed,
+            due_share,
+            store,
+        } => monitor::monitor(followed, due_share, store).await,
+        Part::Registry {
+            people,
+            baseline,
+            store,
+        } => registry::registry(people, baseline.min(people), store).await,
     }
 }
 

@@ -1,0 +1,63 @@
+//! Where a part keeps the gateway's records: redb in a temp dir, or a
+//! PostgreSQL server of the bench's own.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use estafette_gateway::store::test_postgres::TestPostgres;
+use estafette_gateway::store::{PgRecords, Records, RedbRecords};
+
+/// Which backend holds the records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Redb,
+    Postgres,
+}
+
+/// The records of one run, and what keeps them alive.
+pub struct Opened {
+    pub records: Arc<dyn Records>,
+    pub dir: Option<tempfile::TempDir>,
+    pub server: Option<TestPostgres>,
+}
+
+pub async fn open(backend: Backend) -> Result<Opened> {
+    Ok(match backend {
+        Backend::Redb => {
+            let dir = tempfile::tempdir()?;
+            // The store refuses a directory others can read.
+            std::fs::set_permissions(
+                dir.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )?;
+            let records = RedbRecords::open_offline(&dir.path().join("gateway.redb"))?;
+            Opened {
+                records: Arc::new(records),
+                dir: Some(dir),
+                server: None,
+            }
+        }
+        Backend::Postgres => {
+            let server = TestPostgres::start("");
+            let records = PgRecords::connect(&server.url(), 4).await?;
+            Opened {
+                records: Arc::new(records),
+                dir: None,
+                server: Some(server),
+            }
+        }
+    })
+}
+
+impl Opened {
+    /// The records' size on disk, in bytes.
+    pub fn size_bytes(&self) -> Result<u64> {
+        if let Some(server) = &self.server {
+            return Ok(server.number("SELECT pg_database_size('postgres')").max(0) as u64);
+        }
+        match &self.dir {
+            Some(dir) => Ok(std::fs::metadata(dir.path().join("gateway.redb"))?.len()),
+            None => Ok(0),
+        }
+    }
+}

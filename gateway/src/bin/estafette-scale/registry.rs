@@ -1,0 +1,156 @@
+//! `registry`: a registry of 17 million people (generated, with valid
+//! BSNs), imported through `registry import` in files of the largest size it
+//! takes; the import rate as it grows, the size on disk, and the time of one
+//! person's lookup (as a submission makes it: a snapshot and a read) with
+//! 10,000 people and with all of them.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use estafette_gateway::registry::{self, MAX_IMPORT_PEOPLE};
+use estafette_gateway::store::Records;
+use estafette_pki::NodeKind;
+use estafette_relay::testkit::TestFederation;
+use estafette_spec::{Bsn, Recipient};
+use rand_core::{OsRng, RngCore};
+
+use crate::backend::{Backend, open};
+
+const HOME: &str = "scale-home.test";
+/// Lookups timed at each size.
+const LOOKUPS: usize = 20_000;
+
+/// The `i`-th valid BSN of a sequence: eight digits counted up and the
+/// check digit that passes the eleven test (prefixes without one skipped).
+struct Bsns {
+    next_prefix: u32,
+}
+
+impl Iterator for Bsns {
+    type Item = Bsn;
+    fn next(&mut self) -> Option<Bsn> {
+        loop {
+            let prefix = self.next_prefix;
+            self.next_prefix = self.next_prefix.checked_add(1)?;
+            let digits = format!("{prefix:08}");
+            let sum: u32 = digits
+                .bytes()
+                .zip((2..=9).rev())
+                .map(|(d, w)| u32::from(d - b'0') * w)
+                .sum();
+            let check = sum % 11;
+            if check <= 9
+                && let Ok(bsn) = format!("{digits}{check}").parse()
+            {
+                return Some(bsn);
+            }
+        }
+    }
+}
+
+/// One import file of `bsns`: active digital readers at the home node,
+/// with an e-mail address and a postal address.
+fn import_file(bsns: &[Bsn]) -> String {
+    let people: Vec<serde_json::Value> = bsns
+        .iter()
+        .map(|bsn| {
+            serde_json::json!({
+                "recipient": format!("bsn:{bsn}"), "home_node": HOME, "active": true,
+                "digital_senders": ["00000001003214345000"],
+                "contact_channels": [{ "kind": "email", "address": format!("p{bsn}@example.nl"), "state": "verified" }],
+                "postal_address": { "street_lines": ["Stationsweg 3"], "postal_code": "1234 AB", "city": "Voorbeeld", "country": "NL" }
+            })
+        })
+        .collect();
+    serde_json::Value::Array(people).to_string()
+}
+
+/// Lookups of random people among `known`: (p50, p99) in microseconds.
+fn lookups(records: &dyn Records, known: &[Bsn]) -> Result<(f64, f64)> {
+    let mut took = Vec::with_capacity(LOOKUPS);
+    for _ in 0..LOOKUPS {
+        let bsn = &known[(OsRng.next_u64() % known.len() as u64) as usize];
+        let recipient: Recipient = format!("bsn:{bsn}").parse()?;
+        let started = Instant::now();
+        let found = registry::lookup(records, &recipient)?;
+        took.push(started.elapsed().as_secs_f64() * 1e6);
+        if found.is_none() {
+            bail!("{recipient} not found");
+        }
+    }
+    took.sort_by(f64::total_cmp);
+    Ok((took[took.len() / 2], took[took.len() * 99 / 100]))
+}
+
+/// The registry part.
+pub async fn registry(people: usize, baseline: usize, backend: Backend) -> Result<()> {
+    let fed = TestFederation::new(&[(HOME, NodeKind::Home)], &[HOME]);
+    let trust = fed.trust();
+    let opened = open(backend).await?;
+    let records = &*opened.records;
+    println!("{backend:?}: importing {people} people, {MAX_IMPORT_PEOPLE} per import file");
+    let mut bsns = Bsns {
+        next_prefix: 10_000_000,
+    };
+    // Kept to look people up: every person's BSN (9 bytes each).
+    let mut known: Vec<Bsn> = Vec::with_capacity(people);
+    let started = Instant::now();
+    let (mut window_start, mut window_people) = (Instant::now(), 0usize);
+    let mut baseline_figures = None;
+    while known.len() < people {
+        let chunk = MAX_IMPORT_PEOPLE.min(people - known.len());
+        let chunk = if known.len() < baseline {
+            chunk.min(baseline - known.len())
+        } else {
+            chunk
+        };
+        let batch: Vec<Bsn> = bsns.by_ref().take(chunk).collect();
+        if batch.len() < chunk {
+            bail!("out of BSNs");
+        }
+        let file = import_file(&batch);
+        registry::import(records, &trust, &file)
+            .await
+            .context("an import")?;
+        known.extend(batch);
+        window_people += chunk;
+        if known.len() == baseline {
+            let (p50, p99) = lookups(records, &known)?;
+            println!(
+                "{:>10} people: lookup p50 {p50:.1} µs, p99 {p99:.1} µs",
+                known.len()
+            );
+            baseline_figures = Some((p50, p99));
+        }
+        if known.len() / 1_000_000 > (known.len() - chunk) / 1_000_000 || known.len() == people {
+            let rate = window_people as f64 / window_start.elapsed().as_secs_f64();
+            println!(
+                "{:>10} people: importing at {rate:.0} people/s, {:.0} MiB on disk",
+                known.len(),
+                opened.size_bytes()? as f64 / (1024.0 * 1024.0)
+            );
+            (window_start, window_people) = (Instant::now(), 0);
+        }
+    }
+    let total_s = started.elapsed().as_secs_f64();
+    let size = opened.size_bytes()?;
+    // Twice: the second pass shows how much of the first was a cold cache.
+    let (p50_cold, p99_cold) = lookups(records, &known)?;
+    println!("{people:>10} people: lookup p50 {p50_cold:.1} µs, p99 {p99_cold:.1} µs (first pass)");
+    let (p50, p99) = lookups(records, &known)?;
+    println!(
+        "{people} people imported in {total_s:.0} s ({:.0} people/s); {:.0} MiB on disk ({:.0} bytes per person)",
+        people as f64 / total_s,
+        size as f64 / (1024.0 * 1024.0),
+        size as f64 / people as f64
+    );
+    println!("{people:>10} people: lookup p50 {p50:.1} µs, p99 {p99:.1} µs");
+    if let Some((b50, b99)) = baseline_figures {
+        println!(
+            "lookup with {people} people vs {baseline}: p50 {:.2}x, p99 {:.2}x",
+            p50 / b50,
+            p99 / b99
+        );
+    }
+    Ok(())
+}
