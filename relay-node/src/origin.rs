@@ -79,28 +79,17 @@ pub struct OriginQueue {
 
 impl OriginQueue {
     /// Envelope `id` leaves the queue with `evidence` archived, and the
-    /// archive hook run in the same transaction.
-    fn off_the_queue(&self, id: EnvelopeId, evidence: Vec<NewEvidence>, forwarded: bool) -> Op {
-        match self.on_archive.clone() {
-            None if forwarded => Op::Forwarded {
-                envelope_id: id,
-                evidence: evidence
-                    .into_iter()
-                    .next()
-                    .map(|e| (e, EvidenceTo::Archive)),
-            },
-            None => Op::Fail {
-                envelope_id: id,
-                evidence,
-                to: EvidenceTo::Archive,
-            },
-            Some(hook) => Op::Apply(Box::new(move |tables, txn| {
-                tables.off_the_queue(&id, &evidence, EvidenceTo::Archive)?;
-                let messages: Vec<MessageId> =
-                    evidence.iter().filter_map(|e| e.message_id).collect();
-                hook(tables, txn, &messages)
-            })),
-        }
+    /// archive hook, if any, run in the same transaction.
+    fn off_the_queue(&self, id: EnvelopeId, evidence: Vec<NewEvidence>) -> Op {
+        let hook = self.on_archive.clone();
+        Op::Apply(Box::new(move |tables, txn| {
+            tables.off_the_queue(&id, &evidence, EvidenceTo::Archive)?;
+            let Some(hook) = hook else {
+                return Ok(());
+            };
+            let messages: Vec<MessageId> = evidence.iter().filter_map(|e| e.message_id).collect();
+            hook(tables, txn, &messages)
+        }))
     }
 }
 
@@ -130,7 +119,7 @@ impl ForwardQueue for OriginQueue {
             let note = StoredEvidence::of(&acceptance.record);
             let evidence = acceptance.evidence();
             self.store
-                .write(self.off_the_queue(id, vec![evidence], true))
+                .write(self.off_the_queue(id, vec![evidence]))
                 .await?;
             self.notes.note(note);
             Ok(())
@@ -150,7 +139,7 @@ impl ForwardQueue for OriginQueue {
     fn give_up(&self, id: EnvelopeId, evidence: Vec<NewEvidence>) -> QueueWrite<'_> {
         Box::pin(async move {
             self.store
-                .write(self.off_the_queue(id, evidence, false))
+                .write(self.off_the_queue(id, evidence))
                 .await
                 .map(|_| ())
         })

@@ -538,6 +538,22 @@ impl Writing<'_, '_> {
         Ok(())
     }
 
+    /// Files a followed letter as due now; nothing for one not followed or
+    /// already due now (so that repeated evidence rewrites no page).
+    fn due_now(&mut self, message: [u8; 16]) -> Result<(), RecordsError> {
+        let earlier = self
+            .txn
+            .open_table(DUE_OF)
+            .map_err(db)?
+            .get(message)
+            .map_err(db)?
+            .map(|d| d.value());
+        match earlier {
+            Some(due) if due != LOOK_NOW => self.set_due(message, LOOK_NOW),
+            _ => Ok(()),
+        }
+    }
+
     /// The last sequence numbers of a person's history, oldest and newest.
     fn history_bounds(&self, key: &str) -> Result<(Option<u64>, Option<u64>), RecordsError> {
         let table = self.txn.open_table(HISTORY).map_err(db)?;
@@ -579,7 +595,7 @@ impl WriteRecords for Writing<'_, '_> {
             }
         }
         for message in letters {
-            self.set_due(message, LOOK_NOW)?;
+            self.due_now(message)?;
         }
         Ok(())
     }
@@ -726,17 +742,7 @@ impl WriteRecords for Writing<'_, '_> {
     }
 
     fn look_soon(&mut self, message: &MessageId) -> Result<(), RecordsError> {
-        let followed = self
-            .txn
-            .open_table(DUE_OF)
-            .map_err(db)?
-            .get(message.as_bytes())
-            .map_err(db)?
-            .is_some();
-        if followed {
-            self.set_due(*message.as_bytes(), LOOK_NOW)?;
-        }
-        Ok(())
+        self.due_now(*message.as_bytes())
     }
 
     fn forget(&mut self, recipient: &Recipient, message: &MessageId) -> Result<(), RecordsError> {

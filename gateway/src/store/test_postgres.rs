@@ -154,22 +154,15 @@ impl TestPostgres {
     pub fn wait_for_sync_standby(&self) {
         let started = Instant::now();
         loop {
-            // On a thread of its own: the blocking client must not run
-            // inside the test's async runtime.
-            let url = self.url();
-            let streaming = std::thread::spawn(move || {
-                postgres::Client::connect(&url, postgres::NoTls)
-                    .and_then(|mut c| {
-                        c.query_one(
-                            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
-                            &[],
-                        )
-                    })
+            let streaming = self
+                .on_own_thread(|c| {
+                    c.query_one(
+                        "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+                        &[],
+                    )
                     .map(|row| row.get::<_, i64>(0) > 0)
-                    .unwrap_or(false)
-            })
-            .join()
-            .unwrap_or(false);
+                })
+                .unwrap_or(false);
             if streaming {
                 return;
             }
@@ -185,28 +178,30 @@ impl TestPostgres {
     /// Runs `statements` (one or more, `;`-separated, in one transaction)
     /// as the superuser.
     pub fn execute(&self, statements: &str) {
-        let (url, sql) = (self.url(), statements.to_owned());
-        // On a thread of its own: the blocking client must not run inside
-        // the test's async runtime.
-        std::thread::spawn(move || {
-            postgres::Client::connect(&url, postgres::NoTls).and_then(|mut c| c.batch_execute(&sql))
-        })
-        .join()
-        .unwrap_or_else(|_| panic!("the SQL thread panicked"))
-        .unwrap_or_else(|e| panic!("running {statements:?}: {e:?}"));
+        let sql = statements.to_owned();
+        self.on_own_thread(move |c| c.batch_execute(&sql))
+            .unwrap_or_else(|e| panic!("running {statements:?}: {e:?}"));
     }
 
     /// The one number `query` gives (a count, say).
     pub fn number(&self, query: &str) -> i64 {
-        let (url, sql) = (self.url(), query.to_owned());
+        let sql = query.to_owned();
+        self.on_own_thread(move |c| c.query_one(&sql, &[]).map(|row| row.get::<_, i64>(0)))
+            .unwrap_or_else(|e| panic!("running {query:?}: {e:?}"))
+    }
+
+    /// `job` on a connection of its own, on a thread of its own: the
+    /// blocking client must not run inside the test's async runtime.
+    fn on_own_thread<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, postgres::Error> {
+        let url = self.url();
         std::thread::spawn(move || {
-            postgres::Client::connect(&url, postgres::NoTls)
-                .and_then(|mut c| c.query_one(&sql, &[]))
-                .map(|row| row.get::<_, i64>(0))
+            postgres::Client::connect(&url, postgres::NoTls).and_then(|mut c| job(&mut c))
         })
         .join()
         .unwrap_or_else(|_| panic!("the SQL thread panicked"))
-        .unwrap_or_else(|e| panic!("running {query:?}: {e:?}"))
     }
 
     /// Kills the server as a crash would (immediate shutdown).
