@@ -4,9 +4,14 @@
 //! requests of that batch. Nothing is acknowledged before it is on disk.
 //!
 //! Tables (keys are raw 16-byte ids; values CBOR records):
-//! - `dedup`: envelope id → the evidence we signed and the envelope's state;
-//!   remembered for `dedup_retention_s`.
-//! - `queue`: envelope id → an envelope waiting to be forwarded.
+//! - `dedup`: envelope id → the evidence we signed, the envelope's state
+//!   and, while it is queued, its place; remembered for `dedup_retention_s`.
+//! - `queue_by_place`: place → an envelope waiting to be forwarded, written
+//!   once. Places are numbered in the order envelopes are accepted, so a
+//!   queue of a million appends at its end and drains from its front
+//!   (keyed by random envelope id, every write went to a different page);
+//!   `queue_retries`: place → how its attempts went, so that a retry
+//!   rewrites a few bytes and not the envelope.
 //! - `lines`: (next hop, place) → (envelope id, accepted at): each next
 //!   hop's envelopes in the order they were queued, which the forwarder
 //!   reads a window at a time; `line_lengths`: next hop → how many wait;
@@ -45,7 +50,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::Metrics;
 
 const DEDUP: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("dedup");
-const QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("queue");
+/// Queued envelopes by place: place → [`QueueRecord`], written once.
+const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_by_place");
+/// How the attempts to forward each queued envelope went: place → [`RetryRecord`].
+const RETRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_retries");
+/// The queue as versions before places kept it (envelope id → record);
+/// moved into [`QUEUE`] when the store opens.
+const LEGACY_QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("queue");
 /// The small part of each letter, what listing an inbox reads:
 /// (inbox id, envelope id) → [`InboxRecord`].
 const INBOX: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("inbox");
@@ -238,6 +249,7 @@ impl Store {
             let txn = db.begin_write()?;
             txn.open_table(DEDUP)?;
             txn.open_table(QUEUE)?;
+            txn.open_table(RETRIES)?;
             txn.open_table(INBOX)?;
             txn.open_table(LETTERS)?;
             txn.open_table(OUTBOX)?;
@@ -247,7 +259,7 @@ impl Store {
             txn.open_table(LINES)?;
             txn.open_table(LINE_LENGTHS)?;
             txn.open_table(EXPIRIES)?;
-            writer::index_unnumbered_queue(&txn)?;
+            writer::move_queue_to_places(&txn)?;
             writer::line_up_outbox(&txn)?;
             writer::index_dedup_by_time(&txn)?;
             txn.commit()?;
@@ -377,13 +389,27 @@ impl Store {
         .map(|_| ())
     }
 
+    /// A queued envelope, found through its dedup record's place.
     pub fn queue_get(&self, id: &EnvelopeId) -> Result<Option<QueueRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(QUEUE)?;
-        table
+        let dedup = txn.open_table(DEDUP)?;
+        let Some(place) = dedup
             .get(id.as_bytes())?
-            .map(|v| decode(v.value()))
-            .transpose()
+            .map(|v| decode::<DedupRecord>(v.value()))
+            .transpose()?
+            .and_then(|d| d.place)
+        else {
+            return Ok(None);
+        };
+        let Some(record) = txn.open_table(QUEUE)?.get(place)? else {
+            return Ok(None);
+        };
+        let record: QueueRecord = decode(record.value())?;
+        let retry = match txn.open_table(RETRIES)?.get(place)? {
+            Some(v) => decode(v.value())?,
+            None => RetryRecord::default(),
+        };
+        Ok(Some(record.with_retries(retry)))
     }
 
     pub fn dedup_get(&self, id: &EnvelopeId) -> Result<Option<DedupRecord>, StoreError> {

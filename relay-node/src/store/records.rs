@@ -22,6 +22,21 @@ pub struct DedupRecord {
     pub evidence: Vec<u8>,
     pub accepted_at: Timestamp,
     pub state: EnvelopeState,
+    /// A queued envelope's place in the queue table (and its next hop's
+    /// line): how the store finds it by id. Records from before the queue
+    /// was kept by place have none until the store opens and moves them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<u64>,
+}
+
+/// How the attempts to forward a queued envelope have gone: kept apart from
+/// the envelope, which is written once, so that a retry rewrites a few
+/// bytes and not the whole envelope.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RetryRecord {
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+    pub last_error: Option<String>,
 }
 
 /// An envelope waiting to be forwarded.
@@ -34,16 +49,27 @@ pub struct QueueRecord {
     pub our_evidence: Option<Digest>,
     pub expires_at: Timestamp,
     pub accepted_at: Timestamp,
+    /// As stored: 0, None. Read back with the envelope's [`RetryRecord`].
     pub attempts: u32,
     pub next_attempt_ms: u64,
     pub last_error: Option<String>,
     #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
-    /// Its place in its next hop's line: the store numbers queued
-    /// envelopes in the order it takes them (records from before lines
-    /// were kept have none, and are numbered when the store opens).
+    /// Its place in the queue and in its next hop's line: the store numbers
+    /// queued envelopes in the order it takes them (records from before
+    /// lines were kept have none, and are numbered when the store opens).
     #[serde(default)]
     pub seq: u64,
+}
+
+impl QueueRecord {
+    /// The record with how its attempts went.
+    pub fn with_retries(mut self, retry: RetryRecord) -> QueueRecord {
+        self.attempts = retry.attempts;
+        self.next_attempt_ms = retry.next_attempt_ms;
+        self.last_error = retry.last_error;
+        self
+    }
 }
 
 /// One opening of a letter: who, when, under which mandate.

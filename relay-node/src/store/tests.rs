@@ -110,28 +110,78 @@ async fn a_line_keeps_the_order_of_queuing_and_its_indexes_follow_the_queue() {
     );
 }
 
+/// Writes a store as versions before places left it: the queue keyed by
+/// envelope id, dedup records without a place; with `numbered`, lines too.
+fn write_legacy_store(
+    dir: &tempfile::TempDir,
+    envelopes: &[(EnvelopeId, QueueRecord)],
+    numbered: bool,
+) {
+    let path = dir.path().join("data");
+    private_dir(&path).unwrap();
+    let db = Database::create(path.join("store.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut queue = txn.open_table(LEGACY_QUEUE).unwrap();
+        let mut dedup = txn.open_table(DEDUP).unwrap();
+        let mut lines = txn.open_table(LINES).unwrap();
+        let mut lengths = txn.open_table(LINE_LENGTHS).unwrap();
+        let mut expiries = txn.open_table(EXPIRIES).unwrap();
+        for (id, record) in envelopes {
+            queue
+                .insert(id.as_bytes(), encode(record).as_slice())
+                .unwrap();
+            let old = DedupRecord {
+                evidence: vec![9],
+                accepted_at: record.accepted_at,
+                state: EnvelopeState::Queued,
+                place: None,
+            };
+            dedup
+                .insert(id.as_bytes(), encode(&old).as_slice())
+                .unwrap();
+            if numbered {
+                let hop = record.destination.as_str();
+                lines
+                    .insert((hop, record.seq), (*id.as_bytes(), record.accepted_at.0))
+                    .unwrap();
+                expiries
+                    .insert((record.expires_at.0, *id.as_bytes()), hop)
+                    .unwrap();
+                let length = lengths.get(hop).unwrap().map_or(0, |v| v.value());
+                lengths.insert(hop, length + 1).unwrap();
+            }
+        }
+    }
+    txn.commit().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let file = path.join("store.redb");
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn legacy_record(at: Timestamp, seq: u64) -> QueueRecord {
+    let Placement::Queue(mut record) = queued(at) else {
+        unreachable!()
+    };
+    record.seq = seq;
+    record
+}
+
 #[tokio::test]
 async fn a_queue_from_before_lines_is_numbered_in_order_of_acceptance_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir);
     let hop: NodeId = "home.test".parse().unwrap();
     let at = Timestamp(1_800_000_000);
     let (late, early) = (
         EnvelopeId::from_bytes([1; 16]),
         EnvelopeId::from_bytes([2; 16]),
     );
-    accept(&store, late, at.plus_s(5)).await;
-    accept(&store, early, at).await;
-    drop(store);
-    // As an earlier version left it: the queue, no lines.
-    {
-        let db = Database::create(dir.path().join("data").join("store.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.delete_table(LINES).unwrap();
-        txn.delete_table(LINE_LENGTHS).unwrap();
-        txn.delete_table(EXPIRIES).unwrap();
-        txn.commit().unwrap();
-    }
+    // As the earliest version left it: the queue by id, no lines.
+    let envelopes = [
+        (late, legacy_record(at.plus_s(5), 0)),
+        (early, legacy_record(at, 0)),
+    ];
+    write_legacy_store(&dir, &envelopes, false);
     let store = open_store(&dir);
     assert_eq!(store.queue_lines().unwrap(), [(hop.clone(), 2)]);
     assert_eq!(ids(&store.queue_line(&hop, 10).unwrap()), [early, late]);
@@ -139,6 +189,103 @@ async fn a_queue_from_before_lines_is_numbered_in_order_of_acceptance_at_open() 
         store.queue_expiring(at.plus_s(3600), 10).unwrap(),
         [(early, hop)]
     );
+    assert_eq!(store.queue_len(), 2);
+    assert_eq!(store.queue_get(&early).unwrap().unwrap().seq, 0);
+    assert_eq!(store.queue_get(&late).unwrap().unwrap().seq, 1);
+}
+
+#[tokio::test]
+async fn a_queue_kept_by_envelope_id_is_moved_to_places_at_open_and_goes_on_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let hop: NodeId = "home.test".parse().unwrap();
+    let at = Timestamp(1_800_000_000);
+    let (first, second) = (
+        EnvelopeId::from_bytes([0xee; 16]),
+        EnvelopeId::from_bytes([0x11; 16]),
+    );
+    let mut retried = legacy_record(at, 7);
+    retried.attempts = 3;
+    retried.next_attempt_ms = 42;
+    retried.last_error = Some("unreachable".into());
+    write_legacy_store(
+        &dir,
+        &[(first, retried), (second, legacy_record(at, 8))],
+        true,
+    );
+    let store = open_store(&dir);
+    assert_eq!(ids(&store.queue_line(&hop, 10).unwrap()), [first, second]);
+    let moved = store.queue_get(&first).unwrap().unwrap();
+    assert_eq!(
+        (moved.seq, moved.attempts, moved.next_attempt_ms),
+        (7, 3, 42)
+    );
+    assert_eq!(moved.last_error.as_deref(), Some("unreachable"));
+    let dedup = store.dedup_get(&first).unwrap().unwrap();
+    assert_eq!((dedup.evidence, dedup.place), (vec![9], Some(7)));
+    // The next envelope takes the place after the last one moved.
+    let third = EnvelopeId::from_bytes([0x55; 16]);
+    accept(&store, third, at.plus_s(1)).await;
+    assert_eq!(store.queue_get(&third).unwrap().unwrap().seq, 9);
+    // Forwarding a moved envelope takes it off the queue and its line.
+    let op = Op::Forwarded {
+        envelope_id: first,
+        evidence: None,
+    };
+    store.write(op).await.unwrap();
+    assert!(store.queue_get(&first).unwrap().is_none());
+    assert_eq!(ids(&store.queue_line(&hop, 10).unwrap()), [second, third]);
+    drop(store);
+    // Opened again: nothing left to move, nothing moved twice.
+    let store = open_store(&dir);
+    assert_eq!(store.queue_len(), 2);
+    assert_eq!(ids(&store.queue_line(&hop, 10).unwrap()), [second, third]);
+    let txn = store.database().begin_read().unwrap();
+    assert!(matches!(
+        txn.open_table(LEGACY_QUEUE),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_retry_rewrites_how_the_attempts_went_not_the_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let at = Timestamp(1_800_000_000);
+    let id = EnvelopeId::from_bytes([3; 16]);
+    accept(&store, id, at).await;
+    store
+        .reschedule(id, 2, 5_000, "no handshake".into())
+        .await
+        .unwrap();
+    let record = store.queue_get(&id).unwrap().unwrap();
+    assert_eq!((record.attempts, record.next_attempt_ms), (2, 5_000));
+    assert_eq!(record.last_error.as_deref(), Some("no handshake"));
+    assert_eq!(record.envelope, [1, 2, 3]);
+    let txn = store.database().begin_read().unwrap();
+    let stored: QueueRecord = decode(
+        txn.open_table(QUEUE)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .unwrap()
+            .value(),
+    )
+    .unwrap();
+    assert_eq!(
+        (stored.attempts, stored.last_error),
+        (0, None),
+        "the envelope as written once"
+    );
+    drop(txn);
+    // A reschedule of an envelope no longer queued changes nothing.
+    let op = Op::Forwarded {
+        envelope_id: id,
+        evidence: None,
+    };
+    store.write(op).await.unwrap();
+    store.reschedule(id, 3, 9_000, "late".into()).await.unwrap();
+    let txn = store.database().begin_read().unwrap();
+    assert!(txn.open_table(RETRIES).unwrap().is_empty().unwrap());
 }
 
 fn evidence(n: u8) -> NewEvidence {

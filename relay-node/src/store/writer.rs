@@ -81,31 +81,85 @@ pub(super) fn index_dedup_by_time(txn: &redb::WriteTransaction) -> Result<(), St
     Ok(())
 }
 
-/// Numbers and indexes queued envelopes written before the store kept
-/// lines (a store from an earlier version), in the order they were
-/// accepted; does nothing when the lines are kept already.
-pub(super) fn index_unnumbered_queue(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let mut queue = txn.open_table(QUEUE)?;
-    if queue.is_empty()? || !txn.open_table(LINE_LENGTHS)?.is_empty()? {
-        return Ok(());
+/// Moves a queue kept by envelope id (a store from an earlier version)
+/// into the queue kept by place, each envelope at its place in its line
+/// (numbering them first, in the order they were accepted, if the store
+/// kept no lines yet), with its place in its dedup record and its attempts
+/// apart; then drops the old table. Does nothing to a store without one.
+pub(super) fn move_queue_to_places(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let legacy = txn.open_table(LEGACY_QUEUE)?;
+    if !legacy.is_empty()? {
+        let numbered = !txn.open_table(LINE_LENGTHS)?.is_empty()?;
+        // Only ids and times in memory: the records are read one at a time.
+        let mut order: Vec<(u64, u64, [u8; 16])> = Vec::new();
+        for item in legacy.iter()? {
+            let (k, v) = item?;
+            let record: QueueRecord = decode(v.value())?;
+            order.push((record.seq, record.accepted_at.0, k.value()));
+        }
+        if !numbered {
+            order.sort_by_key(|&(_, accepted_at, id)| (accepted_at, id));
+        }
+        let mut moved = Moved {
+            queue: txn.open_table(QUEUE)?,
+            retries: txn.open_table(RETRIES)?,
+            dedup: txn.open_table(DEDUP)?,
+            lines: Lines {
+                lines: txn.open_table(LINES)?,
+                lengths: txn.open_table(LINE_LENGTHS)?,
+                expiries: txn.open_table(EXPIRIES)?,
+            },
+        };
+        for (n, (seq, _, id)) in (0u64..).zip(order) {
+            let Some(v) = legacy.get(&id)? else { continue };
+            let mut record: QueueRecord = decode(v.value())?;
+            drop(v);
+            record.seq = if numbered { seq } else { n };
+            if !numbered {
+                moved.lines.add(&EnvelopeId::from_bytes(id), &record)?;
+            }
+            moved.put(&id, record)?;
+        }
     }
-    let mut unnumbered: Vec<([u8; 16], QueueRecord)> = Vec::new();
-    for item in queue.iter()? {
-        let (k, v) = item?;
-        unnumbered.push((k.value(), decode(v.value())?));
-    }
-    unnumbered.sort_by_key(|(id, r)| (r.accepted_at, *id));
-    let mut lines = Lines {
-        lines: txn.open_table(LINES)?,
-        lengths: txn.open_table(LINE_LENGTHS)?,
-        expiries: txn.open_table(EXPIRIES)?,
-    };
-    for (seq, (id, mut record)) in (0u64..).zip(unnumbered) {
-        record.seq = seq;
-        lines.add(&EnvelopeId::from_bytes(id), &record)?;
-        queue.insert(&id, encode(&record).as_slice())?;
-    }
+    drop(legacy);
+    txn.delete_table(LEGACY_QUEUE)?;
     Ok(())
+}
+
+/// The tables an envelope moved from the old queue is written to.
+struct Moved<'t> {
+    queue: redb::Table<'t, u64, &'static [u8]>,
+    retries: redb::Table<'t, u64, &'static [u8]>,
+    dedup: redb::Table<'t, [u8; 16], &'static [u8]>,
+    lines: Lines<'t>,
+}
+
+impl Moved<'_> {
+    fn put(&mut self, id: &[u8; 16], record: QueueRecord) -> Result<(), StoreError> {
+        let place = record.seq;
+        let mut dedup: DedupRecord = match self.dedup.get(id)? {
+            Some(v) => decode(v.value())?,
+            None => DedupRecord {
+                evidence: Vec::new(),
+                accepted_at: record.accepted_at,
+                state: EnvelopeState::Queued,
+                place: None,
+            },
+        };
+        dedup.place = Some(place);
+        self.dedup.insert(id, encode(&dedup).as_slice())?;
+        if record.attempts > 0 || record.last_error.is_some() {
+            let retry = RetryRecord {
+                attempts: record.attempts,
+                next_attempt_ms: record.next_attempt_ms,
+                last_error: record.last_error.clone(),
+            };
+            self.retries.insert(place, encode(&retry).as_slice())?;
+        }
+        let record = record.with_retries(RetryRecord::default());
+        self.queue.insert(place, encode(&record).as_slice())?;
+        Ok(())
+    }
 }
 
 /// The tables that say where queued envelopes wait (see the store's doc).
@@ -170,6 +224,7 @@ impl Writer {
                     let mut t = Tables {
                         dedup: txn.open_table(DEDUP)?,
                         queue: txn.open_table(QUEUE)?,
+                        retries: txn.open_table(RETRIES)?,
                         inbox: txn.open_table(INBOX)?,
                         outbox: txn.open_table(OUTBOX)?,
                         outbox_line: txn.open_table(OUTBOX_LINE)?,
@@ -222,7 +277,8 @@ impl Writer {
 /// The store's open tables inside one write transaction.
 pub struct Tables<'t> {
     dedup: redb::Table<'t, [u8; 16], &'static [u8]>,
-    queue: redb::Table<'t, [u8; 16], &'static [u8]>,
+    queue: redb::Table<'t, u64, &'static [u8]>,
+    retries: redb::Table<'t, u64, &'static [u8]>,
     inbox: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
     outbox: redb::Table<'t, [u8; 16], &'static [u8]>,
     outbox_line: redb::Table<'t, u64, [u8; 16]>,
@@ -308,12 +364,26 @@ impl Tables<'_> {
         Ok(())
     }
 
+    /// The place of a queued envelope, from its dedup record.
+    fn place_of(&self, id: &EnvelopeId) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .dedup
+            .get(id.as_bytes())?
+            .map(|v| decode::<DedupRecord>(v.value()))
+            .transpose()?
+            .and_then(|d| d.place))
+    }
+
     fn remove_queued(&mut self, id: &EnvelopeId) -> Result<bool, StoreError> {
-        let Some(removed) = self.queue.remove(id.as_bytes())? else {
+        let Some(place) = self.place_of(id)? else {
+            return Ok(false);
+        };
+        let Some(removed) = self.queue.remove(place)? else {
             return Ok(false);
         };
         let record: QueueRecord = decode(removed.value())?;
         drop(removed);
+        self.retries.remove(place)?;
         self.lines.remove(id, &record)?;
         *self.queue_len = self.queue_len.saturating_sub(1);
         Ok(true)
@@ -411,7 +481,7 @@ impl Tables<'_> {
                 evidence: known.evidence,
             });
         }
-        let state = match placement {
+        let (state, place) = match placement {
             Placement::Queue(mut record) => {
                 if *self.queue_len >= self.max_queue_len {
                     return Ok(Outcome::QueueFull);
@@ -419,10 +489,9 @@ impl Tables<'_> {
                 record.seq = *self.next_seq;
                 *self.next_seq += 1;
                 self.lines.add(envelope_id, &record)?;
-                self.queue
-                    .insert(envelope_id.as_bytes(), encode(&record).as_slice())?;
+                self.queue.insert(record.seq, encode(&record).as_slice())?;
                 *self.queue_len += 1;
-                EnvelopeState::Queued
+                (EnvelopeState::Queued, Some(record.seq))
             }
             Placement::Inbox {
                 inbox_id,
@@ -442,13 +511,14 @@ impl Tables<'_> {
                 )?;
                 txn.open_table(LETTERS)?
                     .insert(envelope_id.as_bytes(), message.as_slice())?;
-                EnvelopeState::Delivered
+                (EnvelopeState::Delivered, None)
             }
         };
         let dedup = DedupRecord {
             evidence: evidence.map(|e| e.bytes.clone()).unwrap_or_default(),
             accepted_at: now,
             state,
+            place,
         };
         self.dedup
             .insert(envelope_id.as_bytes(), encode(&dedup).as_slice())?;
@@ -483,15 +553,18 @@ impl Tables<'_> {
         next_attempt_ms: u64,
         last_error: String,
     ) -> Result<Outcome, StoreError> {
-        let mut record: QueueRecord = match self.queue.get(envelope_id.as_bytes())? {
-            Some(v) => decode(v.value())?,
-            None => return Ok(Outcome::Done),
+        let Some(place) = self.place_of(envelope_id)? else {
+            return Ok(Outcome::Done);
         };
-        record.attempts = attempts;
-        record.next_attempt_ms = next_attempt_ms;
-        record.last_error = Some(last_error);
-        self.queue
-            .insert(envelope_id.as_bytes(), encode(&record).as_slice())?;
+        if self.queue.get(place)?.is_none() {
+            return Ok(Outcome::Done);
+        }
+        let retry = RetryRecord {
+            attempts,
+            next_attempt_ms,
+            last_error: Some(last_error),
+        };
+        self.retries.insert(place, encode(&retry).as_slice())?;
         Ok(Outcome::Done)
     }
 
@@ -560,12 +633,16 @@ impl Tables<'_> {
         }
         let next = (examined.len() > PRUNE_BATCH).then(|| examined[PRUNE_BATCH]);
         examined.truncate(PRUNE_BATCH);
-        for place in examined {
+        for entry in examined {
             // Still queued: remembered until it leaves the queue (a later
             // round finds it again).
-            if self.queue.get(place.1)?.is_none() {
-                self.dedup.remove(place.1)?;
-                self.dedup_by_time.remove(place)?;
+            let queued = match self.place_of(&EnvelopeId::from_bytes(entry.1))? {
+                Some(place) => self.queue.get(place)?.is_some(),
+                None => false,
+            };
+            if !queued {
+                self.dedup.remove(entry.1)?;
+                self.dedup_by_time.remove(entry)?;
             }
         }
         Ok(Outcome::Pruned { next })
