@@ -104,11 +104,7 @@ pub(super) fn move_queue_to_places(txn: &redb::WriteTransaction) -> Result<(), S
             queue: txn.open_table(QUEUE)?,
             retries: txn.open_table(RETRIES)?,
             dedup: txn.open_table(DEDUP)?,
-            lines: Lines {
-                lines: txn.open_table(LINES)?,
-                lengths: txn.open_table(LINE_LENGTHS)?,
-                expiries: txn.open_table(EXPIRIES)?,
-            },
+            lines: Lines::open(txn)?,
         };
         for (n, (seq, _, id)) in (0u64..).zip(order) {
             let Some(v) = legacy.get(&id)? else { continue };
@@ -169,7 +165,15 @@ pub(super) struct Lines<'t> {
     expiries: redb::Table<'t, (u64, [u8; 16]), &'static str>,
 }
 
-impl Lines<'_> {
+impl<'t> Lines<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Lines<'t>, StoreError> {
+        Ok(Lines {
+            lines: txn.open_table(LINES)?,
+            lengths: txn.open_table(LINE_LENGTHS)?,
+            expiries: txn.open_table(EXPIRIES)?,
+        })
+    }
+
     fn add(&mut self, id: &EnvelopeId, r: &QueueRecord) -> Result<(), StoreError> {
         let hop = r.destination.as_str();
         self.lines
@@ -230,11 +234,7 @@ impl Writer {
                         outbox_line: txn.open_table(OUTBOX_LINE)?,
                         dedup_by_time: txn.open_table(DEDUP_BY_TIME)?,
                         evidence: txn.open_table(EVIDENCE)?,
-                        lines: Lines {
-                            lines: txn.open_table(LINES)?,
-                            lengths: txn.open_table(LINE_LENGTHS)?,
-                            expiries: txn.open_table(EXPIRIES)?,
-                        },
+                        lines: Lines::open(&txn)?,
                         next_seq: &mut next_seq,
                         next_outbox_seq: &mut next_outbox_seq,
                         queue_len: &mut queue_len,
