@@ -4,8 +4,12 @@
 //! requests of that batch. Nothing is acknowledged before it is on disk.
 //!
 //! Tables (keys are raw 16-byte ids; values CBOR records):
-//! - `dedup`: envelope id → the evidence we signed, the envelope's state
-//!   and, while it is queued, its place; remembered for `dedup_retention_s`.
+//! - `dedup_ids`: envelope id → when it was accepted and, while it is
+//!   queued, its place: 16 bytes a value, so that the one table keyed by
+//!   random id stays small enough to live in memory; remembered for
+//!   `dedup_retention_s`. `dedup_evidence`: (accepted at, envelope id) →
+//!   the evidence we signed, written once at the end of a time-ordered
+//!   table, which pruning reads from its front.
 //! - `queue_by_place`: place → an envelope waiting to be forwarded, written
 //!   once. Places are numbered in the order envelopes are accepted, so a
 //!   queue of a million appends at its end and drains from its front
@@ -18,11 +22,9 @@
 //!   `expiries`: (expires at, envelope id) → next hop, for giving up what
 //!   expired without reading the queue.
 //! - `inbox`: (inbox id, envelope id) → a letter (home role).
-//! - `outbox`: evidence id → evidence waiting to be delivered to the
-//!   gateway; `outbox_line`: place → evidence id, the order it goes out
-//!   in, read a batch at a time from the front.
-//! - `dedup_by_time`: (accepted at, envelope id), so that pruning reads
-//!   only what is old enough to forget.
+//! - `outbox_by_place`: place → (evidence id, evidence) waiting to be
+//!   delivered to the gateway, in the order it goes out, written once at
+//!   the end and read a batch at a time from the front.
 //! - `evidence`: (message id, evidence id) → evidence (gateway role: where
 //!   all evidence ends up).
 //!
@@ -49,7 +51,20 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 
-const DEDUP: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("dedup");
+/// Every envelope accepted: envelope id → (accepted at in seconds, its
+/// place while queued, or [`NOT_QUEUED`]).
+const DEDUP: TableDefinition<[u8; 16], (u64, u64)> = TableDefinition::new("dedup_ids");
+/// The place of an envelope delivered here (never queued).
+const NOT_QUEUED: u64 = u64::MAX;
+/// The evidence signed for each accepted envelope: (accepted at in
+/// seconds, envelope id) → evidence bytes. Written once.
+const DEDUP_EVIDENCE: TableDefinition<(u64, [u8; 16]), &[u8]> =
+    TableDefinition::new("dedup_evidence");
+/// Dedup as versions before `dedup_ids` kept it (envelope id → a CBOR
+/// [`DedupRecord`], and an index by time); moved when the store opens.
+const LEGACY_DEDUP: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("dedup");
+const LEGACY_DEDUP_BY_TIME: TableDefinition<(u64, [u8; 16]), ()> =
+    TableDefinition::new("dedup_by_time");
 /// Queued envelopes by place: place → [`QueueRecord`], written once.
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_by_place");
 /// How the attempts to forward each queued envelope went: place → [`RetryRecord`].
@@ -67,11 +82,11 @@ const LETTERS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("letters"
 const ACCESS_LOG: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("access_log");
 /// Inboxes merged into another (a person linked two identities): from → into.
 const INBOX_ALIAS: TableDefinition<[u8; 16], [u8; 16]> = TableDefinition::new("inbox_alias");
-const OUTBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("outbox");
-/// The outbox's line: place → evidence id.
-const OUTBOX_LINE: TableDefinition<u64, [u8; 16]> = TableDefinition::new("outbox_line");
-/// Dedup entries by the time they were accepted: (seconds, envelope id).
-const DEDUP_BY_TIME: TableDefinition<(u64, [u8; 16]), ()> = TableDefinition::new("dedup_by_time");
+const OUTBOX: TableDefinition<u64, ([u8; 16], &[u8])> = TableDefinition::new("outbox_by_place");
+/// The outbox as versions before `outbox_by_place` kept it: evidence id →
+/// CBOR [`OutboxRecord`], and a line place → evidence id; moved at open.
+const LEGACY_OUTBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("outbox");
+const LEGACY_OUTBOX_LINE: TableDefinition<u64, [u8; 16]> = TableDefinition::new("outbox_line");
 /// Each next hop's line: (next hop, place) → (envelope id, accepted at in
 /// seconds).
 const LINES: TableDefinition<(&str, u64), ([u8; 16], u64)> = TableDefinition::new("lines");
@@ -253,15 +268,14 @@ impl Store {
             txn.open_table(INBOX)?;
             txn.open_table(LETTERS)?;
             txn.open_table(OUTBOX)?;
-            txn.open_table(OUTBOX_LINE)?;
-            txn.open_table(DEDUP_BY_TIME)?;
+            txn.open_table(DEDUP_EVIDENCE)?;
             txn.open_table(EVIDENCE)?;
             txn.open_table(LINES)?;
             txn.open_table(LINE_LENGTHS)?;
             txn.open_table(EXPIRIES)?;
             writer::move_queue_to_places(&txn)?;
-            writer::line_up_outbox(&txn)?;
-            writer::index_dedup_by_time(&txn)?;
+            writer::move_outbox_to_places(&txn)?;
+            writer::move_dedup_to_time_order(&txn)?;
             txn.commit()?;
         }
         let next_seq = writer::next_seq(&db)?;
@@ -395,9 +409,8 @@ impl Store {
         let dedup = txn.open_table(DEDUP)?;
         let Some(place) = dedup
             .get(id.as_bytes())?
-            .map(|v| decode::<DedupRecord>(v.value()))
-            .transpose()?
-            .and_then(|d| d.place)
+            .map(|v| v.value().1)
+            .filter(|&place| place != NOT_QUEUED)
         else {
             return Ok(None);
         };
@@ -414,35 +427,34 @@ impl Store {
 
     pub fn dedup_get(&self, id: &EnvelopeId) -> Result<Option<DedupRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(DEDUP)?;
-        table
+        let Some((accepted_s, place)) = txn
+            .open_table(DEDUP)?
             .get(id.as_bytes())?
-            .map(|v| decode(v.value()))
-            .transpose()
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let evidence = txn
+            .open_table(DEDUP_EVIDENCE)?
+            .get((accepted_s, *id.as_bytes()))?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
+        Ok(Some(DedupRecord::kept(evidence, accepted_s, place)))
     }
 
     /// The first `limit` entries of the outbox's line, in the order they
     /// go out: place, evidence id and the evidence.
     pub fn outbox_front(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let txn = self.db.begin_read()?;
-        let (line, outbox) = (txn.open_table(OUTBOX_LINE)?, txn.open_table(OUTBOX)?);
+        let outbox = txn.open_table(OUTBOX)?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in line.iter()?.take(limit) {
-            let (place, id) = item?;
-            let id = EvidenceId::from_bytes(id.value());
-            let record: OutboxRecord = match outbox.get(id.as_bytes())? {
-                Some(v) => decode(v.value())?,
-                None => {
-                    return Err(StoreError::Corrupt(format!(
-                        "outbox line place {} names evidence that is not in the outbox",
-                        place.value()
-                    )));
-                }
-            };
+        for item in outbox.iter()?.take(limit) {
+            let (place, value) = item?;
+            let (id, evidence) = value.value();
             out.push(OutboxEntry {
                 place: place.value(),
-                id,
-                evidence: record.evidence,
+                id: EvidenceId::from_bytes(id),
+                evidence: evidence.to_vec(),
             });
         }
         Ok(out)

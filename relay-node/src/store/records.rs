@@ -29,6 +29,31 @@ pub struct DedupRecord {
     pub place: Option<u64>,
 }
 
+impl DedupRecord {
+    /// The record as the dedup tables keep it: the evidence, the second it
+    /// was accepted, and its place ([`NOT_QUEUED`] for one delivered here).
+    pub(super) fn kept(evidence: Vec<u8>, accepted_s: u64, place: u64) -> DedupRecord {
+        let place = (place != super::NOT_QUEUED).then_some(place);
+        DedupRecord {
+            evidence,
+            accepted_at: Timestamp(accepted_s),
+            state: match place {
+                Some(_) => EnvelopeState::Queued,
+                None => EnvelopeState::Delivered,
+            },
+            place,
+        }
+    }
+
+    /// Its place, or [`NOT_QUEUED`](super::NOT_QUEUED).
+    pub(super) fn place_or_not_queued(&self) -> u64 {
+        match (self.state, self.place) {
+            (EnvelopeState::Queued, Some(place)) => place,
+            _ => super::NOT_QUEUED,
+        }
+    }
+}
+
 /// How the attempts to forward a queued envelope have gone: kept apart from
 /// the envelope, which is written once, so that a retry rewrites a few
 /// bytes and not the whole envelope.

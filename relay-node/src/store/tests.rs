@@ -123,7 +123,7 @@ fn write_legacy_store(
     let txn = db.begin_write().unwrap();
     {
         let mut queue = txn.open_table(LEGACY_QUEUE).unwrap();
-        let mut dedup = txn.open_table(DEDUP).unwrap();
+        let mut dedup = txn.open_table(LEGACY_DEDUP).unwrap();
         let mut lines = txn.open_table(LINES).unwrap();
         let mut lengths = txn.open_table(LINE_LENGTHS).unwrap();
         let mut expiries = txn.open_table(EXPIRIES).unwrap();
@@ -244,6 +244,86 @@ async fn a_queue_kept_by_envelope_id_is_moved_to_places_at_open_and_goes_on_as_b
         txn.open_table(LEGACY_QUEUE),
         Err(redb::TableError::TableDoesNotExist(_))
     ));
+    assert!(matches!(
+        txn.open_table(LEGACY_DEDUP),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
+}
+
+#[tokio::test]
+async fn dedup_records_kept_by_id_are_moved_to_time_order_at_open_and_still_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = Timestamp(1_800_000_000);
+    let (delivered, queued_id) = (
+        EnvelopeId::from_bytes([0x21; 16]),
+        EnvelopeId::from_bytes([0x42; 16]),
+    );
+    write_legacy_store(&dir, &[(queued_id, legacy_record(at, 3))], true);
+    {
+        // An envelope delivered here, as an earlier version recorded it:
+        // a CBOR record by id and an entry in the index by time.
+        let db = Database::open(dir.path().join("data").join("store.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let old = DedupRecord {
+            evidence: vec![7, 7],
+            accepted_at: at,
+            state: EnvelopeState::Delivered,
+            place: None,
+        };
+        txn.open_table(LEGACY_DEDUP)
+            .unwrap()
+            .insert(delivered.as_bytes(), encode(&old).as_slice())
+            .unwrap();
+        txn.open_table(LEGACY_DEDUP_BY_TIME)
+            .unwrap()
+            .insert((at.0, *delivered.as_bytes()), ())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = open_store(&dir);
+    let known = store.dedup_get(&delivered).unwrap().unwrap();
+    assert_eq!(
+        (known.evidence, known.accepted_at, known.state, known.place),
+        (vec![7, 7], at, EnvelopeState::Delivered, None)
+    );
+    let still_queued = store.dedup_get(&queued_id).unwrap().unwrap();
+    assert_eq!(
+        (still_queued.state, still_queued.place),
+        (EnvelopeState::Queued, Some(3))
+    );
+    // Offered again: the evidence signed the first time, nothing stored.
+    let op = Op::Accept {
+        envelope_id: delivered,
+        evidence: None,
+        placement: queued(at.plus_s(9)),
+        now: at.plus_s(9),
+        extra: None,
+        evidence_to: None,
+    };
+    assert_eq!(
+        store.write(op).await.unwrap(),
+        Outcome::Duplicate {
+            evidence: vec![7, 7]
+        }
+    );
+    assert_eq!(store.queue_len(), 1);
+    // Pruning finds the moved records by time: the delivered one goes,
+    // the queued one stays.
+    let from = (0, [0u8; 16]);
+    let before = at.plus_s(1);
+    store.write(Op::Prune { before, from }).await.unwrap();
+    assert!(store.dedup_get(&delivered).unwrap().is_none());
+    assert!(store.dedup_get(&queued_id).unwrap().is_some());
+    let txn = store.database().begin_read().unwrap();
+    for legacy in [
+        txn.open_table(LEGACY_DEDUP).err(),
+        txn.open_table(LEGACY_DEDUP_BY_TIME).err(),
+    ] {
+        assert!(matches!(
+            legacy,
+            Some(redb::TableError::TableDoesNotExist(_))
+        ));
+    }
 }
 
 #[tokio::test]
@@ -353,11 +433,12 @@ async fn the_outbox_goes_out_in_order_refused_evidence_goes_to_the_back_and_a_re
 }
 
 #[tokio::test]
-async fn an_outbox_from_before_its_line_is_lined_up_at_open() {
+async fn an_outbox_kept_by_evidence_id_is_moved_to_places_at_open_in_its_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data").join("store.redb");
     drop(open_store(&dir));
-    // As an earlier version left it: records with attempt counts, no line.
+    // As earlier versions left it: records by evidence id, some in a line
+    // (place → id), one from before the line with attempt counts.
     #[derive(Serialize)]
     struct EarlierOutboxRecord {
         attempts: u32,
@@ -369,10 +450,9 @@ async fn an_outbox_from_before_its_line_is_lined_up_at_open() {
     {
         let db = Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.delete_table(OUTBOX_LINE).unwrap();
         {
-            let mut outbox = txn.open_table(OUTBOX).unwrap();
-            for n in [7u8, 5] {
+            let mut outbox = txn.open_table(LEGACY_OUTBOX).unwrap();
+            for n in [7u8, 3, 1] {
                 let record = EarlierOutboxRecord {
                     attempts: 3,
                     next_attempt_ms: 99,
@@ -381,14 +461,74 @@ async fn an_outbox_from_before_its_line_is_lined_up_at_open() {
                 };
                 outbox.insert(&[n; 16], encode(&record).as_slice()).unwrap();
             }
+            let mut line = txn.open_table(LEGACY_OUTBOX_LINE).unwrap();
+            line.insert(10, [3u8; 16]).unwrap();
+            line.insert(11, [1u8; 16]).unwrap();
         }
         txn.commit().unwrap();
     }
     let store = open_store(&dir);
-    assert_eq!(store.outbox_len(), 2);
-    assert_eq!(front(&store), [5, 7]);
+    assert_eq!(store.outbox_len(), 3);
+    assert_eq!(front(&store), [3, 1, 7], "the line's order, then the rest");
     to_outbox(&store, 9, Timestamp(1_800_000_000)).await;
-    assert_eq!(front(&store), [5, 7, 9]);
+    assert_eq!(front(&store), [3, 1, 7, 9]);
+    let delivered = places(&store, 2);
+    store
+        .write(Op::OutboxDone { entries: delivered })
+        .await
+        .unwrap();
+    drop(store);
+    let store = open_store(&dir);
+    assert_eq!((front(&store), store.outbox_len()), (vec![7, 9], 2));
+    let txn = store.database().begin_read().unwrap();
+    assert!(matches!(
+        txn.open_table(LEGACY_OUTBOX),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
+    assert!(matches!(
+        txn.open_table(LEGACY_OUTBOX_LINE),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_entry_no_longer_at_its_place_is_neither_taken_out_nor_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let at = Timestamp(1_800_000_000);
+    for n in 1..=2 {
+        to_outbox(&store, n, at).await;
+    }
+    let [(first_place, first), (second_place, _)] = places(&store, 2)[..] else {
+        panic!("two entries");
+    };
+    // Answers naming a place with other evidence (stale) change nothing.
+    let stale = vec![(first_place, EvidenceId::from_bytes([2; 16]))];
+    store
+        .write(Op::OutboxDone {
+            entries: stale.clone(),
+        })
+        .await
+        .unwrap();
+    store
+        .write(Op::OutboxToBack { entries: stale })
+        .await
+        .unwrap();
+    assert_eq!((front(&store), store.outbox_len()), (vec![1, 2], 2));
+    // Moved to the back, the first entry's old place names nothing.
+    let moved = vec![(first_place, first)];
+    store
+        .write(Op::OutboxToBack {
+            entries: moved.clone(),
+        })
+        .await
+        .unwrap();
+    store
+        .write(Op::OutboxDone { entries: moved })
+        .await
+        .unwrap();
+    assert_eq!((front(&store), store.outbox_len()), (vec![2, 1], 2));
+    assert!(places(&store, 2)[1].0 > second_place);
 }
 
 #[tokio::test]

@@ -44,40 +44,69 @@ pub(super) fn next_seq(db: &Database) -> Result<u64, StoreError> {
 /// The place after the last one taken in the outbox's line.
 pub(super) fn next_outbox_seq(db: &Database) -> Result<u64, StoreError> {
     let txn = db.begin_read()?;
-    let line = txn.open_table(OUTBOX_LINE)?;
-    Ok(match line.last()? {
+    let outbox = txn.open_table(OUTBOX)?;
+    Ok(match outbox.last()? {
         Some((place, _)) => place.value() + 1,
         None => 0,
     })
 }
 
-/// Puts evidence written to the outbox before it kept a line (a store from
-/// an earlier version) into the line; does nothing when the line is kept.
-pub(super) fn line_up_outbox(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let outbox = txn.open_table(OUTBOX)?;
-    let mut line = txn.open_table(OUTBOX_LINE)?;
-    if outbox.is_empty()? || !line.is_empty()? {
-        return Ok(());
+/// Moves an outbox kept by evidence id (a store from an earlier version)
+/// to `outbox_by_place`: what its line held first, in the line's order,
+/// then evidence from before it kept a line; then drops the old tables.
+/// Does nothing to a store without them.
+pub(super) fn move_outbox_to_places(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let legacy = txn.open_table(LEGACY_OUTBOX)?;
+    let line = txn.open_table(LEGACY_OUTBOX_LINE)?;
+    if !legacy.is_empty()? {
+        let mut outbox = txn.open_table(OUTBOX)?;
+        let mut place = match outbox.last()? {
+            Some((last, _)) => last.value() + 1,
+            None => 0,
+        };
+        let mut lined_up = std::collections::HashSet::new();
+        let in_line = line.iter()?.map(|item| item.map(|(_, id)| id.value()));
+        let unlined = legacy.iter()?.map(|item| item.map(|(id, _)| id.value()));
+        for id in in_line.chain(unlined) {
+            let id = id?;
+            if !lined_up.insert(id) {
+                continue;
+            }
+            let Some(record) = legacy.get(id)? else {
+                continue;
+            };
+            let record: OutboxRecord = decode(record.value())?;
+            outbox.insert(place, (id, record.evidence.as_slice()))?;
+            place += 1;
+        }
     }
-    for (place, item) in (0u64..).zip(outbox.iter()?) {
-        line.insert(place, item?.0.value())?;
-    }
+    drop((legacy, line));
+    txn.delete_table(LEGACY_OUTBOX)?;
+    txn.delete_table(LEGACY_OUTBOX_LINE)?;
     Ok(())
 }
 
-/// Indexes dedup entries written before the store kept them by time (a
-/// store from an earlier version); does nothing when the index is kept.
-pub(super) fn index_dedup_by_time(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let dedup = txn.open_table(DEDUP)?;
-    let mut by_time = txn.open_table(DEDUP_BY_TIME)?;
-    if dedup.is_empty()? || !by_time.is_empty()? {
-        return Ok(());
+/// Moves dedup records kept by envelope id as CBOR (a store from an
+/// earlier version) into `dedup_ids` and the time-ordered
+/// `dedup_evidence`, then drops the old tables. Runs after
+/// [`move_queue_to_places`], which writes places into the old records.
+/// Does nothing to a store without them.
+pub(super) fn move_dedup_to_time_order(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let legacy = txn.open_table(LEGACY_DEDUP)?;
+    if !legacy.is_empty()? {
+        let mut ids = txn.open_table(DEDUP)?;
+        let mut evidence = txn.open_table(DEDUP_EVIDENCE)?;
+        for item in legacy.iter()? {
+            let (k, v) = item?;
+            let (id, record): ([u8; 16], DedupRecord) = (k.value(), decode(v.value())?);
+            let accepted_s = record.accepted_at.0;
+            ids.insert(id, (accepted_s, record.place_or_not_queued()))?;
+            evidence.insert((accepted_s, id), record.evidence.as_slice())?;
+        }
     }
-    for item in dedup.iter()? {
-        let (k, v) = item?;
-        let record: DedupRecord = decode(v.value())?;
-        by_time.insert((record.accepted_at.0, k.value()), ())?;
-    }
+    drop(legacy);
+    txn.delete_table(LEGACY_DEDUP)?;
+    txn.delete_table(LEGACY_DEDUP_BY_TIME)?;
     Ok(())
 }
 
@@ -103,7 +132,7 @@ pub(super) fn move_queue_to_places(txn: &redb::WriteTransaction) -> Result<(), S
         let mut moved = Moved {
             queue: txn.open_table(QUEUE)?,
             retries: txn.open_table(RETRIES)?,
-            dedup: txn.open_table(DEDUP)?,
+            dedup: txn.open_table(LEGACY_DEDUP)?,
             lines: Lines::open(txn)?,
         };
         for (n, (seq, _, id)) in (0u64..).zip(order) {
@@ -231,8 +260,7 @@ impl Writer {
                         retries: txn.open_table(RETRIES)?,
                         inbox: txn.open_table(INBOX)?,
                         outbox: txn.open_table(OUTBOX)?,
-                        outbox_line: txn.open_table(OUTBOX_LINE)?,
-                        dedup_by_time: txn.open_table(DEDUP_BY_TIME)?,
+                        dedup_evidence: txn.open_table(DEDUP_EVIDENCE)?,
                         evidence: txn.open_table(EVIDENCE)?,
                         lines: Lines::open(&txn)?,
                         next_seq: &mut next_seq,
@@ -276,13 +304,12 @@ impl Writer {
 
 /// The store's open tables inside one write transaction.
 pub struct Tables<'t> {
-    dedup: redb::Table<'t, [u8; 16], &'static [u8]>,
+    dedup: redb::Table<'t, [u8; 16], (u64, u64)>,
     queue: redb::Table<'t, u64, &'static [u8]>,
     retries: redb::Table<'t, u64, &'static [u8]>,
     inbox: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
-    outbox: redb::Table<'t, [u8; 16], &'static [u8]>,
-    outbox_line: redb::Table<'t, u64, [u8; 16]>,
-    dedup_by_time: redb::Table<'t, (u64, [u8; 16]), ()>,
+    outbox: redb::Table<'t, u64, ([u8; 16], &'static [u8])>,
+    dedup_evidence: redb::Table<'t, (u64, [u8; 16]), &'static [u8]>,
     evidence: redb::Table<'t, ([u8; 16], [u8; 16]), &'static [u8]>,
     lines: Lines<'t>,
     next_seq: &'t mut u64,
@@ -338,19 +365,15 @@ impl Tables<'_> {
         match to {
             EvidenceTo::Archive => self.archive(e),
             EvidenceTo::Outbox => {
-                let record = OutboxRecord {
-                    evidence: e.bytes.clone(),
-                };
-                if self
-                    .outbox
-                    .insert(e.evidence_id.as_bytes(), encode(&record).as_slice())?
-                    .is_none()
-                {
-                    self.outbox_line
-                        .insert(*self.next_outbox_seq, e.evidence_id.as_bytes())?;
-                    *self.next_outbox_seq += 1;
-                    *self.outbox_len += 1;
-                }
+                // No lookup by id: evidence kept twice (a next hop answering
+                // a retried offer) goes out twice, and the gateway keeps it
+                // once, by id.
+                self.outbox.insert(
+                    *self.next_outbox_seq,
+                    (*e.evidence_id.as_bytes(), e.bytes.as_slice()),
+                )?;
+                *self.next_outbox_seq += 1;
+                *self.outbox_len += 1;
                 Ok(())
             }
         }
@@ -369,9 +392,8 @@ impl Tables<'_> {
         Ok(self
             .dedup
             .get(id.as_bytes())?
-            .map(|v| decode::<DedupRecord>(v.value()))
-            .transpose()?
-            .and_then(|d| d.place))
+            .map(|v| v.value().1)
+            .filter(|&place| place != NOT_QUEUED))
     }
 
     fn remove_queued(&mut self, id: &EnvelopeId) -> Result<bool, StoreError> {
@@ -476,12 +498,15 @@ impl Tables<'_> {
         evidence_to: Option<EvidenceTo>,
     ) -> Result<Outcome, StoreError> {
         if let Some(v) = self.dedup.get(envelope_id.as_bytes())? {
-            let known: DedupRecord = decode(v.value())?;
-            return Ok(Outcome::Duplicate {
-                evidence: known.evidence,
-            });
+            let (accepted_s, _) = v.value();
+            let evidence = self
+                .dedup_evidence
+                .get((accepted_s, *envelope_id.as_bytes()))?
+                .map(|e| e.value().to_vec())
+                .unwrap_or_default();
+            return Ok(Outcome::Duplicate { evidence });
         }
-        let (state, place) = match placement {
+        let place = match placement {
             Placement::Queue(mut record) => {
                 if *self.queue_len >= self.max_queue_len {
                     return Ok(Outcome::QueueFull);
@@ -491,7 +516,7 @@ impl Tables<'_> {
                 self.lines.add(envelope_id, &record)?;
                 self.queue.insert(record.seq, encode(&record).as_slice())?;
                 *self.queue_len += 1;
-                (EnvelopeState::Queued, Some(record.seq))
+                record.seq
             }
             Placement::Inbox {
                 inbox_id,
@@ -511,19 +536,14 @@ impl Tables<'_> {
                 )?;
                 txn.open_table(LETTERS)?
                     .insert(envelope_id.as_bytes(), message.as_slice())?;
-                (EnvelopeState::Delivered, None)
+                NOT_QUEUED
             }
         };
-        let dedup = DedupRecord {
-            evidence: evidence.map(|e| e.bytes.clone()).unwrap_or_default(),
-            accepted_at: now,
-            state,
-            place,
-        };
-        self.dedup
-            .insert(envelope_id.as_bytes(), encode(&dedup).as_slice())?;
-        self.dedup_by_time
-            .insert((now.0, *envelope_id.as_bytes()), ())?;
+        self.dedup.insert(envelope_id.as_bytes(), (now.0, place))?;
+        self.dedup_evidence.insert(
+            (now.0, *envelope_id.as_bytes()),
+            evidence.map_or(&[][..], |e| e.bytes.as_slice()),
+        )?;
         if let (Some(evidence), Some(to)) = (evidence, evidence_to) {
             self.keep(evidence, to)?;
         }
@@ -568,25 +588,38 @@ impl Tables<'_> {
         Ok(Outcome::Done)
     }
 
+    /// Takes out of the outbox each entry still at its place.
     fn outbox_done(&mut self, entries: &[(u64, EvidenceId)]) -> Result<Outcome, StoreError> {
         for (place, id) in entries {
-            if self.outbox.remove(id.as_bytes())?.is_some() {
+            if self.outbox_holds(*place, id)? {
+                self.outbox.remove(place)?;
                 *self.outbox_len = self.outbox_len.saturating_sub(1);
             }
-            self.outbox_line.remove(place)?;
         }
         Ok(Outcome::Done)
     }
 
+    /// Moves each entry still at its place to the end of the outbox.
     fn outbox_to_back(&mut self, entries: &[(u64, EvidenceId)]) -> Result<Outcome, StoreError> {
         for (place, id) in entries {
-            if self.outbox_line.remove(place)?.is_some() {
-                self.outbox_line
-                    .insert(*self.next_outbox_seq, id.as_bytes())?;
-                *self.next_outbox_seq += 1;
+            if !self.outbox_holds(*place, id)? {
+                continue;
             }
+            let Some(evidence) = self.outbox.remove(place)?.map(|v| v.value().1.to_vec()) else {
+                continue;
+            };
+            self.outbox
+                .insert(*self.next_outbox_seq, (*id.as_bytes(), evidence.as_slice()))?;
+            *self.next_outbox_seq += 1;
         }
         Ok(Outcome::Done)
+    }
+
+    fn outbox_holds(&self, place: u64, id: &EvidenceId) -> Result<bool, StoreError> {
+        Ok(self
+            .outbox
+            .get(place)?
+            .is_some_and(|v| v.value().0 == *id.as_bytes()))
     }
 
     /// A letter opened: its record, its ContentHandover in the outbox, and
@@ -625,7 +658,7 @@ impl Tables<'_> {
     fn prune(&mut self, before: Timestamp, from: DedupPlace) -> Result<Outcome, StoreError> {
         let mut examined = Vec::new();
         for item in self
-            .dedup_by_time
+            .dedup_evidence
             .range(from..(before.0, [0u8; 16]))?
             .take(PRUNE_BATCH + 1)
         {
@@ -642,7 +675,7 @@ impl Tables<'_> {
             };
             if !queued {
                 self.dedup.remove(entry.1)?;
-                self.dedup_by_time.remove(entry)?;
+                self.dedup_evidence.remove(entry)?;
             }
         }
         Ok(Outcome::Pruned { next })
