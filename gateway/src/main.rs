@@ -218,8 +218,11 @@ fn registry_import(config: &std::path::Path, file: &std::path::Path) -> Result<(
     let runtime = runtime()?;
     let records: Box<dyn estafette_gateway::store::Records> = match config.store.backend {
         estafette_gateway::config::StoreBackend::Redb => Box::new(
-            estafette_gateway::store::RedbRecords::open_offline(&config.node.db_path())
-                .with_context(|| "opening the gateway's database (stop the gateway first)")?,
+            estafette_gateway::store::RedbRecords::open_offline(
+                &config.node.db_path(),
+                config.node.limits.store_cache_bytes(),
+            )
+            .with_context(|| "opening the gateway's database (stop the gateway first)")?,
         ),
         estafette_gateway::config::StoreBackend::Postgres => {
             let url = config.store.postgres_url().map_err(anyhow::Error::msg)?;

@@ -175,6 +175,21 @@ pub struct Limits {
     /// How long accepted envelope ids are remembered for de-duplication.
     /// At least the longest retry horizon and envelope lifetime.
     pub dedup_retention_s: u64,
+    /// Memory for the store's page cache, in MiB (1 to
+    /// [`MAX_STORE_CACHE_MIB`]). A relay's working set is the ends of its
+    /// queues; a gateway with a national registry reads people at random.
+    pub store_cache_mib: u64,
+}
+
+/// Largest page cache a node may be configured with (64 GiB).
+pub const MAX_STORE_CACHE_MIB: u64 = 64 * 1024;
+
+impl Limits {
+    /// The page cache in bytes.
+    pub fn store_cache_bytes(&self) -> usize {
+        usize::try_from(self.store_cache_mib.min(MAX_STORE_CACHE_MIB) * 1024 * 1024)
+            .unwrap_or(usize::MAX)
+    }
 }
 
 impl Default for Limits {
@@ -188,6 +203,7 @@ impl Default for Limits {
             request_timeout_ms: 30_000,
             max_commit_batch: 4_096,
             dedup_retention_s: 31 * 24 * 3600,
+            store_cache_mib: (crate::store::STORE_CACHE_BYTES / (1024 * 1024)) as u64,
         }
     }
 }
@@ -276,6 +292,9 @@ impl Config {
                 "limits.forward_concurrency_per_peer and limits.max_commit_batch",
                 "at least 1",
             ));
+        }
+        if !(1..=MAX_STORE_CACHE_MIB).contains(&l.store_cache_mib) {
+            return Err(invalid("limits.store_cache_mib", "1 to 65536 (64 GiB)"));
         }
         if self.retry.base_ms == 0 || self.retry.cap_ms < self.retry.base_ms {
             return Err(invalid("retry", "base_ms > 0 and cap_ms >= base_ms"));
@@ -455,6 +474,7 @@ forward_concurrency_per_peer = 256     # envelopes in flight to one peer
 request_timeout_ms = 30000             # longest wait for a peer's answer
 max_commit_batch = 4096                # writes committed with one fsync
 dedup_retention_s = 2678400            # remember accepted ids for 31 days
+store_cache_mib = 16                   # page cache of the store (MiB)
 
 # Forwarding retries: capped exponential backoff with jitter. An envelope is
 # given up (RelayFailure evidence) at its expiry or after horizon_s.
@@ -529,5 +549,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("log_jsn"), "{err}");
+    }
+
+    #[test]
+    fn the_store_cache_is_bounded_at_both_ends() {
+        let mut config: Config = toml::from_str(&example(&InitValues::example())).unwrap();
+        assert_eq!(
+            config.limits.store_cache_bytes(),
+            crate::store::STORE_CACHE_BYTES
+        );
+        for (mib, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_STORE_CACHE_MIB, true),
+            (MAX_STORE_CACHE_MIB + 1, false),
+        ] {
+            config.limits.store_cache_mib = mib;
+            let checked = config.check(Path::new("x"));
+            assert_eq!(checked.is_ok(), ok, "{mib} MiB: {checked:?}");
+            if let Err(err) = checked {
+                assert!(err.to_string().contains("limits.store_cache_mib"), "{err}");
+            }
+        }
+        config.limits.store_cache_mib = 1024;
+        assert_eq!(config.limits.store_cache_bytes(), 1 << 30);
     }
 }

@@ -103,10 +103,11 @@ impl NodeCore {
     /// Opens this node's store with its configured limits.
     pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
         let limits = &self.config.limits;
-        crate::store::Store::open(
+        crate::store::Store::open_with_cache(
             &self.config.db_path(),
             limits.max_queue_len,
             limits.max_commit_batch,
+            limits.store_cache_bytes(),
             self.metrics.clone(),
         )
     }

@@ -302,7 +302,11 @@ async fn redb_keeps_the_contract() {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
-    let records = RedbRecords::open_offline(&dir.path().join("gateway.redb")).unwrap();
+    let records = RedbRecords::open_offline(
+        &dir.path().join("gateway.redb"),
+        estafette_relay::store::STORE_CACHE_BYTES,
+    )
+    .unwrap();
     the_contract(Arc::new(records)).await;
 }
 

@@ -92,10 +92,14 @@ impl RedbRecords {
     }
 
     /// The records in the database at `path`, for an administrator's tool
-    /// while the gateway is stopped (it cannot queue envelopes).
-    pub fn open_offline(path: &std::path::Path) -> Result<RedbRecords, RecordsError> {
+    /// while the gateway is stopped (it cannot queue envelopes), with a page
+    /// cache of `cache_bytes` (`limits.store_cache_bytes()`).
+    pub fn open_offline(
+        path: &std::path::Path,
+        cache_bytes: usize,
+    ) -> Result<RedbRecords, RecordsError> {
         let metrics = Arc::new(estafette_relay::metrics::Metrics::new());
-        let store = Store::open(path, u64::MAX, 1, metrics)?;
+        let store = Store::open_with_cache(path, u64::MAX, 1, cache_bytes, metrics)?;
         Ok(RedbRecords {
             store: Arc::new(store),
             first_hop: None,

@@ -98,10 +98,11 @@ const EVIDENCE: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::
 
 /// Most write requests waiting for the writer; senders wait beyond this.
 pub const MAX_PENDING_WRITES: usize = 65_536;
-/// Memory for redb's page cache. The working set is the recent end of each
-/// table (queues drain, letters are read soon after delivery) and the
-/// kernel's page cache holds the rest; under load 16 MiB did better than
-/// 64 MiB, 256 MiB or redb's 1 GiB default (estafette-gateway-load).
+/// Memory for redb's page cache unless configured (`limits.store_cache_mib`).
+/// The working set is the recent end of each table (queues drain, letters
+/// are read soon after delivery) and the kernel's page cache holds the rest;
+/// under load 16 MiB did better than 64 MiB, 256 MiB or redb's 1 GiB
+/// default (estafette-gateway-load).
 pub const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest stored record we read back (an envelope plus its fields).
 const MAX_RECORD_BYTES: usize = estafette_spec::limits::MAX_ENVELOPE_BYTES + 4096;
@@ -243,11 +244,29 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 }
 
 impl Store {
-    /// Opens (or creates) the database and starts the writer thread.
+    /// Opens (or creates) the database and starts the writer thread, with
+    /// the default page cache ([`STORE_CACHE_BYTES`]).
     pub fn open(
         path: &Path,
         max_queue_len: u64,
         max_commit_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        Store::open_with_cache(
+            path,
+            max_queue_len,
+            max_commit_batch,
+            STORE_CACHE_BYTES,
+            metrics,
+        )
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes`.
+    pub fn open_with_cache(
+        path: &Path,
+        max_queue_len: u64,
+        max_commit_batch: usize,
+        cache_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
@@ -256,7 +275,7 @@ impl Store {
         private_file(path)?;
         let db = Arc::new(
             Database::builder()
-                .set_cache_size(STORE_CACHE_BYTES)
+                .set_cache_size(cache_bytes)
                 .create(path)?,
         );
         {

@@ -14,6 +14,29 @@ pub enum Backend {
     Postgres,
 }
 
+/// A backend as the bench was told to set it up.
+#[derive(Clone, Copy)]
+pub struct Chosen {
+    pub backend: Backend,
+    /// redb's page cache (`limits.store_cache_mib`); unused by PostgreSQL.
+    pub cache_mib: u64,
+}
+
+impl Chosen {
+    pub fn new(backend: Backend, cache_mib: u64) -> Chosen {
+        Chosen { backend, cache_mib }
+    }
+}
+
+impl std::fmt::Debug for Chosen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.backend {
+            Backend::Redb => write!(f, "Redb (page cache {} MiB)", self.cache_mib),
+            Backend::Postgres => write!(f, "Postgres"),
+        }
+    }
+}
+
 /// The records of one run, and what keeps them alive.
 pub struct Opened {
     pub records: Arc<dyn Records>,
@@ -21,8 +44,8 @@ pub struct Opened {
     pub server: Option<TestPostgres>,
 }
 
-pub async fn open(backend: Backend) -> Result<Opened> {
-    Ok(match backend {
+pub async fn open(chosen: Chosen) -> Result<Opened> {
+    Ok(match chosen.backend {
         Backend::Redb => {
             let dir = tempfile::tempdir()?;
             // The store refuses a directory others can read.
@@ -30,7 +53,8 @@ pub async fn open(backend: Backend) -> Result<Opened> {
                 dir.path(),
                 std::os::unix::fs::PermissionsExt::from_mode(0o700),
             )?;
-            let records = RedbRecords::open_offline(&dir.path().join("gateway.redb"))?;
+            let cache_bytes = usize::try_from(chosen.cache_mib << 20)?;
+            let records = RedbRecords::open_offline(&dir.path().join("gateway.redb"), cache_bytes)?;
             Opened {
                 records: Arc::new(records),
                 dir: Some(dir),

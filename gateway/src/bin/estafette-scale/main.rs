@@ -85,6 +85,9 @@ enum Part {
         due_share: f64,
         #[arg(long, value_enum, default_value_t = backend::Backend::Redb)]
         store: backend::Backend,
+        /// redb's page cache in MiB (the gateway's `limits.store_cache_mib`).
+        #[arg(long, default_value_t = 16)]
+        cache_mib: u64,
     },
     /// A registry of 17 million people: import rate, size, lookups.
     Registry {
@@ -96,6 +99,9 @@ enum Part {
         baseline: usize,
         #[arg(long, value_enum, default_value_t = backend::Backend::Redb)]
         store: backend::Backend,
+        /// redb's page cache in MiB (the gateway's `limits.store_cache_mib`).
+        #[arg(long, default_value_t = 16)]
+        cache_mib: u64,
     },
 }
 
@@ -112,12 +118,21 @@ async fn main() -> Result<()> {
             followed,
             due_share,
             store,
-        } => monitor::monitor(followed, due_share, store).await,
+            cache_mib,
+        } => monitor::monitor(followed, due_share, backend::Chosen::new(store, cache_mib)).await,
         Part::Registry {
             people,
             baseline,
             store,
-        } => registry::registry(people, baseline.min(people), store).await,
+            cache_mib,
+        } => {
+            registry::registry(
+                people,
+                baseline.min(people),
+                backend::Chosen::new(store, cache_mib),
+            )
+            .await
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::backend::{Backend, open};
+use crate::backend::{Chosen, open};
 use estafette_gateway::gateway::TrackedLetter;
 use estafette_gateway::store::Records;
 use estafette_spec::escalation::LetterProgress;
@@ -103,7 +103,7 @@ fn cycle_reads(records: &dyn Records, by: Timestamp) -> Result<(f64, usize)> {
 }
 
 /// The monitor part.
-pub async fn monitor(followed: usize, due_share: f64, backend: Backend) -> Result<()> {
+pub async fn monitor(followed: usize, due_share: f64, backend: Chosen) -> Result<()> {
     let due = ((followed as f64 * due_share) as usize).max(1);
     println!(
         "{backend:?}: {followed} followed letters, {due} due; and a tenth as many followed with as many due"

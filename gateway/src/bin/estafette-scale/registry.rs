@@ -14,7 +14,7 @@ use estafette_relay::testkit::TestFederation;
 use estafette_spec::{Bsn, Recipient};
 use rand_core::{OsRng, RngCore};
 
-use crate::backend::{Backend, open};
+use crate::backend::{Chosen, open};
 
 const HOME: &str = "scale-home.test";
 /// Lookups timed at each size.
@@ -83,7 +83,7 @@ fn lookups(records: &dyn Records, known: &[Bsn]) -> Result<(f64, f64)> {
 }
 
 /// The registry part.
-pub async fn registry(people: usize, baseline: usize, backend: Backend) -> Result<()> {
+pub async fn registry(people: usize, baseline: usize, backend: Chosen) -> Result<()> {
     let fed = TestFederation::new(&[(HOME, NodeKind::Home)], &[HOME]);
     let trust = fed.trust();
     let opened = open(backend).await?;
