@@ -53,7 +53,11 @@ pub async fn open(chosen: Chosen) -> Result<Opened> {
                 dir.path(),
                 std::os::unix::fs::PermissionsExt::from_mode(0o700),
             )?;
-            let cache_bytes = usize::try_from(chosen.cache_mib << 20)?;
+            let cache_bytes = estafette_relay::config::Limits {
+                store_cache_mib: chosen.cache_mib,
+                ..Default::default()
+            }
+            .store_cache_bytes();
             let records = RedbRecords::open_offline(&dir.path().join("gateway.redb"), cache_bytes)?;
             Opened {
                 records: Arc::new(records),
