@@ -170,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { config } => {
             let config = GatewayConfig::load(&config)?;
             estafette_relay::cli::init_logging(config.node.log_json, "info");
+            estafette_relay::open_files::raise_for(config.agency_api.max_connections as u64);
             runtime()?.block_on(async move {
                 let gateway = RunningGateway::start(config).await?;
                 estafette_relay::cli::wait_for_signals(|| gateway.reload()).await?;

@@ -22,6 +22,7 @@ pub mod home;
 pub mod https;
 pub mod metrics;
 pub mod node;
+pub mod open_files;
 pub mod origin;
 pub mod relay;
 pub mod server;

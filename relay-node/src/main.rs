@@ -97,6 +97,10 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Run { config } => {
             let config = Config::load(&config)?;
             estafette_relay::cli::init_logging(config.log_json, "info");
+            let citizen_connections = config.citizen.as_ref().map_or(0, |_| {
+                estafette_relay::https::HttpsLimits::citizen().max_connections as u64
+            });
+            estafette_relay::open_files::raise_for(citizen_connections);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -37,6 +37,9 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The soft limit of open files a process of the test starts with.
+pub const SERVICE_OPEN_FILES: u64 = 1024;
+
 /// A process of the test; killed when dropped. Its standard error goes to
 /// `<name>.log` in the given directory.
 pub struct Daemon {
@@ -60,7 +63,14 @@ impl Daemon {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(binary)
+        // With the soft limit of open files services usually start with
+        // (systemd's 1,024): a node raises its own as it needs.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -Sn {SERVICE_OPEN_FILES} 2>/dev/null; exec \"$0\" \"$@\""
+            ))
+            .arg(binary)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

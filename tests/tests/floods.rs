@@ -37,6 +37,22 @@ const GATEWAY_MEMORY_BOUND_BYTES: u64 = 384 * 1024 * 1024;
 /// does not slow another test's legitimate caller.
 static ONE_FLOOD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Open files a flood needs in this process: each attacker's socket is
+/// one (2,100 at once, and 3,000 at the web inbox).
+const FLOOD_OPEN_FILES: u64 = 4_096;
+
+/// Raises this process's limit of open files as the nodes raise theirs
+/// (`open_files::raise`); a hard limit too low for the flood fails here,
+/// saying so, not as a flood that never fills the slots.
+fn enough_open_files() {
+    let files = estafette_relay::open_files::raise().unwrap();
+    assert!(
+        files.now >= FLOOD_OPEN_FILES,
+        "the floods need {FLOOD_OPEN_FILES} open files; this process may have {} (ulimit -Hn)",
+        files.now
+    );
+}
+
 fn source(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
 }
@@ -161,6 +177,7 @@ async fn timed_submission(fed: &ProcessFederation, body: &str) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agency_api_serves_a_legitimate_agency_under_idle_and_slow_floods() {
     let _turn = ONE_FLOOD_AT_A_TIME.lock().await;
+    enough_open_files();
     let mut fed = ProcessFederation::new();
     fed.fed
         .fed
@@ -209,23 +226,51 @@ async fn the_agency_api_serves_a_legitimate_agency_under_idle_and_slow_floods() 
     }
     // Let the flood fill every slot it can.
     let admin = fed.gateway_admin;
+    let filling = Instant::now();
+    let mut polls = 0u32;
     wait_for(
         "the flood to fill the slots",
         Duration::from_secs(60),
         async || {
-            let metrics = estafette_relay::admin::local_get(admin, "/metrics").unwrap_or_default();
+            // Off the runtime's two threads, which the attackers need.
+            let metrics = tokio::task::spawn_blocking(move || {
+                estafette_relay::admin::local_get(admin, "/metrics")
+            })
+            .await
+            .unwrap();
+            let metrics = match metrics {
+                Ok(m) => m,
+                Err(e) => {
+                    println!("the admin endpoint did not answer: {e}");
+                    return false;
+                }
+            };
             // Full: at least 900 held, and newcomers have had to evict.
-            metric(
+            let held = metric(
                 &metrics,
                 "estafette_relay_https_connections{api=\"agency\"}",
-            ) >= 900
-                && metric(
-                    &metrics,
-                    "estafette_relay_https_closed_total{api=\"agency\",reason=\"evicted\"}",
-                ) > 0
+            );
+            let evicted = metric(
+                &metrics,
+                "estafette_relay_https_closed_total{api=\"agency\",reason=\"evicted\"}",
+            );
+            polls += 1;
+            if polls.is_multiple_of(100) {
+                println!(
+                    "after {} ms: {held} held, {evicted} evicted; attackers connected: {} idle, {} slow",
+                    filling.elapsed().as_millis(),
+                    idle_open.load(Ordering::Relaxed),
+                    slow_open.load(Ordering::Relaxed)
+                );
+            }
+            held >= 900 && evicted > 0
         },
     )
     .await;
+    println!(
+        "the flood filled the slots in {} ms",
+        filling.elapsed().as_millis()
+    );
     let mut worst = Duration::ZERO;
     for round in 0..3 {
         let took = timed_submission(&fed, &format!("during the flood {round}")).await;
@@ -326,6 +371,7 @@ async fn the_agency_api_serves_a_legitimate_agency_under_idle_and_slow_floods() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_of_16_mib_at_once_keep_the_gateway_under_its_memory_bound() {
     let _turn = ONE_FLOOD_AT_A_TIME.lock().await;
+    enough_open_files();
     let fed = ProcessFederation::new();
     let gateway = fed.start_gateway();
     let before = gateway.peak_rss_bytes();
@@ -392,6 +438,7 @@ async fn bodies_of_16_mib_at_once_keep_the_gateway_under_its_memory_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_inbox_answers_under_slow_headers_and_closes_them_in_bounded_time() {
     let _turn = ONE_FLOOD_AT_A_TIME.lock().await;
+    enough_open_files();
     let fed = ProcessFederation::new();
     let _gateway = fed.start_gateway();
     let _home = fed.start_relay("home.test");
