@@ -196,7 +196,9 @@ pub struct Gateway {
     /// One monitor cycle at a time.
     pub(crate) monitor_lock: tokio::sync::Mutex<()>,
     /// The operator report of the last monitor cycle (for `/metrics`).
-    pub(crate) last_report: std::sync::Mutex<Option<crate::report::OperatorReport>>,
+    /// The report behind `/metrics`, and when its dormant inboxes were
+    /// counted.
+    pub(crate) last_report: std::sync::Mutex<Option<(crate::report::OperatorReport, Timestamp)>>,
     /// Submissions answered, for `/metrics`.
     pub(crate) counters: SubmissionCounters,
 }

@@ -59,8 +59,7 @@ impl estafette_relay::admin::AdminSource for GatewayAdmin {
             .last_report
             .lock()
             .ok()
-            .and_then(|r| r.clone())
-            .map(|r| r.metrics())
+            .and_then(|r| r.as_ref().map(|(report, _)| report.metrics()))
             .unwrap_or_default();
         let more = format!("{}{report}", gateway.counters.metrics());
         estafette_relay::admin::metrics_with(&gateway.node.core.metrics, &more)

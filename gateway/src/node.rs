@@ -80,7 +80,7 @@ impl GatewayNode {
                     on_archive: Some(RedbRecords::archive_hook(store.clone())),
                 });
                 let forwarder = Forwarder::start(core.clone(), queue)?;
-                let records = RedbRecords::new(core.clone(), store.clone(), forwarder);
+                let records = RedbRecords::new(core.clone(), store.clone(), forwarder)?;
                 let filed = records.index_due_letters().await?;
                 if filed > 0 {
                     tracing::info!(letters = filed, "followed letters filed in the due index");

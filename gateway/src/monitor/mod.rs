@@ -254,16 +254,33 @@ impl Gateway {
         let mut report = self.advance_all(letters, true, now).await?;
         self.spool_pending(now, &mut report).await?;
         self.prune_nonces(now).await?;
-        let months = (self.policy.dormant_after_s / (30 * 24 * 3600)).max(1);
-        match self.operator_report(months) {
-            Ok(r) => {
-                if let Ok(mut last) = self.last_report.lock() {
-                    *last = Some(r);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "operator report failed"),
+        if let Err(e) = self.refresh_report(now) {
+            tracing::warn!(error = %e, "operator report failed");
         }
         Ok(report)
+    }
+
+    /// The report behind `/metrics`: its counters at every cycle, the
+    /// dormant inboxes once per [`crate::report::DORMANCY_EVERY_S`].
+    fn refresh_report(&self, now: Timestamp) -> Result<(), RecordsError> {
+        let months = (self.policy.dormant_after_s / (30 * 24 * 3600)).max(1);
+        let mut report = crate::report::counted_report(self.records(), now, months)?;
+        let last = self.last_report.lock().ok().and_then(|l| l.clone());
+        let counted_at = match last {
+            Some((last, at)) if now.0 < at.0.saturating_add(crate::report::DORMANCY_EVERY_S) => {
+                report.dormant_inboxes = last.dormant_inboxes;
+                at
+            }
+            _ => {
+                report.dormant_inboxes =
+                    crate::report::dormant_inboxes(self.records(), now, months)?;
+                now
+            }
+        };
+        if let Ok(mut slot) = self.last_report.lock() {
+            *slot = Some((report, counted_at));
+        }
+        Ok(())
     }
 
     /// The next steps of just these letters (those still tracked).

@@ -15,6 +15,9 @@ use crate::paper::{ManifestEntry, PaperLetter};
 use crate::store::{PaperId, RecordsError, StepKey};
 use crate::texts;
 
+/// Most paper items printed in one cycle; the rest wait for the next.
+pub const MAX_PAPER_PER_CYCLE: usize = 10_000;
+
 /// Whether an item was printed.
 enum Printed {
     Yes,
@@ -31,12 +34,8 @@ impl Gateway {
         now: Timestamp,
         report: &mut CycleReport,
     ) -> Result<(), RecordsError> {
-        let pending: Vec<PaperId> = self
-            .paper_queue()?
-            .into_iter()
-            .filter(|(_, item)| item.spooled_at.is_none() && item.failure.is_none())
-            .map(|(id, _)| id)
-            .collect();
+        // Through the index of waiting items: not the queue's whole history.
+        let pending = self.records().read()?.paper_waiting(MAX_PAPER_PER_CYCLE)?;
         for id in pending {
             // One instance prints an item, once: under its claim, and only
             // if it is still waiting when read again.

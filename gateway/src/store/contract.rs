@@ -65,6 +65,164 @@ async fn the_contract(records: Arc<dyn Records>) {
     nonces_and_tokens(r).await;
     evidence_and_snapshots(r).await;
     followed_letters(r).await;
+    report_counters(r).await;
+}
+
+/// The report's counters as a scan of every person and paper item finds
+/// them (what the counters must always equal).
+pub(super) fn scanned(r: &dyn Records) -> std::collections::BTreeMap<String, i64> {
+    let read = r.read().unwrap();
+    let mut out = std::collections::BTreeMap::<String, i64>::new();
+    read.each_person(&mut |_, person| {
+        for name in crate::report::tally::person(&person) {
+            *out.entry(name).or_default() += 1;
+        }
+        Ok(())
+    })
+    .unwrap();
+    for (_, item) in read.paper_queue().unwrap() {
+        for name in crate::report::tally::paper(&item) {
+            *out.entry(name).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// The counters without the ones that went back to 0.
+pub(super) fn counted(r: &dyn Records) -> std::collections::BTreeMap<String, i64> {
+    let mut counts = r.read().unwrap().report_counts().unwrap();
+    counts.retain(|_, n| *n != 0);
+    counts
+}
+
+/// An active inbox, last visited at `session` (never: `None`), with a
+/// verified e-mail address or not.
+fn active(session: Option<u64>, working: bool) -> PersonRecord {
+    let mut person = PersonRecord::new("nl");
+    person.active = true;
+    person.activity.last_session_at = session.map(Timestamp);
+    if working {
+        person
+            .contact_channels
+            .push(crate::registry::ContactChannel {
+                kind: estafette_spec::citizen::ChannelKind::Email,
+                address: "someone@example.nl".into(),
+                state: estafette_spec::citizen::ChannelState::Verified,
+                token_digest: None,
+            });
+    }
+    person
+}
+
+/// The report's counters follow every write of a person or a paper item
+/// (new, replaced, changed back), the dormancy index finds the active
+/// inboxes away long enough with an unread letter, and the waiting index
+/// the paper not yet spooled.
+async fn report_counters(r: &dyn Records) {
+    const NEVER: &str = "bsn:100000009";
+    const LONG_AGO: &str = "bsn:100000010";
+    const LATELY: &str = "bsn:100000022";
+    const QUIET: &str = "bsn:100000034";
+    assert_eq!(counted(r), scanned(r), "what the earlier parts wrote");
+    let m = |id: u8| MessageId::from_bytes([0xa0 + id; 16]);
+    r.transact(move |w| {
+        w.put_person(&who(NEVER), &active(None, false))?;
+        w.put_person(&who(LONG_AGO), &active(Some(1_000), true))?;
+        w.put_person(&who(LATELY), &active(Some(5_000_000), true))?;
+        // Active, away long, but nothing unread: not dormant.
+        w.put_person(&who(QUIET), &active(Some(1_000), true))?;
+        for (id, to) in [(1, NEVER), (2, LONG_AGO), (3, LATELY)] {
+            w.follow(&m(id), &letter(to, 0xa0 + id), b"letter", None)?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let dormant = |by: u64| r.read().unwrap().dormant_inboxes(Timestamp(by)).unwrap();
+    assert_eq!(dormant(999), 1, "only the one never visited");
+    assert_eq!(dormant(2_000), 2);
+    assert_eq!(dormant(u64::MAX), 3);
+    assert_eq!(counted(r), scanned(r));
+
+    // Visited now: out of the dormant; closed: out of the active ones; a
+    // bounced address: without a working channel.
+    r.transact(move |w| {
+        w.put_person(&who(LONG_AGO), &active(Some(6_000_000), true))?;
+        w.put_person(&who(LATELY), &PersonRecord::new("nl"))?;
+        w.put_person(&who(QUIET), &active(Some(1_000), false))
+    })
+    .await
+    .unwrap();
+    assert_eq!(dormant(u64::MAX), 2);
+    assert_eq!(dormant(2_000), 1);
+    assert_eq!(counted(r), scanned(r));
+
+    // The letter is read: nobody is dormant for it any more.
+    r.transact(move |w| w.forget(&who(NEVER), &m(1)))
+        .await
+        .unwrap();
+    assert_eq!(dormant(2_000), 0);
+    paper_counters(r).await;
+}
+
+/// Paper: waiting, then spooled; a notice that cannot be printed; a
+/// change that fails changes no counter.
+async fn paper_counters(r: &dyn Records) {
+    let before_active = counted(r)[crate::report::tally::ACTIVE];
+    let letter_paper = PaperId([0xb1; 16]);
+    let notice = PaperId([0xb2; 16]);
+    let mut item = crate::gateway::PaperItem::letter(
+        who(ANNA),
+        estafette_spec::ReasonCode::NoConsent,
+        Timestamp(1),
+        None,
+        b"signed".to_vec(),
+    );
+    let mut notice_item = item.clone();
+    notice_item.kind = crate::gateway::PaperKind::ChannelNotice;
+    notice_item.reason = None;
+    {
+        let (item, notice_item) = (item.clone(), notice_item.clone());
+        r.transact(move |w| {
+            w.put_paper(letter_paper, &item)?;
+            w.put_paper(notice, &notice_item)
+        })
+        .await
+        .unwrap();
+    }
+    let waiting = |limit| r.read().unwrap().paper_waiting(limit).unwrap();
+    assert_eq!(waiting(10), [letter_paper, notice]);
+    assert_eq!(waiting(1), [letter_paper], "the limit");
+    assert_eq!(counted(r)["paper_not_spooled"], 2);
+    item.spooled_at = Some(Timestamp(2));
+    notice_item.failure = Some(estafette_spec::ReasonCode::NoPostalAddress);
+    r.transact(move |w| {
+        w.put_paper(letter_paper, &item)?;
+        w.put_paper(notice, &notice_item)
+    })
+    .await
+    .unwrap();
+    assert_eq!(waiting(10), Vec::<PaperId>::new());
+    let counts = counted(r);
+    assert_eq!(counts, scanned(r));
+    assert_eq!(counts.get("paper_not_spooled"), None);
+    assert_eq!(counts["paper_letters:no_consent"], 1);
+    assert_eq!(counts["paper_notices:channel_notice"], 1);
+    assert_eq!(counts["paper_failed:no_postal_address"], 1);
+    assert_eq!(counts[crate::report::tally::ACTIVE], before_active);
+
+    // A change that fails changes no counter.
+    let failed = r
+        .transact(|w| {
+            w.put_person(&who("bsn:100000046"), &active(None, true))?;
+            Err::<(), _>(RecordsError::Corrupt {
+                what: "test",
+                detail: "a change that fails".into(),
+            })
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(counted(r), counts);
 }
 
 /// A followed letter of `recipient` (its envelope id is `id`'s bytes).
@@ -302,12 +460,20 @@ async fn redb_keeps_the_contract() {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
-    let records = RedbRecords::open_offline(
-        &dir.path().join("gateway.redb"),
-        estafette_relay::store::STORE_CACHE_BYTES,
-    )
-    .unwrap();
+    let path = dir.path().join("gateway.redb");
+    let records =
+        RedbRecords::open_offline(&path, estafette_relay::store::STORE_CACHE_BYTES).unwrap();
     the_contract(Arc::new(records)).await;
+
+    // A store from before the counters is counted when it is opened.
+    let reopen = || RedbRecords::open_offline(&path, estafette_relay::store::STORE_CACHE_BYTES);
+    let expected = scanned(&reopen().unwrap());
+    redb::forget_counts(&path).unwrap();
+    let again = reopen().unwrap();
+    assert_eq!(counted(&again), expected);
+    let read = again.read().unwrap();
+    assert_eq!(read.dormant_inboxes(Timestamp(u64::MAX)).unwrap(), 1);
+    assert!(read.paper_waiting(10).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,6 +483,20 @@ async fn postgres_keeps_the_contract() {
     the_contract(Arc::new(records)).await;
     // The schema is migrated once: a second instance finds it current.
     PgRecords::connect(&server.url(), 1).await.unwrap();
+
+    // A database from before the counters (rows without their tally) is
+    // counted when an instance connects, and then as if it had always been.
+    let expected = scanned(&PgRecords::connect(&server.url(), 1).await.unwrap());
+    server.execute(
+        "UPDATE people SET tally = NULL, away_since = NULL; \
+         UPDATE paper_queue SET tally = NULL, waiting = false; \
+         DELETE FROM report_counts",
+    );
+    let again = PgRecords::connect(&server.url(), 1).await.unwrap();
+    assert_eq!(counted(&again), expected);
+    let read = again.read().unwrap();
+    assert_eq!(read.dormant_inboxes(Timestamp(u64::MAX)).unwrap(), 1);
+    assert!(read.paper_waiting(10).unwrap().is_empty());
 }
 
 /// A submission is queued with its evidence and its change in one

@@ -33,6 +33,8 @@ pub use self::pg_queue::{FirstHop, LEASE_S, OutboxItem, PgForwardQueue};
 pub use self::postgres::{MAX_CONNECTIONS as MAX_PG_CONNECTIONS, PgRecords};
 pub use self::redb::RedbRecords;
 
+use std::collections::BTreeMap;
+
 use estafette_relay::origin::QueueError;
 use estafette_relay::store::{NewEvidence, Outcome, StoreError};
 use estafette_spec::citizen::ChangeEntry;
@@ -180,8 +182,22 @@ pub trait ReadRecords {
     /// How many followed letters to `key` are unread, counting to `limit`.
     fn unread_count(&self, key: &Recipient, limit: usize) -> Result<usize, RecordsError>;
 
-    /// Everything in the paper queue, spooled or not.
+    /// Everything in the paper queue, spooled or not (tools and tests: a
+    /// running gateway asks [`Self::paper_waiting`]).
     fn paper_queue(&self) -> Result<Vec<(PaperId, PaperItem)>, RecordsError>;
+
+    /// The paper items waiting for the print spool (neither spooled nor
+    /// failed), at most `limit`, through an index of those alone.
+    fn paper_waiting(&self, limit: usize) -> Result<Vec<PaperId>, RecordsError>;
+
+    /// The operator report's counters ([`crate::report::tally`]), kept by
+    /// every write of a person or a paper item.
+    fn report_counts(&self) -> Result<BTreeMap<String, i64>, RecordsError>;
+
+    /// Active inboxes whose last session was at or before `away_by` (or
+    /// that never had one) and that hold an unread letter, found through
+    /// the index of active inboxes by last session.
+    fn dormant_inboxes(&self, away_by: Timestamp) -> Result<usize, RecordsError>;
 
     /// One item of the paper queue.
     fn paper(&self, id: PaperId) -> Result<Option<PaperItem>, RecordsError>;

@@ -14,7 +14,6 @@ use estafette_relay::store::{NewEvidence, QueueRecord, StoreError};
 use estafette_spec::{Digest, EnvelopeId, NodeId, Timestamp};
 
 use super::RecordsError;
-use std::cell::RefCell;
 
 use estafette_spec::MessageId;
 
@@ -191,15 +190,14 @@ impl PgRecords {
             if taken == 0 {
                 return Ok(false);
             }
-            let mut writing = Writing {
-                tx: RefCell::new(&mut tx),
-            };
+            let mut writing = Writing::new(&mut tx);
             for e in &evidence {
                 writing.archive_evidence(e)?;
                 if let Some(message) = &e.message_id {
                     writing.look_soon(message)?;
                 }
             }
+            writing.finish()?;
             tx.commit().map_err(db)?;
             Ok(true)
         })

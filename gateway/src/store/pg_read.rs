@@ -181,3 +181,43 @@ pub fn evidence_for(
     .map(|r| r.get(0))
     .collect())
 }
+
+pub fn paper_waiting(
+    c: &mut impl GenericClient,
+    limit: usize,
+) -> Result<Vec<PaperId>, RecordsError> {
+    let limit = limit.min(i64::MAX as usize) as i64;
+    let rows = c
+        .query_prepared(
+            "SELECT id FROM paper_queue WHERE waiting ORDER BY id LIMIT $1",
+            &[&limit],
+        )
+        .map_err(db)?;
+    rows.iter()
+        .map(|r| Ok(PaperId(id16("paper id", r.get::<_, &[u8]>(0))?)))
+        .collect()
+}
+
+pub fn report_counts(
+    c: &mut impl GenericClient,
+) -> Result<std::collections::BTreeMap<String, i64>, RecordsError> {
+    let rows = c
+        .query_prepared("SELECT name, n FROM report_counts", &[])
+        .map_err(db)?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Active inboxes away since `away_by` or longer with a followed letter:
+/// an index range of the away ones, each probed in the letters' index.
+pub fn dormant_inboxes(
+    c: &mut impl GenericClient,
+    away_by: Timestamp,
+) -> Result<usize, RecordsError> {
+    let away_by = away_by.0.min(i64::MAX as u64) as i64;
+    count(
+        c,
+        "SELECT count(*) FROM people p WHERE p.away_since IS NOT NULL AND p.away_since <= $1 \
+         AND EXISTS (SELECT 1 FROM tracking t WHERE t.recipient = p.recipient)",
+        &[&away_by],
+    )
+}

@@ -30,11 +30,12 @@ use super::pg_queue::FreshEnvelopes;
 use super::pg_statements::{Prepared, forget_prepared};
 
 use super::{
-    Change, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError, STEP_CLAIM_S,
-    SealedEnvelope, StepKey, WriteRecords, db, decode, encode,
+    Change, MAX_PAPER_ITEM_BYTES, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError,
+    STEP_CLAIM_S, SealedEnvelope, StepKey, WriteRecords, db, decode, encode,
 };
 use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
 use crate::registry::{MAX_HISTORY_PER_PERSON, PersonRecord};
+use crate::report::tally;
 
 mod migrations {
     refinery::embed_migrations!("migrations");
@@ -119,11 +120,19 @@ impl PgRecords {
         for rx in ready {
             rx.await.map_err(|_| closed())??;
         }
-        Ok(PgRecords {
+        let records = PgRecords {
             jobs,
             first_hop: std::sync::OnceLock::new(),
             fresh: Mutex::new(FreshEnvelopes::default()),
-        })
+        };
+        let counted = records.run(count_from_before).await?;
+        if counted > 0 {
+            tracing::info!(
+                entries = counted,
+                "entries from before counted for the report"
+            );
+        }
+        Ok(records)
     }
 
     /// The envelope `id` as this instance queued it, if it still holds it
@@ -173,6 +182,76 @@ impl PgRecords {
         }
         rx.await.map_err(|_| closed())?
     }
+}
+
+/// Entries read per round trip while counting rows from before the
+/// report's counters.
+const UNCOUNTED_PAGE: i64 = 100;
+
+/// Counts the people and paper items written before the report's counters
+/// (migration V7), in one transaction that instances starting together
+/// take one after the other; how many. Nothing when every row is counted.
+fn count_from_before(client: &mut postgres::Client) -> Result<u64, RecordsError> {
+    let mut tx = client.transaction().map_err(db)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('estafette report counts'))",
+        &[],
+    )
+    .map_err(db)?;
+    let mut counted = 0;
+    {
+        let writing = Writing::new(&mut tx);
+        loop {
+            let rows = writing.with(|c| {
+                c.query_prepared(
+                    "SELECT recipient, record FROM people WHERE tally IS NULL ORDER BY recipient LIMIT $1",
+                    &[&UNCOUNTED_PAGE],
+                )
+                .map_err(db)
+            })?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let key: String = row.get(0);
+                let person: PersonRecord = decode("person", row.get(1), MAX_RECORD_BYTES)?;
+                let counts = tally::person(&person);
+                let away = tally::away_since(&person).map(|s| s.min(i64::MAX as u64) as i64);
+                writing.exec(
+                    "UPDATE people SET tally = $2, away_since = $3 WHERE recipient = $1",
+                    &[&key, &counts, &away],
+                )?;
+                writing.note_counts(&[], &counts);
+                counted += 1;
+            }
+        }
+        loop {
+            let rows = writing.with(|c| {
+                c.query_prepared(
+                    "SELECT id, item FROM paper_queue WHERE tally IS NULL ORDER BY id LIMIT $1",
+                    &[&UNCOUNTED_PAGE],
+                )
+                .map_err(db)
+            })?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let id: Vec<u8> = row.get(0);
+                let item: PaperItem = decode("paper item", row.get(1), MAX_PAPER_ITEM_BYTES)?;
+                let counts = tally::paper(&item);
+                writing.exec(
+                    "UPDATE paper_queue SET tally = $2, waiting = $3 WHERE id = $1",
+                    &[&id, &counts, &tally::waiting(&item)],
+                )?;
+                writing.note_counts(&[], &counts);
+                counted += 1;
+            }
+        }
+        writing.finish()?;
+    }
+    tx.commit().map_err(db)?;
+    Ok(counted)
 }
 
 /// One worker: its connection, then jobs until the records are dropped.
@@ -233,9 +312,9 @@ impl Records for PgRecords {
     fn write(&self, change: Change) -> BoxFuture<'_, Result<(), RecordsError>> {
         Box::pin(self.run(move |client| {
             let mut tx = client.transaction().map_err(db)?;
-            change(&mut Writing {
-                tx: RefCell::new(&mut tx),
-            })?;
+            let mut writing = Writing::new(&mut tx);
+            change(&mut writing)?;
+            writing.finish()?;
             tx.commit().map_err(db)
         }))
     }
@@ -272,13 +351,12 @@ impl Records for PgRecords {
                         let evidence = evidence.unwrap_or_default();
                         return Ok((Outcome::Duplicate { evidence }, None));
                     }
-                    let mut writing = Writing {
-                        tx: RefCell::new(&mut tx),
-                    };
+                    let mut writing = Writing::new(&mut tx);
                     if let Some(evidence) = &sealed.evidence {
                         writing.archive_evidence(evidence)?;
                     }
                     change(&mut writing)?;
+                    writing.finish()?;
                     tx.commit().map_err(db)?;
                     // As the outbox row reads, for this instance's forwarder.
                     let fresh = lease_until.map(|until| {
@@ -500,9 +578,102 @@ impl Snapshot {
     }
 }
 
-/// Inside a change: the worker's transaction.
+/// Inside a change: the worker's transaction, and what its writes add to
+/// the report's counters (written at its end, by [`Writing::finish`]).
 pub(super) struct Writing<'a, 't> {
     pub(super) tx: RefCell<&'a mut postgres::Transaction<'t>>,
+    counts: RefCell<std::collections::BTreeMap<String, i64>>,
+}
+
+/// Replaces a person's entry under a row lock, giving what the old one
+/// counted for, or makes a new one (none of either when another
+/// transaction made it meanwhile); the letters of the person's identities
+/// are due to be looked at.
+const PUT_PERSON: &str = "WITH put AS (UPDATE people p SET record = $2, tally = $3, away_since = $4 \
+     FROM (SELECT recipient, tally FROM people WHERE recipient = $1 FOR UPDATE) old \
+     WHERE p.recipient = old.recipient RETURNING old.tally), \
+     made AS (INSERT INTO people (recipient, record, tally, away_since) \
+     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM put) \
+     ON CONFLICT (recipient) DO NOTHING RETURNING 1), \
+     due AS (UPDATE tracking SET due_at = 0 WHERE recipient = ANY($5) AND due_at <> 0) \
+     SELECT (SELECT tally FROM put), EXISTS (SELECT 1 FROM put), EXISTS (SELECT 1 FROM made)";
+
+/// As [`PUT_PERSON`], for an item of the paper queue.
+const PUT_PAPER: &str = "WITH put AS (UPDATE paper_queue p SET item = $2, tally = $3, waiting = $4 \
+     FROM (SELECT id, tally FROM paper_queue WHERE id = $1 FOR UPDATE) old \
+     WHERE p.id = old.id RETURNING old.tally), \
+     made AS (INSERT INTO paper_queue (id, item, tally, waiting) \
+     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM put) \
+     ON CONFLICT (id) DO NOTHING RETURNING 1) \
+     SELECT (SELECT tally FROM put), EXISTS (SELECT 1 FROM put), EXISTS (SELECT 1 FROM made)";
+
+/// Adds to the report's counters, in name order (so that two transactions
+/// lock the counters' rows in the same order).
+const ADD_COUNTS: &str = "INSERT INTO report_counts (name, n) \
+     SELECT * FROM unnest($1::text[], $2::bigint[]) \
+     ON CONFLICT (name) DO UPDATE SET n = report_counts.n + EXCLUDED.n";
+
+/// Tries of a counted write whose entry another transaction made meanwhile
+/// (the second finds it).
+const PUT_TRIES: usize = 3;
+
+impl<'a, 't> Writing<'a, 't> {
+    pub(super) fn new(tx: &'a mut postgres::Transaction<'t>) -> Writing<'a, 't> {
+        Writing {
+            tx: RefCell::new(tx),
+            counts: RefCell::default(),
+        }
+    }
+
+    /// Writes what the change added to the report's counters: call before
+    /// the commit.
+    pub(super) fn finish(self) -> Result<(), RecordsError> {
+        let counts = self.counts.into_inner();
+        let (names, changes): (Vec<String>, Vec<i64>) =
+            counts.into_iter().filter(|(_, n)| *n != 0).unzip();
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .borrow_mut()
+            .execute_prepared(ADD_COUNTS, &[&names, &changes])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Notes that an entry counting for `old` now counts for `new`.
+    fn note_counts(&self, old: &[String], new: &[String]) {
+        let mut totals = self.counts.borrow_mut();
+        for (name, change) in tally::changes(old, new) {
+            *totals.entry(name).or_default() += change;
+        }
+    }
+
+    /// Runs a [`PUT_PERSON`]-shaped statement for an entry that counts for
+    /// `counts`, and notes what changed in the counters.
+    fn put_counted(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        counts: &[String],
+    ) -> Result<(), RecordsError> {
+        for _ in 0..PUT_TRIES {
+            let row = self
+                .tx
+                .borrow_mut()
+                .query_one_prepared(sql, params)
+                .map_err(db)?;
+            let (old, replaced, made): (Option<Vec<String>>, bool, bool) =
+                (row.get(0), row.get(1), row.get(2));
+            if replaced || made {
+                self.note_counts(&old.unwrap_or_default(), counts);
+                return Ok(());
+            }
+        }
+        Err(RecordsError::Database(
+            "an entry was made by another transaction and then could not be found".into(),
+        ))
+    }
 }
 
 use super::pg_read as read;
@@ -608,6 +779,18 @@ macro_rules! read_records {
             $self.with(move |$c| read::paper($c, &id.0))
         }
 
+        fn paper_waiting(&$self, limit: usize) -> Result<Vec<PaperId>, RecordsError> {
+            $self.with(move |$c| read::paper_waiting($c, limit))
+        }
+
+        fn report_counts(&$self) -> Result<std::collections::BTreeMap<String, i64>, RecordsError> {
+            $self.with(move |$c| read::report_counts($c))
+        }
+
+        fn dormant_inboxes(&$self, away_by: Timestamp) -> Result<usize, RecordsError> {
+            $self.with(move |$c| read::dormant_inboxes($c, away_by))
+        }
+
         fn expired_nonces(
             &$self,
             before: Timestamp,
@@ -672,18 +855,21 @@ impl WriteRecords for Writing<'_, '_> {
     }
 
     fn put_person(&mut self, key: &Recipient, record: &PersonRecord) -> Result<(), RecordsError> {
-        // One statement: the entry, and its letters due to be looked at.
+        // One statement: the entry (replaced, under a row lock, giving what
+        // the old one counted for; or new), and its letters due to be
+        // looked at.
         let identities: Vec<String> = std::iter::once(key)
             .chain(&record.linked)
             .map(|r| r.to_string())
             .collect();
-        self.exec(
-            "WITH person AS (INSERT INTO people (recipient, record) VALUES ($1, $2) \
-             ON CONFLICT (recipient) DO UPDATE SET record = EXCLUDED.record RETURNING 1) \
-             UPDATE tracking SET due_at = 0 WHERE recipient = ANY($3) AND due_at <> 0",
-            &[&key.to_string(), &encode(record), &identities],
-        )?;
-        Ok(())
+        let counts = tally::person(record);
+        let away = tally::away_since(record).map(|s| s.min(i64::MAX as u64) as i64);
+        let (key, bytes) = (key.to_string(), encode(record));
+        self.put_counted(
+            PUT_PERSON,
+            &[&key, &bytes, &counts, &away, &identities],
+            &counts,
+        )
     }
 
     fn record_change(&mut self, key: &Recipient, entry: &ChangeEntry) -> Result<(), RecordsError> {
@@ -858,12 +1044,9 @@ impl WriteRecords for Writing<'_, '_> {
     }
 
     fn put_paper(&mut self, id: PaperId, item: &PaperItem) -> Result<(), RecordsError> {
-        self.exec(
-            "INSERT INTO paper_queue (id, item) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET item = EXCLUDED.item",
-            &[&id.0.as_slice(), &encode(item)],
-        )?;
-        Ok(())
+        let counts = tally::paper(item);
+        let (id, bytes, waiting) = (id.0.to_vec(), encode(item), tally::waiting(item));
+        self.put_counted(PUT_PAPER, &[&id, &bytes, &counts, &waiting], &counts)
     }
 
     fn archive_evidence(&mut self, evidence: &NewEvidence) -> Result<(), RecordsError> {

@@ -2,16 +2,18 @@
 //! BSNs), imported through `registry import` in files of the largest size it
 //! takes; the import rate as it grows, the size on disk, and the time of one
 //! person's lookup (as a submission makes it: a snapshot and a read) with
-//! 10,000 people and with all of them.
+//! 10,000 people and with all of them, and the time of the operator
+//! report's counters and of its dormant inboxes at both sizes.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use estafette_gateway::registry::{self, MAX_IMPORT_PEOPLE};
+use estafette_gateway::report;
 use estafette_gateway::store::Records;
 use estafette_pki::NodeKind;
 use estafette_relay::testkit::TestFederation;
-use estafette_spec::{Bsn, Recipient};
+use estafette_spec::{Bsn, Recipient, Timestamp};
 use rand_core::{OsRng, RngCore};
 
 use crate::backend::{Chosen, open};
@@ -82,6 +84,31 @@ fn lookups(records: &dyn Records, known: &[Bsn]) -> Result<(f64, f64)> {
     Ok((took[took.len() / 2], took[took.len() * 99 / 100]))
 }
 
+/// Times the operator report's two parts with `people` in the registry:
+/// its counters, and the dormant inboxes (every imported person is an
+/// active inbox never visited, so every one is looked at: the worst case).
+fn report(records: &dyn Records, people: usize) -> Result<()> {
+    let now = Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    );
+    let started = Instant::now();
+    let counted = report::counted_report(records, now, 12)?;
+    let counters_ms = started.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
+    let dormant = report::dormant_inboxes(records, now, 12)?;
+    let dormant_ms = started.elapsed().as_secs_f64() * 1e3;
+    if counted.people != people {
+        bail!("the report counts {} people, not {people}", counted.people);
+    }
+    println!(
+        "{people:>10} people: report counters in {counters_ms:.2} ms; dormant inboxes ({dormant}) in {dormant_ms:.0} ms, all {} active inboxes away",
+        counted.active_inboxes
+    );
+    Ok(())
+}
+
 /// The registry part.
 pub async fn registry(people: usize, baseline: usize, backend: Chosen) -> Result<()> {
     let fed = TestFederation::new(&[(HOME, NodeKind::Home)], &[HOME]);
@@ -121,6 +148,7 @@ pub async fn registry(people: usize, baseline: usize, backend: Chosen) -> Result
                 known.len()
             );
             baseline_figures = Some((p50, p99));
+            report(records, known.len())?;
         }
         if known.len() / 1_000_000 > (known.len() - chunk) / 1_000_000 || known.len() == people {
             let rate = window_people as f64 / window_start.elapsed().as_secs_f64();
@@ -145,6 +173,7 @@ pub async fn registry(people: usize, baseline: usize, backend: Chosen) -> Result
         size as f64 / people as f64
     );
     println!("{people:>10} people: lookup p50 {p50:.1} µs, p99 {p99:.1} µs");
+    report(records, people)?;
     if let Some((b50, b99)) = baseline_figures {
         println!(
             "lookup with {people} people vs {baseline}: p50 {:.2}x, p99 {:.2}x",
