@@ -215,7 +215,7 @@ async fn cookies_csrf_and_security_headers() {
         media_type: "application/pdf".into(),
         content: b"x".to_vec(),
     });
-    let (m, _) = w.send_letter(letter).await;
+    let (m, _) = w.send_letter(letter.clone()).await;
     w.wait_for_event(&m, EvidenceEvent::ContentConsignment)
         .await;
     let envelope = w
@@ -286,12 +286,59 @@ async fn cookies_csrf_and_security_headers() {
         assert!(!disposition.contains(".."), "{disposition}");
     }
 
+    pages_of_older_letters(&w, &mut b, &letter).await;
+
     // The JSON API does not take the cookie: no ambient authority there.
     let (status, _, _) = b.go(Method::POST, "/v1/all-paper", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // No personal data in URLs: the pages link by opaque ids only.
     assert!(!settings.contains("999999990"));
     w.stop().await;
+}
+
+/// With one letter more than a page holds, the inbox shows the newest
+/// page and links to the older letters, which link back to the newest.
+async fn pages_of_older_letters(w: &World, b: &mut Browser, like: &Letter) {
+    let page = estafette_relay::home::web::WEB_LETTERS_PAGE;
+    let mut sent = Vec::new();
+    // One letter is there already.
+    for i in 0..page {
+        let mut letter = like.clone();
+        letter.message_id = MessageId::random(&mut rand_core::OsRng);
+        letter.attachments.clear();
+        letter.subject = format!("Brief {i}");
+        letter.sender_reference = format!("P-{i}");
+        sent.push(w.send_letter(letter).await.0);
+    }
+    for m in &sent {
+        w.wait_for_event(m, EvidenceEvent::ContentConsignment).await;
+    }
+    let letters_on = |page: &str| page.matches("<li class=\"letter").count();
+    let (status, _, newest) = b.go(Method::GET, "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(letters_on(&newest), page);
+    assert!(!newest.contains("Nieuwste brieven"));
+    let at = newest
+        .find("href=\"/?before=")
+        .expect("a link to older letters")
+        + 6;
+    let link = &newest[at..at + newest[at..].find('"').unwrap()];
+    let (status, _, older) = b.go(Method::GET, link, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(letters_on(&older), 1);
+    assert!(older.contains("Nieuwste brieven") && !older.contains("Oudere brieven"));
+    // Each letter on one of the two pages (those of one second in any
+    // order: the envelope id breaks the tie).
+    let subjects =
+        std::iter::once("Met bijlage".to_owned()).chain((0..page).map(|i| format!("Brief {i}<")));
+    for subject in subjects {
+        let on = |p: &str| p.matches(&subject).count();
+        assert_eq!(on(&newest) + on(&older), 1, "{subject}");
+    }
+    // A damaged cursor is refused in plain words.
+    let (status, _, refused) = b.go(Method::GET, "/?before=yesterday", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused.contains("Er klopt iets niet"), "{refused}");
 }
 
 /// The audit found one login counter for everyone: 60 bad logins by one

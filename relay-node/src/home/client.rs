@@ -391,8 +391,30 @@ impl CitizenClient {
         self.call(Method::GET, "/v1/history", None).await
     }
 
+    /// Every letter of the inbox, newest first, a page at a time.
     pub async fn letters(&self) -> Result<Vec<LetterSummary>, CitizenClientError> {
-        self.call(Method::GET, "/v1/letters", None).await
+        use crate::home::api::MAX_LETTERS_PAGE;
+        let mut all = Vec::new();
+        let mut path = format!("/v1/letters?limit={MAX_LETTERS_PAGE}");
+        loop {
+            let page: Vec<LetterSummary> = self.call(Method::GET, &path, None).await?;
+            let full = page.len() == MAX_LETTERS_PAGE;
+            // The next page starts below the last letter of this one.
+            let next = page.last().map(|l| {
+                format!(
+                    "/v1/letters?limit={MAX_LETTERS_PAGE}&before={}",
+                    crate::store::InboxCursor {
+                        received_at: l.received_at,
+                        envelope: l.envelope_id,
+                    }
+                )
+            });
+            all.extend(page);
+            match next {
+                Some(next) if full => path = next,
+                _ => return Ok(all),
+            }
+        }
     }
 
     pub async fn open(&self, envelope_id: &str) -> Result<OpenedLetter, CitizenClientError> {

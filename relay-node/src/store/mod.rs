@@ -75,6 +75,10 @@ const LEGACY_QUEUE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("que
 /// The small part of each letter, what listing an inbox reads:
 /// (inbox id, envelope id) → [`InboxRecord`].
 const INBOX: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("inbox");
+/// Each inbox's letters in the order they arrived, what a page of an inbox
+/// reads: (inbox id, received at in seconds, envelope id) → ().
+const INBOX_BY_TIME: TableDefinition<([u8; 16], u64, [u8; 16]), ()> =
+    TableDefinition::new("inbox_by_time");
 /// The signed letters themselves, read only when one is opened: envelope
 /// id → `SignedMessage` bytes. Written once at delivery.
 const LETTERS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("letters");
@@ -95,6 +99,56 @@ const LINE_LENGTHS: TableDefinition<&str, u64> = TableDefinition::new("line_leng
 /// Queued envelopes by expiry: (expires at in seconds, envelope id) → next hop.
 const EXPIRIES: TableDefinition<(u64, [u8; 16]), &str> = TableDefinition::new("expiries");
 const EVIDENCE: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new("evidence");
+
+/// Where a page of an inbox ends: the next page holds the letters that
+/// arrived before it. Written `<received at>.<envelope id in hex>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxCursor {
+    pub received_at: Timestamp,
+    pub envelope: EnvelopeId,
+}
+
+impl std::fmt::Display for InboxCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}",
+            self.received_at.0,
+            estafette_spec::bytes::Hex(self.envelope.as_bytes())
+        )
+    }
+}
+
+/// A cursor that is not `<seconds>.<32 hex digits>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a page cursor is <seconds>.<32 hex digits>")]
+pub struct BadCursor;
+
+impl std::str::FromStr for InboxCursor {
+    type Err = BadCursor;
+    fn from_str(s: &str) -> Result<InboxCursor, BadCursor> {
+        let (at, envelope) = s.split_once('.').ok_or(BadCursor)?;
+        if envelope.len() != 32 || !envelope.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BadCursor);
+        }
+        let mut id = [0u8; 16];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&envelope[2 * i..2 * i + 2], 16).map_err(|_| BadCursor)?;
+        }
+        Ok(InboxCursor {
+            received_at: Timestamp(at.parse().map_err(|_| BadCursor)?),
+            envelope: EnvelopeId::from_bytes(id),
+        })
+    }
+}
+
+/// A page of an inbox, newest first.
+#[derive(Debug, Default)]
+pub struct InboxPage {
+    pub letters: Vec<(EnvelopeId, InboxRecord)>,
+    /// Where the next (older) page starts; `None` on the last page.
+    pub next: Option<InboxCursor>,
+}
 
 /// Most write requests waiting for the writer; senders wait beyond this.
 pub const MAX_PENDING_WRITES: usize = 65_536;
@@ -285,6 +339,7 @@ impl Store {
             txn.open_table(QUEUE)?;
             txn.open_table(RETRIES)?;
             txn.open_table(INBOX)?;
+            txn.open_table(INBOX_BY_TIME)?;
             txn.open_table(LETTERS)?;
             txn.open_table(OUTBOX)?;
             txn.open_table(DEDUP_EVIDENCE)?;
@@ -295,6 +350,7 @@ impl Store {
             writer::move_queue_to_places(&txn)?;
             writer::move_outbox_to_places(&txn)?;
             writer::move_dedup_to_time_order(&txn)?;
+            writer::index_inboxes_by_time(&txn)?;
             txn.commit()?;
         }
         let next_seq = writer::next_seq(&db)?;
@@ -498,6 +554,45 @@ impl Store {
         }
         out.sort_by_key(|(_, r)| r.received_at);
         Ok(out)
+    }
+
+    /// A page of one inbox, newest first: at most `limit` letters that
+    /// arrived before `before` (from the newest when `None`), and where
+    /// the next page starts if there is one. Reads the page's letters only,
+    /// through the inbox's index by arrival, however long the inbox is.
+    pub fn inbox_page(
+        &self,
+        inbox: &InboxId,
+        before: Option<InboxCursor>,
+        limit: usize,
+    ) -> Result<InboxPage, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(INBOX_BY_TIME)?;
+        let table = txn.open_table(INBOX)?;
+        let id = *inbox.as_bytes();
+        let first = (id, 0u64, [0u8; 16]);
+        let mut keys = match before {
+            Some(c) => index.range(first..(id, c.received_at.0, *c.envelope.as_bytes()))?,
+            None => index.range(first..=(id, u64::MAX, [0xff; 16]))?,
+        }
+        .rev();
+        let mut page = InboxPage::default();
+        for item in keys.by_ref().take(limit) {
+            let (_, received_at, envelope) = item?.0.value();
+            // The index and the letters change in one transaction.
+            if let Some(v) = table.get((id, envelope))? {
+                page.letters
+                    .push((EnvelopeId::from_bytes(envelope), decode(v.value())?));
+            }
+            page.next = Some(InboxCursor {
+                received_at: Timestamp(received_at),
+                envelope: EnvelopeId::from_bytes(envelope),
+            });
+        }
+        if keys.next().is_none() {
+            page.next = None;
+        }
+        Ok(page)
     }
 
     /// The access log of an inbox, oldest first (at most `limit`, newest kept).

@@ -659,3 +659,77 @@ async fn pruning_keeps_what_is_still_queued() {
     assert!(store.dedup_get(&forwarded).unwrap().is_none());
     assert!(store.dedup_get(&waiting).unwrap().is_some());
 }
+
+/// A letter delivered into `inbox` at `at`.
+async fn deliver(store: &Store, inbox: InboxId, n: u8, at: Timestamp) -> EnvelopeId {
+    let id = EnvelopeId::from_bytes([n; 16]);
+    let record = InboxRecord {
+        message_id: MessageId::from_bytes([n; 16]),
+        received_at: at,
+        opened_at: None,
+        last_evidence: estafette_spec::Digest::of(&[n]),
+        message_digest: estafette_spec::Digest::of(&[n]),
+        sender: "00000001003214345000".parse().unwrap(),
+        subject: format!("letter {n}"),
+        nature: estafette_spec::Nature::Information,
+        legal_effect: false,
+        expected_action: String::new(),
+        response_deadline: None,
+    };
+    let op = Op::Accept {
+        envelope_id: id,
+        evidence: None,
+        placement: Placement::Inbox {
+            inbox_id: inbox,
+            record,
+            message: vec![n],
+        },
+        now: at,
+        extra: None,
+        evidence_to: None,
+    };
+    assert_eq!(store.write(op).await.unwrap(), Outcome::Stored);
+    id
+}
+
+/// An inbox is read a page at a time, newest first, from a cursor; a
+/// store from before the index by arrival is indexed when it opens.
+#[tokio::test]
+async fn an_inbox_pages_newest_first_and_a_store_from_before_is_indexed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = Timestamp(1_800_000_000);
+    let (inbox, other) = (InboxId::from_bytes([1; 16]), InboxId::from_bytes([2; 16]));
+    let mut ids = Vec::new();
+    {
+        let store = open_store(&dir);
+        for n in 0..5u8 {
+            ids.push(deliver(&store, inbox, n, at.plus_s(u64::from(n))).await);
+        }
+        deliver(&store, other, 9, at.plus_s(99)).await;
+    }
+    {
+        // As a store from before the index kept it.
+        let db = Database::open(dir.path().join("data").join("store.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(INBOX_BY_TIME).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = open_store(&dir);
+    let page = |before, limit| store.inbox_page(&inbox, before, limit).unwrap();
+    let first = page(None, 2);
+    let listed = |p: &InboxPage| p.letters.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+    assert_eq!(listed(&first), [ids[4], ids[3]]);
+    let second = page(first.next, 2);
+    assert_eq!(listed(&second), [ids[2], ids[1]]);
+    let last = page(second.next, 2);
+    assert_eq!(listed(&last), [ids[0]]);
+    assert_eq!(last.next, None, "the last page");
+    assert_eq!(page(None, 5).next, None, "exactly a page: no next one");
+    assert_eq!(
+        listed(&page(None, 100)).len(),
+        5,
+        "not the other inbox's letter"
+    );
+    let cursor = first.next.unwrap();
+    assert_eq!(cursor.to_string().parse::<InboxCursor>().unwrap(), cursor);
+}

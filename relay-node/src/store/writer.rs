@@ -86,6 +86,23 @@ pub(super) fn move_outbox_to_places(txn: &redb::WriteTransaction) -> Result<(), 
     Ok(())
 }
 
+/// Indexes every letter of every inbox by arrival (a store from before
+/// `inbox_by_time`); nothing when each letter is indexed already.
+pub(super) fn index_inboxes_by_time(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let inbox = txn.open_table(INBOX)?;
+    let mut by_time = txn.open_table(INBOX_BY_TIME)?;
+    if by_time.len()? == inbox.len()? {
+        return Ok(());
+    }
+    for item in inbox.iter()? {
+        let (k, v) = item?;
+        let (id, envelope) = k.value();
+        let record: InboxRecord = decode(v.value())?;
+        by_time.insert((id, record.received_at.0, envelope), ())?;
+    }
+    Ok(())
+}
+
 /// Moves dedup records kept by envelope id as CBOR (a store from an
 /// earlier version) into `dedup_ids` and the time-ordered
 /// `dedup_evidence`, then drops the old tables. Runs after
@@ -340,11 +357,16 @@ impl Tables<'_> {
             let (k, v) = item?;
             moved.push((k.value().1, v.value().to_vec()));
         }
+        let mut by_time = txn.open_table(INBOX_BY_TIME)?;
         for (envelope, record) in &moved {
             self.inbox.remove((*from.as_bytes(), *envelope))?;
             self.inbox
                 .insert((*into.as_bytes(), *envelope), record.as_slice())?;
+            let received_at = decode::<InboxRecord>(record)?.received_at.0;
+            by_time.remove((*from.as_bytes(), received_at, *envelope))?;
+            by_time.insert((*into.as_bytes(), received_at, *envelope), ())?;
         }
+        drop(by_time);
         let mut aliases = txn.open_table(INBOX_ALIAS)?;
         aliases.insert(from.as_bytes(), into.as_bytes())?;
         // Inboxes merged into `from` earlier now point further.
@@ -534,6 +556,8 @@ impl Tables<'_> {
                     (target, *envelope_id.as_bytes()),
                     encode(&record).as_slice(),
                 )?;
+                txn.open_table(INBOX_BY_TIME)?
+                    .insert((target, record.received_at.0, *envelope_id.as_bytes()), ())?;
                 txn.open_table(LETTERS)?
                     .insert(envelope_id.as_bytes(), message.as_slice())?;
                 NOT_QUEUED

@@ -436,10 +436,18 @@ fn home_order(fed: &TestFederation, letters: &Letters, queued: usize) -> Result<
     );
     let listed = Instant::now();
     let inbox = store.inbox_list(&letters.big_inbox)?;
+    let whole_ms = listed.elapsed().as_secs_f64() * 1e3;
+    let paged = Instant::now();
+    let page = store.inbox_page(
+        &letters.big_inbox,
+        None,
+        estafette_relay::home::api::LETTERS_PAGE,
+    )?;
     println!(
-        "inbox of {} letters: listed in {:.1} ms",
+        "inbox of {} letters: first page ({} letters) in {:.2} ms; the whole inbox in {whole_ms:.1} ms",
         inbox.len(),
-        listed.elapsed().as_secs_f64() * 1e3
+        page.letters.len(),
+        paged.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use estafette_spec::citizen::{CitizenAction, CitizenReply};
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{CitizenApi, MAX_ACCESS_LOG_ENTRIES, Problem, envelope_id, unexpected};
 use crate::home::HomeError;
 use crate::home::session::Session;
+use crate::store::InboxCursor;
 
 /// A letter in the inbox list.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,11 +49,68 @@ pub struct AttachmentSummary {
     pub size_bytes: usize,
 }
 
+/// Letters in a page of the inbox list when the caller does not say.
+pub const LETTERS_PAGE: usize = 100;
+/// Most letters one page of the inbox list holds.
+pub const MAX_LETTERS_PAGE: usize = 1_000;
+
+/// `?before=<cursor>&limit=<n>`: both optional, read by hand so that a bad
+/// value gets a problem naming it.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PageQuery {
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+impl PageQuery {
+    /// Where the page starts and how long it is.
+    pub(crate) fn read(
+        before: Option<&str>,
+        limit: Option<&str>,
+        default: usize,
+    ) -> Result<(Option<InboxCursor>, usize), Problem> {
+        let limit = match limit {
+            None => default,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=MAX_LETTERS_PAGE).contains(l))
+                .ok_or_else(|| {
+                    Problem::malformed(format!("limit is a number from 1 to {MAX_LETTERS_PAGE}"))
+                })?,
+        };
+        let before = before
+            .map(str::parse::<InboxCursor>)
+            .transpose()
+            .map_err(|e| Problem::malformed(format!("before: {e}")))?;
+        Ok((before, limit))
+    }
+}
+
+/// One page of the inbox, newest first (a JSON array); a `Link` header
+/// with `rel="next"` points at the next page when there is one. The next
+/// page's cursor is also `<received_at>.<envelope_id>` of the page's last
+/// letter.
 pub(super) async fn letters(
     State(api): State<Arc<CitizenApi>>,
     session: Session,
-) -> Result<Json<Vec<LetterSummary>>, Problem> {
-    Ok(Json(api.letters_of(&session)?))
+    Query(query): Query<PageQuery>,
+) -> Result<Response, Problem> {
+    let (before, limit) = PageQuery::read(
+        query.before.as_deref(),
+        query.limit.as_deref(),
+        LETTERS_PAGE,
+    )?;
+    let (letters, next) = api.letters_page(&session, before, limit)?;
+    let mut response = Json(letters).into_response();
+    if let Some(next) = next
+        && let Ok(link) = header::HeaderValue::from_str(&format!(
+            "</v1/letters?before={next}&limit={limit}>; rel=\"next\""
+        ))
+    {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
 }
 
 /// A letter's signed evidence: a CBOR array of COSE_Sign1 objects.
@@ -95,18 +153,28 @@ pub(super) async fn access_log(
 }
 
 impl CitizenApi {
-    /// The letters of the session's inbox, newest first.
-    pub(crate) fn letters_of(&self, session: &Session) -> Result<Vec<LetterSummary>, Problem> {
+    /// A page of the session's inbox, newest first, and where the next
+    /// one starts.
+    pub(crate) fn letters_page(
+        &self,
+        session: &Session,
+        before: Option<InboxCursor>,
+        limit: usize,
+    ) -> Result<(Vec<LetterSummary>, Option<InboxCursor>), Problem> {
         let inbox = self.inbox_of(session)?;
-        let mut out: Vec<LetterSummary> = self
-            .node
-            .store()
-            .inbox_list(&inbox)?
+        let page = self.node.store().inbox_page(&inbox, before, limit)?;
+        let letters = page
+            .letters
             .iter()
             .map(|(id, record)| self.summary(*id, record))
             .collect();
-        out.sort_by_key(|l| std::cmp::Reverse(l.received_at));
-        Ok(out)
+        Ok((letters, page.next))
+    }
+
+    /// How many letters of the session's inbox are not opened yet.
+    pub(crate) fn unread_of(&self, session: &Session) -> Result<usize, Problem> {
+        let inbox = self.inbox_of(session)?;
+        Ok(self.node.store().count_unread(&inbox)?)
     }
 
     /// Opens a letter of `inbox` for `actor`: ContentHandover first, then the letter.
@@ -273,6 +341,61 @@ mod tests {
             .unwrap()
     }
 
+    /// A page's size and cursor: the edges, and clear refusals.
+    #[test]
+    fn a_page_is_one_to_the_most_letters_from_a_cursor() {
+        let read = |before, limit| PageQuery::read(before, limit, LETTERS_PAGE);
+        assert_eq!(read(None, None).unwrap(), (None, LETTERS_PAGE));
+        assert_eq!(read(None, Some("1")).unwrap().1, 1);
+        assert_eq!(read(None, Some("1000")).unwrap().1, MAX_LETTERS_PAGE);
+        for bad in ["0", "1001", "-1", "ten", ""] {
+            let problem = read(None, Some(bad)).unwrap_err();
+            assert_eq!(problem.code, "malformed", "{bad}");
+            assert!(problem.detail.contains("limit"), "{bad}");
+        }
+        let cursor = "1800000000.000102030405060708090a0b0c0d0e0f";
+        let (before, _) = read(Some(cursor), None).unwrap();
+        let before = before.unwrap();
+        assert_eq!(before.received_at, Timestamp(1_800_000_000));
+        assert_eq!(before.to_string(), cursor, "written as read");
+        for bad in [
+            "1800000000",
+            "x.000102030405060708090a0b0c0d0e0f",
+            "1.00",
+            "1.zz0102030405060708090a0b0c0d0e0f",
+        ] {
+            let problem = read(Some(bad), None).unwrap_err();
+            assert!(problem.detail.contains("before"), "{bad}");
+        }
+    }
+
+    /// Page by page, the largest pages: every one of `letters` once,
+    /// newest first (all arrived in the same second: the envelope id
+    /// breaks the tie), and the last full page says it is the last.
+    fn every_page(api: &CitizenApi, session: &Session, letters: usize) -> Vec<LetterSummary> {
+        let mut list = Vec::new();
+        let mut before = None;
+        for _ in 0..letters / MAX_LETTERS_PAGE {
+            let (page, next) = api.letters_page(session, before, MAX_LETTERS_PAGE).unwrap();
+            assert_eq!(page.len(), MAX_LETTERS_PAGE);
+            list.extend(page);
+            before = next;
+        }
+        assert_eq!(before, None, "the last full page says it is the last");
+        assert_eq!(list.len(), letters);
+        let mut order: Vec<_> = list
+            .iter()
+            .map(|l| (l.received_at, l.envelope_id))
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] > w[1]),
+            "newest first, each once"
+        );
+        order.dedup();
+        assert_eq!(order.len(), letters);
+        list
+    }
+
     /// Listing comes from the small records written at delivery: an inbox
     /// of 10,000 letters is listed without reading one letter (the store
     /// counts every letter it reads), so nothing is parsed or hashed;
@@ -318,12 +441,12 @@ mod tests {
         let api = CitizenApi::new(node.clone(), "https://home.test/".into());
         let session = session_of(&api, &letter, inbox, now);
         let read_before = node.metrics.letters_read.get();
-        let list = api.letters_of(&session).unwrap();
-        assert_eq!(list.len(), LETTERS);
+        let list = every_page(&api, &session, LETTERS);
         assert!(
             list.iter()
                 .all(|l| l.subject == letter.subject && !l.opened)
         );
+        assert_eq!(api.unread_of(&session).unwrap(), LETTERS);
         assert_eq!(
             node.metrics.letters_read.get(),
             read_before,

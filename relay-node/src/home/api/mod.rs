@@ -20,7 +20,8 @@ mod letters;
 mod person;
 mod representation;
 
-pub use letters::{AttachmentSummary, LetterSummary, OpenedLetter};
+pub(crate) use letters::PageQuery;
+pub use letters::{AttachmentSummary, LETTERS_PAGE, LetterSummary, MAX_LETTERS_PAGE, OpenedLetter};
 pub use person::SessionStarted;
 pub use representation::MandateCreated;
 

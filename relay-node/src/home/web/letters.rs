@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use estafette_spec::citizen::CitizenAction;
@@ -14,7 +14,20 @@ use maud::html;
 use super::*;
 use crate::home::api::Problem;
 
-pub(super) async fn inbox(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+/// Letters on one page of the web inbox.
+pub const WEB_LETTERS_PAGE: usize = 50;
+
+/// `/?before=<cursor>`: the page of older letters.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct InboxQuery {
+    before: Option<String>,
+}
+
+pub(super) async fn inbox(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Query(query): Query<InboxQuery>,
+) -> Response {
     let lang = lang_of(&headers);
     let Some((h, s)) = web.session_of(&headers) else {
         return to_login();
@@ -22,15 +35,19 @@ pub(super) async fn inbox(State(web): State<Arc<Web>>, headers: HeaderMap) -> Re
     let Some(me) = person(&web, &h).await else {
         return to_login();
     };
-    let letters = if me.inbox.is_some() {
-        match web.api.letters_of(&h) {
-            Ok(l) => l,
+    let older = query.before.is_some();
+    let (letters, next, unread) = if me.inbox.is_some() {
+        let page =
+            crate::home::api::PageQuery::read(query.before.as_deref(), None, WEB_LETTERS_PAGE)
+                .and_then(|(before, limit)| web.api.letters_page(&h, before, limit))
+                .and_then(|(letters, next)| Ok((letters, next, web.api.unread_of(&h)?)));
+        match page {
+            Ok(page) => page,
             Err(p) => return problem_page(lang, Some(&s), &p),
         }
     } else {
-        vec![]
+        (vec![], None, 0)
     };
-    let unread = letters.iter().filter(|l| !l.opened).count();
     page(
         lang,
         lang.t("web.your-letters"),
@@ -70,6 +87,17 @@ pub(super) async fn inbox(State(web): State<Arc<Web>>, headers: HeaderMap) -> Re
                                     }
                                 }
                             }
+                        }
+                    }
+                }
+                @if next.is_some() || older {
+                    nav class="pages" aria-label=(lang.t("web.your-letters")) {
+                        @if older {
+                            a href="/" { (lang.t("web.newest-letters")) }
+                            " "
+                        }
+                        @if let Some(next) = next {
+                            a href=(format!("/?before={next}")) { (lang.t("web.older-letters")) }
                         }
                     }
                 }

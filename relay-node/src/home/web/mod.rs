@@ -22,7 +22,7 @@ mod representation;
 mod settings;
 mod wallet;
 
-pub use letters::content_disposition;
+pub use letters::{WEB_LETTERS_PAGE, content_disposition};
 
 use std::sync::Arc;
 use std::time::Duration;
