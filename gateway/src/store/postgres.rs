@@ -198,21 +198,13 @@ fn count_from_before(client: &mut postgres::Client) -> Result<u64, RecordsError>
         &[],
     )
     .map_err(db)?;
-    let mut counted = 0;
+    let counted;
     {
         let writing = Writing::new(&mut tx);
-        loop {
-            let rows = writing.with(|c| {
-                c.query_prepared(
-                    "SELECT recipient, record FROM people WHERE tally IS NULL ORDER BY recipient LIMIT $1",
-                    &[&UNCOUNTED_PAGE],
-                )
-                .map_err(db)
-            })?;
-            if rows.is_empty() {
-                break;
-            }
-            for row in rows {
+        let people = each_uncounted(
+            &writing,
+            "SELECT recipient, record FROM people WHERE tally IS NULL ORDER BY recipient LIMIT $1",
+            |row| {
                 let key: String = row.get(0);
                 let person: PersonRecord = decode("person", row.get(1), MAX_RECORD_BYTES)?;
                 let counts = tally::person(&person);
@@ -222,21 +214,13 @@ fn count_from_before(client: &mut postgres::Client) -> Result<u64, RecordsError>
                     &[&key, &counts, &away],
                 )?;
                 writing.note_counts(&[], &counts);
-                counted += 1;
-            }
-        }
-        loop {
-            let rows = writing.with(|c| {
-                c.query_prepared(
-                    "SELECT id, item FROM paper_queue WHERE tally IS NULL ORDER BY id LIMIT $1",
-                    &[&UNCOUNTED_PAGE],
-                )
-                .map_err(db)
-            })?;
-            if rows.is_empty() {
-                break;
-            }
-            for row in rows {
+                Ok(())
+            },
+        )?;
+        let paper = each_uncounted(
+            &writing,
+            "SELECT id, item FROM paper_queue WHERE tally IS NULL ORDER BY id LIMIT $1",
+            |row| {
                 let id: Vec<u8> = row.get(0);
                 let item: PaperItem = decode("paper item", row.get(1), MAX_PAPER_ITEM_BYTES)?;
                 let counts = tally::paper(&item);
@@ -245,13 +229,34 @@ fn count_from_before(client: &mut postgres::Client) -> Result<u64, RecordsError>
                     &[&id, &counts, &tally::waiting(&item)],
                 )?;
                 writing.note_counts(&[], &counts);
-                counted += 1;
-            }
-        }
+                Ok(())
+            },
+        )?;
+        counted = people + paper;
         writing.finish()?;
     }
     tx.commit().map_err(db)?;
     Ok(counted)
+}
+
+/// Runs `count` on each row `select` finds, a page (`$1` rows) at a time
+/// until it finds none (`count` makes a row no longer match); how many.
+fn each_uncounted(
+    writing: &Writing<'_, '_>,
+    select: &'static str,
+    mut count: impl FnMut(&postgres::Row) -> Result<(), RecordsError>,
+) -> Result<u64, RecordsError> {
+    let mut counted = 0;
+    loop {
+        let rows = writing.with(|c| c.query_prepared(select, &[&UNCOUNTED_PAGE]).map_err(db))?;
+        if rows.is_empty() {
+            return Ok(counted);
+        }
+        for row in &rows {
+            count(row)?;
+            counted += 1;
+        }
+    }
 }
 
 /// One worker: its connection, then jobs until the records are dropped.
