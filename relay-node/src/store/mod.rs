@@ -79,6 +79,10 @@ const INBOX: TableDefinition<([u8; 16], [u8; 16]), &[u8]> = TableDefinition::new
 /// reads: (inbox id, received at in seconds, envelope id) → ().
 const INBOX_BY_TIME: TableDefinition<([u8; 16], u64, [u8; 16]), ()> =
     TableDefinition::new("inbox_by_time");
+/// Letters not yet opened per inbox: inbox id → count. Every inbox with a
+/// letter has an entry (a store with letters and no entry is from before
+/// the counts, and is counted when it opens).
+const INBOX_UNREAD: TableDefinition<[u8; 16], u64> = TableDefinition::new("inbox_unread");
 /// The signed letters themselves, read only when one is opened: envelope
 /// id → `SignedMessage` bytes. Written once at delivery.
 const LETTERS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("letters");
@@ -340,6 +344,7 @@ impl Store {
             txn.open_table(RETRIES)?;
             txn.open_table(INBOX)?;
             txn.open_table(INBOX_BY_TIME)?;
+            txn.open_table(INBOX_UNREAD)?;
             txn.open_table(LETTERS)?;
             txn.open_table(OUTBOX)?;
             txn.open_table(DEDUP_EVIDENCE)?;
@@ -351,6 +356,7 @@ impl Store {
             writer::move_outbox_to_places(&txn)?;
             writer::move_dedup_to_time_order(&txn)?;
             writer::index_inboxes_by_time(&txn)?;
+            writer::count_unread_letters(&txn)?;
             txn.commit()?;
         }
         let next_seq = writer::next_seq(&db)?;
@@ -642,13 +648,15 @@ impl Store {
         Ok(table.get(envelope.as_bytes())?.map(|v| v.value().to_vec()))
     }
 
-    /// Letters not yet opened in one inbox.
+    /// Letters not yet opened in one inbox (a count kept with each
+    /// delivery, opening and merge: nothing of the inbox is read).
     pub fn count_unread(&self, inbox: &InboxId) -> Result<usize, StoreError> {
-        Ok(self
-            .inbox_list(inbox)?
-            .iter()
-            .filter(|(_, r)| r.opened_at.is_none())
-            .count())
+        let txn = self.db.begin_read()?;
+        let unread = txn
+            .open_table(INBOX_UNREAD)?
+            .get(inbox.as_bytes())?
+            .map_or(0, |n| n.value());
+        Ok(usize::try_from(unread).unwrap_or(usize::MAX))
     }
 
     /// Every letter in every inbox: (inbox, envelope, message id).

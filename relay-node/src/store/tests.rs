@@ -708,10 +708,11 @@ async fn an_inbox_pages_newest_first_and_a_store_from_before_is_indexed_at_open(
         deliver(&store, other, 9, at.plus_s(99)).await;
     }
     {
-        // As a store from before the index kept it.
+        // As a store from before the index and the counts kept it.
         let db = Database::open(dir.path().join("data").join("store.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         txn.delete_table(INBOX_BY_TIME).unwrap();
+        txn.delete_table(INBOX_UNREAD).unwrap();
         txn.commit().unwrap();
     }
     let store = open_store(&dir);
@@ -732,4 +733,53 @@ async fn an_inbox_pages_newest_first_and_a_store_from_before_is_indexed_at_open(
     );
     let cursor = first.next.unwrap();
     assert_eq!(cursor.to_string().parse::<InboxCursor>().unwrap(), cursor);
+    assert_eq!(store.count_unread(&inbox).unwrap(), 5, "counted at open");
+    assert_eq!(store.count_unread(&other).unwrap(), 1);
+}
+
+/// An inbox's count of unread letters follows deliveries, openings (the
+/// second opening of a letter changes nothing) and a merge, without
+/// reading the inbox.
+#[tokio::test]
+async fn the_unread_count_follows_deliveries_openings_and_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let at = Timestamp(1_800_000_000);
+    let (kept, merged) = (InboxId::from_bytes([3; 16]), InboxId::from_bytes([4; 16]));
+    let first = deliver(&store, kept, 1, at).await;
+    deliver(&store, kept, 2, at).await;
+    deliver(&store, merged, 3, at).await;
+    let unread = |inbox| store.count_unread(&inbox).unwrap();
+    assert_eq!((unread(kept), unread(merged)), (2, 1));
+    for _ in 0..2 {
+        let op = Op::MarkOpened {
+            inbox_id: kept,
+            envelope_id: first,
+            opened_at: at.plus_s(5),
+            evidence: NewEvidence {
+                evidence_id: EvidenceId::from_bytes([9; 16]),
+                message_id: Some(MessageId::from_bytes([1; 16])),
+                bytes: vec![9],
+            },
+            access: AccessEntry {
+                at: at.plus_s(5),
+                envelope_id: first,
+                message_id: MessageId::from_bytes([1; 16]),
+                actor: estafette_spec::Actor {
+                    role: estafette_spec::ActorRole::Holder,
+                    representative: None,
+                    mandate: None,
+                },
+            },
+        };
+        store.write(op).await.unwrap();
+        assert_eq!(unread(kept), 1);
+    }
+    let op = Op::Apply(Box::new(move |tables, txn| {
+        tables.merge_inbox(txn, &merged, &kept)?;
+        Ok(())
+    }));
+    store.write(op).await.unwrap();
+    assert_eq!((unread(kept), unread(merged)), (2, 0));
+    assert_eq!(store.inbox_page(&kept, None, 10).unwrap().letters.len(), 3);
 }

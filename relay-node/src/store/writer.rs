@@ -103,6 +103,38 @@ pub(super) fn index_inboxes_by_time(txn: &redb::WriteTransaction) -> Result<(), 
     Ok(())
 }
 
+/// Counts the unread letters of every inbox (a store from before
+/// `inbox_unread`); nothing when the counts are there.
+pub(super) fn count_unread_letters(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let inbox = txn.open_table(INBOX)?;
+    let mut unread = txn.open_table(INBOX_UNREAD)?;
+    if !unread.is_empty()? || inbox.is_empty()? {
+        return Ok(());
+    }
+    let mut counts: std::collections::BTreeMap<[u8; 16], u64> = Default::default();
+    for item in inbox.iter()? {
+        let (k, v) = item?;
+        let record: InboxRecord = decode(v.value())?;
+        *counts.entry(k.value().0).or_default() += u64::from(record.opened_at.is_none());
+    }
+    for (id, n) in counts {
+        unread.insert(id, n)?;
+    }
+    Ok(())
+}
+
+/// Adds `change` to an inbox's count of unread letters.
+fn add_unread(
+    txn: &redb::WriteTransaction,
+    inbox: [u8; 16],
+    change: i64,
+) -> Result<(), StoreError> {
+    let mut unread = txn.open_table(INBOX_UNREAD)?;
+    let now = unread.get(inbox)?.map_or(0, |n| n.value());
+    unread.insert(inbox, now.saturating_add_signed(change))?;
+    Ok(())
+}
+
 /// Moves dedup records kept by envelope id as CBOR (a store from an
 /// earlier version) into `dedup_ids` and the time-ordered
 /// `dedup_evidence`, then drops the old tables. Runs after
@@ -358,15 +390,21 @@ impl Tables<'_> {
             moved.push((k.value().1, v.value().to_vec()));
         }
         let mut by_time = txn.open_table(INBOX_BY_TIME)?;
+        let mut unread = 0;
         for (envelope, record) in &moved {
             self.inbox.remove((*from.as_bytes(), *envelope))?;
             self.inbox
                 .insert((*into.as_bytes(), *envelope), record.as_slice())?;
-            let received_at = decode::<InboxRecord>(record)?.received_at.0;
-            by_time.remove((*from.as_bytes(), received_at, *envelope))?;
-            by_time.insert((*into.as_bytes(), received_at, *envelope), ())?;
+            let record = decode::<InboxRecord>(record)?;
+            by_time.remove((*from.as_bytes(), record.received_at.0, *envelope))?;
+            by_time.insert((*into.as_bytes(), record.received_at.0, *envelope), ())?;
+            unread += i64::from(record.opened_at.is_none());
         }
         drop(by_time);
+        if !moved.is_empty() {
+            txn.open_table(INBOX_UNREAD)?.remove(from.as_bytes())?;
+            add_unread(txn, *into.as_bytes(), unread)?;
+        }
         let mut aliases = txn.open_table(INBOX_ALIAS)?;
         aliases.insert(from.as_bytes(), into.as_bytes())?;
         // Inboxes merged into `from` earlier now point further.
@@ -552,10 +590,16 @@ impl Tables<'_> {
                     .get(inbox_id.as_bytes())?
                     .map(|v| v.value())
                     .unwrap_or(*inbox_id.as_bytes());
-                self.inbox.insert(
-                    (target, *envelope_id.as_bytes()),
-                    encode(&record).as_slice(),
-                )?;
+                let delivered_before = self
+                    .inbox
+                    .insert(
+                        (target, *envelope_id.as_bytes()),
+                        encode(&record).as_slice(),
+                    )?
+                    .is_some();
+                if !delivered_before {
+                    add_unread(txn, target, i64::from(record.opened_at.is_none()))?;
+                }
                 txn.open_table(INBOX_BY_TIME)?
                     .insert((target, record.received_at.0, *envelope_id.as_bytes()), ())?;
                 txn.open_table(LETTERS)?
@@ -663,6 +707,7 @@ impl Tables<'_> {
         };
         if record.opened_at.is_none() {
             record.opened_at = Some(opened_at);
+            add_unread(txn, *inbox_id.as_bytes(), -1)?;
         }
         record.last_evidence = Digest::of(&evidence.bytes);
         self.inbox.insert(key, encode(&record).as_slice())?;
