@@ -265,10 +265,15 @@ impl Gateway {
     fn refresh_report(&self, now: Timestamp) -> Result<(), RecordsError> {
         let months = (self.policy.dormant_after_s / (30 * 24 * 3600)).max(1);
         let mut report = crate::report::counted_report(self.records(), now, months)?;
-        let last = self.last_report.lock().ok().and_then(|l| l.clone());
+        // Only the last dormancy figure and its time, not a copy of the report.
+        let last = self
+            .last_report
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(report, at)| (report.dormant_inboxes, *at)));
         let counted_at = match last {
-            Some((last, at)) if now.0 < at.0.saturating_add(crate::report::DORMANCY_EVERY_S) => {
-                report.dormant_inboxes = last.dormant_inboxes;
+            Some((dormant, at)) if now.0 < at.0.saturating_add(crate::report::DORMANCY_EVERY_S) => {
+                report.dormant_inboxes = dormant;
                 at
             }
             _ => {

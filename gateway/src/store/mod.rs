@@ -22,6 +22,7 @@
 
 #[cfg(test)]
 mod contract;
+mod pg_counts;
 mod pg_queue;
 mod pg_read;
 mod pg_statements;

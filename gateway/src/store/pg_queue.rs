@@ -13,7 +13,7 @@ use estafette_relay::origin::{EvidenceNotes, StoredEvidence};
 use estafette_relay::store::{NewEvidence, QueueRecord, StoreError};
 use estafette_spec::{Digest, EnvelopeId, NodeId, Timestamp};
 
-use super::RecordsError;
+use super::{RecordsError, SealedEnvelope};
 
 use estafette_spec::MessageId;
 
@@ -651,6 +651,78 @@ impl PgRecords {
                 .collect()
         })
     }
+}
+
+/// Puts `sealed` in the outbox for `hop`, claimed under `claim` (instance,
+/// lease until, now in milliseconds) when an instance forwards it; 0 rows
+/// when the envelope is there already.
+pub(super) fn insert_outbox(
+    tx: &mut postgres::Transaction<'_>,
+    sealed: &SealedEnvelope,
+    hop: &estafette_spec::NodeId,
+    claim: Option<&(String, i64, i64)>,
+) -> Result<u64, RecordsError> {
+    let header = &sealed.header;
+    let evidence_id = sealed
+        .evidence
+        .as_ref()
+        .map(|e| e.evidence_id.as_bytes().to_vec());
+    let previous = sealed.previous.map(|d| d.0.to_vec());
+    // The instance that queues an envelope forwards it: claimed for it
+    // from the start.
+    let (claimed_by, lease_until, now_ms) = match claim {
+        Some((instance, until, now_ms)) => (Some(instance.as_str()), Some(*until), *now_ms),
+        None => (None, None, 0),
+    };
+    tx.execute_prepared(
+        "INSERT INTO outbox (envelope_id, message_id, next_hop, envelope, previous, \
+         evidence_id, queued_at, expires_at, claimed_by, lease_until, next_attempt_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (envelope_id) DO NOTHING",
+        &[
+            &header.envelope_id.as_bytes().as_slice(),
+            &header.message_id.as_bytes().as_slice(),
+            &hop.as_str(),
+            &sealed.envelope,
+            &previous,
+            &evidence_id,
+            &(header.created_at.0 as i64),
+            &(header.expires_at.0 as i64),
+            &claimed_by,
+            &lease_until,
+            &now_ms,
+        ],
+    )
+    .map_err(db)
+}
+
+/// The evidence kept with envelope `id` when it is queued already (empty
+/// when it has none); `None` when it is not queued.
+pub(super) fn queued_evidence(
+    tx: &mut postgres::Transaction<'_>,
+    id: &estafette_spec::EnvelopeId,
+) -> Result<Option<Vec<u8>>, RecordsError> {
+    let Some(row) = tx
+        .query_opt_prepared(
+            "SELECT evidence_id FROM outbox WHERE envelope_id = $1",
+            &[&id.as_bytes().as_slice()],
+        )
+        .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    let Some(evidence_id) = row.get::<_, Option<Vec<u8>>>(0) else {
+        return Ok(Some(vec![]));
+    };
+    Ok(Some(
+        tx.query_opt_prepared(
+            "SELECT evidence FROM evidence WHERE evidence_id = $1",
+            &[&evidence_id],
+        )
+        .map_err(db)?
+        .map(|r| r.get::<_, Vec<u8>>(0))
+        .unwrap_or_default(),
+    ))
 }
 
 #[cfg(test)]

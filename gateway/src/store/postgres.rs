@@ -26,12 +26,13 @@ use estafette_spec::{Digest, EnvelopeId, MessageId, Recipient, Timestamp};
 use futures_util::future::BoxFuture;
 use postgres::{IsolationLevel, NoTls};
 
-use super::pg_queue::FreshEnvelopes;
+use super::pg_counts::{PUT_PAPER, PUT_PERSON, count_from_before};
+use super::pg_queue::{FreshEnvelopes, insert_outbox, queued_evidence};
 use super::pg_statements::{Prepared, forget_prepared};
 
 use super::{
-    Change, MAX_PAPER_ITEM_BYTES, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError,
-    STEP_CLAIM_S, SealedEnvelope, StepKey, WriteRecords, db, decode, encode,
+    Change, MAX_RECORD_BYTES, PaperId, ReadRecords, Records, RecordsError, STEP_CLAIM_S,
+    SealedEnvelope, StepKey, WriteRecords, db, decode, encode,
 };
 use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
 use crate::registry::{MAX_HISTORY_PER_PERSON, PersonRecord};
@@ -181,81 +182,6 @@ impl PgRecords {
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(closed()),
         }
         rx.await.map_err(|_| closed())?
-    }
-}
-
-/// Entries read per round trip while counting rows from before the
-/// report's counters.
-const UNCOUNTED_PAGE: i64 = 100;
-
-/// Counts the people and paper items written before the report's counters
-/// (migration V7), in one transaction that instances starting together
-/// take one after the other; how many. Nothing when every row is counted.
-fn count_from_before(client: &mut postgres::Client) -> Result<u64, RecordsError> {
-    let mut tx = client.transaction().map_err(db)?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('estafette report counts'))",
-        &[],
-    )
-    .map_err(db)?;
-    let counted;
-    {
-        let writing = Writing::new(&mut tx);
-        let people = each_uncounted(
-            &writing,
-            "SELECT recipient, record FROM people WHERE tally IS NULL ORDER BY recipient LIMIT $1",
-            |row| {
-                let key: String = row.get(0);
-                let person: PersonRecord = decode("person", row.get(1), MAX_RECORD_BYTES)?;
-                let counts = tally::person(&person);
-                let away = tally::away_since(&person).map(|s| s.min(i64::MAX as u64) as i64);
-                writing.exec(
-                    "UPDATE people SET tally = $2, away_since = $3 WHERE recipient = $1",
-                    &[&key, &counts, &away],
-                )?;
-                writing.note_counts(&[], &counts);
-                Ok(())
-            },
-        )?;
-        let paper = each_uncounted(
-            &writing,
-            "SELECT id, item FROM paper_queue WHERE tally IS NULL ORDER BY id LIMIT $1",
-            |row| {
-                let id: Vec<u8> = row.get(0);
-                let item: PaperItem = decode("paper item", row.get(1), MAX_PAPER_ITEM_BYTES)?;
-                let counts = tally::paper(&item);
-                writing.exec(
-                    "UPDATE paper_queue SET tally = $2, waiting = $3 WHERE id = $1",
-                    &[&id, &counts, &tally::waiting(&item)],
-                )?;
-                writing.note_counts(&[], &counts);
-                Ok(())
-            },
-        )?;
-        counted = people + paper;
-        writing.finish()?;
-    }
-    tx.commit().map_err(db)?;
-    Ok(counted)
-}
-
-/// Runs `count` on each row `select` finds, a page (`$1` rows) at a time
-/// until it finds none (`count` makes a row no longer match); how many.
-fn each_uncounted(
-    writing: &Writing<'_, '_>,
-    select: &'static str,
-    mut count: impl FnMut(&postgres::Row) -> Result<(), RecordsError>,
-) -> Result<u64, RecordsError> {
-    let mut counted = 0;
-    loop {
-        let rows = writing.with(|c| c.query_prepared(select, &[&UNCOUNTED_PAGE]).map_err(db))?;
-        if rows.is_empty() {
-            return Ok(counted);
-        }
-        for row in &rows {
-            count(row)?;
-            counted += 1;
-        }
     }
 }
 
@@ -453,78 +379,6 @@ impl Records for PgRecords {
     }
 }
 
-/// The evidence kept with envelope `id` when it is queued already (empty
-/// when it has none); `None` when it is not queued.
-/// Puts `sealed` in the outbox for `hop`, claimed under `claim` (instance,
-/// lease until, now in milliseconds) when an instance forwards it; 0 rows
-/// when the envelope is there already.
-fn insert_outbox(
-    tx: &mut postgres::Transaction<'_>,
-    sealed: &SealedEnvelope,
-    hop: &estafette_spec::NodeId,
-    claim: Option<&(String, i64, i64)>,
-) -> Result<u64, RecordsError> {
-    let header = &sealed.header;
-    let evidence_id = sealed
-        .evidence
-        .as_ref()
-        .map(|e| e.evidence_id.as_bytes().to_vec());
-    let previous = sealed.previous.map(|d| d.0.to_vec());
-    // The instance that queues an envelope forwards it: claimed for it
-    // from the start.
-    let (claimed_by, lease_until, now_ms) = match claim {
-        Some((instance, until, now_ms)) => (Some(instance.as_str()), Some(*until), *now_ms),
-        None => (None, None, 0),
-    };
-    tx.execute_prepared(
-        "INSERT INTO outbox (envelope_id, message_id, next_hop, envelope, previous, \
-         evidence_id, queued_at, expires_at, claimed_by, lease_until, next_attempt_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (envelope_id) DO NOTHING",
-        &[
-            &header.envelope_id.as_bytes().as_slice(),
-            &header.message_id.as_bytes().as_slice(),
-            &hop.as_str(),
-            &sealed.envelope,
-            &previous,
-            &evidence_id,
-            &(header.created_at.0 as i64),
-            &(header.expires_at.0 as i64),
-            &claimed_by,
-            &lease_until,
-            &now_ms,
-        ],
-    )
-    .map_err(db)
-}
-
-fn queued_evidence(
-    tx: &mut postgres::Transaction<'_>,
-    id: &estafette_spec::EnvelopeId,
-) -> Result<Option<Vec<u8>>, RecordsError> {
-    let Some(row) = tx
-        .query_opt_prepared(
-            "SELECT evidence_id FROM outbox WHERE envelope_id = $1",
-            &[&id.as_bytes().as_slice()],
-        )
-        .map_err(db)?
-    else {
-        return Ok(None);
-    };
-    let Some(evidence_id) = row.get::<_, Option<Vec<u8>>>(0) else {
-        return Ok(Some(vec![]));
-    };
-    Ok(Some(
-        tx.query_opt_prepared(
-            "SELECT evidence FROM evidence WHERE evidence_id = $1",
-            &[&evidence_id],
-        )
-        .map_err(db)?
-        .map(|r| r.get::<_, Vec<u8>>(0))
-        .unwrap_or_default(),
-    ))
-}
-
 /// A read: its first query reserves a worker, which starts a REPEATABLE
 /// READ READ ONLY transaction (the snapshot is taken at that query) and
 /// holds it for the later queries until the snapshot is dropped.
@@ -587,40 +441,8 @@ impl Snapshot {
 /// the report's counters (written at its end, by [`Writing::finish`]).
 pub(super) struct Writing<'a, 't> {
     pub(super) tx: RefCell<&'a mut postgres::Transaction<'t>>,
-    counts: RefCell<std::collections::BTreeMap<String, i64>>,
+    pub(super) counts: RefCell<std::collections::BTreeMap<String, i64>>,
 }
-
-/// Replaces a person's entry under a row lock, giving what the old one
-/// counted for, or makes a new one (none of either when another
-/// transaction made it meanwhile); the letters of the person's identities
-/// are due to be looked at.
-const PUT_PERSON: &str = "WITH put AS (UPDATE people p SET record = $2, tally = $3, away_since = $4 \
-     FROM (SELECT recipient, tally FROM people WHERE recipient = $1 FOR UPDATE) old \
-     WHERE p.recipient = old.recipient RETURNING old.tally), \
-     made AS (INSERT INTO people (recipient, record, tally, away_since) \
-     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM put) \
-     ON CONFLICT (recipient) DO NOTHING RETURNING 1), \
-     due AS (UPDATE tracking SET due_at = 0 WHERE recipient = ANY($5) AND due_at <> 0) \
-     SELECT (SELECT tally FROM put), EXISTS (SELECT 1 FROM put), EXISTS (SELECT 1 FROM made)";
-
-/// As [`PUT_PERSON`], for an item of the paper queue.
-const PUT_PAPER: &str = "WITH put AS (UPDATE paper_queue p SET item = $2, tally = $3, waiting = $4 \
-     FROM (SELECT id, tally FROM paper_queue WHERE id = $1 FOR UPDATE) old \
-     WHERE p.id = old.id RETURNING old.tally), \
-     made AS (INSERT INTO paper_queue (id, item, tally, waiting) \
-     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM put) \
-     ON CONFLICT (id) DO NOTHING RETURNING 1) \
-     SELECT (SELECT tally FROM put), EXISTS (SELECT 1 FROM put), EXISTS (SELECT 1 FROM made)";
-
-/// Adds to the report's counters, in name order (so that two transactions
-/// lock the counters' rows in the same order).
-const ADD_COUNTS: &str = "INSERT INTO report_counts (name, n) \
-     SELECT * FROM unnest($1::text[], $2::bigint[]) \
-     ON CONFLICT (name) DO UPDATE SET n = report_counts.n + EXCLUDED.n";
-
-/// Tries of a counted write whose entry another transaction made meanwhile
-/// (the second finds it).
-const PUT_TRIES: usize = 3;
 
 impl<'a, 't> Writing<'a, 't> {
     pub(super) fn new(tx: &'a mut postgres::Transaction<'t>) -> Writing<'a, 't> {
@@ -628,56 +450,6 @@ impl<'a, 't> Writing<'a, 't> {
             tx: RefCell::new(tx),
             counts: RefCell::default(),
         }
-    }
-
-    /// Writes what the change added to the report's counters: call before
-    /// the commit.
-    pub(super) fn finish(self) -> Result<(), RecordsError> {
-        let counts = self.counts.into_inner();
-        let (names, changes): (Vec<String>, Vec<i64>) =
-            counts.into_iter().filter(|(_, n)| *n != 0).unzip();
-        if names.is_empty() {
-            return Ok(());
-        }
-        self.tx
-            .borrow_mut()
-            .execute_prepared(ADD_COUNTS, &[&names, &changes])
-            .map_err(db)?;
-        Ok(())
-    }
-
-    /// Notes that an entry counting for `old` now counts for `new`.
-    fn note_counts(&self, old: &[String], new: &[String]) {
-        let mut totals = self.counts.borrow_mut();
-        for (name, change) in tally::changes(old, new) {
-            *totals.entry(name).or_default() += change;
-        }
-    }
-
-    /// Runs a [`PUT_PERSON`]-shaped statement for an entry that counts for
-    /// `counts`, and notes what changed in the counters.
-    fn put_counted(
-        &self,
-        sql: &'static str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-        counts: &[String],
-    ) -> Result<(), RecordsError> {
-        for _ in 0..PUT_TRIES {
-            let row = self
-                .tx
-                .borrow_mut()
-                .query_one_prepared(sql, params)
-                .map_err(db)?;
-            let (old, replaced, made): (Option<Vec<String>>, bool, bool) =
-                (row.get(0), row.get(1), row.get(2));
-            if replaced || made {
-                self.note_counts(&old.unwrap_or_default(), counts);
-                return Ok(());
-            }
-        }
-        Err(RecordsError::Database(
-            "an entry was made by another transaction and then could not be found".into(),
-        ))
     }
 }
 
@@ -827,7 +599,7 @@ impl ReadRecords for Snapshot {
 }
 
 impl Writing<'_, '_> {
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         query: impl for<'t> FnOnce(&mut postgres::Transaction<'t>) -> Result<T, RecordsError>,
     ) -> Result<T, RecordsError> {
@@ -835,7 +607,7 @@ impl Writing<'_, '_> {
         query(&mut tx)
     }
 
-    fn exec(
+    pub(super) fn exec(
         &self,
         sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],

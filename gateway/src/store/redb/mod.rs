@@ -26,7 +26,10 @@ use super::{
 use crate::gateway::{PaperItem, SubmissionRecord, TrackedLetter};
 use crate::mandates::MAX_MANDATES_PER_PERSON;
 use crate::registry::{MAX_HISTORY_PER_PERSON, PersonRecord};
-use crate::report::tally;
+
+mod counts;
+#[cfg(test)]
+pub(super) use counts::forget_counts;
 
 /// People by recipient (`bsn:…`, `eidas:…`) → [`PersonRecord`].
 const PEOPLE: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_people");
@@ -62,18 +65,6 @@ const DUE: TableDefinition<(u64, [u8; 16]), ()> = TableDefinition::new("gateway_
 /// Each followed letter's key in [`DUE`]: message id → due.
 const DUE_OF: TableDefinition<[u8; 16], u64> = TableDefinition::new("gateway_due_of");
 
-/// The operator report's counters: name → count ([`crate::report::tally`]).
-const REPORT_COUNTS: TableDefinition<&str, i64> = TableDefinition::new("gateway_report_counts");
-/// In [`REPORT_COUNTS`]: the store has been counted (a store from before
-/// the counters is counted once, when it is opened).
-const COUNTED: &str = "#counted";
-/// Active inboxes by their last session (0: never): (last session,
-/// recipient) → ().
-const AWAY: TableDefinition<(u64, &str), ()> =
-    TableDefinition::new("gateway_active_by_last_session");
-/// Paper items waiting for the print spool: id → ().
-const PAPER_WAITING: TableDefinition<[u8; 16], ()> = TableDefinition::new("gateway_paper_waiting");
-
 /// The due time of a letter to look at in the next cycle.
 const LOOK_NOW: u64 = 0;
 /// The due time of a letter with nothing ever due (until something changes).
@@ -98,13 +89,13 @@ impl RedbRecords {
     /// The records of a running gateway node, which queues submissions
     /// with its `forwarder`.
     /// Counts a store from before the report's counters first (see
-    /// [`count_from_before`]).
+    /// [`counts::count_from_before`]).
     pub fn new(
         core: Arc<NodeCore>,
         store: Arc<Store>,
         forwarder: Arc<Forwarder>,
     ) -> Result<RedbRecords, RecordsError> {
-        count_from_before(&store)?;
+        counts::count_from_before(&store)?;
         Ok(RedbRecords {
             store,
             first_hop: Some((core, forwarder)),
@@ -120,7 +111,7 @@ impl RedbRecords {
     ) -> Result<RedbRecords, RecordsError> {
         let metrics = Arc::new(estafette_relay::metrics::Metrics::new());
         let store = Store::open_with_cache(path, u64::MAX, 1, cache_bytes, metrics)?;
-        count_from_before(&store)?;
+        counts::count_from_before(&store)?;
         Ok(RedbRecords {
             store: Arc::new(store),
             first_hop: None,
@@ -202,60 +193,6 @@ fn failure(failed: &Mutex<Option<RecordsError>>, store: StoreError) -> RecordsEr
         .ok()
         .and_then(|mut slot| slot.take())
         .unwrap_or(RecordsError::Node(store))
-}
-
-/// Counts a store from before the report's counters once: every person's
-/// and paper item's tally, the dormancy index and the waiting paper, in one
-/// transaction with the mark that it was done. Nothing for a store counted
-/// already (a new store is counted at once, with nothing in it).
-fn count_from_before(store: &Store) -> Result<(), RecordsError> {
-    let txn = store.database().begin_write().map_err(db)?;
-    {
-        let mut counts = txn.open_table(REPORT_COUNTS).map_err(db)?;
-        if counts.get(COUNTED).map_err(db)?.is_some() {
-            return Ok(());
-        }
-        let mut totals: std::collections::BTreeMap<String, i64> = Default::default();
-        let mut away = txn.open_table(AWAY).map_err(db)?;
-        for item in txn.open_table(PEOPLE).map_err(db)?.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
-            let person: PersonRecord = decode("person", v.value(), MAX_RECORD_BYTES)?;
-            for name in tally::person(&person) {
-                *totals.entry(name).or_default() += 1;
-            }
-            if let Some(since) = tally::away_since(&person) {
-                away.insert((since, k.value()), ()).map_err(db)?;
-            }
-        }
-        let mut waiting = txn.open_table(PAPER_WAITING).map_err(db)?;
-        for item in txn.open_table(PAPER).map_err(db)?.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
-            let paper: PaperItem = decode("paper item", v.value(), MAX_PAPER_ITEM_BYTES)?;
-            for name in tally::paper(&paper) {
-                *totals.entry(name).or_default() += 1;
-            }
-            if tally::waiting(&paper) {
-                waiting.insert(k.value(), ()).map_err(db)?;
-            }
-        }
-        for (name, n) in &totals {
-            counts.insert(name.as_str(), n).map_err(db)?;
-        }
-        counts.insert(COUNTED, 1).map_err(db)?;
-    }
-    txn.commit().map_err(db)
-}
-
-/// Makes the store at `path` look as if it were from before the report's
-/// counters (for the test that it is counted when opened).
-#[cfg(test)]
-pub(super) fn forget_counts(path: &std::path::Path) -> Result<(), RecordsError> {
-    let database = ::redb::Database::open(path).map_err(db)?;
-    let txn = database.begin_write().map_err(db)?;
-    txn.delete_table(REPORT_COUNTS).map_err(db)?;
-    txn.delete_table(PAPER_WAITING).map_err(db)?;
-    txn.delete_table(AWAY).map_err(db)?;
-    txn.commit().map_err(db)
 }
 
 impl Records for RedbRecords {
@@ -571,49 +508,15 @@ impl<S: Source> ReadRecords for S {
     }
 
     fn paper_waiting(&self, limit: usize) -> Result<Vec<PaperId>, RecordsError> {
-        let Some(table) = self.open(PAPER_WAITING)? else {
-            return Ok(vec![]);
-        };
-        let mut out = Vec::new();
-        for item in table.iter().map_err(db)?.take(limit) {
-            out.push(PaperId(item.map_err(db)?.0.value()));
-        }
-        Ok(out)
+        counts::paper_waiting(self, limit)
     }
 
     fn report_counts(&self) -> Result<std::collections::BTreeMap<String, i64>, RecordsError> {
-        let Some(table) = self.open(REPORT_COUNTS)? else {
-            return Ok(Default::default());
-        };
-        let mut out = std::collections::BTreeMap::new();
-        for item in table.iter().map_err(db)? {
-            let (name, n) = item.map_err(db)?;
-            if name.value() != COUNTED {
-                out.insert(name.value().to_owned(), n.value());
-            }
-        }
-        Ok(out)
+        counts::report_counts(self)
     }
 
     fn dormant_inboxes(&self, away_by: Timestamp) -> Result<usize, RecordsError> {
-        let (Some(away), Some(unread)) = (self.open(AWAY)?, self.open(UNREAD)?) else {
-            return Ok(0);
-        };
-        let mut dormant = 0;
-        for item in away.iter().map_err(db)? {
-            let (key, _) = item.map_err(db)?;
-            let (since, recipient) = key.value();
-            if since > away_by.0 {
-                break;
-            }
-            let mut letters = unread
-                .range(of(recipient, [0u8; 16], [0xff; 16]))
-                .map_err(db)?;
-            if letters.next().is_some() {
-                dormant += 1;
-            }
-        }
-        Ok(dormant)
+        counts::dormant_inboxes(self, away_by)
     }
 
     fn expired_nonces(
@@ -642,22 +545,6 @@ impl<S: Source> ReadRecords for S {
 }
 
 impl Writing<'_, '_> {
-    /// Adds `changes` to the report's counters.
-    fn add_counts(&mut self, changes: &[(String, i64)]) -> Result<(), RecordsError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let mut counts = self.txn.open_table(REPORT_COUNTS).map_err(db)?;
-        for (name, change) in changes {
-            let n = counts
-                .get(name.as_str())
-                .map_err(db)?
-                .map_or(0, |n| n.value());
-            counts.insert(name.as_str(), n + change).map_err(db)?;
-        }
-        Ok(())
-    }
-
     /// Files a followed letter under `due` in the due index, out of its
     /// earlier place.
     fn set_due(&mut self, message: [u8; 16], due: u64) -> Result<(), RecordsError> {
@@ -724,20 +611,7 @@ impl WriteRecords for Writing<'_, '_> {
             .map(|old| decode("person", old.value(), MAX_RECORD_BYTES))
             .transpose()?;
         drop(table);
-        let (old_tally, old_away) = before
-            .as_ref()
-            .map_or((vec![], None), |b| (tally::person(b), tally::away_since(b)));
-        self.add_counts(&tally::changes(&old_tally, &tally::person(record)))?;
-        let new_away = tally::away_since(record);
-        if old_away != new_away {
-            let mut away = self.txn.open_table(AWAY).map_err(db)?;
-            if let Some(since) = old_away {
-                away.remove((since, key_text.as_str())).map_err(db)?;
-            }
-            if let Some(since) = new_away {
-                away.insert((since, key_text.as_str()), ()).map_err(db)?;
-            }
-        }
+        self.count_person(&key_text, before.as_ref(), record)?;
         let mut letters = Vec::new();
         {
             let unread = self.txn.open_table(UNREAD).map_err(db)?;
@@ -945,15 +819,7 @@ impl WriteRecords for Writing<'_, '_> {
             .map_err(db)?
             .map(|old| decode("paper item", old.value(), MAX_PAPER_ITEM_BYTES))
             .transpose()?;
-        let old_tally = before.as_ref().map(tally::paper).unwrap_or_default();
-        self.add_counts(&tally::changes(&old_tally, &tally::paper(item)))?;
-        let mut waiting = self.txn.open_table(PAPER_WAITING).map_err(db)?;
-        if tally::waiting(item) {
-            waiting.insert(&id.0, ()).map_err(db)?;
-        } else {
-            waiting.remove(&id.0).map_err(db)?;
-        }
-        Ok(())
+        self.count_paper(id, before.as_ref(), item)
     }
 
     fn archive_evidence(&mut self, evidence: &NewEvidence) -> Result<(), RecordsError> {
