@@ -6,6 +6,8 @@
 #![warn(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod lazyfs;
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
