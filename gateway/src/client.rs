@@ -168,7 +168,62 @@ impl AgencyConnection {
     }
 }
 
+/// Submissions over one kept-alive connection, opened again after a
+/// failure; each letter is sent again, the same bytes, after a failure that
+/// [may pass](ClientError::is_retryable), per the session's policy. The
+/// gateway answers a letter it already has with the answer it gave the
+/// first time, so a letter sent again is never a second letter.
+pub struct AgencySession<'a> {
+    client: &'a AgencyClient,
+    connection: Option<AgencyConnection>,
+    policy: RetryPolicy,
+}
+
+impl AgencySession<'_> {
+    /// Submits a SignedMessage, sending it again after failures that may
+    /// pass; gives the JSON summary. `on_retry` hears of each failure
+    /// before the next attempt.
+    pub async fn submit(
+        &mut self,
+        signed: Vec<u8>,
+        mut on_retry: impl FnMut(u32, &ClientError, std::time::Duration),
+    ) -> Result<SubmissionSummary, ClientError> {
+        let mut delay = self.policy.first_delay;
+        let mut attempt = 1;
+        loop {
+            match self.submit_once(signed.clone()).await {
+                Err(e) if e.is_retryable() && attempt < self.policy.attempts.max(1) => {
+                    // The connection may be half dead: the next attempt opens a new one.
+                    self.connection = None;
+                    on_retry(attempt, &e, delay);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.policy.max_delay);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn submit_once(&mut self, signed: Vec<u8>) -> Result<SubmissionSummary, ClientError> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            empty => empty.insert(self.client.connect().await?),
+        };
+        let answer = connection
+            .request(Method::POST, "/v1/messages", Some(COSE), JSON, signed)
+            .await?;
+        answer.summary()
+    }
+}
+
 impl Answer {
+    /// A submission's JSON summary, if the gateway accepted it.
+    fn summary(self) -> Result<SubmissionSummary, ClientError> {
+        let body = self.expect(StatusCode::ACCEPTED)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer(e.to_string()))
+    }
+
     /// The body, if the status is `expected`; else the problem the gateway named.
     pub fn expect(self, expected: StatusCode) -> Result<Vec<u8>, ClientError> {
         if self.status == expected {
@@ -287,20 +342,20 @@ impl AgencyClient {
         &self,
         signed: Vec<u8>,
         policy: RetryPolicy,
-        mut on_retry: impl FnMut(u32, &ClientError, std::time::Duration),
+        on_retry: impl FnMut(u32, &ClientError, std::time::Duration),
     ) -> Result<SubmissionSummary, ClientError> {
-        let mut delay = policy.first_delay;
-        let mut attempt = 1;
-        loop {
-            match self.submit_summary(signed.clone()).await {
-                Err(e) if e.is_retryable() && attempt < policy.attempts.max(1) => {
-                    on_retry(attempt, &e, delay);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(policy.max_delay);
-                    attempt += 1;
-                }
-                other => return other,
-            }
+        self.session(policy).submit(signed, on_retry).await
+    }
+
+    /// A session for many submissions over one kept-alive connection, as
+    /// an agency's batch sends them: the gateway admits only so many new
+    /// connections a second from one address (`new_per_source_per_s`), so
+    /// a connection per letter would be slowed down to that rate.
+    pub fn session(&self, policy: RetryPolicy) -> AgencySession<'_> {
+        AgencySession {
+            client: self,
+            connection: None,
+            policy,
         }
     }
 
@@ -309,8 +364,7 @@ impl AgencyClient {
         let answer = self
             .request(Method::POST, "/v1/messages", Some(COSE), JSON, signed)
             .await?;
-        let body = answer.expect(StatusCode::ACCEPTED)?;
-        serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer(e.to_string()))
+        answer.summary()
     }
 
     /// All evidence so far for one of our messages (signed objects, chain order).

@@ -1,0 +1,262 @@
+//! The fault lab's dead gateway: agencies submit letters over real TLS
+//! while the gateway process is killed with SIGKILL again and again (and,
+//! in the power-loss version, its data directory is on LazyFS and loses
+//! everything it had not fsynced). Each agency sends the same signed
+//! message again after a failure (the client library's retrying submit),
+//! as `estafette-agency send` does. Afterwards every letter has exactly one
+//! SubmissionAcceptance at the gateway and is in the inbox exactly once.
+//!
+//! `ESTAFETTE_GATEWAY_KILLS` and `ESTAFETTE_TEST_LETTERS` make longer
+//! versions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use estafette_gateway::client::RetryPolicy;
+use estafette_gateway::config::GatewayConfig;
+use estafette_gateway::store::{Records, RedbRecords};
+use estafette_relay::testkit::{AGENCY, open_store};
+use estafette_spec::{Evidence, EvidenceEvent, MessageId};
+use estafette_tests::lazyfs::LazyFs;
+use estafette_tests::{ProcessFederation, RESIDENT};
+use rand_core::{OsRng, RngCore};
+
+/// SIGKILLs of the gateway during [`LETTERS`] submissions.
+const KILLS: usize = 10;
+/// Letters submitted while the gateway is killed.
+const LETTERS: usize = 10_000;
+/// Power losses of the gateway during [`POWER_LOSS_LETTERS`] submissions.
+const POWER_LOSSES: usize = 20;
+/// Letters submitted while the gateway loses power.
+const POWER_LOSS_LETTERS: usize = 2_000;
+/// Agency connections submitting at once.
+const AGENTS: usize = 16;
+/// How long the gateway may take to come back before the test fails.
+const COME_BACK: Duration = Duration::from_secs(120);
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Puts the gateway's data directory on `lazy` (its registry copied and
+/// synced there first).
+fn gateway_data_on(pf: &ProcessFederation, lazy: &LazyFs) {
+    let text = std::fs::read_to_string(&pf.gateway_config).unwrap();
+    let mut config: GatewayConfig = toml::from_str(&text).unwrap();
+    let moved = lazy.path().join("gateway");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::set_permissions(&moved, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    for entry in std::fs::read_dir(&config.node.data_dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            let to = moved.join(entry.file_name());
+            std::fs::copy(entry.path(), &to).unwrap();
+            std::fs::File::open(&to).unwrap().sync_all().unwrap();
+        }
+    }
+    config.node.data_dir = moved;
+    std::fs::write(&pf.gateway_config, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// Submitted letters: each message's acceptances as the agencies got them.
+type Answers = Arc<Mutex<HashMap<MessageId, Vec<String>>>>;
+
+/// [`AGENTS`] agency connections submitting `letters`, each retrying the
+/// same bytes until the gateway answers.
+fn agencies(
+    pf: &ProcessFederation,
+    letters: Vec<(MessageId, Vec<u8>)>,
+    answers: &Answers,
+    retries: &Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinSet<()> {
+    let work = Arc::new(Mutex::new(letters));
+    let mut agents = tokio::task::JoinSet::new();
+    for _ in 0..AGENTS {
+        let (client, work, answers, retries) =
+            (pf.agency(), work.clone(), answers.clone(), retries.clone());
+        agents.spawn(async move {
+            let policy = RetryPolicy {
+                attempts: 1_000,
+                first_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(500),
+            };
+            // One kept-alive connection per agent, opened again after a kill.
+            let mut session = client.session(policy);
+            loop {
+                let Some((message, signed)) = work.lock().unwrap().pop() else {
+                    return;
+                };
+                let summary = session
+                    .submit(signed, |_, _, _| {
+                        retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    })
+                    .await
+                    .unwrap();
+                answers
+                    .lock()
+                    .unwrap()
+                    .entry(message)
+                    .or_default()
+                    .push(summary.evidence);
+            }
+        });
+    }
+    agents
+}
+
+/// The letters delivered at home.test so far (its metric).
+fn delivered(pf: &ProcessFederation) -> f64 {
+    let admin = pf.fed.relay("home.test").config.admin_listen.unwrap();
+    estafette_relay::admin::local_get(admin, "/metrics").map_or(0.0, |text| {
+        estafette_relay::testkit::metric(&text, "estafette_relay_delivered_total")
+    })
+}
+
+async fn gateway_killed_during_submissions(power_loss: bool) {
+    let (kills, count) = if power_loss {
+        (POWER_LOSSES, POWER_LOSS_LETTERS)
+    } else {
+        (KILLS, LETTERS)
+    };
+    let kills = env_or("ESTAFETTE_GATEWAY_KILLS", kills);
+    let count = env_or("ESTAFETTE_TEST_LETTERS", count);
+    let pf = ProcessFederation::new();
+    let lazy = power_loss.then(|| LazyFs::mount(&pf.dir().join("lazyfs")));
+    if let Some(lazy) = &lazy {
+        gateway_data_on(&pf, lazy);
+    }
+    let mut relay = pf.start_relay("relay.test");
+    let mut home = pf.start_relay("home.test");
+    let mut gateway = pf.start_gateway();
+    let letters: Vec<(MessageId, Vec<u8>)> = (0..count)
+        .map(|i| pf.letter(AGENCY, RESIDENT, &format!("letter {i}")))
+        .collect();
+    let sent: HashSet<MessageId> = letters.iter().map(|(m, _)| *m).collect();
+    let answers: Answers = Arc::default();
+    let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut agents = agencies(&pf, letters, &answers, &retries);
+
+    let answered = || answers.lock().unwrap().len();
+    for kill in 1..=kills {
+        // Spread over the submissions by their progress, then a random moment.
+        let progress = count * kill / (kills + 1);
+        estafette_tests::wait_for("the submissions to go on", COME_BACK, async || {
+            answered() >= progress
+        })
+        .await;
+        let pause = u64::from(OsRng.next_u32() % 100);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        gateway.kill();
+        if let Some(lazy) = &lazy {
+            lazy.drop_unsynced();
+        }
+        println!(
+            "kill {kill} of the gateway{}: {pause} ms after {progress} answers; {} now",
+            if power_loss {
+                " and its unsynced data"
+            } else {
+                ""
+            },
+            answered()
+        );
+        gateway = pf.start_gateway();
+    }
+    while let Some(agent) = agents.join_next().await {
+        agent.unwrap();
+    }
+    let submitted = started.elapsed();
+    estafette_tests::wait_for("every letter delivered", COME_BACK, async || {
+        delivered(&pf) >= count as f64
+    })
+    .await;
+    for daemon in [&mut gateway, &mut relay, &mut home] {
+        assert!(
+            daemon.terminate().success(),
+            "{} did not stop cleanly",
+            daemon.name
+        );
+    }
+    check_once_each(&pf, &sent, &answers, kills, submitted, &retries);
+}
+
+/// Each letter: one SubmissionAcceptance at the gateway, the same one every
+/// time the agency was answered, and one copy in the inbox.
+fn check_once_each(
+    pf: &ProcessFederation,
+    sent: &HashSet<MessageId>,
+    answers: &Answers,
+    kills: usize,
+    took: Duration,
+    retries: &std::sync::atomic::AtomicUsize,
+) {
+    let text = std::fs::read_to_string(&pf.gateway_config).unwrap();
+    let config: GatewayConfig = toml::from_str(&text).unwrap();
+    let records = RedbRecords::open_offline(&config.node.db_path(), 16 << 20).unwrap();
+    let trust = pf.fed.trust();
+    let read = records.read().unwrap();
+    let answers = answers.lock().unwrap();
+    // A lost acceptance would show here: the agency holding one signed
+    // acceptance and the gateway, after a power loss, another.
+    let (mut acceptances_not_one, mut differing) = (0, 0);
+    for message in sent {
+        let stored: Vec<String> = read
+            .evidence_for(message)
+            .unwrap()
+            .iter()
+            .filter(|b| {
+                Evidence::verify(b, &trust).unwrap().record.event
+                    == EvidenceEvent::SubmissionAcceptance
+            })
+            .map(|b| b.iter().map(|byte| format!("{byte:02x}")).collect())
+            .collect();
+        acceptances_not_one += usize::from(stored.len() != 1);
+        let got = answers.get(message).map_or(&[][..], Vec::as_slice);
+        differing += usize::from(got.iter().any(|a| stored.first() != Some(a)));
+    }
+    let arrived: Vec<MessageId> = open_store(pf.fed.relay("home.test"))
+        .inbox_all()
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, m)| m)
+        .collect();
+    let unique: HashSet<MessageId> = arrived.iter().copied().collect();
+    println!(
+        "gateway killed {kills} times during {} submissions ({:.1} s, {} failed attempts sent again): \
+         answered {}, delivered {}, duplicates {}, lost {}, letters without exactly one acceptance {acceptances_not_one}, \
+         agency's acceptance not the gateway's {differing}",
+        sent.len(),
+        took.as_secs_f64(),
+        retries.load(std::sync::atomic::Ordering::Relaxed),
+        answers.len(),
+        arrived.len(),
+        arrived.len() - unique.len(),
+        sent.difference(&unique).count()
+    );
+    assert_eq!(answers.len(), sent.len(), "every letter was answered");
+    assert_eq!(
+        differing, 0,
+        "an agency holds an acceptance the gateway does not"
+    );
+    assert_eq!(
+        acceptances_not_one, 0,
+        "a letter without exactly one acceptance"
+    );
+    assert_eq!(arrived.len(), unique.len(), "a letter was delivered twice");
+    assert_eq!(&unique, sent, "every letter was delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_during_submissions_accepts_and_delivers_each_letter_once() {
+    gateway_killed_during_submissions(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_losing_power_during_submissions_accepts_and_delivers_each_letter_once() {
+    gateway_killed_during_submissions(true).await;
+}
