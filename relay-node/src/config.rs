@@ -179,6 +179,10 @@ pub struct Limits {
     /// [`MAX_STORE_CACHE_MIB`]). A relay's working set is the ends of its
     /// queues; a gateway with a national registry reads people at random.
     pub store_cache_mib: u64,
+    /// Free disk space the store keeps, in MiB: below it, new envelopes and
+    /// records are refused (retryable) while forwarding and delivering go
+    /// on, so that a full disk never fails a write half way.
+    pub store_min_free_mib: u64,
 }
 
 /// Largest page cache a node may be configured with (64 GiB).
@@ -204,6 +208,7 @@ impl Default for Limits {
             max_commit_batch: 4_096,
             dedup_retention_s: 31 * 24 * 3600,
             store_cache_mib: (crate::store::STORE_CACHE_BYTES / (1024 * 1024)) as u64,
+            store_min_free_mib: crate::store::DEFAULT_MIN_FREE_BYTES >> 20,
         }
     }
 }
@@ -475,6 +480,7 @@ request_timeout_ms = 30000             # longest wait for a peer's answer
 max_commit_batch = 4096                # writes committed with one fsync
 dedup_retention_s = 2678400            # remember accepted ids for 31 days
 store_cache_mib = 16                   # page cache of the store (MiB)
+store_min_free_mib = 64                # free disk kept; below it new envelopes are refused (retryable)
 
 # Forwarding retries: capped exponential backoff with jitter. An envelope is
 # given up (RelayFailure evidence) at its expiry or after horizon_s.

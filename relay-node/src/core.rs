@@ -103,13 +103,15 @@ impl NodeCore {
     /// Opens this node's store with its configured limits.
     pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
         let limits = &self.config.limits;
-        crate::store::Store::open_with_cache(
+        let store = crate::store::Store::open_with_cache(
             &self.config.db_path(),
             limits.max_queue_len,
             limits.max_commit_batch,
             limits.store_cache_bytes(),
             self.metrics.clone(),
-        )
+        )?;
+        store.keep_free(limits.store_min_free_mib.saturating_mul(1024 * 1024));
+        Ok(store)
     }
 
     /// Closes the endpoint and stops every loop waiting on [`Self::stopped`]

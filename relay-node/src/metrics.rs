@@ -54,6 +54,10 @@ pub struct Metrics {
     /// hop's slots), by destination.
     pub forwards_in_flight: Family<DestinationLabel, Gauge>,
     pub outbox_depth: Gauge,
+    /// 1 while the store refuses new data for want of disk space.
+    pub store_disk_full: Gauge,
+    /// Free bytes on the store's file system, at the last write.
+    pub store_free_bytes: Gauge,
     pub connections: Gauge,
     pub commit_batch_size: Histogram,
     pub commit_seconds: Histogram,
@@ -90,6 +94,8 @@ impl Metrics {
             queue_depth: Family::default(),
             forwards_in_flight: Family::default(),
             outbox_depth: Gauge::default(),
+            store_disk_full: Gauge::default(),
+            store_free_bytes: Gauge::default(),
             connections: Gauge::default(),
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
@@ -98,6 +104,13 @@ impl Metrics {
             reachable_at_trust_list_address: Gauge::default(),
             registry: Registry::default(),
         };
+        m.register_in(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Registers every metric under its exposed name, with its help text.
+    fn register_in(&self, registry: &mut Registry) {
+        let m = self;
         // field => exposed name, help
         macro_rules! register {
             ($($field:ident => $name:literal, $help:literal;)*) => {
@@ -137,6 +150,10 @@ impl Metrics {
                 "Forward attempts under way, by destination (at most forward_concurrency_per_peer each)";
             outbox_depth => "outbox_depth",
                 "Evidence objects waiting to be delivered to the gateway";
+            store_disk_full => "store_disk_full",
+                "1 while the store refuses new data because free disk space is below limits.store_min_free_mib";
+            store_free_bytes => "store_free_bytes",
+                "Free bytes on the store's file system, at the last write";
             connections => "connections",
                 "Open QUIC connections";
             commit_batch_size => "commit_batch_size",
@@ -150,7 +167,6 @@ impl Metrics {
             reachable_at_trust_list_address => "reachable_at_trust_list_address",
                 "1 if this node answered a QUIC handshake at the address the trust list gives for it";
         }
-        Metrics { registry, ..m }
     }
 
     /// The Prometheus text exposition.

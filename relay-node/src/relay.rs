@@ -395,6 +395,10 @@ impl RelayHandler {
             Ok(Outcome::Done | Outcome::Pruned { .. }) => {
                 refused(ReasonCode::StorageFailure, "unexpected store outcome")
             }
+            Err(e @ crate::store::StoreError::DiskFull { .. }) => {
+                // Logged once per episode by the store, not once per offer.
+                refused(ReasonCode::StorageFailure, e.to_string())
+            }
             Err(e) => {
                 tracing::error!(error = %e, "storing an accepted envelope failed");
                 if let Some((dest, _)) = destination {

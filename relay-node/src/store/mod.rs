@@ -32,9 +32,11 @@
 //! them in `writer`.
 
 mod records;
+mod space;
 mod writer;
 
 pub use records::*;
+pub use space::DEFAULT_MIN_FREE_BYTES;
 pub use writer::Tables;
 use writer::Writer;
 
@@ -244,6 +246,12 @@ pub enum StoreError {
     /// go on; nothing of its batch was committed.
     #[error("the change was not made: {0}")]
     Aborted(String),
+    /// The store's file system has less free space than the store keeps in
+    /// reserve; the write that adds data was not made. Try again later.
+    #[error(
+        "the disk is full: {free_mib} MiB free, below the reserve of {reserve_mib} MiB; try again later"
+    )]
+    DiskFull { free_mib: u64, reserve_mib: u64 },
 }
 
 impl StoreError {
@@ -280,6 +288,8 @@ struct Job {
 /// The durable store of one node.
 pub struct Store {
     db: Arc<Database>,
+    /// Free bytes the writer keeps on the file system (see [`Store::keep_free`]).
+    min_free: Arc<AtomicU64>,
     jobs: mpsc::Sender<Job>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     queue_len: Arc<AtomicU64>,
@@ -371,8 +381,12 @@ impl Store {
         let queue_len = Arc::new(AtomicU64::new(queue_len));
         let outbox_len = Arc::new(AtomicU64::new(outbox_len));
         let (jobs, rx) = mpsc::channel(MAX_PENDING_WRITES);
+        let min_free = Arc::new(AtomicU64::new(DEFAULT_MIN_FREE_BYTES));
         let writer = Writer {
             db: db.clone(),
+            space: space::DiskSpace::of(path),
+            min_free: min_free.clone(),
+            disk_full: false,
             max_queue_len,
             max_commit_batch,
             queue_len: queue_len.clone(),
@@ -387,12 +401,20 @@ impl Store {
             .map_err(|e| StoreError::Writer(Arc::new(e)))?;
         Ok(Store {
             db,
+            min_free,
             jobs,
             writer: std::sync::Mutex::new(Some(handle)),
             queue_len,
             outbox_len,
             metrics,
         })
+    }
+
+    /// Keeps `bytes` free on the store's file system: below that, writes
+    /// that add data are refused with [`StoreError::DiskFull`] (default
+    /// [`DEFAULT_MIN_FREE_BYTES`]).
+    pub fn keep_free(&self, bytes: u64) {
+        self.min_free.store(bytes, Ordering::Relaxed);
     }
 
     /// Submits a write and waits until its batch is committed.

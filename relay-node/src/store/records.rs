@@ -259,6 +259,24 @@ pub enum Op {
     Prune { before: Timestamp, from: DedupPlace },
 }
 
+impl Op {
+    /// Whether the write adds data (refused while the disk is full); the
+    /// others end work and are how space comes back.
+    pub fn adds_data(&self) -> bool {
+        match self {
+            Op::Accept { .. } | Op::Apply(_) | Op::StoreEvidence { .. } | Op::MarkOpened { .. } => {
+                true
+            }
+            Op::Forwarded { .. }
+            | Op::Reschedule { .. }
+            | Op::Fail { .. }
+            | Op::OutboxDone { .. }
+            | Op::OutboxToBack { .. }
+            | Op::Prune { .. } => false,
+        }
+    }
+}
+
 impl std::fmt::Debug for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {

@@ -783,3 +783,46 @@ async fn the_unread_count_follows_deliveries_openings_and_merges() {
     assert_eq!((unread(kept), unread(merged)), (2, 0));
     assert_eq!(store.inbox_page(&kept, None, 10).unwrap().letters.len(), 3);
 }
+
+#[tokio::test]
+async fn below_the_free_space_reserve_new_data_is_refused_and_work_that_ends_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let at = Timestamp(1_800_000_000);
+    let queued_before = EnvelopeId::from_bytes([1; 16]);
+    accept(&store, queued_before, at).await;
+    // A reserve no disk has: the disk counts as full.
+    store.keep_free(u64::MAX);
+    let refused = store
+        .write(Op::Accept {
+            envelope_id: EnvelopeId::from_bytes([2; 16]),
+            evidence: None,
+            placement: queued(at),
+            now: at,
+            extra: None,
+            evidence_to: None,
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::DiskFull { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        refused.unwrap_err().to_string().contains("try again later"),
+        "the refusal says it is retryable"
+    );
+    assert_eq!(store.metrics.store_disk_full.get(), 1);
+    // Nothing of the refused write was made; forwarding still ends work.
+    assert_eq!(store.queue_len(), 1);
+    let forwarded = Op::Forwarded {
+        envelope_id: queued_before,
+        evidence: None,
+    };
+    store.write(forwarded).await.unwrap();
+    assert_eq!(store.queue_len(), 0);
+    // Space returns: accepted again, without reopening.
+    store.keep_free(0);
+    accept(&store, EnvelopeId::from_bytes([2; 16]), at).await;
+    assert_eq!(store.queue_len(), 1);
+    assert_eq!(store.metrics.store_disk_full.get(), 0);
+}

@@ -15,6 +15,11 @@ use crate::metrics::Metrics;
 
 pub(super) struct Writer {
     pub(super) db: Arc<Database>,
+    pub(super) space: super::space::DiskSpace,
+    /// The reserve of free bytes (set through `Store::keep_free`).
+    pub(super) min_free: Arc<AtomicU64>,
+    /// Whether the last batch met a full disk: a change is logged once.
+    pub(super) disk_full: bool,
     pub(super) max_queue_len: u64,
     pub(super) max_commit_batch: usize,
     pub(super) queue_len: Arc<AtomicU64>,
@@ -278,6 +283,54 @@ impl<'t> Lines<'t> {
 }
 
 impl Writer {
+    /// While free space is below the reserve, answers the writes of `batch`
+    /// that add data with [`StoreError::DiskFull`] and gives back the rest.
+    /// Logs once when the disk becomes full and once when space returns.
+    fn refuse_while_full(&mut self, batch: Vec<Job>) -> Vec<Job> {
+        let reserve = self.min_free.load(Ordering::Relaxed);
+        let free = self.space.free_bytes();
+        if let Some(free) = free {
+            self.metrics
+                .store_free_bytes
+                .set(free.min(i64::MAX as u64) as i64);
+        }
+        let full = free.is_some_and(|free| free < reserve);
+        let (free_mib, reserve_mib) = (free.unwrap_or(0) >> 20, reserve >> 20);
+        if full != self.disk_full {
+            self.disk_full = full;
+            self.metrics.store_disk_full.set(i64::from(full));
+            if full {
+                tracing::error!(
+                    free_mib,
+                    reserve_mib,
+                    "the disk is full: refusing new envelopes and records (retryable) until space returns; \
+                     forwarding and delivering go on"
+                );
+            } else {
+                tracing::warn!(
+                    free_mib,
+                    reserve_mib,
+                    "disk space returned: accepting again"
+                );
+            }
+        }
+        if !full {
+            return batch;
+        }
+        let mut kept = Vec::with_capacity(batch.len());
+        for job in batch {
+            if job.op.adds_data() {
+                let _ = job.reply.send(Err(StoreError::DiskFull {
+                    free_mib,
+                    reserve_mib,
+                }));
+            } else {
+                kept.push(job);
+            }
+        }
+        kept
+    }
+
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
@@ -286,6 +339,10 @@ impl Writer {
                     Ok(job) => batch.push(job),
                     Err(_) => break,
                 }
+            }
+            let batch = self.refuse_while_full(batch);
+            if batch.is_empty() {
+                continue;
             }
             let started = Instant::now();
             let (queue_before, outbox_before) = (
