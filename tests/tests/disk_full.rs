@@ -139,7 +139,10 @@ async fn a_full_disk_refuses_new_envelopes_loses_nothing_and_recovers_without_a_
         gateway.store().queue_len() > 0
     })
     .await;
-    assert!(accepted_before_full > 0.0, "relay-b took envelopes until its disk filled");
+    assert!(
+        accepted_before_full > 0.0,
+        "relay-b took envelopes until its disk filled"
+    );
     let full_lines = || b.log().matches("the disk is full").count();
     assert_eq!(
         full_lines(),
