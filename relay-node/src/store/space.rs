@@ -32,6 +32,33 @@ impl DiskSpace {
     /// system cannot say (then nothing is refused for space).
     pub(super) fn free_bytes(&self) -> Option<u64> {
         let stat = rustix::fs::statvfs(&self.dir).ok()?;
-        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+        usable_bytes(stat.f_blocks, stat.f_bavail, stat.f_frsize)
+    }
+}
+
+/// Free bytes from a statvfs answer. A file system that reports no blocks
+/// at all (some FUSE file systems, LazyFS among them) says nothing about
+/// its space: none, rather than "0 free" and every write refused.
+fn usable_bytes(blocks: u64, available: u64, fragment_size: u64) -> Option<u64> {
+    (blocks > 0).then(|| available.saturating_mul(fragment_size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_system_without_sizes_says_nothing_and_a_full_one_says_zero() {
+        assert_eq!(usable_bytes(0, 0, 512), None);
+        assert_eq!(usable_bytes(1_000, 0, 4096), Some(0));
+        assert_eq!(usable_bytes(1_000, 10, 4096), Some(40_960));
+        assert_eq!(usable_bytes(u64::MAX, u64::MAX, 4096), Some(u64::MAX));
+    }
+
+    #[test]
+    fn the_temp_dir_has_a_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = DiskSpace::of(&dir.path().join("store.redb")).free_bytes();
+        assert!(free.is_some_and(|f| f > 0), "{free:?}");
     }
 }
