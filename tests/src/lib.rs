@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod lazyfs;
+pub mod udp_proxy;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -25,8 +25,9 @@ use rand_core::{OsRng, RngCore};
 
 /// SIGKILLs of the gateway during [`LETTERS`] submissions.
 const KILLS: usize = 10;
-/// Letters submitted while the gateway is killed.
-const LETTERS: usize = 10_000;
+/// Letters submitted while the gateway is killed (the short version, in
+/// `scripts/test`; `ESTAFETTE_TEST_LETTERS=10000` is the long one).
+const LETTERS: usize = 3_000;
 /// Power losses of the gateway during [`POWER_LOSS_LETTERS`] submissions.
 const POWER_LOSSES: usize = 20;
 /// Letters submitted while the gateway loses power.
