@@ -40,6 +40,21 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// What a stopped home node's inboxes hold: every letter as delivered, and
+/// the distinct ones (more of the first than of the second: duplicates).
+pub fn delivered_at(
+    home: &estafette_relay::testkit::TestNode,
+) -> (Vec<MessageId>, std::collections::HashSet<MessageId>) {
+    let arrived: Vec<MessageId> = estafette_relay::testkit::open_store(home)
+        .inbox_all()
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, m)| m)
+        .collect();
+    let unique = arrived.iter().copied().collect();
+    (arrived, unique)
+}
+
 /// The soft limit of open files a process of the test starts with.
 pub const SERVICE_OPEN_FILES: u64 = 1024;
 

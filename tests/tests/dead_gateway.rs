@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use estafette_gateway::client::RetryPolicy;
 use estafette_gateway::config::GatewayConfig;
 use estafette_gateway::store::{Records, RedbRecords};
-use estafette_relay::testkit::{AGENCY, open_store};
+use estafette_relay::testkit::AGENCY;
 use estafette_spec::{Evidence, EvidenceEvent, MessageId};
 use estafette_tests::lazyfs::LazyFs;
 use estafette_tests::{ProcessFederation, RESIDENT};
@@ -220,13 +220,7 @@ fn check_once_each(
         let got = answers.get(message).map_or(&[][..], Vec::as_slice);
         differing += usize::from(got.iter().any(|a| stored.first() != Some(a)));
     }
-    let arrived: Vec<MessageId> = open_store(pf.fed.relay("home.test"))
-        .inbox_all()
-        .unwrap()
-        .into_iter()
-        .map(|(_, _, m)| m)
-        .collect();
-    let unique: HashSet<MessageId> = arrived.iter().copied().collect();
+    let (arrived, unique) = estafette_tests::delivered_at(pf.fed.relay("home.test"));
     println!(
         "gateway killed {kills} times during {} submissions ({:.1} s, {} failed attempts sent again): \
          answered {}, delivered {}, duplicates {}, lost {}, letters without exactly one acceptance {acceptances_not_one}, \

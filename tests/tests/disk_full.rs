@@ -13,9 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use estafette_pki::NodeKind;
-use estafette_relay::testkit::{
-    RelayProcess, TestFederation, TestNode, open_store, random_inbox, wait_until,
-};
+use estafette_relay::testkit::{RelayProcess, TestFederation, TestNode, random_inbox, wait_until};
 use estafette_spec::{Evidence, EvidenceEvent, MessageId};
 
 /// The small file system.
@@ -190,13 +188,7 @@ async fn a_full_disk_refuses_new_envelopes_loses_nothing_and_recovers_without_a_
         })
         .filter_map(|r| r.message_id)
         .collect();
-    let arrived: Vec<MessageId> = open_store(fed.relay("home.test"))
-        .inbox_all()
-        .unwrap()
-        .into_iter()
-        .map(|(_, _, m)| m)
-        .collect();
-    let unique: HashSet<MessageId> = arrived.iter().copied().collect();
+    let (arrived, unique) = estafette_tests::delivered_at(fed.relay("home.test"));
     println!(
         "offered {ENVELOPES}, acknowledged by relay-b {}, delivered {}, duplicates {}, lost {}",
         acknowledged.len(),

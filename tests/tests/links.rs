@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use estafette_pki::NodeKind;
 use estafette_relay::testkit::{
-    RelayProcess, TestFederation, TestGateway, TestNode, free_udp, open_store, random_inbox,
-    wait_until,
+    RelayProcess, TestFederation, TestGateway, TestNode, free_udp, random_inbox, wait_until,
 };
 use estafette_spec::MessageId;
 use estafette_tests::udp_proxy::{Link, UdpProxy};
@@ -97,13 +96,7 @@ async fn drained_once_each(
     for node in nodes.iter_mut() {
         assert!(node.terminate().success());
     }
-    let arrived: Vec<MessageId> = open_store(fed.relay("home.test"))
-        .inbox_all()
-        .unwrap()
-        .into_iter()
-        .map(|(_, _, m)| m)
-        .collect();
-    let unique: HashSet<MessageId> = arrived.iter().copied().collect();
+    let (arrived, unique) = estafette_tests::delivered_at(fed.relay("home.test"));
     println!(
         "offered {}, delivered {}, duplicates {}, lost {}",
         sent.len(),

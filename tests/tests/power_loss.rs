@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use estafette_pki::NodeKind;
-use estafette_relay::testkit::{
-    RelayProcess, TestFederation, TestGateway, TestNode, open_store, random_inbox,
-};
+use estafette_relay::testkit::{RelayProcess, TestFederation, TestGateway, TestNode, random_inbox};
 use estafette_spec::{Evidence, EvidenceEvent, MessageId, NodeId};
 use estafette_tests::lazyfs::LazyFs;
 use rand_core::{OsRng, RngCore};
@@ -189,13 +187,7 @@ async fn power_losses_of(victim: &str) {
     }
 
     let acknowledged = acknowledged_by(&fed, &gateway, victim);
-    let arrived: Vec<MessageId> = open_store(fed.relay("home.test"))
-        .inbox_all()
-        .unwrap()
-        .into_iter()
-        .map(|(_, _, m)| m)
-        .collect();
-    let unique: HashSet<MessageId> = arrived.iter().copied().collect();
+    let (arrived, unique) = estafette_tests::delivered_at(fed.relay("home.test"));
     let lost = acknowledged.difference(&unique).count();
     let duplicates = arrived.len() - unique.len();
     println!(
