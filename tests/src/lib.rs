@@ -55,6 +55,31 @@ pub fn delivered_at(
     (arrived, unique)
 }
 
+/// Submits `count` envelopes for home.test through an in-process gateway,
+/// all at once; gives their message ids.
+pub async fn submit_envelopes(
+    fed: &TestFederation,
+    gateway: &std::sync::Arc<estafette_relay::testkit::TestGateway>,
+    count: usize,
+) -> std::collections::HashSet<MessageId> {
+    let mut sent = std::collections::HashSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let (envelope, _, header) = fed.envelope(
+            "home.test",
+            estafette_relay::testkit::random_inbox(),
+            &format!("letter {i}"),
+        );
+        sent.insert(header.message_id);
+        let gateway = gateway.clone();
+        tasks.spawn(async move { gateway.submit(envelope, None).await.unwrap() });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    sent
+}
+
 /// The soft limit of open files a process of the test starts with.
 pub const SERVICE_OPEN_FILES: u64 = 1024;
 

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use estafette_pki::NodeKind;
-use estafette_relay::testkit::{RelayProcess, TestFederation, TestNode, random_inbox, wait_until};
+use estafette_relay::testkit::{RelayProcess, TestFederation, TestNode, wait_until};
 use estafette_spec::{Evidence, EvidenceEvent, MessageId};
 
 /// The small file system.
@@ -112,18 +112,7 @@ async fn a_full_disk_refuses_new_envelopes_loses_nothing_and_recovers_without_a_
     );
 
     let gateway = fed.start_gateway().await;
-    let mut sent = HashSet::new();
-    let mut submissions = tokio::task::JoinSet::new();
-    for i in 0..ENVELOPES {
-        let (envelope, _, header) =
-            fed.envelope("home.test", random_inbox(), &format!("letter {i}"));
-        sent.insert(header.message_id);
-        let gateway = gateway.clone();
-        submissions.spawn(async move { gateway.submit(envelope, None).await.unwrap() });
-    }
-    while let Some(s) = submissions.join_next().await {
-        s.unwrap();
-    }
+    let sent = estafette_tests::submit_envelopes(&fed, &gateway, ENVELOPES).await;
     let b_node = fed.relay("relay-b.test");
     wait_until(
         "relay-b to say its disk is full",

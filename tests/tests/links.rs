@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use estafette_pki::NodeKind;
 use estafette_relay::testkit::{
-    RelayProcess, TestFederation, TestGateway, TestNode, free_udp, random_inbox, wait_until,
+    RelayProcess, TestFederation, TestGateway, TestNode, free_udp, wait_until,
 };
 use estafette_spec::MessageId;
 use estafette_tests::udp_proxy::{Link, UdpProxy};
@@ -50,27 +50,6 @@ async fn federation_with_a_proxy() -> (TestFederation, UdpProxy) {
     home.save();
     let proxy = UdpProxy::start(published, home.config.listen).await;
     (fed, proxy)
-}
-
-/// Submits `count` envelopes for home.test through the gateway.
-async fn submit(
-    fed: &TestFederation,
-    gateway: &Arc<TestGateway>,
-    count: usize,
-) -> HashSet<MessageId> {
-    let mut sent = HashSet::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..count {
-        let (envelope, _, header) =
-            fed.envelope("home.test", random_inbox(), &format!("letter {i}"));
-        sent.insert(header.message_id);
-        let gateway = gateway.clone();
-        tasks.spawn(async move { gateway.submit(envelope, None).await.unwrap() });
-    }
-    while let Some(t) = tasks.join_next().await {
-        t.unwrap();
-    }
-    sent
 }
 
 /// Evidence objects at the gateway (relay-a's acceptance and home's
@@ -130,7 +109,7 @@ async fn a_partition_of_minutes_loses_nothing_and_sets_off_no_retry_storm() {
     let gateway = fed.start_gateway().await;
     proxy.set(Link::Down);
     let cut = Instant::now();
-    let sent = submit(&fed, &gateway, ENVELOPES).await;
+    let sent = estafette_tests::submit_envelopes(&fed, &gateway, ENVELOPES).await;
     wait_until(
         "relay-a to hold every envelope",
         Duration::from_secs(60),
@@ -179,7 +158,7 @@ async fn a_flapping_link_loses_and_duplicates_nothing() {
             proxy.set(Link::Up);
         })
     };
-    let sent = submit(&fed, &gateway, ENVELOPES).await;
+    let sent = estafette_tests::submit_envelopes(&fed, &gateway, ENVELOPES).await;
     flapping.await.unwrap();
     let drain = drained_once_each(&fed, &gateway, &mut nodes, &sent).await;
     println!(
@@ -203,7 +182,7 @@ async fn a_lossy_slow_link_loses_and_duplicates_nothing() {
         delay: Duration::from_millis(40),
     });
     let started = Instant::now();
-    let sent = submit(&fed, &gateway, ENVELOPES).await;
+    let sent = estafette_tests::submit_envelopes(&fed, &gateway, ENVELOPES).await;
     let drain = drained_once_each(&fed, &gateway, &mut nodes, &sent).await;
     let counts = &proxy.counts;
     println!(
