@@ -256,6 +256,24 @@ impl RequestHandler for RelayHandler {
 }
 
 impl RelayHandler {
+    /// An envelope dated more than the tolerated skew ahead of this node's
+    /// clock becomes acceptable later: one of the two clocks is off. A
+    /// signed rejection would end the letter for good over a clock, so the
+    /// answer is an unsigned, retryable refusal; the sender tries again on
+    /// its schedule until the envelope expires.
+    fn not_yet(&self, peer: &NodeId, refusal: estafette_spec::relay::OfferRefusal) -> Response {
+        if let Some(held_back) = self.core.log_throttle.allow("offer not yet valid") {
+            tracing::warn!(
+                peer = %peer,
+                detail = %refusal.detail,
+                refusals_since_last_line = held_back,
+                "an offer is dated ahead of this node's clock by more than the tolerated skew; \
+                 refused for now (check both nodes' clocks)"
+            );
+        }
+        refused(ReasonCode::NotYetValid, refusal.detail)
+    }
+
     /// A signed rejection of an offer; nothing is stored.
     fn reject(
         &self,
@@ -287,6 +305,9 @@ impl RelayHandler {
         let now = self.core.clock.now();
         let decision = match receiver.check_offer(&offer, now, self.core.hpke.as_ref()) {
             Ok(d) => d,
+            Err(refusal) if refusal.reason == ReasonCode::NotYetValid => {
+                return self.not_yet(peer, refusal);
+            }
             Err(refusal) => return self.reject(receiver, &offer, refusal, peer),
         };
         let header = decision.header().clone();
