@@ -167,15 +167,17 @@ fn spawn(dir: &Path, config: &Value) -> (Child, String, u16) {
         .stderr(std::fs::File::create(dir.join("provider.log")).unwrap())
         .spawn()
         .expect("node (Node.js) to run the test OpenID provider");
-    let ready = first_line(&mut child, "the OpenID provider");
+    let ready = first_line(&mut child, "the OpenID provider", &dir.join("provider.log"));
     let issuer = ready["issuer"].as_str().unwrap().to_owned();
     let port = ready["port"].as_u64().unwrap() as u16;
     (child, issuer, port)
 }
 
 /// The JSON line a test server prints when it listens (waited for, bounded);
-/// its output is read on so that it never writes to a closed pipe.
-pub fn first_line(child: &mut Child, what: &str) -> Value {
+/// its output is read on so that it never writes to a closed pipe. If it
+/// does not come, the panic carries the server's log (`log`) and what the
+/// kernel says the process is doing, for the reader of a rare failure.
+pub fn first_line(child: &mut Child, what: &str, log: &Path) -> Value {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -187,9 +189,21 @@ pub fn first_line(child: &mut Child, what: &str) -> Value {
     });
     // Generous: Node.js loading oidc-provider, or Python loading SATOSA, on
     // a machine whose two cores run the rest of the suite too.
-    let line = rx
-        .recv_timeout(SERVER_START_TIMEOUT)
-        .unwrap_or_else(|_| panic!("{what} did not start within {SERVER_START_TIMEOUT:?}"));
+    let line = rx.recv_timeout(SERVER_START_TIMEOUT).unwrap_or_else(|_| {
+        let pid = child.id();
+        let state = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("State") || l.starts_with("Threads"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        panic!(
+            "{what} did not start within {SERVER_START_TIMEOUT:?} (exited: {:?}; {state}; waiting in {wchan:?}); its log:\n{}",
+            child.try_wait(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    });
     serde_json::from_str(&line).unwrap_or_else(|_| panic!("{what}'s ready line: {line:?}"))
 }
 
@@ -307,7 +321,7 @@ impl EidasBridge {
             .stderr(std::fs::File::create(dir.join("bridge.log")).unwrap())
             .spawn()
             .unwrap();
-        let ready = first_line(&mut child, "the eIDAS bridge");
+        let ready = first_line(&mut child, "the eIDAS bridge", &dir.join("bridge.log"));
         EidasBridge {
             child,
             id: "eidas-bridge.de.test".parse().unwrap(),

@@ -61,7 +61,11 @@ impl TestPidProvider {
             .stderr(std::fs::File::create(dir.join("provider.log")).unwrap())
             .spawn()
             .expect("python to run the test PID provider");
-        let ready = first_line(&mut child, "the test PID provider");
+        let ready = first_line(
+            &mut child,
+            "the test PID provider",
+            &dir.join("provider.log"),
+        );
         TestPidProvider {
             child,
             issuer: ready["issuer"].as_str().unwrap().to_owned(),
