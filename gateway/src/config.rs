@@ -126,19 +126,11 @@ impl GatewayConfig {
     }
 
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
-        let mut config: GatewayConfig =
-            toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        config.node.check(path).map_err(|e| match e {
-            estafette_relay::config::ConfigError::Invalid { field, rule, .. } => {
-                invalid(format!("node.{field} must be {rule}"))
-            }
-            other => invalid(other.to_string()),
+            message: e.to_string(),
         })?;
+        let mut config = GatewayConfig::parse(&text, path)?;
         // Relative paths start at the configuration file, not where the
         // command happens to run.
         let base = estafette_relay::config::config_dir(path);
@@ -150,8 +142,31 @@ impl GatewayConfig {
             estafette_relay::config::resolve(&base, file);
         }
         if config.store.backend == StoreBackend::Postgres {
-            config.store.postgres_url().map_err(invalid)?;
+            config
+                .store
+                .postgres_url()
+                .map_err(|message| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message,
+                })?;
         }
+        Ok(config)
+    }
+
+    /// Parses and checks configuration text without reading any file;
+    /// `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let config: GatewayConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        config.node.check(path).map_err(|e| match e {
+            estafette_relay::config::ConfigError::Invalid { field, rule, .. } => {
+                invalid(format!("node.{field} must be {rule}"))
+            }
+            other => invalid(other.to_string()),
+        })?;
         if config
             .store
             .connections

@@ -227,12 +227,18 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config = Config::parse(&text, path)?;
+        config.resolve_paths(&config_dir(path));
+        Ok(config)
+    }
+
+    /// Parses and checks configuration text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         config.check(path)?;
-        config.resolve_paths(&config_dir(path));
         Ok(config)
     }
 

@@ -65,8 +65,14 @@ pub struct LazyFs {
 }
 
 impl LazyFs {
-    /// Mounts LazyFS at `dir/mnt`, its data kept in `dir/root`.
+    /// Mounts LazyFS at `dir/mnt`, its data kept in `dir/root`, with a
+    /// cache of [`LAZYFS_CACHE`].
     pub fn mount(dir: &Path) -> LazyFs {
+        Self::mount_with_cache(dir, LAZYFS_CACHE)
+    }
+
+    /// As [`Self::mount`], with a cache of `cache` (`512mb`, `1gb`).
+    pub fn mount_with_cache(dir: &Path, cache: &str) -> LazyFs {
         let scripts = sources();
         let binary = binary();
         let (mount, root, fifo) = (dir.join("mnt"), dir.join("root"), dir.join("faults.fifo"));
@@ -74,7 +80,7 @@ impl LazyFs {
             .arg(scripts.join("mount-lazyfs.sh"))
             .args([&mount, &root, &fifo])
             .env("LAZYFS_BIN", &binary)
-            .env("LAZYFS_CACHE_SIZE", LAZYFS_CACHE)
+            .env("LAZYFS_CACHE_SIZE", cache)
             .stderr(Stdio::inherit())
             .output()
             .expect("bash runs mount-lazyfs.sh");
@@ -86,8 +92,10 @@ impl LazyFs {
             mounted.status
         );
         let pid = stdout.lines().last().unwrap_or_default().trim().to_owned();
-        // The nodes refuse a data directory others can read.
-        std::fs::set_permissions(&mount, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        // Others may pass through (a PostgreSQL server runs as its own
+        // user) but not list it; the nodes' data directories inside are
+        // 0700, as the nodes require.
+        std::fs::set_permissions(&mount, std::os::unix::fs::PermissionsExt::from_mode(0o711))
             .unwrap();
         LazyFs {
             mount,
@@ -102,9 +110,56 @@ impl LazyFs {
         &self.mount
     }
 
+    /// How full LazyFS's cache is, in percent of its pages (it says so in
+    /// its log when asked through its fault FIFO).
+    pub fn cache_usage_percent(&self) -> f64 {
+        let log = PathBuf::from(format!("{}.log", self.fifo.display()));
+        let said = || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| l.contains("cache usage"))
+                .map(str::to_owned)
+                .collect();
+            lines
+        };
+        let before = said().len();
+        let asked = Command::new("bash")
+            .arg(self.scripts.join("clear-cache.sh"))
+            .arg(&self.fifo)
+            .arg("lazyfs::display-cache-usage")
+            .status()
+            .expect("bash runs clear-cache.sh");
+        assert!(asked.success(), "LazyFS did not take the command: {asked}");
+        let started = std::time::Instant::now();
+        loop {
+            let lines = said();
+            if let Some(line) = lines.get(before) {
+                let number = line
+                    .rsplit(" is ")
+                    .next()
+                    .and_then(|n| n.trim().trim_end_matches('%').parse().ok());
+                return number.unwrap_or_else(|| panic!("LazyFS's cache usage line: {line}"));
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "LazyFS did not say its cache usage within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Drops every byte written and not yet fsynced, as a power loss would
     /// (the writer must be dead already: kill it first). Waits until done.
-    pub fn drop_unsynced(&self) {
+    /// Fails first if the cache is full: LazyFS then writes through, and
+    /// the data a power loss should take would have survived. Gives the
+    /// cache's usage (percent) just before.
+    pub fn drop_unsynced(&self) -> f64 {
+        let usage = self.cache_usage_percent();
+        assert!(
+            usage < 100.0,
+            "LazyFS's cache is full ({usage}%): it wrote through, so this power loss would prove nothing; give it a larger cache"
+        );
         let cleared = Command::new("bash")
             .arg(self.scripts.join("clear-cache.sh"))
             .arg(&self.fifo)
@@ -114,6 +169,7 @@ impl LazyFs {
             cleared.success(),
             "LazyFS did not clear its cache: {cleared}"
         );
+        usage
     }
 }
 

@@ -230,6 +230,11 @@ impl ProcessFederation {
     /// gateway → relay.test → home.test, with [`RESIDENT`] registered at
     /// home.test and digital for the test agency.
     pub fn new() -> ProcessFederation {
+        Self::with_store(estafette_gateway::config::StoreSettings::default())
+    }
+
+    /// As [`Self::new`], the gateway's records in `store` (PostgreSQL, say).
+    pub fn with_store(store: estafette_gateway::config::StoreSettings) -> ProcessFederation {
         let mut fed = TestFederation::new(
             &[
                 ("relay.test", NodeKind::Transit),
@@ -249,7 +254,8 @@ impl ProcessFederation {
         }
         let https = free_tcp();
         let gateway_admin = fed.gateway.config.admin_listen.unwrap();
-        let config = GatewayConfig::new(https, fed.gateway.config.clone());
+        let mut config = GatewayConfig::new(https, fed.gateway.config.clone());
+        config.store = store;
         let gateway_config = fed.tmp.path().join("gateway.toml");
         std::fs::write(&gateway_config, toml::to_string(&config).unwrap()).unwrap();
         let people = fed.tmp.path().join("people.json");

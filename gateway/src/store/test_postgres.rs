@@ -20,7 +20,9 @@ pub const REPLICATED_PRIMARY: &str = "wal_level = replica\nmax_wal_senders = 4\n
 
 /// One running cluster; stopped (immediate shutdown) and deleted on drop.
 pub struct TestPostgres {
+    /// The socket, the log, and (unless placed elsewhere) the data.
     dir: tempfile::TempDir,
+    data: PathBuf,
     bin: PathBuf,
     pub port: u16,
 }
@@ -51,18 +53,36 @@ impl TestPostgres {
     /// Starts a fresh cluster with `settings` appended to its
     /// postgresql.conf (`fsync` stays on).
     pub fn start(settings: &str) -> TestPostgres {
+        Self::start_in(None, settings)
+    }
+
+    /// As [`Self::start`], with the data directory at `data` (a directory
+    /// that does not exist yet, on the file system under test), the socket
+    /// and the log still in a temp dir.
+    pub fn start_with_data_at(data: &Path, settings: &str) -> TestPostgres {
+        Self::start_in(Some(data), settings)
+    }
+
+    fn start_in(data: Option<&Path>, settings: &str) -> TestPostgres {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("estafette-pg-")
             .tempdir()
             .unwrap_or_else(|e| panic!("a temp dir for PostgreSQL: {e}"));
-        let root = is_root();
-        if root {
+        let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
+        std::fs::create_dir_all(&data)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", data.display()));
+        if is_root() {
             chown_all(dir.path());
+            chown_all(&data);
         }
-        let data = dir.path().join("data");
         let port = free_port();
-        let pg = TestPostgres { dir, bin, port };
+        let pg = TestPostgres {
+            dir,
+            data: data.clone(),
+            bin,
+            port,
+        };
         pg.run(
             "initdb",
             &[
@@ -85,8 +105,15 @@ impl TestPostgres {
         pg
     }
 
+    /// Starts the server again after [`Self::kill`] (it recovers from its
+    /// write-ahead log) and waits until it listens.
+    pub fn start_again(&self) {
+        self.pg_ctl_start();
+        self.wait_ready();
+    }
+
     fn pg_ctl_start(&self) {
-        let data = self.dir.path().join("data");
+        let data = &self.data;
         self.run(
             "pg_ctl",
             &[
@@ -116,6 +143,7 @@ impl TestPostgres {
         let data = dir.path().join("data");
         let port = free_port();
         let pg = TestPostgres {
+            data: data.clone(),
             dir,
             bin: self.bin.clone(),
             port,
@@ -206,13 +234,13 @@ impl TestPostgres {
 
     /// Kills the server as a crash would (immediate shutdown).
     pub fn kill(&self) {
-        let data = self.dir.path().join("data").display().to_string();
+        let data = self.data.display().to_string();
         self.run("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
     }
 
     /// Promotes a standby to primary, waiting until it takes writes.
     pub fn promote(&self) {
-        let data = self.dir.path().join("data").display().to_string();
+        let data = self.data.display().to_string();
         self.run("pg_ctl", &["-D", &data, "-w", "promote"]);
     }
 
@@ -236,7 +264,7 @@ impl TestPostgres {
 
     /// The postmaster's process id, from its pid file.
     pub fn pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
             .ok()?
             .lines()
             .next()?
@@ -285,7 +313,7 @@ impl TestPostgres {
 
 impl Drop for TestPostgres {
     fn drop(&mut self) {
-        let data = self.dir.path().join("data");
+        let data = &self.data;
         let mut command = Command::new(self.bin.join("pg_ctl"));
         command
             .args(["-D", &data.display().to_string(), "-m", "immediate", "stop"])
@@ -309,7 +337,10 @@ fn append(path: &Path, text: &str) {
         .append(true)
         .open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Synced, as a configuration file written long ago is: a power-loss
+    // test must not lose the server's port with its unsynced data.
     file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
