@@ -206,7 +206,7 @@ pub fn lookup(
     records: &dyn Records,
     recipient: &Recipient,
 ) -> Result<Option<PersonRecord>, RecordsError> {
-    Ok(records.read()?.person_entry(recipient)?.map(|(_, p)| p))
+    Ok(records.person_entry_now(recipient)?.map(|(_, p)| p))
 }
 
 /// One person as given to `registry import` (JSON).
@@ -311,12 +311,7 @@ pub async fn import(
     let people = parse_import(json, trust)?;
     let count = people.len();
     records
-        .write(Box::new(move |records| {
-            for (recipient, record) in &people {
-                records.put_person(recipient, record)?;
-            }
-            Ok(())
-        }))
+        .write(Box::new(move |records| records.put_people(&people)))
         .await?;
     Ok(count)
 }

@@ -66,6 +66,75 @@ async fn the_contract(records: Arc<dyn Records>) {
     evidence_and_snapshots(r).await;
     followed_letters(r).await;
     report_counters(r).await;
+    people_in_bulk(r).await;
+}
+
+/// `count` valid BSNs from prefix `from` up (eight digits and the check
+/// digit of the eleven test; prefixes without one skipped).
+fn bsns(from: u32, count: usize) -> Vec<Recipient> {
+    (from..)
+        .filter_map(|prefix| {
+            let digits = format!("{prefix:08}");
+            let sum: u32 = digits
+                .bytes()
+                .zip((2..=9).rev())
+                .map(|(d, w)| u32::from(d - b'0') * w)
+                .sum();
+            (sum % 11 <= 9).then(|| who(&format!("bsn:{digits}{}", sum % 11)))
+        })
+        .take(count)
+        .collect()
+}
+
+/// Many people written at once (an import) end as if written one by one:
+/// the last entry under a key wins, within a batch and across batches;
+/// replaced entries give back what they counted for; their letters are due.
+async fn people_in_bulk(r: &dyn Records) {
+    // More than two of PostgreSQL's batches.
+    let keys = bsns(20_000_000, 2_500);
+    let mut people: Vec<(Recipient, PersonRecord)> = keys
+        .iter()
+        .map(|k| (k.clone(), active(None, false)))
+        .collect();
+    // Repeated in the same batch and in a later one; the last is visited.
+    people.push((keys[3].clone(), active(Some(7), true)));
+    people.insert(1_500, (keys[10].clone(), active(Some(1), true)));
+    people.push((keys[10].clone(), active(Some(9), true)));
+    // A person written before (replaced: no longer active).
+    people.push((who(ANNA), PersonRecord::new("de")));
+    let m = MessageId::from_bytes([0xb7; 16]);
+    r.transact(move |w| w.follow(&m, &letter(&keys_first(), 0xb7), b"letter", None))
+        .await
+        .unwrap();
+    assert!(!due(r, 0, 100).contains(&0xb7), "followed, nothing due");
+    r.transact(move |w| w.put_people(&people)).await.unwrap();
+    let read = r.read().unwrap();
+    let session = |k: &Recipient| {
+        read.person(k)
+            .unwrap()
+            .unwrap()
+            .activity
+            .last_session_at
+            .map(|t| t.0)
+    };
+    assert_eq!(session(&keys[3]), Some(7));
+    assert_eq!(session(&keys[10]), Some(9));
+    assert_eq!(session(&keys[2_499]), None);
+    assert_eq!(read.person(&who(ANNA)).unwrap().unwrap().language, "de");
+    drop(read);
+    assert!(
+        due(r, 0, 100).contains(&0xb7),
+        "the letter of a person written is due"
+    );
+    assert_eq!(counted(r), scanned(r));
+    r.transact(move |w| w.forget(&who(&keys_first()), &m))
+        .await
+        .unwrap();
+}
+
+/// The first key of [`people_in_bulk`].
+fn keys_first() -> String {
+    bsns(20_000_000, 1)[0].to_string()
 }
 
 /// The report's counters as a scan of every person and paper item finds
@@ -326,6 +395,14 @@ async fn people(r: &dyn Records) {
         );
         let (key, _) = read.person_entry(&who(JONAS_BSN)).unwrap().unwrap();
         assert_eq!(key, who(JONAS), "a link is followed one step");
+        // The lookup without a snapshot finds the same, link followed too.
+        for person in [JONAS_BSN, JONAS, ANNA, "bsn:111222333"] {
+            assert_eq!(
+                r.person_entry_now(&who(person)).unwrap(),
+                read.person_entry(&who(person)).unwrap(),
+                "{person}"
+            );
+        }
         let mut keys = Vec::new();
         read.each_person(&mut |k, _| {
             keys.push(k.to_string());
@@ -705,4 +782,32 @@ async fn postgres_forward_queues_share_the_outbox() {
         "a's late write changed nothing"
     );
     assert!(a.get(&first).unwrap().is_none());
+}
+
+/// Two instances importing the same people at once: each key ends with one
+/// entry, and the counters equal a scan (a key the other made meanwhile
+/// is written one by one, after its row lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_imports_at_once_count_once() {
+    let server = TestPostgres::start("");
+    let one = Arc::new(PgRecords::connect(&server.url(), 2).await.unwrap());
+    let two = Arc::new(PgRecords::connect(&server.url(), 2).await.unwrap());
+    let keys = bsns(30_000_000, 3_000);
+    let people = |session: u64| -> Vec<(Recipient, PersonRecord)> {
+        keys.iter()
+            .map(|k| (k.clone(), active(Some(session), session.is_multiple_of(2))))
+            .collect()
+    };
+    let mut imports = tokio::task::JoinSet::new();
+    for (records, batch) in [(one.clone(), people(1)), (two.clone(), people(2))] {
+        imports.spawn(async move {
+            let r: &dyn Records = records.as_ref();
+            r.transact(move |w| w.put_people(&batch)).await
+        });
+    }
+    while let Some(done) = imports.join_next().await {
+        done.unwrap().unwrap();
+    }
+    assert_eq!(server.number("SELECT count(*) FROM people"), 3_000);
+    assert_eq!(counted(one.as_ref()), scanned(one.as_ref()));
 }

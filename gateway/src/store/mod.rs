@@ -218,6 +218,16 @@ pub trait WriteRecords: ReadRecords {
     /// a change of their channel changes what is due.
     fn put_person(&mut self, key: &Recipient, record: &PersonRecord) -> Result<(), RecordsError>;
 
+    /// Writes many entries, as [`Self::put_person`] each in turn (a later
+    /// entry under the same key replaces an earlier one); a backend may do
+    /// it in fewer round trips (an import of a national registry).
+    fn put_people(&mut self, people: &[(Recipient, PersonRecord)]) -> Result<(), RecordsError> {
+        for (key, record) in people {
+            self.put_person(key, record)?;
+        }
+        Ok(())
+    }
+
     /// Appends to a person's history, dropping the oldest entry beyond
     /// [`crate::registry::MAX_HISTORY_PER_PERSON`].
     fn record_change(&mut self, key: &Recipient, entry: &ChangeEntry) -> Result<(), RecordsError>;
@@ -347,6 +357,17 @@ pub trait Records: Send + Sync {
 
     /// Applies `change` in one transaction.
     fn write(&self, change: Change) -> BoxFuture<'_, Result<(), RecordsError>>;
+
+    /// One person's entry as it is now, following a link as
+    /// [`ReadRecords::person_entry`] does: for a lookup that needs nothing
+    /// else, without the cost of a snapshot where a backend has one
+    /// (PostgreSQL: one statement instead of a transaction).
+    fn person_entry_now(
+        &self,
+        recipient: &Recipient,
+    ) -> Result<Option<(Recipient, PersonRecord)>, RecordsError> {
+        self.read()?.person_entry(recipient)
+    }
 
     /// Queues `sealed` for its first hop and applies `change` in the same
     /// transaction, when the envelope is new; the outcome says whether it was.

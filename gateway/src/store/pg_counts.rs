@@ -11,6 +11,7 @@ use super::{MAX_PAPER_ITEM_BYTES, MAX_RECORD_BYTES, RecordsError, db, decode};
 use crate::gateway::PaperItem;
 use crate::registry::PersonRecord;
 use crate::report::tally;
+use estafette_spec::Recipient;
 
 /// Replaces a person's entry under a row lock, giving what the old one
 /// counted for, or makes a new one (none of either when another
@@ -24,6 +25,16 @@ pub(super) const PUT_PERSON: &str = "WITH put AS (UPDATE people p SET record = $
      ON CONFLICT (recipient) DO NOTHING RETURNING 1), \
      due AS (UPDATE tracking SET due_at = 0 WHERE recipient = ANY($5) AND due_at <> 0) \
      SELECT (SELECT tally FROM put), EXISTS (SELECT 1 FROM put), EXISTS (SELECT 1 FROM made)";
+
+/// [`PUT_PERSON`] for many people at once (`$1` keys, `$2` records, `$3`
+/// tallies joined by commas, `$4` away_since, `$5` every identity whose
+/// letters become due): the existing entries replaced under row locks,
+/// giving their keys and old tallies; the new ones made, giving their keys.
+/// A key in neither was made by another transaction meanwhile.
+pub(super) const PUT_PEOPLE: &str = "WITH input AS (SELECT * FROM      unnest($1::text[], $2::bytea[], $3::text[], $4::bigint[]) AS i (recipient, record, tally, away_since)),      old AS (SELECT p.recipient, p.tally FROM people p JOIN input i ON i.recipient = p.recipient FOR UPDATE OF p),      put AS (UPDATE people p SET record = i.record, tally = string_to_array(i.tally, ','), away_since = i.away_since      FROM input i JOIN old o ON o.recipient = i.recipient WHERE p.recipient = i.recipient RETURNING p.recipient),      made AS (INSERT INTO people (recipient, record, tally, away_since)      SELECT i.recipient, i.record, string_to_array(i.tally, ','), i.away_since FROM input i      WHERE NOT EXISTS (SELECT 1 FROM old o WHERE o.recipient = i.recipient)      ON CONFLICT (recipient) DO NOTHING RETURNING recipient),      due AS (UPDATE tracking SET due_at = 0 WHERE recipient = ANY($5) AND due_at <> 0)      SELECT recipient, tally, true FROM old UNION ALL SELECT recipient, NULL, false FROM made";
+
+/// People per [`PUT_PEOPLE`] statement.
+pub(super) const PUT_PEOPLE_BATCH: usize = 1_000;
 
 /// As [`PUT_PERSON`], for an item of the paper queue.
 pub(super) const PUT_PAPER: &str = "WITH put AS (UPDATE paper_queue p SET item = $2, tally = $3, waiting = $4 \
@@ -67,6 +78,85 @@ impl Writing<'_, '_> {
         for (name, change) in tally::changes(old, new) {
             *totals.entry(name).or_default() += change;
         }
+    }
+
+    /// Writes `batch` (at most [`PUT_PEOPLE_BATCH`] people) with one
+    /// [`PUT_PEOPLE`] statement, noting what changed in the counters. Gives
+    /// the people it could not write that way, in order, for the caller to
+    /// write one by one before anything else: a key another transaction
+    /// made meanwhile, and a key repeated in `batch` (each of its entries,
+    /// so that the last one still wins).
+    pub(super) fn put_people_batch<'p>(
+        &self,
+        batch: &'p [(Recipient, PersonRecord)],
+    ) -> Result<Vec<&'p (Recipient, PersonRecord)>, RecordsError> {
+        let mut seen = std::collections::HashMap::with_capacity(batch.len());
+        for (key, _) in batch {
+            *seen.entry(key.to_string()).or_insert(0usize) += 1;
+        }
+        let (now, repeated): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .partition(|(key, _)| seen.get(&key.to_string()) == Some(&1));
+        let mut left = self.put_people_statement(&now)?;
+        left.extend(repeated);
+        Ok(left)
+    }
+
+    /// One [`PUT_PEOPLE`] statement for `people` (distinct keys).
+    fn put_people_statement<'p>(
+        &self,
+        people: &[&'p (Recipient, PersonRecord)],
+    ) -> Result<Vec<&'p (Recipient, PersonRecord)>, RecordsError> {
+        if people.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys = Vec::with_capacity(people.len());
+        let (mut records, mut tallies, mut away) = (Vec::new(), Vec::new(), Vec::new());
+        let mut identities = Vec::new();
+        for (key, record) in people.iter().copied() {
+            keys.push(key.to_string());
+            records.push(super::encode(record));
+            let names = tally::person(record);
+            debug_assert!(names.iter().all(|n| !n.contains(',')));
+            tallies.push(names.join(","));
+            away.push(tally::away_since(record).map(|s| s.min(i64::MAX as u64) as i64));
+            identities.push(key.to_string());
+            identities.extend(record.linked.iter().map(ToString::to_string));
+        }
+        let rows = self
+            .tx
+            .borrow_mut()
+            .query_prepared(PUT_PEOPLE, &[&keys, &records, &tallies, &away, &identities])
+            .map_err(db)?;
+        let mut written: std::collections::HashMap<String, Option<Vec<String>>> = rows
+            .iter()
+            .map(|row| {
+                let (key, old, replaced): (String, Option<Vec<String>>, bool) =
+                    (row.get(0), row.get(1), row.get(2));
+                (
+                    key,
+                    if replaced {
+                        Some(old.unwrap_or_default())
+                    } else {
+                        None
+                    },
+                )
+            })
+            .collect();
+        let mut left = Vec::new();
+        for (entry, (key, count)) in people.iter().copied().zip(keys.iter().zip(&tallies)) {
+            let new: Vec<String> = count
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+            match written.remove(key) {
+                Some(Some(old)) => self.note_counts(&old, &new),
+                Some(None) => self.note_counts(&[], &new),
+                None => left.push(entry),
+            }
+        }
+        Ok(left)
     }
 
     /// Runs a [`PUT_PERSON`]-shaped statement for an entry that counts for

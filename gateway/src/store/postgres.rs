@@ -26,7 +26,7 @@ use estafette_spec::{Digest, EnvelopeId, MessageId, Recipient, Timestamp};
 use futures_util::future::BoxFuture;
 use postgres::{IsolationLevel, NoTls};
 
-use super::pg_counts::{PUT_PAPER, PUT_PERSON, count_from_before};
+use super::pg_counts::{PUT_PAPER, PUT_PEOPLE_BATCH, PUT_PERSON, count_from_before};
 use super::pg_queue::{FreshEnvelopes, insert_outbox, queued_evidence};
 use super::pg_statements::{Prepared, forget_prepared};
 
@@ -185,6 +185,24 @@ impl PgRecords {
     }
 }
 
+impl PgRecords {
+    /// `job` on a worker's connection, waited for on this thread (out of
+    /// the runtime's way, as a snapshot's queries are).
+    fn run_blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut postgres::Client) -> Result<T, RecordsError> + Send + 'static,
+    ) -> Result<T, RecordsError> {
+        let (tx, rx) = sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            let _ = tx.send(job(client));
+        });
+        waiting_for_database(|| {
+            self.jobs.send(job).map_err(|_| closed())?;
+            rx.recv().map_err(|_| closed())?
+        })
+    }
+}
+
 /// One worker: its connection, then jobs until the records are dropped.
 fn worker(
     config: postgres::Config,
@@ -238,6 +256,26 @@ impl Records for PgRecords {
             jobs: self.jobs.clone(),
             queries: std::cell::OnceCell::new(),
         }))
+    }
+
+    fn person_entry_now(
+        &self,
+        recipient: &Recipient,
+    ) -> Result<Option<(Recipient, PersonRecord)>, RecordsError> {
+        let key = recipient.clone();
+        // Statements outside a transaction, each its own snapshot: the
+        // entry, and only for a linked identity the entry it links to (a
+        // link never points at a linked entry, so one step is all).
+        self.run_blocking(
+            move |client| match read::person(client, &key.to_string())? {
+                Some(PersonRecord {
+                    linked_to: Some(primary),
+                    ..
+                }) => Ok(read::person(client, &primary.to_string())?.map(|p| (primary, p))),
+                Some(p) => Ok(Some((key, p))),
+                None => Ok(None),
+            },
+        )
     }
 
     fn write(&self, change: Change) -> BoxFuture<'_, Result<(), RecordsError>> {
@@ -647,6 +685,15 @@ impl WriteRecords for Writing<'_, '_> {
             &[&key, &bytes, &counts, &away, &identities],
             &counts,
         )
+    }
+
+    fn put_people(&mut self, people: &[(Recipient, PersonRecord)]) -> Result<(), RecordsError> {
+        for batch in people.chunks(PUT_PEOPLE_BATCH) {
+            for (key, record) in self.put_people_batch(batch)? {
+                self.put_person(key, record)?;
+            }
+        }
+        Ok(())
     }
 
     fn record_change(&mut self, key: &Recipient, entry: &ChangeEntry) -> Result<(), RecordsError> {

@@ -18,12 +18,17 @@ pub enum Backend {
 #[derive(Clone, Copy)]
 pub struct Chosen {
     pub backend: Backend,
-    /// redb's page cache (`limits.store_cache_mib`); unused by PostgreSQL.
-    pub cache_mib: u64,
+    /// The store's cache in MiB: redb's page cache (the gateway's
+    /// `limits.store_cache_mib`, 16 when not given) or PostgreSQL's
+    /// `shared_buffers` (its own default, 128 MiB, when not given).
+    pub cache_mib: Option<u64>,
 }
 
+/// redb's page cache when none is given (the gateway's default).
+const REDB_DEFAULT_CACHE_MIB: u64 = 16;
+
 impl Chosen {
-    pub fn new(backend: Backend, cache_mib: u64) -> Chosen {
+    pub fn new(backend: Backend, cache_mib: Option<u64>) -> Chosen {
         Chosen { backend, cache_mib }
     }
 }
@@ -31,8 +36,15 @@ impl Chosen {
 impl std::fmt::Debug for Chosen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.backend {
-            Backend::Redb => write!(f, "Redb (page cache {} MiB)", self.cache_mib),
-            Backend::Postgres => write!(f, "Postgres"),
+            Backend::Redb => write!(
+                f,
+                "Redb (page cache {} MiB)",
+                self.cache_mib.unwrap_or(REDB_DEFAULT_CACHE_MIB)
+            ),
+            Backend::Postgres => match self.cache_mib {
+                Some(mib) => write!(f, "Postgres (shared_buffers {mib} MiB)"),
+                None => write!(f, "Postgres (shared_buffers at its default)"),
+            },
         }
     }
 }
@@ -54,7 +66,7 @@ pub async fn open(chosen: Chosen) -> Result<Opened> {
                 std::os::unix::fs::PermissionsExt::from_mode(0o700),
             )?;
             let cache_bytes = estafette_relay::config::Limits {
-                store_cache_mib: chosen.cache_mib,
+                store_cache_mib: chosen.cache_mib.unwrap_or(REDB_DEFAULT_CACHE_MIB),
                 ..Default::default()
             }
             .store_cache_bytes();
@@ -66,7 +78,10 @@ pub async fn open(chosen: Chosen) -> Result<Opened> {
             }
         }
         Backend::Postgres => {
-            let server = TestPostgres::start("");
+            let settings = chosen
+                .cache_mib
+                .map_or(String::new(), |mib| format!("shared_buffers = {mib}MB\n"));
+            let server = TestPostgres::start(&settings);
             let records = PgRecords::connect(&server.url(), 4).await?;
             Opened {
                 records: Arc::new(records),

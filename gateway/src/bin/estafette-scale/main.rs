@@ -85,9 +85,11 @@ enum Part {
         due_share: f64,
         #[arg(long, value_enum, default_value_t = backend::Backend::Redb)]
         store: backend::Backend,
-        /// redb's page cache in MiB (the gateway's `limits.store_cache_mib`).
-        #[arg(long, default_value_t = 16)]
-        cache_mib: u64,
+        /// The store's cache in MiB: redb's page cache (the gateway's
+        /// `limits.store_cache_mib`; 16 by default) or PostgreSQL's
+        /// `shared_buffers` (its own default by default).
+        #[arg(long)]
+        cache_mib: Option<u64>,
     },
     /// A registry of 17 million people: import rate, size, lookups.
     Registry {
@@ -99,9 +101,11 @@ enum Part {
         baseline: usize,
         #[arg(long, value_enum, default_value_t = backend::Backend::Redb)]
         store: backend::Backend,
-        /// redb's page cache in MiB (the gateway's `limits.store_cache_mib`).
-        #[arg(long, default_value_t = 16)]
-        cache_mib: u64,
+        /// The store's cache in MiB: redb's page cache (the gateway's
+        /// `limits.store_cache_mib`; 16 by default) or PostgreSQL's
+        /// `shared_buffers` (its own default by default).
+        #[arg(long)]
+        cache_mib: Option<u64>,
     },
 }
 
