@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use estafette_spec::limits::MAX_CLOCK_SKEW_S;
 use estafette_spec::relay::{MAX_EVIDENCE_PER_DELIVERY, Receiver, Response};
 use estafette_spec::{
     EnvelopeId, Evidence, EvidenceEvent, MessageId, NodeId, ReasonCode, Timestamp,
@@ -243,8 +244,12 @@ pub fn check_delivery(
     }
     let mut keep = Vec::with_capacity(list.len());
     let mut stored = Vec::with_capacity(list.len());
+    let latest = core.clock.now().plus_s(MAX_CLOCK_SKEW_S);
     for bytes in list {
         match Evidence::verify(&bytes, &trust) {
+            Ok(v) if v.record.issued_at > latest => {
+                return Err(evidence_not_yet(core, peer, v.record.issued_at, latest));
+            }
             Ok(v) => {
                 stored.push(StoredEvidence::of(&v.record));
                 keep.push(NewEvidence {
@@ -259,6 +264,30 @@ pub fn check_delivery(
         }
     }
     Ok((keep, stored))
+}
+
+/// The refusal of a delivery with evidence dated ahead of this node's clock
+/// by more than the tolerated skew: for now, retryable, one warning line
+/// in a while.
+fn evidence_not_yet(
+    core: &NodeCore,
+    peer: &NodeId,
+    issued_at: estafette_spec::Timestamp,
+    latest: estafette_spec::Timestamp,
+) -> Response {
+    let detail = format!(
+        "evidence issued at {issued_at}, {} s ahead of this node's clock and its {MAX_CLOCK_SKEW_S} s tolerance;          it is taken once the clocks agree",
+        issued_at.0.saturating_sub(latest.0)
+    );
+    if let Some(held_back) = core.log_throttle.allow("evidence not yet valid") {
+        tracing::warn!(
+            peer = %peer,
+            detail = %detail,
+            refusals_since_last_line = held_back,
+            "a node delivers evidence dated ahead of this node's clock; refused for now (check both nodes' clocks)"
+        );
+    }
+    refused(ReasonCode::NotYetValid, detail)
 }
 
 /// Takes a delivery of evidence from `peer` into `store`: keeps what
