@@ -35,13 +35,19 @@ impl Clock for LateClock {
     }
 }
 
-/// Sends one letter from the gateway to a home node whose clock is
-/// `behind_s` late; gives how long until it was in the inbox.
-async fn one_letter_to_a_late_home(behind_s: u64) -> Duration {
-    let fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
-    let clock = Arc::new(LateClock {
-        behind_ms: behind_s as i64 * 1000,
-    });
+/// Starts home.test on a clock `behind_ms` late and the gateway, and
+/// submits one letter to home.test: the home node, the gateway, the
+/// letter's id, and when it was submitted.
+async fn home_on_a_skewed_clock_with_a_letter(
+    fed: &TestFederation,
+    behind_ms: i64,
+) -> (
+    Arc<estafette_relay::Node>,
+    Arc<TestGateway>,
+    MessageId,
+    Instant,
+) {
+    let clock = Arc::new(LateClock { behind_ms });
     let home =
         estafette_relay::Node::start_with_clock(fed.relay("home.test").config.clone(), clock)
             .unwrap();
@@ -49,6 +55,15 @@ async fn one_letter_to_a_late_home(behind_s: u64) -> Duration {
     let (envelope, _, header) = fed.envelope("home.test", random_inbox(), "a letter");
     let started = Instant::now();
     gateway.submit(envelope, None).await.unwrap();
+    (home, gateway, header.message_id, started)
+}
+
+/// Sends one letter from the gateway to a home node whose clock is
+/// `behind_s` late; gives how long until it was in the inbox.
+async fn one_letter_to_a_late_home(behind_s: u64) -> Duration {
+    let fed = TestFederation::new(&[("home.test", NodeKind::Home)], &["home.test"]);
+    let (home, gateway, message, started) =
+        home_on_a_skewed_clock_with_a_letter(&fed, behind_s as i64 * 1000).await;
     let delivered = |m: &MessageId| {
         home.store()
             .inbox_all()
@@ -59,14 +74,14 @@ async fn one_letter_to_a_late_home(behind_s: u64) -> Duration {
     wait_until(
         "the letter in the late home node's inbox",
         Duration::from_secs(behind_s + 60),
-        || delivered(&header.message_id),
+        || delivered(&message),
     )
     .await;
     let took = started.elapsed();
     // Nothing was given up on the way.
     let events: Vec<EvidenceEvent> =
         evidence_by_message(&fed.trust(), gateway.store().evidence_all().unwrap())
-            .remove(&header.message_id)
+            .remove(&message)
             .unwrap_or_default()
             .into_iter()
             .map(|(event, _, _)| event)
@@ -121,17 +136,8 @@ async fn one_letter_to_an_early_home(ahead_s: u64) -> (Duration, Duration) {
     let relay = estafette_relay::Node::start(fed.relay("relay-a.test").config.clone())
         .await
         .unwrap();
-    let clock = Arc::new(LateClock {
-        behind_ms: -(ahead_s as i64 * 1000),
-    });
-    let home =
-        estafette_relay::Node::start_with_clock(fed.relay("home.test").config.clone(), clock)
-            .unwrap();
-    let gateway = fed.start_gateway().await;
-    let (envelope, _, header) = fed.envelope("home.test", random_inbox(), "a letter");
-    let started = Instant::now();
-    gateway.submit(envelope, None).await.unwrap();
-    let message = header.message_id;
+    let (home, gateway, message, started) =
+        home_on_a_skewed_clock_with_a_letter(&fed, -(ahead_s as i64 * 1000)).await;
     wait_until(
         "the letter in the early home node's inbox",
         Duration::from_secs(10),

@@ -73,15 +73,8 @@ async fn the_contract(records: Arc<dyn Records>) {
 /// digit of the eleven test; prefixes without one skipped).
 fn bsns(from: u32, count: usize) -> Vec<Recipient> {
     (from..)
-        .filter_map(|prefix| {
-            let digits = format!("{prefix:08}");
-            let sum: u32 = digits
-                .bytes()
-                .zip((2..=9).rev())
-                .map(|(d, w)| u32::from(d - b'0') * w)
-                .sum();
-            (sum % 11 <= 9).then(|| who(&format!("bsn:{digits}{}", sum % 11)))
-        })
+        .filter_map(estafette_spec::Bsn::with_check_digit)
+        .map(Recipient::Bsn)
         .take(count)
         .collect()
 }

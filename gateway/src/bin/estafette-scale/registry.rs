@@ -46,17 +46,11 @@ impl Iterator for Bsns {
     fn next(&mut self) -> Option<Bsn> {
         loop {
             let prefix = self.next_prefix;
-            self.next_prefix = self.next_prefix.checked_add(1)?;
-            let digits = format!("{prefix:08}");
-            let sum: u32 = digits
-                .bytes()
-                .zip((2..=9).rev())
-                .map(|(d, w)| u32::from(d - b'0') * w)
-                .sum();
-            let check = sum % 11;
-            if check <= 9
-                && let Ok(bsn) = format!("{digits}{check}").parse()
-            {
+            if prefix >= 100_000_000 {
+                return None;
+            }
+            self.next_prefix += 1;
+            if let Some(bsn) = Bsn::with_check_digit(prefix) {
                 return Some(bsn);
             }
         }
