@@ -43,16 +43,27 @@ static FEDERATION: LazyLock<Federation> = LazyLock::new(|| Federation {
     pid_holder: fixtures::TestPid::german("0", "fuzz", T0).holder,
 });
 
-/// The signing key the federation trusts for each kind of object.
-static SIGNERS: LazyLock<[(ObjectKind, SigningKey); 6]> = LazyLock::new(|| {
-    [
-        (ObjectKind::Message, fixtures::key(fixtures::AGENCY_OIN)),
-        (ObjectKind::Envelope, fixtures::key(fixtures::GATEWAY)),
-        (ObjectKind::Evidence, fixtures::key(fixtures::RELAY)),
-        (ObjectKind::Assertion, fixtures::key(fixtures::NATIONAL_IDP)),
-        (ObjectKind::Attestation, fixtures::key(fixtures::COURT)),
-        (ObjectKind::TrustList, fixtures::root_key()),
-    ]
+/// The kinds `signed_payloads` signs, in the order its first byte picks
+/// them (the committed corpus depends on it).
+pub const SIGNED_KINDS: [ObjectKind; 6] = [
+    ObjectKind::Message,
+    ObjectKind::Envelope,
+    ObjectKind::Evidence,
+    ObjectKind::Assertion,
+    ObjectKind::Attestation,
+    ObjectKind::TrustList,
+];
+
+/// The signing key the federation trusts for each of [`SIGNED_KINDS`].
+static SIGNERS: LazyLock<[SigningKey; 6]> = LazyLock::new(|| {
+    SIGNED_KINDS.map(|kind| match kind {
+        ObjectKind::Message => fixtures::key(fixtures::AGENCY_OIN),
+        ObjectKind::Envelope => fixtures::key(fixtures::GATEWAY),
+        ObjectKind::Evidence => fixtures::key(fixtures::RELAY),
+        ObjectKind::Assertion => fixtures::key(fixtures::NATIONAL_IDP),
+        ObjectKind::Attestation => fixtures::key(fixtures::COURT),
+        ObjectKind::TrustList => fixtures::root_key(),
+    })
 });
 
 /// The CBOR pre-scan and the decoder behind it. Whatever decodes must
@@ -95,8 +106,9 @@ pub fn signed_payloads(data: &[u8]) {
     let Some((&pick, payload)) = data.split_first() else {
         return;
     };
-    let (kind, key) = &SIGNERS[usize::from(pick) % SIGNERS.len()];
-    let signed = cose::sign(*kind, payload.to_vec(), key);
+    let index = usize::from(pick) % SIGNED_KINDS.len();
+    let kind = SIGNED_KINDS[index];
+    let signed = cose::sign(kind, payload.to_vec(), &SIGNERS[index]);
     let f = &*FEDERATION;
     match kind {
         ObjectKind::Message => {
@@ -377,10 +389,10 @@ mod tests {
     fn the_signed_payload_seeds_verify() {
         let f = &*FEDERATION;
         let message = seed("signed_payloads", "message.cose.payload");
-        let signed = cose::sign(ObjectKind::Message, message[1..].to_vec(), &SIGNERS[0].1);
+        let signed = cose::sign(ObjectKind::Message, message[1..].to_vec(), &SIGNERS[0]);
         SignedMessage::verify(&signed, &f.trust).unwrap();
         let envelope = seed("signed_payloads", "envelope.cose.payload");
-        let signed = cose::sign(ObjectKind::Envelope, envelope[1..].to_vec(), &SIGNERS[1].1);
+        let signed = cose::sign(ObjectKind::Envelope, envelope[1..].to_vec(), &SIGNERS[1]);
         Envelope::verify(&signed, &f.trust, T0).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use estafette_spec::cose::{ObjectKind, UnverifiedSign1};
+use estafette_spec::cose::UnverifiedSign1;
 use estafette_spec::fixtures::{self, T0};
 
 /// A named seed input of one target.
@@ -64,17 +64,7 @@ pub fn seeds(target: &str, vectors: &Path) -> std::io::Result<Vec<Seed>> {
 fn signed_payload_seeds(files: &[(String, Vec<u8>)]) -> Vec<Seed> {
     let mut out = Vec::new();
     for (name, bytes) in files.iter().filter(|(n, _)| n.ends_with(".cose")) {
-        for (pick, kind) in [
-            ObjectKind::Message,
-            ObjectKind::Envelope,
-            ObjectKind::Evidence,
-            ObjectKind::Assertion,
-            ObjectKind::Attestation,
-            ObjectKind::TrustList,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (pick, kind) in crate::harness::SIGNED_KINDS.into_iter().enumerate() {
             let Ok(object) = UnverifiedSign1::parse(bytes, kind) else {
                 continue;
             };

@@ -760,28 +760,20 @@ impl Forwarder {
             tracing::error!(error = %error, failures_since_last_line = held_back, "{doing} failed; the envelope is tried again");
         }
     }
-}
 
-/// Checks the next hop's acceptance: its own signature, the right event, and
-/// that it is about the envelope we offered.
-impl Forwarder {
     /// An acceptance is the receipt of a durable handover, kept whatever its
     /// date (offered again, the envelope would get the same one). Dated
     /// beyond this node's clock and the tolerated skew, it says the next
     /// hop's clock is ahead: one warning line in a while.
     fn note_clock_ahead(&self, peer: &NodeId, issued_at: estafette_spec::Timestamp) {
-        let latest = self
-            .core
-            .clock
-            .now()
-            .plus_s(estafette_spec::limits::MAX_CLOCK_SKEW_S);
-        if issued_at <= latest {
+        let now = self.core.clock.now();
+        if issued_at <= now.plus_s(estafette_spec::limits::MAX_CLOCK_SKEW_S) {
             return;
         }
         if let Some(held_back) = self.core.log_throttle.allow("acceptance dated ahead") {
             tracing::warn!(
                 peer = %peer,
-                ahead_s = issued_at.0.saturating_sub(latest.0) + estafette_spec::limits::MAX_CLOCK_SKEW_S,
+                ahead_s = issued_at.0.saturating_sub(now.0),
                 acceptances_since_last_line = held_back,
                 "the next hop dates its acceptance ahead of this node's clock by more than the tolerated skew; \
                  kept as the receipt of the handover (check both nodes' clocks)"
@@ -790,6 +782,8 @@ impl Forwarder {
     }
 }
 
+/// Checks the next hop's acceptance: its own signature, the right event, and
+/// that it is about the envelope we offered.
 fn check_answer(
     trust: &TrustList,
     peer: &NodeId,

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::core::NodeCore;
 use crate::forwarder::{Acceptance, ForwardQueue, QueueWrite, Waiting};
-use crate::server::refused;
+use crate::server::{refused, refused_clock_ahead};
 use crate::store::{EvidenceTo, NewEvidence, Op, QueueRecord, Store, StoreError, Tables};
 
 /// Evidence an origin has just stored durably.
@@ -247,8 +247,15 @@ pub fn check_delivery(
     let latest = core.clock.now().plus_s(MAX_CLOCK_SKEW_S);
     for bytes in list {
         match Evidence::verify(&bytes, &trust) {
+            // The sender's clock is ahead: it keeps the evidence in its
+            // outbox and delivers it again once the clocks agree.
             Ok(v) if v.record.issued_at > latest => {
-                return Err(evidence_not_yet(core, peer, v.record.issued_at, latest));
+                let detail = format!(
+                    "evidence issued at {}, {} s beyond this node's clock and its {MAX_CLOCK_SKEW_S} s tolerance",
+                    v.record.issued_at,
+                    v.record.issued_at.0.saturating_sub(latest.0)
+                );
+                return Err(refused_clock_ahead(core, peer, "evidence", detail));
             }
             Ok(v) => {
                 stored.push(StoredEvidence::of(&v.record));
@@ -264,30 +271,6 @@ pub fn check_delivery(
         }
     }
     Ok((keep, stored))
-}
-
-/// The refusal of a delivery with evidence dated ahead of this node's clock
-/// by more than the tolerated skew: for now, retryable, one warning line
-/// in a while.
-fn evidence_not_yet(
-    core: &NodeCore,
-    peer: &NodeId,
-    issued_at: estafette_spec::Timestamp,
-    latest: estafette_spec::Timestamp,
-) -> Response {
-    let detail = format!(
-        "evidence issued at {issued_at}, {} s ahead of this node's clock and its {MAX_CLOCK_SKEW_S} s tolerance;          it is taken once the clocks agree",
-        issued_at.0.saturating_sub(latest.0)
-    );
-    if let Some(held_back) = core.log_throttle.allow("evidence not yet valid") {
-        tracing::warn!(
-            peer = %peer,
-            detail = %detail,
-            refusals_since_last_line = held_back,
-            "a node delivers evidence dated ahead of this node's clock; refused for now (check both nodes' clocks)"
-        );
-    }
-    refused(ReasonCode::NotYetValid, detail)
 }
 
 /// Takes a delivery of evidence from `peer` into `store`: keeps what

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use crate::core::NodeCore;
 use crate::forwarder::{Acceptance, ForwardQueue, Forwarder, QueueWrite, Waiting};
 use crate::metrics::ReasonLabel;
-use crate::server::{Handled, RequestHandler, refused};
+use crate::server::{Handled, RequestHandler, refused, refused_clock_ahead};
 use crate::store::{
     EvidenceTo, InboxRecord, NewEvidence, Op, OutboxEntry, Outcome, Placement, QueueRecord, Store,
     StoreError,
@@ -256,24 +256,6 @@ impl RequestHandler for RelayHandler {
 }
 
 impl RelayHandler {
-    /// An envelope dated more than the tolerated skew ahead of this node's
-    /// clock becomes acceptable later: one of the two clocks is off. A
-    /// signed rejection would end the letter for good over a clock, so the
-    /// answer is an unsigned, retryable refusal; the sender tries again on
-    /// its schedule until the envelope expires.
-    fn not_yet(&self, peer: &NodeId, refusal: estafette_spec::relay::OfferRefusal) -> Response {
-        if let Some(held_back) = self.core.log_throttle.allow("offer not yet valid") {
-            tracing::warn!(
-                peer = %peer,
-                detail = %refusal.detail,
-                refusals_since_last_line = held_back,
-                "an offer is dated ahead of this node's clock by more than the tolerated skew; \
-                 refused for now (check both nodes' clocks)"
-            );
-        }
-        refused(ReasonCode::NotYetValid, refusal.detail)
-    }
-
     /// A signed rejection of an offer; nothing is stored.
     fn reject(
         &self,
@@ -305,8 +287,9 @@ impl RelayHandler {
         let now = self.core.clock.now();
         let decision = match receiver.check_offer(&offer, now, self.core.hpke.as_ref()) {
             Ok(d) => d,
+            // Acceptable later: one of the two clocks is off.
             Err(refusal) if refusal.reason == ReasonCode::NotYetValid => {
-                return self.not_yet(peer, refusal);
+                return refused_clock_ahead(&self.core, peer, "an offer", refusal.detail);
             }
             Err(refusal) => return self.reject(receiver, &offer, refusal, peer),
         };

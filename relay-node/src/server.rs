@@ -41,6 +41,28 @@ pub fn refused(reason: ReasonCode, detail: impl Into<String>) -> Response {
     }
 }
 
+/// A refusal for now because a peer's clock is ahead of this node's by
+/// more than the tolerated skew (`not_yet_valid`, unsigned, retryable: a
+/// signed answer would end something for good over a clock), with one
+/// warning line in a while naming what was dated ahead.
+pub fn refused_clock_ahead(
+    core: &crate::core::NodeCore,
+    peer: &estafette_spec::NodeId,
+    what: &'static str,
+    detail: String,
+) -> Response {
+    if let Some(held_back) = core.log_throttle.allow(what) {
+        tracing::warn!(
+            peer = %peer,
+            detail = %detail,
+            refusals_since_last_line = held_back,
+            "{what} dated ahead of this node's clock by more than the tolerated skew; \
+             refused for now (check both nodes' clocks)"
+        );
+    }
+    refused(ReasonCode::NotYetValid, detail)
+}
+
 /// The server of one node.
 pub struct Server {
     core: Arc<NodeCore>,

@@ -114,14 +114,12 @@ impl LazyFs {
     /// its log when asked through its fault FIFO).
     pub fn cache_usage_percent(&self) -> f64 {
         let log = PathBuf::from(format!("{}.log", self.fifo.display()));
-        let said = || {
+        let said = || -> Vec<String> {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let lines: Vec<String> = text
-                .lines()
+            text.lines()
                 .filter(|l| l.contains("cache usage"))
                 .map(str::to_owned)
-                .collect();
-            lines
+                .collect()
         };
         let before = said().len();
         let asked = Command::new("bash")

@@ -5,13 +5,16 @@
 //! order. Rows from before the counters are counted when an instance
 //! connects.
 
+use std::collections::HashMap;
+
+use estafette_spec::Recipient;
+
 use super::pg_statements::Prepared;
 use super::postgres::Writing;
 use super::{MAX_PAPER_ITEM_BYTES, MAX_RECORD_BYTES, RecordsError, db, decode};
 use crate::gateway::PaperItem;
 use crate::registry::PersonRecord;
 use crate::report::tally;
-use estafette_spec::Recipient;
 
 /// Replaces a person's entry under a row lock, giving what the old one
 /// counted for, or makes a new one (none of either when another
@@ -31,7 +34,17 @@ pub(super) const PUT_PERSON: &str = "WITH put AS (UPDATE people p SET record = $
 /// letters become due): the existing entries replaced under row locks,
 /// giving their keys and old tallies; the new ones made, giving their keys.
 /// A key in neither was made by another transaction meanwhile.
-pub(super) const PUT_PEOPLE: &str = "WITH input AS (SELECT * FROM      unnest($1::text[], $2::bytea[], $3::text[], $4::bigint[]) AS i (recipient, record, tally, away_since)),      old AS (SELECT p.recipient, p.tally FROM people p JOIN input i ON i.recipient = p.recipient FOR UPDATE OF p),      put AS (UPDATE people p SET record = i.record, tally = string_to_array(i.tally, ','), away_since = i.away_since      FROM input i JOIN old o ON o.recipient = i.recipient WHERE p.recipient = i.recipient RETURNING p.recipient),      made AS (INSERT INTO people (recipient, record, tally, away_since)      SELECT i.recipient, i.record, string_to_array(i.tally, ','), i.away_since FROM input i      WHERE NOT EXISTS (SELECT 1 FROM old o WHERE o.recipient = i.recipient)      ON CONFLICT (recipient) DO NOTHING RETURNING recipient),      due AS (UPDATE tracking SET due_at = 0 WHERE recipient = ANY($5) AND due_at <> 0)      SELECT recipient, tally, true FROM old UNION ALL SELECT recipient, NULL, false FROM made";
+pub(super) const PUT_PEOPLE: &str = "WITH input AS (SELECT * FROM \
+     unnest($1::text[], $2::bytea[], $3::text[], $4::bigint[]) AS i (recipient, record, tally, away_since)), \
+     old AS (SELECT p.recipient, p.tally FROM people p JOIN input i ON i.recipient = p.recipient FOR UPDATE OF p), \
+     put AS (UPDATE people p SET record = i.record, tally = string_to_array(i.tally, ','), away_since = i.away_since \
+     FROM input i JOIN old o ON o.recipient = i.recipient WHERE p.recipient = i.recipient RETURNING p.recipient), \
+     made AS (INSERT INTO people (recipient, record, tally, away_since) \
+     SELECT i.recipient, i.record, string_to_array(i.tally, ','), i.away_since FROM input i \
+     WHERE NOT EXISTS (SELECT 1 FROM old o WHERE o.recipient = i.recipient) \
+     ON CONFLICT (recipient) DO NOTHING RETURNING recipient), \
+     due AS (UPDATE tracking SET due_at = 0 WHERE recipient = ANY($5) AND due_at <> 0) \
+     SELECT recipient, tally, true FROM old UNION ALL SELECT recipient, NULL, false FROM made";
 
 /// People per [`PUT_PEOPLE`] statement.
 pub(super) const PUT_PEOPLE_BATCH: usize = 1_000;
@@ -90,13 +103,12 @@ impl Writing<'_, '_> {
         &self,
         batch: &'p [(Recipient, PersonRecord)],
     ) -> Result<Vec<&'p (Recipient, PersonRecord)>, RecordsError> {
-        let mut seen = std::collections::HashMap::with_capacity(batch.len());
+        let mut seen: HashMap<&Recipient, usize> = HashMap::with_capacity(batch.len());
         for (key, _) in batch {
-            *seen.entry(key.to_string()).or_insert(0usize) += 1;
+            *seen.entry(key).or_default() += 1;
         }
-        let (now, repeated): (Vec<_>, Vec<_>) = batch
-            .iter()
-            .partition(|(key, _)| seen.get(&key.to_string()) == Some(&1));
+        let (now, repeated): (Vec<_>, Vec<_>) =
+            batch.iter().partition(|(key, _)| seen.get(key) == Some(&1));
         let mut left = self.put_people_statement(&now)?;
         left.extend(repeated);
         Ok(left)
@@ -112,13 +124,15 @@ impl Writing<'_, '_> {
         }
         let mut keys = Vec::with_capacity(people.len());
         let (mut records, mut tallies, mut away) = (Vec::new(), Vec::new(), Vec::new());
-        let mut identities = Vec::new();
+        let (mut counts, mut identities) = (Vec::new(), Vec::new());
         for (key, record) in people.iter().copied() {
             keys.push(key.to_string());
             records.push(super::encode(record));
             let names = tally::person(record);
+            // Counter names are ours and hold no comma (the statement splits on it).
             debug_assert!(names.iter().all(|n| !n.contains(',')));
             tallies.push(names.join(","));
+            counts.push(names);
             away.push(tally::away_since(record).map(|s| s.min(i64::MAX as u64) as i64));
             identities.push(key.to_string());
             identities.extend(record.linked.iter().map(ToString::to_string));
@@ -128,31 +142,19 @@ impl Writing<'_, '_> {
             .borrow_mut()
             .query_prepared(PUT_PEOPLE, &[&keys, &records, &tallies, &away, &identities])
             .map_err(db)?;
-        let mut written: std::collections::HashMap<String, Option<Vec<String>>> = rows
+        // Each written key: the old tally of a replaced entry, none of a new one.
+        let mut written: HashMap<String, Option<Vec<String>>> = rows
             .iter()
             .map(|row| {
                 let (key, old, replaced): (String, Option<Vec<String>>, bool) =
                     (row.get(0), row.get(1), row.get(2));
-                (
-                    key,
-                    if replaced {
-                        Some(old.unwrap_or_default())
-                    } else {
-                        None
-                    },
-                )
+                (key, replaced.then(|| old.unwrap_or_default()))
             })
             .collect();
         let mut left = Vec::new();
-        for (entry, (key, count)) in people.iter().copied().zip(keys.iter().zip(&tallies)) {
-            let new: Vec<String> = count
-                .split(',')
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect();
+        for ((entry, key), new) in people.iter().copied().zip(&keys).zip(&counts) {
             match written.remove(key) {
-                Some(Some(old)) => self.note_counts(&old, &new),
-                Some(None) => self.note_counts(&[], &new),
+                Some(old) => self.note_counts(&old.unwrap_or_default(), new),
                 None => left.push(entry),
             }
         }

@@ -56,9 +56,9 @@ impl TestPostgres {
         Self::start_in(None, settings)
     }
 
-    /// As [`Self::start`], with the data directory at `data` (a directory
-    /// that does not exist yet, on the file system under test), the socket
-    /// and the log still in a temp dir.
+    /// As [`Self::start`], with the data directory at `data` (missing or
+    /// empty, on the file system under test), the socket and the log still
+    /// in a temp dir.
     pub fn start_with_data_at(data: &Path, settings: &str) -> TestPostgres {
         Self::start_in(Some(data), settings)
     }
