@@ -98,6 +98,15 @@ pub fn cose_objects(data: &[u8]) {
     let _ = IdentityAssertion::verify(data, &f.trust, &f.policy);
     let _ = Attestation::verify(data, &f.trust, T0);
     let _ = TrustList::verify(data, &f.root, T0);
+    // Checkpoints and receipts (SPEC.md §15); a receipt's entry is the
+    // input itself, so that a well-formed receipt also reaches the proof.
+    let cache = receipt::CheckpointCache::new();
+    if let Ok((checkpoint, _)) = receipt::SignedCheckpoint::parse(data) {
+        let _ = checkpoint.verify(&f.trust, &cache);
+    }
+    if let Ok(parsed) = receipt::Receipt::parse(data, data) {
+        let _ = parsed.verify(&f.trust, &cache, 1);
+    }
 }
 
 /// The first byte picks a kind; the rest is its payload, signed by the key

@@ -99,6 +99,7 @@ impl Federation {
             signing_key: Ed25519PublicKey::from_key(&signing_key.verifying_key()),
             hpke_key: hpke.public,
             routes: vec![],
+            witnesses: vec![],
         })
     }
 

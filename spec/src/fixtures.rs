@@ -125,6 +125,12 @@ fn node(name: &str, roles: Vec<NodeRole>, routes: Vec<Route>) -> NodeEntry {
         signing_key: Ed25519PublicKey::from_key(&key(name).verifying_key()),
         hpke_key: hpke(name).public,
         routes,
+        // Each member of the test federation witnesses the other two.
+        witnesses: [GATEWAY, RELAY, HOME]
+            .into_iter()
+            .filter(|&w| w != name)
+            .map(id)
+            .collect(),
     }
 }
 

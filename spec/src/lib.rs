@@ -32,10 +32,12 @@ pub mod merkle;
 pub mod message;
 pub mod oidc;
 pub mod pid;
+pub mod receipt;
 pub mod relay;
 pub mod sd_jwt;
 pub mod text;
 pub mod trust;
+pub mod witness;
 
 pub use assertion::{
     AssertionError, AssertionPolicy, IdentityAssertion, IdentityClaims, IdentityProof,

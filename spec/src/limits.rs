@@ -63,6 +63,9 @@ pub const MAX_ROUTES_PER_NODE: usize = 1_000;
 /// Most addresses of one node (its `address` and `other_addresses`): the
 /// gateway's instances.
 pub const MAX_NODE_ADDRESSES: usize = 8;
+/// Most witnesses named for one node's log (the most cosignatures a
+/// receipt carries, [`MAX_COSIGNATURES`](crate::receipt::MAX_COSIGNATURES)).
+pub const MAX_WITNESSES: usize = 16;
 /// Longest node address (`host:port`), in characters.
 pub const MAX_ADDRESS_CHARS: usize = 255;
 /// Longest line of a postal address.

@@ -140,6 +140,21 @@ pub fn verify_inclusion(
     proof: &[Hash],
     root: &Hash,
 ) -> Result<(), MerkleError> {
+    if &root_from_inclusion(index, size, leaf, proof)? != root {
+        return Err(MerkleError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// The root of the tree of `size` leaves that `proof` says holds `leaf` at
+/// `index`: the computation of RFC 9162 §2.1.3.2 without the final
+/// comparison, for a root that is then checked by a signature over it.
+pub fn root_from_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+) -> Result<Hash, MerkleError> {
     if index >= size {
         return Err(MerkleError::IndexOutOfRange { index, size });
     }
@@ -167,10 +182,7 @@ pub fn verify_inclusion(
     if sn != 0 {
         return Err(MerkleError::ProofLength);
     }
-    if &r != root {
-        return Err(MerkleError::RootMismatch);
-    }
-    Ok(())
+    Ok(r)
 }
 
 /// Checks that the tree of `old_size` leaves with root `old_root` is the

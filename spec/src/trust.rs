@@ -53,6 +53,11 @@ pub struct NodeEntry {
     /// envelope to `via`. Without a route a node sends straight to the
     /// destination (see [`TrustList::next_hop`]).
     pub routes: Vec<Route>,
+    /// The federation members that cosign this node's log checkpoints
+    /// (SPEC.md §15); at most [`MAX_WITNESSES`](crate::limits::MAX_WITNESSES).
+    /// Absent from the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<NodeId>,
 }
 
 impl NodeEntry {
@@ -703,6 +708,17 @@ impl TrustList {
         Ok((signer, payload))
     }
 
+    /// The holder of a key and the key itself.
+    pub fn signer_key(&self, key_id: &KeyId) -> Result<(Signer<'_>, VerifyingKey), TrustError> {
+        let signer = self.signer(key_id)?;
+        let key = self
+            .by_key
+            .get(key_id)
+            .map(|(_, _, key)| *key)
+            .ok_or(TrustError::UnknownKey(*key_id))?;
+        Ok((signer, key))
+    }
+
     pub fn node(&self, id: &NodeId) -> Option<&NodeEntry> {
         if let Some(g) = &self.content.gateway
             && &g.id == id
@@ -757,5 +773,10 @@ fn check_node(node: &NodeEntry) -> Result<(), TrustListError> {
     }
     check_count("node routes", node.routes.len(), MAX_ROUTES_PER_NODE)?;
     check_count("node roles", node.roles.len(), 3)?;
+    check_count(
+        "log witnesses",
+        node.witnesses.len(),
+        crate::limits::MAX_WITNESSES,
+    )?;
     Ok(())
 }

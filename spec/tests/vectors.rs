@@ -57,6 +57,103 @@ fn header(message: &[u8]) -> RoutingHeader {
     }
 }
 
+/// The entries of home-1.test's log in the receipt vectors: five evidence
+/// records, the third the ContentConsignment of the vector letter.
+fn log_entries(message: &[u8], envelope: &[u8], previous: &[u8], prefix: u8) -> Vec<Vec<u8>> {
+    (0..5u8)
+        .map(|i| {
+            let n = if i == 2 { 3 } else { prefix + i };
+            cbor::to_vec(&evidence(
+                n,
+                EvidenceEvent::ContentConsignment,
+                fixtures::home_id(),
+                message,
+                envelope,
+                Some(previous),
+            ))
+        })
+        .collect()
+}
+
+const RECEIPT_ENTRY: &str = "log-record.cbor";
+
+/// The receipt vectors: which file, what it verifies to, what it is.
+const RECEIPT_VECTORS: &[(&str, &str, &str)] = &[
+    (
+        "receipt.cose",
+        "valid",
+        "COSE Receipt of log-record.cbor: leaf 2 of home-1.test's log of 5, cosigned by gateway.test and relay-a.test.",
+    ),
+    (
+        "invalid-receipt-wrong-proof.cose",
+        "bad_signature",
+        "receipt.cose with one byte of the inclusion path changed: the root it gives is not the signed one.",
+    ),
+    (
+        "invalid-receipt-wrong-size.cose",
+        "wrong_tree_size",
+        "receipt.cose whose inclusion proof claims a tree of 4 records; the checkpoint signs 5.",
+    ),
+];
+
+/// Makes the receipt and checkpoint files; gives the consistency proof from
+/// checkpoint-3.cose to checkpoint.cose, in hex.
+fn receipt_vectors(
+    files: &mut Files,
+    message: &[u8],
+    envelope: &[u8],
+    previous: &[u8],
+) -> Vec<String> {
+    use estafette_spec::merkle;
+    use estafette_spec::receipt::*;
+    let home = fixtures::key(fixtures::HOME);
+    let entries = log_entries(message, envelope, previous, 10);
+    let leaves: Vec<merkle::Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+    let checkpoint = |leaves: &[merkle::Hash], at: u64| Checkpoint {
+        origin: fixtures::HOME.into(),
+        tree_size: leaves.len() as u64,
+        root: merkle::root(leaves),
+        issued_at: T0.plus_s(at),
+    };
+    let at5 = checkpoint(&leaves, 6);
+    let cosignatures: Vec<Cosignature> = [fixtures::GATEWAY, fixtures::RELAY]
+        .into_iter()
+        .map(|w| Cosignature::sign(&at5, T0.0 + 7, &fixtures::key(w)))
+        .collect();
+    let signed = SignedCheckpoint::sign(at5, &home);
+    let receipt = |tree_size, path: Vec<merkle::Hash>| {
+        Receipt {
+            checkpoint: signed.clone(),
+            proof: InclusionProof {
+                tree_size,
+                leaf_index: 2,
+                path,
+            },
+            cosignatures: cosignatures.clone(),
+        }
+        .encode()
+    };
+    let path = merkle::inclusion_proof(2, &leaves).unwrap();
+    let mut wrong = path.clone();
+    wrong[0][31] ^= 1;
+    files.insert(RECEIPT_ENTRY.into(), entries[2].clone());
+    files.insert("receipt.cose".into(), receipt(5, path.clone()));
+    files.insert("invalid-receipt-wrong-proof.cose".into(), receipt(5, wrong));
+    files.insert("invalid-receipt-wrong-size.cose".into(), receipt(4, path));
+    files.insert("checkpoint.cose".into(), signed.to_cose(&cosignatures));
+    let at3 = SignedCheckpoint::sign(checkpoint(&leaves[..3], 4), &home);
+    files.insert("checkpoint-3.cose".into(), at3.to_cose(&[]));
+    let forked = log_entries(message, envelope, previous, 20);
+    let forked: Vec<merkle::Hash> = forked.iter().map(|e| merkle::leaf_hash(e)).collect();
+    let forked = SignedCheckpoint::sign(checkpoint(&forked, 6), &home);
+    files.insert("invalid-checkpoint-forked.cose".into(), forked.to_cose(&[]));
+    merkle::consistency_proof(3, &leaves)
+        .unwrap()
+        .iter()
+        .map(hex::encode)
+        .collect()
+}
+
 fn evidence(
     n: u8,
     event: EvidenceEvent,
@@ -449,13 +546,16 @@ fn generate() -> Files {
         Evidence::sign(&stranger, &fixtures::key("stranger")).unwrap(),
     );
 
+    let e2 = files["evidence-2-relay-acceptance.cose"].clone();
+    let consistency = receipt_vectors(&mut files, &message, &envelope, &e2);
+
     files.insert(
         "keys.json".into(),
         (serde_json::to_string_pretty(&keys_json()).unwrap() + "\n").into_bytes(),
     );
     files.insert(
         "vectors.json".into(),
-        (serde_json::to_string_pretty(&manifest()).unwrap() + "\n").into_bytes(),
+        (serde_json::to_string_pretty(&manifest(&consistency)).unwrap() + "\n").into_bytes(),
     );
     files
 }
@@ -528,7 +628,7 @@ fn keys_json() -> serde_json::Value {
     })
 }
 
-fn manifest() -> serde_json::Value {
+fn manifest(consistency_3_to_5: &[String]) -> serde_json::Value {
     json!({
         "now": T0.0,
         "now_text": T0.to_string(),
@@ -546,6 +646,20 @@ fn manifest() -> serde_json::Value {
             "kind": "application/jwt",
             "expected": expected,
         })).collect::<Vec<_>>(),
+        "receipt_entry": RECEIPT_ENTRY,
+        "receipt_min_cosignatures": 2,
+        "receipts": RECEIPT_VECTORS.iter().map(|(file, expected, description)| json!({
+            "file": file,
+            "kind": "application/cose; cose-type=\"cose-sign1\"",
+            "expected": expected,
+            "description": description,
+        })).collect::<Vec<_>>(),
+        "checkpoints": [
+            {"file": "checkpoint.cose", "expected": "valid", "description": "home-1.test's checkpoint of 5 records, cosigned by gateway.test and relay-a.test: the one receipt.cose proves against."},
+            {"file": "checkpoint-3.cose", "expected": "valid", "description": "The same log at 3 records."},
+            {"file": "invalid-checkpoint-forked.cose", "expected": "split_view", "description": "A validly signed checkpoint of 5 records with another root than checkpoint.cose: a forked log."},
+        ],
+        "consistency_3_to_5": consistency_3_to_5,
         "pid_audience": fixtures::home_client_id(),
         "pid_nonce": PID_NONCE,
         "pid_status_list": PID_STATUS_LIST,
@@ -644,6 +758,8 @@ fn vectors_are_current_and_verify() {
     .collect();
     assert_eq!(Evidence::verify_chain(&chain, &trust).unwrap().len(), 3);
 
+    check_receipt_vectors(&trust, &read);
+
     // The citizen request frame decodes to the request, and carries the
     // assertion of the vectors.
     let frame: relay::Request = relay::decode(&read("frame-citizen-request.cbor")).unwrap();
@@ -682,6 +798,51 @@ fn vectors_are_current_and_verify() {
         };
         assert_eq!(&got, expected, "{file}");
     }
+}
+
+/// Checks the receipt, checkpoint and consistency vectors as a fresh
+/// verifier would, with one cache (so the forked checkpoint meets the one
+/// it contradicts).
+fn check_receipt_vectors(trust: &TrustList, read: &dyn Fn(&str) -> Vec<u8>) {
+    use estafette_spec::merkle;
+    use estafette_spec::receipt::*;
+    let cache = CheckpointCache::new();
+    let entry = read(RECEIPT_ENTRY);
+    let record: EvidenceRecord = cbor::from_slice(&entry, 8192).unwrap();
+    assert_eq!(record.event, EvidenceEvent::ContentConsignment);
+    for (file, expected, _) in RECEIPT_VECTORS {
+        let got = Receipt::parse(&read(file), &entry)
+            .and_then(|r| r.verify(trust, &cache, 2))
+            .map_or_else(|e| e.code().to_owned(), |_| "valid".to_owned());
+        assert_eq!(&got, expected, "{file}");
+    }
+    let checkpoint = |file: &str| -> Result<SignedCheckpoint, ReceiptError> {
+        let (signed, cosignatures) = SignedCheckpoint::parse(&read(file))?;
+        let log = signed.verify(trust, &cache)?;
+        verify_cosignatures(&signed.checkpoint, &cosignatures, log, trust)?;
+        Ok(signed)
+    };
+    let at5 = checkpoint("checkpoint.cose").unwrap();
+    let at3 = checkpoint("checkpoint-3.cose").unwrap();
+    assert_eq!(
+        checkpoint("invalid-checkpoint-forked.cose")
+            .unwrap_err()
+            .code(),
+        "split_view"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&read("vectors.json")).unwrap();
+    let proof: Vec<merkle::Hash> = manifest["consistency_3_to_5"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            hex::decode(h.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect();
+    merkle::verify_consistency(3, 5, &at3.checkpoint.root, &at5.checkpoint.root, &proof).unwrap();
 }
 
 /// The ID token vectors and what a verifier at the home node concludes.
