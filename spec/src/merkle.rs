@@ -131,6 +131,213 @@ fn subproof(m: usize, leaves: &[Hash], whole: bool, out: &mut Vec<Hash>) {
     }
 }
 
+/// Where a stored log's hashes come from: the hash of the perfect subtree
+/// at `height` (2^height leaves) and `index` (its leaves are `index ·
+/// 2^height` to `(index + 1) · 2^height − 1`). A log stores each such node
+/// once, when its last leaf arrives ([`append`]); proofs for any size are
+/// computed from them (RFC 9162's recursions over ranges of leaves).
+pub trait NodeSource {
+    type Error;
+    fn node(&self, height: u8, index: u64) -> Result<Hash, Self::Error>;
+}
+
+/// The nodes appending leaf `index` (hash `leaf`) completes, to store: the
+/// leaf itself at height 0, then each subtree it is the last leaf of.
+/// Reads the left siblings, stored before.
+pub fn append<S: NodeSource>(
+    source: &S,
+    index: u64,
+    leaf: Hash,
+) -> Result<Vec<(u8, u64, Hash)>, S::Error> {
+    let mut out = vec![(0, index, leaf)];
+    let (mut hash, mut height, mut i) = (leaf, 0u8, index);
+    while i & 1 == 1 {
+        hash = node_hash(&source.node(height, i - 1)?, &hash);
+        height += 1;
+        i >>= 1;
+        out.push((height, i, hash));
+    }
+    Ok(out)
+}
+
+/// The largest power of two smaller than `n` (`n` ≥ 2).
+fn split64(n: u64) -> u64 {
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// MTH of leaves `start..end` (`end` > `start`) of a stored log. Every
+/// perfect range the recursion meets is aligned, so it is one stored node.
+pub fn range_hash<S: NodeSource>(source: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
+    let n = end - start;
+    if n.is_power_of_two() && start.is_multiple_of(n) {
+        let height = n.trailing_zeros() as u8;
+        return source.node(height, start >> height);
+    }
+    let k = split64(n);
+    Ok(node_hash(
+        &range_hash(source, start, start + k)?,
+        &range_hash(source, start + k, end)?,
+    ))
+}
+
+/// The root of the first `size` leaves of a stored log.
+pub fn stored_root<S: NodeSource>(source: &S, size: u64) -> Result<Hash, S::Error> {
+    if size == 0 {
+        return Ok(EMPTY_ROOT);
+    }
+    range_hash(source, 0, size)
+}
+
+/// PATH of leaf `index` in the tree of the first `size` leaves of a stored
+/// log; `None` when `index` ≥ `size`.
+pub fn stored_inclusion_proof<S: NodeSource>(
+    source: &S,
+    index: u64,
+    size: u64,
+) -> Result<Option<Vec<Hash>>, S::Error> {
+    if index >= size {
+        return Ok(None);
+    }
+    let mut proof = Vec::new();
+    stored_path(source, index, 0, size, &mut proof)?;
+    Ok(Some(proof))
+}
+
+fn stored_path<S: NodeSource>(
+    source: &S,
+    m: u64,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), S::Error> {
+    if end - start <= 1 {
+        return Ok(());
+    }
+    let k = start + split64(end - start);
+    if m < k {
+        stored_path(source, m, start, k, out)?;
+        out.push(range_hash(source, k, end)?);
+    } else {
+        stored_path(source, m, k, end, out)?;
+        out.push(range_hash(source, start, k)?);
+    }
+    Ok(())
+}
+
+/// PROOF from `old_size` to `new_size` leaves of a stored log; `None` unless
+/// 0 < `old_size` ≤ `new_size`.
+pub fn stored_consistency_proof<S: NodeSource>(
+    source: &S,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Option<Vec<Hash>>, S::Error> {
+    if old_size == 0 || old_size > new_size {
+        return Ok(None);
+    }
+    let mut proof = Vec::new();
+    stored_subproof(source, old_size, 0, new_size, true, &mut proof)?;
+    Ok(Some(proof))
+}
+
+fn stored_subproof<S: NodeSource>(
+    source: &S,
+    m: u64,
+    start: u64,
+    end: u64,
+    whole: bool,
+    out: &mut Vec<Hash>,
+) -> Result<(), S::Error> {
+    if m == end {
+        if !whole {
+            out.push(range_hash(source, start, end)?);
+        }
+        return Ok(());
+    }
+    let k = start + split64(end - start);
+    if m <= k {
+        stored_subproof(source, m, start, k, whole, out)?;
+        out.push(range_hash(source, k, end)?);
+    } else {
+        stored_subproof(source, m, k, end, false, out)?;
+        out.push(range_hash(source, start, k)?);
+    }
+    Ok(())
+}
+
+/// Hashes in one tile of C2SP tlog-tiles.
+pub const TILE_WIDTH: u64 = 256;
+/// Tree heights one tile level spans (256 = 2⁸).
+pub const TILE_HEIGHT: u8 = 8;
+
+/// The path of a tile in C2SP tlog-tiles: `tile/<level>/<index>`, the index
+/// in groups of three digits, each but the last prefixed with `x`
+/// (1234067 → `x001/x234/067`), and `.p/<width>` for a partial tile.
+pub fn tile_path(level: u8, index: u64, width: u64) -> String {
+    let digits = format!("{index:03}");
+    let padded = format!("{}{digits}", "0".repeat((3 - digits.len() % 3) % 3));
+    let groups: Vec<&str> = padded
+        .as_bytes()
+        .chunks(3)
+        .map(|c| std::str::from_utf8(c).unwrap_or("000"))
+        .collect();
+    let mut path = format!("tile/{level}/");
+    for (i, group) in groups.iter().enumerate() {
+        if i + 1 < groups.len() {
+            path.push('x');
+        }
+        path.push_str(group);
+        if i + 1 < groups.len() {
+            path.push('/');
+        }
+    }
+    if width < TILE_WIDTH {
+        path.push_str(&format!(".p/{width}"));
+    }
+    path
+}
+
+/// Reads a tile path back: (level, index, width); `None` for anything else.
+pub fn parse_tile_path(path: &str) -> Option<(u8, u64, u64)> {
+    let rest = path.strip_prefix("tile/")?;
+    let (level, rest) = rest.split_once('/')?;
+    let level: u8 = level.parse().ok().filter(|l| *l < 8)?;
+    let (index_part, width) = match rest.split_once(".p/") {
+        Some((index, width)) => {
+            let width: u64 = width.parse().ok().filter(|w| (1..TILE_WIDTH).contains(w))?;
+            (index, width)
+        }
+        None => (rest, TILE_WIDTH),
+    };
+    let groups: Vec<&str> = index_part.split('/').collect();
+    let mut index: u64 = 0;
+    for (i, group) in groups.iter().enumerate() {
+        let digits = if i + 1 < groups.len() {
+            group.strip_prefix('x')?
+        } else {
+            group
+        };
+        if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        index = index.checked_mul(1000)?.checked_add(digits.parse().ok()?)?;
+    }
+    // One spelling per tile: no leading groups of zeros.
+    (tile_path(level, index, width) == path).then_some((level, index, width))
+}
+
+/// The tiles of a tree of `size` leaves: (level, index, width) of each, full
+/// and partial, lowest level first.
+pub fn tiles_of(size: u64) -> impl Iterator<Item = (u8, u64, u64)> {
+    (0u8..8).flat_map(move |level| {
+        let nodes = size >> (u32::from(level) * u32::from(TILE_HEIGHT));
+        let full = nodes / TILE_WIDTH;
+        let partial = nodes % TILE_WIDTH;
+        (0..full)
+            .map(move |i| (level, i, TILE_WIDTH))
+            .chain((partial > 0).then_some((level, full, partial)))
+    })
+}
+
 /// Checks that `leaf` (a leaf hash) is leaf `index` of the tree of `size`
 /// leaves whose root is `root` (RFC 9162 §2.1.3.2).
 pub fn verify_inclusion(
@@ -508,5 +715,102 @@ mod tests {
             inclusion_proof(0, &[]),
             Err(MerkleError::IndexOutOfRange { index: 0, size: 0 })
         );
+    }
+
+    /// A stored log in memory: every node [`append`] gives.
+    #[derive(Default)]
+    struct Stored(std::collections::HashMap<(u8, u64), Hash>);
+
+    impl NodeSource for Stored {
+        type Error = (u8, u64);
+        fn node(&self, height: u8, index: u64) -> Result<Hash, (u8, u64)> {
+            self.0.get(&(height, index)).copied().ok_or((height, index))
+        }
+    }
+
+    fn hashes(n: u64) -> Vec<Hash> {
+        (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    }
+
+    #[test]
+    fn a_stored_log_gives_the_proofs_of_the_whole_tree() {
+        let leaves = hashes(70);
+        let mut stored = Stored::default();
+        for (i, leaf) in leaves.iter().enumerate() {
+            for (h, j, hash) in append(&stored, i as u64, *leaf).unwrap() {
+                stored.0.insert((h, j), hash);
+            }
+        }
+        // Each node stored once: 2n − popcount(n) of them.
+        assert_eq!(stored.0.len(), 2 * 70 - 3);
+        assert_eq!(stored_root(&stored, 0).unwrap(), EMPTY_ROOT);
+        for size in 1..=70u64 {
+            let tree = &leaves[..size as usize];
+            assert_eq!(
+                stored_root(&stored, size).unwrap(),
+                root(tree),
+                "size {size}"
+            );
+            for index in 0..size {
+                assert_eq!(
+                    stored_inclusion_proof(&stored, index, size).unwrap(),
+                    Some(inclusion_proof(index, tree).unwrap()),
+                    "leaf {index} of {size}"
+                );
+            }
+            assert_eq!(stored_inclusion_proof(&stored, size, size).unwrap(), None);
+            for old in 1..=size {
+                assert_eq!(
+                    stored_consistency_proof(&stored, old, size).unwrap(),
+                    Some(consistency_proof(old, tree).unwrap()),
+                    "{old} to {size}"
+                );
+            }
+            assert_eq!(stored_consistency_proof(&stored, 0, size).unwrap(), None);
+            assert_eq!(
+                stored_consistency_proof(&stored, size + 1, size).unwrap(),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn tile_paths_as_c2sp_spells_them() {
+        for (level, index, width, path) in [
+            (0, 0, 256, "tile/0/000"),
+            (0, 1_234_067, 256, "tile/0/x001/x234/067"),
+            (1, 5, 17, "tile/1/005.p/17"),
+            (2, 1000, 255, "tile/2/x001/000.p/255"),
+            (0, 999, 1, "tile/0/999.p/1"),
+        ] {
+            assert_eq!(tile_path(level, index, width), path);
+            assert_eq!(parse_tile_path(path), Some((level, index, width)), "{path}");
+        }
+        for bad in [
+            "tile/0/0",
+            "tile/0/x000/001",
+            "tile/0/001.p/256",
+            "tile/0/001.p/0",
+            "tile/8/000",
+            "tile/0/1234",
+            "tile/0/001/234",
+            "tile/0/001/",
+            "tile/entries/000",
+            "../tile/0/000",
+        ] {
+            assert_eq!(parse_tile_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_tiles_of_a_tree() {
+        let tiles: Vec<_> = tiles_of(70_000).collect();
+        // Level 0: 273 full tiles of leaves and one of 112; level 1: 273
+        // nodes of 256 leaves, one full tile and one of 17; level 2: one
+        // node of 65,536 leaves.
+        assert_eq!(tiles.len(), 274 + 2 + 1);
+        assert_eq!(tiles[273], (0, 273, 112));
+        assert_eq!(&tiles[274..], &[(1, 0, 256), (1, 1, 17), (2, 0, 1)]);
+        assert_eq!(tiles_of(0).count(), 0);
     }
 }
