@@ -43,26 +43,35 @@ static FEDERATION: LazyLock<Federation> = LazyLock::new(|| Federation {
     pid_holder: fixtures::TestPid::german("0", "fuzz", T0).holder,
 });
 
-/// The kinds `signed_payloads` signs, in the order its first byte picks
+/// What `signed_payloads` makes of its payload: a COSE object of a kind,
+/// or an evidence record logged by the relay (evidence carries no signature
+/// of its own: its receipt's checkpoint is signed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedKind {
+    Object(ObjectKind),
+    LoggedEvidence,
+}
+
+/// The kinds `signed_payloads` makes, in the order its first byte picks
 /// them (the committed corpus depends on it).
-pub const SIGNED_KINDS: [ObjectKind; 6] = [
-    ObjectKind::Message,
-    ObjectKind::Envelope,
-    ObjectKind::Evidence,
-    ObjectKind::Assertion,
-    ObjectKind::Attestation,
-    ObjectKind::TrustList,
+pub const SIGNED_KINDS: [SignedKind; 6] = [
+    SignedKind::Object(ObjectKind::Message),
+    SignedKind::Object(ObjectKind::Envelope),
+    SignedKind::LoggedEvidence,
+    SignedKind::Object(ObjectKind::Assertion),
+    SignedKind::Object(ObjectKind::Attestation),
+    SignedKind::Object(ObjectKind::TrustList),
 ];
 
 /// The signing key the federation trusts for each of [`SIGNED_KINDS`].
 static SIGNERS: LazyLock<[SigningKey; 6]> = LazyLock::new(|| {
     SIGNED_KINDS.map(|kind| match kind {
-        ObjectKind::Message => fixtures::key(fixtures::AGENCY_OIN),
-        ObjectKind::Envelope => fixtures::key(fixtures::GATEWAY),
-        ObjectKind::Evidence => fixtures::key(fixtures::RELAY),
-        ObjectKind::Assertion => fixtures::key(fixtures::NATIONAL_IDP),
-        ObjectKind::Attestation => fixtures::key(fixtures::COURT),
-        ObjectKind::TrustList => fixtures::root_key(),
+        SignedKind::Object(ObjectKind::Message) => fixtures::key(fixtures::AGENCY_OIN),
+        SignedKind::Object(ObjectKind::Envelope) => fixtures::key(fixtures::GATEWAY),
+        SignedKind::LoggedEvidence => fixtures::key(fixtures::RELAY),
+        SignedKind::Object(ObjectKind::Assertion) => fixtures::key(fixtures::NATIONAL_IDP),
+        SignedKind::Object(ObjectKind::Attestation) => fixtures::key(fixtures::COURT),
+        SignedKind::Object(ObjectKind::TrustList) => fixtures::root_key(),
     })
 });
 
@@ -116,9 +125,20 @@ pub fn signed_payloads(data: &[u8]) {
         return;
     };
     let index = usize::from(pick) % SIGNED_KINDS.len();
-    let kind = SIGNED_KINDS[index];
-    let signed = cose::sign(kind, payload.to_vec(), &SIGNERS[index]);
     let f = &*FEDERATION;
+    let kind = match SIGNED_KINDS[index] {
+        SignedKind::Object(kind) => kind,
+        SignedKind::LoggedEvidence => {
+            // The payload as a record in the relay's log, then verified.
+            let mut log = receipt::MemoryLog::new(fixtures::RELAY);
+            let receipts = log.append(&[payload.to_vec()], &SIGNERS[index], T0);
+            for receipt in receipts {
+                let _ = Evidence::verify(&Evidence::assemble(payload, &receipt), &f.trust);
+            }
+            return;
+        }
+    };
+    let signed = cose::sign(kind, payload.to_vec(), &SIGNERS[index]);
     match kind {
         ObjectKind::Message => {
             let _ = SignedMessage::verify(&signed, &f.trust);
@@ -131,9 +151,6 @@ pub fn signed_payloads(data: &[u8]) {
                 envelope: signed,
             };
             check_offer_everywhere(&offer);
-        }
-        ObjectKind::Evidence => {
-            let _ = Evidence::verify(&signed, &f.trust);
         }
         ObjectKind::Assertion => {
             let _ = IdentityAssertion::verify(&signed, &f.trust, &f.policy);

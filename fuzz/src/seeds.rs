@@ -63,13 +63,24 @@ pub fn seeds(target: &str, vectors: &Path) -> std::io::Result<Vec<Seed>> {
 /// `signed_payloads` sign it as its kind.
 fn signed_payload_seeds(files: &[(String, Vec<u8>)]) -> Vec<Seed> {
     let mut out = Vec::new();
-    for (name, bytes) in files.iter().filter(|(n, _)| n.ends_with(".cose")) {
-        for (pick, kind) in crate::harness::SIGNED_KINDS.into_iter().enumerate() {
-            let Ok(object) = UnverifiedSign1::parse(bytes, kind) else {
-                continue;
-            };
-            let Ok(payload) = object.payload_of_verified() else {
-                continue;
+    use crate::harness::SignedKind;
+    for (pick, kind) in crate::harness::SIGNED_KINDS.into_iter().enumerate() {
+        for (name, bytes) in files {
+            let payload = match kind {
+                SignedKind::Object(kind) if name.ends_with(".cose") => {
+                    match UnverifiedSign1::parse(bytes, kind).and_then(|o| o.payload_of_verified())
+                    {
+                        Ok(payload) => payload,
+                        Err(_) => continue,
+                    }
+                }
+                SignedKind::LoggedEvidence if name.starts_with("evidence-") => {
+                    match estafette_spec::Evidence::split(bytes) {
+                        Ok((record, _)) => record,
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
             };
             let mut input = vec![u8::try_from(pick).unwrap_or_default()];
             input.extend(payload);
@@ -99,7 +110,7 @@ fn relay_frame_seeds(files: &[(String, Vec<u8>)]) -> Vec<Seed> {
         envelope: vector("envelope.cose"),
     });
     out.push(seed("offer", relay::encode(&offer)));
-    let evidence = vector("evidence-2-relay-acceptance.cose");
+    let evidence = vector("evidence-2-relay-acceptance.cbor");
     let delivery = Request::Evidence(vec![evidence.clone().into()]);
     out.push(seed("evidence-delivery", relay::encode(&delivery)));
     out.push(seed(

@@ -409,20 +409,24 @@ impl AgencyClient {
     }
 }
 
-/// A readable timeline of a message's evidence, every signature checked
-/// offline against the trust list. Returns the lines and whether all verify.
+/// A readable timeline of a message's evidence, every receipt checked
+/// offline against the trust list (each record in its node's log, under a
+/// checkpoint signed by that node). Returns the lines and whether all verify.
 pub fn timeline(chain: &[Vec<u8>], trust: &estafette_spec::TrustList) -> (Vec<String>, bool) {
     let mut lines = Vec::new();
     let mut all_ok = true;
+    let checkpoints = estafette_spec::receipt::CheckpointCache::new();
     for bytes in chain {
-        match estafette_spec::Evidence::verify(bytes, trust) {
+        match estafette_spec::Evidence::verify_with(bytes, trust, &checkpoints) {
             Ok(v) => {
                 let r = &v.record;
                 let mut line = format!(
-                    "{}  {:<31} by {:<22} signature ok",
+                    "{}  {:<31} by {:<22} receipt ok (record {} of {} in its log)",
                     r.issued_at,
                     format!("{:?}", r.event),
-                    r.issuer.as_str()
+                    r.issuer.as_str(),
+                    v.log.leaf_index + 1,
+                    v.log.tree_size
                 );
                 if let Some(reason) = r.reason {
                     line.push_str(&format!("  reason: {}", reason.code()));

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::node::GatewayNode;
-use estafette_relay::store::NewEvidence;
+
 use estafette_spec::evidence::EvidenceRecord;
 use estafette_spec::{
     Digest, EnvelopeId, Evidence, EvidenceEvent, EvidenceId, MessageError, MessageId, Oin,
@@ -307,8 +307,8 @@ impl Gateway {
         Ok(to.address)
     }
 
-    /// The gateway's signed record of a paper `event` (PaperFallback,
-    /// PaperFailure) about a message.
+    /// The gateway's record of a paper `event` (PaperFallback,
+    /// PaperFailure) about a message, to log.
     pub(crate) fn paper_record(
         &self,
         event: EvidenceEvent,
@@ -316,8 +316,8 @@ impl Gateway {
         reason: ReasonCode,
         previous: Digest,
         now: Timestamp,
-    ) -> NewEvidence {
-        let record = EvidenceRecord {
+    ) -> EvidenceRecord {
+        EvidenceRecord {
             evidence_id: EvidenceId::random(&mut OsRng),
             event,
             envelope_id: None,
@@ -329,11 +329,6 @@ impl Gateway {
             reason: Some(reason),
             actor: None,
             previous: Some(previous),
-        };
-        NewEvidence {
-            evidence_id: record.evidence_id,
-            message_id: Some(message_id),
-            bytes: self.node.sign_evidence(&record),
         }
     }
 

@@ -10,7 +10,7 @@ use estafette_relay::core::NodeCore;
 use estafette_relay::forwarder::Forwarder;
 use estafette_relay::origin::{EvidenceNotes, OriginQueue, StoredEvidence};
 use estafette_relay::server::{Handled, RequestHandler, refused};
-use estafette_relay::store::Store;
+use estafette_relay::store::{NewEvidence, Store};
 use estafette_relay::{Config, NodeError};
 use estafette_spec::evidence::EvidenceRecord;
 use estafette_spec::relay::{Receiver, Request};
@@ -60,18 +60,24 @@ impl GatewayNode {
         settings: &StoreSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<GatewayNode>, StartError> {
-        let core = NodeCore::start(config, clock)?;
-        let store = Arc::new(core.open_store()?);
-        let notes = EvidenceNotes::default();
         let instance = settings.instance.clone().unwrap_or_else(|| {
             format!(
                 "{}-{}",
-                core.id,
+                config.node_id,
                 estafette_spec::bytes::Hex(
                     &rand_core::RngCore::next_u64(&mut rand_core::OsRng).to_be_bytes()
                 )
             )
         });
+        // One instance keeps the gateway's log; each of several keeps a log
+        // of its own, named after it (SPEC.md §15).
+        let log_name = match settings.backend {
+            StoreBackend::Redb => None,
+            StoreBackend::Postgres => Some(log_name_of(&instance)),
+        };
+        let core = NodeCore::start(config, clock, log_name.as_deref())?;
+        let store = Arc::new(core.open_store()?);
+        let notes = EvidenceNotes::default();
         let (records, shared): (Arc<dyn Records>, _) = match settings.backend {
             StoreBackend::Redb => {
                 let queue = Arc::new(OriginQueue {
@@ -155,9 +161,14 @@ impl GatewayNode {
         self.core.signing_key()
     }
 
-    /// Signs one of the gateway's evidence records.
-    pub fn sign_evidence(&self, record: &EvidenceRecord) -> Vec<u8> {
-        self.core.sign(record)
+    /// Appends the gateway's evidence records to its log, together (one
+    /// checkpoint): their evidence objects, ready to keep.
+    pub async fn log_evidence(
+        &self,
+        records: &[EvidenceRecord],
+    ) -> Result<Vec<NewEvidence>, estafette_relay::evidence_log::LogError> {
+        let pending = records.iter().map(|r| self.core.new_evidence(r));
+        futures_util::future::try_join_all(pending).await
     }
 
     /// Notes of evidence stored from now on.
@@ -264,4 +275,22 @@ pub fn serve(gateway: &Arc<Gateway>) -> Arc<estafette_relay::server::Server> {
     let server = estafette_relay::server::Server::start(gateway.node.core.clone(), handler);
     tokio::spawn(gateway.node.core.clone().probe_own_address());
     server
+}
+
+/// An instance's name as the name of its evidence log: `a-z`, `0-9` and
+/// `-` (anything else becomes `-`), at most 63 characters.
+pub fn log_name_of(instance: &str) -> String {
+    let name: String = instance
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .take(63)
+        .collect();
+    if name.is_empty() {
+        "instance".into()
+    } else {
+        name
+    }
 }

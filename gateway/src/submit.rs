@@ -7,6 +7,7 @@
 
 use estafette_relay::origin::QueueError;
 use estafette_relay::store::{NewEvidence, Outcome};
+use estafette_spec::Evidence;
 use estafette_spec::escalation::{self, Activity, LetterProgress};
 use estafette_spec::evidence::EvidenceRecord;
 use estafette_spec::message::VerifiedMessage;
@@ -31,7 +32,12 @@ struct Accepted<'a> {
     verified: VerifiedMessage,
     now: Timestamp,
     envelope_id: EnvelopeId,
-    /// The signed SubmissionAcceptance.
+    /// The SubmissionAcceptance's record; logged with whatever evidence
+    /// the submission makes besides (one checkpoint).
+    acceptance_record: EvidenceRecord,
+    /// SHA-256 of its bytes: what the next evidence links to.
+    acceptance_digest: Digest,
+    /// The logged SubmissionAcceptance (empty until [`Gateway::log_accepted`]).
     acceptance: NewEvidence,
     record: SubmissionRecord,
 }
@@ -42,15 +48,16 @@ impl Accepted<'_> {
     }
 
     fn acceptance_digest(&self) -> Digest {
-        Digest::of(&self.acceptance.bytes)
+        self.acceptance_digest
     }
 }
 
-/// The paper a digital letter brings with it for a dormant account.
+/// The paper a digital letter brings with it for a dormant account (its
+/// evidence a record until logged).
 #[derive(Default)]
-struct DormantPaper {
+struct DormantPaper<E = NewEvidence> {
     /// A paper copy of the letter, with its PaperFallback evidence.
-    copy: Option<(PaperItem, NewEvidence)>,
+    copy: Option<(PaperItem, E)>,
     /// A letter asking the person to confirm their choice.
     confirm: Option<PaperItem>,
 }
@@ -159,7 +166,9 @@ impl Gateway {
             actor: None,
             previous: None,
         };
-        let signed = self.node.sign_evidence(&record);
+        let acceptance_digest = Evidence::record_bytes(&record)
+            .map(|bytes| Digest::of(&bytes))
+            .unwrap_or(Digest([0; 32]));
         let submission = SubmissionRecord {
             sender: caller.clone(),
             digest: verified.digest,
@@ -167,7 +176,7 @@ impl Gateway {
             channel: channel.name().into(),
             reason: None,
             received_at: now,
-            acceptance: signed.clone(),
+            acceptance: Vec::new(),
             failure: None,
         };
         Accepted {
@@ -179,10 +188,36 @@ impl Gateway {
             acceptance: NewEvidence {
                 evidence_id: record.evidence_id,
                 message_id: Some(message_id),
-                bytes: signed,
+                bytes: Vec::new(),
             },
+            acceptance_record: record,
+            acceptance_digest,
             record: submission,
         }
+    }
+
+    /// Logs the SubmissionAcceptance and `more` records of the submission
+    /// together (one checkpoint): keeps the acceptance in `accepted`, gives
+    /// the others.
+    async fn log_accepted(
+        &self,
+        accepted: &mut Accepted<'_>,
+        more: Vec<EvidenceRecord>,
+    ) -> Result<Vec<NewEvidence>, SubmitError> {
+        let mut records = vec![accepted.acceptance_record.clone()];
+        records.extend(more);
+        let mut logged = self
+            .node
+            .log_evidence(&records)
+            .await
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))?
+            .into_iter();
+        let acceptance = logged
+            .next()
+            .ok_or_else(|| SubmitError::Unavailable("the evidence log gave nothing".into()))?;
+        accepted.record.acceptance = acceptance.bytes.clone();
+        accepted.acceptance = acceptance;
+        Ok(logged.collect())
     }
 
     /// The envelope id of a message: keyed by a secret of the gateway (so it
@@ -212,6 +247,13 @@ impl Gateway {
         let (envelope, header) = self.seal_envelope(&accepted, &inbox)?;
         accepted.record.envelope_id = Some(accepted.envelope_id);
         let dormant = self.dormant_paper(&accepted, person.as_ref(), unread);
+        let (copy, confirm) = (dormant.copy, dormant.confirm);
+        let more = copy.iter().map(|(_, record)| record.clone()).collect();
+        let mut logged = self.log_accepted(&mut accepted, more).await?.into_iter();
+        let dormant = DormantPaper {
+            copy: copy.and_then(|(item, _)| Some((item, logged.next()?))),
+            confirm,
+        };
         let tracked = self.tracked_letter(&accepted, dormant.copy.is_some());
         let channel_working = person.as_ref().is_some_and(|p| p.channel_working());
         let due = escalation::due_at(&tracked.progress, channel_working, &self.policy);
@@ -310,7 +352,7 @@ impl Gateway {
         accepted: &Accepted<'_>,
         person: Option<&PersonRecord>,
         unread: u32,
-    ) -> DormantPaper {
+    ) -> DormantPaper<EvidenceRecord> {
         let recipient = &accepted.verified.letter.recipient;
         let activity = Activity {
             unread,
@@ -377,16 +419,14 @@ impl Gateway {
     ) -> Result<Submitted, SubmitError> {
         let letter = &accepted.verified.letter;
         let message_id = letter.message_id;
-        let mut evidence = vec![
-            accepted.acceptance.clone(),
-            self.paper_record(
-                EvidenceEvent::PaperFallback,
-                (message_id, accepted.verified.digest),
-                reason,
-                accepted.acceptance_digest(),
-                accepted.now,
-            ),
-        ];
+        let fallback = self.paper_record(
+            EvidenceEvent::PaperFallback,
+            (message_id, accepted.verified.digest),
+            reason,
+            accepted.acceptance_digest(),
+            accepted.now,
+        );
+        let mut records = vec![fallback.clone()];
         accepted.record.reason = Some(reason);
         let mut item = PaperItem::letter(
             letter.recipient.clone(),
@@ -401,17 +441,22 @@ impl Gateway {
             self.postal_address(&letter.recipient, &letter.sender, accepted.now)?;
         if postal_address.is_none() {
             let failure = ReasonCode::NoPostalAddress;
-            evidence.push(self.paper_record(
+            let after = Evidence::record_bytes(&fallback)
+                .map(|bytes| Digest::of(&bytes))
+                .unwrap_or(Digest([0; 32]));
+            records.push(self.paper_record(
                 EvidenceEvent::PaperFailure,
                 (message_id, accepted.verified.digest),
                 failure,
-                Digest::of(&evidence[1].bytes),
+                after,
                 accepted.now,
             ));
             accepted.record.failure = Some(failure);
             item.failure = Some(failure);
             tracing::warn!(agency = %accepted.caller, message = %message_id, reason = failure.code(), "a paper letter cannot be printed: no postal address is known; PaperFailure signed");
         }
+        let mut evidence = self.log_accepted(&mut accepted, records).await?;
+        evidence.insert(0, accepted.acceptance.clone());
         let record = accepted.record.clone();
         self.records()
             .write(Box::new(move |records| {

@@ -193,7 +193,7 @@ fn a_letter_through_real_processes_with_verified_evidence_and_nothing_leaked_in_
         assert!(
             timeline
                 .lines()
-                .any(|l| l.contains(event) && l.contains(by) && l.contains("signature ok")),
+                .any(|l| l.contains(event) && l.contains(by) && l.contains("receipt ok (record ")),
             "{event} by {by} missing:\n{timeline}"
         );
     }

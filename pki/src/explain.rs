@@ -3,6 +3,7 @@
 
 use estafette_spec::assertion::AssertionPolicy;
 use estafette_spec::cose::ObjectKind;
+use estafette_spec::receipt::{CheckpointCache, SignedCheckpoint, verify_cosignatures};
 use estafette_spec::{
     Envelope, Evidence, IdentityAssertion, IdentityClaims, LevelOfAssurance, SignedMessage,
     Timestamp, TrustList,
@@ -51,15 +52,20 @@ pub fn explain(fed: &Federation, bytes: &[u8], now: Timestamp) -> Result<Explana
         return Ok(explain_trust_list(bytes, &root, now));
     }
     let trust = fed.trust_list(now)?;
+    if Evidence::split(bytes).is_ok() {
+        return Ok(explain_evidence(bytes, &trust));
+    }
+    if SignedCheckpoint::parse(bytes).is_ok() {
+        return Ok(explain_checkpoint(bytes, &trust));
+    }
     Ok(match peek_kind(bytes) {
         Some(ObjectKind::Message) => explain_message(bytes, &trust),
         Some(ObjectKind::Envelope) => explain_envelope(bytes, &trust, now),
-        Some(ObjectKind::Evidence) => explain_evidence(bytes, &trust),
         Some(ObjectKind::Attestation) => explain_attestation(bytes, &trust, now),
         Some(ObjectKind::Assertion) => explain_assertion(bytes, &trust, now),
         Some(ObjectKind::TrustList) | None => invalid(
             "file",
-            "this is neither a PEM certificate nor a COSE object of a known kind",
+            "this is neither a PEM certificate, evidence, a checkpoint nor a COSE object of a known kind",
         ),
     })
 }
@@ -158,7 +164,8 @@ fn explain_evidence(bytes: &[u8], trust: &TrustList) -> Explanation {
     };
     let r = &v.record;
     let mut facts = vec![
-        format!("signed by {} at {}", r.issuer, r.issued_at),
+        format!("made by {} at {}", r.issuer, r.issued_at),
+        log_place(&v.log),
         match (r.message_id, r.message_digest) {
             (Some(id), Some(digest)) => format!("for message {id} (SHA-256 {digest})"),
             _ => "about an offer that could not be read".into(),
@@ -175,6 +182,51 @@ fn explain_evidence(bytes: &[u8], trust: &TrustList) -> Explanation {
         None => facts.push("first evidence of its message".into()),
     }
     valid(format!("evidence {:?}", r.event), facts)
+}
+
+/// Where a record is, in words: the receipt's proof and checkpoint.
+pub fn log_place(place: &estafette_spec::evidence::LogPlace) -> String {
+    let witnesses = if place.witnesses.is_empty() {
+        "no witness cosignature yet".to_owned()
+    } else {
+        let names: Vec<String> = place.witnesses.iter().map(|w| w.to_string()).collect();
+        format!("cosigned by {}", names.join(", "))
+    };
+    format!(
+        "record {} of {} in evidence log {}, proven by a checkpoint signed at {} ({witnesses})",
+        place.leaf_index + 1,
+        place.tree_size,
+        place.origin,
+        place.checkpoint_at
+    )
+}
+
+fn explain_checkpoint(bytes: &[u8], trust: &TrustList) -> Explanation {
+    let checked = SignedCheckpoint::parse(bytes).and_then(|(signed, cosignatures)| {
+        let log = signed.verify(trust, &CheckpointCache::new())?;
+        let witnesses = verify_cosignatures(&signed.checkpoint, &cosignatures, log, trust)?;
+        Ok((signed, log.id.clone(), witnesses))
+    });
+    let (signed, owner, witnesses) = match checked {
+        Ok(c) => c,
+        Err(e) => return invalid("evidence log checkpoint", e),
+    };
+    let c = &signed.checkpoint;
+    let mut facts = vec![
+        format!("signed by {owner} at {}", c.issued_at),
+        format!(
+            "{} record(s), root {}",
+            c.tree_size,
+            estafette_spec::bytes::Hex(&c.root)
+        ),
+    ];
+    facts.push(if witnesses.is_empty() {
+        "no witness cosignature".into()
+    } else {
+        let names: Vec<String> = witnesses.iter().map(|w| w.to_string()).collect();
+        format!("cosigned by {}", names.join(", "))
+    });
+    valid(format!("checkpoint of evidence log {}", c.origin), facts)
 }
 
 fn explain_attestation(bytes: &[u8], trust: &TrustList, now: Timestamp) -> Explanation {

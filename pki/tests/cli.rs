@@ -297,7 +297,7 @@ fn signed_objects_are_explained() {
     assert!(out.contains("VALID: signed message msg-0707"), "{out}");
     assert!(out.contains("Belastingdienst"), "{out}");
 
-    // Evidence signed by the relay's key, but claiming the home node as issuer.
+    // Evidence in the relay's log, but claiming the home node as issuer.
     let relay_key =
         estafette_pki::keys::read_ed25519(&dir.join("nodes/relay1.test/signing.key.pem")).unwrap();
     let record = EvidenceRecord {
@@ -313,13 +313,19 @@ fn signed_objects_are_explained() {
         actor: None,
         previous: None,
     };
-    let path = tmp.path().join("evidence.cose");
-    std::fs::write(&path, Evidence::sign(&record, &relay_key).unwrap()).unwrap();
+    let path = tmp.path().join("evidence.cbor");
+    let mut relay_log = estafette_spec::receipt::MemoryLog::new("relay1.test");
+    let logged = |log: &mut estafette_spec::receipt::MemoryLog, record: &EvidenceRecord| {
+        Evidence::log(log, &[record], &relay_key, now)
+            .unwrap()
+            .remove(0)
+    };
+    std::fs::write(&path, logged(&mut relay_log, &record)).unwrap();
     let out = pki(&["verify", "--dir", d, path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("names issuer home1.test, but was signed by relay1.test"),
+        text.contains("names issuer home1.test, but is in the evidence log of relay1.test"),
         "{text}"
     );
 
@@ -328,10 +334,12 @@ fn signed_objects_are_explained() {
         issuer: "relay1.test".parse().unwrap(),
         ..record
     };
-    std::fs::write(&path, Evidence::sign(&record, &relay_key).unwrap()).unwrap();
+    std::fs::write(&path, logged(&mut relay_log, &record)).unwrap();
+    let out = ok(&["verify", "--dir", d, path.to_str().unwrap()]);
+    assert!(out.contains("VALID: evidence RelayAcceptance"), "{out}");
     assert!(
-        ok(&["verify", "--dir", d, path.to_str().unwrap()])
-            .contains("VALID: evidence RelayAcceptance")
+        out.contains("record 2 of 2 in evidence log relay1.test, proven by a checkpoint signed at"),
+        "{out}"
     );
 
     // An assertion from the German eID node claiming level high: above its maximum.

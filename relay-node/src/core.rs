@@ -10,10 +10,12 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use estafette_pki::{keys, tls};
 use estafette_spec::evidence::EvidenceRecord;
-use estafette_spec::{Clock, Evidence, HpkeKeyPair, NodeId, TrustList};
+use estafette_spec::receipt::CheckpointCache;
+use estafette_spec::{Clock, HpkeKeyPair, NodeId, TrustList};
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::evidence_log::{EvidenceLog, LogError};
 use crate::metrics::Metrics;
 use crate::node::NodeError;
 use crate::store::NewEvidence;
@@ -43,12 +45,24 @@ pub struct NodeCore {
     address_check: Mutex<Option<Result<(), String>>>,
     /// Fires once when the node stops: every loop of the node ends.
     pub stopped: Arc<Notify>,
+    /// This node's evidence log: every record it makes, one signed
+    /// checkpoint per commit.
+    pub log: EvidenceLog,
+    /// Checkpoints of other nodes' logs verified here: the receipts of one
+    /// commit cost one signature check.
+    pub checkpoints: CheckpointCache,
 }
 
 impl NodeCore {
     /// Loads the keys and the federation, binds the endpoint, and starts
-    /// the reload of the trust list and CRL.
-    pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<NodeCore>, NodeError> {
+    /// the reload of the trust list and CRL. The evidence log's origin is
+    /// the node id, or for one of several gateway instances the node id,
+    /// `/` and `log_name`.
+    pub fn start(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        log_name: Option<&str>,
+    ) -> Result<Arc<NodeCore>, NodeError> {
         let p = &config.pki;
         let trust = TrustState::load(p, clock.clone())?;
         let me = trust
@@ -73,13 +87,34 @@ impl NodeCore {
             endpoint.clone(),
             Duration::from_millis(config.limits.request_timeout_ms),
         ));
+        let signing_key = keys::read_ed25519(&p.signing_key)?;
+        let metrics = Arc::new(Metrics::new());
+        let (origin, log_file) = match log_name {
+            Some(name) => (
+                format!("{}/{name}", config.node_id),
+                format!("evidence-log-{name}.redb"),
+            ),
+            None => (config.node_id.to_string(), "evidence-log.redb".to_owned()),
+        };
+        crate::store::private_dir(&config.data_dir)?;
+        let log_path = config.data_dir.join(log_file);
+        crate::store::private_file(&log_path)?;
+        let log = EvidenceLog::open(
+            &log_path,
+            origin,
+            signing_key.clone(),
+            clock.clone(),
+            metrics.clone(),
+        )?;
         let core = Arc::new(NodeCore {
             id: config.node_id.clone(),
-            signing_key: keys::read_ed25519(&p.signing_key)?,
+            signing_key,
             hpke,
             endpoint,
             peers,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            log,
+            checkpoints: CheckpointCache::new(),
             log_throttle: LogThrottle::new(LOG_THROTTLE_INTERVAL),
             address_check: Mutex::new(None),
             stopped: Arc::new(Notify::new()),
@@ -127,25 +162,19 @@ impl NodeCore {
         &self.signing_key
     }
 
-    /// Signs one of this node's own evidence records.
-    pub fn sign(&self, record: &EvidenceRecord) -> Vec<u8> {
-        match Evidence::sign(record, &self.signing_key) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                // Our own records are built valid; this is a bug, not input.
-                tracing::error!(error = %e, "signing our own evidence failed");
-                Vec::new()
-            }
-        }
+    /// Appends one of this node's own evidence records to its log: the
+    /// evidence object once the log's commit (and checkpoint) is done.
+    pub async fn log_evidence(&self, record: &EvidenceRecord) -> Result<Vec<u8>, LogError> {
+        self.log.append(record).await
     }
 
-    /// A record signed, ready to keep.
-    pub fn new_evidence(&self, record: &EvidenceRecord) -> NewEvidence {
-        NewEvidence {
+    /// A record logged, ready to keep.
+    pub async fn new_evidence(&self, record: &EvidenceRecord) -> Result<NewEvidence, LogError> {
+        Ok(NewEvidence {
             evidence_id: record.evidence_id,
             message_id: record.message_id,
-            bytes: self.sign(record),
-        }
+            bytes: self.log_evidence(record).await?,
+        })
     }
 
     /// Outgoing connections of peers the federation revokes are closed.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use estafette_spec::evidence::EvidenceRecord;
+use estafette_spec::receipt::CheckpointCache;
 use estafette_spec::relay::{self, Offer, Request, Response};
 use estafette_spec::{
     Digest, EnvelopeId, Evidence, EvidenceEvent, NodeId, ReasonCode, Timestamp, TrustList,
@@ -625,7 +626,13 @@ impl Forwarder {
     ) -> Attempt {
         let error = match answer {
             Ok(Response::Accepted(evidence)) => {
-                match check_answer(trust, dest, &evidence, Digest::of(&record.envelope)) {
+                match check_answer(
+                    trust,
+                    &self.core.checkpoints,
+                    dest,
+                    &evidence,
+                    Digest::of(&record.envelope),
+                ) {
                     Ok(back) => {
                         self.note_clock_ahead(dest, back.issued_at);
                         let acceptance = Acceptance {
@@ -650,7 +657,7 @@ impl Forwarder {
                 }
             }
             Ok(Response::Rejected(evidence)) => {
-                let reason = Evidence::verify(&evidence, trust)
+                let reason = Evidence::verify_with(&evidence, trust, &self.core.checkpoints)
                     .ok()
                     .and_then(|v| v.record.reason)
                     .unwrap_or(ReasonCode::Malformed);
@@ -721,9 +728,17 @@ impl Forwarder {
             self.core.clock.now(),
             &mut OsRng,
         );
-        let mut evidence = vec![self.core.new_evidence(&failure)];
+        let failure = match self.core.new_evidence(&failure).await {
+            Ok(failure) => failure,
+            Err(e) => {
+                self.core.metrics.forward_store_failures.inc();
+                tracing::error!(error = %e, envelope = %id, "logging a failure failed; the envelope is tried again");
+                return Attempt::StoreFailed;
+            }
+        };
+        let mut evidence = vec![failure];
         if let Some(bytes) = rejection
-            && let Ok(v) = Evidence::verify(&bytes, &self.core.trust())
+            && let Ok(v) = Evidence::verify_with(&bytes, &self.core.trust(), &self.core.checkpoints)
         {
             evidence.push(NewEvidence {
                 evidence_id: v.record.evidence_id,
@@ -782,15 +797,16 @@ impl Forwarder {
     }
 }
 
-/// Checks the next hop's acceptance: its own signature, the right event, and
+/// Checks the next hop's acceptance: its receipt from the next hop's log, the right event, and
 /// that it is about the envelope we offered.
 fn check_answer(
     trust: &TrustList,
+    checkpoints: &CheckpointCache,
     peer: &NodeId,
     evidence: &[u8],
     envelope_digest: Digest,
 ) -> Result<EvidenceRecord, String> {
-    let verified = Evidence::verify(evidence, trust)
+    let verified = Evidence::verify_with(evidence, trust, checkpoints)
         .map_err(|e| format!("acceptance does not verify: {e}"))?;
     let r = verified.record;
     if &r.issuer != peer {

@@ -3,8 +3,9 @@
 //! Accepts envelopes over QUIC from the gateway or another node, stores them
 //! durably before it says so (group commit, one fsync per batch), forwards
 //! them towards their home node with retries, and on a home node puts the
-//! letters into inboxes. Every step is signed evidence that goes straight to
-//! the gateway through a durable outbox. The gateway builds on the same
+//! letters into inboxes. Every step is evidence in the node's log
+//! ([`evidence_log`], one signed checkpoint per commit) that goes straight
+//! to the gateway through a durable outbox. The gateway builds on the same
 //! parts ([`core`], [`server`], [`forwarder`], [`origin`]) with a role of
 //! its own; the citizen side of a home node is [`home`] (feature `home`).
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod compose;
 pub mod config;
 pub mod core;
+pub mod evidence_log;
 pub mod forwarder;
 #[cfg(feature = "home")]
 pub mod home;

@@ -66,6 +66,10 @@ pub struct Metrics {
     /// 1 when a QUIC handshake with this node at the address the trust list
     /// gives for it succeeded, 0 when it failed.
     pub reachable_at_trust_list_address: Gauge,
+    /// Checkpoints of the evidence log signed: one signature per commit.
+    pub log_checkpoints: Counter,
+    /// Records in the evidence log.
+    pub log_records: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,6 +106,8 @@ impl Metrics {
             https_refused: Family::default(),
             https_connections: Family::default(),
             reachable_at_trust_list_address: Gauge::default(),
+            log_checkpoints: Counter::default(),
+            log_records: Gauge::default(),
             registry: Registry::default(),
         };
         m.register_in(&mut registry);
@@ -166,6 +172,10 @@ impl Metrics {
                 "HTTPS connections admitted now, by API";
             reachable_at_trust_list_address => "reachable_at_trust_list_address",
                 "1 if this node answered a QUIC handshake at the address the trust list gives for it";
+            log_checkpoints => "log_checkpoints",
+                "Checkpoints of this node's evidence log signed (one signature per commit, covering every record in it)";
+            log_records => "log_records",
+                "Records in this node's evidence log";
         }
     }
 

@@ -35,6 +35,8 @@ pub enum NodeError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
+    Log(#[from] crate::evidence_log::LogError),
+    #[error("{0}")]
     Transport(#[from] crate::transport::TransportError),
     #[error("admin endpoint {addr}: {source}")]
     Admin {
@@ -67,7 +69,7 @@ impl Node {
     /// Loads keys and the federation, opens the store, binds the endpoint
     /// and starts every task of a relay node.
     pub fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Node>, NodeError> {
-        let core = NodeCore::start(config, clock)?;
+        let core = NodeCore::start(config, clock, None)?;
         let store = Arc::new(core.open_store()?);
         let outbox = Outbox::start(core.clone(), store.clone());
         let queue = Arc::new(RelayQueue {

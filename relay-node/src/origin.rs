@@ -246,7 +246,7 @@ pub fn check_delivery(
     let mut stored = Vec::with_capacity(list.len());
     let latest = core.clock.now().plus_s(MAX_CLOCK_SKEW_S);
     for bytes in list {
-        match Evidence::verify(&bytes, &trust) {
+        match Evidence::verify_with(&bytes, &trust, &core.checkpoints) {
             // The sender's clock is ahead: it keeps the evidence in its
             // outbox and delivers it again once the clocks agree.
             Ok(v) if v.record.issued_at > latest => {

@@ -257,7 +257,7 @@ impl RequestHandler for RelayHandler {
 
 impl RelayHandler {
     /// A signed rejection of an offer; nothing is stored.
-    fn reject(
+    async fn reject(
         &self,
         receiver: &Receiver<'_>,
         offer: &Offer,
@@ -280,7 +280,10 @@ impl RelayHandler {
             })
             .inc();
         tracing::info!(peer = %peer, reason = refusal.reason.code(), envelope = ?refusal.header.as_ref().map(|h| h.envelope_id), "offer rejected");
-        Response::Rejected(serde_bytes::ByteBuf::from(self.core.sign(&record)))
+        match self.core.log_evidence(&record).await {
+            Ok(evidence) => Response::Rejected(serde_bytes::ByteBuf::from(evidence)),
+            Err(e) => log_failed(&e),
+        }
     }
 
     async fn offer(&self, receiver: &Receiver<'_>, peer: &NodeId, offer: Offer) -> Response {
@@ -291,16 +294,28 @@ impl RelayHandler {
             Err(refusal) if refusal.reason == ReasonCode::NotYetValid => {
                 return refused_clock_ahead(&self.core, peer, "an offer", refusal.detail);
             }
-            Err(refusal) => return self.reject(receiver, &offer, refusal, peer),
+            Err(refusal) => return self.reject(receiver, &offer, refusal, peer).await,
         };
         let header = decision.header().clone();
         let event = match &decision {
             OfferDecision::Forward { .. } => EvidenceEvent::RelayAcceptance,
             OfferDecision::Deliver { .. } => EvidenceEvent::ContentConsignment,
         };
+        // An envelope held already is answered with its evidence, and
+        // nothing new is logged.
+        if let Ok(Some(held)) = self.store.dedup_get(&header.envelope_id)
+            && !held.evidence.is_empty()
+        {
+            self.core.metrics.duplicates.inc();
+            return Response::Accepted(serde_bytes::ByteBuf::from(held.evidence));
+        }
         let record = receiver.evidence(event, Some(&header), &offer, None, now, &mut OsRng);
-        let evidence = self.core.new_evidence(&record);
-        let ours = Digest::of(&evidence.bytes);
+        let evidence = match self.core.new_evidence(&record).await {
+            Ok(evidence) => evidence,
+            Err(e) => return log_failed(&e),
+        };
+        let ours = estafette_spec::Evidence::chain_digest(&evidence.bytes)
+            .unwrap_or(Digest::of(&evidence.bytes));
         let placement = Self::placement(decision, &offer, now, ours);
         let destination = match &placement {
             Placement::Queue(q) => Some((q.destination.clone(), q.accepted_at)),
@@ -415,4 +430,14 @@ impl RelayHandler {
             }
         }
     }
+}
+
+/// A record the log could not take: nothing was stored or signed; the
+/// sender tries again.
+fn log_failed(error: &crate::evidence_log::LogError) -> Response {
+    tracing::error!(error = %error, "logging evidence failed");
+    refused(
+        ReasonCode::StorageFailure,
+        "could not log the evidence; try again",
+    )
 }

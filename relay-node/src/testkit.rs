@@ -552,7 +552,7 @@ impl TestGateway {
     /// As [`Self::start`], with a forward queue that fails as `faults`
     /// says, meanwhile.
     pub fn start_with_faults(config: Config, faults: Arc<QueueFaults>) -> Arc<TestGateway> {
-        let core = NodeCore::start(config, Arc::new(estafette_pki::SystemClock)).unwrap();
+        let core = NodeCore::start(config, Arc::new(estafette_pki::SystemClock), None).unwrap();
         let store = Arc::new(
             Store::open(
                 &core.config.db_path(),

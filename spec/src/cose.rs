@@ -27,17 +27,15 @@ pub const ALGS_ACCEPTED: [i64; 2] = [-8, -19];
 pub enum ObjectKind {
     Message,
     Envelope,
-    Evidence,
     Assertion,
     TrustList,
     Attestation,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 5] = [
         ObjectKind::Message,
         ObjectKind::Envelope,
-        ObjectKind::Evidence,
         ObjectKind::Assertion,
         ObjectKind::TrustList,
         ObjectKind::Attestation,
@@ -48,7 +46,6 @@ impl ObjectKind {
         match self {
             ObjectKind::Message => "application/vnd.estafette.message.v1+cbor",
             ObjectKind::Envelope => "application/vnd.estafette.envelope.v1+cbor",
-            ObjectKind::Evidence => "application/vnd.estafette.evidence.v1+cbor",
             ObjectKind::Assertion => "application/vnd.estafette.assertion.v1+cbor",
             ObjectKind::TrustList => "application/vnd.estafette.trust-list.v1+cbor",
             ObjectKind::Attestation => "application/vnd.estafette.attestation.v1+cbor",
@@ -65,7 +62,6 @@ impl ObjectKind {
         match self {
             ObjectKind::Message => MAX_MESSAGE_BYTES,
             ObjectKind::Envelope => MAX_ENVELOPE_BYTES,
-            ObjectKind::Evidence => MAX_EVIDENCE_BYTES,
             ObjectKind::Assertion => MAX_ASSERTION_BYTES,
             ObjectKind::TrustList => MAX_TRUST_LIST_BYTES,
             ObjectKind::Attestation => crate::mandate::MAX_ATTESTATION_BYTES,
@@ -76,7 +72,6 @@ impl ObjectKind {
         match self {
             ObjectKind::Message => "signed message",
             ObjectKind::Envelope => "envelope",
-            ObjectKind::Evidence => "evidence",
             ObjectKind::Assertion => "identity assertion",
             ObjectKind::TrustList => "trust list",
             ObjectKind::Attestation => "attestation of legal representation",

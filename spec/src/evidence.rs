@@ -1,16 +1,19 @@
-//! `Evidence`: a signed receipt by the node that did something, named after
-//! ETSI EN 319 522 events. The evidence for one message forms a hash chain:
-//! each record carries the SHA-256 of the previous record's COSE bytes.
+//! `Evidence`: a record by the node that did something, named after ETSI
+//! EN 319 522 events, with the receipt that proves it is in that node's
+//! evidence log (SPEC.md §7, §15): `[record, receipt]`. No record carries a
+//! signature of its own; the node signs one checkpoint per commit. The
+//! evidence for one message forms a hash chain: each record carries the
+//! SHA-256 of the previous record's bytes.
 
-use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, CborError};
-use crate::cose::{self, Digest, ObjectKind, UnverifiedSign1};
+use crate::cose::Digest;
 use crate::ids::{EnvelopeId, EvidenceId, MessageId, NodeId};
 use crate::limits::*;
+use crate::receipt::{CheckpointCache, Receipt, ReceiptError};
 use crate::text::{FieldError, Timestamp, check_line};
-use crate::trust::{TrustList, VerifyError};
+use crate::trust::{TrustError, TrustList};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -228,16 +231,14 @@ pub struct EvidenceRecord {
     pub issued_at: Timestamp,
     pub reason: Option<ReasonCode>,
     pub actor: Option<Actor>,
-    /// SHA-256 of the previous evidence record (COSE bytes) for this message;
-    /// absent on the first.
+    /// SHA-256 of the previous evidence record's bytes for this message
+    /// (the record, not its receipt); absent on the first.
     pub previous: Option<Digest>,
 }
 
 /// Why evidence is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvidenceError {
-    #[error("evidence: {0}")]
-    Verify(#[from] VerifyError),
     #[error("evidence content: {0}")]
     Content(#[from] CborError),
     #[error("evidence: {0}")]
@@ -258,7 +259,7 @@ pub enum EvidenceError {
     MissingEnvelopeDigest { event: EvidenceEvent },
     #[error("a representative actor must name the representative and the mandate")]
     IncompleteRepresentative,
-    #[error("evidence names issuer {claimed}, but was signed by {signer}")]
+    #[error("evidence names issuer {claimed}, but is in the evidence log of {signer}")]
     IssuerMismatch { claimed: NodeId, signer: String },
     #[error("evidence chain: record {index} is for another message")]
     ChainOtherMessage { index: usize },
@@ -266,15 +267,28 @@ pub enum EvidenceError {
     ChainBroken { index: usize },
     #[error("evidence chain is empty")]
     ChainEmpty,
+    #[error("evidence is not [record, receipt] in its one encoding")]
+    NotEvidence,
+    #[error("evidence receipt: {0}")]
+    Receipt(#[from] ReceiptError),
 }
 
 impl EvidenceError {
     /// The reason code a rejection of this evidence carries.
     pub fn reason(&self) -> ReasonCode {
         match self {
-            EvidenceError::Verify(e) => e.reason(),
             EvidenceError::Content(e) => e.reason(),
             EvidenceError::IssuerMismatch { .. } => ReasonCode::WrongRole,
+            EvidenceError::Receipt(e) => match e {
+                ReceiptError::Cbor(e) => e.reason(),
+                ReceiptError::Trust(TrustError::UnknownKey(_)) => ReasonCode::UnknownSigner,
+                ReceiptError::Trust(TrustError::Revoked { .. }) => ReasonCode::Revoked,
+                ReceiptError::BadSignature | ReceiptError::BadCosignature { .. } => {
+                    ReasonCode::BadSignature
+                }
+                e if e.code() == "wrong_role" => ReasonCode::WrongRole,
+                _ => ReasonCode::Malformed,
+            },
             _ => ReasonCode::Malformed,
         }
     }
@@ -321,56 +335,142 @@ impl EvidenceRecord {
     }
 }
 
-/// Evidence that passed verification.
+/// Evidence that passed verification (or, from [`Evidence::read_stored`],
+/// that this node verified before).
 #[derive(Debug, Clone)]
 pub struct VerifiedEvidence {
     pub record: EvidenceRecord,
-    /// SHA-256 of the evidence bytes: what the next record's `previous` holds.
+    /// SHA-256 of the record's bytes: what the next record's `previous` holds.
     pub digest: Digest,
+    /// Where the record is: which log, which leaf, which checkpoint.
+    pub log: LogPlace,
 }
 
-/// Signs and checks evidence.
+/// A record's place in its issuer's log, as its receipt proves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPlace {
+    pub origin: String,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// When the checkpoint the receipt proves against was signed.
+    pub checkpoint_at: Timestamp,
+    /// Witnesses whose cosignatures verified (none from `read_stored`).
+    pub witnesses: Vec<NodeId>,
+}
+
+/// Makes and checks evidence objects.
 pub struct Evidence;
 
 impl Evidence {
-    pub fn sign(record: &EvidenceRecord, node_key: &SigningKey) -> Result<Vec<u8>, EvidenceError> {
+    /// The bytes of a record: the log entry, and what the receipt proves.
+    pub fn record_bytes(record: &EvidenceRecord) -> Result<Vec<u8>, EvidenceError> {
         record.validate()?;
-        Ok(cose::sign(
-            ObjectKind::Evidence,
-            cbor::to_vec(record),
-            node_key,
+        Ok(cbor::to_vec(record))
+    }
+
+    /// The evidence object: `[record, receipt]`, both as byte strings.
+    pub fn assemble(record: &[u8], receipt: &[u8]) -> Vec<u8> {
+        cbor::to_vec(&(
+            serde_bytes::Bytes::new(record),
+            serde_bytes::Bytes::new(receipt),
         ))
     }
 
-    /// Checks the signature of a node or the gateway in the trust list, and
-    /// that the record names its signer as issuer.
+    /// The record's and the receipt's bytes of an evidence object, which
+    /// must be in its one encoding.
+    pub fn split(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), EvidenceError> {
+        let (record, receipt): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
+            cbor::from_slice(bytes, MAX_EVIDENCE_BYTES)?;
+        if Self::assemble(&record, &receipt) != bytes {
+            return Err(EvidenceError::NotEvidence);
+        }
+        Ok((record.into_vec(), receipt.into_vec()))
+    }
+
+    /// Checks the receipt against the trust list (a node's or the gateway's
+    /// log), that the log is the record's issuer's, and the record's fields.
     pub fn verify(bytes: &[u8], trust: &TrustList) -> Result<VerifiedEvidence, EvidenceError> {
-        let (signer, payload) = trust.verify_signed(bytes, ObjectKind::Evidence)?;
-        let record: EvidenceRecord = cbor::from_slice(&payload, MAX_EVIDENCE_BYTES)?;
+        Self::verify_with(bytes, trust, &CheckpointCache::new())
+    }
+
+    /// [`Self::verify`] remembering checkpoints in `cache`: the receipts of
+    /// one commit cost one signature check.
+    pub fn verify_with(
+        bytes: &[u8],
+        trust: &TrustList,
+        cache: &CheckpointCache,
+    ) -> Result<VerifiedEvidence, EvidenceError> {
+        let (record_bytes, receipt) = Self::split(bytes)?;
+        let record: EvidenceRecord = cbor::from_slice(&record_bytes, MAX_EVIDENCE_BYTES)?;
         record.validate()?;
-        if signer.node_id() != Some(&record.issuer) {
+        let receipt = Receipt::parse(&receipt, &record_bytes)?;
+        let verified = receipt.verify(trust, cache, 0)?;
+        if verified.log_owner != record.issuer {
             return Err(EvidenceError::IssuerMismatch {
                 claimed: record.issuer,
-                signer: signer.id(),
+                signer: verified.log_owner.to_string(),
             });
         }
         Ok(VerifiedEvidence {
             record,
-            digest: Digest::of(bytes),
+            digest: Digest::of(&record_bytes),
+            log: LogPlace {
+                origin: verified.checkpoint.origin,
+                leaf_index: verified.leaf_index,
+                tree_size: verified.checkpoint.tree_size,
+                checkpoint_at: verified.checkpoint.issued_at,
+                witnesses: verified.witnesses,
+            },
         })
     }
 
     /// Reads evidence this node verified before storing it, without checking
-    /// the signature again (the monitor reads the same records every cycle).
+    /// the receipt's signature again (the monitor reads the same records
+    /// every cycle).
     pub fn read_stored(bytes: &[u8]) -> Result<VerifiedEvidence, EvidenceError> {
-        let payload = UnverifiedSign1::parse(bytes, ObjectKind::Evidence)
-            .and_then(UnverifiedSign1::payload_of_verified)
-            .map_err(VerifyError::Cose)?;
-        let record: EvidenceRecord = cbor::from_slice(&payload, MAX_EVIDENCE_BYTES)?;
+        let (record_bytes, receipt) = Self::split(bytes)?;
+        let record: EvidenceRecord = cbor::from_slice(&record_bytes, MAX_EVIDENCE_BYTES)?;
+        let receipt = Receipt::parse(&receipt, &record_bytes)?;
+        let checkpoint = &receipt.checkpoint.checkpoint;
         Ok(VerifiedEvidence {
+            log: LogPlace {
+                origin: checkpoint.origin.clone(),
+                leaf_index: receipt.proof.leaf_index,
+                tree_size: checkpoint.tree_size,
+                checkpoint_at: checkpoint.issued_at,
+                witnesses: Vec::new(),
+            },
             record,
-            digest: Digest::of(bytes),
+            digest: Digest::of(&record_bytes),
         })
+    }
+
+    /// Appends `records` (made by the log's node) to `log` under one
+    /// checkpoint signed with `node_key` at `now`: their evidence objects.
+    pub fn log(
+        log: &mut crate::receipt::MemoryLog,
+        records: &[&EvidenceRecord],
+        node_key: &ed25519_dalek::SigningKey,
+        now: Timestamp,
+    ) -> Result<Vec<Vec<u8>>, EvidenceError> {
+        let entries = records
+            .iter()
+            .map(|r| Self::record_bytes(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let receipts = log.append(&entries, node_key, now);
+        Ok(entries
+            .iter()
+            .zip(receipts)
+            .map(|(entry, receipt)| Self::assemble(entry, &receipt))
+            .collect())
+    }
+
+    /// The chain digest of an evidence object (SHA-256 of its record's
+    /// bytes), `None` if it is not one.
+    pub fn chain_digest(bytes: &[u8]) -> Option<Digest> {
+        Self::split(bytes)
+            .ok()
+            .map(|(record, _)| Digest::of(&record))
     }
 
     /// Puts one message's evidence objects (in any order) into chain order:
@@ -379,9 +479,10 @@ impl Evidence {
     /// in the set keep their place at the end, by issue time, so that
     /// [`Self::verify_chain`] reports them.
     pub fn order_chain(items: Vec<Vec<u8>>, trust: &TrustList) -> Vec<Vec<u8>> {
+        let cache = CheckpointCache::new();
         let mut parsed: Vec<(Option<VerifiedEvidence>, Vec<u8>)> = items
             .into_iter()
-            .map(|b| (Self::verify(&b, trust).ok(), b))
+            .map(|b| (Self::verify_with(&b, trust, &cache).ok(), b))
             .collect();
         parsed.sort_by_key(|(v, _)| v.as_ref().map(|v| v.record.issued_at));
         let mut out: Vec<(Option<VerifiedEvidence>, Vec<u8>)> = Vec::with_capacity(parsed.len());
@@ -418,9 +519,10 @@ impl Evidence {
         chain: &[Vec<u8>],
         trust: &TrustList,
     ) -> Result<Vec<VerifiedEvidence>, EvidenceError> {
+        let cache = CheckpointCache::new();
         let mut out: Vec<VerifiedEvidence> = Vec::with_capacity(chain.len());
         for (index, bytes) in chain.iter().enumerate() {
-            let verified = Self::verify(bytes, trust)?;
+            let verified = Self::verify_with(bytes, trust, &cache)?;
             match (out.first(), verified.record.previous) {
                 (None, None) => {}
                 (None, Some(_)) => return Err(EvidenceError::ChainBroken { index }),

@@ -494,3 +494,27 @@ pub fn trust_list() -> TrustList {
 pub fn root_key() -> SigningKey {
     key("root")
 }
+
+/// Each issuer's evidence log in this process, for [`logged_evidence`].
+static TEST_LOGS: std::sync::Mutex<
+    Option<std::collections::HashMap<String, crate::receipt::MemoryLog>>,
+> = std::sync::Mutex::new(None);
+
+/// Evidence as a node makes it: `record` appended to its issuer's log
+/// (one per process, in memory) under a checkpoint signed with `key` at the
+/// record's time. What tests use where a node would use its stored log.
+pub fn logged_evidence(
+    record: &crate::EvidenceRecord,
+    key: &SigningKey,
+) -> Result<Vec<u8>, crate::EvidenceError> {
+    let mut logs = TEST_LOGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let origin = record.issuer.to_string();
+    let log = logs
+        .get_or_insert_with(Default::default)
+        .entry(origin.clone())
+        .or_insert_with(|| crate::receipt::MemoryLog::new(origin));
+    let mut made = crate::Evidence::log(log, &[record], key, record.issued_at)?;
+    Ok(made.remove(0))
+}

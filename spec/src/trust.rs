@@ -213,7 +213,6 @@ impl ObjectKind {
         match self {
             ObjectKind::Message => &[SignerRole::Agency],
             ObjectKind::Envelope => &[SignerRole::Gateway],
-            ObjectKind::Evidence => &[SignerRole::Gateway, SignerRole::Node],
             ObjectKind::Assertion => &[SignerRole::IdentityProvider],
             ObjectKind::TrustList => &[],
             ObjectKind::Attestation => &[SignerRole::CourtRegistry],

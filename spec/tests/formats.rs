@@ -249,7 +249,7 @@ proptest! {
     #[test]
     fn evidence_roundtrip_and_bit_flips(record in evidence_strategy(), bit in any::<prop::sample::Index>()) {
         let trust = fixtures::trust_list();
-        let bytes = Evidence::sign(&record, &fixtures::key(fixtures::RELAY)).unwrap();
+        let bytes = fixtures::logged_evidence(&record, &fixtures::key(fixtures::RELAY)).unwrap();
         let verified = Evidence::verify(&bytes, &trust).unwrap();
         prop_assert_eq!(&verified.record, &record);
         let flipped = flip(&bytes, bit.index(bytes.len() * 8));
@@ -309,7 +309,7 @@ fn every_bit_flip_of_small_objects_fails() {
     let trust = fixtures::trust_list();
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let record = evidence_strategy().new_tree(&mut runner).unwrap().current();
-    let bytes = Evidence::sign(&record, &fixtures::key(fixtures::RELAY)).unwrap();
+    let bytes = fixtures::logged_evidence(&record, &fixtures::key(fixtures::RELAY)).unwrap();
     for bit in 0..bytes.len() * 8 {
         assert!(
             Evidence::verify(&flip(&bytes, bit), &trust).is_err(),
@@ -360,19 +360,41 @@ fn wrong_role_and_revoked_keys_are_named() {
     ));
     // An evidence record claiming another node as issuer.
     let record = evidence_strategy().new_tree(&mut runner).unwrap().current();
-    let bytes = Evidence::sign(&record, &fixtures::key(fixtures::HOME)).unwrap();
+    let mut home_log = estafette_spec::receipt::MemoryLog::new(fixtures::HOME);
+    let bytes = Evidence::log(
+        &mut home_log,
+        &[&record],
+        &fixtures::key(fixtures::HOME),
+        T0,
+    )
+    .unwrap()
+    .remove(0);
     assert!(matches!(
         Evidence::verify(&bytes, &trust),
         Err(EvidenceError::IssuerMismatch { .. })
     ));
-    // An evidence object offered where an envelope is expected.
-    let record_bytes = Evidence::sign(&record, &fixtures::key(fixtures::RELAY)).unwrap();
-    let err = Envelope::verify(&record_bytes, &trust, T0).unwrap_err();
+    // A node signing a checkpoint of another node's log.
+    let mut relay_log = estafette_spec::receipt::MemoryLog::new(fixtures::RELAY);
+    let bytes = Evidence::log(
+        &mut relay_log,
+        &[&record],
+        &fixtures::key(fixtures::HOME),
+        T0,
+    )
+    .unwrap()
+    .remove(0);
+    let err = Evidence::verify(&bytes, &trust).unwrap_err();
     assert!(
-        err.to_string().contains("expected a envelope")
-            || err.to_string().contains("expected an envelope"),
+        matches!(
+            err,
+            EvidenceError::Receipt(estafette_spec::receipt::ReceiptError::OriginNotSigner { .. })
+        ),
         "{err}"
     );
+    assert_eq!(err.reason(), ReasonCode::WrongRole);
+    // An evidence object offered where an envelope is expected.
+    let record_bytes = fixtures::logged_evidence(&record, &fixtures::key(fixtures::RELAY)).unwrap();
+    assert!(Envelope::verify(&record_bytes, &trust, T0).is_err());
 }
 
 #[test]
@@ -510,15 +532,15 @@ fn evidence_chain_links() {
         actor: None,
         previous: None,
     };
-    let first = Evidence::sign(&base, &fixtures::key(fixtures::RELAY)).unwrap();
+    let first = fixtures::logged_evidence(&base, &fixtures::key(fixtures::RELAY)).unwrap();
     let second_record = EvidenceRecord {
         evidence_id: EvidenceId::from_bytes([5; 16]),
         event: EvidenceEvent::ContentConsignment,
         issuer: fixtures::home_id(),
-        previous: Some(Digest::of(&first)),
+        previous: Evidence::chain_digest(&first),
         ..base.clone()
     };
-    let second = Evidence::sign(&second_record, &fixtures::key(fixtures::HOME)).unwrap();
+    let second = fixtures::logged_evidence(&second_record, &fixtures::key(fixtures::HOME)).unwrap();
     assert_eq!(
         Evidence::verify_chain(&[first.clone(), second.clone()], &trust)
             .unwrap()
@@ -538,7 +560,7 @@ fn evidence_chain_links() {
         previous: Some(Digest([9; 32])),
         ..second_record
     };
-    let unlinked = Evidence::sign(&unlinked, &fixtures::key(fixtures::HOME)).unwrap();
+    let unlinked = fixtures::logged_evidence(&unlinked, &fixtures::key(fixtures::HOME)).unwrap();
     assert!(matches!(
         Evidence::verify_chain(&[first, unlinked], &trust),
         Err(EvidenceError::ChainBroken { index: 1 })
@@ -549,7 +571,7 @@ fn evidence_chain_links() {
         ..base
     };
     assert!(matches!(
-        Evidence::sign(&no_reason, &fixtures::key(fixtures::RELAY)),
+        fixtures::logged_evidence(&no_reason, &fixtures::key(fixtures::RELAY)),
         Err(EvidenceError::MissingReason { .. })
     ));
 }
@@ -593,7 +615,7 @@ fn a_rejection_never_names_an_unauthenticated_header() {
         assert_eq!(record.message_id, None, "{case}");
         assert_eq!(record.envelope_id, None, "{case}");
         assert_eq!(record.envelope_digest, Some(Digest::of(&offer.envelope)));
-        Evidence::sign(&record, &fixtures::key(fixtures::RELAY)).unwrap();
+        fixtures::logged_evidence(&record, &fixtures::key(fixtures::RELAY)).unwrap();
     }
     // An authentic but expired envelope is named.
     let bytes = Envelope::seal(

@@ -11,8 +11,9 @@ use std::path::PathBuf;
 
 use coset::{CborSerializable, CoseSign1, TaggedCborSerializable};
 use estafette_spec::assertion::AssertionPolicy;
-use estafette_spec::cose::{self, ObjectKind};
+use estafette_spec::cose::ObjectKind;
 use estafette_spec::fixtures::{self, FixedRng, T0};
+use estafette_spec::receipt::MemoryLog;
 use estafette_spec::*;
 use serde_json::json;
 
@@ -173,7 +174,7 @@ fn evidence(
         issued_at: T0.plus_s(u64::from(n)),
         reason: None,
         actor: None,
-        previous: previous.map(Digest::of),
+        previous: previous.map(|p| Evidence::chain_digest(p).unwrap()),
     }
 }
 
@@ -257,30 +258,6 @@ const VECTORS: &[Vector] = &[
         description: "An Envelope signed by gateway.test whose payload, opened with home-1.test's HPKE key, is exactly message.cose.",
     },
     Vector {
-        file: "evidence-1-submission-acceptance.cose",
-        kind: ObjectKind::Evidence,
-        expected: "valid",
-        description: "SubmissionAcceptance by gateway.test; first of the chain.",
-    },
-    Vector {
-        file: "evidence-2-relay-acceptance.cose",
-        kind: ObjectKind::Evidence,
-        expected: "valid",
-        description: "RelayAcceptance by relay-a.test; previous = SHA-256 of evidence 1.",
-    },
-    Vector {
-        file: "evidence-3-content-consignment.cose",
-        kind: ObjectKind::Evidence,
-        expected: "valid",
-        description: "ContentConsignment by home-1.test; previous = SHA-256 of evidence 2.",
-    },
-    Vector {
-        file: "evidence-paper-failure.cose",
-        kind: ObjectKind::Evidence,
-        expected: "valid",
-        description: "PaperFailure by gateway.test, reason no_postal_address; previous = SHA-256 of evidence 1.",
-    },
-    Vector {
         file: "assertion.cose",
         kind: ObjectKind::Assertion,
         expected: "valid",
@@ -340,18 +317,47 @@ const VECTORS: &[Vector] = &[
         expected: "expired",
         description: "An assertion that expired 60 s before the verification time.",
     },
-    Vector {
-        file: "invalid-evidence-oversize.cose",
-        kind: ObjectKind::Evidence,
-        expected: "too_large",
-        description: "A COSE_Sign1 of evidence type of 9,000+ bytes (limit 8,192).",
-    },
-    Vector {
-        file: "invalid-evidence-unknown-signer.cose",
-        kind: ObjectKind::Evidence,
-        expected: "unknown_signer",
-        description: "Evidence signed by a key that is not in the trust list.",
-    },
+];
+
+const EVIDENCE_KIND: &str = "application/vnd.estafette.evidence.v2+cbor";
+
+/// The evidence vectors: `[record, receipt]` objects (SPEC.md §7, §15).
+const EVIDENCE_VECTORS: &[(&str, &str, &str)] = &[
+    (
+        "evidence-1-submission-acceptance.cbor",
+        "valid",
+        "SubmissionAcceptance by gateway.test; first of the chain; leaf 0 of the gateway's log.",
+    ),
+    (
+        "evidence-2-relay-acceptance.cbor",
+        "valid",
+        "RelayAcceptance by relay-a.test; previous = SHA-256 of evidence 1's record.",
+    ),
+    (
+        "evidence-3-content-consignment.cbor",
+        "valid",
+        "ContentConsignment by home-1.test; previous = SHA-256 of evidence 2's record.",
+    ),
+    (
+        "evidence-paper-failure.cbor",
+        "valid",
+        "PaperFailure by gateway.test, reason no_postal_address; previous = SHA-256 of evidence 1's record; leaf 1 of the gateway's log.",
+    ),
+    (
+        "invalid-evidence-tampered-record.cbor",
+        "bad_signature",
+        "evidence 2 with the record's issued_at an hour later, receipt kept.",
+    ),
+    (
+        "invalid-evidence-oversize.cbor",
+        "too_large",
+        "An evidence object of 9,000+ bytes (limit 8,192).",
+    ),
+    (
+        "invalid-evidence-unknown-signer.cbor",
+        "unknown_signer",
+        "Evidence in a log whose checkpoint is signed by a key that is not in the trust list.",
+    ),
 ];
 
 /// The citizen request frame of the vectors: a consent change carried by
@@ -395,62 +401,66 @@ fn generate() -> Files {
     .unwrap();
     files.insert("envelope.cose".into(), envelope.clone());
 
-    let e1 = Evidence::sign(
-        &evidence(
-            1,
-            EvidenceEvent::SubmissionAcceptance,
+    // Each node's evidence log; one commit (checkpoint) per record here.
+    let mut gateway_log = MemoryLog::new(fixtures::GATEWAY);
+    let mut relay_log = MemoryLog::new(fixtures::RELAY);
+    let mut home_log = MemoryLog::new(fixtures::HOME);
+    let logged = |log: &mut MemoryLog, record: &EvidenceRecord, signer: &str| {
+        Evidence::log(log, &[record], &fixtures::key(signer), record.issued_at)
+            .unwrap()
+            .remove(0)
+    };
+    let r1 = evidence(
+        1,
+        EvidenceEvent::SubmissionAcceptance,
+        fixtures::gateway_id(),
+        &message,
+        &envelope,
+        None,
+    );
+    let e1 = logged(&mut gateway_log, &r1, fixtures::GATEWAY);
+    let r2 = evidence(
+        2,
+        EvidenceEvent::RelayAcceptance,
+        fixtures::relay_id(),
+        &message,
+        &envelope,
+        Some(&e1),
+    );
+    let e2 = logged(&mut relay_log, &r2, fixtures::RELAY);
+    let r3 = evidence(
+        3,
+        EvidenceEvent::ContentConsignment,
+        fixtures::home_id(),
+        &message,
+        &envelope,
+        Some(&e2),
+    );
+    let e3 = logged(&mut home_log, &r3, fixtures::HOME);
+    let paper_failure = EvidenceRecord {
+        envelope_id: None,
+        reason: Some(ReasonCode::NoPostalAddress),
+        ..evidence(
+            4,
+            EvidenceEvent::PaperFailure,
             fixtures::gateway_id(),
             &message,
             &envelope,
-            None,
-        ),
-        &fixtures::key(fixtures::GATEWAY),
-    )
-    .unwrap();
-    let e2 = Evidence::sign(
-        &evidence(
-            2,
-            EvidenceEvent::RelayAcceptance,
-            fixtures::relay_id(),
-            &message,
-            &envelope,
             Some(&e1),
-        ),
-        &fixtures::key(fixtures::RELAY),
-    )
-    .unwrap();
-    let e3 = Evidence::sign(
-        &evidence(
-            3,
-            EvidenceEvent::ContentConsignment,
-            fixtures::home_id(),
-            &message,
-            &envelope,
-            Some(&e2),
-        ),
-        &fixtures::key(fixtures::HOME),
-    )
-    .unwrap();
-    let paper_failure = Evidence::sign(
-        &EvidenceRecord {
-            envelope_id: None,
-            reason: Some(ReasonCode::NoPostalAddress),
-            ..evidence(
-                4,
-                EvidenceEvent::PaperFailure,
-                fixtures::gateway_id(),
-                &message,
-                &envelope,
-                Some(&e1),
-            )
-        },
-        &fixtures::key(fixtures::GATEWAY),
-    )
-    .unwrap();
-    files.insert("evidence-paper-failure.cose".into(), paper_failure);
-    files.insert("evidence-1-submission-acceptance.cose".into(), e1.clone());
-    files.insert("evidence-2-relay-acceptance.cose".into(), e2);
-    files.insert("evidence-3-content-consignment.cose".into(), e3);
+        )
+    };
+    let paper_failure = logged(&mut gateway_log, &paper_failure, fixtures::GATEWAY);
+    files.insert("evidence-paper-failure.cbor".into(), paper_failure);
+    files.insert("evidence-1-submission-acceptance.cbor".into(), e1.clone());
+    files.insert("evidence-2-relay-acceptance.cbor".into(), e2.clone());
+    files.insert("evidence-3-content-consignment.cbor".into(), e3);
+    let (record, receipt) = Evidence::split(&e2).unwrap();
+    let mut tampered: EvidenceRecord = cbor::from_slice(&record, 8192).unwrap();
+    tampered.issued_at = tampered.issued_at.plus_s(3600);
+    files.insert(
+        "invalid-evidence-tampered-record.cbor".into(),
+        Evidence::assemble(&cbor::to_vec(&tampered), &receipt),
+    );
 
     let assertion =
         IdentityAssertion::sign(&claims(), &fixtures::key(fixtures::NATIONAL_IDP)).unwrap();
@@ -524,14 +534,9 @@ fn generate() -> Files {
         IdentityAssertion::sign(&expired, &fixtures::key(fixtures::NATIONAL_IDP)).unwrap(),
     );
 
-    let padding = estafette_spec::cbor::to_vec(&serde_bytes::ByteBuf::from(vec![0u8; 9000]));
     files.insert(
-        "invalid-evidence-oversize.cose".into(),
-        cose::sign(
-            ObjectKind::Evidence,
-            padding,
-            &fixtures::key(fixtures::RELAY),
-        ),
+        "invalid-evidence-oversize.cbor".into(),
+        Evidence::assemble(&[0u8; 9000], &receipt),
     );
     let stranger = evidence(
         4,
@@ -542,11 +547,10 @@ fn generate() -> Files {
         Some(&e1),
     );
     files.insert(
-        "invalid-evidence-unknown-signer.cose".into(),
-        Evidence::sign(&stranger, &fixtures::key("stranger")).unwrap(),
+        "invalid-evidence-unknown-signer.cbor".into(),
+        logged(&mut MemoryLog::new(fixtures::RELAY), &stranger, "stranger"),
     );
 
-    let e2 = files["evidence-2-relay-acceptance.cose"].clone();
     let consistency = receipt_vectors(&mut files, &message, &envelope, &e2);
 
     files.insert(
@@ -646,6 +650,12 @@ fn manifest(consistency_3_to_5: &[String]) -> serde_json::Value {
             "kind": "application/jwt",
             "expected": expected,
         })).collect::<Vec<_>>(),
+        "evidence": EVIDENCE_VECTORS.iter().map(|(file, expected, description)| json!({
+            "file": file,
+            "kind": EVIDENCE_KIND,
+            "expected": expected,
+            "description": description,
+        })).collect::<Vec<_>>(),
         "receipt_entry": RECEIPT_ENTRY,
         "receipt_min_cosignatures": 2,
         "receipts": RECEIPT_VECTORS.iter().map(|(file, expected, description)| json!({
@@ -691,9 +701,6 @@ fn outcome(kind: ObjectKind, bytes: &[u8], trust: &TrustList, message: &[u8]) ->
             }
             Err(e) => Some(e.reason().code().to_owned()),
         },
-        ObjectKind::Evidence => Evidence::verify(bytes, trust)
-            .err()
-            .map(|e| e.reason().code().to_owned()),
         ObjectKind::Attestation => mandate::Attestation::verify(bytes, trust, T0)
             .err()
             .map(|e| e.reason().code().to_owned()),
@@ -749,15 +756,20 @@ fn vectors_are_current_and_verify() {
         assert_eq!(got, v.expected, "{}", v.file);
     }
     let chain: Vec<Vec<u8>> = [
-        "evidence-1-submission-acceptance.cose",
-        "evidence-2-relay-acceptance.cose",
-        "evidence-3-content-consignment.cose",
+        "evidence-1-submission-acceptance.cbor",
+        "evidence-2-relay-acceptance.cbor",
+        "evidence-3-content-consignment.cbor",
     ]
     .iter()
     .map(|f| read(f))
     .collect();
     assert_eq!(Evidence::verify_chain(&chain, &trust).unwrap().len(), 3);
 
+    for (file, expected, _) in EVIDENCE_VECTORS {
+        let got = Evidence::verify(&read(file), &trust)
+            .map_or_else(|e| e.reason().code().to_owned(), |_| "valid".to_owned());
+        assert_eq!(&got, expected, "{file}");
+    }
     check_receipt_vectors(&trust, &read);
 
     // The citizen request frame decodes to the request, and carries the

@@ -86,14 +86,24 @@ def verify_consistency(old_size, new_size, old_root, new_root, proof):
 
 
 class Keys:
-    """keys.json: Ed25519 public keys by key id, and node ids by key id."""
+    """The keys that may sign checkpoints and cosign them: the nodes and the
+    gateway of the trust list (trust-list.cose, checked with the root key
+    of vectors.json), by key id: the first 16 bytes of SHA-256 of the key."""
 
-    def __init__(self, vectors):
-        keys = json.loads((vectors / "keys.json").read_text())["ed25519"]
+    def __init__(self, vectors, manifest):
+        data = (vectors / manifest["trust_list"]).read_bytes()
+        msg = Sign1Message.decode(data)
+        root = bytes.fromhex(manifest["root_public_key"])
+        msg.key = OKPKey(crv=Ed25519, x=root)
+        if not msg.verify_signature():
+            raise SystemExit("trust-list.cose does not verify with the root key")
+        trust = cbor2.loads(msg.payload)
+        nodes = [trust["gateway"], *trust["nodes"]]
         self.by_kid = {
-            bytes.fromhex(k["key_id"]): (label, bytes.fromhex(k["public_key"]))
-            for label, k in keys.items()
+            hashlib.sha256(n["signing_key"]).digest()[:16]: (n["id"], n["signing_key"])
+            for n in nodes
         }
+        self.witnesses = {n["id"]: set(n.get("witnesses", [])) for n in nodes}
 
     def public_key(self, kid):
         if kid not in self.by_kid:
@@ -132,7 +142,11 @@ def verify_cosignatures(uhdr, keys, origin, size, root):
     """Step 6: each cosignature is Ed25519 over the C2SP message."""
     witnesses = set()
     for kid, time, signature in uhdr.get(COSIGNATURES, []):
+        if bytes(kid) not in keys.by_kid:
+            raise Refused("unlisted_witness")
         label, public_key = keys.public_key(bytes(kid))
+        if label not in keys.witnesses[origin.split("/")[0]]:
+            raise Refused("unlisted_witness")
         message = f"cosignature/v1\ntime {time}\n{note_body(origin, size, root)}"
         try:
             Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message.encode())
@@ -174,6 +188,22 @@ def verify_checkpoint(data, keys):
     return origin, size, root
 
 
+MAX_EVIDENCE_BYTES = 8192
+
+
+def verify_evidence(data, keys):
+    """An evidence object [record, receipt]: the receipt proves the record
+    is in its issuer's log. Returns the record (a dict)."""
+    if len(data) > MAX_EVIDENCE_BYTES:
+        raise Refused("too_large")
+    record_bytes, receipt = cbor2.loads(data)
+    record = cbor2.loads(record_bytes)
+    origin, _, _ = verify_receipt(receipt, record_bytes, keys, 0)
+    if origin.split("/")[0] != record["issuer"]:
+        raise Refused("wrong_role")
+    return record
+
+
 def outcome(check):
     try:
         check()
@@ -185,7 +215,7 @@ def outcome(check):
 def main(vectors):
     vectors = Path(vectors)
     manifest = json.loads((vectors / "vectors.json").read_text())
-    keys = Keys(vectors)
+    keys = Keys(vectors, manifest)
     entry = (vectors / manifest["receipt_entry"]).read_bytes()
     k = manifest["receipt_min_cosignatures"]
     failures = 0
@@ -199,6 +229,21 @@ def main(vectors):
     for v in manifest["receipts"]:
         receipt = (vectors / v["file"]).read_bytes()
         report(v["file"], outcome(lambda: verify_receipt(receipt, entry, keys, k)), v["expected"])
+
+    for v in manifest["evidence"]:
+        data = (vectors / v["file"]).read_bytes()
+        report(v["file"], outcome(lambda: verify_evidence(data, keys)), v["expected"])
+
+    # The chain: each record names the SHA-256 of the record before it.
+    chain = [
+        cbor2.loads((vectors / f"evidence-{name}.cbor").read_bytes())[0]
+        for name in ("1-submission-acceptance", "2-relay-acceptance", "3-content-consignment")
+    ]
+    linked = all(
+        cbor2.loads(later)["previous"] == hashlib.sha256(earlier).digest()
+        for earlier, later in zip(chain, chain[1:])
+    ) and cbor2.loads(chain[0])["previous"] is None
+    report("evidence chain 1 -> 2 -> 3", "valid" if linked else "broken", "valid")
 
     # Checkpoints: one root per (origin, size), or the log forked.
     seen = {}

@@ -17,7 +17,6 @@ mod steps;
 
 use std::collections::BTreeMap;
 
-use estafette_relay::store::NewEvidence;
 use estafette_spec::evidence::EvidenceRecord;
 use estafette_spec::{
     Digest, Evidence, EvidenceEvent, EvidenceId, MessageId, ReasonCode, Timestamp,
@@ -128,8 +127,8 @@ impl Gateway {
         reason: Option<ReasonCode>,
         previous: Option<Digest>,
         now: Timestamp,
-    ) -> NewEvidence {
-        let record = EvidenceRecord {
+    ) -> EvidenceRecord {
+        EvidenceRecord {
             evidence_id: EvidenceId::random(&mut OsRng),
             event,
             envelope_id: Some(letter.envelope_id),
@@ -141,11 +140,6 @@ impl Gateway {
             reason,
             actor: None,
             previous,
-        };
-        NewEvidence {
-            evidence_id: record.evidence_id,
-            message_id: Some(message_id),
-            bytes: self.node.sign_evidence(&record),
         }
     }
 

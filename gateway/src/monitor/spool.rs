@@ -246,16 +246,19 @@ impl Gateway {
                 let message_id = id.message();
                 let stored = self.records().read()?.evidence_for(&message_id)?;
                 let chain = Evidence::order_chain(stored, &self.node.trust());
-                let previous = chain.last().map(|b| Digest::of(b));
-                previous.map(|previous| {
-                    self.paper_record(
-                        EvidenceEvent::PaperFailure,
-                        (message_id, Digest::of(&item.message)),
-                        reason,
-                        previous,
-                        now,
-                    )
-                })
+                match chain.last().and_then(|b| Evidence::chain_digest(b)) {
+                    Some(previous) => {
+                        let record = self.paper_record(
+                            EvidenceEvent::PaperFailure,
+                            (message_id, Digest::of(&item.message)),
+                            reason,
+                            previous,
+                            now,
+                        );
+                        self.node.log_evidence(&[record]).await?.pop()
+                    }
+                    None => None,
+                }
             }
             _ => None,
         };

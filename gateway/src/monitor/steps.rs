@@ -10,7 +10,10 @@
 use estafette_relay::store::NewEvidence;
 use estafette_spec::citizen::{Change, ChangeEntry, ChannelKind, ChannelState};
 use estafette_spec::escalation::{self, LetterProgress, MAX_NOTIFY_ATTEMPTS, Step};
-use estafette_spec::{Digest, EvidenceEvent, MessageId, ReasonCode, Recipient, Timestamp};
+use estafette_spec::evidence::EvidenceRecord;
+use estafette_spec::{
+    Digest, Evidence, EvidenceEvent, MessageId, ReasonCode, Recipient, Timestamp,
+};
 
 use super::{CHANNEL_NOTICE_INTERVAL_S, CycleReport, DEFAULT_INBOX_URL};
 use crate::gateway::{Gateway, PaperItem, PaperKind, TrackedLetter};
@@ -35,6 +38,8 @@ struct Steps {
     sender_name: String,
     /// The newest evidence of the letter: what new evidence links to.
     previous: Option<Digest>,
+    /// Records of the steps taken, logged together when the steps are done.
+    records: Vec<EvidenceRecord>,
     evidence: Vec<NewEvidence>,
     /// A paper copy to make: (reason, consigned at); the letter itself is
     /// the paper copy kept at submission, taken in the same transaction.
@@ -157,6 +162,7 @@ impl Gateway {
             steps.person.channel_working(),
             &self.policy,
         );
+        steps.evidence = self.node.log_evidence(&steps.records).await?;
         if steps.letter.progress == before && steps.evidence.is_empty() {
             // Nothing done: the letter waits in the due index until its
             // next step (it may have been there as due now).
@@ -235,6 +241,7 @@ impl Gateway {
             to,
             sender_name,
             previous,
+            records: vec![],
             evidence: vec![],
             paper: None,
             person_changes: vec![],
@@ -243,7 +250,8 @@ impl Gateway {
         }))
     }
 
-    /// Signs evidence of a step and links the next one to it.
+    /// Records a step and links the next one to it; the records are
+    /// logged when the letter's steps are done.
     fn sign_step(
         &self,
         steps: &mut Steps,
@@ -251,7 +259,7 @@ impl Gateway {
         reason: Option<ReasonCode>,
         now: Timestamp,
     ) {
-        let e = self.step_evidence(
+        let record = self.step_evidence(
             event,
             &steps.letter,
             steps.message_id,
@@ -259,8 +267,10 @@ impl Gateway {
             steps.previous,
             now,
         );
-        steps.previous = Some(Digest::of(&e.bytes));
-        steps.evidence.push(e);
+        steps.previous = Evidence::record_bytes(&record)
+            .ok()
+            .map(|bytes| Digest::of(&bytes));
+        steps.records.push(record);
     }
 
     /// A notification (or the reminder) by e-mail.

@@ -85,6 +85,8 @@ pub enum RecordsError {
     Corrupt { what: &'static str, detail: String },
     #[error(transparent)]
     Node(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] estafette_relay::evidence_log::LogError),
     /// The submission was recorded by a twin first (a retry that raced).
     #[error("the submission is already recorded")]
     AlreadyRecorded,

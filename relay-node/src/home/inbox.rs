@@ -1,4 +1,4 @@
-//! Opening a letter: ContentHandover evidence, signed and committed with
+//! Opening a letter: ContentHandover evidence, logged and committed with
 //! the access-log entry before the letter is given. Listing reads only the
 //! small records the relay wrote at delivery (see `store::InboxRecord`).
 
@@ -10,7 +10,7 @@ use super::HomeError;
 use crate::node::Node;
 use crate::store::{AccessEntry, InboxRecord, Op};
 
-/// Opens a letter for `actor`: signs ContentHandover, records it durably
+/// Opens a letter for `actor`: logs ContentHandover, records it durably
 /// (with the access-log entry), and only then gives the record and the
 /// signed letter.
 pub async fn open_letter(
@@ -49,7 +49,7 @@ pub async fn open_letter(
             mandate: None,
         }),
     };
-    let evidence = core.new_evidence(&handover);
+    let evidence = core.new_evidence(&handover).await?;
     store
         .write(Op::MarkOpened {
             inbox_id: *inbox,

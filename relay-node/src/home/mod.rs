@@ -36,6 +36,8 @@ pub enum HomeError {
     NoSuchLetter,
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Log(#[from] crate::evidence_log::LogError),
     #[error("the gateway could not be asked: {0}")]
     Gateway(#[from] GatewayError),
     #[error("the citizen API needs the home role (an hpke_key)")]

@@ -199,7 +199,7 @@ pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Creates `file` empty with mode 0600 if missing; refuses one that others
 /// may read or write.
-fn private_file(file: &Path) -> Result<(), StoreError> {
+pub fn private_file(file: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let shown = file.display();
     match std::fs::metadata(file) {

@@ -766,7 +766,8 @@ impl Tables<'_> {
             record.opened_at = Some(opened_at);
             add_unread(txn, *inbox_id.as_bytes(), -1)?;
         }
-        record.last_evidence = Digest::of(&evidence.bytes);
+        record.last_evidence = estafette_spec::Evidence::chain_digest(&evidence.bytes)
+            .unwrap_or(Digest::of(&evidence.bytes));
         self.inbox.insert(key, encode(&record).as_slice())?;
         self.keep(evidence, EvidenceTo::Outbox)?;
         let mut log = txn.open_table(ACCESS_LOG)?;
