@@ -197,12 +197,44 @@ pub fn relay_frames(data: &[u8]) {
                 let _ = proof.verify(&f.trust, &f.policy);
             }
         }
+        Ok(Request::AddCheckpoint(offer)) => {
+            // As a witness that never saw the log, and one that saw a tree
+            // of the offered old size with another root.
+            if let Ok((checkpoint, _)) = receipt::SignedCheckpoint::parse(&offer.checkpoint) {
+                let proof: Vec<_> = offer.consistency.iter().map(|d| d.0).collect();
+                let offer = witness::CheckpointOffer {
+                    old_size: offer.old_size,
+                    consistency: &proof,
+                    checkpoint: &checkpoint,
+                };
+                let known = witness::LogHead {
+                    origin: checkpoint.checkpoint.origin.clone(),
+                    tree_size: offer.old_size,
+                    root: [7; 32],
+                };
+                let key = fixtures::key(fixtures::GATEWAY);
+                for known in [None, Some(&known)] {
+                    let _ = witness::cosign(
+                        &fixtures::gateway_id(),
+                        &key,
+                        known,
+                        &offer,
+                        &f.trust,
+                        T0.0,
+                    );
+                }
+            }
+        }
         Err(_) => {}
     }
-    if let Ok(Response::Accepted(object) | Response::Rejected(object)) =
-        relay::decode::<Response>(data)
-    {
-        let _ = Evidence::verify(&object, &f.trust);
+    match relay::decode::<Response>(data) {
+        Ok(Response::Accepted(object) | Response::Rejected(object)) => {
+            let _ = Evidence::verify(&object, &f.trust);
+        }
+        Ok(Response::Cosigned(bytes)) => {
+            let _ = receipt::Cosignature::from_bytes(&bytes);
+        }
+        _ => {}
     }
 }
 

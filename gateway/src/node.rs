@@ -262,6 +262,9 @@ impl RequestHandler for GatewayHandler {
                     ReasonCode::NotForThisNode,
                     "the gateway takes no offers: it is where envelopes start",
                 ),
+                Request::AddCheckpoint(offer) => {
+                    estafette_relay::witness::add_checkpoint(&node.core, peer, offer).await
+                }
             }
         })
     }

@@ -439,12 +439,14 @@ impl Federation {
 
     /// The trust list content for the current state, as a new version.
     fn next_trust_list(&self, issued_at: Timestamp) -> TrustListContent {
-        TrustListContent {
+        let mut content = TrustListContent {
             version: self.state.trust_list.version + 1,
             issued_at,
             next_update: issued_at.plus_s(PUBLICATION_VALIDITY_DAYS * 86_400),
             ..self.state.trust_list.clone()
-        }
+        };
+        assign_witnesses(&mut content);
+        content
     }
 
     /// Publishes a new CRL and a new trust list version, then saves the state.
@@ -554,4 +556,34 @@ fn check_address(address: &str) -> Result<(), PkiError> {
         return Err(bad());
     }
     Ok(())
+}
+
+/// How many witnesses each member of the federation gets.
+pub const DEFAULT_WITNESSES: usize = 2;
+
+/// Names the witnesses of every member (the gateway and the nodes), anew
+/// at each publication so that members issued later take their turn: the
+/// next [`DEFAULT_WITNESSES`] members after it in the order of their ids,
+/// round the circle, so that every member witnesses as many logs as it has
+/// witnesses (SPEC.md §15).
+fn assign_witnesses(content: &mut TrustListContent) {
+    let mut ids: Vec<estafette_spec::NodeId> = content
+        .gateway
+        .iter()
+        .chain(&content.nodes)
+        .map(|n| n.id.clone())
+        .collect();
+    ids.sort();
+    let pick = |id: &estafette_spec::NodeId| -> Vec<estafette_spec::NodeId> {
+        let Some(at) = ids.iter().position(|i| i == id) else {
+            return Vec::new();
+        };
+        (1..ids.len())
+            .map(|step| ids[(at + step) % ids.len()].clone())
+            .take(DEFAULT_WITNESSES)
+            .collect()
+    };
+    for node in content.gateway.iter_mut().chain(content.nodes.iter_mut()) {
+        node.witnesses = pick(&node.id);
+    }
 }

@@ -124,6 +124,7 @@ impl NodeCore {
         });
         tokio::spawn(core.trust.clone().watch(core.stopped.clone()));
         tokio::spawn(core.clone().close_revoked_peers());
+        tokio::spawn(crate::witness::seek_cosignatures(core.clone()));
         Ok(core)
     }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use ed25519_dalek::SigningKey;
 use estafette_spec::merkle::{self, Hash, NodeSource};
-use estafette_spec::receipt::{InclusionProof, Receipt, SignedCheckpoint};
+use estafette_spec::receipt::{Cosignature, InclusionProof, Receipt, SignedCheckpoint};
 use estafette_spec::{Clock, Evidence, EvidenceError, EvidenceRecord};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
@@ -30,8 +30,12 @@ use crate::metrics::Metrics;
 /// arrives: (height, index) → hash. Level-`L` tiles are the nodes of height
 /// `8·L`.
 const NODES: TableDefinition<(u8, u64), [u8; 32]> = TableDefinition::new("log_nodes");
-/// The log's origin, its size and its newest signed checkpoint.
+/// The log's origin, its size, its newest signed checkpoint and the newest
+/// one witnesses cosigned (with their cosignatures).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
+/// Other nodes' logs this node witnesses: origin → the size and root it
+/// last cosigned. Written (and synced) before the cosignature is given.
+const WITNESSED: TableDefinition<&str, (u64, [u8; 32])> = TableDefinition::new("witnessed");
 
 /// Most records one checkpoint covers: one commit of the log.
 pub const MAX_LOG_BATCH: usize = 4096;
@@ -57,6 +61,18 @@ pub enum LogError {
     Record(#[from] EvidenceError),
 }
 
+/// Why a witness gave no cosignature.
+#[derive(Debug, Clone)]
+pub enum Witnessing {
+    /// The checkpoint was refused, with the size this node knows of the log.
+    Refused {
+        refusal: estafette_spec::witness::WitnessRefusal,
+        known_size: u64,
+    },
+    /// This node could not read or write what it knows.
+    Failed(LogError),
+}
+
 fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
 }
@@ -77,6 +93,7 @@ struct Job {
 /// checkpoints, tiles and proofs.
 pub struct EvidenceLog {
     origin: String,
+    key: SigningKey,
     db: Arc<Database>,
     head: Arc<RwLock<Head>>,
     jobs: mpsc::Sender<Job>,
@@ -99,6 +116,7 @@ impl EvidenceLog {
             let txn = db.begin_write().map_err(storage)?;
             let head = {
                 txn.open_table(NODES).map_err(storage)?;
+                txn.open_table(WITNESSED).map_err(storage)?;
                 let mut meta = txn.open_table(META).map_err(storage)?;
                 let found = meta
                     .get("origin")
@@ -131,7 +149,7 @@ impl EvidenceLog {
             db: db.clone(),
             head: head.clone(),
             origin: origin.clone(),
-            key,
+            key: key.clone(),
             clock,
             metrics,
         };
@@ -141,6 +159,7 @@ impl EvidenceLog {
             .map_err(storage)?;
         Ok(EvidenceLog {
             origin,
+            key,
             db,
             head,
             jobs,
@@ -216,6 +235,86 @@ impl EvidenceLog {
         let txn = self.db.begin_read().map_err(storage)?;
         let nodes = txn.open_table(NODES).map_err(storage)?;
         merkle::stored_consistency_proof(&Stored::new(&nodes), old, new)
+    }
+
+    /// Witnesses `offer` (a checkpoint of another node's log) as `me`:
+    /// cosigns it at `time` if it extends what this node cosigned of that
+    /// log before, and remembers it durably first. Blocks on the database:
+    /// call it off the async threads.
+    pub fn witness(
+        &self,
+        me: &estafette_spec::NodeId,
+        offer: &estafette_spec::witness::CheckpointOffer<'_>,
+        trust: &estafette_spec::TrustList,
+        time: u64,
+    ) -> Result<Cosignature, Witnessing> {
+        use estafette_spec::witness::{LogHead, cosign};
+        let failed = |e: LogError| Witnessing::Failed(e);
+        let origin = offer.checkpoint.checkpoint.origin.clone();
+        let txn = self.db.begin_write().map_err(|e| failed(storage(e)))?;
+        let cosignature = {
+            let mut table = txn.open_table(WITNESSED).map_err(|e| failed(storage(e)))?;
+            let known = table
+                .get(origin.as_str())
+                .map_err(|e| failed(storage(e)))?
+                .map(|v| {
+                    let (tree_size, root) = v.value();
+                    LogHead {
+                        origin: origin.clone(),
+                        tree_size,
+                        root,
+                    }
+                });
+            let known_size = known.as_ref().map_or(0, |k| k.tree_size);
+            let (head, cosignature) = cosign(me, &self.key, known.as_ref(), offer, trust, time)
+                .map_err(|refusal| Witnessing::Refused {
+                    refusal,
+                    known_size,
+                })?;
+            table
+                .insert(origin.as_str(), (head.tree_size, head.root))
+                .map_err(|e| failed(storage(e)))?;
+            cosignature
+        };
+        txn.commit().map_err(|e| failed(storage(e)))?;
+        Ok(cosignature)
+    }
+
+    /// Keeps `checkpoint` (of this log) with the cosignatures witnesses
+    /// gave it: what this node serves as its checkpoint, and what receipts
+    /// in a proof bundle are renewed against.
+    pub fn keep_cosigned(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        cosignatures: &[Cosignature],
+    ) -> Result<(), LogError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            meta.insert("cosigned", checkpoint.to_cose(cosignatures).as_slice())
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// The newest checkpoint witnesses cosigned, with their cosignatures.
+    pub fn cosigned(&self) -> Result<Option<(SignedCheckpoint, Vec<Cosignature>)>, LogError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(META).map_err(storage)?;
+        match meta.get("cosigned").map_err(storage)? {
+            Some(v) => Ok(Some(SignedCheckpoint::parse(v.value()).map_err(storage)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` records.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Option<Vec<Hash>>, LogError> {
+        if size > self.size() {
+            return Ok(None);
+        }
+        let txn = self.db.begin_read().map_err(storage)?;
+        let nodes = txn.open_table(NODES).map_err(storage)?;
+        merkle::stored_inclusion_proof(&Stored::new(&nodes), index, size)
     }
 
     fn read_head(&self) -> Head {

@@ -672,9 +672,12 @@ impl Forwarder {
             Ok(Response::Refused { reason, detail }) => {
                 format!("refused ({}): {detail}", reason.code())
             }
-            Ok(Response::EvidenceStored(_) | Response::Citizen(_)) => {
-                "answer of the wrong kind".into()
-            }
+            Ok(
+                Response::EvidenceStored(_)
+                | Response::Citizen(_)
+                | Response::Cosigned(_)
+                | Response::CheckpointRefused { .. },
+            ) => "answer of the wrong kind".into(),
             Err(e) => e.to_string(),
         };
         self.hop_failed(id, dest, record, failures, error).await

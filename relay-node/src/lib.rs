@@ -34,6 +34,7 @@ pub mod texts;
 pub mod throttle;
 pub mod transport;
 pub mod trust_state;
+pub mod witness;
 
 pub use compose::RunningNode;
 pub use config::Config;

@@ -70,6 +70,14 @@ pub struct Metrics {
     pub log_checkpoints: Counter,
     /// Records in the evidence log.
     pub log_records: Gauge,
+    /// Size of this node's newest checkpoint that witnesses cosigned.
+    pub log_cosigned_size: Gauge,
+    /// Checkpoints of this node's log a witness refused (a fork, a rewrite).
+    pub log_witness_refusals: Counter,
+    /// Checkpoints of other nodes' logs this node cosigned as a witness.
+    pub witness_cosigned: Counter,
+    /// Checkpoints of other nodes' logs this node refused to cosign.
+    pub witness_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -108,6 +116,10 @@ impl Metrics {
             reachable_at_trust_list_address: Gauge::default(),
             log_checkpoints: Counter::default(),
             log_records: Gauge::default(),
+            log_cosigned_size: Gauge::default(),
+            log_witness_refusals: Counter::default(),
+            witness_cosigned: Counter::default(),
+            witness_refused: Counter::default(),
             registry: Registry::default(),
         };
         m.register_in(&mut registry);
@@ -176,6 +188,14 @@ impl Metrics {
                 "Checkpoints of this node's evidence log signed (one signature per commit, covering every record in it)";
             log_records => "log_records",
                 "Records in this node's evidence log";
+            log_cosigned_size => "log_cosigned_size",
+                "Records under this node's newest checkpoint that its witnesses cosigned";
+            log_witness_refusals => "log_witness_refusals",
+                "Checkpoints of this node's log a witness refused to cosign: a fork or rewrite of the log, or a witness that knows a longer one";
+            witness_cosigned => "witness_cosigned",
+                "Checkpoints of other nodes' logs cosigned here as a witness";
+            witness_refused => "witness_refused",
+                "Checkpoints of other nodes' logs refused here as a witness (inconsistent with what was cosigned before)";
         }
     }
 

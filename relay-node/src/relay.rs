@@ -250,6 +250,9 @@ impl RequestHandler for RelayHandler {
                     Err(r) => refused(r.reason, r.detail),
                     Ok(()) => refused(ReasonCode::NotForThisNode, "no citizen requests here"),
                 },
+                Request::AddCheckpoint(offer) => {
+                    crate::witness::add_checkpoint(&self.core, peer, offer).await
+                }
             }
         })
     }

@@ -466,9 +466,12 @@ impl RequestHandler for TakesEvidence {
                     crate::origin::take_evidence(&self.core, &self.store, &self.notes, peer, list)
                         .await
                 }
+                relay::Request::AddCheckpoint(offer) => {
+                    crate::witness::add_checkpoint(&self.core, peer, offer).await
+                }
                 _ => refused(
                     ReasonCode::NotForThisNode,
-                    "the test gateway takes evidence only",
+                    "the test gateway takes evidence and checkpoints only",
                 ),
             }
         })
@@ -584,6 +587,11 @@ impl TestGateway {
             forwarder,
             server,
         })
+    }
+
+    /// The test gateway's metrics, in Prometheus text.
+    pub fn metrics(&self) -> String {
+        self.core.metrics.encode()
     }
 
     pub fn store(&self) -> &Store {

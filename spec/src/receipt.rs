@@ -242,6 +242,25 @@ impl Cosignature {
                 .is_ok()
     }
 
+    /// `[kid, time, signature]` as CBOR bytes (a witness's answer).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = ciborium::ser::into_writer(&self.to_value(), &mut out);
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Cosignature, ReceiptError> {
+        cbor::prescan(bytes, 256)?;
+        let value: Value =
+            ciborium::de::from_reader(bytes).map_err(|e| ReceiptError::Structure(e.to_string()))?;
+        let cosignature = Self::from_value(value)?;
+        if cosignature.to_bytes() != bytes {
+            return Err(ReceiptError::NotCanonical);
+        }
+        Ok(cosignature)
+    }
+
     fn to_value(&self) -> Value {
         Value::Array(vec![
             Value::Bytes(self.witness.0.to_vec()),

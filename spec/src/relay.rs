@@ -46,6 +46,22 @@ pub enum Request {
     /// A person's request, carried by their home node to the gateway (only
     /// home nodes send these, only the gateway accepts them).
     Citizen(Box<crate::citizen::CitizenRequest>),
+    /// A node's log checkpoint for this node to witness (SPEC.md §15, C2SP
+    /// tlog-witness's add-checkpoint).
+    AddCheckpoint(AddCheckpoint),
+}
+
+/// A checkpoint offered to a witness: the size the log believes the
+/// witness knows, the consistency proof from there, the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddCheckpoint {
+    pub old_size: u64,
+    /// At most [`crate::merkle::MAX_PROOF_HASHES`] hashes.
+    pub consistency: Vec<Digest>,
+    /// The COSE checkpoint (root embedded, no cosignatures needed).
+    #[serde(with = "serde_bytes")]
+    pub checkpoint: Vec<u8>,
 }
 
 impl Request {
@@ -54,7 +70,7 @@ impl Request {
     /// some citizen actions are reads or set a state.
     pub fn is_repeatable(&self) -> bool {
         match self {
-            Request::Offer(_) | Request::Evidence(_) => true,
+            Request::Offer(_) | Request::Evidence(_) | Request::AddCheckpoint(_) => true,
             Request::Citizen(request) => request.action.is_repeatable(),
         }
     }
@@ -74,6 +90,15 @@ pub enum Response {
     Citizen(crate::citizen::CitizenReply),
     /// The request itself is not allowed or not readable; nothing was stored.
     Refused { reason: ReasonCode, detail: String },
+    /// The witness cosigned the checkpoint: `[kid, time, signature]`.
+    Cosigned(serde_bytes::ByteBuf),
+    /// The witness did not cosign: tlog-witness's status (400, 403, 409,
+    /// 422), the size it knows of the log, and why.
+    CheckpointRefused {
+        status: u16,
+        known_size: u64,
+        detail: String,
+    },
 }
 
 /// Why a frame is refused.

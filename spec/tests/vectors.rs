@@ -148,11 +148,16 @@ fn receipt_vectors(
     let forked: Vec<merkle::Hash> = forked.iter().map(|e| merkle::leaf_hash(e)).collect();
     let forked = SignedCheckpoint::sign(checkpoint(&forked, 6), &home);
     files.insert("invalid-checkpoint-forked.cose".into(), forked.to_cose(&[]));
-    merkle::consistency_proof(3, &leaves)
-        .unwrap()
-        .iter()
-        .map(hex::encode)
-        .collect()
+    let proof = merkle::consistency_proof(3, &leaves).unwrap();
+    files.insert(
+        "frame-add-checkpoint.cbor".into(),
+        relay::encode(&relay::Request::AddCheckpoint(relay::AddCheckpoint {
+            old_size: 3,
+            consistency: proof.iter().map(|h| Digest(*h)).collect(),
+            checkpoint: signed.to_cose(&[]),
+        })),
+    );
+    proof.iter().map(hex::encode).collect()
 }
 
 fn evidence(
@@ -855,6 +860,36 @@ fn check_receipt_vectors(trust: &TrustList, read: &dyn Fn(&str) -> Vec<u8>) {
         })
         .collect();
     merkle::verify_consistency(3, 5, &at3.checkpoint.root, &at5.checkpoint.root, &proof).unwrap();
+
+    // The add-checkpoint frame: a witness of home-1.test that cosigned the
+    // log at 3 records cosigns it at 5.
+    let Ok(relay::Request::AddCheckpoint(frame)) =
+        relay::decode::<relay::Request>(&read("frame-add-checkpoint.cbor"))
+    else {
+        panic!("frame-add-checkpoint.cbor is not an add-checkpoint request");
+    };
+    let (offered, _) = SignedCheckpoint::parse(&frame.checkpoint).unwrap();
+    let consistency: Vec<merkle::Hash> = frame.consistency.iter().map(|d| d.0).collect();
+    let offer = estafette_spec::witness::CheckpointOffer {
+        old_size: frame.old_size,
+        consistency: &consistency,
+        checkpoint: &offered,
+    };
+    let known = estafette_spec::witness::LogHead::of(&at3);
+    let (head, cosignature) = estafette_spec::witness::cosign(
+        &fixtures::relay_id(),
+        &fixtures::key(fixtures::RELAY),
+        Some(&known),
+        &offer,
+        trust,
+        T0.0,
+    )
+    .unwrap();
+    assert_eq!(head, estafette_spec::witness::LogHead::of(&at5));
+    assert!(cosignature.verify(
+        &at5.checkpoint,
+        &fixtures::key(fixtures::RELAY).verifying_key()
+    ));
 }
 
 /// The ID token vectors and what a verifier at the home node concludes.
