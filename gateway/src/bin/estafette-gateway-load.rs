@@ -482,6 +482,42 @@ fn print_commits(gateway: &RunningGateway) {
     }
 }
 
+/// Ed25519 signatures the protocol made per letter: the gateway's envelope
+/// (one a letter), each process's log checkpoints (one per commit of its
+/// evidence log, however many records it holds) and the cosignatures each
+/// gave as a witness. Counted from the processes' metrics.
+fn print_signatures(rig: &Rig, letters: usize) {
+    let value = |metrics: &str, name: &str| estafette_relay::testkit::metric(metrics, name);
+    let gateway: String = rig
+        .gateways
+        .iter()
+        .map(|g| g.gateway.node.core.metrics.encode())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let remote = |admin| estafette_relay::admin::local_get(admin, "/metrics").unwrap_or_default();
+    let processes = [
+        ("gateway", gateway),
+        ("transit relay", remote(rig.relay.admin)),
+        ("home relay", remote(rig.home.admin)),
+    ];
+    let per = |n: f64| n / letters.max(1) as f64;
+    let mut total = 1.0;
+    let mut parts = Vec::new();
+    for (name, metrics) in &processes {
+        let checkpoints = value(metrics, "estafette_relay_log_checkpoints_total");
+        let cosigned = value(metrics, "estafette_relay_witness_cosigned_total");
+        total += per(checkpoints + cosigned);
+        parts.push(format!(
+            "{name} {:.3} ({checkpoints:.0} checkpoints, {cosigned:.0} cosignatures)",
+            per(checkpoints + cosigned)
+        ));
+    }
+    println!(
+        "signatures per letter: {total:.3} = 1 envelope + {}",
+        parts.join(" + ")
+    );
+}
+
 /// What one run measured.
 struct Run {
     accepted: usize,
@@ -676,6 +712,7 @@ async fn main() -> Result<()> {
         "notification e-mails received: {notified} ({:.0}/s over the whole run)",
         notified as f64 / started.elapsed().as_secs_f64()
     );
+    print_signatures(&rig, accepted);
     // Everything each letter cost, its notification included.
     let usage_after: Vec<Option<Usage>> = pids.iter().map(|(_, p)| usage_of(p)).collect();
     println!("cost per letter, notification included (Linux /proc):");
