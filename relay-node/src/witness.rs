@@ -93,10 +93,16 @@ pub async fn seek_cosignatures(core: Arc<NodeCore>) {
     let mut known: HashMap<NodeId, u64> = HashMap::new();
     // The newest checkpoint's size and the cosignatures it has so far.
     let mut kept: Option<(u64, Vec<Cosignature>)> = None;
+    // Registered once, so that a stop while a round is under way is not
+    // missed (the loop holds the node, and with it the log's database).
+    let stopped = core.stopped.clone();
+    let stop = stopped.notified();
+    tokio::pin!(stop);
+    stop.as_mut().enable();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(WITNESS_INTERVAL) => {}
-            _ = core.stopped.notified() => return,
+            _ = &mut stop => return,
         }
         let Some(checkpoint) = core.log.checkpoint() else {
             continue;
