@@ -135,3 +135,31 @@ async fn a_log_file_keeps_its_origin() {
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
+
+/// One checkpoint covers at most `MAX_LOG_BATCH` records: more waiting
+/// records are taken by the next commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_takes_at_most_max_log_batch_records() {
+    use estafette_relay::evidence_log::MAX_LOG_BATCH;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path(), RELAY).unwrap());
+    let n = MAX_LOG_BATCH as u32 + 1;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(&record(i)).await })
+        })
+        .collect();
+    let mut sizes = std::collections::BTreeSet::new();
+    for task in tasks {
+        let object = task.await.unwrap().unwrap();
+        sizes.insert(Evidence::read_stored(&object).unwrap().log.tree_size);
+    }
+    assert!(sizes.len() >= 2, "{} records under one checkpoint", n);
+    let mut before = 0;
+    for size in sizes {
+        assert!(size - before <= MAX_LOG_BATCH as u64, "{before} → {size}");
+        before = size;
+    }
+    assert_eq!(before, u64::from(n));
+}
