@@ -10,8 +10,9 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_ENVELOPE_OVERHEAD_BYTES: usize = 16 * 1024;
 /// Largest `Envelope` (COSE bytes).
 pub const MAX_ENVELOPE_BYTES: usize = MAX_MESSAGE_BYTES + MAX_ENVELOPE_OVERHEAD_BYTES;
-/// Largest `Evidence` (COSE bytes).
-pub const MAX_EVIDENCE_BYTES: usize = 8 * 1024;
+/// Largest evidence object (`[record, receipt]`): a record with the longest
+/// texts and the largest receipt.
+pub const MAX_EVIDENCE_BYTES: usize = 12 * 1024;
 /// Largest `IdentityAssertion` (COSE bytes).
 pub const MAX_ASSERTION_BYTES: usize = 8 * 1024;
 /// Largest `TrustList` (COSE bytes).

@@ -58,8 +58,10 @@ pub const VDS_RFC9162_SHA256: i64 = 1;
 /// Key of the inclusion proofs in the `vdp` map.
 pub const VDP_INCLUSION_PROOFS: i64 = -1;
 
-/// Largest checkpoint or receipt, cosignatures included.
-pub const MAX_RECEIPT_BYTES: usize = 4 * 1024;
+/// Largest checkpoint or receipt, cosignatures included: the largest a
+/// log can make (an origin of 255 bytes, a path of 64 hashes, 16
+/// cosignatures) is 4,116 bytes.
+pub const MAX_RECEIPT_BYTES: usize = 5 * 1024;
 /// Most cosignatures one checkpoint or receipt carries.
 pub const MAX_COSIGNATURES: usize = 16;
 /// Longest origin: `<node id>` or `<node id>/<log name>`.

@@ -407,3 +407,43 @@ fn receipts_verify_with_an_independent_cose_library() {
         "{stdout}"
     );
 }
+
+/// The largest receipt a log can make (a path of 64 hashes, in a tree of
+/// 2⁶⁴ − 1 records, with the most cosignatures) fits the size limit; bytes
+/// over the limit are refused before anything is decoded.
+#[test]
+fn the_largest_receipt_fits_the_limit() {
+    use estafette_spec::receipt::MAX_RECEIPT_BYTES;
+    let checkpoint = Checkpoint {
+        origin: format!("{}.test/{}", "a".repeat(58), "b".repeat(191)),
+        tree_size: u64::MAX,
+        root: [1; 32],
+        issued_at: estafette_spec::Timestamp(u64::MAX),
+    };
+    let cosignature = Cosignature::sign(&checkpoint, u64::MAX, &key(RELAY));
+    let receipt = Receipt {
+        checkpoint: SignedCheckpoint::sign(checkpoint, &key(HOME)),
+        proof: InclusionProof {
+            tree_size: u64::MAX,
+            leaf_index: 0,
+            path: vec![[2; 32]; 64],
+        },
+        cosignatures: vec![cosignature; MAX_COSIGNATURES],
+    }
+    .encode();
+    assert!(
+        receipt.len() <= MAX_RECEIPT_BYTES,
+        "{} bytes",
+        receipt.len()
+    );
+    let parsed = Receipt::parse(&receipt, b"entry").unwrap();
+    assert_eq!(parsed.proof.path.len(), 64);
+    let mut over = receipt.clone();
+    over.resize(MAX_RECEIPT_BYTES + 1, 0);
+    assert!(matches!(
+        Receipt::parse(&over, b"entry"),
+        Err(ReceiptError::Cbor(
+            estafette_spec::cbor::CborError::TooLarge { .. }
+        ))
+    ));
+}

@@ -356,7 +356,7 @@ const EVIDENCE_VECTORS: &[(&str, &str, &str)] = &[
     (
         "invalid-evidence-oversize.cbor",
         "too_large",
-        "An evidence object of 9,000+ bytes (limit 8,192).",
+        "An evidence object of 13,000+ bytes (limit 12,288).",
     ),
     (
         "invalid-evidence-unknown-signer.cbor",
@@ -541,7 +541,7 @@ fn generate() -> Files {
 
     files.insert(
         "invalid-evidence-oversize.cbor".into(),
-        Evidence::assemble(&[0u8; 9000], &receipt),
+        Evidence::assemble(&[0u8; 13_000], &receipt),
     );
     let stranger = evidence(
         4,

@@ -188,7 +188,7 @@ def verify_checkpoint(data, keys):
     return origin, size, root
 
 
-MAX_EVIDENCE_BYTES = 8192
+MAX_EVIDENCE_BYTES = 12288
 
 
 def verify_evidence(data, keys):
