@@ -56,78 +56,58 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     h.finalize().into()
 }
 
-/// The largest power of two smaller than `n` (`n` ≥ 2).
-fn split(n: usize) -> usize {
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
-}
-
 /// MTH: the root of the tree over `leaves` (leaf hashes, in log order).
 pub fn root(leaves: &[Hash]) -> Hash {
-    match leaves.len() {
-        0 => EMPTY_ROOT,
-        1 => leaves[0],
-        n => {
-            let k = split(n);
-            node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
-        }
-    }
+    let Ok(root) = stored_root(&Leaves(leaves), leaves.len() as u64);
+    root
 }
 
 /// PATH: the inclusion proof of leaf `index` in the tree over `leaves`.
 pub fn inclusion_proof(index: u64, leaves: &[Hash]) -> Result<Vec<Hash>, MerkleError> {
     let size = leaves.len() as u64;
-    let m = usize::try_from(index)
-        .ok()
-        .filter(|m| *m < leaves.len())
-        .ok_or(MerkleError::IndexOutOfRange { index, size })?;
-    let mut proof = Vec::new();
-    path(m, leaves, &mut proof);
-    Ok(proof)
-}
-
-fn path(m: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
-    let n = leaves.len();
-    if n <= 1 {
-        return;
-    }
-    let k = split(n);
-    if m < k {
-        path(m, &leaves[..k], out);
-        out.push(root(&leaves[k..]));
-    } else {
-        path(m - k, &leaves[k..], out);
-        out.push(root(&leaves[..k]));
-    }
+    let Ok(proof) = stored_inclusion_proof(&Leaves(leaves), index, size);
+    proof.ok_or(MerkleError::IndexOutOfRange { index, size })
 }
 
 /// PROOF: the consistency proof that the tree of the first `old_size`
 /// leaves is the start of the tree over all of `leaves`.
 pub fn consistency_proof(old_size: u64, leaves: &[Hash]) -> Result<Vec<Hash>, MerkleError> {
     let new = leaves.len() as u64;
-    if old_size == 0 || old_size > new {
-        return Err(MerkleError::SizesOutOfOrder { old: old_size, new });
-    }
-    let mut proof = Vec::new();
-    // old_size ≤ leaves.len(), so it fits.
-    subproof(old_size as usize, leaves, true, &mut proof);
-    Ok(proof)
+    let Ok(proof) = stored_consistency_proof(&Leaves(leaves), old_size, new);
+    proof.ok_or(MerkleError::SizesOutOfOrder { old: old_size, new })
 }
 
-fn subproof(m: usize, leaves: &[Hash], whole: bool, out: &mut Vec<Hash>) {
-    let n = leaves.len();
-    if m == n {
-        if !whole {
-            out.push(root(leaves));
-        }
-        return;
+/// The leaf hashes of a whole tree in memory, as a [`NodeSource`]: each
+/// perfect subtree hashed from its leaves when asked for (the same
+/// recursions as a stored log, for trees given as a slice).
+struct Leaves<'a>(&'a [Hash]);
+
+impl NodeSource for Leaves<'_> {
+    type Error = std::convert::Infallible;
+    fn node(&self, height: u8, index: u64) -> Result<Hash, Self::Error> {
+        let at = |i: u64| {
+            i.checked_shl(u32::from(height))
+                .and_then(|n| usize::try_from(n).ok())
+        };
+        let range = at(index)
+            .zip(index.checked_add(1).and_then(at))
+            .and_then(|(start, end)| self.0.get(start..end));
+        // The recursions ask only for subtrees inside the tree.
+        Ok(range.map_or(EMPTY_ROOT, |leaves| Leaves(leaves).whole()))
     }
-    let k = split(n);
-    if m <= k {
-        subproof(m, &leaves[..k], whole, out);
-        out.push(root(&leaves[k..]));
-    } else {
-        subproof(m - k, &leaves[k..], false, out);
-        out.push(root(&leaves[..k]));
+}
+
+impl Leaves<'_> {
+    /// The hash of a perfect subtree given as all its leaves.
+    fn whole(&self) -> Hash {
+        match self.0 {
+            [] => EMPTY_ROOT,
+            [leaf] => *leaf,
+            leaves => {
+                let (left, right) = leaves.split_at(leaves.len() / 2);
+                node_hash(&Leaves(left).whole(), &Leaves(right).whole())
+            }
+        }
     }
 }
 
