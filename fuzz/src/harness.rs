@@ -130,7 +130,7 @@ pub fn signed_payloads(data: &[u8]) {
         SignedKind::Object(kind) => kind,
         SignedKind::LoggedEvidence => {
             // The payload as a record in the relay's log, then verified.
-            let mut log = receipt::MemoryLog::new(fixtures::RELAY);
+            let mut log = memory_log::MemoryLog::new(fixtures::RELAY);
             let receipts = log.append(&[payload.to_vec()], &SIGNERS[index], T0);
             for receipt in receipts {
                 let _ = Evidence::verify(&Evidence::assemble(payload, &receipt), &f.trust);

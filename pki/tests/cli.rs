@@ -314,8 +314,8 @@ fn signed_objects_are_explained() {
         previous: None,
     };
     let path = tmp.path().join("evidence.cbor");
-    let mut relay_log = estafette_spec::receipt::MemoryLog::new("relay1.test");
-    let logged = |log: &mut estafette_spec::receipt::MemoryLog, record: &EvidenceRecord| {
+    let mut relay_log = estafette_spec::memory_log::MemoryLog::new("relay1.test");
+    let logged = |log: &mut estafette_spec::memory_log::MemoryLog, record: &EvidenceRecord| {
         Evidence::log(log, &[record], &relay_key, now)
             .unwrap()
             .remove(0)

@@ -15,7 +15,7 @@ use estafette_spec::{Clock, HpkeKeyPair, NodeId, TrustList};
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::evidence_log::{EvidenceLog, LogError};
+use crate::evidence_log::{EvidenceLog, LogError, Logged};
 use crate::metrics::Metrics;
 use crate::node::NodeError;
 use crate::store::NewEvidence;
@@ -165,17 +165,13 @@ impl NodeCore {
 
     /// Appends one of this node's own evidence records to its log: the
     /// evidence object once the log's commit (and checkpoint) is done.
-    pub async fn log_evidence(&self, record: &EvidenceRecord) -> Result<Vec<u8>, LogError> {
+    pub async fn log_evidence(&self, record: &EvidenceRecord) -> Result<Logged, LogError> {
         self.log.append(record).await
     }
 
     /// A record logged, ready to keep.
     pub async fn new_evidence(&self, record: &EvidenceRecord) -> Result<NewEvidence, LogError> {
-        Ok(NewEvidence {
-            evidence_id: record.evidence_id,
-            message_id: record.message_id,
-            bytes: self.log_evidence(record).await?,
-        })
+        Ok(self.log_evidence(record).await?.keep(record))
     }
 
     /// Outgoing connections of peers the federation revokes are closed.

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use ed25519_dalek::SigningKey;
 use estafette_spec::merkle::{self, Hash, NodeSource};
 use estafette_spec::receipt::{Cosignature, InclusionProof, Receipt, SignedCheckpoint};
-use estafette_spec::{Clock, Evidence, EvidenceError, EvidenceRecord};
+use estafette_spec::{Clock, Digest, Evidence, EvidenceError, EvidenceRecord};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
@@ -75,6 +75,24 @@ pub enum Witnessing {
 
 fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
+}
+
+/// A record in the log: its evidence object and its chain digest.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub evidence: Vec<u8>,
+    pub digest: Digest,
+}
+
+impl Logged {
+    /// The evidence object of `record`, to keep in the store.
+    pub fn keep(self, record: &EvidenceRecord) -> crate::store::NewEvidence {
+        crate::store::NewEvidence {
+            evidence_id: record.evidence_id,
+            message_id: record.message_id,
+            bytes: self.evidence,
+        }
+    }
 }
 
 /// The log's newest state, as readers see it.
@@ -182,19 +200,18 @@ impl EvidenceLog {
     }
 
     /// Appends `record` and waits for the commit: the evidence object
-    /// `[record, receipt]`.
-    pub async fn append(&self, record: &EvidenceRecord) -> Result<Vec<u8>, LogError> {
+    /// `[record, receipt]`, and the record's digest (what the next record
+    /// of its letter links to).
+    pub async fn append(&self, record: &EvidenceRecord) -> Result<Logged, LogError> {
         let entry = Evidence::record_bytes(record)?;
+        let digest = Digest::of(&entry);
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job {
-                entry: entry.clone(),
-                reply,
-            })
+            .send(Job { entry, reply })
             .await
             .map_err(|_| LogError::Closed)?;
-        let receipt = answer.await.map_err(|_| LogError::Closed)??;
-        Ok(Evidence::assemble(&entry, &receipt))
+        let evidence = answer.await.map_err(|_| LogError::Closed)??;
+        Ok(Logged { evidence, digest })
     }
 
     /// The tile of C2SP tlog-tiles at `level`, `index`, `width` hashes, if
@@ -307,16 +324,6 @@ impl EvidenceLog {
         }
     }
 
-    /// The inclusion proof of leaf `index` in the tree of `size` records.
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Option<Vec<Hash>>, LogError> {
-        if size > self.size() {
-            return Ok(None);
-        }
-        let txn = self.db.begin_read().map_err(storage)?;
-        let nodes = txn.open_table(NODES).map_err(storage)?;
-        merkle::stored_inclusion_proof(&Stored::new(&nodes), index, size)
-    }
-
     fn read_head(&self) -> Head {
         // A panic while holding the lock leaves a head that is still whole.
         self.head
@@ -417,8 +424,9 @@ impl LogWriter {
                         .head
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = head;
-                    for (reply, receipt) in replies.into_iter().zip(receipts) {
-                        let _ = reply.send(Ok(receipt));
+                    for ((reply, entry), receipt) in replies.into_iter().zip(&entries).zip(receipts)
+                    {
+                        let _ = reply.send(Ok(Evidence::assemble(entry, &receipt)));
                     }
                 }
                 Err(e) => {
@@ -435,10 +443,12 @@ impl LogWriter {
     /// the new head. Nothing changes if it fails.
     fn commit(&self, entries: &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Head), LogError> {
         let txn = self.db.begin_write().map_err(storage)?;
-        let old_size = {
-            let meta = txn.open_table(META).map_err(storage)?;
-            read_head(&meta)?.size
-        };
+        // This thread is the log's only writer: the head is what is stored.
+        let old_size = self
+            .head
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .size;
         let new_size = old_size + entries.len() as u64;
         let (receipts, signed) = {
             let mut table = txn.open_table(NODES).map_err(storage)?;

@@ -284,7 +284,7 @@ impl RelayHandler {
             .inc();
         tracing::info!(peer = %peer, reason = refusal.reason.code(), envelope = ?refusal.header.as_ref().map(|h| h.envelope_id), "offer rejected");
         match self.core.log_evidence(&record).await {
-            Ok(evidence) => Response::Rejected(serde_bytes::ByteBuf::from(evidence)),
+            Ok(logged) => Response::Rejected(serde_bytes::ByteBuf::from(logged.evidence)),
             Err(e) => log_failed(&e),
         }
     }
@@ -313,12 +313,13 @@ impl RelayHandler {
             return Response::Accepted(serde_bytes::ByteBuf::from(held.evidence));
         }
         let record = receiver.evidence(event, Some(&header), &offer, None, now, &mut OsRng);
-        let evidence = match self.core.new_evidence(&record).await {
-            Ok(evidence) => evidence,
+        let (evidence, ours) = match self.core.log_evidence(&record).await {
+            Ok(logged) => {
+                let ours = logged.digest;
+                (logged.keep(&record), ours)
+            }
             Err(e) => return log_failed(&e),
         };
-        let ours = estafette_spec::Evidence::chain_digest(&evidence.bytes)
-            .unwrap_or(Digest::of(&evidence.bytes));
         let placement = Self::placement(decision, &offer, now, ours);
         let destination = match &placement {
             Placement::Queue(q) => Some((q.destination.clone(), q.accepted_at)),

@@ -150,6 +150,7 @@ async fn gather(
 ) -> Vec<Cosignature> {
     let trust = core.trust();
     let size = checkpoint.checkpoint.tree_size;
+    let encoded = checkpoint.to_cose(&[]);
     let mut cosignatures = Vec::new();
     for witness in witnesses {
         let Some(entry) = trust.node(witness) else {
@@ -168,7 +169,7 @@ async fn gather(
             let request = Request::AddCheckpoint(AddCheckpoint {
                 old_size,
                 consistency,
-                checkpoint: checkpoint.to_cose(&[]),
+                checkpoint: encoded.clone(),
             });
             match core.peers.request_node(entry, &request).await {
                 Ok(Response::Cosigned(bytes)) => {

@@ -55,7 +55,13 @@ async fn records_made_together_share_a_checkpoint_and_every_receipt_verifies() {
         .collect();
     let mut objects = Vec::new();
     for task in tasks {
-        objects.push(task.await.unwrap().unwrap());
+        let logged = task.await.unwrap().unwrap();
+        // The digest given is the one the next record of the letter links to.
+        assert_eq!(
+            Evidence::chain_digest(&logged.evidence),
+            Some(logged.digest)
+        );
+        objects.push(logged.evidence);
     }
     assert_eq!(log.size(), 300);
     let trust = fixtures::trust_list();
@@ -89,7 +95,7 @@ async fn the_log_survives_a_restart_and_serves_only_hashes() {
         let log = open(dir.path(), RELAY).unwrap();
         let mut entries = Vec::new();
         for n in 0..70 {
-            let object = log.append(&record(n)).await.unwrap();
+            let object = log.append(&record(n)).await.unwrap().evidence;
             entries.push(Evidence::split(&object).unwrap().0);
         }
         entries
@@ -100,7 +106,7 @@ async fn the_log_survives_a_restart_and_serves_only_hashes() {
     assert_eq!(checkpoint.checkpoint.tree_size, 70);
     // It goes on from where it was: the next record is leaf 70, and the
     // tree of 70 is the start of the tree of 71.
-    let next = log.append(&record(70)).await.unwrap();
+    let next = log.append(&record(70)).await.unwrap().evidence;
     let verified = Evidence::verify(&next, &fixtures::trust_list()).unwrap();
     assert_eq!(verified.log.leaf_index, 70);
     let grown = log.checkpoint().unwrap();
@@ -152,7 +158,7 @@ async fn a_commit_takes_at_most_max_log_batch_records() {
         .collect();
     let mut sizes = std::collections::BTreeSet::new();
     for task in tasks {
-        let object = task.await.unwrap().unwrap();
+        let object = task.await.unwrap().unwrap().evidence;
         sizes.insert(Evidence::read_stored(&object).unwrap().log.tree_size);
     }
     assert!(sizes.len() >= 2, "{} records under one checkpoint", n);

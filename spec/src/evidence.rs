@@ -448,7 +448,7 @@ impl Evidence {
     /// Appends `records` (made by the log's node) to `log` under one
     /// checkpoint signed with `node_key` at `now`: their evidence objects.
     pub fn log(
-        log: &mut crate::receipt::MemoryLog,
+        log: &mut crate::memory_log::MemoryLog,
         records: &[&EvidenceRecord],
         node_key: &ed25519_dalek::SigningKey,
         now: Timestamp,

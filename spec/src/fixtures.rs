@@ -497,7 +497,7 @@ pub fn root_key() -> SigningKey {
 
 /// Each issuer's evidence log in this process, for [`logged_evidence`].
 static TEST_LOGS: std::sync::Mutex<
-    Option<std::collections::HashMap<String, crate::receipt::MemoryLog>>,
+    Option<std::collections::HashMap<String, crate::memory_log::MemoryLog>>,
 > = std::sync::Mutex::new(None);
 
 /// Evidence as a node makes it: `record` appended to its issuer's log
@@ -514,7 +514,7 @@ pub fn logged_evidence(
     let log = logs
         .get_or_insert_with(Default::default)
         .entry(origin.clone())
-        .or_insert_with(|| crate::receipt::MemoryLog::new(origin));
+        .or_insert_with(|| crate::memory_log::MemoryLog::new(origin));
     let mut made = crate::Evidence::log(log, &[record], key, record.issued_at)?;
     Ok(made.remove(0))
 }

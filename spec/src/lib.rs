@@ -28,6 +28,7 @@ pub mod identity;
 pub mod ids;
 pub mod limits;
 pub mod mandate;
+pub mod memory_log;
 pub mod merkle;
 pub mod message;
 pub mod oidc;

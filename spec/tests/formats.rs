@@ -360,7 +360,7 @@ fn wrong_role_and_revoked_keys_are_named() {
     ));
     // An evidence record claiming another node as issuer.
     let record = evidence_strategy().new_tree(&mut runner).unwrap().current();
-    let mut home_log = estafette_spec::receipt::MemoryLog::new(fixtures::HOME);
+    let mut home_log = estafette_spec::memory_log::MemoryLog::new(fixtures::HOME);
     let bytes = Evidence::log(
         &mut home_log,
         &[&record],
@@ -374,7 +374,7 @@ fn wrong_role_and_revoked_keys_are_named() {
         Err(EvidenceError::IssuerMismatch { .. })
     ));
     // A node signing a checkpoint of another node's log.
-    let mut relay_log = estafette_spec::receipt::MemoryLog::new(fixtures::RELAY);
+    let mut relay_log = estafette_spec::memory_log::MemoryLog::new(fixtures::RELAY);
     let bytes = Evidence::log(
         &mut relay_log,
         &[&record],

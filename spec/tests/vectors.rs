@@ -13,7 +13,7 @@ use coset::{CborSerializable, CoseSign1, TaggedCborSerializable};
 use estafette_spec::assertion::AssertionPolicy;
 use estafette_spec::cose::ObjectKind;
 use estafette_spec::fixtures::{self, FixedRng, T0};
-use estafette_spec::receipt::MemoryLog;
+use estafette_spec::memory_log::MemoryLog;
 use estafette_spec::*;
 use serde_json::json;
 
