@@ -305,6 +305,9 @@ node_id = "{node_id}"
 listen = "{node_listen}"
 data_dir = "{data_dir}"
 admin_listen = "{admin_listen}"
+# The gateway's evidence log, public and read-only over HTTPS (TCP): tiles
+# of hashes and signed checkpoints, for auditors (estafette-relay audit).
+log_listen = "{node_listen}"
 
 [node.pki]
 cert = "{node_dir}/tls.crt.pem"

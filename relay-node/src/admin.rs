@@ -145,6 +145,9 @@ pub struct StatusReport {
     pub outbox: u64,
     /// Where the citizen API listens (home nodes).
     pub citizen_api: Option<String>,
+    /// Where the node serves its evidence log (HTTPS, TCP).
+    #[serde(default)]
+    pub public_log: Option<String>,
 }
 
 impl StatusReport {
@@ -163,6 +166,7 @@ impl StatusReport {
             queued,
             outbox,
             citizen_api: citizen_api.map(|a| a.to_string()),
+            public_log: core.public_log_addr().map(|a| a.to_string()),
         }
     }
 }

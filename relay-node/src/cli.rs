@@ -232,6 +232,9 @@ pub fn status(config: &Config, wait_s: u64, json: bool) -> Result<bool> {
         if let Some(citizen) = &report.citizen_api {
             println!("  citizen API and web inbox on {citizen}");
         }
+        if let Some(log) = &report.public_log {
+            println!("  evidence log (tiles and checkpoints, HTTPS) on {log}");
+        }
         println!(
             "  {} envelope(s) queued, {} evidence object(s) waiting for the gateway",
             report.queued, report.outbox
@@ -295,4 +298,78 @@ fn print_queue(report: &QueueReport) {
             println!("    ... and {} more", d.queued - d.entries.len());
         }
     }
+}
+
+/// What `audit` takes.
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// The federation's root certificate (PEM): it signs the trust list and
+    /// the nodes' TLS certificates.
+    #[arg(long)]
+    pub root_cert: PathBuf,
+    /// The signed trust list: the nodes' keys and who witnesses whom.
+    #[arg(long)]
+    pub trust_list: PathBuf,
+    /// Where the auditor remembers the last checkpoint of each log (made
+    /// if missing). Keep it: it is what the next run compares with.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Connect to HOST:PORT at ADDR instead of resolving HOST (as curl's
+    /// --resolve): `relay1.example:4433=192.0.2.7:4433`.
+    #[arg(long = "resolve", value_name = "HOST:PORT=ADDR")]
+    pub resolve: Vec<String>,
+    /// The logs to audit: `https://<node id>:<port>`, where each node
+    /// serves its log (its `log_listen`).
+    #[arg(required = true, value_name = "LOG_URL")]
+    pub logs: Vec<String>,
+}
+
+/// `audit`: checks each log once against what this auditor saw before;
+/// prints one line per log. False when a log broke its promise.
+pub fn audit(args: &AuditArgs) -> Result<bool> {
+    use crate::log_audit::{AuditState, LogLocation, audit_log};
+    let trust = estafette_pki::tls::read_trust_list(
+        &args.root_cert,
+        &args.trust_list,
+        estafette_pki::now(),
+    )
+    .context("reading the trust list")?;
+    let tls = estafette_pki::tls::web_client_config(Some(&args.root_cert), &[b"http/1.1"])?;
+    let state = AuditState::open(&args.state)?;
+    let mut resolved = std::collections::HashMap::new();
+    for entry in &args.resolve {
+        let (authority, addr) = entry
+            .split_once('=')
+            .with_context(|| format!("--resolve {entry}: HOST:PORT=ADDR"))?;
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--resolve {entry}: {addr} is not an IP address and port"))?;
+        resolved.insert(authority.to_owned(), addr);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut kept_promises = true;
+    let mut failures = 0;
+    for url in &args.logs {
+        let authority = url.trim_start_matches("https://").trim_end_matches('/');
+        let location = LogLocation::parse(url, resolved.get(authority).copied())?;
+        match runtime.block_on(audit_log(&location, &tls, &trust, &state)) {
+            Ok(report) => {
+                kept_promises &= !report.finding.is_violation();
+                println!("{}", report.explain());
+            }
+            Err(e) => {
+                failures += 1;
+                println!("{url}: not audited: {e}");
+            }
+        }
+    }
+    anyhow::ensure!(
+        failures == 0,
+        "{failures} of {} logs could not be audited",
+        args.logs.len()
+    );
+    Ok(kept_promises)
 }

@@ -54,6 +54,11 @@ pub struct Config {
     /// Local address of the operator's HTTP endpoint: `/metrics`
     /// (Prometheus) and `/queue` (JSON). Keep it on loopback.
     pub admin_listen: Option<SocketAddr>,
+    /// TCP address where the node serves its evidence log, read-only over
+    /// HTTPS (tiles of hashes and checkpoints, for auditors): usually the
+    /// node address's port, which QUIC uses over UDP.
+    #[serde(default)]
+    pub log_listen: Option<SocketAddr>,
     /// Log lines as JSON objects instead of text.
     #[serde(default)]
     pub log_json: bool,
@@ -336,6 +341,7 @@ impl Config {
             listen,
             data_dir: fed.dir().join("data").join(id.as_str()),
             admin_listen: None,
+            log_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             log_json: false,
             pki: PkiPaths {
                 cert: dir.join("tls.crt.pem"),
@@ -461,6 +467,10 @@ data_dir = "{data_dir}"
 # Operator endpoint on loopback: GET /metrics (Prometheus), GET /queue,
 # GET /status (JSON). Keep it on loopback.
 admin_listen = "{admin_listen}"
+# The node's evidence log, public and read-only over HTTPS (TCP): tiles of
+# hashes and signed checkpoints at https://<node id>:<port>/log/checkpoint,
+# for auditors (estafette-relay audit). Records never leave the node.
+log_listen = "{listen}"
 # Log as JSON lines (for log shippers) instead of text.
 log_json = false
 

@@ -51,6 +51,8 @@ pub struct NodeCore {
     /// Checkpoints of other nodes' logs verified here: the receipts of one
     /// commit cost one signature check.
     pub checkpoints: CheckpointCache,
+    /// Where the public log is served (`log_listen`, port 0 resolved).
+    public_log: std::sync::OnceLock<SocketAddr>,
 }
 
 impl NodeCore {
@@ -115,6 +117,7 @@ impl NodeCore {
             metrics,
             log,
             checkpoints: CheckpointCache::new(),
+            public_log: std::sync::OnceLock::new(),
             log_throttle: LogThrottle::new(LOG_THROTTLE_INTERVAL),
             address_check: Mutex::new(None),
             stopped: Arc::new(Notify::new()),
@@ -125,7 +128,16 @@ impl NodeCore {
         tokio::spawn(core.trust.clone().watch(core.stopped.clone()));
         tokio::spawn(core.clone().close_revoked_peers());
         tokio::spawn(crate::witness::seek_cosignatures(core.clone()));
+        if let Some(addr) = core.config.log_listen {
+            let bound = crate::public_log::spawn(&core, addr)?;
+            let _ = core.public_log.set(bound);
+        }
         Ok(core)
+    }
+
+    /// Where this node serves its evidence log over HTTPS, if it does.
+    pub fn public_log_addr(&self) -> Option<SocketAddr> {
+        self.public_log.get().copied()
     }
 
     pub fn trust(&self) -> Arc<TrustList> {

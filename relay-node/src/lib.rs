@@ -22,10 +22,12 @@ pub mod forwarder;
 #[cfg(feature = "home")]
 pub mod home;
 pub mod https;
+pub mod log_audit;
 pub mod metrics;
 pub mod node;
 pub mod open_files;
 pub mod origin;
+pub mod public_log;
 pub mod relay;
 pub mod server;
 pub mod store;

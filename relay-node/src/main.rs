@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use estafette_relay::RunningNode;
-use estafette_relay::cli::{InitArgs, QueueArgs, StatusArgs};
+use estafette_relay::cli::{AuditArgs, InitArgs, QueueArgs, StatusArgs};
 use estafette_relay::config::{Config, example};
 
 /// Run a relay node of an Estafette federation.
@@ -31,6 +31,8 @@ use estafette_relay::config::{Config, example};
 ///                                               SIGHUP re-reads the trust list and CRL)
 ///   estafette-relay status --config relay.toml  is it up, and reachable where the trust list says
 ///   estafette-relay queue --config relay.toml   what is queued per destination, and why
+///   estafette-relay audit --root-cert ca.crt.pem --trust-list trust-list.cose \
+///       --state audit/ https://relay1.example:4433   has each node's evidence log only grown
 #[derive(Parser)]
 #[command(name = "estafette-relay", version, verbatim_doc_comment)]
 struct Cli {
@@ -67,6 +69,12 @@ enum Command {
     /// Asks the running node through its admin endpoint; when the node is
     /// not running, reads its database directly.
     Queue(QueueArgs),
+    /// Audit nodes' evidence logs: check each one's newest checkpoint
+    /// against the trust list and against the last one this auditor saw,
+    /// with a consistency proof read from the log's tiles, and remember it.
+    /// Exits 1 when a log showed two histories (a split view), lost records,
+    /// or rewrote its history; run it regularly (cron) with the same --state.
+    Audit(AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +119,7 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Status(a) => {
             estafette_relay::cli::status(&Config::load(&a.config)?, a.wait, a.json)
         }
+        Command::Audit(a) => estafette_relay::cli::audit(&a),
         Command::Queue(a) => {
             estafette_relay::cli::queue(&Config::load(&a.config)?, a.json)?;
             Ok(true)

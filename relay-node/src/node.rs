@@ -43,6 +43,11 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("public evidence log {addr}: {source}")]
+    PublicLog {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Longest wait at shutdown for the connections to close cleanly.

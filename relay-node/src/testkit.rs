@@ -136,6 +136,7 @@ pub struct TestFederation {
 fn node_config(fed: &Federation, id: &NodeId, listen: SocketAddr, home: bool) -> Config {
     Config {
         admin_listen: Some(free_tcp()),
+        log_listen: Some(free_tcp()),
         citizen: home.then(|| {
             // Browsers do not speak Ed25519: the web inbox gets a P-256 certificate.
             let (_, cert, key) = fed

@@ -37,6 +37,8 @@ pub enum MerkleError {
         "the proof leads to another root: the record is not in this log, or the log was rewritten"
     )]
     RootMismatch,
+    #[error("tile {path} has {bytes} bytes, not 32 for each of its hashes")]
+    TileLength { path: String, bytes: usize },
 }
 
 /// The hash of a record as a leaf: SHA-256(0x00 ‖ record).
@@ -316,6 +318,105 @@ pub fn tiles_of(size: u64) -> impl Iterator<Item = (u8, u64, u64)> {
             .map(move |i| (level, i, TILE_WIDTH))
             .chain((partial > 0).then_some((level, full, partial)))
     })
+}
+
+/// A tile a reader of a log still needs: (level, index, width) for the
+/// tree it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("tile {level}/{index} of width {width} is needed")]
+pub struct NeedTile {
+    pub level: u8,
+    pub index: u64,
+    pub width: u64,
+}
+
+impl NeedTile {
+    /// Its path in C2SP tlog-tiles.
+    pub fn path(&self) -> String {
+        tile_path(self.level, self.index, self.width)
+    }
+}
+
+/// A log's tree of `size` leaves as a reader sees it: the tiles it fetched
+/// so far. Asked for a node whose tile it lacks, it names that tile
+/// ([`NeedTile`]); the reader fetches it and asks again. Proofs and roots
+/// computed this way are those of the tiles, so that comparing them with
+/// signed checkpoints checks what the log serves.
+#[derive(Debug, Clone, Default)]
+pub struct TileReader {
+    size: u64,
+    tiles: std::collections::HashMap<(u8, u64), Vec<Hash>>,
+}
+
+impl TileReader {
+    pub fn new(size: u64) -> TileReader {
+        TileReader {
+            size,
+            tiles: Default::default(),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Tiles held.
+    pub fn len(&self) -> usize {
+        self.tiles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tiles.is_empty()
+    }
+
+    /// Takes the bytes fetched for `tile`: exactly `width` hashes, or the
+    /// tile is refused.
+    pub fn insert(&mut self, tile: NeedTile, bytes: &[u8]) -> Result<(), MerkleError> {
+        if bytes.len() as u64 != tile.width * 32 {
+            return Err(MerkleError::TileLength {
+                path: tile.path(),
+                bytes: bytes.len(),
+            });
+        }
+        let hashes = bytes
+            .chunks_exact(32)
+            .map(|h| h.try_into().unwrap_or([0; 32]))
+            .collect();
+        self.tiles.insert((tile.level, tile.index), hashes);
+        Ok(())
+    }
+
+    /// The tile node (`height`, `index`) lies in, at the width the tree of
+    /// `size` leaves gives it.
+    fn tile_of(&self, height: u8, index: u64) -> (NeedTile, usize, usize) {
+        let level = height / TILE_HEIGHT;
+        let below = u32::from(height % TILE_HEIGHT);
+        let first = index << below;
+        let tile_index = first / TILE_WIDTH;
+        let nodes = self.size >> (u32::from(level) * u32::from(TILE_HEIGHT));
+        let width = nodes
+            .saturating_sub(tile_index * TILE_WIDTH)
+            .min(TILE_WIDTH);
+        let need = NeedTile {
+            level,
+            index: tile_index,
+            width,
+        };
+        (need, (first % TILE_WIDTH) as usize, 1usize << below)
+    }
+}
+
+impl NodeSource for TileReader {
+    type Error = NeedTile;
+    fn node(&self, height: u8, index: u64) -> Result<Hash, NeedTile> {
+        let (need, offset, count) = self.tile_of(height, index);
+        let hashes = self
+            .tiles
+            .get(&(need.level, need.index))
+            .and_then(|tile| tile.get(offset..offset + count))
+            .ok_or(need)?;
+        Ok(Leaves(hashes).whole())
+    }
 }
 
 /// Checks that `leaf` (a leaf hash) is leaf `index` of the tree of `size`
@@ -792,5 +893,80 @@ mod tests {
         assert_eq!(tiles[273], (0, 273, 112));
         assert_eq!(&tiles[274..], &[(1, 0, 256), (1, 1, 17), (2, 0, 1)]);
         assert_eq!(tiles_of(0).count(), 0);
+    }
+
+    /// Reads `source` through a [`TileReader`] of a tree of `size`, fetching
+    /// each tile it names from `tiles` (the tiles a log would serve).
+    fn through_tiles<T>(
+        reader: &mut TileReader,
+        tiles: &std::collections::HashMap<(u8, u64), Vec<Hash>>,
+        mut read: impl FnMut(&TileReader) -> Result<T, NeedTile>,
+    ) -> T {
+        for _ in 0..64 {
+            match read(reader) {
+                Ok(value) => return value,
+                Err(need) => {
+                    let tile = &tiles[&(need.level, need.index)];
+                    let bytes: Vec<u8> = tile[..need.width as usize].concat();
+                    reader.insert(need, &bytes).unwrap();
+                }
+            }
+        }
+        panic!("more than 64 tiles for one proof");
+    }
+
+    #[test]
+    fn a_reader_of_tiles_gets_the_roots_and_proofs_of_the_tree() {
+        let leaves = hashes(70_000);
+        // The tiles a log of 70,000 serves: leaves at level 0, roots of
+        // 256 leaves at level 1, of 65,536 at level 2.
+        let mut tiles: std::collections::HashMap<(u8, u64), Vec<Hash>> = Default::default();
+        for (level, chunk) in [(0u8, 1usize), (1, 256), (2, 65_536)] {
+            let nodes: Vec<Hash> = leaves.chunks_exact(chunk).map(root).collect();
+            for (index, tile) in nodes.chunks(TILE_WIDTH as usize).enumerate() {
+                tiles.insert((level, index as u64), tile.to_vec());
+            }
+        }
+        for (old, size) in [
+            (1, 1),
+            (3, 5),
+            (255, 256),
+            (256, 257),
+            (100, 600),
+            (65_000, 70_000),
+        ] {
+            let tree = &leaves[..size as usize];
+            let mut reader = TileReader::new(size);
+            let got = through_tiles(&mut reader, &tiles, |r| stored_root(r, size));
+            assert_eq!(got, root(tree), "root of {size}");
+            let got = through_tiles(&mut reader, &tiles, |r| {
+                stored_consistency_proof(r, old, size)
+            });
+            assert_eq!(
+                got,
+                Some(consistency_proof(old, tree).unwrap()),
+                "{old} to {size}"
+            );
+            // Few tiles: a path's worth, not the tree.
+            assert!(
+                reader.len() <= 8,
+                "{} tiles for {old} to {size}",
+                reader.len()
+            );
+        }
+        // A tile of the wrong length is refused, naming it.
+        let mut reader = TileReader::new(10);
+        let need = NeedTile {
+            level: 0,
+            index: 0,
+            width: 10,
+        };
+        assert_eq!(
+            reader.insert(need, &[0u8; 9 * 32]),
+            Err(MerkleError::TileLength {
+                path: "tile/0/000.p/10".into(),
+                bytes: 288
+            })
+        );
     }
 }
