@@ -116,6 +116,10 @@ pub fn cose_objects(data: &[u8]) {
     if let Ok(parsed) = receipt::Receipt::parse(data, data) {
         let _ = parsed.verify(&f.trust, &cache, 1);
     }
+    // A proof bundle (SPEC.md §16): the form, then the whole check.
+    if let Ok(bundle) = estafette_spec::bundle::ProofBundle::decode(data) {
+        let _ = bundle.verify(&f.root, T0);
+    }
 }
 
 /// The first byte picks a kind; the rest is its payload, signed by the key

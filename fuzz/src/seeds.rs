@@ -49,7 +49,16 @@ pub fn seeds(target: &str, vectors: &Path) -> std::io::Result<Vec<Seed>> {
     };
     Ok(match target {
         "cbor" => [with_ext(".cose"), with_ext(".cbor")].concat(),
-        "cose_objects" => with_ext(".cose"),
+        "cose_objects" => {
+            let mut seeds = with_ext(".cose");
+            seeds.extend(
+                files
+                    .iter()
+                    .filter(|(n, _)| n.contains("bundle"))
+                    .map(|(n, b)| seed(n.clone(), b.clone())),
+            );
+            seeds
+        }
         "signed_payloads" => signed_payload_seeds(&files),
         "relay_frames" => relay_frame_seeds(&files),
         "identity_proofs" => identity_seeds(&files),

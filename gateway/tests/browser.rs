@@ -162,6 +162,46 @@ async fn the_web_inbox_in_chromium() {
         assert!(page.contains(step), "{step} missing from the evidence page");
     }
     check(&c, "evidence-nl").await;
+    // The download is the letter's proof bundle, which verifies offline
+    // with the federation's root key alone.
+    let download = c
+        .find(Locator::Css("a[download]"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    // With the browser's session cookie (the page's CSP lets no script
+    // fetch it).
+    let cookies: Vec<String> = c
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| format!("{}={}", k.name(), k.value()))
+        .collect();
+    let (status, _, bytes) = w
+        .citizen()
+        .send_with(
+            axum::http::Method::GET,
+            &download,
+            &[("cookie", cookies.join("; "))],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let bundle = estafette_spec::bundle::ProofBundle::decode(&bytes).unwrap();
+    assert_eq!(bundle.message_id, m);
+    let (_, steps) = bundle
+        .verify(&w.fed.fed.root_public_key().unwrap(), estafette_pki::now())
+        .unwrap();
+    let events: Vec<_> = steps.iter().map(|s| s.record.event).collect();
+    assert!(
+        events.contains(&EvidenceEvent::ContentHandover),
+        "{events:?}"
+    );
     let letter_url = c.current_url().await.unwrap().to_string();
     let holder_letter = letter_url.trim_end_matches("/evidence").to_owned();
     // A page for something that does not exist.

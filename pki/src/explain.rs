@@ -2,7 +2,9 @@
 //! envelope, evidence, message, assertion or trust list is valid, and why not.
 
 use estafette_spec::assertion::AssertionPolicy;
+use estafette_spec::bundle::ProofBundle;
 use estafette_spec::cose::ObjectKind;
+use estafette_spec::evidence::EvidenceEvent;
 use estafette_spec::receipt::{CheckpointCache, SignedCheckpoint, verify_cosignatures};
 use estafette_spec::{
     Envelope, Evidence, IdentityAssertion, IdentityClaims, LevelOfAssurance, SignedMessage,
@@ -51,6 +53,10 @@ pub fn explain(fed: &Federation, bytes: &[u8], now: Timestamp) -> Result<Explana
     if let Some(ObjectKind::TrustList) = peek_kind(bytes) {
         return Ok(explain_trust_list(bytes, &root, now));
     }
+    // So is a proof bundle: it carries the trust list it verifies against.
+    if let Ok(bundle) = ProofBundle::decode(bytes) {
+        return Ok(explain_bundle(&bundle, &root, now));
+    }
     let trust = fed.trust_list(now)?;
     if Evidence::split(bytes).is_ok() {
         return Ok(explain_evidence(bytes, &trust));
@@ -68,6 +74,74 @@ pub fn explain(fed: &Federation, bytes: &[u8], now: Timestamp) -> Result<Explana
             "this is neither a PEM certificate, evidence, a checkpoint nor a COSE object of a known kind",
         ),
     })
+}
+
+/// What an event proves, in words a recipient or a judge reads.
+pub fn event_meaning(event: EvidenceEvent) -> &'static str {
+    match event {
+        EvidenceEvent::SubmissionAcceptance => {
+            "sent: the gateway accepted the letter from the agency"
+        }
+        EvidenceEvent::SubmissionRejection => "not sent: the gateway refused the agency's letter",
+        EvidenceEvent::RelayAcceptance => {
+            "on its way: a relay node stored the letter and took responsibility for it"
+        }
+        EvidenceEvent::RelayRejection => "a relay node refused the letter",
+        EvidenceEvent::RelayFailure => "a relay node gave up forwarding the letter",
+        EvidenceEvent::ContentConsignment => {
+            "delivered: the letter was put in the recipient's inbox"
+        }
+        EvidenceEvent::ConsignmentNotification => {
+            "notified: the recipient was told a letter is waiting"
+        }
+        EvidenceEvent::ConsignmentNotificationFailure => "the recipient could not be notified",
+        EvidenceEvent::ContentHandover => "opened: the letter was opened",
+        EvidenceEvent::PaperFallback => "on paper: the letter was (also) sent by post",
+        EvidenceEvent::PaperFailure => "not on paper: no postal address is known",
+    }
+}
+
+/// A proof bundle: the trust list with the root key as of `now` (use the
+/// time the evidence was made when the federation has changed since),
+/// every receipt against it, the chain, one message.
+fn explain_bundle(
+    bundle: &ProofBundle,
+    root: &ed25519_dalek::VerifyingKey,
+    now: Timestamp,
+) -> Explanation {
+    let what = format!("proof bundle of message {}", bundle.message_id);
+    let (trust, chain) = match bundle.verify(root, now) {
+        Ok(verified) => verified,
+        Err(e) => return invalid(&what, e),
+    };
+    let mut facts = vec![format!(
+        "carries trust list version {}, signed by this federation's root key",
+        trust.content().version
+    )];
+    for (step, v) in chain.iter().enumerate() {
+        let r = &v.record;
+        let mut fact = format!(
+            "{}. {} — {:?} by {} at {}; {}",
+            step + 1,
+            event_meaning(r.event),
+            r.event,
+            r.issuer,
+            r.issued_at,
+            log_place(&v.log)
+        );
+        if let Some(reason) = r.reason {
+            fact.push_str(&format!("; reason: {}", reason.code()));
+        }
+        if let Some(actor) = &r.actor {
+            fact.push_str(&format!("; opened by: {:?}", actor.role));
+        }
+        facts.push(fact);
+    }
+    facts.push(format!(
+        "{} records, each linked to a record before it (the first to none), all of this one letter",
+        chain.len()
+    ));
+    valid(what, facts)
 }
 
 fn valid(what: String, facts: Vec<String>) -> Explanation {

@@ -88,6 +88,15 @@ impl TrustState {
     }
 
     /// The trust list in force.
+    /// The signed trust list in force, as its file holds it (what a proof
+    /// bundle carries).
+    pub fn trust_list_bytes(&self) -> Vec<u8> {
+        self.trust_bytes
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     pub fn trust(&self) -> Arc<TrustList> {
         match self.trust.read() {
             Ok(t) => t.clone(),

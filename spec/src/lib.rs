@@ -14,6 +14,7 @@
 #![warn(clippy::too_many_lines)]
 
 pub mod assertion;
+pub mod bundle;
 pub mod bytes;
 pub mod cbor;
 pub mod citizen;

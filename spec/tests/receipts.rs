@@ -385,7 +385,7 @@ fn receipts_verify_with_an_independent_cose_library() {
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok  ")).count(),
-        16,
+        18,
         "{stdout}"
     );
 

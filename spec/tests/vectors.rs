@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use coset::{CborSerializable, CoseSign1, TaggedCborSerializable};
 use estafette_spec::assertion::AssertionPolicy;
+use estafette_spec::bundle::{BUNDLE_MEDIA_TYPE, ProofBundle};
 use estafette_spec::cose::ObjectKind;
 use estafette_spec::fixtures::{self, FixedRng, T0};
 use estafette_spec::memory_log::MemoryLog;
@@ -365,6 +366,20 @@ const EVIDENCE_VECTORS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The proof bundles (SPEC.md §16).
+const BUNDLE_VECTORS: &[(&str, &str, &str)] = &[
+    (
+        "bundle.cbor",
+        "valid",
+        "The letter's trail (evidence 1, 2, 3) with trust-list.cose.",
+    ),
+    (
+        "invalid-bundle-broken-chain.cbor",
+        "evidence",
+        "Evidence 1 and 3 without 2: evidence 3's previous is not in the bundle (chain_broken).",
+    ),
+];
+
 /// The citizen request frame of the vectors: a consent change carried by
 /// the home node, with the person's assertion.
 fn citizen_request(identity: IdentityProof) -> relay::Request {
@@ -458,7 +473,26 @@ fn generate() -> Files {
     files.insert("evidence-paper-failure.cbor".into(), paper_failure);
     files.insert("evidence-1-submission-acceptance.cbor".into(), e1.clone());
     files.insert("evidence-2-relay-acceptance.cbor".into(), e2.clone());
-    files.insert("evidence-3-content-consignment.cbor".into(), e3);
+    files.insert("evidence-3-content-consignment.cbor".into(), e3.clone());
+    // The proof bundle of the letter: its trail and the trust list.
+    let trust_list = files["trust-list.cose"].clone();
+    let message_id = letter().message_id;
+    let bundle = |evidence: Vec<Vec<u8>>| {
+        ProofBundle {
+            message_id,
+            trust_list: trust_list.clone(),
+            evidence,
+        }
+        .encode()
+    };
+    files.insert(
+        "bundle.cbor".into(),
+        bundle(vec![e1.clone(), e2.clone(), e3.clone()]),
+    );
+    files.insert(
+        "invalid-bundle-broken-chain.cbor".into(),
+        bundle(vec![e1.clone(), e3]),
+    );
     let (record, receipt) = Evidence::split(&e2).unwrap();
     let mut tampered: EvidenceRecord = cbor::from_slice(&record, 8192).unwrap();
     tampered.issued_at = tampered.issued_at.plus_s(3600);
@@ -675,6 +709,12 @@ fn manifest(consistency_3_to_5: &[String]) -> serde_json::Value {
             {"file": "invalid-checkpoint-forked.cose", "expected": "split_view", "description": "A validly signed checkpoint of 5 records with another root than checkpoint.cose: a forked log."},
         ],
         "consistency_3_to_5": consistency_3_to_5,
+        "bundles": BUNDLE_VECTORS.iter().map(|(file, expected, description)| json!({
+            "file": file,
+            "kind": BUNDLE_MEDIA_TYPE,
+            "expected": expected,
+            "description": description,
+        })).collect::<Vec<_>>(),
         "pid_audience": fixtures::home_client_id(),
         "pid_nonce": PID_NONCE,
         "pid_status_list": PID_STATUS_LIST,
@@ -776,6 +816,12 @@ fn vectors_are_current_and_verify() {
         assert_eq!(&got, expected, "{file}");
     }
     check_receipt_vectors(&trust, &read);
+    for (file, expected, _) in BUNDLE_VECTORS {
+        let got = ProofBundle::decode(&read(file))
+            .and_then(|b| b.verify(&fixtures::root_key().verifying_key(), T0))
+            .map_or_else(|e| e.code().to_owned(), |_| "valid".to_owned());
+        assert_eq!(&got, expected, "{file}");
+    }
 
     // The citizen request frame decodes to the request, and carries the
     // assertion of the vectors.

@@ -1,13 +1,20 @@
-"""An independent check of Estafette's COSE Receipts (SPEC.md §15).
+"""An independent check of Estafette's COSE Receipts and proof bundles
+(SPEC.md §15, §16).
 
-Follows the verification procedure of SPEC.md §15 with a general COSE
-library (pycose), cbor2, SHA-256 (hashlib) and Ed25519 (cryptography),
+Follows the verification procedures of SPEC.md §15 and §16 with a general
+COSE library (pycose), cbor2, SHA-256 (hashlib) and Ed25519 (cryptography),
 without any of Estafette's code, over the test vectors in spec/vectors/:
 
     python verify.py spec/vectors
 
 Prints one line per vector and exits non-zero if any outcome differs from
-the one vectors.json lists.
+the one vectors.json lists. Or over one proof bundle, with the federation's
+root public key (hex):
+
+    python verify.py --bundle letter.proof --root 3b6a27bc...
+
+Prints the letter's events, one per line, and exits non-zero unless the
+bundle verifies.
 """
 
 import base64
@@ -87,16 +94,14 @@ def verify_consistency(old_size, new_size, old_root, new_root, proof):
 
 class Keys:
     """The keys that may sign checkpoints and cosign them: the nodes and the
-    gateway of the trust list (trust-list.cose, checked with the root key
-    of vectors.json), by key id: the first 16 bytes of SHA-256 of the key."""
+    gateway of a trust list (checked with the federation's root key), by
+    key id: the first 16 bytes of SHA-256 of the key."""
 
-    def __init__(self, vectors, manifest):
-        data = (vectors / manifest["trust_list"]).read_bytes()
+    def __init__(self, data, root):
         msg = Sign1Message.decode(data)
-        root = bytes.fromhex(manifest["root_public_key"])
         msg.key = OKPKey(crv=Ed25519, x=root)
         if not msg.verify_signature():
-            raise SystemExit("trust-list.cose does not verify with the root key")
+            raise Refused("trust_list")
         trust = cbor2.loads(msg.payload)
         nodes = [trust["gateway"], *trust["nodes"]]
         self.by_kid = {
@@ -204,6 +209,34 @@ def verify_evidence(data, keys):
     return record
 
 
+BUNDLE_FORMAT = "estafette-proof-bundle/v1"
+
+
+def verify_bundle(data, root):
+    """SPEC.md §16: [format, message id, trust list, [evidence...]]. The
+    trust list verifies with the root key; every evidence object verifies
+    against it, is of the bundle's message, and links to a record before
+    it (the first to none). Returns the records."""
+    fmt, message_id, trust_list, evidence = cbor2.loads(data)
+    if fmt != BUNDLE_FORMAT or not evidence:
+        raise Refused("malformed")
+    keys = Keys(trust_list, root)
+    records, digests = [], []
+    for obj in evidence:
+        try:
+            record = verify_evidence(obj, keys)
+        except Refused:
+            raise Refused("evidence")
+        if record["message_id"] != message_id:
+            raise Refused("other_message")
+        previous = record["previous"]
+        if (previous is None) != (not digests) or (previous is not None and previous not in digests):
+            raise Refused("evidence")
+        digests.append(hashlib.sha256(cbor2.loads(obj)[0]).digest())
+        records.append(record)
+    return records
+
+
 def outcome(check):
     try:
         check()
@@ -215,7 +248,8 @@ def outcome(check):
 def main(vectors):
     vectors = Path(vectors)
     manifest = json.loads((vectors / "vectors.json").read_text())
-    keys = Keys(vectors, manifest)
+    root = bytes.fromhex(manifest["root_public_key"])
+    keys = Keys((vectors / manifest["trust_list"]).read_bytes(), root)
     entry = (vectors / manifest["receipt_entry"]).read_bytes()
     k = manifest["receipt_min_cosignatures"]
     failures = 0
@@ -271,8 +305,28 @@ def main(vectors):
     receipt = (vectors / "receipt.cose").read_bytes()
     same = verify_receipt(receipt, entry, keys, k)[2] == new_root
     report("receipt.cose against checkpoint.cose", "valid" if same else "other root", "valid")
+
+    for v in manifest["bundles"]:
+        data = (vectors / v["file"]).read_bytes()
+        report(v["file"], outcome(lambda: verify_bundle(data, root)), v["expected"])
     return 1 if failures else 0
 
 
+def check_bundle(path, root_hex):
+    """One bundle: its events, or why it does not verify."""
+    try:
+        records = verify_bundle(Path(path).read_bytes(), bytes.fromhex(root_hex))
+    except Refused as refused:
+        print(f"NOT VALID: {refused.args[0]}")
+        return 1
+    for record in records:
+        print(f"{record['event']} by {record['issuer']} at {record['issued_at']}")
+    print(f"VALID: {len(records)} records")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "spec/vectors"))
+    args = sys.argv[1:]
+    if args[:1] == ["--bundle"] and len(args) == 4 and args[2] == "--root":
+        sys.exit(check_bundle(args[1], args[3]))
+    sys.exit(main(args[0] if args else "spec/vectors"))

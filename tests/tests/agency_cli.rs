@@ -217,3 +217,145 @@ async fn a_letter_sent_again_after_a_cut_connection_arrives_once() {
     );
     assert_eq!(letters.len(), 1, "{letters:?}");
 }
+
+/// The proof bundle of a letter (SPEC.md §16): `estafette-agency evidence
+/// --bundle` writes it, `estafette-pki verify` explains it in words, and
+/// the independent verifier (pycose, `tests/receipts/verify.py`) checks it
+/// with the federation's root key alone; one changed byte fails both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proof_bundle_of_a_letter_verifies_offline_with_our_cli_and_pycose() {
+    let fed = ProcessFederation::new();
+    let _gateway = fed.start_gateway();
+    let _relay = fed.start_relay("relay.test");
+    let _home = fed.start_relay("home.test");
+    let body = fed.dir().join("letter.txt");
+    std::fs::write(&body, "Uw voorlopige aanslag 2027.").unwrap();
+    let out = agency(
+        &fed,
+        fed.https,
+        &[
+            "send",
+            "--to",
+            RESIDENT,
+            "--subject",
+            "Voorlopige aanslag",
+            "--body-file",
+            body.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    // The resident opens it: sent, delivered and opened are all proven.
+    let resident = fed.resident_session().await.unwrap();
+    let mut envelope = None;
+    wait_for(
+        "the letter in the inbox",
+        Duration::from_secs(60),
+        async || {
+            envelope = resident
+                .letters()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|l| l.message_id.to_string() == id)
+                .map(|l| l.envelope_id);
+            envelope.is_some()
+        },
+    )
+    .await;
+    resident.open(&envelope.unwrap().to_string()).await.unwrap();
+
+    let bundle = fed.dir().join("proof.cbor");
+    let trust_list = fed.fed.fed.trust_list_path();
+    let out = agency(
+        &fed,
+        fed.https,
+        &[
+            "--trust-list",
+            trust_list.to_str().unwrap(),
+            "evidence",
+            &id,
+            "--wait-for",
+            "ContentHandover",
+            "--bundle",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+
+    let verify = |file: &std::path::Path| {
+        let pki = Command::new(binary("estafette-pki"))
+            .arg("verify")
+            .arg("--dir")
+            .arg(fed.fed.fed.dir())
+            .arg(file)
+            .output()
+            .unwrap();
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let python = repo.join("target/receipts-venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/test makes it (tests/receipts/requirements.txt)",
+            python.display()
+        );
+        let root = fed.fed.fed.root_public_key().unwrap();
+        let pycose = Command::new(python)
+            .arg(repo.join("tests/receipts/verify.py"))
+            .arg("--bundle")
+            .arg(file)
+            .arg("--root")
+            .arg(
+                root.as_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            )
+            .output()
+            .unwrap();
+        (pki, pycose)
+    };
+    let (pki, pycose) = verify(&bundle);
+    let said = String::from_utf8_lossy(&pki.stdout).into_owned();
+    println!("{said}");
+    assert!(pki.status.success(), "{said}");
+    assert!(
+        said.starts_with(&format!("VALID: proof bundle of message {id}")),
+        "{said}"
+    );
+    for step in [
+        "sent: the gateway accepted",
+        "delivered: the letter was put",
+        "opened: the letter was opened",
+    ] {
+        assert!(said.contains(step), "{step}: {said}");
+    }
+    assert!(said.contains("in evidence log gateway.test"), "{said}");
+    let python_said = String::from_utf8_lossy(&pycose.stdout).into_owned();
+    assert!(
+        pycose.status.success(),
+        "{python_said}{}",
+        String::from_utf8_lossy(&pycose.stderr)
+    );
+    assert!(
+        python_said.contains("ContentHandover by home.test"),
+        "{python_said}"
+    );
+
+    // One byte changed inside the last record: both refuse.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let last = bytes.len() - 200;
+    bytes[last] ^= 0x01;
+    let tampered = fed.dir().join("tampered.cbor");
+    std::fs::write(&tampered, bytes).unwrap();
+    let (pki, pycose) = verify(&tampered);
+    assert_eq!(pki.status.code(), Some(1), "{pki:?}");
+    assert!(String::from_utf8_lossy(&pki.stdout).contains("NOT VALID"));
+    assert!(!pycose.status.success(), "{pycose:?}");
+}

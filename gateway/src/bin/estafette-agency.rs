@@ -129,6 +129,12 @@ enum Command {
         /// Longest wait for --wait-for, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Also write the letter's proof bundle to this file: its evidence
+        /// (records, receipts, checkpoints, cosignatures) and the trust
+        /// list they verify against, for a court, the recipient, or
+        /// `estafette-pki verify` years later.
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
     },
 }
 
@@ -247,10 +253,16 @@ fn run(cli: Cli) -> Result<bool> {
             message_id,
             wait_for,
             timeout,
+            bundle,
         } => {
             let trust = federation_trust(cli.root_cert.as_deref(), cli.trust_list.as_deref())?;
             let wanted = wait_for.as_deref();
-            show_evidence(&runtime, &client()?, &trust, &message_id, wanted, timeout)
+            let (chain, ok) =
+                show_evidence(&runtime, &client()?, &trust, &message_id, wanted, timeout)?;
+            if let (Some(file), Some(trust_list)) = (bundle, cli.trust_list.as_deref()) {
+                write_bundle(&file, message_id, (trust_list, &trust), chain)?;
+            }
+            Ok(ok)
         }
     }
 }
@@ -283,8 +295,38 @@ fn federation_trust(root: Option<&Path>, trust_list: Option<&Path>) -> Result<Tr
     )?)
 }
 
+/// Writes the proof bundle of `message_id`: `chain` and the trust list
+/// file's bytes, checked as a court would check them first.
+fn write_bundle(
+    file: &Path,
+    message_id: MessageId,
+    (trust_list, trust): (&Path, &TrustList),
+    chain: Vec<Vec<u8>>,
+) -> Result<()> {
+    use estafette_spec::bundle::ProofBundle;
+    let bundle = ProofBundle {
+        message_id,
+        trust_list: std::fs::read(trust_list)
+            .with_context(|| format!("reading {}", trust_list.display()))?,
+        evidence: chain,
+    };
+    let bytes = bundle.encode();
+    ProofBundle::decode(&bytes)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(estafette_spec::Evidence::verify_chain(&b.evidence, trust)?))
+        .context("the proof bundle does not verify; not written")?;
+    std::fs::write(file, bytes).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!(
+        "proof bundle written to {} (check it with: estafette-pki verify --dir FED {})",
+        file.display(),
+        file.display()
+    );
+    Ok(())
+}
+
 /// Prints a letter's evidence timeline, waiting up to `timeout` seconds
-/// for an event `wanted` when asked; whether every signature verified.
+/// for an event `wanted` when asked; the evidence, and whether every
+/// signature verified.
 fn show_evidence(
     runtime: &tokio::runtime::Runtime,
     client: &AgencyClient,
@@ -292,7 +334,7 @@ fn show_evidence(
     message_id: &MessageId,
     wanted: Option<&str>,
     timeout: u64,
-) -> Result<bool> {
+) -> Result<(Vec<Vec<u8>>, bool)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
     let chain = loop {
         let chain = runtime.block_on(client.evidence(message_id))?;
@@ -319,7 +361,7 @@ fn show_evidence(
     for line in lines {
         say!("{line}");
     }
-    Ok(ok)
+    Ok((chain, ok))
 }
 
 /// Submits `signed`, trying again as `retry` says; prints the answer.

@@ -356,14 +356,24 @@ pub(super) async fn evidence_download(
     };
     match web.api.letter_evidence(&h, &envelope).await {
         Ok((message, list)) => {
-            let body = estafette_spec::cbor::to_vec(
-                &list
-                    .into_iter()
-                    .map(serde_bytes::ByteBuf::from)
-                    .collect::<Vec<_>>(),
-            );
+            // The proof bundle (SPEC.md §16): the evidence and the trust
+            // list it verifies against, for `estafette-pki verify` or any
+            // COSE library, offline.
+            let body = estafette_spec::bundle::ProofBundle {
+                message_id: message,
+                trust_list: web.api.node.core().trust.trust_list_bytes(),
+                evidence: list,
+            }
+            .encode();
             let disposition = format!("attachment; filename=\"bewijs-{message}.cbor\"");
-            let mut r = ([(header::CONTENT_TYPE, "application/cbor")], body).into_response();
+            let mut r = (
+                [(
+                    header::CONTENT_TYPE,
+                    estafette_spec::bundle::BUNDLE_MEDIA_TYPE,
+                )],
+                body,
+            )
+                .into_response();
             if let Ok(v) = HeaderValue::from_str(&disposition) {
                 r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
             }
