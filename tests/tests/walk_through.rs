@@ -32,6 +32,16 @@ fn walk_through() -> String {
     block.split("\n```").next().unwrap().to_owned()
 }
 
+/// A port free on UDP and on TCP.
+fn free_udp_and_tcp() -> u16 {
+    loop {
+        let port = free_udp().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The same script on free ports: every `NAME_PORT=n` of its first line.
 fn on_free_ports(script: &str) -> String {
     let (ports, rest) = script
@@ -42,7 +52,8 @@ fn on_free_ports(script: &str) -> String {
     for assignment in line.clone().split_whitespace() {
         let (name, _) = assignment.split_once('=').unwrap();
         let port = if name.ends_with("NODE_PORT") || name == "RELAY_PORT" || name == "HOME_PORT" {
-            free_udp().port()
+            // A node address: QUIC on UDP, and the public log on TCP.
+            free_udp_and_tcp()
         } else {
             free_tcp().port()
         };
@@ -123,6 +134,8 @@ fn the_readme_walk_through_works_as_written() {
         "ContentHandover",
         "opened by: Holder",
         "linked records verified",
+        "VALID: proof bundle of message msg-",
+        "opened: the letter was opened",
     ] {
         assert!(
             output.contains(expected),
@@ -135,6 +148,11 @@ fn the_readme_walk_through_works_as_written() {
         "each part answers at its trust-list address:\n{output}"
     );
     assert!(!output.contains("NOT"), "{output}");
+    assert_eq!(
+        output.matches("first checkpoint seen").count(),
+        3,
+        "the auditor read each node's log:\n{output}"
+    );
     assert!(
         output.contains("gateway.demo: 0 envelope(s) queued"),
         "the gateway's queue command: {output}"
