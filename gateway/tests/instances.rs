@@ -495,6 +495,7 @@ impl InstanceProcess {
         config.https_listen = https;
         config.node.listen = listen;
         config.node.admin_listen = None;
+        config.node.log_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         config.node.data_dir = w.fed.tmp.path().join(format!("gateway-{name}"));
         config.paper_spool = Some(w.instance_spool(name));
         config.store.instance = Some(name.into());

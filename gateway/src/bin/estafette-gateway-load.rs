@@ -193,6 +193,7 @@ async fn start_gateways(
         if i > 0 {
             config.node.listen = *listen;
             config.node.admin_listen = None;
+            config.node.log_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
             config.node.data_dir = fed.tmp.path().join(format!("gateway-{i}"));
         }
         config.paper_spool = Some(fed.tmp.path().join(format!("spool-{i}")));

@@ -131,6 +131,8 @@ impl World {
         config.https_listen = "127.0.0.1:0".parse().unwrap();
         config.node.listen = listen;
         config.node.admin_listen = None;
+        // Each instance serves its own log (origin gateway/<name>).
+        config.node.log_listen = Some("127.0.0.1:0".parse().unwrap());
         config.node.data_dir = self.fed.tmp.path().join(format!("gateway-{name}"));
         config.paper_spool = Some(self.instance_spool(name));
         config.store.instance = Some(name.into());
