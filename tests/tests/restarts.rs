@@ -79,3 +79,40 @@ async fn the_next_letter_after_a_sigkill_and_restart_arrives_within_seconds() {
     assert!(relay.terminate().success());
     assert!(gateway.terminate().success());
 }
+
+/// Sessions are kept in the home node's store: a SIGKILL and restart of the
+/// home node between two requests logs nobody out, and a logged-out
+/// session stays refused, before and after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_node_restart_logs_nobody_out_and_a_logout_holds() {
+    let fed = ProcessFederation::new();
+    let mut gateway = fed.start_gateway();
+    let mut home = fed.start_relay("home.test");
+    let staying = fed.resident_session().await.unwrap();
+    let leaving = fed.resident_session().await.unwrap();
+    let before = staying.me().await.unwrap();
+
+    home.kill();
+    home = fed.start_relay("home.test");
+    assert_eq!(
+        staying.me().await.unwrap(),
+        before,
+        "still logged in after the restart"
+    );
+    leaving.me().await.unwrap();
+    leaving.log_out().await.unwrap();
+    let refused = leaving.me().await.unwrap_err();
+    assert_eq!(refused.code(), Some("no-session"), "{refused}");
+
+    home.kill();
+    home = fed.start_relay("home.test");
+    let refused = leaving.me().await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some("no-session"),
+        "a logout holds across a restart: {refused}"
+    );
+    assert_eq!(staying.me().await.unwrap(), before);
+    assert!(home.terminate().success());
+    assert!(gateway.terminate().success());
+}

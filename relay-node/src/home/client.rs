@@ -229,6 +229,19 @@ impl CitizenClient {
         .await
     }
 
+    /// Ends the session at the node. The client keeps the token, so that
+    /// what the node does with an ended session's token can be seen.
+    pub async fn log_out(&self) -> Result<(), CitizenClientError> {
+        let (status, body) = self.send(Method::DELETE, "/v1/session", None).await?;
+        if status != StatusCode::NO_CONTENT {
+            return Err(CitizenClientError::BadAnswer(format!(
+                "logging out answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn me(&self) -> Result<PersonView, CitizenClientError> {
         self.call(Method::GET, "/v1/me", None).await
     }

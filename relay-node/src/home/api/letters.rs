@@ -318,7 +318,7 @@ mod tests {
     use estafette_spec::{Digest, Letter};
 
     /// A session of the letter's recipient, without a real login.
-    fn session_of(
+    async fn session_of(
         api: &CitizenApi,
         letter: &Letter,
         inbox: InboxId,
@@ -338,6 +338,7 @@ mod tests {
         let unused = estafette_spec::IdentityProof::Assertion(serde_bytes::ByteBuf::new());
         api.sessions
             .start(letter.recipient.clone(), (unused, now.plus_s(300)), person)
+            .await
             .unwrap()
     }
 
@@ -439,7 +440,7 @@ mod tests {
             outcome.unwrap().unwrap();
         }
         let api = CitizenApi::new(node.clone(), "https://home.test/".into());
-        let session = session_of(&api, &letter, inbox, now);
+        let session = session_of(&api, &letter, inbox, now).await;
         let read_before = node.metrics.letters_read.get();
         let list = every_page(&api, &session, LETTERS);
         assert!(

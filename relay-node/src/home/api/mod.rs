@@ -39,11 +39,11 @@ use estafette_spec::{AssertionPolicy, EnvelopeId, IdentityProof, InboxId, Reason
 use redb::{ReadableTable, TableDefinition};
 
 use crate::home::HomeError;
-use crate::home::session::{Session, SessionToken, Sessions, TooManySessions};
+use crate::home::session::{KeepError, Session, SessionToken, Sessions, StartError};
 use crate::node::Node;
 use crate::store::{Op, StoreError};
 
-pub use crate::home::session::{MAX_SESSIONS, SESSION_IDLE, SESSION_MAX};
+pub use crate::home::session::{LAST_SEEN_KEPT_EVERY, MAX_SESSIONS, SESSION_IDLE, SESSION_MAX};
 
 /// Assertion nonces this home node has started sessions with: nonce → expiry.
 const NONCES: TableDefinition<&[u8], u64> = TableDefinition::new("citizen_nonces");
@@ -143,13 +143,25 @@ impl From<StoreError> for Problem {
     }
 }
 
-impl From<TooManySessions> for Problem {
-    fn from(_: TooManySessions) -> Problem {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too-many-sessions",
-            "too many people are logged in; try again in a few minutes",
-        )
+impl From<StartError> for Problem {
+    fn from(e: StartError) -> Problem {
+        match e {
+            StartError::TooMany => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-sessions",
+                "too many people are logged in; try again in a few minutes",
+            ),
+            StartError::Store(e) => Problem::from(e),
+        }
+    }
+}
+
+impl From<KeepError> for Problem {
+    fn from(e: KeepError) -> Problem {
+        match e {
+            KeepError::Ended => Problem::unauthenticated(),
+            KeepError::Store(e) => Problem::from(e),
+        }
     }
 }
 
@@ -190,10 +202,11 @@ impl FromRequestParts<Arc<CitizenApi>> for Session {
 
 impl CitizenApi {
     pub fn new(node: Arc<Node>, public_url: String) -> Arc<CitizenApi> {
+        let sessions = Sessions::new(node.store().clone(), node.core().clock.clone());
         Arc::new(CitizenApi {
             node,
             public_url,
-            sessions: Sessions::default(),
+            sessions,
         })
     }
 
@@ -216,7 +229,7 @@ impl CitizenApi {
     fn kept<T>(
         &self,
         session: &Session,
-        f: impl FnOnce(&mut crate::home::session::SessionState) -> T,
+        f: impl FnOnce(&crate::home::session::SessionState) -> T,
     ) -> Result<T, Problem> {
         self.sessions
             .with(session, f)
@@ -324,7 +337,9 @@ impl CitizenApi {
         view: PersonView,
     ) -> Result<PersonView, Problem> {
         self.merge_inboxes(&view).await?;
-        self.kept(session, |s| s.person = view.clone())?;
+        self.sessions
+            .change(session, |s| s.person = view.clone())
+            .await?;
         Ok(view)
     }
 
@@ -413,11 +428,14 @@ impl CitizenApi {
             return Err(unexpected());
         };
         self.merge_inboxes(&person).await?;
-        let session = self.sessions.start(
-            verified.claims.subject.clone(),
-            (proof, changes_until(&verified)),
-            person.clone(),
-        )?;
+        let session = self
+            .sessions
+            .start(
+                verified.claims.subject.clone(),
+                (proof, changes_until(&verified)),
+                person.clone(),
+            )
+            .await?;
         Ok((session, person))
     }
 
@@ -430,18 +448,22 @@ impl CitizenApi {
         expected_nonce: Option<&[u8]>,
     ) -> Result<PersonView, Problem> {
         let verified = self.accept_login(&proof, expected_nonce).await?;
-        self.kept(session, |s| {
-            if s.recipient != verified.claims.subject {
-                return Err(Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "other-person",
-                    "this login is for another person than the session's",
-                ));
-            }
-            s.identity = proof;
-            s.changes_until = changes_until(&verified);
-            Ok(s.person.clone())
-        })?
+        let subject = verified.claims.subject.clone();
+        if self.kept(session, |s| s.recipient != subject)? {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "other-person",
+                "this login is for another person than the session's",
+            ));
+        }
+        self.sessions
+            .change(session, |s| {
+                s.identity = proof;
+                s.changes_until = changes_until(&verified);
+                s.person.clone()
+            })
+            .await
+            .map_err(Problem::from)
     }
 
     /// The person's view as the gateway has it now (an e-mail verified in
@@ -453,9 +475,9 @@ impl CitizenApi {
         }
     }
 
-    /// Ends a session.
-    pub(crate) fn log_out(&self, session: &Session) {
-        self.sessions.end(session);
+    /// Ends a session (deleted from the store before this returns).
+    pub(crate) async fn log_out(&self, session: &Session) -> Result<(), Problem> {
+        self.sessions.end(session).await.map_err(Problem::from)
     }
 
     /// The person of a live session.

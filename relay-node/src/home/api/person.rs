@@ -101,11 +101,11 @@ pub(super) async fn renew_session(
 pub(super) async fn end_session(
     State(api): State<Arc<CitizenApi>>,
     headers: HeaderMap,
-) -> StatusCode {
+) -> Result<StatusCode, Problem> {
     if let Some(session) = api.bearer_session(&headers) {
-        api.log_out(&session);
+        api.log_out(&session).await?;
     }
-    StatusCode::NO_CONTENT
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn me(

@@ -160,7 +160,9 @@ pub(super) async fn logout(
     let Some((h, _)) = web.checked(&headers, &f.csrf) else {
         return forbidden(lang);
     };
-    web.api.log_out(&h);
+    if let Err(p) = web.api.log_out(&h).await {
+        return problem_page(lang, None, &p);
+    }
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
