@@ -144,7 +144,7 @@ impl Texts {
     pub fn date(&self, t: Timestamp) -> String {
         let (y, m, d) = t.ymd();
         match self.language {
-            "de" => format!("{d:02}.{m:02}.{y}"),
+            "de" | "pl" => format!("{d:02}.{m:02}.{y}"),
             "en" | "fr" => format!("{d:02}/{m:02}/{y}"),
             _ => format!("{d:02}-{m:02}-{y}"),
         }
@@ -253,7 +253,7 @@ mod tests {
             deadline: Some(Timestamp(1_800_000_000)),
             consigned_at: Timestamp(1_799_000_000),
         };
-        for tag in ["nl", "en", "de-DE", "fr", "xx"] {
+        for tag in ["nl", "en", "de-DE", "fr", "pl-PL", "xx"] {
             let t = for_language(tag);
             let n = t.letter_notification(&facts, "https://inbox.example/", false);
             assert!(n.subject.contains("Belastingdienst"), "{tag}");

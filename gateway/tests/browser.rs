@@ -3,8 +3,9 @@
 //! A person logs in, verifies an e-mail address, activates, chooses digital
 //! mail, reads a letter (ContentHandover appears), switches everything to
 //! paper; a representative logs in and opens a client's letter. axe-core
-//! checks every page in Dutch and English (zero violations of WCAG 2.1 A and
-//! AA), and every page is saved as a screenshot under `target/screenshots/`.
+//! checks every page in Dutch, English, German, French and Polish (zero
+//! violations of WCAG 2.1 A and AA), and every page is saved as a
+//! screenshot under `target/screenshots/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -22,6 +23,19 @@ const PIET: &str = "bsn:123456782";
 /// Waits (bounded) until Anna's registry entry satisfies `done`.
 async fn until(w: &World, what: &str, done: impl Fn(&registry::PersonRecord) -> bool) {
     until_person(w, ANNA, what, done).await;
+}
+
+/// The inbox's languages besides Dutch, in which every page is checked too.
+const OTHER_LANGUAGES: [&str; 4] = ["en", "de", "fr", "pl"];
+
+/// The `lang` of the page's `html` element.
+async fn html_lang(c: &Client) -> Option<String> {
+    c.find(Locator::Css("html"))
+        .await
+        .unwrap()
+        .attr("lang")
+        .await
+        .unwrap()
 }
 
 async fn login(c: &Client, base: &str, who: &str) {
@@ -214,31 +228,23 @@ async fn the_web_inbox_in_chromium() {
     c.goto(&format!("{base}/access-log")).await.unwrap();
     check(&c, "access-log-nl").await;
 
-    // The same pages in English.
-    c.goto(&format!("{base}/language/en")).await.unwrap();
-    for (path, name) in [
-        (letter_url.trim_start_matches(&base), "evidence-en"),
-        (holder_letter.trim_start_matches(&base), "letter-en"),
-        (
-            "/letters/env-00000000000000000000000000000000",
-            "not-found-en",
-        ),
-        ("/", "inbox-en"),
-        ("/settings", "settings-en"),
-        ("/access-log", "access-log-en"),
-        ("/representatives", "representatives-en"),
-        ("/clients", "clients-empty-en"),
-    ] {
-        c.goto(&format!("{base}{path}")).await.unwrap();
-        let lang = c
-            .find(Locator::Css("html"))
-            .await
-            .unwrap()
-            .attr("lang")
-            .await
-            .unwrap();
-        assert_eq!(lang.as_deref(), Some("en"));
-        check(&c, name).await;
+    // The same pages in the inbox's other languages.
+    for lang in OTHER_LANGUAGES {
+        c.goto(&format!("{base}/language/{lang}")).await.unwrap();
+        for (path, name) in [
+            (letter_url.trim_start_matches(&base), "evidence"),
+            (holder_letter.trim_start_matches(&base), "letter"),
+            ("/letters/env-00000000000000000000000000000000", "not-found"),
+            ("/", "inbox"),
+            ("/settings", "settings"),
+            ("/access-log", "access-log"),
+            ("/representatives", "representatives"),
+            ("/clients", "clients-empty"),
+        ] {
+            c.goto(&format!("{base}{path}")).await.unwrap();
+            assert_eq!(html_lang(&c).await.as_deref(), Some(lang), "{name}");
+            check(&c, &format!("{name}-{lang}")).await;
+        }
     }
     c.goto(&format!("{base}/language/nl")).await.unwrap();
 
@@ -292,26 +298,36 @@ async fn the_web_inbox_in_chromium() {
     wait_css(&c, "div.body").await;
     check(&c, "client-letter-nl").await;
     let client_letter_url = c.current_url().await.unwrap().to_string();
-    // The representative's pages in English, and the login page.
-    c.goto(&format!("{base}/language/en")).await.unwrap();
-    for (url, name) in [
-        (format!("{base}/clients"), "clients-en"),
-        (client_url, "client-letters-en"),
-        (client_letter_url, "client-letter-en"),
-    ] {
-        c.goto(&url).await.unwrap();
-        check(&c, name).await;
+    // The representative's pages in the other languages.
+    for lang in OTHER_LANGUAGES {
+        c.goto(&format!("{base}/language/{lang}")).await.unwrap();
+        for (url, name) in [
+            (format!("{base}/clients"), "clients"),
+            (client_url.clone(), "client-letters"),
+            (client_letter_url.clone(), "client-letter"),
+        ] {
+            c.goto(&url).await.unwrap();
+            assert_eq!(html_lang(&c).await.as_deref(), Some(lang), "{name}");
+            check(&c, &format!("{name}-{lang}")).await;
+        }
     }
+    // The login page, in each.
     log_out(&c).await;
     wait_css(&c, "#subject").await;
-    check(&c, "login-en").await;
+    for lang in OTHER_LANGUAGES {
+        c.goto(&format!("{base}/language/{lang}")).await.unwrap();
+        c.goto(&format!("{base}/login")).await.unwrap();
+        wait_css(&c, "#subject").await;
+        assert_eq!(html_lang(&c).await.as_deref(), Some(lang), "login");
+        check(&c, &format!("login-{lang}")).await;
+    }
     let log = anna.access_log().await.unwrap();
     assert_eq!(
         log.iter()
             .filter(|e| e.actor.representative.as_deref() == Some("Piet de Vries"))
             .count(),
-        2,
-        "the representative's two openings (Dutch and English page)"
+        1 + OTHER_LANGUAGES.len(),
+        "the representative's openings: the Dutch page and one per other language"
     );
     c.close().await.unwrap();
     w.stop().await;

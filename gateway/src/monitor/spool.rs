@@ -115,7 +115,13 @@ impl Gateway {
                 None,
             ),
         };
-        let (pdf, pages) = crate::paper::render(&letter, texts);
+        let (pdf, pages) = match crate::paper::render(&letter, texts) {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                tracing::error!(error = %e, "a paper letter could not be set; will retry");
+                return Ok(Printed::Later);
+            }
+        };
         let name = format!("{}-{id}.pdf", item.kind.name());
         let entry = ManifestEntry {
             file: name.clone(),

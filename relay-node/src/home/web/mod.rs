@@ -135,18 +135,33 @@ impl Web {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The languages of the web inbox: every page, problem and date in each.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Lang {
     Nl,
     En,
+    De,
+    Fr,
+    Pl,
 }
 
 impl Lang {
+    const ALL: [Lang; 5] = [Lang::Nl, Lang::En, Lang::De, Lang::Fr, Lang::Pl];
+
     fn code(self) -> &'static str {
         match self {
             Lang::Nl => "nl",
             Lang::En => "en",
+            Lang::De => "de",
+            Lang::Fr => "fr",
+            Lang::Pl => "pl",
         }
+    }
+
+    /// The language of a BCP 47 tag's primary subtag, if the inbox speaks it.
+    fn of(tag: &str) -> Option<Lang> {
+        let primary = tag.split(['-', '_']).next()?.to_ascii_lowercase();
+        Lang::ALL.into_iter().find(|l| l.code() == primary)
     }
     fn texts(self) -> &'static crate::texts::Catalogue {
         crate::texts::catalogue_or(self.code(), crate::texts::FALLBACK)
@@ -175,15 +190,14 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         })
 }
 
+/// The language chosen on this site (its cookie), else the browser's
+/// first language the inbox speaks, else Dutch.
 fn lang_of(headers: &HeaderMap) -> Lang {
-    match cookie(headers, LANG_COOKIE).as_deref() {
-        Some("en") => Lang::En,
-        Some("nl") => Lang::Nl,
-        _ => match crate::home::api::preferred_language(headers) {
-            Some("en") => Lang::En,
-            _ => Lang::Nl,
-        },
-    }
+    cookie(headers, LANG_COOKIE)
+        .as_deref()
+        .and_then(Lang::of)
+        .or_else(|| crate::home::api::preferred_language(headers).and_then(Lang::of))
+        .unwrap_or(Lang::Nl)
 }
 
 /// The CSRF token of a session: bound to it, unguessable without it.
@@ -237,11 +251,11 @@ fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Respons
                                 li { a href="/access-log" { (lang.t("web.who-read-my-mail")) } }
                                 li { a href="/clients" { (lang.t("web.my-clients")) } }
                             }
-                            li {
-                                @if lang == Lang::Nl {
-                                    a href="/language/en" lang="en" { "English" }
-                                } @else {
-                                    a href="/language/nl" lang="nl" { "Nederlands" }
+                            @for other in Lang::ALL.into_iter().filter(|l| *l != lang) {
+                                li class="language" {
+                                    a href={ "/language/" (other.code()) } lang=(other.code()) hreflang=(other.code()) {
+                                        (other.t("language.name"))
+                                    }
                                 }
                             }
                         }
@@ -321,7 +335,8 @@ fn date(lang: Lang, t: Timestamp) -> String {
     let (y, m, d) = t.ymd();
     match lang {
         Lang::Nl => format!("{d}-{m}-{y}"),
-        Lang::En => format!("{d}/{m}/{y}"),
+        Lang::En | Lang::Fr => format!("{d}/{m}/{y}"),
+        Lang::De | Lang::Pl => format!("{d}.{m}.{y}"),
     }
 }
 
@@ -341,7 +356,7 @@ async fn style() -> Response {
 }
 
 async fn language(Path(code): Path<String>) -> Response {
-    let value = if code == "en" { "en" } else { "nl" };
+    let value = Lang::of(&code).unwrap_or(Lang::Nl).code();
     let mut r = Redirect::to("/").into_response();
     // Lax, not Strict: the language must hold on the page a login
     // provider's redirect lands on (a navigation from another site). It is

@@ -3,9 +3,8 @@
 //! print spool directory with a manifest line per letter, for the print
 //! house to pick up.
 //!
-//! PDFs use the base-14 Helvetica fonts with WinAnsi encoding, so nothing
-//! is embedded and every reader (and `pdftotext`) can read them; characters
-//! outside that encoding print as `?`.
+//! PDFs embed a subset of DejaVu Sans ([`fonts`]): every Latin letter of
+//! Europe prints as written, and reads back as written (`pdftotext`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,6 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::texts::Texts;
 
+mod fonts;
+
+pub use fonts::FontError;
+use fonts::UsedGlyphs;
+
 /// Most pages of one paper letter (longer letters are cut, with a note).
 pub const MAX_PAGES: usize = 50;
 
@@ -27,8 +31,8 @@ const LEFT: f32 = 25.0 * MM;
 const BODY_SIZE: f32 = 10.0;
 const LEADING: f32 = 13.0;
 const BOTTOM: f32 = 25.0 * MM;
-/// Characters per body line (Helvetica 10 pt over 160 mm, with room to spare).
-const LINE_CHARS: usize = 88;
+/// Width of a body line: 160 mm.
+const LINE_WIDTH: f32 = 160.0 * MM;
 
 /// The country letters are posted from.
 pub const HOME_COUNTRY: CountryCode = CountryCode::NL;
@@ -103,53 +107,27 @@ fn country_name_nl(country: CountryCode) -> String {
     .to_owned()
 }
 
-/// Text in WinAnsi encoding (the base-14 fonts' encoding).
-fn win_ansi(text: &str) -> Vec<u8> {
-    text.chars()
-        .map(|c| match c {
-            ' '..='~' => c as u8,
-            '\u{a0}'..='\u{ff}' => c as u32 as u8,
-            '€' => 0x80,
-            '‚' => 0x82,
-            '„' => 0x84,
-            '…' => 0x85,
-            '•' => 0x95,
-            '‘' => 0x91,
-            '’' => 0x92,
-            '“' => 0x93,
-            '”' => 0x94,
-            '–' => 0x96,
-            '—' => 0x97,
-            'Š' => 0x8a,
-            'š' => 0x9a,
-            'Œ' => 0x8c,
-            'œ' => 0x9c,
-            'Ž' => 0x8e,
-            'ž' => 0x9e,
-            'Ÿ' => 0x9f,
-            '\t' => b' ',
-            _ => b'?',
-        })
-        .collect()
-}
-
-/// Wraps a paragraph at word boundaries.
-fn wrap(text: &str, width: usize) -> Vec<String> {
+/// Wraps a paragraph at word boundaries into lines that `fit`.
+fn wrap(text: &str, fits: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     for paragraph in text.lines() {
         let mut line = String::new();
         for word in paragraph.split_whitespace() {
             let mut word = word.to_owned();
             // A word longer than a line is cut.
-            while word.chars().count() > width {
+            while !fits(&word) {
                 if !line.is_empty() {
                     out.push(std::mem::take(&mut line));
                 }
-                let head: String = word.chars().take(width).collect();
-                word = word.chars().skip(width).collect();
-                out.push(head);
+                let chars: Vec<char> = word.chars().collect();
+                let mut cut = 1;
+                while cut < chars.len() && fits(&chars[..=cut].iter().collect::<String>()) {
+                    cut += 1;
+                }
+                out.push(chars[..cut].iter().collect());
+                word = chars[cut..].iter().collect();
             }
-            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            if !line.is_empty() && !fits(&format!("{line} {word}")) {
                 out.push(std::mem::take(&mut line));
             }
             if !line.is_empty() {
@@ -160,6 +138,36 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         out.push(line);
     }
     out
+}
+
+/// The two fonts of one PDF, with the glyphs it uses.
+struct Fonts {
+    regular: UsedGlyphs,
+    bold: UsedGlyphs,
+}
+
+impl Fonts {
+    fn new() -> Result<Fonts, FontError> {
+        let (regular, bold) = fonts::faces()?;
+        Ok(Fonts {
+            regular: UsedGlyphs::new(regular),
+            bold: UsedGlyphs::new(bold),
+        })
+    }
+
+    fn of(&mut self, bold: bool) -> &mut UsedGlyphs {
+        if bold {
+            &mut self.bold
+        } else {
+            &mut self.regular
+        }
+    }
+
+    /// Wraps body text (regular, [`BODY_SIZE`]) to [`LINE_WIDTH`].
+    fn wrap(&self, text: &str) -> Vec<String> {
+        let face = self.regular.face();
+        wrap(text, |line| face.width(line, BODY_SIZE) <= LINE_WIDTH)
+    }
 }
 
 /// One line to draw: text, font (bold or not), size, and the gap above it.
@@ -180,15 +188,17 @@ fn body_line(text: String) -> Line {
 }
 
 /// Renders the letter as a PDF; also gives the number of pages.
-pub fn render(letter: &PaperLetter, texts: &Texts) -> (Vec<u8>, usize) {
-    let pages = lay_out(letter, flow(letter, texts), texts);
+pub fn render(letter: &PaperLetter, texts: &Texts) -> Result<(Vec<u8>, usize), FontError> {
+    let mut fonts = Fonts::new()?;
+    let flow = flow(letter, texts, &fonts);
+    let pages = lay_out(letter, flow, texts, &mut fonts);
     let count = pages.len();
-    (write_pdf(pages, texts), count)
+    Ok((write_pdf(pages, texts, &mut fonts)?, count))
 }
 
 /// The letter's lines after the address block: subject, body,
 /// attachments, and why it came on paper.
-fn flow(letter: &PaperLetter, texts: &Texts) -> Vec<Line> {
+fn flow(letter: &PaperLetter, texts: &Texts, fonts: &Fonts) -> Vec<Line> {
     let mut flow: Vec<Line> = Vec::new();
     flow.push(Line {
         text: format!("{}: {}", texts.subject_label, letter.subject),
@@ -197,7 +207,7 @@ fn flow(letter: &PaperLetter, texts: &Texts) -> Vec<Line> {
         gap: 0.0,
     });
     flow.push(body_line(String::new()));
-    flow.extend(wrap(&letter.body, LINE_CHARS).into_iter().map(body_line));
+    flow.extend(fonts.wrap(&letter.body).into_iter().map(body_line));
     if !letter.attachments.is_empty() {
         flow.push(body_line(String::new()));
         flow.push(Line {
@@ -218,18 +228,23 @@ fn flow(letter: &PaperLetter, texts: &Texts) -> Vec<Line> {
             size: 11.0,
             gap: LEADING * 1.5,
         });
-        flow.extend(wrap(explanation, LINE_CHARS).into_iter().map(body_line));
+        flow.extend(fonts.wrap(explanation).into_iter().map(body_line));
     }
     flow
 }
 
 /// Lays the lines out over at most [`MAX_PAGES`] pages; the first page
 /// starts below the address.
-fn lay_out(letter: &PaperLetter, flow: Vec<Line>, texts: &Texts) -> Vec<Content> {
+fn lay_out(
+    letter: &PaperLetter,
+    flow: Vec<Line>,
+    texts: &Texts,
+    fonts: &mut Fonts,
+) -> Vec<Content> {
     let first_top = PAGE_H - 105.0 * MM;
     let other_top = PAGE_H - 25.0 * MM;
     let mut pages: Vec<Content> = Vec::new();
-    let mut content = first_page_head(letter, texts);
+    let mut content = first_page_head(letter, texts, fonts);
     let mut y = first_top;
     let mut truncated = false;
     for line in flow {
@@ -242,11 +257,20 @@ fn lay_out(letter: &PaperLetter, flow: Vec<Line>, texts: &Texts) -> Vec<Content>
             y = other_top + line.gap;
         }
         y -= line.gap;
-        text_at(&mut content, &line.text, line.bold, line.size, LEFT, y);
+        text_at(
+            &mut content,
+            fonts,
+            &line.text,
+            line.bold,
+            line.size,
+            LEFT,
+            y,
+        );
     }
     if truncated {
         text_at(
             &mut content,
+            fonts,
             "[...]",
             true,
             BODY_SIZE,
@@ -258,28 +282,25 @@ fn lay_out(letter: &PaperLetter, flow: Vec<Line>, texts: &Texts) -> Vec<Content>
     pages
 }
 
-/// The PDF: the page tree, the two fonts, each page with its footer.
-fn write_pdf(pages: Vec<Content>, texts: &Texts) -> Vec<u8> {
+/// The PDF: the page tree, each page with its footer, then the two fonts
+/// (five objects each) with the glyphs the pages used.
+fn write_pdf(pages: Vec<Content>, texts: &Texts, fonts: &mut Fonts) -> Result<Vec<u8>, FontError> {
     let count = pages.len();
     let mut pdf = Pdf::new();
     let catalog = Ref::new(1);
     let tree = Ref::new(2);
     let regular = Ref::new(3);
-    let bold = Ref::new(4);
-    let page_ids: Vec<Ref> = (0..count).map(|i| Ref::new(5 + 2 * i as i32)).collect();
+    let bold = Ref::new(8);
+    let page_ids: Vec<Ref> = (0..count).map(|i| Ref::new(13 + 2 * i as i32)).collect();
     pdf.catalog(catalog).pages(tree);
     pdf.pages(tree)
         .kids(page_ids.iter().copied())
         .count(count as i32);
-    for (font, base) in [(regular, "Helvetica"), (bold, "Helvetica-Bold")] {
-        pdf.type1_font(font)
-            .base_font(Name(base.as_bytes()))
-            .encoding_predefined(Name(b"WinAnsiEncoding"));
-    }
     for (i, mut content) in pages.into_iter().enumerate() {
         let footer = format!("{} {} / {count}", texts.page_label, i + 1);
         text_at(
             &mut content,
+            fonts,
             &footer,
             false,
             8.0,
@@ -301,25 +322,37 @@ fn write_pdf(pages: Vec<Content>, texts: &Texts) -> Vec<u8> {
         drop(page);
         pdf.stream(content_id, &content.finish());
     }
-    pdf.finish()
+    fonts.regular.write(&mut pdf, regular)?;
+    fonts.bold.write(&mut pdf, bold)?;
+    Ok(pdf.finish())
 }
 
-fn text_at(content: &mut Content, text: &str, bold: bool, size: f32, x: f32, y: f32) {
+fn text_at(
+    content: &mut Content,
+    fonts: &mut Fonts,
+    text: &str,
+    bold: bool,
+    size: f32,
+    x: f32,
+    y: f32,
+) {
     if text.is_empty() {
         return;
     }
+    let glyphs = fonts.of(bold).encode(text);
     content.begin_text();
     content.set_font(Name(if bold { b"F2" } else { b"F1" }), size);
     content.next_line(x, y);
-    content.show(Str(&win_ansi(text)));
+    content.show(Str(&glyphs));
     content.end_text();
 }
 
 /// The sender, the address in the window and the date block.
-fn first_page_head(letter: &PaperLetter, texts: &Texts) -> Content {
+fn first_page_head(letter: &PaperLetter, texts: &Texts, fonts: &mut Fonts) -> Content {
     let mut content = Content::new();
     text_at(
         &mut content,
+        fonts,
         &letter.sender_name,
         true,
         14.0,
@@ -329,7 +362,7 @@ fn first_page_head(letter: &PaperLetter, texts: &Texts) -> Content {
     // Window of a C5/6 or DL envelope: 20 mm from the left, 50 mm from the top.
     let mut y = PAGE_H - 55.0 * MM;
     for line in address_lines(&letter.addressee, &letter.address) {
-        text_at(&mut content, &line, false, BODY_SIZE, 22.0 * MM, y);
+        text_at(&mut content, fonts, &line, false, BODY_SIZE, 22.0 * MM, y);
         y -= LEADING;
     }
     let x = 125.0 * MM;
@@ -341,8 +374,8 @@ fn first_page_head(letter: &PaperLetter, texts: &Texts) -> Content {
         (texts.on_behalf_label, letter.on_behalf_of.clone()),
     ] {
         if let Some(value) = value {
-            text_at(&mut content, label, true, 8.0, x, y);
-            text_at(&mut content, &value, false, 9.0, x + 22.0 * MM, y);
+            text_at(&mut content, fonts, label, true, 8.0, x, y);
+            text_at(&mut content, fonts, &value, false, 9.0, x + 22.0 * MM, y);
             y -= LEADING;
         }
     }
@@ -467,12 +500,17 @@ mod tests {
     }
 
     #[test]
-    fn text_is_win_ansi_and_wrapped() {
-        assert_eq!(win_ansi("Straße €5 ł"), b"Stra\xdfe \x805 ?");
-        let lines = wrap(&"woord ".repeat(100), 30);
-        assert!(lines.iter().all(|l| l.chars().count() <= 30));
+    fn text_is_wrapped_to_the_line_width() {
+        let fits = |l: &str| l.chars().count() <= 30;
+        let lines = wrap(&"woord ".repeat(100), fits);
+        assert!(lines.iter().all(|l| fits(l)));
         assert_eq!(lines.join(" ").split_whitespace().count(), 100);
-        assert_eq!(wrap(&"x".repeat(65), 30).len(), 3);
+        assert_eq!(wrap(&"x".repeat(65), fits).len(), 3);
+        let fonts = Fonts::new().unwrap();
+        let face = fonts.regular.face();
+        let body = fonts.wrap(&"Zażółć gęślą jaźń. ".repeat(60));
+        assert!(body.len() > 5);
+        assert!(body.iter().all(|l| face.width(l, BODY_SIZE) <= LINE_WIDTH));
     }
 
     #[test]
@@ -490,12 +528,12 @@ mod tests {
             on_behalf_of: None,
         };
         let texts = crate::texts::for_language("nl");
-        let (pdf, pages) = render(&letter("Kort.".into()), texts);
+        let (pdf, pages) = render(&letter("Kort.".into()), texts).unwrap();
         assert!(pdf.starts_with(b"%PDF-"));
         assert_eq!(pages, 1);
-        let (_, pages) = render(&letter("regel\n".repeat(200)), texts);
+        let (_, pages) = render(&letter("regel\n".repeat(200)), texts).unwrap();
         assert!(pages > 2);
-        let (_, pages) = render(&letter("regel\n".repeat(100_000)), texts);
+        let (_, pages) = render(&letter("regel\n".repeat(100_000)), texts).unwrap();
         assert_eq!(pages, MAX_PAGES);
     }
 }
