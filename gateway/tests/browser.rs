@@ -27,6 +27,8 @@ async fn until(w: &World, what: &str, done: impl Fn(&registry::PersonRecord) -> 
 
 /// The inbox's languages besides Dutch, in which every page is checked too.
 const OTHER_LANGUAGES: [&str; 4] = ["en", "de", "fr", "pl"];
+/// All of them.
+const ALL_LANGUAGES: [&str; 5] = ["nl", "en", "de", "fr", "pl"];
 
 /// The `lang` of the page's `html` element.
 async fn html_lang(c: &Client) -> Option<String> {
@@ -329,6 +331,51 @@ async fn the_web_inbox_in_chromium() {
         1 + OTHER_LANGUAGES.len(),
         "the representative's openings: the Dutch page and one per other language"
     );
+
+    // Every page again on a phone (Chromium's mobile emulation, 360 px), in
+    // every language: axe, no sideways scrolling, 44 px touch targets.
+    let p = phone(&driver).await;
+    login(&p, &base, ANNA).await;
+    for lang in ALL_LANGUAGES {
+        p.goto(&format!("{base}/language/{lang}")).await.unwrap();
+        for (path, name) in [
+            (letter_url.trim_start_matches(&base), "evidence"),
+            (holder_letter.trim_start_matches(&base), "letter"),
+            ("/letters/env-00000000000000000000000000000000", "not-found"),
+            ("/", "inbox"),
+            ("/settings", "settings"),
+            ("/access-log", "access-log"),
+            ("/representatives", "representatives"),
+        ] {
+            p.goto(&format!("{base}{path}")).await.unwrap();
+            assert_eq!(html_lang(&p).await.as_deref(), Some(lang), "{name}");
+            check_phone(&p, &format!("{name}-{lang}")).await;
+        }
+    }
+    log_out(&p).await;
+    wait_css(&p, "#subject").await;
+    login(&p, &base, PIET).await;
+    for lang in ALL_LANGUAGES {
+        p.goto(&format!("{base}/language/{lang}")).await.unwrap();
+        for (path, name) in [
+            ("/clients".to_owned(), "clients"),
+            (
+                client_url.trim_start_matches(&base).to_owned(),
+                "client-letters",
+            ),
+        ] {
+            p.goto(&format!("{base}{path}")).await.unwrap();
+            check_phone(&p, &format!("{name}-{lang}")).await;
+        }
+    }
+    log_out(&p).await;
+    for lang in ALL_LANGUAGES {
+        p.goto(&format!("{base}/language/{lang}")).await.unwrap();
+        p.goto(&format!("{base}/login")).await.unwrap();
+        wait_css(&p, "#subject").await;
+        check_phone(&p, &format!("login-{lang}")).await;
+    }
+    p.close().await.unwrap();
     c.close().await.unwrap();
     w.stop().await;
 }

@@ -65,17 +65,60 @@ pub fn chromedriver() -> Driver {
 }
 
 pub async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
+    session(
+        driver,
+        "profile",
+        serde_json::json!({ "args": ["--window-size=1280,1400"] }),
+    )
+    .await
+}
+
+/// Width of the phone the layout is checked on, in CSS pixels.
+pub const PHONE_WIDTH: u32 = 360;
+/// The smallest touch target on a phone, in CSS pixels.
+pub const MIN_TOUCH_TARGET: f64 = 44.0;
+
+/// A second browser, in Chromium's mobile emulation: a 360 px wide touch
+/// screen at three device pixels per CSS pixel (its own profile, so its
+/// own cookies).
+pub async fn phone(driver: &Driver) -> Client {
+    session(
+        driver,
+        "phone-profile",
         serde_json::json!({
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1400", "--lang=nl",
-                     format!("--user-data-dir={}", driver.scratch.path().join("profile").display()),
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync"]
+            "mobileEmulation": {
+                "deviceMetrics": { "width": PHONE_WIDTH, "height": 740, "pixelRatio": 3.0, "touch": true },
+                "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"
+            }
         }),
-    );
+    )
+    .await
+}
+
+/// A Chromium session with `options` added to the common ones.
+async fn session(driver: &Driver, profile: &str, options: serde_json::Value) -> Client {
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--lang=nl".into(),
+        format!(
+            "--user-data-dir={}",
+            driver.scratch.path().join(profile).display()
+        ),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+    ];
+    let mut chrome = options;
+    if let Some(extra) = chrome["args"].as_array() {
+        args.extend(extra.iter().filter_map(|a| a.as_str().map(str::to_owned)));
+    }
+    chrome["args"] = serde_json::json!(args);
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), chrome);
     // The test federation's certificate names the node, not 127.0.0.1.
     caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -115,6 +158,66 @@ pub async fn check(c: &Client, name: &str) {
     assert!(violations.is_empty(), "{name}: {violations:?}");
     let png = c.screenshot().await.unwrap();
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+}
+
+/// What is wrong with the page's layout on a phone: sideways scrolling,
+/// and every control smaller than [`MIN_TOUCH_TARGET`] either way (a radio
+/// button or check box counts with its label, which takes the touch too).
+pub async fn phone_layout_problems(c: &Client) -> Vec<String> {
+    let found = c
+        .execute(
+            "const min = arguments[0];
+             const problems = [];
+             const viewport = document.documentElement.clientWidth;
+             const page = document.documentElement.scrollWidth;
+             if (page > viewport) {
+               problems.push('the page is ' + page + ' px wide in a ' + viewport + ' px viewport');
+             }
+             for (const el of document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, summary')) {
+               if (el.closest('.skip, .visually-hidden')) continue;
+               let r = el.getBoundingClientRect();
+               if (r.width === 0 && r.height === 0) continue;
+               if (r.right > viewport + 0.5) {
+                 problems.push(el.outerHTML.slice(0, 80) + ' ends at ' + Math.round(r.right) + ' px');
+               }
+               let box = { left: r.left, right: r.right, top: r.top, bottom: r.bottom };
+               for (const label of (el.labels || [])) {
+                 const l = label.getBoundingClientRect();
+                 box = { left: Math.min(box.left, l.left), right: Math.max(box.right, l.right),
+                         top: Math.min(box.top, l.top), bottom: Math.max(box.bottom, l.bottom) };
+               }
+               const w = box.right - box.left, h = box.bottom - box.top;
+               if (w < min - 0.5 || h < min - 0.5) {
+                 problems.push(el.outerHTML.slice(0, 80) + ': ' + Math.round(w) + ' x ' + Math.round(h) + ' px');
+               }
+             }
+             return problems;",
+            vec![serde_json::json!(MIN_TOUCH_TARGET)],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(found).unwrap()
+}
+
+/// [`check`] on a phone: axe, no sideways scrolling, touch targets.
+pub async fn check_phone(c: &Client, name: &str) {
+    // The layout viewport (a page that overflows it makes the browser zoom
+    // out, so `innerWidth` grows with the overflow).
+    let width = c
+        .execute("return document.documentElement.clientWidth", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        width,
+        serde_json::json!(PHONE_WIDTH),
+        "{name}: the phone's viewport"
+    );
+    let problems = phone_layout_problems(c).await;
+    assert!(
+        problems.is_empty(),
+        "{name} at {PHONE_WIDTH} px: {problems:#?}"
+    );
+    check(c, &format!("{name}-phone")).await;
 }
 
 /// Waits (bounded) until the registry entry of `who` satisfies `done`.

@@ -238,19 +238,18 @@ pub(super) async fn evidence(
         Some(&s),
         html! {
             p { (lang.t("web.every-step-is-signed-by-whoever")) }
-            table {
-                caption { (lang.t("web.what-happened-to-your-letter")) }
-                thead { tr {
-                    th scope="col" { (lang.t("web.when")) }
-                    th scope="col" { (lang.t("web.what")) }
-                    th scope="col" { (lang.t("web.by-2")) }
-                    th scope="col" { (lang.t("web.signature")) }
-                } }
-                tbody {
-                    @for (when, what, by, ok) in &rows {
-                        tr {
-                            td { (when) } td { (what) } td { (by) }
-                            td { (if *ok { lang.t("web.valid") } else { lang.t("web.not-valid") }) }
+            // The steps in order, each a short list: it reads the same on
+            // a phone as on a desk (a table of four columns does not fit).
+            h2 { (lang.t("web.what-happened-to-your-letter")) }
+            ol class="steps" {
+                @for (when, what, by, ok) in &rows {
+                    li {
+                        strong { (what) }
+                        dl {
+                            dt { (lang.t("web.when")) } dd { (when) }
+                            dt { (lang.t("web.by-2")) } dd { (by) }
+                            dt { (lang.t("web.signature")) }
+                            dd { (if *ok { lang.t("web.valid") } else { lang.t("web.not-valid") }) }
                         }
                     }
                 }

@@ -227,7 +227,8 @@ fn secure_headers(mut response: Response) -> Response {
     response
 }
 
-/// A whole page: skip link, header with the language switch, main content.
+/// A whole page: skip link, header with the menu, main content, and the
+/// other languages in the footer.
 fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Response {
     let markup = html! {
         (DOCTYPE)
@@ -242,21 +243,14 @@ fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Respons
                 a class="skip" href="#main" { (lang.t("web.skip-to-content")) }
                 header {
                     p class="brand" { (lang.t("web.my-message-box")) }
-                    nav aria-label=(lang.t("web.main-menu")) {
-                        ul {
-                            @if session.is_some() {
+                    @if session.is_some() {
+                        nav aria-label=(lang.t("web.main-menu")) {
+                            ul {
                                 li { a href="/" { (lang.t("web.letters")) } }
                                 li { a href="/settings" { (lang.t("web.settings")) } }
                                 li { a href="/representatives" { (lang.t("web.who-helps-me")) } }
                                 li { a href="/access-log" { (lang.t("web.who-read-my-mail")) } }
                                 li { a href="/clients" { (lang.t("web.my-clients")) } }
-                            }
-                            @for other in Lang::ALL.into_iter().filter(|l| *l != lang) {
-                                li class="language" {
-                                    a href={ "/language/" (other.code()) } lang=(other.code()) hreflang=(other.code()) {
-                                        (other.t("language.name"))
-                                    }
-                                }
                             }
                         }
                     }
@@ -270,6 +264,21 @@ fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Respons
                 main id="main" tabindex="-1" {
                     h1 { (title) }
                     (main)
+                }
+                // Each language named in itself; below the content, so that
+                // on a phone the page starts with what it is about.
+                footer {
+                    nav aria-label=(lang.t("web.languages")) {
+                        ul {
+                            @for other in Lang::ALL.into_iter().filter(|l| *l != lang) {
+                                li {
+                                    a href={ "/language/" (other.code()) } lang=(other.code()) hreflang=(other.code()) {
+                                        (other.t("language.name"))
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }

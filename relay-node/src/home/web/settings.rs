@@ -227,19 +227,17 @@ pub(super) async fn access_log(State(web): State<Arc<Web>>, headers: HeaderMap) 
             @if entries.is_empty() {
                 p { (lang.t("web.nobody-has-opened-a-letter-yet")) }
             } @else {
-                table {
-                    caption { (lang.t("web.every-time-a-letter-was-opened")) }
-                    thead { tr {
-                        th scope="col" { (lang.t("web.when")) }
-                        th scope="col" { (lang.t("web.by-2")) }
-                        th scope="col" { (lang.t("web.mandate")) }
-                    } }
-                    tbody {
-                        @for e in &entries {
-                            tr {
-                                td { (date(lang, e.at)) }
-                                td { (e.actor.representative.as_deref().unwrap_or(lang.t("web.yourself"))) }
-                                td { (e.actor.mandate.as_deref().unwrap_or("–")) }
+                h2 { (lang.t("web.every-time-a-letter-was-opened")) }
+                ol class="steps" {
+                    @for e in &entries {
+                        li {
+                            dl {
+                                dt { (lang.t("web.when")) } dd { (date(lang, e.at)) }
+                                dt { (lang.t("web.by-2")) }
+                                dd { (e.actor.representative.as_deref().unwrap_or(lang.t("web.yourself"))) }
+                                @if let Some(mandate) = &e.actor.mandate {
+                                    dt { (lang.t("web.mandate")) } dd class="id" { (mandate) }
+                                }
                             }
                         }
                     }
