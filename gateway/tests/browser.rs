@@ -239,6 +239,7 @@ async fn the_web_inbox_in_chromium() {
             ("/letters/env-00000000000000000000000000000000", "not-found"),
             ("/", "inbox"),
             ("/settings", "settings"),
+            ("/settings/history", "history"),
             ("/access-log", "access-log"),
             ("/representatives", "representatives"),
             ("/clients", "clients-empty"),
@@ -254,6 +255,22 @@ async fn the_web_inbox_in_chromium() {
     c.goto(&format!("{base}/settings")).await.unwrap();
     click(&c, "form[action='/settings/all-paper'] button").await;
     until(&w, "everything on paper", |p| p.digital_senders.is_empty()).await;
+    // What changed, newest first, each with how it was made.
+    c.goto(&format!("{base}/settings/history")).await.unwrap();
+    let history = page_text(&c).await;
+    for change in [
+        "Alles op papier",
+        "Digitale post aangezet",
+        "Berichtenbox gemaakt",
+    ] {
+        assert!(history.contains(change), "{change} in {history}");
+    }
+    assert!(
+        history.find("Alles op papier") < history.find("Berichtenbox gemaakt"),
+        "newest first: {history}"
+    );
+    assert!(history.contains("Met uw login (kenmerk "), "{history}");
+    check(&c, "history-nl").await;
 
     // A representative: Anna asks Piet to help (the web form), Piet logs in,
     // accepts, and opens her letter.
@@ -344,6 +361,7 @@ async fn the_web_inbox_in_chromium() {
             ("/letters/env-00000000000000000000000000000000", "not-found"),
             ("/", "inbox"),
             ("/settings", "settings"),
+            ("/settings/history", "history"),
             ("/access-log", "access-log"),
             ("/representatives", "representatives"),
         ] {

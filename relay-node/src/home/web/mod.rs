@@ -340,6 +340,17 @@ fn to_login() -> Response {
     Redirect::to("/login").into_response()
 }
 
+/// A date and the time of day (UTC, which the page says).
+fn date_time(lang: Lang, t: Timestamp) -> String {
+    let seconds = t.0 % 86_400;
+    format!(
+        "{} {:02}:{:02} UTC",
+        date(lang, t),
+        seconds / 3600,
+        (seconds % 3600) / 60
+    )
+}
+
 fn date(lang: Lang, t: Timestamp) -> String {
     let (y, m, d) = t.ymd();
     match lang {
@@ -431,6 +442,7 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/settings/activate", post(s::activate))
         .route("/settings/consent", post(s::consent))
         .route("/settings/all-paper", post(s::all_paper))
+        .route("/settings/history", get(s::history))
         .route("/access-log", get(s::access_log))
         .route("/clients", get(r::clients))
         .route("/clients/accept", post(r::accept))

@@ -1,5 +1,6 @@
 //! The settings: e-mail address, activation, consent per sender, all on
-//! paper; and the access log (who read my mail).
+//! paper; what changed in them (the history); and the access log (who read
+//! my mail).
 
 use std::sync::Arc;
 
@@ -52,6 +53,7 @@ pub(super) async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) ->
                     button type="submit" { (lang.t("web.send-me-everything-on-paper")) }
                 }
             }
+            p { a href="/settings/history" { (lang.t("web.history.link")) } }
         }
     };
     page(lang, lang.t("web.settings"), Some(&s), main)
@@ -245,4 +247,110 @@ pub(super) async fn access_log(State(web): State<Arc<Web>>, headers: HeaderMap) 
             }
         },
     )
+}
+
+/// Everything that changed in the person's settings, newest first: when,
+/// what, and through which login (or by the system). The gateway shows it
+/// only to a login of minutes ago, as it does for changes.
+pub(super) async fn history(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = web.session_of(&headers) else {
+        return to_login();
+    };
+    let entries = match web.api.ask(&h, CitizenAction::History).await {
+        Ok(estafette_spec::citizen::CitizenReply::History(entries)) => entries,
+        Ok(_) => vec![],
+        Err(p) if p.code == "expired" => {
+            return page(
+                lang,
+                lang.t("web.history"),
+                Some(&s),
+                html! {
+                    p { (lang.t("web.history.needs-fresh-login")) }
+                    p { a href="/login" { (lang.t("web.log-in-again")) } }
+                },
+            );
+        }
+        Err(p) => return problem_page(lang, Some(&s), &p),
+    };
+    let trust = web.api.node.trust();
+    let sender_name = |oin: &Oin| {
+        trust
+            .content()
+            .agencies
+            .iter()
+            .find(|a| &a.oin == oin)
+            .map_or_else(|| oin.to_string(), |a| a.name.clone())
+    };
+    page(
+        lang,
+        lang.t("web.history"),
+        Some(&s),
+        html! {
+            p { (lang.t("web.history.intro")) }
+            @if entries.is_empty() {
+                p { (lang.t("web.history.empty")) }
+            } @else {
+                ol class="steps" {
+                    @for e in entries.iter().rev() {
+                        li {
+                            strong { (change_text(lang, &e.change, &sender_name)) }
+                            dl {
+                                dt { (lang.t("web.when")) } dd { (date_time(lang, e.at)) }
+                                dt { (lang.t("web.how")) }
+                                dd { (match &e.assertion_digest {
+                                    Some(d) => lang.fill("web.how.login", &[("ref", &d.to_string()[..8])]),
+                                    None => lang.t("web.how.system").to_owned(),
+                                }) }
+                            }
+                        }
+                    }
+                }
+            }
+            p { a href="/settings" { (lang.t("web.go-to-settings")) } }
+        },
+    )
+}
+
+/// A change in plain words.
+fn change_text(
+    lang: Lang,
+    change: &estafette_spec::citizen::Change,
+    sender_name: &dyn Fn(&Oin) -> String,
+) -> String {
+    use estafette_spec::citizen::Change;
+    match change {
+        Change::Registered { .. } => lang.t("web.change.registered").to_owned(),
+        Change::EmailAdded { address } => {
+            lang.fill("web.change.email-added", &[("address", address)])
+        }
+        Change::EmailVerified { address } => {
+            lang.fill("web.change.email-verified", &[("address", address)])
+        }
+        Change::EmailFailed { address } => {
+            lang.fill("web.change.email-failed", &[("address", address)])
+        }
+        Change::Activated => lang.t("web.change.activated").to_owned(),
+        Change::Consent { sender, digital } => lang.fill(
+            if *digital {
+                "web.change.consent-digital"
+            } else {
+                "web.change.consent-paper"
+            },
+            &[("sender", &sender_name(sender))],
+        ),
+        Change::AllPaper => lang.t("web.change.all-paper").to_owned(),
+        Change::Linked { with, .. } => {
+            lang.fill("web.change.linked", &[("with", &with.to_string())])
+        }
+        Change::MandateGranted { representative, .. } => lang.fill(
+            "web.change.mandate-granted",
+            &[("representative", representative)],
+        ),
+        Change::MandateAccepted { .. } => lang.t("web.change.mandate-accepted").to_owned(),
+        Change::MandateRevoked { .. } => lang.t("web.change.mandate-revoked").to_owned(),
+        Change::LegalRepresentation { representative, .. } => {
+            lang.fill("web.change.legal", &[("representative", representative)])
+        }
+    }
 }
