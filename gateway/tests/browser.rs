@@ -40,16 +40,6 @@ async fn html_lang(c: &Client) -> Option<String> {
         .unwrap()
 }
 
-async fn login(c: &Client, base: &str, who: &str) {
-    c.goto(&format!("{base}/login")).await.unwrap();
-    let field = c.find(Locator::Id("subject")).await.unwrap();
-    field.send_keys(who).await.unwrap();
-    click(c, "main form button[type=submit]").await;
-    // The login lands on the inbox: wait for it, or the next page asked
-    // for races the login's answer.
-    wait_path(c, "/").await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_inbox_in_chromium() {
     let w = World::start().await;
@@ -109,7 +99,7 @@ async fn the_web_inbox_in_chromium() {
     c.execute("document.documentElement.style.fontSize = ''", vec![])
         .await
         .unwrap();
-    login(&c, &base, ANNA).await;
+    log_in(&c, &base, ANNA).await;
     wait_css(&c, "form[action='/register']").await;
     check(&c, "inbox-new-nl").await;
     click(&c, "main form button[type=submit]").await;
@@ -292,7 +282,7 @@ async fn the_web_inbox_in_chromium() {
     check(&c, "representatives-nl").await;
     log_out(&c).await;
     wait_css(&c, "#subject").await;
-    login(&c, &base, PIET).await;
+    log_in(&c, &base, PIET).await;
     wait_css(&c, "main h1").await;
     c.goto(&format!("{base}/clients")).await.unwrap();
     check(&c, "clients-accept-nl").await;
@@ -352,7 +342,7 @@ async fn the_web_inbox_in_chromium() {
     // Every page again on a phone (Chromium's mobile emulation, 360 px), in
     // every language: axe, no sideways scrolling, 44 px touch targets.
     let p = phone(&driver).await;
-    login(&p, &base, ANNA).await;
+    log_in(&p, &base, ANNA).await;
     for lang in ALL_LANGUAGES {
         p.goto(&format!("{base}/language/{lang}")).await.unwrap();
         for (path, name) in [
@@ -372,7 +362,7 @@ async fn the_web_inbox_in_chromium() {
     }
     log_out(&p).await;
     wait_css(&p, "#subject").await;
-    login(&p, &base, PIET).await;
+    log_in(&p, &base, PIET).await;
     for lang in ALL_LANGUAGES {
         p.goto(&format!("{base}/language/{lang}")).await.unwrap();
         for (path, name) in [

@@ -426,3 +426,182 @@ async fn a_court_appointed_administrator_suspends_mandates_and_gets_the_mail() {
     assert_eq!(count("Piet de Vries"), 2);
     w.stop().await;
 }
+
+/// What the web page said of an upload: the refusal's code, or `None`
+/// when it was registered (the clients page again, with a client).
+async fn upload_attestation(
+    c: &fantoccini::Client,
+    base: &str,
+    file: &std::path::Path,
+    office: Option<[&str; 4]>,
+) -> Option<String> {
+    use common::chromium::*;
+    use fantoccini::Locator;
+    c.goto(&format!("{base}/clients")).await.unwrap();
+    wait_css(c, "#court-file").await;
+    if let Some(fields) = office {
+        for (id, value) in [
+            "office-street",
+            "office-code",
+            "office-city",
+            "office-country",
+        ]
+        .into_iter()
+        .zip(fields)
+        {
+            let input = c.find(Locator::Id(id)).await.unwrap();
+            input.clear().await.unwrap();
+            input.send_keys(value).await.unwrap();
+        }
+    }
+    c.find(Locator::Id("court-file"))
+        .await
+        .unwrap()
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    // The answer is a new page (the same address when it worked): mark this
+    // one, and wait for one without the mark.
+    c.execute("document.documentElement.dataset.sent = 'yes'", vec![])
+        .await
+        .unwrap();
+    click(c, "form[action='/clients/court'] button").await;
+    wait_css(
+        c,
+        "html:not([data-sent]) main p[role=alert], html:not([data-sent]) main a[href^='/clients/']",
+    )
+    .await;
+    match c.find(Locator::Css("main code")).await {
+        Ok(code) => Some(code.text().await.unwrap()),
+        Err(_) => None,
+    }
+}
+
+/// The same registration on the web inbox, in a browser: the attestation
+/// uploaded as a file (as the registry gave it, or in hex), refused for the
+/// same reasons as through the API (each compared with the API's answer),
+/// nothing changed by a refusal, and the page checked by axe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_court_appointment_is_registered_on_the_web_with_the_apis_refusals() {
+    use common::chromium::*;
+    let w = start().await;
+    let anna = login(&w, ANNA).await;
+    digital(&w, &anna, "anna@example.nl", &[PENSION]).await;
+    let bob = login(&w, BOB).await;
+    digital(&w, &bob, "bob@bewindvoering.example", &[]).await;
+    let piet = login(&w, PIET).await;
+    let key = |dir: std::path::PathBuf, file: &str| keys::read_ed25519(&dir.join(file)).unwrap();
+    let forged = attestation(
+        &w,
+        &key(
+            w.fed.fed.agency_dir(&PENSION.parse().unwrap()),
+            "seal.key.pem",
+        ),
+    );
+    let real = attestation(
+        &w,
+        &key(
+            w.fed.fed.court_registry_dir(&COURT.parse().unwrap()),
+            "signing.key.pem",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let forged_file = file("forged.cose", &forged);
+    let real_file = file("appointment.cose", &real);
+    let real_hex = file(
+        "appointment.txt",
+        format!("{}\n", estafette_spec::bytes::Hex(&real)).as_bytes(),
+    );
+    let garbage = file("letter.pdf", b"%PDF-1.7 not an attestation");
+
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    let base = format!("https://{}", w.home.citizen_addr().unwrap());
+    c.goto(&format!("{base}/language/en")).await.unwrap();
+
+    // Bob: an attestation signed by an agency's key, and a file that is none.
+    log_in(&c, &base, BOB).await;
+    c.goto(&format!("{base}/clients")).await.unwrap();
+    check(&c, "clients-court-form-en").await;
+    let web = upload_attestation(&c, &base, &forged_file, None).await;
+    let api = code(
+        bob.register_legal_representation(&forged, true, None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        web.as_deref(),
+        Some(api.as_str()),
+        "the web refuses as the API"
+    );
+    assert_eq!(api, "wrong_role");
+    check(&c, "clients-court-refused-en").await;
+    let web = upload_attestation(&c, &base, &garbage, None).await;
+    let api = code(
+        bob.register_legal_representation(b"%PDF-1.7 not an attestation", true, None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        web.as_deref(),
+        Some(api.as_str()),
+        "the web refuses as the API"
+    );
+    log_out(&c).await;
+
+    // Piet cannot register Bob's appointment, on the web or through the API.
+    log_in(&c, &base, PIET).await;
+    let web = upload_attestation(&c, &base, &real_file, None).await;
+    let api = code(
+        piet.register_legal_representation(&real, true, None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        web.as_deref(),
+        Some(api.as_str()),
+        "the web refuses as the API"
+    );
+    assert_eq!(api, "wrong_role");
+    log_out(&c).await;
+    assert!(
+        anna.mandates().await.unwrap().iter().all(|m| !m.is_legal()),
+        "no refusal changed anything"
+    );
+
+    // Bob registers it (in hex, as the API takes it), with his office.
+    log_in(&c, &base, BOB).await;
+    let office = ["Postbus 100", "3500 AA", "Utrecht", "nl"];
+    let web = upload_attestation(&c, &base, &real_hex, Some(office)).await;
+    assert_eq!(web, None, "registered");
+    check(&c, "clients-court-registered-en").await;
+    let legal: Vec<_> = anna
+        .mandates()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.is_legal())
+        .collect();
+    assert_eq!(legal.len(), 1, "{legal:?}");
+    assert_eq!(legal[0].representative.person.to_string(), BOB);
+    let clients = bob.clients().await.unwrap();
+    assert_eq!(clients.len(), 1);
+    assert_eq!(clients[0].mandate, legal[0].id);
+    assert!(clients[0].legal);
+    // The raw file as the registry gave it says the same: a second
+    // registration of the one appointment is refused as through the API.
+    let web = upload_attestation(&c, &base, &real_file, None).await;
+    let api = bob
+        .register_legal_representation(&real, true, None)
+        .await
+        .err()
+        .map(code);
+    assert_eq!(web, api, "the web answers a second registration as the API");
+    c.close().await.unwrap();
+    w.stop().await;
+}

@@ -270,6 +270,17 @@ pub async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// Logs `who` in with the test login service's form, and waits (bounded)
+/// for the inbox the login lands on, so the next page asked for does not
+/// race the login's answer.
+pub async fn log_in(c: &Client, base: &str, who: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    let field = c.find(Locator::Id("subject")).await.unwrap();
+    field.send_keys(who).await.unwrap();
+    click(c, "main form button[type=submit]").await;
+    wait_path(c, "/").await;
+}
+
 /// Logs out with the page's button and waits (bounded) until the browser is
 /// at the login page the logout leads to: a page asked for before then
 /// could still be the logged-in session's, or cancel the logout.

@@ -446,6 +446,7 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/access-log", get(s::access_log))
         .route("/clients", get(r::clients))
         .route("/clients/accept", post(r::accept))
+        .route("/clients/court", post(r::register_court))
         .route("/representatives", get(r::representatives).post(r::grant))
         .route("/representatives/revoke", post(r::revoke))
         .route("/clients/{mandate}", get(r::client))

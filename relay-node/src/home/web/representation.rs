@@ -1,6 +1,8 @@
 //! Helpers and clients: who helps me (mandates given, granting,
 //! revoking, accepting), and for a representative the clients and their
-//! letters (each access checked with the gateway at that moment).
+//! letters (each access checked with the gateway at that moment), and the
+//! registration of a court appointment (the court registry's attestation,
+//! uploaded as a file).
 
 use std::sync::Arc;
 
@@ -225,8 +227,174 @@ pub(super) async fn clients(State(web): State<Arc<Web>>, headers: HeaderMap) -> 
                     }
                 }
             }
+            (court_form(lang, &csrf))
         },
     )
+}
+
+/// Registering a court appointment: the attestation file, where the
+/// client's mail goes, and an office address for paper.
+fn court_form(lang: Lang, csrf: &str) -> maud::Markup {
+    html! {
+        section aria-labelledby="court-h" {
+            h2 id="court-h" { (lang.t("web.court")) }
+            p { (lang.t("web.court.intro")) }
+            form method="post" action="/clients/court" enctype="multipart/form-data" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="court-file" { (lang.t("web.court.file")) }
+                input type="file" id="court-file" name="attestation" required;
+                p {
+                    input type="checkbox" id="court-mail" name="correspondence" value="yes" checked;
+                    label for="court-mail" class="inline" { (lang.t("web.court.correspondence")) }
+                }
+                fieldset {
+                    legend { (lang.t("web.court.office")) }
+                    label for="office-street" { (lang.t("web.street")) }
+                    input type="text" id="office-street" name="street" autocomplete="street-address";
+                    label for="office-code" { (lang.t("web.postal-code")) }
+                    input type="text" id="office-code" name="postal_code" autocomplete="postal-code";
+                    label for="office-city" { (lang.t("web.city")) }
+                    input type="text" id="office-city" name="city" autocomplete="address-level2";
+                    label for="office-country" { (lang.t("web.country")) }
+                    input type="text" id="office-country" name="country" value="NL" autocomplete="country";
+                }
+                button type="submit" { (lang.t("web.court.register")) }
+            }
+        }
+    }
+}
+
+/// What a court appointment form carried.
+#[derive(Default)]
+struct CourtForm {
+    csrf: String,
+    attestation: Vec<u8>,
+    correspondence: bool,
+    street: String,
+    postal_code: String,
+    city: String,
+    country: String,
+}
+
+/// Reads the multipart form; `None` if it is not one we sent.
+async fn read_court_form(mut multipart: axum::extract::Multipart) -> Option<CourtForm> {
+    let mut form = CourtForm::default();
+    while let Some(field) = multipart.next_field().await.ok()? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "attestation" {
+            form.attestation = field.bytes().await.ok()?.to_vec();
+            continue;
+        }
+        let text = field.text().await.ok()?;
+        match name.as_str() {
+            "csrf" => form.csrf = text,
+            "correspondence" => form.correspondence = true,
+            "street" => form.street = text,
+            "postal_code" => form.postal_code = text,
+            "city" => form.city = text,
+            "country" => form.country = text,
+            _ => {}
+        }
+    }
+    Some(form)
+}
+
+/// The attestation as the court registry gave it: the COSE bytes, or the
+/// same in hex (as the citizen API takes it); within its size limit.
+fn attestation_of(file: &[u8]) -> Option<Vec<u8>> {
+    const MAX: usize = estafette_spec::mandate::MAX_ATTESTATION_BYTES;
+    let text = std::str::from_utf8(file).ok().map(str::trim);
+    let bytes = match text.and_then(estafette_spec::bytes::from_hex) {
+        Some(decoded) => decoded,
+        None => file.to_vec(),
+    };
+    (!bytes.is_empty() && bytes.len() <= MAX).then_some(bytes)
+}
+
+/// Refusals of an attestation itself (its signature, its signer, whom it
+/// names, its validity): the court page says so in its own words.
+const ATTESTATION_REFUSALS: &[&str] = &[
+    "bad_signature",
+    "unknown_signer",
+    "wrong_role",
+    "revoked",
+    "expired",
+    "not_yet_valid",
+    "malformed",
+    "too_large",
+];
+
+pub(super) async fn register_court(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    multipart: axum::extract::Multipart,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some(form) = read_court_form(multipart).await else {
+        return forbidden(lang);
+    };
+    let Some((h, s)) = web.checked(&headers, &form.csrf) else {
+        return forbidden(lang);
+    };
+    let malformed = |detail: &str| Problem {
+        status: StatusCode::BAD_REQUEST,
+        code: "malformed".into(),
+        detail: detail.into(),
+    };
+    let Some(attestation) = attestation_of(&form.attestation) else {
+        return court_refused(lang, &s, &malformed("attestation: not an attestation file"));
+    };
+    let given = [&form.street, &form.postal_code, &form.city]
+        .iter()
+        .filter(|f| !f.trim().is_empty())
+        .count();
+    let office_address = match given {
+        0 => None,
+        3 => {
+            let Ok(country) = form.country.trim().to_ascii_uppercase().parse() else {
+                return problem_page(lang, Some(&s), &malformed("country: two letters"));
+            };
+            Some(estafette_spec::citizen::PostalAddress {
+                street_lines: vec![form.street.trim().to_owned()],
+                postal_code: form.postal_code.trim().to_owned(),
+                city: form.city.trim().to_owned(),
+                country,
+            })
+        }
+        _ => {
+            return problem_page(
+                lang,
+                Some(&s),
+                &malformed("office address: street, postal code and town, or none"),
+            );
+        }
+    };
+    let action = CitizenAction::RegisterLegalRepresentation {
+        attestation: serde_bytes::ByteBuf::from(attestation),
+        correspondence: form.correspondence,
+        office_address,
+    };
+    match web.api.mandate_change(&h, action).await {
+        Ok(_) => Redirect::to("/clients").into_response(),
+        Err(p) if ATTESTATION_REFUSALS.contains(&p.code.as_str()) => court_refused(lang, &s, &p),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
+}
+
+/// The attestation was refused: why, in words and by its code.
+fn court_refused(lang: Lang, session: &str, p: &Problem) -> Response {
+    let mut r = page(
+        lang,
+        lang.t("web.that-did-not-work"),
+        Some(session),
+        html! {
+            p role="alert" { (lang.t("web.court.refused")) }
+            p class="hint" { (lang.t("web.court.reason")) ": " code { (p.code) } }
+            p { a href="/clients" { (lang.t("web.my-clients")) } }
+        },
+    );
+    *r.status_mut() = p.status;
+    r
 }
 
 pub(super) async fn client(
@@ -274,5 +442,23 @@ pub(super) async fn client_letter(
     match web.api.open_client(&h, &mandate, &envelope).await {
         Ok((l, client)) => super::letters::letter_page(lang, &s, &l, Some(&client)),
         Err(p) => problem_page(lang, Some(&s), &p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attestation_file_is_its_bytes_or_their_hex_within_the_limit() {
+        let cose = vec![0xd2, 0x84, 0x43, 0xa1];
+        assert_eq!(attestation_of(&cose), Some(cose.clone()));
+        assert_eq!(attestation_of(b"d28443a1\n"), Some(cose));
+        assert_eq!(attestation_of(b""), None);
+        assert_eq!(attestation_of(b"  \n"), None);
+        let max = estafette_spec::mandate::MAX_ATTESTATION_BYTES;
+        assert!(attestation_of(&vec![7u8; max]).is_some());
+        assert_eq!(attestation_of(&vec![7u8; max + 1]), None);
+        assert_eq!(attestation_of("ab".repeat(max + 1).as_bytes()), None);
     }
 }
