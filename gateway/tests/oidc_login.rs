@@ -18,6 +18,7 @@ use serde_json::json;
 
 const ANNA: &str = "bsn:999999990";
 const JONAS: &str = "eidas:DE/NL/DE-4711-0815";
+const JONAS_BSN: &str = "bsn:123456782";
 
 fn national() -> ProviderSetup<'static> {
     ProviderSetup {
@@ -37,6 +38,13 @@ fn national() -> ProviderSetup<'static> {
                 "low",
                 ACR_LOW,
                 json!({"bsn": "111222333", "family_name": "Laag", "given_name": "Lieke", "birthdate": "1990-01-01"}),
+            ),
+            // Jonas, once he got a BSN: all his given names, his family
+            // name as the Dutch register writes it.
+            (
+                "jonas",
+                ACR_SUBSTANTIAL,
+                json!({"bsn": "123456782", "family_name": "Mueller", "given_name": "Jonas Maria", "birthdate": "1985-07-14"}),
             ),
         ],
     }
@@ -577,5 +585,118 @@ async fn an_eidas_login_through_satosa() {
     go_digital_on_the_web(&c, &o.w, &o.base, JONAS, "jonas@example.de").await;
     letter_arrives_and_is_opened(&c, &o.w, &o.base, JONAS).await;
     drop(bridge);
+    o.w.stop().await;
+}
+
+/// What the page says went wrong: the problem's code, or `None` when the
+/// browser landed on the inbox.
+async fn outcome(c: &Client) -> Option<String> {
+    wait_css(
+        c,
+        "main code, main a[href='/settings'], header a[href='/settings']",
+    )
+    .await;
+    match c.find(Locator::Css("main code")).await {
+        Ok(code) => Some(code.text().await.unwrap()),
+        Err(_) => None,
+    }
+}
+
+/// Linking a second login on the web inbox, at the providers' own pages:
+/// another person's login is refused with the API's code (compared with the
+/// API's answer to the same claims) and changes nothing; the provider is
+/// asked for a new login even though the browser is logged in there; and
+/// Jonas's BSN login, once linked, opens the box of his eIDAS login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_login_is_linked_on_the_web_with_the_apis_refusals() {
+    let o = start().await;
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/language/en", o.base)).await.unwrap();
+    log_in_at(&c, &o.base, "login.de.test", "jonas").await;
+    click(&c, "form[action='/register'] button[type=submit]").await;
+    until_person(&o.w, JONAS, "an inbox", |p| p.inbox.is_some()).await;
+    c.goto(&format!("{}/settings", o.base)).await.unwrap();
+    check(&c, "settings-link-en").await;
+
+    // Pierre's login at the same provider Jonas is logged in at: the
+    // provider asks who logs in (prompt=login), and the link is refused.
+    click(
+        &c,
+        "a[href='/login/oidc/start?provider=login.de.test&link=true']",
+    )
+    .await;
+    fill_provider_login(&c, "pierre").await;
+    let web = outcome(&c).await;
+    check(&c, "link-refused-en").await;
+    let minter = Minter::of(&o.providers[1]);
+    let mut jonas = o.w.citizen();
+    jonas
+        .login_with_id_token(&minter.token(|_| {}))
+        .await
+        .unwrap();
+    let pierre = minter.token(|c| {
+        c.insert("person_identifier".into(), "FR/NL/FR-1234".into());
+        c.insert("family_name".into(), "Durand".into());
+        c.insert("given_name".into(), "Pierre".into());
+        c.insert("birthdate".into(), "1979-02-03".into());
+    });
+    let api = jonas.link_id_token(&pierre).await.unwrap_err();
+    assert_eq!(
+        web.as_deref(),
+        api.code(),
+        "the web refuses as the API: {api}"
+    );
+    assert_eq!(web.as_deref(), Some("country_mismatch"));
+
+    // Anna's national login is another person's: refused, nothing changed.
+    c.goto(&format!("{}/settings", o.base)).await.unwrap();
+    click(
+        &c,
+        "a[href='/login/oidc/start?provider=login.nl.test&link=true']",
+    )
+    .await;
+    fill_provider_login(&c, "anna").await;
+    assert_eq!(outcome(&c).await.as_deref(), Some("identity_mismatch"));
+    // What the gateway has of Jonas now (a new API session's view).
+    let view_of_jonas = || async {
+        o.w.citizen()
+            .login_with_id_token(&minter.token(|_| {}))
+            .await
+            .unwrap()
+    };
+    assert!(view_of_jonas().await.linked.is_empty(), "nothing linked");
+
+    // His own BSN login: linked, and it opens the same box.
+    c.goto(&format!("{}/settings", o.base)).await.unwrap();
+    click(
+        &c,
+        "a[href='/login/oidc/start?provider=login.nl.test&link=true']",
+    )
+    .await;
+    fill_provider_login(&c, "jonas").await;
+    assert_eq!(outcome(&c).await, None, "linked");
+    let me = view_of_jonas().await;
+    assert_eq!(me.linked.len(), 1, "{me:?}");
+    assert_eq!(me.linked[0].to_string(), JONAS_BSN);
+    let entry = estafette_gateway::registry::lookup(
+        o.w.gateway.gateway.records(),
+        &JONAS_BSN.parse().unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        entry.inbox.map(|i| i.inbox_id),
+        me.inbox,
+        "the BSN login opens the same box"
+    );
+    c.goto(&format!("{}/settings/history", o.base))
+        .await
+        .unwrap();
+    assert!(
+        page_text(&c).await.contains(JONAS_BSN),
+        "the link in the history"
+    );
+    drop(o.providers);
     o.w.stop().await;
 }

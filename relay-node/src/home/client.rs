@@ -207,12 +207,28 @@ impl CitizenClient {
 
     /// Logs in with an identity assertion; keeps the session.
     pub async fn login(&mut self, assertion: &[u8]) -> Result<PersonView, CitizenClientError> {
+        self.login_as("application/cose", assertion).await
+    }
+
+    /// Logs in with an OpenID Connect ID token; keeps the session.
+    pub async fn login_with_id_token(
+        &mut self,
+        token: &str,
+    ) -> Result<PersonView, CitizenClientError> {
+        self.login_as("application/jwt", token.as_bytes()).await
+    }
+
+    async fn login_as(
+        &mut self,
+        content_type: &str,
+        proof: &[u8],
+    ) -> Result<PersonView, CitizenClientError> {
         self.session = None;
         let started: SessionStarted = self
             .call(
                 Method::POST,
                 "/v1/session",
-                Some(("application/cose", assertion.to_vec())),
+                Some((content_type, proof.to_vec())),
             )
             .await?;
         self.session = Some(started.session);
@@ -292,6 +308,16 @@ impl CitizenClient {
             Method::POST,
             "/v1/link",
             Some(("application/cose", other_assertion.to_vec())),
+        )
+        .await
+    }
+
+    /// Links the identity of another login's ID token.
+    pub async fn link_id_token(&self, token: &str) -> Result<PersonView, CitizenClientError> {
+        self.call(
+            Method::POST,
+            "/v1/link",
+            Some(("application/jwt", token.as_bytes().to_vec())),
         )
         .await
     }

@@ -213,7 +213,9 @@ impl OidcLogins {
             if let Some(acr) = &party.acr_values {
                 query.append_pair("acr_values", acr);
             }
-            if let Purpose::Renew(_) = purpose {
+            // A fresh login, or another account's: the provider must ask,
+            // not hand back the account the browser is logged in with.
+            if let Purpose::Renew(_) | Purpose::Link(_) = purpose {
                 query
                     .append_pair("prompt", "login")
                     .append_pair("max_age", "0");

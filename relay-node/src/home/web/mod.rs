@@ -296,6 +296,9 @@ fn problem_page(lang: Lang, session: Option<&str>, p: &Problem) -> Response {
         session,
         html! {
             p role="alert" { (text) }
+            // The code the citizen API gives for the same refusal: what a
+            // helpdesk asks for.
+            p class="hint" { (lang.t("web.problem-code")) ": " code { (p.code) } }
             @if p.code == "reauthentication-required" {
                 p { a href="/login" { (lang.t("web.log-in-again")) } }
             }

@@ -2,7 +2,9 @@
 //! browser to the provider (`/login/oidc/start`), the provider sends it back
 //! (`/login/oidc/callback`), and the ID token it gives is verified here and
 //! by the gateway. A fresh login for a change asks the provider to log the
-//! person in again (`prompt=login`, `max_age=0`) and renews the session.
+//! person in again (`prompt=login`, `max_age=0`) and renews the session; a
+//! login to link (`link=true`, from the settings) asks the same way and
+//! links the identity it proves to the session's person.
 
 use std::sync::Arc;
 
@@ -27,6 +29,9 @@ pub(super) struct StartQuery {
     /// A fresh login for the current session (before a change).
     #[serde(default)]
     renew: bool,
+    /// Another login of the current session's person, to link.
+    #[serde(default)]
+    link: bool,
 }
 
 pub(super) async fn start(
@@ -42,7 +47,7 @@ pub(super) async fn start(
     if !web.login_allowed(peer.ip(), None) {
         return too_many_logins(lang);
     }
-    let Some(purpose) = purpose_of(&web, &headers, q.renew, false) else {
+    let Some(purpose) = purpose_of(&web, &headers, q.renew, q.link) else {
         return to_login();
     };
     match oidc.start(&q.provider, purpose).await {

@@ -39,6 +39,21 @@ pub(super) async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) ->
             (email_section(lang, &me, &csrf))
             (activate_section(lang, &me, &csrf))
             (senders_section(lang, &me, &agencies, &csrf))
+            @if let Some(oidc) = &web.oidc {
+                section aria-labelledby="link-h" {
+                    h2 id="link-h" { (lang.t("web.link.heading")) }
+                    p { (lang.t("web.link.intro")) }
+                    ul class="login-services" {
+                        @for (id, label) in oidc.providers() {
+                            li {
+                                a class="button" href={ "/login/oidc/start?provider=" (id) "&link=true" } {
+                                    (lang.fill("web.link.with", &[("service", label)]))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             @if web.wallet.as_ref().is_some_and(|w| w.available()) {
                 section aria-labelledby="wallet-h" {
                     h2 id="wallet-h" { (lang.t("web.your-eu-digital-identity-wallet")) }
