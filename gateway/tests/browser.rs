@@ -220,9 +220,11 @@ async fn the_web_inbox_in_chromium() {
     c.goto(&format!("{base}/access-log")).await.unwrap();
     check(&c, "access-log-nl").await;
 
-    // The same pages in the inbox's other languages.
+    // The same pages in the inbox's other languages; the choice is also
+    // the language of Anna's e-mails and paper letters.
     for lang in OTHER_LANGUAGES {
         c.goto(&format!("{base}/language/{lang}")).await.unwrap();
+        until(&w, "the language of her mail", |p| p.language == lang).await;
         for (path, name) in [
             (letter_url.trim_start_matches(&base), "evidence"),
             (holder_letter.trim_start_matches(&base), "letter"),

@@ -15,7 +15,7 @@ use estafette_gateway::registry;
 use estafette_pki::AssertedPerson;
 use estafette_relay::home::client::CitizenClientError;
 use estafette_relay::testkit::{AGENCY, NATIONAL_IDP};
-use estafette_spec::citizen::{Change, ChannelState, PostalAddress};
+use estafette_spec::citizen::{Change, ChannelState, CitizenAction, CitizenReply, PostalAddress};
 use estafette_spec::*;
 use rand_core::OsRng;
 
@@ -438,4 +438,93 @@ async fn paper_letters_abroad_are_addressed_for_their_country() {
         assert!(text.contains(needed), "{needed} not in the PDF:\n{text}");
     }
     w.stop().await;
+}
+
+/// The language is the person's choice, kept for their e-mails and paper
+/// letters; and a preference, taken during a session whose login is too
+/// old for a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chosen_language_follows_the_person_to_their_mail() {
+    let w = World::start().await;
+    let mut c = w.citizen();
+    c.login(&w.login_assertion(RESIDENT)).await.unwrap();
+    w.go_digital(&c, "nl", None, "anna@example.nl", &[AGENCY])
+        .await;
+    // A session whose login is past its five minutes, as the home node
+    // carries it: a change is refused ...
+    let old_login = IdentityProof::Assertion(serde_bytes::ByteBuf::from(
+        w.fed
+            .fed
+            .mint_assertion(
+                &NATIONAL_IDP.parse().unwrap(),
+                &AssertedPerson::test(RESIDENT.parse().unwrap()),
+                &"home.test".parse().unwrap(),
+                estafette_pki::now().minus_s(400),
+                300,
+            )
+            .unwrap(),
+    ));
+    let carry = |action| {
+        estafette_relay::home::carry(
+            &w.home,
+            estafette_spec::citizen::CitizenRequest {
+                identity: Some(old_login.clone()),
+                action,
+                inbox_url: None,
+            },
+        )
+    };
+    match carry(CitizenAction::AllPaper).await.unwrap() {
+        CitizenReply::Refused { reason, .. } => assert_eq!(reason, ReasonCode::Expired),
+        other => panic!("a change with an old login was taken: {other:?}"),
+    }
+    // ... and the language, a preference, is taken.
+    match carry(CitizenAction::SetLanguage {
+        language: "pl".into(),
+    })
+    .await
+    .unwrap()
+    {
+        CitizenReply::Person(view) => assert_eq!(view.language, "pl"),
+        other => panic!("the language was refused: {other:?}"),
+    }
+    // Through the citizen API, and its refusal of what is not a language.
+    assert_eq!(c.choose_language("pl").await.unwrap().language, "pl");
+    assert_eq!(
+        code(c.choose_language("Polish, please").await.unwrap_err()),
+        "malformed"
+    );
+    let entry = estafette_gateway::registry::lookup(
+        w.gateway.gateway.records(),
+        &RESIDENT.parse().unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(entry.language, "pl");
+    assert!(
+        !entry.digital_senders.is_empty(),
+        "the refused change changed nothing"
+    );
+
+    let (m, channel) = w.send(RESIDENT, None).await;
+    assert_eq!(channel, "digital");
+    w.wait_for_event(&m, EvidenceEvent::ConsignmentNotification)
+        .await;
+    let mails = w.sink.mails();
+    let notice = mails
+        .iter()
+        .find(|m| m.subject.contains("nowy list"))
+        .unwrap_or_else(|| panic!("a Polish notification among {mails:#?}"));
+    assert!(notice.body.contains("Rodzaj listu"), "{}", notice.body);
+
+    let mut again = w.citizen();
+    again.login(&w.login_assertion(RESIDENT)).await.unwrap();
+    let history = again.history().await.unwrap();
+    assert!(
+        history.iter().any(|e| e.change
+            == Change::Language {
+                language: "pl".into()
+            }),
+        "{history:?}"
+    );
 }

@@ -112,6 +112,9 @@ pub enum CitizenAction {
     SetConsent { sender: Oin, digital: bool },
     /// Every sender back to paper, in one step.
     AllPaper,
+    /// The language of the person's e-mails and paper letters (a
+    /// preference: it needs a session, not a fresh login).
+    SetLanguage { language: String },
     /// The history of changes, for export.
     History,
     /// Link a second identity of the same person (both logins in one
@@ -203,8 +206,15 @@ impl CitizenAction {
                 CitizenAction::Activate
                     | CitizenAction::SetConsent { .. }
                     | CitizenAction::AllPaper
+                    | CitizenAction::SetLanguage { .. }
                     | CitizenAction::SetClientConsent { .. }
             )
+    }
+
+    /// Whether the action needs a login of minutes ago (every change but a
+    /// preference); the rest are taken during a session (SPEC §10.2).
+    pub fn needs_fresh_login(&self) -> bool {
+        self.is_change() && !matches!(self, CitizenAction::SetLanguage { .. })
     }
 
     /// Whether the action changes the person's record (and is recorded in the history).
@@ -230,6 +240,7 @@ impl CitizenAction {
                 postal_address.as_ref().map_or(Ok(()), |a| a.validate())
             }
             CitizenAction::AddEmail { address } => check_email(address),
+            CitizenAction::SetLanguage { language } => check_language(language),
             CitizenAction::GrantMandate { grant } => {
                 grant.representative.validate()?;
                 grant.scope.validate()?;
@@ -363,6 +374,10 @@ pub enum Change {
         digital: bool,
     },
     AllPaper,
+    /// The language of e-mails and paper letters.
+    Language {
+        language: String,
+    },
     /// Another identity of the person was linked into this entry (or this
     /// entry into another).
     Linked {
@@ -420,6 +435,19 @@ pub enum CitizenReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_language_is_a_preference_changed_without_a_fresh_login() {
+        let language = |l: &str| CitizenAction::SetLanguage { language: l.into() };
+        assert!(language("pl").is_change(), "it is in the history");
+        assert!(!language("pl").needs_fresh_login());
+        assert!(language("pl").is_repeatable());
+        assert!(CitizenAction::AllPaper.needs_fresh_login());
+        assert!(!CitizenAction::History.needs_fresh_login());
+        assert!(language("de-DE").validate().is_ok());
+        assert!(language("Polish").validate().is_err());
+        assert!(language("").validate().is_err());
+    }
 
     #[test]
     fn email_addresses() {

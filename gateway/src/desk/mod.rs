@@ -169,9 +169,10 @@ impl Gateway {
         };
         let policy = self.assertion_policy(home);
         // Questions that change nothing (the history, mandates, clients, an
-        // access check) may come during a session of up to
-        // READ_SESSION_MAX_S after its login; changes need a fresh login.
-        let read_only = !request.action.is_change();
+        // access check) and a preference (the language) may come during a
+        // session of up to READ_SESSION_MAX_S after its login; changes need
+        // a fresh login.
+        let read_only = !request.action.needs_fresh_login();
         let verified = match proof.verify(trust, &policy) {
             Err(AssertionError::Expired(expired_at))
                 if read_only && policy.now < expired_at.plus_s(READ_SESSION_MAX_S) =>

@@ -98,12 +98,9 @@ pub(super) fn apply(
         CitizenAction::SetConsent { sender, digital } => {
             set_consent(&mut person, asking, sender, digital, &mut changes)
         }
-        CitizenAction::AllPaper => {
-            if !person.digital_senders.is_empty() {
-                person.digital_senders.clear();
-                changes.push(asking.entry(Change::AllPaper));
-            }
-            Ok(())
+        CitizenAction::AllPaper => all_paper(&mut person, asking, &mut changes),
+        CitizenAction::SetLanguage { language } => {
+            set_language(&mut person, asking, language, &mut changes)
         }
         // A session, or an action answered elsewhere: only the visit counts.
         _ => Ok(()),
@@ -121,6 +118,33 @@ pub(super) fn apply(
         records.record_change(&key, change)?;
     }
     Ok((CitizenReply::Person(person.view(&key, home)), mail))
+}
+
+/// Every sender back to paper; recorded only if something changed.
+fn all_paper(
+    person: &mut PersonRecord,
+    asking: &Asking,
+    changes: &mut Vec<ChangeEntry>,
+) -> Result<(), Refusal> {
+    if !person.digital_senders.is_empty() {
+        person.digital_senders.clear();
+        changes.push(asking.entry(Change::AllPaper));
+    }
+    Ok(())
+}
+
+/// The language of the person's e-mails and paper letters.
+fn set_language(
+    person: &mut PersonRecord,
+    asking: &Asking,
+    language: String,
+    changes: &mut Vec<ChangeEntry>,
+) -> Result<(), Refusal> {
+    if person.language != language {
+        person.language.clone_from(&language);
+        changes.push(asking.entry(Change::Language { language }));
+    }
+    Ok(())
 }
 
 /// An inbox at the asking home node; it starts inactive.

@@ -422,6 +422,17 @@ impl CitizenClient {
         self.call(Method::GET, "/v1/access-log", None).await
     }
 
+    /// Chooses the language of the person's e-mails and paper letters
+    /// (`POST /v1/language`).
+    pub async fn choose_language(&self, language: &str) -> Result<PersonView, CitizenClientError> {
+        self.call(
+            Method::POST,
+            "/v1/language",
+            Self::json(serde_json::json!({ "language": language })),
+        )
+        .await
+    }
+
     pub async fn all_paper(&self) -> Result<PersonView, CitizenClientError> {
         self.call(Method::POST, "/v1/all-paper", None).await
     }

@@ -466,6 +466,24 @@ impl CitizenApi {
             .map_err(Problem::from)
     }
 
+    /// The language of the person's e-mails and paper letters: a
+    /// preference, carried with the session's login however old (the
+    /// gateway takes it for the length of a session).
+    pub(crate) async fn set_language(
+        &self,
+        session: &Session,
+        language: String,
+    ) -> Result<PersonView, Problem> {
+        let action = CitizenAction::SetLanguage { language };
+        action
+            .validate()
+            .map_err(|e| Problem::malformed(e.to_string()))?;
+        match self.ask(session, action).await? {
+            CitizenReply::Person(view) => self.keep_person(session, view).await,
+            _ => Err(unexpected()),
+        }
+    }
+
     /// The person's view as the gateway has it now (an e-mail verified in
     /// another window, say), kept in the session.
     pub(crate) async fn refresh(&self, session: &Session) -> Result<PersonView, Problem> {
@@ -575,6 +593,7 @@ pub fn router(api: Arc<CitizenApi>) -> axum::Router {
         .route("/v1/activate", post(p::activate))
         .route("/v1/consent/{sender}", put(p::set_consent))
         .route("/v1/all-paper", post(p::all_paper))
+        .route("/v1/language", post(p::set_language))
         .route("/v1/link", post(p::link))
         .route("/v1/history", get(p::history))
         .route("/v1/mandates", post(r::grant_mandate).get(r::list_mandates))

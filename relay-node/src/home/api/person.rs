@@ -228,6 +228,23 @@ pub(super) async fn link(
     Ok(Json(api.change(&session, action).await?))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LanguageBody {
+    language: String,
+}
+
+/// The language of the person's e-mails and paper letters (a preference:
+/// taken during the session, without a fresh login).
+pub(super) async fn set_language(
+    State(api): State<Arc<CitizenApi>>,
+    session: Session,
+    body: Bytes,
+) -> Result<Json<PersonView>, Problem> {
+    let b: LanguageBody = json_body(&body)?;
+    Ok(Json(api.set_language(&session, b.language).await?))
+}
+
 pub(super) async fn all_paper(
     State(api): State<Arc<CitizenApi>>,
     session: Session,

@@ -378,8 +378,25 @@ async fn style() -> Response {
         .into_response()
 }
 
-async fn language(Path(code): Path<String>) -> Response {
+/// The language of the pages (a cookie), and for a registered person also
+/// of their e-mails and paper letters: the choice follows them everywhere.
+async fn language(
+    axum::extract::State(web): axum::extract::State<Arc<Web>>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+) -> Response {
     let value = Lang::of(&code).unwrap_or(Lang::Nl).code();
+    // Only the site's own pages carry the strict session cookie here, so a
+    // link from elsewhere changes the pages' language at most.
+    if let Some((session, _)) = web.session_of(&headers)
+        && web
+            .api
+            .person_of(&session)
+            .is_some_and(|p| p.inbox.is_some() && p.language != value)
+        && let Err(p) = web.api.set_language(&session, value.to_owned()).await
+    {
+        tracing::warn!(code = %p.code, "the language was not kept for letters and e-mails");
+    }
     let mut r = Redirect::to("/").into_response();
     // Lax, not Strict: the language must hold on the page a login
     // provider's redirect lands on (a navigation from another site). It is

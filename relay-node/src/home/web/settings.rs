@@ -355,6 +355,11 @@ fn change_text(
             &[("sender", &sender_name(sender))],
         ),
         Change::AllPaper => lang.t("web.change.all-paper").to_owned(),
+        Change::Language { language } => {
+            let name = crate::texts::catalogue(language)
+                .map_or(language.as_str(), |c| c.text("language.name"));
+            lang.fill("web.change.language", &[("language", name)])
+        }
         Change::Linked { with, .. } => {
             lang.fill("web.change.linked", &[("with", &with.to_string())])
         }
