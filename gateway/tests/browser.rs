@@ -151,6 +151,12 @@ async fn the_web_inbox_in_chromium() {
     c.goto(&format!("{base}/")).await.unwrap();
     assert!(c.find(Locator::Css(".letter.unread")).await.is_ok());
     check(&c, "inbox-nl").await;
+    assert!(
+        c.find(Locator::Css("header a[href='/clients']"))
+            .await
+            .is_err(),
+        "the menu offers no clients to someone who represents nobody"
+    );
     click(&c, ".letter.unread a").await;
     wait_css(&c, "div.body").await;
     check(&c, "letter-nl").await;
@@ -301,6 +307,24 @@ async fn the_web_inbox_in_chromium() {
     .unwrap();
     c.goto(&format!("{base}/clients")).await.unwrap();
     check(&c, "clients-nl").await;
+    assert!(
+        c.find(Locator::Css("header a[href='/clients']"))
+            .await
+            .is_ok(),
+        "a representative's menu offers the clients"
+    );
+    // Found by part of the name (the test login names everyone "Test
+    // Tester"), whatever the case; a name nobody has.
+    c.goto(&format!("{base}/clients?name=TESTER"))
+        .await
+        .unwrap();
+    assert!(page_text(&c).await.contains("Test Tester"));
+    c.goto(&format!("{base}/clients?name=Pietersen"))
+        .await
+        .unwrap();
+    assert!(page_text(&c).await.contains("Geen cliënt met die naam."));
+    check(&c, "clients-none-found-nl").await;
+    c.goto(&format!("{base}/clients")).await.unwrap();
     click(&c, "main ul a").await;
     wait_css(&c, ".letter a").await;
     check(&c, "client-letters-nl").await;

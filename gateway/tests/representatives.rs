@@ -593,6 +593,22 @@ async fn a_court_appointment_is_registered_on_the_web_with_the_apis_refusals() {
     assert_eq!(clients.len(), 1);
     assert_eq!(clients[0].mandate, legal[0].id);
     assert!(clients[0].legal);
+    // The clients page counts what the appointment lets Bob see: the
+    // pension fund's letter, unread, with its deadline.
+    let deadline = w.clock.now().plus_s(20 * DAY);
+    let (m, channel) = w.send_from(PENSION, ANNA, Some(deadline)).await;
+    assert_eq!(channel, "digital");
+    w.wait_for_event(&m, EvidenceEvent::ContentConsignment)
+        .await;
+    c.goto(&format!("{base}/clients")).await.unwrap();
+    let text = page_text(&c).await;
+    assert!(text.contains("1 unread"), "{text}");
+    let (y, mo, d) = deadline.ymd();
+    assert!(
+        text.contains(&format!("first deadline {d}/{mo}/{y}")),
+        "{text}"
+    );
+    check(&c, "clients-unread-en").await;
     // The raw file as the registry gave it says the same: a second
     // registration of the one appointment is refused as through the API.
     let web = upload_attestation(&c, &base, &real_file, None).await;

@@ -112,6 +112,9 @@ pub(crate) struct SessionState {
     /// most five minutes after the person logged in.
     pub(crate) changes_until: Timestamp,
     pub(crate) person: PersonView,
+    /// The person represents someone, or is asked to (the menu offers
+    /// "my clients"); as of the login or the clients page last seen.
+    pub(crate) represents: bool,
     started: Timestamp,
     last_seen: Timestamp,
     /// The last request the store knows of.
@@ -130,6 +133,7 @@ impl SessionState {
             identity: self.identity.clone(),
             changes_until: self.changes_until,
             person: self.person.clone(),
+            represents: self.represents,
         };
         (
             self.started.0,
@@ -147,6 +151,7 @@ impl SessionState {
             identity: kept.identity,
             changes_until: kept.changes_until,
             person: kept.person,
+            represents: kept.represents,
             started: Timestamp(started),
             last_seen: Timestamp(last_seen),
             kept_seen: Timestamp(last_seen),
@@ -167,6 +172,8 @@ struct KeptSession {
     identity: IdentityProof,
     changes_until: Timestamp,
     person: PersonView,
+    #[serde(default)]
+    represents: bool,
 }
 
 /// What memory holds of a token.
@@ -298,7 +305,7 @@ impl Sessions {
         &self,
         recipient: Recipient,
         (identity, changes_until): (IdentityProof, Timestamp),
-        person: PersonView,
+        (person, represents): (PersonView, bool),
     ) -> Result<Session, StartError> {
         let now = self.clock.now();
         let token = SessionToken::random();
@@ -317,6 +324,7 @@ impl Sessions {
                     identity,
                     changes_until,
                     person,
+                    represents,
                     started: now,
                     last_seen: now,
                     kept_seen: now,
@@ -482,7 +490,7 @@ mod tests {
             .start(
                 "bsn:999999990".parse().unwrap(),
                 (proof, START.plus_s(300)),
-                person("nl"),
+                (person("nl"), false),
             )
             .await
             .unwrap()

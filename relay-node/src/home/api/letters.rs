@@ -337,7 +337,11 @@ mod tests {
         };
         let unused = estafette_spec::IdentityProof::Assertion(serde_bytes::ByteBuf::new());
         api.sessions
-            .start(letter.recipient.clone(), (unused, now.plus_s(300)), person)
+            .start(
+                letter.recipient.clone(),
+                (unused, now.plus_s(300)),
+                (person, false),
+            )
             .await
             .unwrap()
     }

@@ -428,12 +428,15 @@ impl CitizenApi {
             return Err(unexpected());
         };
         self.merge_inboxes(&person).await?;
+        let represents = self
+            .represents_anyone(&proof, &verified.claims.subject)
+            .await;
         let session = self
             .sessions
             .start(
                 verified.claims.subject.clone(),
                 (proof, changes_until(&verified)),
-                person.clone(),
+                (person.clone(), represents),
             )
             .await?;
         Ok((session, person))
@@ -496,6 +499,43 @@ impl CitizenApi {
     /// Ends a session (deleted from the store before this returns).
     pub(crate) async fn log_out(&self, session: &Session) -> Result<(), Problem> {
         self.sessions.end(session).await.map_err(Problem::from)
+    }
+
+    /// Whether `who` represents someone or is asked to (a mandate naming
+    /// them that is not revoked); false when the gateway cannot say.
+    async fn represents_anyone(
+        &self,
+        proof: &IdentityProof,
+        who: &estafette_spec::Recipient,
+    ) -> bool {
+        match self
+            .ask_gateway(Some(proof.clone()), CitizenAction::Mandates)
+            .await
+        {
+            Ok(CitizenReply::Mandates(mandates)) => mandates
+                .iter()
+                .any(|m| &m.representative.person == who && m.revoked_at.is_none()),
+            _ => false,
+        }
+    }
+
+    /// Whether the session's person represents someone, as last seen.
+    pub(crate) fn represents(&self, session: &Session) -> bool {
+        self.sessions
+            .with(session, |s| s.represents)
+            .unwrap_or(false)
+    }
+
+    /// Keeps what the clients page found: whether the menu offers it.
+    pub(crate) async fn note_represents(&self, session: &Session, represents: bool) {
+        if self.represents(session) != represents
+            && let Err(e) = self
+                .sessions
+                .change(session, |s| s.represents = represents)
+                .await
+        {
+            tracing::warn!(error = %e, "the menu's state was not kept");
+        }
     }
 
     /// The person of a live session.

@@ -56,7 +56,7 @@ pub(super) async fn inbox(
             @if me.inbox.is_none() {
                 p { (lang.t("web.you-do-not-have-a-digital")) }
                 form method="post" action="/register" {
-                    input type="hidden" name="csrf" value=(csrf_for(&s));
+                    input type="hidden" name="csrf" value=(s.csrf());
                     button type="submit" { (lang.t("web.create-my-message-box")) }
                 }
                 p { (lang.t("web.creating-it-switches-nothing-on-you")) }
@@ -158,7 +158,7 @@ pub(super) async fn letter(
 
 pub(super) fn letter_page(
     lang: Lang,
-    session: &str,
+    session: &PageSession,
     l: &crate::home::api::OpenedLetter,
     client: Option<&str>,
 ) -> Response {

@@ -74,19 +74,40 @@ pub struct Web {
     logins_by_person: KeyedRateLimit,
 }
 
+/// What a page needs of its session: the CSRF token of its forms, and
+/// what the menu offers.
+pub(super) struct PageSession {
+    token: String,
+    /// The person represents someone, or is asked to: "my clients".
+    represents: bool,
+}
+
+impl PageSession {
+    /// The CSRF token of this session's forms.
+    fn csrf(&self) -> String {
+        csrf_for(&self.token)
+    }
+}
+
 impl Web {
-    /// The live session of the cookie, and its token as text (for the
-    /// CSRF token of its forms).
-    fn session_of(&self, headers: &HeaderMap) -> Option<(Session, String)> {
+    /// The live session of the cookie, and what its pages need.
+    fn session_of(&self, headers: &HeaderMap) -> Option<(Session, PageSession)> {
         let token: SessionToken = cookie(headers, SESSION_COOKIE)?.parse().ok()?;
         let session = self.api.session(token)?;
-        Some((session, token.to_string()))
+        let represents = self.api.represents(&session);
+        Some((
+            session,
+            PageSession {
+                token: token.to_string(),
+                represents,
+            },
+        ))
     }
 
     /// The session of a form post, if its CSRF token is right.
-    fn checked(&self, headers: &HeaderMap, csrf: &str) -> Option<(Session, String)> {
-        let (session, token) = self.session_of(headers)?;
-        (csrf_for(&token) == csrf).then_some((session, token))
+    fn checked(&self, headers: &HeaderMap, csrf: &str) -> Option<(Session, PageSession)> {
+        let (session, page) = self.session_of(headers)?;
+        (page.csrf() == csrf).then_some((session, page))
     }
 
     pub fn new(
@@ -229,7 +250,7 @@ fn secure_headers(mut response: Response) -> Response {
 
 /// A whole page: skip link, header with the menu, main content, and the
 /// other languages in the footer.
-fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Response {
+fn page(lang: Lang, title: &str, session: Option<&PageSession>, main: Markup) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang=(lang.code()) {
@@ -250,13 +271,15 @@ fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Respons
                                 li { a href="/settings" { (lang.t("web.settings")) } }
                                 li { a href="/representatives" { (lang.t("web.who-helps-me")) } }
                                 li { a href="/access-log" { (lang.t("web.who-read-my-mail")) } }
-                                li { a href="/clients" { (lang.t("web.my-clients")) } }
+                                @if session.is_some_and(|s| s.represents) {
+                                    li { a href="/clients" { (lang.t("web.my-clients")) } }
+                                }
                             }
                         }
                     }
                     @if let Some(s) = session {
                         form method="post" action="/logout" class="inline" {
-                            input type="hidden" name="csrf" value=(csrf_for(s));
+                            input type="hidden" name="csrf" value=(s.csrf());
                             button type="submit" { (lang.t("web.log-out")) }
                         }
                     }
@@ -286,7 +309,7 @@ fn page(lang: Lang, title: &str, session: Option<&str>, main: Markup) -> Respons
     secure_headers((StatusCode::OK, markup).into_response())
 }
 
-fn problem_page(lang: Lang, session: Option<&str>, p: &Problem) -> Response {
+fn problem_page(lang: Lang, session: Option<&PageSession>, p: &Problem) -> Response {
     let text = crate::home::api::localized(&p.code, lang.code())
         .unwrap_or(&p.detail)
         .to_owned();

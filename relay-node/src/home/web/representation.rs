@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use estafette_spec::Recipient;
@@ -35,7 +35,7 @@ pub(super) async fn representatives(State(web): State<Arc<Web>>, headers: Header
         .iter()
         .filter(|m| m.holder == me.recipient)
         .collect();
-    let csrf = csrf_for(&s);
+    let csrf = s.csrf();
     let now = estafette_pki::now();
     page(
         lang,
@@ -67,6 +67,7 @@ pub(super) async fn representatives(State(web): State<Arc<Web>>, headers: Header
                     }
                 }
             }
+            p { a href="/clients" { (lang.t("web.helping-others")) } }
             h2 { (lang.t("web.ask-someone-to-help-you")) }
             form method="post" action="/representatives" {
                 input type="hidden" name="csrf" value=(csrf);
@@ -182,7 +183,31 @@ pub(super) async fn accept(
     mandate_form(&web, &headers, &f, accept, "/clients").await
 }
 
-pub(super) async fn clients(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+/// The clients page's search: part of a client's name.
+#[derive(Deserialize)]
+pub(super) struct ClientSearch {
+    #[serde(default)]
+    name: String,
+}
+
+/// What the clients page shows of one client: unread letters the
+/// representative may see, and the first deadline among them.
+struct ClientLine {
+    mandate: String,
+    name: String,
+    unread: usize,
+    first_due: Option<estafette_spec::Timestamp>,
+}
+
+/// Most clients whose letters are counted for one page (the rest are
+/// listed by name; the search finds them).
+const MAX_CLIENTS_COUNTED: usize = 200;
+
+pub(super) async fn clients(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Query(search): Query<ClientSearch>,
+) -> Response {
     let lang = lang_of(&headers);
     let Some((h, s)) = web.session_of(&headers) else {
         return to_login();
@@ -202,7 +227,18 @@ pub(super) async fn clients(State(web): State<Arc<Web>>, headers: HeaderMap) -> 
                 .collect(),
             _ => vec![],
         };
-    let csrf = csrf_for(&s);
+    web.api
+        .note_represents(&h, !list.is_empty() || !pending.is_empty())
+        .await;
+    let mut lines = client_lines(&web, &h, lang, &list, search.name.trim()).await;
+    // Who needs attention first: the nearest deadline, then the most unread.
+    lines.sort_by_key(|l| {
+        (
+            l.first_due.is_none(),
+            l.first_due,
+            std::cmp::Reverse(l.unread),
+        )
+    });
     page(
         lang,
         lang.t("web.my-clients"),
@@ -210,7 +246,7 @@ pub(super) async fn clients(State(web): State<Arc<Web>>, headers: HeaderMap) -> 
         html! {
             @for m in &pending {
                 form method="post" action="/clients/accept" class="notice" {
-                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="csrf" value=(s.csrf());
                     input type="hidden" name="id" value=(m.id.to_string());
                     p { (lang.t("web.someone-asks-you-to-help-with")) }
                     button type="submit" { (lang.t("web.yes-i-will-help")) }
@@ -219,17 +255,98 @@ pub(super) async fn clients(State(web): State<Arc<Web>>, headers: HeaderMap) -> 
             @if list.is_empty() {
                 p { (lang.t("web.you-do-not-represent-anyone")) }
             } @else {
-                ul {
-                    @for c in &list {
-                        li { a href=(format!("/clients/{}", c.mandate)) {
-                            (c.client_name.clone().unwrap_or_else(|| lang.t("web.client").to_owned()))
-                        } }
+                form method="get" action="/clients" role="search" {
+                    label for="client-name" { (lang.t("web.clients.find")) }
+                    input type="search" id="client-name" name="name" value=(search.name) autocomplete="off";
+                    button type="submit" { (lang.t("web.clients.find-button")) }
+                }
+                @if lines.is_empty() {
+                    p role="status" { (lang.t("web.clients.none-found")) }
+                }
+                ul class="letters" {
+                    @for l in &lines {
+                        li class=(if l.unread > 0 { "letter unread" } else { "letter" }) {
+                            a href=(format!("/clients/{}", l.mandate)) { (l.name) }
+                            p {
+                                @if l.unread > 0 {
+                                    (lang.fill("web.clients.unread", &[("n", &l.unread.to_string())]))
+                                } @else {
+                                    (lang.t("web.clients.all-read"))
+                                }
+                                @if let Some(due) = l.first_due {
+                                    " – " strong { (lang.fill("web.clients.due", &[("date", &date(lang, due))])) }
+                                }
+                            }
+                        }
                     }
                 }
             }
-            (court_form(lang, &csrf))
+            (court_form(lang, &s.csrf()))
         },
     )
+}
+
+/// The clients whose name holds `wanted` (all when it is empty), each with
+/// its unread letters and first deadline.
+async fn client_lines(
+    web: &Web,
+    session: &Session,
+    lang: Lang,
+    clients: &[estafette_spec::citizen::ClientView],
+    wanted: &str,
+) -> Vec<ClientLine> {
+    let wanted = fold(wanted);
+    let mut lines = Vec::new();
+    for c in clients.iter().filter(|c| {
+        wanted.is_empty()
+            || c.client_name
+                .as_deref()
+                .is_some_and(|n| fold(n).contains(&wanted))
+    }) {
+        let mandate = c.mandate.to_string();
+        let counted = lines.len() < MAX_CLIENTS_COUNTED && c.inbox.is_some();
+        let letters = if counted {
+            web.api
+                .client_letters_of(session, &mandate)
+                .await
+                .unwrap_or_default()
+        } else {
+            vec![]
+        };
+        let unread: Vec<_> = letters.iter().filter(|l| !l.opened).collect();
+        lines.push(ClientLine {
+            name: c
+                .client_name
+                .clone()
+                .unwrap_or_else(|| lang.t("web.client").to_owned()),
+            unread: unread.len(),
+            first_due: unread.iter().filter_map(|l| l.response_deadline).min(),
+            mandate,
+        });
+    }
+    lines
+}
+
+/// A name as the search compares it: lower case, the common Latin
+/// diacritics taken off (so "Zolkiewska" finds "Żółkiewska").
+fn fold(name: &str) -> String {
+    name.to_lowercase()
+        .chars()
+        .map(|c| match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ą' => 'a',
+            'ç' | 'ć' | 'č' => 'c',
+            'è' | 'é' | 'ê' | 'ë' | 'ę' | 'ě' => 'e',
+            'ì' | 'í' | 'î' | 'ï' => 'i',
+            'ł' => 'l',
+            'ñ' | 'ń' | 'ň' => 'n',
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' => 'o',
+            'ś' | 'š' => 's',
+            'ù' | 'ú' | 'û' | 'ü' | 'ů' => 'u',
+            'ý' | 'ÿ' => 'y',
+            'ź' | 'ż' | 'ž' => 'z',
+            other => other,
+        })
+        .collect()
 }
 
 /// Registering a court appointment: the attestation file, where the
@@ -382,7 +499,7 @@ pub(super) async fn register_court(
 }
 
 /// The attestation was refused: why, in words and by its code.
-fn court_refused(lang: Lang, session: &str, p: &Problem) -> Response {
+fn court_refused(lang: Lang, session: &PageSession, p: &Problem) -> Response {
     let mut r = page(
         lang,
         lang.t("web.that-did-not-work"),
@@ -448,6 +565,13 @@ pub(super) async fn client_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_search_ignores_case_and_diacritics() {
+        assert!(fold("Małgorzata Żółkiewska").contains(&fold("zolkiewska")));
+        assert!(fold("Jürgen WEISS").contains(&fold("jurgen weiss")));
+        assert!(!fold("Anna Jansen").contains(&fold("piet")));
+    }
 
     #[test]
     fn an_attestation_file_is_its_bytes_or_their_hex_within_the_limit() {

@@ -24,7 +24,7 @@ pub(super) async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) ->
     let Some(me) = person(&web, &h).await else {
         return to_login();
     };
-    let csrf = csrf_for(&s);
+    let csrf = s.csrf();
     let trust = web.api.node.trust();
     let agencies: Vec<(Oin, String)> = trust
         .content()
