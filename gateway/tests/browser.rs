@@ -1,11 +1,14 @@
 //! The web inbox in a real browser: headless Chromium (Debian's `chromium`
 //! and `chromium-driver`, installed by `scripts/test`) driven over WebDriver.
 //! A person logs in, verifies an e-mail address, activates, chooses digital
-//! mail, reads a letter (ContentHandover appears), switches everything to
-//! paper; a representative logs in and opens a client's letter. axe-core
-//! checks every page in Dutch, English, German, French and Polish (zero
-//! violations of WCAG 2.1 A and AA), and every page is saved as a
-//! screenshot under `target/screenshots/`.
+//! mail, reads a letter (ContentHandover appears), sees the history of her
+//! settings, switches everything to paper; a representative logs in, finds
+//! and opens a client's letter. axe-core checks every page in Dutch,
+//! English, German, French and Polish (zero violations of WCAG 2.1 A and
+//! AA), at desktop width and again in Chromium's mobile emulation at 360 px
+//! (no sideways scrolling, touch targets of 44 px), where a new person also
+//! goes through the main journey in each language. Every page is saved as
+//! a screenshot under `target/screenshots/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -409,7 +412,51 @@ async fn the_web_inbox_in_chromium() {
         wait_css(&p, "#subject").await;
         check_phone(&p, &format!("login-{lang}")).await;
     }
+    // The main journeys done, not only seen, in each other language, on
+    // the phone: a new person each time.
+    for (lang, who) in OTHER_LANGUAGES.into_iter().zip(JOURNEY_PEOPLE) {
+        journey_on_a_phone(&p, &w, &base, who, lang).await;
+    }
     p.close().await.unwrap();
     c.close().await.unwrap();
     w.stop().await;
+}
+
+/// Valid citizen service numbers of the people of the journeys.
+const JOURNEY_PEOPLE: [&str; 4] = [
+    "bsn:100000009",
+    "bsn:100000022",
+    "bsn:100000034",
+    "bsn:100000046",
+];
+
+/// One person's journey on a phone in `lang`, each page checked (axe, no
+/// sideways scrolling, touch targets): log in, create the box, confirm an
+/// e-mail address, switch digital mail on and choose a sender (the box is
+/// in `lang`, and so are the person's letters), read a letter and its
+/// proof, then everything back on paper.
+async fn journey_on_a_phone(p: &Client, w: &World, base: &str, who: &str, lang: &str) {
+    p.goto(&format!("{base}/language/{lang}")).await.unwrap();
+    log_in(p, base, who).await;
+    check_phone(p, &format!("journey-start-{lang}")).await;
+    go_digital_on_the_web(p, w, base, who, &format!("{lang}@example.eu")).await;
+    until_person(w, who, "the language of the letters", |x| {
+        x.language == lang
+    })
+    .await;
+    check_phone(p, &format!("journey-settings-{lang}")).await;
+    letter_arrives_and_is_opened(p, w, base, who).await;
+    check_phone(p, &format!("journey-letter-{lang}")).await;
+    click(p, "main a[href$='/evidence']").await;
+    wait_css(p, "ol.steps").await;
+    check_phone(p, &format!("journey-evidence-{lang}")).await;
+    p.goto(&format!("{base}/settings")).await.unwrap();
+    click(p, "form[action='/settings/all-paper'] button").await;
+    until_person(w, who, "everything on paper", |x| {
+        x.digital_senders.is_empty()
+    })
+    .await;
+    assert_eq!(html_lang(p).await.as_deref(), Some(lang));
+    check_phone(p, &format!("journey-all-paper-{lang}")).await;
+    log_out(p).await;
 }
