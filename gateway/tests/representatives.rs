@@ -480,7 +480,9 @@ async fn upload_attestation(
 /// The same registration on the web inbox, in a browser: the attestation
 /// uploaded as a file (as the registry gave it, or in hex), refused for the
 /// same reasons as through the API (each compared with the API's answer),
-/// nothing changed by a refusal, and the page checked by axe.
+/// nothing changed by a refusal, and the page checked by axe. Then the
+/// administrator's clients page (unread, deadline) and his choice of paper
+/// for the client, within his appointment and not outside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_court_appointment_is_registered_on_the_web_with_the_apis_refusals() {
     use common::chromium::*;
@@ -609,6 +611,38 @@ async fn a_court_appointment_is_registered_on_the_web_with_the_apis_refusals() {
         "{text}"
     );
     check(&c, "clients-unread-en").await;
+    // Bob may manage: the pension fund's letters to paper, for Anna ...
+    let id = legal[0].id.to_string();
+    c.goto(&format!("{base}/clients/{id}")).await.unwrap();
+    check(&c, "client-consent-en").await;
+    let button = |sender: &str, digital: bool| {
+        format!(
+            "form[action='/clients/{id}/consent'] input[value='{sender}'] ~ fieldset button[value='{digital}']"
+        )
+    };
+    click(&c, &button(PENSION, false)).await;
+    wait_css(&c, "main p[role=status]").await;
+    until_person(&w, ANNA, "the pension fund on paper", |p| {
+        !p.digital_senders.contains(&PENSION.parse().unwrap())
+    })
+    .await;
+    // ... not the care office's, outside his appointment: as the API says.
+    c.goto(&format!("{base}/clients/{id}")).await.unwrap();
+    click(&c, &button(CARE, true)).await;
+    wait_css(&c, "main code").await;
+    let web = c
+        .find(fantoccini::Locator::Css("main code"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let api = code(
+        bob.set_client_consent(&legal[0].id, CARE, true)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(web, api, "the web refuses as the API");
     // The raw file as the registry gave it says the same: a second
     // registration of the one appointment is refused as through the API.
     let web = upload_attestation(&c, &base, &real_file, None).await;

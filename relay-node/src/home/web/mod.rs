@@ -493,6 +493,7 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/representatives", get(r::representatives).post(r::grant))
         .route("/representatives/revoke", post(r::revoke))
         .route("/clients/{mandate}", get(r::client))
+        .route("/clients/{mandate}/consent", post(r::client_consent))
         .route(
             "/clients/{mandate}/letters/{envelope}",
             get(r::client_letter),

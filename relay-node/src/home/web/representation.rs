@@ -514,10 +514,18 @@ fn court_refused(lang: Lang, session: &PageSession, p: &Problem) -> Response {
     r
 }
 
+/// The client page's note that a choice was saved.
+#[derive(Deserialize)]
+pub(super) struct SavedQuery {
+    #[serde(default)]
+    saved: bool,
+}
+
 pub(super) async fn client(
     State(web): State<Arc<Web>>,
     headers: HeaderMap,
     Path(mandate): Path<String>,
+    Query(q): Query<SavedQuery>,
 ) -> Response {
     let lang = lang_of(&headers);
     let Some((h, s)) = web.session_of(&headers) else {
@@ -527,11 +535,31 @@ pub(super) async fn client(
         Ok(l) => l,
         Err(p) => return problem_page(lang, Some(&s), &p),
     };
+    // A representative who may manage (a court appointment, or a mandate
+    // that says so) chooses digital or paper for the client, per sender.
+    let manages = match web.api.ask(&h, CitizenAction::Clients).await {
+        Ok(CitizenReply::Clients(c)) => c
+            .iter()
+            .any(|c| c.mandate.to_string() == mandate && c.rights.manage),
+        _ => false,
+    };
+    let agencies: Vec<(String, String)> = web
+        .api
+        .node
+        .trust()
+        .content()
+        .agencies
+        .iter()
+        .map(|a| (a.oin.to_string(), a.name.clone()))
+        .collect();
     page(
         lang,
         lang.t("web.your-client-s-letters"),
         Some(&s),
         html! {
+            @if q.saved {
+                p role="status" class="notice" { (lang.t("web.client-consent.saved")) }
+            }
             @if letters.is_empty() {
                 p { (lang.t("web.no-letters-you-may-see")) }
             }
@@ -543,8 +571,60 @@ pub(super) async fn client(
                     }
                 }
             }
+            @if manages {
+                section aria-labelledby="client-consent-h" {
+                    h2 id="client-consent-h" { (lang.t("web.client-consent.heading")) }
+                    p { (lang.t("web.client-consent.intro")) }
+                    @for (oin, name) in &agencies {
+                        form method="post" action=(format!("/clients/{mandate}/consent")) {
+                            input type="hidden" name="csrf" value=(s.csrf());
+                            input type="hidden" name="sender" value=(oin);
+                            fieldset {
+                                legend { (name) }
+                                button type="submit" name="digital" value="true" { (lang.t("web.digital")) }
+                                " "
+                                button type="submit" name="digital" value="false" { (lang.t("web.on-paper")) }
+                            }
+                        }
+                    }
+                }
+            }
         },
     )
+}
+
+#[derive(Deserialize)]
+pub(super) struct ClientConsentForm {
+    #[serde(default)]
+    csrf: String,
+    sender: String,
+    digital: String,
+}
+
+/// A representative's choice for the client: digital or paper from one
+/// sender; refused as through the API.
+pub(super) async fn client_consent(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path(mandate): Path<String>,
+    Form(f): Form<ClientConsentForm>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some((h, s)) = web.checked(&headers, &f.csrf) else {
+        return forbidden(lang);
+    };
+    let (Ok(id), Ok(sender)) = (mandate.parse(), f.sender.parse()) else {
+        return forbidden(lang);
+    };
+    let action = CitizenAction::SetClientConsent {
+        mandate: id,
+        sender,
+        digital: f.digital == "true",
+    };
+    match web.api.mandate_change(&h, action).await {
+        Ok(_) => Redirect::to(&format!("/clients/{mandate}?saved=true")).into_response(),
+        Err(p) => problem_page(lang, Some(&s), &p),
+    }
 }
 
 pub(super) async fn client_letter(
