@@ -1,7 +1,8 @@
 //! Paper letters in German, French and Polish: read back with poppler's
 //! `pdftotext`, the person's name and address keep every diacritic and the
 //! explanation is in the person's language; `pdffonts` shows the fonts
-//! embedded (as subsets, with a Unicode map). Needs poppler-utils, which
+//! embedded (as subsets, with a Unicode map), and the address stays in the
+//! envelope window (`pdftotext -bbox`). Needs poppler-utils, which
 //! `scripts/test` installs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -73,6 +74,37 @@ fn tool(name: &str, pdf: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Points per millimetre.
+const MM: f64 = 72.0 / 25.4;
+
+/// The words of `pdftotext -bbox` output, each with its box in points from
+/// the top left: (word, x min, y min, x max, y max).
+fn words_with_boxes(xhtml: &str) -> Vec<(String, f64, f64, f64, f64)> {
+    let attr = |tag: &str, name: &str| -> f64 {
+        let start = tag.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        tag[start..].split('"').next().unwrap().parse().unwrap()
+    };
+    xhtml
+        .split("<word ")
+        .skip(1)
+        .map(|rest| {
+            let (tag, after) = rest.split_once('>').unwrap();
+            let word = after.split("</word>").next().unwrap();
+            let word = word
+                .replace("&amp;", "&")
+                .replace("&apos;", "'")
+                .replace("&quot;", "\"");
+            (
+                word,
+                attr(tag, "xMin"),
+                attr(tag, "yMin"),
+                attr(tag, "xMax"),
+                attr(tag, "yMax"),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn german_french_and_polish_letters_keep_every_diacritic_and_explain_in_their_language() {
     let dir = tempfile::tempdir().unwrap();
@@ -123,6 +155,27 @@ fn german_french_and_polish_letters_keep_every_diacritic_and_explain_in_their_la
             "{}: the explanation {explanation:?} in {text:?}",
             person.language
         );
+
+        // The address stays where a window envelope shows it (DL/C5 with
+        // the window 20 mm from the left and 45 mm from the top, 90 x 45 mm).
+        let words = words_with_boxes(&tool("pdftotext", &path, &["-bbox"]));
+        for line in address_lines(person.name, &address) {
+            for word in line.split_whitespace() {
+                let (x_min, y_min, x_max, y_max) = words
+                    .iter()
+                    .find(|(w, x, _, _, _)| w == word && *x < 100.0 * MM)
+                    .map(|(_, a, b, c, d)| (*a, *b, *c, *d))
+                    .unwrap_or_else(|| panic!("{}: {word:?} is not on the page", person.language));
+                assert!(
+                    x_min >= 20.0 * MM
+                        && x_max <= 110.0 * MM
+                        && y_min >= 45.0 * MM
+                        && y_max <= 90.0 * MM,
+                    "{}: {word:?} at ({x_min:.0}, {y_min:.0})-({x_max:.0}, {y_max:.0}) pt is outside the window",
+                    person.language
+                );
+            }
+        }
 
         let fonts = tool("pdffonts", &path, &[]);
         let rows: Vec<&str> = fonts.lines().skip(2).collect();

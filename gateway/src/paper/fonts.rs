@@ -194,7 +194,9 @@ impl UsedGlyphs {
             .font_file2(file);
 
         let length = i32::try_from(subset.len()).unwrap_or(i32::MAX);
-        pdf.stream(file, &subset).pair(Name(b"Length1"), length);
+        pdf.stream(file, &deflate(&subset))
+            .filter(pdf_writer::Filter::FlateDecode)
+            .pair(Name(b"Length1"), length);
 
         let mut cmap = UnicodeCmap::new(Name(b"Estafette-UTF16"), system_info);
         for (glyph, c) in &self.chars {
@@ -203,6 +205,11 @@ impl UsedGlyphs {
         pdf.cmap(to_unicode, &cmap.finish());
         Ok(())
     }
+}
+
+/// A stream's bytes compressed as PDF's FlateDecode (zlib) wants them.
+pub(crate) fn deflate(bytes: &[u8]) -> Vec<u8> {
+    miniz_oxide::deflate::compress_to_vec_zlib(bytes, 6)
 }
 
 /// Six capitals from the subset's bytes: the same glyphs, the same tag.

@@ -320,7 +320,8 @@ fn write_pdf(pages: Vec<Content>, texts: &Texts, fonts: &mut Fonts) -> Result<Ve
         drop(fonts);
         drop(resources);
         drop(page);
-        pdf.stream(content_id, &content.finish());
+        pdf.stream(content_id, &fonts::deflate(&content.finish()))
+            .filter(pdf_writer::Filter::FlateDecode);
     }
     fonts.regular.write(&mut pdf, regular)?;
     fonts.bold.write(&mut pdf, bold)?;
