@@ -38,6 +38,7 @@ pub mod receipt;
 pub mod relay;
 pub mod sd_jwt;
 pub mod text;
+pub mod tiles;
 pub mod trust;
 pub mod witness;
 
