@@ -234,17 +234,8 @@ async fn the_web_inbox_in_chromium() {
     for lang in OTHER_LANGUAGES {
         c.goto(&format!("{base}/language/{lang}")).await.unwrap();
         until(&w, "the language of her mail", |p| p.language == lang).await;
-        for (path, name) in [
-            (letter_url.trim_start_matches(&base), "evidence"),
-            (holder_letter.trim_start_matches(&base), "letter"),
-            ("/letters/env-00000000000000000000000000000000", "not-found"),
-            ("/", "inbox"),
-            ("/settings", "settings"),
-            ("/settings/history", "history"),
-            ("/access-log", "access-log"),
-            ("/representatives", "representatives"),
-            ("/clients", "clients-empty"),
-        ] {
+        let holders = holders_pages(&base, &letter_url, &holder_letter);
+        for (path, name) in holders.iter().chain(&[("/clients", "clients-empty")]) {
             c.goto(&format!("{base}{path}")).await.unwrap();
             assert_eq!(html_lang(&c).await.as_deref(), Some(lang), "{name}");
             check(&c, &format!("{name}-{lang}")).await;
@@ -374,16 +365,7 @@ async fn the_web_inbox_in_chromium() {
     log_in(&p, &base, ANNA).await;
     for lang in ALL_LANGUAGES {
         p.goto(&format!("{base}/language/{lang}")).await.unwrap();
-        for (path, name) in [
-            (letter_url.trim_start_matches(&base), "evidence"),
-            (holder_letter.trim_start_matches(&base), "letter"),
-            ("/letters/env-00000000000000000000000000000000", "not-found"),
-            ("/", "inbox"),
-            ("/settings", "settings"),
-            ("/settings/history", "history"),
-            ("/access-log", "access-log"),
-            ("/representatives", "representatives"),
-        ] {
+        for (path, name) in holders_pages(&base, &letter_url, &holder_letter) {
             p.goto(&format!("{base}{path}")).await.unwrap();
             assert_eq!(html_lang(&p).await.as_deref(), Some(lang), "{name}");
             check_phone(&p, &format!("{name}-{lang}")).await;
@@ -420,6 +402,25 @@ async fn the_web_inbox_in_chromium() {
     p.close().await.unwrap();
     c.close().await.unwrap();
     w.stop().await;
+}
+
+/// The pages of a letter's holder checked in every language: path at
+/// `base` and name.
+fn holders_pages<'a>(
+    base: &str,
+    letter_url: &'a str,
+    holder_letter: &'a str,
+) -> [(&'a str, &'static str); 8] {
+    [
+        (letter_url.trim_start_matches(base), "evidence"),
+        (holder_letter.trim_start_matches(base), "letter"),
+        ("/letters/env-00000000000000000000000000000000", "not-found"),
+        ("/", "inbox"),
+        ("/settings", "settings"),
+        ("/settings/history", "history"),
+        ("/access-log", "access-log"),
+        ("/representatives", "representatives"),
+    ]
 }
 
 /// Valid citizen service numbers of the people of the journeys.

@@ -427,6 +427,20 @@ async fn a_court_appointed_administrator_suspends_mandates_and_gets_the_mail() {
     w.stop().await;
 }
 
+/// The web page's refusal `web` is the API's refusal `api` of the same.
+fn same_refusal<T: std::fmt::Debug>(
+    web: Option<String>,
+    api: Result<T, CitizenClientError>,
+) -> String {
+    let api = code(api.unwrap_err());
+    assert_eq!(
+        web.as_deref(),
+        Some(api.as_str()),
+        "the web refuses as the API"
+    );
+    api
+}
+
 /// What the web page said of an upload: the refusal's code, or `None`
 /// when it was registered (the clients page again, with a client).
 async fn upload_attestation(
@@ -531,45 +545,21 @@ async fn a_court_appointment_is_registered_on_the_web_with_the_apis_refusals() {
     c.goto(&format!("{base}/clients")).await.unwrap();
     check(&c, "clients-court-form-en").await;
     let web = upload_attestation(&c, &base, &forged_file, None).await;
-    let api = code(
-        bob.register_legal_representation(&forged, true, None)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(
-        web.as_deref(),
-        Some(api.as_str()),
-        "the web refuses as the API"
-    );
-    assert_eq!(api, "wrong_role");
+    let api = bob.register_legal_representation(&forged, true, None).await;
+    assert_eq!(same_refusal(web, api), "wrong_role");
     check(&c, "clients-court-refused-en").await;
     let web = upload_attestation(&c, &base, &garbage, None).await;
-    let api = code(
-        bob.register_legal_representation(b"%PDF-1.7 not an attestation", true, None)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(
-        web.as_deref(),
-        Some(api.as_str()),
-        "the web refuses as the API"
-    );
+    let api = bob
+        .register_legal_representation(b"%PDF-1.7 not an attestation", true, None)
+        .await;
+    same_refusal(web, api);
     log_out(&c).await;
 
     // Piet cannot register Bob's appointment, on the web or through the API.
     log_in(&c, &base, PIET).await;
     let web = upload_attestation(&c, &base, &real_file, None).await;
-    let api = code(
-        piet.register_legal_representation(&real, true, None)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(
-        web.as_deref(),
-        Some(api.as_str()),
-        "the web refuses as the API"
-    );
-    assert_eq!(api, "wrong_role");
+    let api = piet.register_legal_representation(&real, true, None).await;
+    assert_eq!(same_refusal(web, api), "wrong_role");
     log_out(&c).await;
     assert!(
         anna.mandates().await.unwrap().iter().all(|m| !m.is_legal()),
@@ -637,12 +627,8 @@ async fn a_court_appointment_is_registered_on_the_web_with_the_apis_refusals() {
         .text()
         .await
         .unwrap();
-    let api = code(
-        bob.set_client_consent(&legal[0].id, CARE, true)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(web, api, "the web refuses as the API");
+    let api = bob.set_client_consent(&legal[0].id, CARE, true).await;
+    same_refusal(Some(web), api);
     // The raw file as the registry gave it says the same: a second
     // registration of the one appointment is refused as through the API.
     let web = upload_attestation(&c, &base, &real_file, None).await;
