@@ -6,9 +6,11 @@
 //! and opens a client's letter. axe-core checks every page in Dutch,
 //! English, German, French and Polish (zero violations of WCAG 2.1 A and
 //! AA), at desktop width and again in Chromium's mobile emulation at 360 px
-//! (no sideways scrolling, touch targets of 44 px), where a new person also
-//! goes through the main journey in each language. Every page is saved as
-//! a screenshot under `target/screenshots/`.
+//! (no sideways scrolling, touch targets of 44 px), where in each other
+//! language a new person goes through the main journey (activation, a
+//! letter, its proof, all on paper, asking a helper) and the helper
+//! through theirs (saying yes, reading the client's letter). Every page is
+//! saved as a screenshot under `target/screenshots/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -435,7 +437,8 @@ const JOURNEY_PEOPLE: [&str; 4] = [
 /// sideways scrolling, touch targets): log in, create the box, confirm an
 /// e-mail address, switch digital mail on and choose a sender (the box is
 /// in `lang`, and so are the person's letters), read a letter and its
-/// proof, then everything back on paper.
+/// proof, everything back on paper, and ask Piet to help; then Piet says
+/// yes and reads that letter as the person's helper.
 async fn journey_on_a_phone(p: &Client, w: &World, base: &str, who: &str, lang: &str) {
     p.goto(&format!("{base}/language/{lang}")).await.unwrap();
     log_in(p, base, who).await;
@@ -459,5 +462,44 @@ async fn journey_on_a_phone(p: &Client, w: &World, base: &str, who: &str, lang: 
     .await;
     assert_eq!(html_lang(p).await.as_deref(), Some(lang));
     check_phone(p, &format!("journey-all-paper-{lang}")).await;
+
+    // A helper: the person asks Piet to read their letters ...
+    p.goto(&format!("{base}/representatives")).await.unwrap();
+    for (field, value) in [("rep-name", "Piet de Vries"), ("rep-id", PIET)] {
+        p.find(Locator::Id(field))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    click(p, "form[action='/representatives'] button").await;
+    wait_css(p, "form[action='/representatives/revoke']").await;
+    check_phone(p, &format!("journey-helper-{lang}")).await;
+    log_out(p).await;
+
+    // ... and Piet, in the same language, says yes and reads the letter.
+    log_in(p, base, PIET).await;
+    p.goto(&format!("{base}/clients")).await.unwrap();
+    let id = p
+        .find(Locator::Css(
+            "form[action='/clients/accept'] input[name=id]",
+        ))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    check_phone(p, &format!("journey-asked-{lang}")).await;
+    click(p, "form[action='/clients/accept'] button").await;
+    let client = format!("main a[href='/clients/{id}']");
+    click(p, &client).await;
+    wait_css(p, ".letter a").await;
+    check_phone(p, &format!("journey-client-letters-{lang}")).await;
+    click(p, ".letter a").await;
+    wait_css(p, "div.body").await;
+    assert_eq!(html_lang(p).await.as_deref(), Some(lang));
+    check_phone(p, &format!("journey-client-letter-{lang}")).await;
     log_out(p).await;
 }
