@@ -18,7 +18,9 @@
 //! [`MAX_SESSIONS`] are held (the expired ones go first, then logins are
 //! refused). The store learns of requests at most every
 //! [`LAST_SEEN_KEPT_EVERY`], so after a restart a session may end that much
-//! earlier than it would have.
+//! earlier than it would have. Expired sessions leave the store at the
+//! first login after every [`SWEEP_EVERY`], whether or not their person
+//! comes back: a kept session holds a login's proof.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,6 +41,9 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 pub const SESSION_MAX: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions held at once; the oldest idle ones go first.
 pub const MAX_SESSIONS: usize = 100_000;
+/// Expired sessions are deleted from the store at most this long after they
+/// expire (at the next login after that).
+pub const SWEEP_EVERY: Duration = SESSION_IDLE;
 /// The store's idea of a session's last request is at most this old.
 pub const LAST_SEEN_KEPT_EVERY: Duration = Duration::from_secs(60);
 /// Largest kept session (its login's proof is at most the citizen API's
@@ -209,6 +214,8 @@ pub(crate) struct Sessions {
     table: Arc<Mutex<Table>>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
+    /// When expired sessions were last deleted (node clock, seconds).
+    last_swept: std::sync::atomic::AtomicU64,
 }
 
 fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
@@ -226,6 +233,7 @@ impl Sessions {
             table: Default::default(),
             store,
             clock,
+            last_swept: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -309,10 +317,27 @@ impl Sessions {
     ) -> Result<Session, StartError> {
         let now = self.clock.now();
         let token = SessionToken::random();
+        // A kept session holds a login's proof, personal data: the expired
+        // ones are deleted at the first login after every SWEEP_EVERY, not
+        // only when their person comes back.
+        let last = self.last_swept.load(std::sync::atomic::Ordering::Relaxed);
+        let sweep = now.0.saturating_sub(last) >= SWEEP_EVERY.as_secs()
+            && self
+                .last_swept
+                .compare_exchange(
+                    last,
+                    now.0,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok();
         {
             let mut table = self.table();
-            if table.len() >= MAX_SESSIONS {
-                table.retain(|_, s| matches!(s, Slot::Live(s) if s.live(now)));
+            if sweep || table.len() >= MAX_SESSIONS {
+                table.retain(|_, s| match s {
+                    Slot::Live(s) => s.live(now),
+                    Slot::Ending => true,
+                });
                 if table.len() >= MAX_SESSIONS {
                     return Err(StartError::TooMany);
                 }
@@ -335,7 +360,7 @@ impl Sessions {
         let table = self.table.clone();
         let op = Op::Apply(Box::new(move |_tables, txn| {
             let mut kept = txn.open_table(SESSIONS)?;
-            if kept.len()? as usize >= MAX_SESSIONS {
+            if sweep || kept.len()? as usize >= MAX_SESSIONS {
                 forget_expired(&mut kept, now)?;
             }
             let fits = (kept.len()? as usize) < MAX_SESSIONS;
@@ -582,6 +607,29 @@ mod tests {
             sessions.check(other.token()).is_some(),
             "only that one ended"
         );
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_leave_the_store_though_nobody_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(START));
+        let sessions = open(dir.path(), &clock);
+        let gone = start(&sessions).await.token();
+        clock.advance_s(SESSION_IDLE.as_secs() - 1);
+        let later = start(&sessions).await.token();
+        assert!(kept_times(&sessions, gone).is_some(), "not expired yet");
+        // Past its idle time, and past the next sweep: the next login of
+        // anyone deletes it, with its login's proof.
+        clock.advance_s(SWEEP_EVERY.as_secs());
+        start(&sessions).await;
+        assert_eq!(kept_times(&sessions, gone), None, "deleted");
+        assert!(
+            kept_times(&sessions, later).is_none(),
+            "idle as long by now"
+        );
+        drop(sessions);
+        let sessions = open(dir.path(), &clock);
+        assert_eq!(sessions.check(gone), None);
     }
 
     #[tokio::test]
