@@ -678,6 +678,11 @@ async fn a_second_login_is_linked_on_the_web_with_the_apis_refusals() {
     assert_eq!(outcome(&c).await, None, "linked");
     let me = view_of_jonas().await;
     assert_eq!(me.linked.len(), 1, "{me:?}");
+    assert_eq!(
+        jonas.me().await.unwrap().linked,
+        me.linked,
+        "an API session opened before the link sees it at once"
+    );
     assert_eq!(me.linked[0].to_string(), JONAS_BSN);
     let entry = estafette_gateway::registry::lookup(
         o.w.gateway.gateway.records(),

@@ -108,13 +108,21 @@ pub(super) async fn end_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The person as the gateway has them now (a change made in another
+/// session, a link on the web say, shows at once); the session's copy when
+/// the gateway cannot be asked, as the web pages do.
 pub(super) async fn me(
     State(api): State<Arc<CitizenApi>>,
     session: Session,
 ) -> Result<Json<PersonView>, Problem> {
-    api.person_of(&session)
-        .map(Json)
-        .ok_or_else(Problem::unauthenticated)
+    match api.refresh(&session).await {
+        Ok(view) => Ok(Json(view)),
+        Err(p) if p.code == "no-session" => Err(p),
+        Err(_) => api
+            .person_of(&session)
+            .map(Json)
+            .ok_or_else(Problem::unauthenticated),
+    }
 }
 
 pub(super) async fn register(
