@@ -193,12 +193,13 @@ pub(super) async fn set_client_consent(
 }
 
 impl CitizenApi {
-    /// The client of `mandate` (as the gateway says now): inbox here and name.
+    /// The client of `mandate` (as the gateway says now), with its inbox
+    /// here.
     async fn client_of(
         &self,
         session: &Session,
         mandate: MandateId,
-    ) -> Result<(InboxId, String), Problem> {
+    ) -> Result<(ClientView, InboxId), Problem> {
         let clients = match self.ask(session, CitizenAction::Clients).await? {
             CitizenReply::Clients(c) => c,
             _ => return Err(unexpected()),
@@ -213,7 +214,7 @@ impl CitizenApi {
                 "no mandate of yours for a client with an inbox here".into(),
             )
         })?;
-        Ok((inbox, c.client_name.unwrap_or_default()))
+        Ok((c, inbox))
     }
 
     /// A client's letters within the mandate (each sender checked now).
@@ -222,8 +223,30 @@ impl CitizenApi {
         session: &Session,
         mandate: &str,
     ) -> Result<Vec<LetterSummary>, Problem> {
+        Ok(self.client_with_letters(session, mandate).await?.1)
+    }
+
+    /// The client of `mandate` as the gateway says now, and their letters
+    /// within the mandate.
+    pub(crate) async fn client_with_letters(
+        &self,
+        session: &Session,
+        mandate: &str,
+    ) -> Result<(ClientView, Vec<LetterSummary>), Problem> {
         let mandate = mandate_id(mandate)?;
-        let (inbox, _) = self.client_of(session, mandate).await?;
+        let (client, inbox) = self.client_of(session, mandate).await?;
+        let letters = self.client_letters_in(session, mandate, inbox).await?;
+        Ok((client, letters))
+    }
+
+    /// The letters in the client's `inbox` that `mandate` lets the session's
+    /// person see now: one access check per sender.
+    pub(crate) async fn client_letters_in(
+        &self,
+        session: &Session,
+        mandate: MandateId,
+        inbox: InboxId,
+    ) -> Result<Vec<LetterSummary>, Problem> {
         let mut decisions: HashMap<Oin, bool> = HashMap::new();
         let mut out = Vec::new();
         for (id, record) in self.node.store().inbox_list(&inbox)? {
@@ -250,7 +273,8 @@ impl CitizenApi {
     ) -> Result<(OpenedLetter, String), Problem> {
         let mandate = mandate_id(mandate)?;
         let envelope = envelope_id(envelope)?;
-        let (inbox, name) = self.client_of(session, mandate).await?;
+        let (client, inbox) = self.client_of(session, mandate).await?;
+        let name = client.client_name.unwrap_or_default();
         let sender = self
             .node
             .store()

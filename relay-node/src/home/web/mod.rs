@@ -432,6 +432,19 @@ async fn language(
     r
 }
 
+/// The agencies of the trust list, with their names: the senders a person
+/// (or a representative for a client) chooses digital or paper for.
+fn agencies(web: &Web) -> Vec<(estafette_spec::Oin, String)> {
+    web.api
+        .node
+        .trust()
+        .content()
+        .agencies
+        .iter()
+        .map(|a| (a.oin.clone(), a.name.clone()))
+        .collect()
+}
+
 /// Whether `who` is the session's person.
 fn person_is(web: &Web, session: &Session, who: &Recipient) -> bool {
     web.api

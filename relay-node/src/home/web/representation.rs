@@ -144,22 +144,23 @@ pub(super) struct MandateForm {
     id: String,
 }
 
-/// A mandate change from a form, then back to `after`.
+/// A change about mandate `id` from a form with CSRF token `csrf`, then
+/// back to `after`; a form we did not make (no action) is forbidden.
 pub(super) async fn mandate_form(
     web: &Web,
     headers: &HeaderMap,
-    f: &MandateForm,
-    action: fn(estafette_spec::mandate::MandateId) -> CitizenAction,
+    (csrf, id): (&str, &str),
+    action: impl FnOnce(estafette_spec::mandate::MandateId) -> Option<CitizenAction>,
     after: &str,
 ) -> Response {
     let lang = lang_of(headers);
-    let Some((h, s)) = web.checked(headers, &f.csrf) else {
+    let Some((h, s)) = web.checked(headers, csrf) else {
         return forbidden(lang);
     };
-    let Ok(id) = f.id.parse() else {
+    let Some(action) = id.parse().ok().and_then(action) else {
         return forbidden(lang);
     };
-    match web.api.mandate_change(&h, action(id)).await {
+    match web.api.mandate_change(&h, action).await {
         Ok(_) => Redirect::to(after).into_response(),
         Err(p) => problem_page(lang, Some(&s), &p),
     }
@@ -170,8 +171,8 @@ pub(super) async fn revoke(
     headers: HeaderMap,
     Form(f): Form<MandateForm>,
 ) -> Response {
-    let revoke = |id| CitizenAction::RevokeMandate { id };
-    mandate_form(&web, &headers, &f, revoke, "/representatives").await
+    let revoke = |id| Some(CitizenAction::RevokeMandate { id });
+    mandate_form(&web, &headers, (&f.csrf, &f.id), revoke, "/representatives").await
 }
 
 pub(super) async fn accept(
@@ -179,8 +180,8 @@ pub(super) async fn accept(
     headers: HeaderMap,
     Form(f): Form<MandateForm>,
 ) -> Response {
-    let accept = |id| CitizenAction::AcceptMandate { id };
-    mandate_form(&web, &headers, &f, accept, "/clients").await
+    let accept = |id| Some(CitizenAction::AcceptMandate { id });
+    mandate_form(&web, &headers, (&f.csrf, &f.id), accept, "/clients").await
 }
 
 /// The clients page's search: part of a client's name.
@@ -303,15 +304,15 @@ async fn client_lines(
                 .as_deref()
                 .is_some_and(|n| fold(n).contains(&wanted))
     }) {
-        let mandate = c.mandate.to_string();
-        let counted = lines.len() < MAX_CLIENTS_COUNTED && c.inbox.is_some();
-        let letters = if counted {
-            web.api
-                .client_letters_of(session, &mandate)
+        let letters = match c.inbox {
+            // The clients page asked for the clients already: no second
+            // question per client, only the access checks.
+            Some(inbox) if lines.len() < MAX_CLIENTS_COUNTED => web
+                .api
+                .client_letters_in(session, c.mandate, inbox)
                 .await
-                .unwrap_or_default()
-        } else {
-            vec![]
+                .unwrap_or_default(),
+            _ => vec![],
         };
         let unread: Vec<_> = letters.iter().filter(|l| !l.opened).collect();
         lines.push(ClientLine {
@@ -321,7 +322,7 @@ async fn client_lines(
                 .unwrap_or_else(|| lang.t("web.client").to_owned()),
             unread: unread.len(),
             first_due: unread.iter().filter_map(|l| l.response_deadline).min(),
-            mandate,
+            mandate: c.mandate.to_string(),
         });
     }
     lines
@@ -531,27 +532,14 @@ pub(super) async fn client(
     let Some((h, s)) = web.session_of(&headers) else {
         return to_login();
     };
-    let letters = match web.api.client_letters_of(&h, &mandate).await {
-        Ok(l) => l,
+    let (client, letters) = match web.api.client_with_letters(&h, &mandate).await {
+        Ok(found) => found,
         Err(p) => return problem_page(lang, Some(&s), &p),
     };
     // A representative who may manage (a court appointment, or a mandate
     // that says so) chooses digital or paper for the client, per sender.
-    let manages = match web.api.ask(&h, CitizenAction::Clients).await {
-        Ok(CitizenReply::Clients(c)) => c
-            .iter()
-            .any(|c| c.mandate.to_string() == mandate && c.rights.manage),
-        _ => false,
-    };
-    let agencies: Vec<(String, String)> = web
-        .api
-        .node
-        .trust()
-        .content()
-        .agencies
-        .iter()
-        .map(|a| (a.oin.to_string(), a.name.clone()))
-        .collect();
+    let manages = client.rights.manage;
+    let agencies = agencies(&web);
     page(
         lang,
         lang.t("web.your-client-s-letters"),
@@ -609,22 +597,17 @@ pub(super) async fn client_consent(
     Path(mandate): Path<String>,
     Form(f): Form<ClientConsentForm>,
 ) -> Response {
-    let lang = lang_of(&headers);
-    let Some((h, s)) = web.checked(&headers, &f.csrf) else {
-        return forbidden(lang);
+    let sender = f.sender.parse().ok();
+    let digital = f.digital == "true";
+    let action = |id| {
+        Some(CitizenAction::SetClientConsent {
+            mandate: id,
+            sender: sender?,
+            digital,
+        })
     };
-    let (Ok(id), Ok(sender)) = (mandate.parse(), f.sender.parse()) else {
-        return forbidden(lang);
-    };
-    let action = CitizenAction::SetClientConsent {
-        mandate: id,
-        sender,
-        digital: f.digital == "true",
-    };
-    match web.api.mandate_change(&h, action).await {
-        Ok(_) => Redirect::to(&format!("/clients/{mandate}?saved=true")).into_response(),
-        Err(p) => problem_page(lang, Some(&s), &p),
-    }
+    let after = format!("/clients/{mandate}?saved=true");
+    mandate_form(&web, &headers, (&f.csrf, &mandate), action, &after).await
 }
 
 pub(super) async fn client_letter(

@@ -25,13 +25,7 @@ pub(super) async fn settings(State(web): State<Arc<Web>>, headers: HeaderMap) ->
         return to_login();
     };
     let csrf = s.csrf();
-    let trust = web.api.node.trust();
-    let agencies: Vec<(Oin, String)> = trust
-        .content()
-        .agencies
-        .iter()
-        .map(|a| (a.oin.clone(), a.name.clone()))
-        .collect();
+    let agencies = agencies(&web);
     let main = if me.inbox.is_none() {
         html! { p { a href="/" { (lang.t("web.create-your-message-box-first")) } } }
     } else {
@@ -288,14 +282,12 @@ pub(super) async fn history(State(web): State<Arc<Web>>, headers: HeaderMap) -> 
         }
         Err(p) => return problem_page(lang, Some(&s), &p),
     };
-    let trust = web.api.node.trust();
+    let agencies = agencies(&web);
     let sender_name = |oin: &Oin| {
-        trust
-            .content()
-            .agencies
+        agencies
             .iter()
-            .find(|a| &a.oin == oin)
-            .map_or_else(|| oin.to_string(), |a| a.name.clone())
+            .find(|(a, _)| a == oin)
+            .map_or_else(|| oin.to_string(), |(_, name)| name.clone())
     };
     page(
         lang,
